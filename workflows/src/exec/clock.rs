@@ -1,0 +1,56 @@
+//! The executor's clock: wall time for timestamps and the context object,
+//! and sleeping for Wait states and retry delays.
+//!
+//! [`TokioClock`] follows tokio's timer, so a runtime started with paused
+//! time (`tokio::time::pause`, `#[tokio::test(start_paused = true)]`) makes
+//! every wait take no real time while keeping the order of timers and
+//! timeouts exactly as in real time.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> DateTime<Utc>;
+    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// Wall time anchored when the clock is made, advanced by tokio's timer.
+#[derive(Debug, Clone)]
+pub struct TokioClock {
+    wall: DateTime<Utc>,
+    instant: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn new() -> TokioClock {
+        TokioClock::starting_at(Utc::now())
+    }
+
+    /// A clock whose `now()` starts at `wall` (for reproducible tests).
+    pub fn starting_at(wall: DateTime<Utc>) -> TokioClock {
+        TokioClock {
+            wall,
+            instant: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        TokioClock::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = self.instant.elapsed();
+        self.wall + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero())
+    }
+
+    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(tokio::time::sleep(d))
+    }
+}

@@ -1,0 +1,1170 @@
+//! The local executor: runs a compiled (or any) ASL definition in-process.
+//!
+//! It interprets the definition itself, not the builder, so what runs
+//! locally is exactly what is deployed. Task states are handed to a
+//! [`TaskHandler`] (firebreak's step registry, mocks, or anything else);
+//! Parallel branches and Map items run concurrently; every transition is
+//! recorded in a Step Functions-shaped [`History`]; time comes from a
+//! [`Clock`] so tests and `--fast-clock` runs do not sleep.
+
+pub mod choice;
+pub mod clock;
+pub mod history;
+pub mod io;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{self, StreamExt};
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::asl::{Catcher, JitterStrategy, NullablePath, Retrier, State, StateMachine};
+use crate::error_name::ErrorName;
+use crate::intrinsics::{looks_like_call, Call};
+use crate::time::{format_timestamp, parse_timestamp};
+
+pub use clock::{Clock, TokioClock};
+pub use history::{History, HistoryEvent};
+
+use history::{not_truncated, payload};
+use io::{apply_path, apply_result_path, apply_template, IoError};
+
+/// One Task state invocation handed to a [`TaskHandler`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskCall {
+    /// The state's `Resource`, as written.
+    pub resource: String,
+    /// The effective input (after InputPath and Parameters).
+    pub input: Value,
+    pub state_name: String,
+    /// 0 for the first try, then 1, 2, ... for retries.
+    pub retry_count: u64,
+    /// The context object as the state sees it (`$$`).
+    pub context: Value,
+}
+
+/// A failed task: the error name (matched by Retry/Catch) and its cause.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub error: String,
+    pub cause: Option<String>,
+}
+
+impl TaskFailure {
+    pub fn new(error: impl Into<String>, cause: impl Into<String>) -> TaskFailure {
+        TaskFailure {
+            error: error.into(),
+            cause: Some(cause.into()),
+        }
+    }
+}
+
+/// Runs Task states.
+#[async_trait]
+pub trait TaskHandler: Send + Sync {
+    async fn invoke(&self, call: TaskCall) -> Result<Value, TaskFailure>;
+}
+
+/// How an execution ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Succeeded,
+    Failed,
+    TimedOut,
+}
+
+/// The result of an execution, shaped like `DescribeExecution`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: Status,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+}
+
+/// Identity of an execution, for the context object and ARNs.
+#[derive(Clone, Debug)]
+pub struct ExecutionConfig {
+    pub name: String,
+    pub state_machine_name: String,
+    pub region: String,
+    pub account: String,
+    pub role_arn: String,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        ExecutionConfig {
+            name: uuid::Uuid::new_v4().to_string(),
+            state_machine_name: "firebreak-local".into(),
+            region: "us-east-1".into(),
+            account: "123456789012".into(),
+            role_arn: "arn:aws:iam::123456789012:role/firebreak-local".into(),
+        }
+    }
+}
+
+impl ExecutionConfig {
+    pub fn state_machine_arn(&self) -> String {
+        format!(
+            "arn:aws:states:{}:{}:stateMachine:{}",
+            self.region, self.account, self.state_machine_name
+        )
+    }
+    pub fn execution_arn(&self) -> String {
+        format!(
+            "arn:aws:states:{}:{}:execution:{}:{}",
+            self.region, self.account, self.state_machine_name, self.name
+        )
+    }
+}
+
+/// An error inside a graph: `error` is `None` only for a Fail state
+/// without one.
+#[derive(Clone, Debug, PartialEq)]
+struct Failure {
+    error: Option<String>,
+    cause: Option<String>,
+}
+
+impl Failure {
+    fn named(error: ErrorName, cause: impl Into<String>) -> Failure {
+        Failure {
+            error: Some(error.as_str().to_string()),
+            cause: Some(cause.into()),
+        }
+    }
+
+    /// `States.Runtime` with Step Functions' preamble.
+    fn runtime(state: &str, entered: u64, message: impl AsRef<str>) -> Failure {
+        Failure::named(
+            ErrorName::StatesRuntime,
+            format!(
+                "An error occurred while executing the state '{state}' (entered at the event id #{entered}). {}",
+                message.as_ref()
+            ),
+        )
+    }
+
+    fn from_io(state: &str, entered: u64, e: &IoError) -> Failure {
+        let f = Failure::runtime(state, entered, e.message());
+        if e.is_intrinsic() {
+            Failure {
+                error: Some(ErrorName::StatesIntrinsicFailure.as_str().into()),
+                cause: f.cause,
+            }
+        } else {
+            f
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.error.as_deref().unwrap_or("")
+    }
+
+    fn as_error_output(&self) -> Value {
+        let mut m = Map::new();
+        m.insert(
+            "Error".into(),
+            self.error.clone().map(Value::String).unwrap_or(Value::Null),
+        );
+        m.insert(
+            "Cause".into(),
+            self.cause.clone().map(Value::String).unwrap_or(Value::Null),
+        );
+        Value::Object(m)
+    }
+}
+
+/// Whether an `ErrorEquals` list matches an error.
+fn error_matches(names: &[String], error: &str) -> bool {
+    let uncatchable = error == ErrorName::StatesRuntime.as_str()
+        || error == ErrorName::StatesDataLimitExceeded.as_str();
+    names.iter().any(|n| {
+        n == error
+            || (!uncatchable && n == ErrorName::StatesAll.as_str())
+            || (!uncatchable
+                && n == ErrorName::StatesTaskFailed.as_str()
+                && error != ErrorName::StatesTimeout.as_str()
+                && !error.starts_with("States."))
+    })
+}
+
+/// Largest number of Map iterations run at once when MaxConcurrency is 0
+/// (unlimited): Step Functions runs up to 40 inline iterations at a time.
+const INLINE_MAP_CONCURRENCY: usize = 40;
+
+/// How a state ends: go to another state, or end the graph.
+enum Transition {
+    Next(String),
+    End,
+}
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs definitions.
+#[derive(Clone)]
+pub struct Executor {
+    tasks: Arc<dyn TaskHandler>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+impl Executor {
+    pub fn new(tasks: Arc<dyn TaskHandler>) -> Executor {
+        Executor {
+            tasks,
+            clock: Arc::new(TokioClock::new()),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Executor {
+        self.clock = clock;
+        self
+    }
+
+    /// Runs `machine` on `input`, recording into `history` (subscribe to it
+    /// first for live progress).
+    pub async fn run(
+        &self,
+        machine: &StateMachine,
+        input: Value,
+        config: &ExecutionConfig,
+        history: &History,
+    ) -> Outcome {
+        let start = self.clock.now();
+        let context = json!({
+            "Execution": {
+                "Id": config.execution_arn(),
+                "Input": input.clone(),
+                "Name": config.name,
+                "RoleArn": config.role_arn,
+                "StartTime": format_timestamp(start),
+                "RedriveCount": 0,
+            },
+            "StateMachine": {
+                "Id": config.state_machine_arn(),
+                "Name": config.state_machine_name,
+            },
+        });
+        let started = history.record(
+            "ExecutionStarted",
+            0,
+            start,
+            Some(json!({
+                "input": payload(&input),
+                "inputDetails": not_truncated(),
+                "roleArn": config.role_arn,
+            })),
+        );
+        let run = Run {
+            tasks: self.tasks.clone(),
+            clock: self.clock.clone(),
+            history: history.clone(),
+            context,
+        };
+        let body = run.graph(&machine.start_at, &machine.states, input, started);
+        let result = match machine.timeout_seconds {
+            Some(t) => {
+                tokio::select! {
+                    biased;
+                    r = body => Some(r),
+                    _ = self.clock.sleep(Duration::from_secs(t)) => None,
+                }
+            }
+            None => Some(body.await),
+        };
+        let now = self.clock.now();
+        match result {
+            Some((Ok(output), last)) => {
+                history.record(
+                    "ExecutionSucceeded",
+                    last,
+                    now,
+                    Some(json!({"output": payload(&output), "outputDetails": not_truncated()})),
+                );
+                Outcome {
+                    status: Status::Succeeded,
+                    output: Some(output),
+                    error: None,
+                    cause: None,
+                }
+            }
+            Some((Err(f), last)) => {
+                let mut d = Map::new();
+                if let Some(e) = &f.error {
+                    d.insert("error".into(), Value::String(e.clone()));
+                }
+                if let Some(c) = &f.cause {
+                    d.insert("cause".into(), Value::String(c.clone()));
+                }
+                history.record("ExecutionFailed", last, now, Some(Value::Object(d)));
+                Outcome {
+                    status: Status::Failed,
+                    output: None,
+                    error: f.error,
+                    cause: f.cause,
+                }
+            }
+            None => {
+                let last = history.len() as u64;
+                history.record(
+                    "ExecutionTimedOut",
+                    last,
+                    now,
+                    Some(json!({"error": "States.Timeout"})),
+                );
+                Outcome {
+                    status: Status::TimedOut,
+                    output: None,
+                    error: Some(ErrorName::StatesTimeout.as_str().into()),
+                    cause: None,
+                }
+            }
+        }
+    }
+}
+
+/// One execution in progress.
+struct Run {
+    tasks: Arc<dyn TaskHandler>,
+    clock: Arc<dyn Clock>,
+    history: History,
+    /// `$$` without the per-state parts.
+    context: Value,
+}
+
+fn kind_prefix(state: &State) -> &'static str {
+    state.type_name()
+}
+
+impl Run {
+    fn context_for(&self, state: &str, entered: &str, retry_count: u64) -> Value {
+        let mut ctx = self.context.clone();
+        if let Some(o) = ctx.as_object_mut() {
+            o.insert(
+                "State".into(),
+                json!({"Name": state, "EnteredTime": entered, "RetryCount": retry_count}),
+            );
+        }
+        ctx
+    }
+
+    fn record(&self, kind: &str, prev: u64, details: Option<Value>) -> u64 {
+        self.history.record(kind, prev, self.clock.now(), details)
+    }
+
+    /// Runs one graph from `start_at`; returns its output (or failure) and
+    /// the id of the last event on this path.
+    fn graph<'a>(
+        &'a self,
+        start_at: &'a str,
+        states: &'a IndexMap<String, State>,
+        input: Value,
+        prev: u64,
+    ) -> BoxFut<'a, (Result<Value, Failure>, u64)> {
+        Box::pin(async move {
+            let mut current = start_at.to_string();
+            let mut input = input;
+            let mut prev = prev;
+            loop {
+                let Some(state) = states.get(&current) else {
+                    return (
+                        Err(Failure::named(
+                            ErrorName::StatesRuntime,
+                            format!("The state '{current}' does not exist"),
+                        )),
+                        prev,
+                    );
+                };
+                let entered_at = self.clock.now();
+                let entered = self.history.record(
+                    &format!("{}StateEntered", kind_prefix(state)),
+                    prev,
+                    entered_at,
+                    Some(json!({
+                        "name": current,
+                        "input": payload(&input),
+                        "inputDetails": not_truncated(),
+                    })),
+                );
+                let entered_time = format_timestamp(entered_at);
+                let (result, last) = self
+                    .state(&current, state, input, entered, &entered_time)
+                    .await;
+                prev = last;
+                match result {
+                    Ok((output, transition)) => {
+                        if !matches!(state, State::Fail(_)) {
+                            prev = self.record(
+                                &format!("{}StateExited", kind_prefix(state)),
+                                prev,
+                                Some(json!({
+                                    "name": current,
+                                    "output": payload(&output),
+                                    "outputDetails": not_truncated(),
+                                })),
+                            );
+                        }
+                        match transition {
+                            Transition::Next(n) => {
+                                current = n;
+                                input = output;
+                            }
+                            Transition::End => return (Ok(output), prev),
+                        }
+                    }
+                    Err(f) => return (Err(f), prev),
+                }
+            }
+        })
+    }
+
+    async fn state(
+        &self,
+        name: &str,
+        state: &State,
+        raw: Value,
+        entered: u64,
+        entered_time: &str,
+    ) -> (Result<(Value, Transition), Failure>, u64) {
+        let ctx = self.context_for(name, entered_time, 0);
+        let transition = |next: Option<&str>| match next {
+            Some(n) => Transition::Next(n.to_string()),
+            None => Transition::End,
+        };
+        match state {
+            State::Pass(p) => {
+                let r = (|| {
+                    let effective = apply_path("InputPath", p.input_path.as_ref(), &raw, &ctx)?;
+                    let effective = match &p.parameters {
+                        Some(t) => apply_template(t, &effective, &ctx)?,
+                        None => effective,
+                    };
+                    let result = p.result.clone().unwrap_or(effective);
+                    let out = apply_result_path(p.result_path.as_ref(), &raw, result)?;
+                    apply_path("OutputPath", p.output_path.as_ref(), &out, &ctx)
+                })();
+                (
+                    r.map(|o| (o, transition(p.next.as_deref())))
+                        .map_err(|e| Failure::from_io(name, entered, &e)),
+                    entered,
+                )
+            }
+            State::Succeed(s) => {
+                let r = apply_path("InputPath", s.input_path.as_ref(), &raw, &ctx)
+                    .and_then(|v| apply_path("OutputPath", s.output_path.as_ref(), &v, &ctx));
+                (
+                    r.map(|o| (o, Transition::End))
+                        .map_err(|e| Failure::from_io(name, entered, &e)),
+                    entered,
+                )
+            }
+            State::Fail(f) => {
+                let pick = |lit: &Option<String>,
+                            path: &Option<String>,
+                            field: &str|
+                 -> Result<Option<String>, Failure> {
+                    if let Some(l) = lit {
+                        return Ok(Some(l.clone()));
+                    }
+                    let Some(p) = path else { return Ok(None) };
+                    let v = if looks_like_call(p) {
+                        Call::parse(p)
+                            .map_err(|e| Failure::runtime(name, entered, e.to_string()))?
+                            .eval(&raw, &ctx)
+                            .map_err(|e| Failure::runtime(name, entered, e.to_string()))?
+                    } else {
+                        io::select(field, p, &raw, &ctx).map_err(|_| {
+                            Failure::runtime(
+                                name,
+                                entered,
+                                format!(
+                                    "The JSONPath '{p}' specified for the field '{field}' could not be found in the input '{}'",
+                                    io::compact(&raw)
+                                ),
+                            )
+                        })?
+                    };
+                    Ok(Some(match v {
+                        Value::String(s) => s,
+                        other => io::compact(&other),
+                    }))
+                };
+                let r = pick(&f.error, &f.error_path, "ErrorPath").and_then(|error| {
+                    let cause = pick(&f.cause, &f.cause_path, "CausePath")?;
+                    Ok(Failure { error, cause })
+                });
+                (Err(r.unwrap_or_else(|e| e)), entered)
+            }
+            State::Choice(c) => {
+                let effective = match apply_path("InputPath", c.input_path.as_ref(), &raw, &ctx) {
+                    Ok(v) => v,
+                    Err(e) => return (Err(Failure::from_io(name, entered, &e)), entered),
+                };
+                let next = match choice::first_match(&c.choices, &effective, &ctx) {
+                    Ok(Some(n)) => n.to_string(),
+                    Ok(None) => match &c.default {
+                        Some(d) => d.clone(),
+                        None => {
+                            return (
+                                Err(Failure::named(
+                                    ErrorName::StatesNoChoiceMatched,
+                                    format!(
+                                        "An error occurred while executing the state '{name}' (entered at the event id #{entered}). Failed to transition out of the state. The state does not point to a next state."
+                                    ),
+                                )),
+                                entered,
+                            )
+                        }
+                    },
+                    Err(e) => return (Err(Failure::runtime(name, entered, e.0)), entered),
+                };
+                let out = apply_path("OutputPath", c.output_path.as_ref(), &effective, &ctx);
+                (
+                    out.map(|o| (o, Transition::Next(next)))
+                        .map_err(|e| Failure::from_io(name, entered, &e)),
+                    entered,
+                )
+            }
+            State::Wait(w) => {
+                let effective = match apply_path("InputPath", w.input_path.as_ref(), &raw, &ctx) {
+                    Ok(v) => v,
+                    Err(e) => return (Err(Failure::from_io(name, entered, &e)), entered),
+                };
+                let duration = match self.wait_duration(name, entered, w, &effective, &ctx) {
+                    Ok(d) => d,
+                    Err(f) => return (Err(f), entered),
+                };
+                self.clock.sleep(duration).await;
+                let out = apply_path("OutputPath", w.output_path.as_ref(), &effective, &ctx);
+                (
+                    out.map(|o| (o, transition(w.next.as_deref())))
+                        .map_err(|e| Failure::from_io(name, entered, &e)),
+                    entered,
+                )
+            }
+            State::Task(_) | State::Parallel(_) | State::Map(_) => {
+                self.with_retry_catch(name, state, raw, entered, entered_time)
+                    .await
+            }
+        }
+    }
+
+    fn wait_duration(
+        &self,
+        name: &str,
+        entered: u64,
+        w: &crate::asl::WaitState,
+        input: &Value,
+        ctx: &Value,
+    ) -> Result<Duration, Failure> {
+        if let Some(s) = w.seconds {
+            return Ok(Duration::from_secs(s));
+        }
+        if let Some(p) = &w.seconds_path {
+            let v = io::select("SecondsPath", p, input, ctx).map_err(|_| {
+                Failure::runtime(
+                    name,
+                    entered,
+                    format!("The SecondsPath parameter does not reference an input value: {p}"),
+                )
+            })?;
+            return match v.as_i64() {
+                Some(n) if n >= 0 => Ok(Duration::from_secs(n as u64)),
+                Some(n) => Err(Failure::runtime(
+                    name,
+                    entered,
+                    format!("The SecondsPath parameter references a negative value: {p} == {n}"),
+                )),
+                None => Err(Failure::runtime(
+                    name,
+                    entered,
+                    format!(
+                        "The SecondsPath parameter does not reference a valid integer value: {p} == {}",
+                        io::compact(&v)
+                    ),
+                )),
+            };
+        }
+        let (ts, from_path) = match (&w.timestamp, &w.timestamp_path) {
+            (Some(t), _) => (t.clone(), None),
+            (None, Some(p)) => {
+                let v = io::select("TimestampPath", p, input, ctx).map_err(|_| {
+                    Failure::runtime(
+                        name,
+                        entered,
+                        format!(
+                            "The TimestampPath parameter does not reference an input value: {p}"
+                        ),
+                    )
+                })?;
+                match v {
+                    Value::String(s) => (s, Some(p.clone())),
+                    other => {
+                        return Err(Failure::runtime(
+                            name,
+                            entered,
+                            format!(
+                                "The TimestampPath parameter does not reference a valid ISO-8601 extended offset date-time format string: {p} == {}",
+                                io::compact(&other)
+                            ),
+                        ))
+                    }
+                }
+            }
+            (None, None) => return Ok(Duration::ZERO),
+        };
+        let Some(at) = parse_timestamp(&ts) else {
+            let p = from_path.unwrap_or_else(|| "Timestamp".into());
+            return Err(Failure::runtime(
+                name,
+                entered,
+                format!(
+                    "The TimestampPath parameter does not reference a valid ISO-8601 extended offset date-time format string: {p} == {ts}"
+                ),
+            ));
+        };
+        let now = self.clock.now();
+        Ok((at - now).to_std().unwrap_or(Duration::ZERO))
+    }
+
+    /// Task, Parallel and Map: the body with Retry, then Catch.
+    async fn with_retry_catch(
+        &self,
+        name: &str,
+        state: &State,
+        raw: Value,
+        entered: u64,
+        entered_time: &str,
+    ) -> (Result<(Value, Transition), Failure>, u64) {
+        let (
+            retriers,
+            catchers,
+            result_selector,
+            result_path,
+            output_path,
+            next,
+            input_path,
+            parameters,
+        ): (
+            &[Retrier],
+            &[Catcher],
+            Option<&Value>,
+            Option<&NullablePath>,
+            Option<&NullablePath>,
+            Option<&str>,
+            Option<&NullablePath>,
+            Option<&Value>,
+        ) = match state {
+            State::Task(t) => (
+                &t.retry,
+                &t.catch,
+                t.result_selector.as_ref(),
+                t.result_path.as_ref(),
+                t.output_path.as_ref(),
+                t.next.as_deref(),
+                t.input_path.as_ref(),
+                t.parameters.as_ref(),
+            ),
+            State::Parallel(p) => (
+                &p.retry,
+                &p.catch,
+                p.result_selector.as_ref(),
+                p.result_path.as_ref(),
+                p.output_path.as_ref(),
+                p.next.as_deref(),
+                p.input_path.as_ref(),
+                p.parameters.as_ref(),
+            ),
+            State::Map(m) => (
+                &m.retry,
+                &m.catch,
+                m.result_selector.as_ref(),
+                m.result_path.as_ref(),
+                m.output_path.as_ref(),
+                m.next.as_deref(),
+                m.input_path.as_ref(),
+                None,
+            ),
+            _ => {
+                return (
+                    Err(Failure::runtime(
+                        name,
+                        entered,
+                        "not a Task, Parallel or Map state",
+                    )),
+                    entered,
+                )
+            }
+        };
+        let mut counts = vec![0u64; retriers.len()];
+        let mut prev = entered;
+        let mut retry_count = 0u64;
+        let result = loop {
+            let ctx = self.context_for(name, entered_time, retry_count);
+            let attempt = async {
+                let effective = apply_path("InputPath", input_path, &raw, &ctx)
+                    .map_err(|e| (Failure::from_io(name, entered, &e), false))?;
+                let effective = match parameters {
+                    Some(t) => apply_template(t, &effective, &ctx)
+                        .map_err(|e| (Failure::from_io(name, entered, &e), false))?,
+                    None => effective,
+                };
+                Ok::<Value, (Failure, bool)>(effective)
+            }
+            .await;
+            let (outcome, last) = match attempt {
+                Err((f, _)) => (Err(f), prev),
+                Ok(effective) => match state {
+                    State::Task(t) => self.task(name, t, effective, &ctx, retry_count, prev).await,
+                    State::Parallel(p) => self.parallel(name, p, effective, prev).await,
+                    State::Map(m) => self.map(name, m, effective, &ctx, entered, prev).await,
+                    _ => (
+                        Err(Failure::runtime(name, entered, "unexpected state type")),
+                        prev,
+                    ),
+                },
+            };
+            prev = last;
+            match outcome {
+                Ok(result) => break Ok(result),
+                Err(f) => {
+                    let Some(i) = retriers
+                        .iter()
+                        .position(|r| error_matches(&r.error_equals, f.name()))
+                    else {
+                        break Err(f);
+                    };
+                    let r = &retriers[i];
+                    if counts[i] >= r.attempts() {
+                        break Err(f);
+                    }
+                    let delay = retry_delay(r, counts[i]);
+                    counts[i] += 1;
+                    retry_count += 1;
+                    self.clock.sleep(delay).await;
+                }
+            }
+        };
+        let ctx = self.context_for(name, entered_time, retry_count);
+        match result {
+            Ok(result) => {
+                let out = (|| {
+                    let selected = match result_selector {
+                        Some(t) => apply_template(t, &result, &ctx)?,
+                        None => result,
+                    };
+                    let out = apply_result_path(result_path, &raw, selected)?;
+                    apply_path("OutputPath", output_path, &out, &ctx)
+                })();
+                match out {
+                    Ok(o) => (
+                        Ok((
+                            o,
+                            match next {
+                                Some(n) => Transition::Next(n.to_string()),
+                                None => Transition::End,
+                            },
+                        )),
+                        prev,
+                    ),
+                    Err(e) => (Err(Failure::from_io(name, entered, &e)), prev),
+                }
+            }
+            Err(f) => {
+                let Some(c) = catchers
+                    .iter()
+                    .find(|c| error_matches(&c.error_equals, f.name()))
+                else {
+                    return (Err(f), prev);
+                };
+                match apply_result_path(c.result_path.as_ref(), &raw, f.as_error_output()) {
+                    Ok(o) => (Ok((o, Transition::Next(c.next.clone()))), prev),
+                    Err(e) => (Err(Failure::from_io(name, entered, &e)), prev),
+                }
+            }
+        }
+    }
+
+    async fn task(
+        &self,
+        name: &str,
+        t: &crate::asl::TaskState,
+        input: Value,
+        ctx: &Value,
+        retry_count: u64,
+        prev: u64,
+    ) -> (Result<Value, Failure>, u64) {
+        let kind = TaskKind::of(&t.resource);
+        let timeout = match (&t.timeout_seconds, &t.timeout_seconds_path) {
+            (Some(s), _) => Some(*s),
+            (None, Some(p)) => io::select("TimeoutSecondsPath", p, &input, ctx)
+                .ok()
+                .and_then(|v| v.as_u64()),
+            _ => None,
+        };
+        let scheduled = match &kind {
+            TaskKind::Lambda => {
+                let mut d = json!({"resource": t.resource, "input": payload(&input), "inputDetails": not_truncated()});
+                if let (Some(s), Some(o)) = (timeout, d.as_object_mut()) {
+                    o.insert("timeoutInSeconds".into(), json!(s));
+                }
+                self.record("LambdaFunctionScheduled", prev, Some(d))
+            }
+            TaskKind::Service { service, action } => {
+                let mut d = json!({"resourceType": service, "resource": action, "region": "us-east-1", "parameters": payload(&input)});
+                if let (Some(s), Some(o)) = (timeout, d.as_object_mut()) {
+                    o.insert("timeoutInSeconds".into(), json!(s));
+                }
+                self.record("TaskScheduled", prev, Some(d))
+            }
+        };
+        let started = match &kind {
+            TaskKind::Lambda => self.record("LambdaFunctionStarted", scheduled, None),
+            TaskKind::Service { service, action } => self.record(
+                "TaskStarted",
+                scheduled,
+                Some(json!({"resourceType": service, "resource": action})),
+            ),
+        };
+        let call = TaskCall {
+            resource: t.resource.clone(),
+            input,
+            state_name: name.to_string(),
+            retry_count,
+            context: ctx.clone(),
+        };
+        let invoke = self.tasks.invoke(call);
+        let result = match timeout {
+            Some(s) => tokio::select! {
+                biased;
+                r = invoke => Some(r),
+                _ = self.clock.sleep(Duration::from_secs(s)) => None,
+            },
+            None => Some(invoke.await),
+        };
+        match result {
+            Some(Ok(output)) => {
+                let last = match &kind {
+                    TaskKind::Lambda => self.record(
+                        "LambdaFunctionSucceeded",
+                        started,
+                        Some(json!({"output": payload(&output), "outputDetails": not_truncated()})),
+                    ),
+                    TaskKind::Service { service, action } => self.record(
+                        "TaskSucceeded",
+                        started,
+                        Some(json!({"resourceType": service, "resource": action, "output": payload(&output), "outputDetails": not_truncated()})),
+                    ),
+                };
+                (Ok(output), last)
+            }
+            Some(Err(f)) => {
+                let mut d = Map::new();
+                if let TaskKind::Service { service, action } = &kind {
+                    d.insert("resourceType".into(), json!(service));
+                    d.insert("resource".into(), json!(action));
+                }
+                d.insert("error".into(), json!(f.error));
+                if let Some(c) = &f.cause {
+                    d.insert("cause".into(), json!(c));
+                }
+                let event = match kind {
+                    TaskKind::Lambda => "LambdaFunctionFailed",
+                    TaskKind::Service { .. } => "TaskFailed",
+                };
+                let last = self.record(event, started, Some(Value::Object(d)));
+                (
+                    Err(Failure {
+                        error: Some(f.error),
+                        cause: f.cause,
+                    }),
+                    last,
+                )
+            }
+            None => {
+                let event = match kind {
+                    TaskKind::Lambda => "LambdaFunctionTimedOut",
+                    TaskKind::Service { .. } => "TaskTimedOut",
+                };
+                let last = self.record(
+                    event,
+                    started,
+                    Some(json!({"error": ErrorName::StatesTimeout.as_str()})),
+                );
+                (
+                    Err(Failure {
+                        error: Some(ErrorName::StatesTimeout.as_str().into()),
+                        cause: None,
+                    }),
+                    last,
+                )
+            }
+        }
+    }
+
+    async fn parallel(
+        &self,
+        _name: &str,
+        p: &crate::asl::ParallelState,
+        input: Value,
+        prev: u64,
+    ) -> (Result<Value, Failure>, u64) {
+        let started = self.record("ParallelStateStarted", prev, None);
+        let branches = p.branches.iter().map(|b| {
+            let input = input.clone();
+            async move {
+                let (r, _) = self.graph(&b.start_at, &b.states, input, started).await;
+                r
+            }
+        });
+        // The first failing branch fails the state and stops the others
+        // (dropping their futures), as Step Functions stops them.
+        let outcome = futures::future::try_join_all(branches).await;
+        match outcome {
+            Ok(outputs) => {
+                let last = self.record("ParallelStateSucceeded", started, None);
+                (Ok(Value::Array(outputs)), last)
+            }
+            Err(f) => {
+                let mut d = Map::new();
+                if let Some(e) = &f.error {
+                    d.insert("error".into(), json!(e));
+                }
+                if let Some(c) = &f.cause {
+                    d.insert("cause".into(), json!(c));
+                }
+                let last = self.record("ParallelStateFailed", started, Some(Value::Object(d)));
+                (Err(f), last)
+            }
+        }
+    }
+
+    async fn map(
+        &self,
+        name: &str,
+        m: &crate::asl::MapState,
+        input: Value,
+        ctx: &Value,
+        entered: u64,
+        prev: u64,
+    ) -> (Result<Value, Failure>, u64) {
+        let items = match &m.items_path {
+            Some(p) => match io::select("ItemsPath", p, &input, ctx) {
+                Ok(v) => v,
+                Err(e) => return (Err(Failure::from_io(name, entered, &e)), prev),
+            },
+            None => input.clone(),
+        };
+        let Value::Array(items) = items else {
+            return (
+                Err(Failure::runtime(
+                    name,
+                    entered,
+                    format!(
+                        "Items of the Map state must be an array, found {}",
+                        crate::asl::kind_of(&items)
+                    ),
+                )),
+                prev,
+            );
+        };
+        let Some((_, start_at, states)) = m.processor() else {
+            return (
+                Err(Failure::runtime(
+                    name,
+                    entered,
+                    "the Map state has no ItemProcessor",
+                )),
+                prev,
+            );
+        };
+        let max = match (&m.max_concurrency, &m.max_concurrency_path) {
+            (Some(n), _) => *n,
+            (None, Some(p)) => io::select("MaxConcurrencyPath", p, &input, ctx)
+                .ok()
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0),
+            _ => 0,
+        };
+        let limit = if max == 0 {
+            INLINE_MAP_CONCURRENCY
+        } else {
+            usize::try_from(max).unwrap_or(INLINE_MAP_CONCURRENCY)
+        };
+        let tolerated_count = m.tolerated_failure_count.or_else(|| {
+            m.tolerated_failure_count_path
+                .as_ref()
+                .and_then(|p| io::select("ToleratedFailureCountPath", p, &input, ctx).ok())
+                .and_then(|v| v.as_u64())
+        });
+        let tolerated_pct = m
+            .tolerated_failure_percentage
+            .as_ref()
+            .and_then(|n| n.as_f64())
+            .or_else(|| {
+                m.tolerated_failure_percentage_path
+                    .as_ref()
+                    .and_then(|p| io::select("ToleratedFailurePercentagePath", p, &input, ctx).ok())
+                    .and_then(|v| v.as_f64())
+            });
+        let tolerant = tolerated_count.is_some() || tolerated_pct.is_some();
+        let started = self.record(
+            "MapStateStarted",
+            prev,
+            Some(json!({"length": items.len()})),
+        );
+        // Item inputs are built up front: a selector error fails the state
+        // before any iteration starts.
+        let mut inputs = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let item_input = match m.selector() {
+                Some(sel) => {
+                    let mut c = ctx.clone();
+                    if let Some(o) = c.as_object_mut() {
+                        o.insert("Map".into(), json!({"Item": {"Index": i, "Value": item}}));
+                    }
+                    match apply_template(sel, &input, &c) {
+                        Ok(v) => v,
+                        Err(e) => return (Err(Failure::from_io(name, entered, &e)), started),
+                    }
+                }
+                None => item.clone(),
+            };
+            inputs.push(item_input);
+        }
+        let total = inputs.len();
+        let iterations = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, item_input)| async move {
+                let it_started = self.record(
+                    "MapIterationStarted",
+                    started,
+                    Some(json!({"name": name, "index": i})),
+                );
+                let (r, last) = self.graph(start_at, states, item_input, it_started).await;
+                match &r {
+                    Ok(_) => {
+                        self.record(
+                            "MapIterationSucceeded",
+                            last,
+                            Some(json!({"name": name, "index": i})),
+                        );
+                    }
+                    Err(_) => {
+                        self.record(
+                            "MapIterationFailed",
+                            last,
+                            Some(json!({"name": name, "index": i})),
+                        );
+                    }
+                }
+                r
+            });
+        let mut results: Vec<Result<Value, Failure>> = Vec::with_capacity(total);
+        let mut stream = stream::iter(iterations).buffered(limit);
+        let mut failures = 0u64;
+        while let Some(r) = stream.next().await {
+            if r.is_err() {
+                failures += 1;
+                if !tolerant {
+                    // One failed iteration fails the Map; the rest stop.
+                    results.push(r);
+                    break;
+                }
+            }
+            results.push(r);
+        }
+        drop(stream);
+        let over_threshold = tolerant && {
+            let over_count = tolerated_count.is_some_and(|c| failures > c);
+            let pct = if total == 0 {
+                0.0
+            } else {
+                failures as f64 * 100.0 / total as f64
+            };
+            let over_pct = tolerated_pct.is_some_and(|p| pct > p);
+            match (tolerated_count, tolerated_pct) {
+                (Some(_), Some(_)) => over_count && over_pct,
+                _ => over_count || over_pct,
+            }
+        };
+        let failed: Option<Failure> = if tolerant {
+            over_threshold.then(|| {
+                Failure::named(
+                    ErrorName::StatesExceedToleratedFailureThreshold,
+                    "The specified tolerated failure threshold was exceeded",
+                )
+            })
+        } else {
+            results.iter().find_map(|r| r.as_ref().err().cloned())
+        };
+        match failed {
+            Some(f) => {
+                let last = self.record("MapStateFailed", started, None);
+                (Err(f), last)
+            }
+            None => {
+                let outputs: Vec<Value> = results
+                    .into_iter()
+                    .map(|r| r.unwrap_or_else(|f| f.as_error_output()))
+                    .collect();
+                let last = self.record("MapStateSucceeded", started, None);
+                (Ok(Value::Array(outputs)), last)
+            }
+        }
+    }
+}
+
+/// How a Task resource shows up in the history.
+enum TaskKind {
+    /// A Lambda function ARN (or the step-runner placeholder).
+    Lambda,
+    /// `arn:aws:states:::service:action[.pattern]`.
+    Service { service: String, action: String },
+}
+
+impl TaskKind {
+    fn of(resource: &str) -> TaskKind {
+        if let Some(rest) = resource.strip_prefix("arn:aws:states:::") {
+            let mut parts = rest.splitn(2, ':');
+            let service = parts.next().unwrap_or_default().to_string();
+            let action = parts.next().unwrap_or_default().to_string();
+            TaskKind::Service { service, action }
+        } else {
+            TaskKind::Lambda
+        }
+    }
+}
+
+/// The wait before retry number `count` (0-based) of a retrier.
+fn retry_delay(r: &Retrier, count: u64) -> Duration {
+    let base = r.interval() as f64 * r.backoff().powi(i32::try_from(count).unwrap_or(i32::MAX));
+    let capped = match r.max_delay_seconds {
+        Some(max) => base.min(max as f64),
+        None => base,
+    };
+    let secs = match r.jitter_strategy {
+        Some(JitterStrategy::Full) => rand::random::<f64>() * capped,
+        _ => capped,
+    };
+    Duration::from_secs_f64(secs.clamp(0.0, 1.0e9))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,72 @@
+//! What a step is: a stable name, typed input and output, the error names
+//! it can raise and the IAM statements it needs.
+//!
+//! The definition lives here, in the engine, so that the builder and the
+//! compiler can check a playbook without knowing AWS; the implementation
+//! (the code that calls AWS) lives in the `steps` crate.
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error_name::ErrorName;
+use crate::iam::Statement;
+
+/// The static description of a step, like an activity definition: its
+/// name is what the step-runner dispatches on, so it never changes once
+/// released.
+pub trait StepDef: 'static {
+    /// Stable snake_case name (`isolate_network`).
+    const NAME: &'static str;
+    /// One sentence for plans, graphs and docs.
+    const SUMMARY: &'static str;
+    /// Whether the step changes anything in the account (dry-run shows
+    /// these calls as planned rather than made).
+    const MUTATES: bool;
+    type Input: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
+    type Output: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
+    /// The error names the step reports (beyond the transient Lambda
+    /// ones every task can see).
+    fn errors() -> Vec<ErrorName>;
+    /// The IAM statements the step-runner needs to run this step.
+    fn iam() -> Vec<Statement>;
+}
+
+/// A step's definition with the types erased: what the builder, compiler,
+/// graphs and the step-runner registry keep.
+#[derive(Clone, Debug)]
+pub struct StepInfo {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub mutates: bool,
+    pub input_schema: Value,
+    pub output_schema: Value,
+    pub errors: Vec<ErrorName>,
+    pub iam: Vec<Statement>,
+}
+
+impl StepInfo {
+    pub fn of<S: StepDef>() -> StepInfo {
+        StepInfo {
+            name: S::NAME,
+            summary: S::SUMMARY,
+            mutates: S::MUTATES,
+            input_schema: schemars::schema_for!(S::Input).to_value(),
+            output_schema: schemars::schema_for!(S::Output).to_value(),
+            errors: S::errors(),
+            iam: S::iam(),
+        }
+    }
+}
+
+/// The Task `Resource` of every firebreak step: the step-runner Lambda,
+/// filled in by `DefinitionSubstitutions` when deployed.
+pub const STEP_RUNNER_RESOURCE: &str = "${StepRunnerArn}";
+
+/// The payload the step-runner receives: which step, and its input.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct StepPayload {
+    pub step: String,
+    pub input: Value,
+}
