@@ -1,1 +1,39 @@
-//! placeholder
+//! firebreak's built-in playbooks, written with the typed builder.
+//!
+//! ```
+//! let compiled = firebreak_playbooks::compile("ec2-contain").unwrap();
+//! assert_eq!(compiled.definition.start_at, "RecordInstanceState");
+//! ```
+
+mod ec2_contain;
+
+use firebreak_workflows::builder::Workflow;
+use firebreak_workflows::compile::{compile as compile_workflow, CompileError, Compiled};
+
+pub use ec2_contain::ec2_contain;
+
+/// The names of the built-in playbooks.
+pub const BUILT_IN: &[&str] = &["ec2-contain"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaybookError {
+    #[error("no playbook named {name:?} (built-in playbooks: {})", BUILT_IN.join(", "))]
+    Unknown { name: String },
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+}
+
+/// A built-in playbook by name.
+pub fn by_name(name: &str) -> Result<Workflow, PlaybookError> {
+    match name {
+        "ec2-contain" => Ok(ec2_contain()),
+        other => Err(PlaybookError::Unknown {
+            name: other.to_string(),
+        }),
+    }
+}
+
+/// Compiles a built-in playbook.
+pub fn compile(name: &str) -> Result<Compiled, PlaybookError> {
+    Ok(compile_workflow(&by_name(name)?)?)
+}

@@ -780,7 +780,7 @@ impl Cx {
             let next = match chain.nodes.first() {
                 Some(first) => {
                     let first = first.name().to_string();
-                    let s = self.chain(chain, follow, scope.clone(), g);
+                    let s = self.chain(chain, follow, narrow(&scope, cond), g);
                     if !chain.nodes.last().is_some_and(Node::is_terminal) {
                         outcomes.push(s);
                     }
@@ -1190,6 +1190,21 @@ impl Cx {
                 after_check
             }
         }
+    }
+}
+
+/// Inside a branch taken because `IsPresent(p)` held, `p` is present.
+fn narrow(scope: &Shape, cond: &Cond) -> Shape {
+    match cond {
+        Cond::IsPresent(p, true) => match JsonPath::parse_reference(p) {
+            Ok(path) => match scope.resolve(&path) {
+                Ok((shape, _)) => scope.with_path(&path, shape, true),
+                Err(_) => scope.clone(),
+            },
+            Err(_) => scope.clone(),
+        },
+        Cond::And(cs) => cs.iter().fold(scope.clone(), |s, c| narrow(&s, c)),
+        _ => scope.clone(),
     }
 }
 

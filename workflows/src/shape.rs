@@ -89,12 +89,14 @@ impl Shape {
                             .unwrap_or_else(Shape::object),
                         _ => Shape::object(),
                     };
+                    // Writing below a field creates it, so it is present when
+                    // the write always happens; otherwise it keeps its status.
                     let req = required
-                        && match &base {
+                        || match &base {
                             Shape::Object { fields, .. } => {
-                                rest.is_empty() || fields.get(name).is_none_or(|f| f.required)
+                                fields.get(name).is_some_and(|f| f.required)
                             }
-                            _ => true,
+                            _ => false,
                         };
                     base.with_field(name, go(&inner, rest, shape, required), req)
                 }

@@ -1,0 +1,206 @@
+//! What a step runs with: AWS clients, the mode (live or dry run), the log
+//! of every AWS call it makes, and a progress channel for long waits.
+
+use std::sync::{Arc, Mutex};
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use serde::Serialize;
+
+use crate::error::{aws_error, error_code, StepError};
+
+/// Live runs change the account; dry runs only read, and send EC2
+/// mutations with `DryRun=true` to learn whether they would be allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Live,
+    DryRun,
+}
+
+/// What happened to one call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", content = "detail", rename_all = "snake_case")]
+pub enum Verdict {
+    /// A read, made for real in both modes.
+    Read,
+    /// A change, made.
+    Done,
+    /// Dry run: AWS answered `DryRunOperation`, the call would be allowed.
+    Allowed,
+    /// Dry run: AWS refused the call for lack of permission.
+    Denied(String),
+    /// Dry run: the call could not be checked (it depends on a resource an
+    /// earlier planned call would create, or the API has no DryRun).
+    NotChecked(String),
+}
+
+/// One AWS call made (or planned) by a step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallRecord {
+    pub step: String,
+    /// `ec2:CreateSecurityGroup`.
+    pub action: String,
+    /// The call's parameters, summarised for people.
+    pub parameters: String,
+    pub mutating: bool,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// The calls of one run, in order.
+#[derive(Clone, Debug, Default)]
+pub struct CallLog(Arc<Mutex<Vec<CallRecord>>>);
+
+impl CallLog {
+    pub fn push(&self, r: CallRecord) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(r);
+        }
+    }
+    pub fn records(&self) -> Vec<CallRecord> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+type ProgressFn = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// The AWS clients steps use.
+#[derive(Clone, Debug)]
+pub struct AwsClients {
+    pub ec2: aws_sdk_ec2::Client,
+}
+
+impl AwsClients {
+    pub fn new(config: &aws_config::SdkConfig) -> AwsClients {
+        AwsClients {
+            ec2: aws_sdk_ec2::Client::new(config),
+        }
+    }
+}
+
+/// Everything a step runs with.
+#[derive(Clone)]
+pub struct StepContext {
+    pub aws: AwsClients,
+    pub mode: Mode,
+    pub account_id: String,
+    pub region: String,
+    pub calls: CallLog,
+    progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for StepContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepContext")
+            .field("mode", &self.mode)
+            .field("account_id", &self.account_id)
+            .field("region", &self.region)
+            .finish()
+    }
+}
+
+impl StepContext {
+    pub fn new(aws: AwsClients, mode: Mode, account_id: String, region: String) -> StepContext {
+        StepContext {
+            aws,
+            mode,
+            account_id,
+            region,
+            calls: CallLog::default(),
+            progress: None,
+        }
+    }
+
+    /// Where progress messages of long waits go.
+    pub fn with_progress(mut self, f: impl Fn(&str, &str) + Send + Sync + 'static) -> StepContext {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        self.mode == Mode::DryRun
+    }
+
+    /// A call logger for one step.
+    pub fn log(&self, step: &'static str) -> StepLog<'_> {
+        StepLog { ctx: self, step }
+    }
+}
+
+/// Records the calls of one step.
+#[derive(Debug)]
+pub struct StepLog<'a> {
+    ctx: &'a StepContext,
+    step: &'static str,
+}
+
+impl StepLog<'_> {
+    fn push(&self, action: &str, parameters: String, mutating: bool, verdict: Verdict) {
+        self.ctx.calls.push(CallRecord {
+            step: self.step.to_string(),
+            action: action.to_string(),
+            parameters,
+            mutating,
+            verdict,
+        });
+    }
+
+    pub fn read(&self, action: &str, parameters: impl Into<String>) {
+        self.push(action, parameters.into(), false, Verdict::Read);
+    }
+
+    pub fn done(&self, action: &str, parameters: impl Into<String>) {
+        self.push(action, parameters.into(), true, Verdict::Done);
+    }
+
+    pub fn not_checked(&self, action: &str, parameters: impl Into<String>, why: impl Into<String>) {
+        self.push(action, parameters.into(), true, Verdict::NotChecked(why.into()));
+    }
+
+    /// Records the answer to a call sent with `DryRun=true`: AWS answers
+    /// `DryRunOperation` when the call would succeed and
+    /// `UnauthorizedOperation` when it is not allowed; anything else is an
+    /// error of the plan itself.
+    pub fn dry_run<T, E>(
+        &self,
+        action: &str,
+        parameters: impl Into<String>,
+        result: Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>,
+    ) -> Result<(), StepError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let parameters = parameters.into();
+        match result {
+            // A service that ignored DryRun would have made the change: say
+            // so loudly rather than pretend it was a check.
+            Ok(_) => Err(StepError::new(
+                firebreak_workflows::ErrorName::Internal,
+                format!("{action} was sent with DryRun=true but AWS performed it"),
+            )),
+            Err(e) => match error_code(&e).as_deref() {
+                Some("DryRunOperation") => {
+                    self.push(action, parameters, true, Verdict::Allowed);
+                    Ok(())
+                }
+                Some("UnauthorizedOperation") | Some("AccessDenied") => {
+                    let msg = e
+                        .as_service_error()
+                        .and_then(|s| s.message())
+                        .unwrap_or("not authorized")
+                        .to_string();
+                    self.push(action, parameters, true, Verdict::Denied(msg));
+                    Ok(())
+                }
+                _ => Err(aws_error(action, e)),
+            },
+        }
+    }
+
+    pub fn progress(&self, message: &str) {
+        if let Some(p) = &self.ctx.progress {
+            p(self.step, message);
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Decoy instances for rehearsals: an instance shaped like a real
+//! workload (several network interfaces, IPv6, open ingress, several
+//! volumes, an instance profile) in its own VPC, in a sandbox account.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, IamInstanceProfileSpecification,
+    InstanceNetworkInterfaceSpecification, InstanceType, IpPermission, IpRange, Ipv6Range,
+    ResourceType, TagSpecification,
+};
+use firebreak_workflows::ErrorName;
+use serde::{Deserialize, Serialize};
+
+use crate::ec2::{filter, tag};
+use crate::error::{aws_error, StepError};
+
+/// What the decoy looks like.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecoySpec {
+    /// Name tag and prefix of the decoy's resources.
+    pub name: String,
+    /// Network interfaces (1 to 2: the smallest instance types take 2).
+    pub interfaces: u8,
+    /// Volume sizes in GiB; the first is the root volume.
+    pub volume_gib: Vec<i32>,
+    /// Give the VPC, subnet and first interface IPv6.
+    pub ipv6: bool,
+    /// Attach an instance profile (role + profile created for the decoy).
+    pub instance_profile: bool,
+    /// TCP ports open to the world in the decoy's security group.
+    pub open_ports: Vec<i32>,
+    /// AMI; by default the newest Amazon Linux image the account can see.
+    pub image_id: Option<String>,
+}
+
+impl Default for DecoySpec {
+    fn default() -> Self {
+        DecoySpec {
+            name: "firebreak-decoy".into(),
+            interfaces: 2,
+            volume_gib: vec![8, 4],
+            ipv6: true,
+            instance_profile: true,
+            open_ports: vec![22, 80],
+            image_id: None,
+        }
+    }
+}
+
+/// What was made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decoy {
+    pub instance_id: String,
+    pub vpc_id: String,
+    pub subnet_id: String,
+    pub security_group_id: String,
+    pub network_interface_ids: Vec<String>,
+    pub volume_ids: Vec<String>,
+    pub instance_profile_name: Option<String>,
+    pub role_name: Option<String>,
+}
+
+/// The device name of the root volume (what EC2 reports as
+/// `RootDeviceName` for the default images).
+const ROOT_DEVICE: &str = "/dev/sda1";
+/// Data volumes go to /dev/sdf, /dev/sdg, ...
+const DATA_DEVICE_LETTERS: &str = "fghijklmnop";
+/// A new instance profile takes a few seconds to be usable by EC2 (IAM is
+/// eventually consistent): up to 10 tries, 3 s apart.
+const PROFILE_PROPAGATION_TRIES: u32 = 10;
+const PROFILE_PROPAGATION_DELAY: Duration = Duration::from_secs(3);
+
+fn unique_suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// Creates a decoy. Everything it makes is tagged `firebreak:decoy=<name>`.
+pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<Decoy, StepError> {
+    if spec.volume_gib.is_empty() || spec.volume_gib.len() > DATA_DEVICE_LETTERS.len() + 1 {
+        return Err(StepError::invalid_input("a decoy needs 1 to 12 volumes"));
+    }
+    if !(1..=2).contains(&spec.interfaces) {
+        return Err(StepError::invalid_input("a decoy has 1 or 2 network interfaces"));
+    }
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let name = format!("{}-{}", spec.name, unique_suffix());
+    let tags = |rt: ResourceType| {
+        TagSpecification::builder()
+            .resource_type(rt)
+            .tags(tag("Name", &name))
+            .tags(tag("firebreak:decoy", &spec.name))
+            .build()
+    };
+
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.99.0.0/16")
+        .amazon_provided_ipv6_cidr_block(spec.ipv6)
+        .tag_specifications(tags(ResourceType::Vpc))
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:CreateVpc", e))?;
+    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string();
+    let mut subnet = ec2
+        .create_subnet()
+        .vpc_id(&vpc_id)
+        .cidr_block("10.99.1.0/24")
+        .tag_specifications(tags(ResourceType::Subnet));
+    if spec.ipv6 {
+        let described = ec2
+            .describe_vpcs()
+            .vpc_ids(&vpc_id)
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeVpcs", e))?;
+        let block = described
+            .vpcs()
+            .first()
+            .and_then(|v| v.ipv6_cidr_block_association_set().first())
+            .and_then(|a| a.ipv6_cidr_block())
+            .ok_or_else(|| StepError::new(ErrorName::Unsupported, "the decoy VPC got no IPv6 block"))?;
+        // The VPC gets a /56; the subnet takes its first /64.
+        subnet = subnet.ipv6_cidr_block(block.replace("/56", "/64"));
+    }
+    let subnet = subnet.send().await.map_err(|e| aws_error("ec2:CreateSubnet", e))?;
+    let subnet_id = subnet.subnet().and_then(|s| s.subnet_id()).unwrap_or_default().to_string();
+
+    let sg = ec2
+        .create_security_group()
+        .group_name(format!("{name}-web"))
+        .description("firebreak decoy: open ingress, like a careless workload")
+        .vpc_id(&vpc_id)
+        .tag_specifications(tags(ResourceType::SecurityGroup))
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:CreateSecurityGroup", e))?;
+    let sg_id = sg.group_id().unwrap_or_default().to_string();
+    let mut ingress = ec2.authorize_security_group_ingress().group_id(&sg_id);
+    for port in &spec.open_ports {
+        let mut p = IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(*port)
+            .to_port(*port)
+            .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build());
+        if spec.ipv6 {
+            p = p.ipv6_ranges(Ipv6Range::builder().cidr_ipv6("::/0").build());
+        }
+        ingress = ingress.ip_permissions(p.build());
+    }
+    if !spec.open_ports.is_empty() {
+        ingress
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:AuthorizeSecurityGroupIngress", e))?;
+    }
+
+    let (profile_name, role_name) = if spec.instance_profile {
+        let iam = aws_sdk_iam::Client::new(config);
+        let role = format!("{name}-role");
+        let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+        iam.create_role()
+            .role_name(&role)
+            .assume_role_policy_document(trust)
+            .tags(aws_sdk_iam::types::Tag::builder().key("firebreak:decoy").value(&spec.name).build().map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?)
+            .send()
+            .await
+            .map_err(|e| aws_error("iam:CreateRole", e))?;
+        iam.create_instance_profile()
+            .instance_profile_name(&role)
+            .send()
+            .await
+            .map_err(|e| aws_error("iam:CreateInstanceProfile", e))?;
+        iam.add_role_to_instance_profile()
+            .instance_profile_name(&role)
+            .role_name(&role)
+            .send()
+            .await
+            .map_err(|e| aws_error("iam:AddRoleToInstanceProfile", e))?;
+        (Some(role.clone()), Some(role))
+    } else {
+        (None, None)
+    };
+
+    let image = match &spec.image_id {
+        Some(i) => i.clone(),
+        None => {
+            let out = ec2
+                .describe_images()
+                .owners("amazon")
+                .filters(filter("architecture", ["x86_64"]))
+                .filters(filter("state", ["available"]))
+                .send()
+                .await
+                .map_err(|e| aws_error("ec2:DescribeImages", e))?;
+            let mut images: Vec<_> = out.images().to_vec();
+            images.sort_by(|a, b| b.creation_date().cmp(&a.creation_date()));
+            images
+                .first()
+                .and_then(|i| i.image_id())
+                .map(str::to_string)
+                .ok_or_else(|| StepError::new(ErrorName::ResourceNotFound, "no Amazon x86_64 image is visible; pass an image id"))?
+        }
+    };
+
+    let mut mappings = Vec::new();
+    for (i, size) in spec.volume_gib.iter().enumerate() {
+        let device = if i == 0 {
+            ROOT_DEVICE.to_string()
+        } else {
+            format!("/dev/sd{}", DATA_DEVICE_LETTERS.chars().nth(i - 1).unwrap_or('z'))
+        };
+        mappings.push(
+            BlockDeviceMapping::builder()
+                .device_name(device)
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .volume_size(*size)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    let mut tries = 0;
+    let run = loop {
+        tries += 1;
+        let mut req = ec2
+            .run_instances()
+            .image_id(&image)
+            .instance_type(InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .set_block_device_mappings(Some(mappings.clone()))
+            .tag_specifications(tags(ResourceType::Instance))
+            .tag_specifications(tags(ResourceType::Volume));
+        for idx in 0..spec.interfaces {
+            req = req.network_interfaces(
+                InstanceNetworkInterfaceSpecification::builder()
+                    .device_index(i32::from(idx))
+                    .subnet_id(&subnet_id)
+                    .groups(&sg_id)
+                    .build(),
+            );
+        }
+        if let Some(p) = &profile_name {
+            req = req.iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
+        }
+        match req.send().await {
+            Ok(r) => break r,
+            Err(e) => {
+                let code = crate::error::error_code(&e);
+                let propagating = code.as_deref() == Some("InvalidParameterValue") && profile_name.is_some();
+                if propagating && tries < PROFILE_PROPAGATION_TRIES {
+                    tokio::time::sleep(PROFILE_PROPAGATION_DELAY).await;
+                    continue;
+                }
+                return Err(aws_error("ec2:RunInstances", e));
+            }
+        }
+    };
+    let instance = run
+        .instances()
+        .first()
+        .ok_or_else(|| StepError::new(ErrorName::AwsRequestFailed, "RunInstances returned no instance"))?;
+    let instance_id = instance.instance_id().unwrap_or_default().to_string();
+    let network_interface_ids = crate::ec2::interface_ids(instance);
+    if spec.ipv6 {
+        if let Some(first) = network_interface_ids.first() {
+            ec2.assign_ipv6_addresses()
+                .network_interface_id(first)
+                .ipv6_address_count(1)
+                .send()
+                .await
+                .map_err(|e| aws_error("ec2:AssignIpv6Addresses", e))?;
+        }
+    }
+    let volume_ids = crate::ec2::volumes(instance).into_iter().map(|(v, _)| v).collect();
+    Ok(Decoy {
+        instance_id,
+        vpc_id,
+        subnet_id,
+        security_group_id: sg_id,
+        network_interface_ids,
+        volume_ids,
+        instance_profile_name: profile_name,
+        role_name,
+    })
+}

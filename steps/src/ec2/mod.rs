@@ -1,0 +1,140 @@
+//! EC2 steps: record the instance's state, isolate its network, snapshot
+//! its volumes, tag it.
+
+mod isolate;
+mod record;
+mod snapshot;
+mod tag;
+
+pub use isolate::{IsolateNetwork, IsolatedInterface, IsolationOutput, VpcIsolationGroups};
+pub use record::RecordInstanceState;
+pub use snapshot::{AwaitSnapshots, SnapshotProgress, SnapshotRef, SnapshotSet, SnapshotVolumes, SnapshotIds};
+pub use tag::{open_case, CaseStatus, TagInstance, TagInstanceInput, TagOutput};
+
+use aws_sdk_ec2::types::{Filter, Instance, Tag};
+use firebreak_workflows::ErrorName;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::case::{CaseId, InstanceId};
+use crate::context::{StepContext, StepLog};
+use crate::error::{aws_error, StepError};
+use crate::registry::Registry;
+
+pub(crate) fn register(r: Registry) -> Registry {
+    r.register::<RecordInstanceState>()
+        .register::<IsolateNetwork>()
+        .register::<SnapshotVolumes>()
+        .register::<AwaitSnapshots>()
+        .register::<TagInstance>()
+}
+
+/// The input of steps that act on one instance for one case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InstanceRef {
+    pub case_id: String,
+    pub instance_id: String,
+}
+
+impl InstanceRef {
+    /// Validates both ids.
+    pub fn parse(&self) -> Result<(CaseId, InstanceId), StepError> {
+        let case = self
+            .case_id
+            .parse::<CaseId>()
+            .map_err(|e| StepError::invalid_input(e.to_string()))?;
+        let instance = self
+            .instance_id
+            .parse::<InstanceId>()
+            .map_err(|e| StepError::invalid_input(e.to_string()))?;
+        Ok((case, instance))
+    }
+}
+
+pub(crate) fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Filter {
+    let mut b = Filter::builder().name(name);
+    for v in values {
+        b = b.values(v);
+    }
+    b.build()
+}
+
+pub(crate) fn tag(key: &str, value: &str) -> Tag {
+    Tag::builder().key(key).value(value).build()
+}
+
+/// Describes one instance; a missing or terminated instance is
+/// `Firebreak.InstanceNotFound`.
+pub(crate) async fn describe_instance(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    id: &InstanceId,
+) -> Result<Instance, StepError> {
+    let call = format!("ec2:DescribeInstances {id}");
+    log.read("ec2:DescribeInstances", format!("InstanceIds=[{id}]"));
+    let out = ctx
+        .aws
+        .ec2
+        .describe_instances()
+        .instance_ids(id.as_str())
+        .send()
+        .await
+        .map_err(|e| aws_error(&call, e))?;
+    let instance = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find(|i| i.instance_id() == Some(id.as_str()))
+        .cloned()
+        .ok_or_else(|| {
+            StepError::new(
+                ErrorName::InstanceNotFound,
+                format!("instance {id} does not exist in account {} region {}", ctx.account_id, ctx.region),
+            )
+        })?;
+    let state = instance
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string())
+        .unwrap_or_default();
+    if state == "terminated" {
+        return Err(StepError::new(
+            ErrorName::InstanceNotFound,
+            format!("instance {id} is terminated"),
+        ));
+    }
+    Ok(instance)
+}
+
+/// The ids of the instance's network interfaces, by device index.
+pub(crate) fn interface_ids(instance: &Instance) -> Vec<String> {
+    let mut enis: Vec<(i32, String)> = instance
+        .network_interfaces()
+        .iter()
+        .filter_map(|n| {
+            Some((
+                n.attachment().and_then(|a| a.device_index()).unwrap_or(0),
+                n.network_interface_id()?.to_string(),
+            ))
+        })
+        .collect();
+    enis.sort();
+    enis.into_iter().map(|(_, id)| id).collect()
+}
+
+/// The ids of the instance's EBS volumes with their device names; the
+/// root volume first.
+pub(crate) fn volumes(instance: &Instance) -> Vec<(String, Option<String>)> {
+    let root = instance.root_device_name();
+    let mut v: Vec<(bool, String, Option<String>)> = instance
+        .block_device_mappings()
+        .iter()
+        .filter_map(|m| {
+            let id = m.ebs()?.volume_id()?.to_string();
+            let dev = m.device_name().map(str::to_string);
+            Some((dev.as_deref() != root, id, dev))
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, id, dev)| (id, dev)).collect()
+}

@@ -1,0 +1,167 @@
+//! Tag the instance with its case and status.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use firebreak_workflows::iam::Statement;
+use firebreak_workflows::step::StepDef;
+use firebreak_workflows::ErrorName;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{describe_instance, tag, InstanceRef};
+use crate::context::StepContext;
+use crate::error::{aws_error, StepError};
+use crate::registry::Step;
+use crate::tags;
+
+/// Writes `firebreak:case` and `firebreak:status` on the instance, so
+/// anyone looking at it sees it is under investigation, and a later
+/// `respond` without `--case` continues the same case. Idempotent: tags
+/// already right are not written again.
+#[derive(Debug)]
+pub struct TagInstance;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseStatus {
+    /// Every containment step succeeded.
+    Contained,
+    /// Network isolation did not succeed: the instance may still talk.
+    ContainmentFailed,
+    Released,
+}
+
+impl CaseStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaseStatus::Contained => "contained",
+            CaseStatus::ContainmentFailed => "containment-failed",
+            CaseStatus::Released => "released",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TagInstanceInput {
+    pub case_id: String,
+    pub instance_id: String,
+    pub status: CaseStatus,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TagOutput {
+    pub tags: BTreeMap<String, String>,
+    pub changed: bool,
+}
+
+impl StepDef for TagInstance {
+    const NAME: &'static str = "tag_instance";
+    const SUMMARY: &'static str = "Tag the instance with the case id and its status.";
+    const MUTATES: bool = true;
+    type Input = TagInstanceInput;
+    type Output = TagOutput;
+
+    fn errors() -> Vec<ErrorName> {
+        vec![
+            ErrorName::InvalidInput,
+            ErrorName::InstanceNotFound,
+            ErrorName::AccessDenied,
+            ErrorName::Throttled,
+            ErrorName::AwsUnavailable,
+            ErrorName::AwsRequestFailed,
+            ErrorName::VerificationFailed,
+        ]
+    }
+
+    fn iam() -> Vec<Statement> {
+        vec![
+            Statement::allow(["ec2:DescribeInstances"], ["*"]),
+            Statement::allow(["ec2:CreateTags"], ["arn:aws:ec2:*:*:instance/*"]),
+        ]
+    }
+}
+
+#[async_trait]
+impl Step for TagInstance {
+    async fn run(ctx: &StepContext, input: TagInstanceInput) -> Result<TagOutput, StepError> {
+        let (case, id) = InstanceRef {
+            case_id: input.case_id.clone(),
+            instance_id: input.instance_id.clone(),
+        }
+        .parse()?;
+        let log = ctx.log(Self::NAME);
+        let instance = describe_instance(ctx, &log, &id).await?;
+        let want = BTreeMap::from([
+            (tags::CASE.to_string(), case.to_string()),
+            (tags::STATUS.to_string(), input.status.as_str().to_string()),
+        ]);
+        let current: BTreeMap<String, String> = instance
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+            .collect();
+        let missing: Vec<(&String, &String)> = want
+            .iter()
+            .filter(|(k, v)| current.get(*k) != Some(*v))
+            .collect();
+        if missing.is_empty() {
+            return Ok(TagOutput {
+                tags: want,
+                changed: false,
+            });
+        }
+        let params = format!(
+            "Resources=[{id}], Tags=[{}]",
+            missing
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut req = ctx.aws.ec2.create_tags().resources(id.as_str());
+        for (k, v) in &missing {
+            req = req.tags(tag(k, v));
+        }
+        if ctx.is_dry_run() {
+            log.dry_run("ec2:CreateTags", params, req.dry_run(true).send().await)?;
+            return Ok(TagOutput {
+                tags: want,
+                changed: false,
+            });
+        }
+        req.send()
+            .await
+            .map_err(|e| aws_error(&format!("ec2:CreateTags {id}"), e))?;
+        log.done("ec2:CreateTags", params);
+        let after = describe_instance(ctx, &log, &id).await?;
+        for (k, v) in &want {
+            let got = after.tags().iter().find(|t| t.key() == Some(k.as_str())).and_then(|t| t.value());
+            if got != Some(v.as_str()) {
+                return Err(StepError::verification(format!(
+                    "tag {k} on {id} reads {got:?} after writing {v:?}"
+                )));
+            }
+        }
+        Ok(TagOutput {
+            tags: want,
+            changed: true,
+        })
+    }
+}
+
+/// The case an instance is tagged with, if any: lets `respond` without
+/// `--case` continue the case already open for the instance.
+pub async fn open_case(
+    ctx: &StepContext,
+    id: &crate::case::InstanceId,
+) -> Result<Option<crate::case::CaseId>, StepError> {
+    let log = ctx.log("respond");
+    let instance = describe_instance(ctx, &log, id).await?;
+    Ok(instance
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(tags::CASE))
+        .and_then(|t| t.value())
+        .and_then(|v| v.parse().ok()))
+}

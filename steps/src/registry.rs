@@ -1,0 +1,152 @@
+//! The step registry: steps by name, dispatched from a Task state's
+//! payload. The step-runner Lambda and the local executor both go through
+//! [`Registry::dispatch`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use firebreak_workflows::exec::{TaskCall, TaskFailure, TaskHandler};
+use firebreak_workflows::step::{StepDef, StepInfo, StepPayload, STEP_RUNNER_RESOURCE};
+use firebreak_workflows::ErrorName;
+use serde_json::Value;
+
+use crate::context::StepContext;
+use crate::error::StepError;
+
+/// A step implementation.
+#[async_trait]
+pub trait Step: StepDef {
+    /// Runs the step. Every step is idempotent: running it again with the
+    /// same input changes nothing more and creates nothing twice.
+    async fn run(ctx: &StepContext, input: Self::Input) -> Result<Self::Output, StepError>;
+}
+
+#[async_trait]
+trait Erased: Send + Sync {
+    fn info(&self) -> StepInfo;
+    async fn run(&self, ctx: &StepContext, input: Value) -> Result<Value, StepError>;
+}
+
+struct Entry<S>(std::marker::PhantomData<fn() -> S>);
+
+#[async_trait]
+impl<S: Step> Erased for Entry<S> {
+    fn info(&self) -> StepInfo {
+        StepInfo::of::<S>()
+    }
+
+    async fn run(&self, ctx: &StepContext, input: Value) -> Result<Value, StepError> {
+        let input: S::Input = serde_json::from_value(input).map_err(|e| {
+            StepError::invalid_input(format!("input of step {} does not match its type: {e}", S::NAME))
+        })?;
+        let output = S::run(ctx, input).await?;
+        serde_json::to_value(output).map_err(|e| {
+            StepError::new(ErrorName::Internal, format!("cannot serialise the output of {}: {e}", S::NAME))
+        })
+    }
+}
+
+/// Steps by name.
+#[derive(Default)]
+pub struct Registry {
+    steps: BTreeMap<&'static str, Box<dyn Erased>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.steps.keys()).finish()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    pub fn register<S: Step>(mut self) -> Registry {
+        self.steps
+            .insert(S::NAME, Box::new(Entry::<S>(std::marker::PhantomData)));
+        self
+    }
+
+    /// Every step firebreak ships.
+    pub fn standard() -> Registry {
+        crate::ec2::register(Registry::new())
+    }
+
+    pub fn infos(&self) -> Vec<StepInfo> {
+        self.steps.values().map(|s| s.info()).collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.steps.contains_key(name)
+    }
+
+    /// Runs the step a payload names.
+    pub async fn dispatch(&self, ctx: &StepContext, payload: StepPayload) -> Result<Value, StepError> {
+        let step = self.steps.get(payload.step.as_str()).ok_or_else(|| {
+            StepError::new(
+                ErrorName::UnknownStep,
+                format!(
+                    "no step named {:?} (known: {})",
+                    payload.step,
+                    self.steps.keys().copied().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        step.run(ctx, payload.input).await
+    }
+}
+
+/// Runs firebreak steps for the local executor: Task states whose resource
+/// is the step-runner (the `${StepRunnerArn}` placeholder, or the deployed
+/// function's ARN) go to the registry.
+#[derive(Clone, Debug)]
+pub struct StepRunner {
+    registry: Arc<Registry>,
+    ctx: StepContext,
+    /// Deployed step-runner ARNs also accepted as the resource.
+    extra_resources: Vec<String>,
+}
+
+impl StepRunner {
+    pub fn new(registry: Arc<Registry>, ctx: StepContext) -> StepRunner {
+        StepRunner {
+            registry,
+            ctx,
+            extra_resources: Vec::new(),
+        }
+    }
+
+    pub fn accept_resource(mut self, arn: impl Into<String>) -> StepRunner {
+        self.extra_resources.push(arn.into());
+        self
+    }
+
+    pub fn handles(&self, resource: &str) -> bool {
+        resource == STEP_RUNNER_RESOURCE || self.extra_resources.iter().any(|r| r == resource)
+    }
+}
+
+#[async_trait]
+impl TaskHandler for StepRunner {
+    async fn invoke(&self, call: TaskCall) -> Result<Value, TaskFailure> {
+        if !self.handles(&call.resource) {
+            return Err(TaskFailure::new(
+                ErrorName::UnknownStep.as_str(),
+                format!("no handler for resource {:?}", call.resource),
+            ));
+        }
+        let payload: StepPayload = serde_json::from_value(call.input).map_err(|e| {
+            TaskFailure::new(
+                ErrorName::InvalidInput.as_str(),
+                format!("the step-runner payload must be {{\"step\": NAME, \"input\": {{...}}}}: {e}"),
+            )
+        })?;
+        self.registry
+            .dispatch(&self.ctx, payload)
+            .await
+            .map_err(|e| TaskFailure::new(e.name.as_str(), e.message))
+    }
+}
