@@ -43,7 +43,8 @@ pub fn substitute(definition: &mut Value, arn: &str) {
 }
 
 pub fn run(args: CompileArgs) -> anyhow::Result<u8> {
-    let compiled = firebreak_playbooks::compile(&args.playbook).map_err(|e| BadInput(e.to_string()))?;
+    let compiled =
+        firebreak_playbooks::compile(&args.playbook).map_err(|e| BadInput(e.to_string()))?;
     let mut definition = serde_json::to_value(&compiled.definition)?;
     if let Some(arn) = &args.step_runner_arn {
         if !arn.starts_with("arn:") {
@@ -53,7 +54,8 @@ pub fn run(args: CompileArgs) -> anyhow::Result<u8> {
     }
     let text = serde_json::to_string_pretty(&definition)? + "\n";
     match &args.output {
-        Some(path) => std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?,
+        Some(path) => std::fs::write(path, &text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
         None => print!("{text}"),
     }
     if let Some(path) = &args.policy {

@@ -39,13 +39,17 @@ pub async fn run(args: DecoyArgs) -> anyhow::Result<u8> {
             output,
             aws,
         } => {
-            let config = load(&aws.options()).await.map_err(|e| BadInput(e.to_string()))?;
+            let config = load(&aws.options())
+                .await
+                .map_err(|e| BadInput(e.to_string()))?;
             let spec = DecoySpec {
                 name,
                 image_id,
                 ..DecoySpec::default()
             };
-            let decoy = create(&config, &spec).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let decoy = create(&config, &spec)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             match output {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&decoy)?),
                 OutputFormat::Human => println!(

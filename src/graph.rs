@@ -30,7 +30,8 @@ pub fn run(args: GraphArgs) -> anyhow::Result<u8> {
     } else if Path::new(&args.target).exists() {
         let text = std::fs::read_to_string(&args.target)
             .map_err(|e| BadInput(format!("cannot read {}: {e}", args.target)))?;
-        validate_json(&text).map_err(|p| BadInput(format!("{} is not a valid definition:\n{p}", args.target)))?
+        validate_json(&text)
+            .map_err(|p| BadInput(format!("{} is not a valid definition:\n{p}", args.target)))?
     } else {
         return Err(BadInput(format!(
             "{:?} is neither a built-in playbook ({}) nor a file",

@@ -50,37 +50,57 @@ pub struct RespondArgs {
 }
 
 pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
-    let instance: InstanceId = args.instance.parse().map_err(|e: firebreak_steps::case::IdError| BadInput(e.to_string()))?;
+    let instance: InstanceId = args
+        .instance
+        .parse()
+        .map_err(|e: firebreak_steps::case::IdError| BadInput(e.to_string()))?;
     let given_case: Option<CaseId> = match &args.case {
-        Some(c) => Some(c.parse().map_err(|e: firebreak_steps::case::IdError| BadInput(e.to_string()))?),
+        Some(c) => Some(
+            c.parse()
+                .map_err(|e: firebreak_steps::case::IdError| BadInput(e.to_string()))?,
+        ),
         None => None,
     };
-    let compiled = firebreak_playbooks::compile(&args.playbook).map_err(|e| BadInput(e.to_string()))?;
+    let compiled =
+        firebreak_playbooks::compile(&args.playbook).map_err(|e| BadInput(e.to_string()))?;
 
     let config = load(&args.aws.options()).await.map_err(|e| match e {
-        ConfigError::NoRegion | ConfigError::BadEndpoint { .. } => anyhow::Error::new(BadInput(e.to_string())),
+        ConfigError::NoRegion | ConfigError::BadEndpoint { .. } => {
+            anyhow::Error::new(BadInput(e.to_string()))
+        }
     })?;
     let region = config.region().map(|r| r.to_string()).unwrap_or_default();
     let who = identity(&config).await?;
-    let mode = if args.dry_run { Mode::DryRun } else { Mode::Live };
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Live
+    };
     let quiet = args.quiet;
     let started = Instant::now();
-    let ctx = StepContext::new(AwsClients::new(&config), mode, who.account_id.clone(), region.clone())
-        .with_progress(move |step, message| {
-            if !quiet {
-                eprintln!("  [{}]     {step}: {message}", elapsed(started));
-            }
-        });
+    let ctx = StepContext::new(
+        AwsClients::new(&config),
+        mode,
+        who.account_id.clone(),
+        region.clone(),
+    )
+    .with_progress(move |step, message| {
+        if !quiet {
+            eprintln!("  [{}]     {step}: {message}", elapsed(started));
+        }
+    });
 
     // The instance must exist before anything starts; its tag names the
     // case already open for it.
-    let open = firebreak_steps::ec2::open_case(&ctx, &instance).await.map_err(|e| {
-        if e.name == ErrorName::InstanceNotFound {
-            anyhow::Error::new(BadInput(e.message))
-        } else {
-            anyhow::anyhow!("{e}")
-        }
-    })?;
+    let open = firebreak_steps::ec2::open_case(&ctx, &instance)
+        .await
+        .map_err(|e| {
+            if e.name == ErrorName::InstanceNotFound {
+                anyhow::Error::new(BadInput(e.message))
+            } else {
+                anyhow::anyhow!("{e}")
+            }
+        })?;
     let (case, continuing) = match (given_case, open) {
         (Some(c), _) => (c, false),
         (None, Some(c)) => (c, true),
@@ -103,7 +123,11 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
             if args.dry_run { "dry run" } else { "respond" },
             args.playbook,
             who.account_id,
-            if continuing { " (continuing the case the instance is tagged with)" } else { "" },
+            if continuing {
+                " (continuing the case the instance is tagged with)"
+            } else {
+                ""
+            },
         );
     }
 
@@ -122,7 +146,9 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
         role_arn: who.arn.clone(),
     };
     let input_value = serde_json::to_value(&input).context("cannot build the case file")?;
-    let outcome = executor.run(&compiled.definition, input_value, &exec_config, &history).await;
+    let outcome = executor
+        .run(&compiled.definition, input_value, &exec_config, &history)
+        .await;
 
     let summary = Summary::build(
         &args.playbook,
@@ -163,7 +189,12 @@ impl Progress {
     fn event(&self, e: &HistoryEvent) {
         let t = elapsed(self.started);
         let detail = e.detail();
-        let field = |k: &str| detail.and_then(|d| d.get(k)).and_then(|v| v.as_str()).unwrap_or("");
+        let field = |k: &str| {
+            detail
+                .and_then(|d| d.get(k))
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+        };
         match e.kind.as_str() {
             "TaskStateEntered" => {
                 let name = field("name").to_string();

@@ -99,7 +99,9 @@ impl Summary {
                 cause: v.get("Cause").and_then(Value::as_str).map(str::to_string),
             })
             .collect();
-        let denied = calls.iter().any(|c| matches!(c.verdict, Verdict::Denied(_)));
+        let denied = calls
+            .iter()
+            .any(|c| matches!(c.verdict, Verdict::Denied(_)));
         let containment = match (mode, outcome.status) {
             (_, Status::Failed | Status::TimedOut) => Containment::Failed,
             (Mode::DryRun, _) if denied || !failures.is_empty() => Containment::PlanDenied,
@@ -161,8 +163,10 @@ impl Summary {
                 Containment::Complete => "containment COMPLETE",
                 Containment::Partial => "containment PARTIAL (see failures)",
                 Containment::Failed => "execution FAILED",
-                Containment::PlanAllowed => "dry run: every planned change would be allowed; nothing was changed",
-                Containment::PlanDenied => "dry run: some planned changes would be REFUSED; nothing was changed",
+                Containment::PlanAllowed =>
+                    "dry run: every planned change would be allowed; nothing was changed",
+                Containment::PlanDenied =>
+                    "dry run: some planned changes would be REFUSED; nothing was changed",
             },
             self.duration_seconds
         ));
@@ -177,7 +181,13 @@ impl Summary {
                     Verdict::Denied(m) => format!("would be REFUSED (DryRun): {m}"),
                     Verdict::NotChecked(why) => format!("not checked: {why}"),
                 };
-                line(format!("  {:>2}. [{}] {} {}", i + 1, c.step, c.action, c.parameters));
+                line(format!(
+                    "  {:>2}. [{}] {} {}",
+                    i + 1,
+                    c.step,
+                    c.action,
+                    c.parameters
+                ));
                 line(format!("      -> {verdict}"));
             }
         } else {
@@ -198,7 +208,11 @@ impl Summary {
             if let Some(iso) = &self.isolation {
                 line(format!(
                     "  ok  network isolated{}:",
-                    if iso.changed { "" } else { " (already isolated, nothing changed)" }
+                    if iso.changed {
+                        ""
+                    } else {
+                        " (already isolated, nothing changed)"
+                    }
                 ));
                 for g in &iso.groups {
                     line(format!(
@@ -206,7 +220,11 @@ impl Summary {
                         g.vpc_id,
                         g.isolation_group_id,
                         g.transition_group_id,
-                        if g.created_group_ids.is_empty() { "" } else { ", created now" }
+                        if g.created_group_ids.is_empty() {
+                            ""
+                        } else {
+                            ", created now"
+                        }
                     ));
                 }
                 for i in &iso.interfaces {
@@ -221,7 +239,11 @@ impl Summary {
             if let Some(t) = &self.tags {
                 line(format!(
                     "  ok  tagged: {}",
-                    t.tags.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+                    t.tags
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             if let Some(s) = &self.snapshots {
@@ -233,13 +255,21 @@ impl Summary {
                     .unwrap_or("not confirmed complete");
                 line(format!(
                     "  ok  snapshots ({done}{}):",
-                    if s.created_snapshot_ids.is_empty() { ", all taken earlier for this case" } else { "" }
+                    if s.created_snapshot_ids.is_empty() {
+                        ", all taken earlier for this case"
+                    } else {
+                        ""
+                    }
                 ));
                 for snap in &s.snapshots {
                     let state = self
                         .snapshot_progress
                         .as_ref()
-                        .and_then(|p| p.snapshots.iter().find(|x| x.snapshot_id == snap.snapshot_id))
+                        .and_then(|p| {
+                            p.snapshots
+                                .iter()
+                                .find(|x| x.snapshot_id == snap.snapshot_id)
+                        })
                         .map(|x| x.state.clone())
                         .unwrap_or_else(|| snap.state.clone());
                     line(format!(
@@ -263,7 +293,9 @@ impl Summary {
                 ));
             }
         }
-        if let (Some(e), Status::Failed | Status::TimedOut) = (&self.execution.error, self.execution.status) {
+        if let (Some(e), Status::Failed | Status::TimedOut) =
+            (&self.execution.error, self.execution.status)
+        {
             line(String::new());
             line(format!(
                 "Execution failed: {e}: {}",

@@ -32,7 +32,11 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
                 for p in &problems.0 {
                     eprintln!("{shown}: {p}");
                 }
-                eprintln!("{shown}: invalid ({} problem{})", problems.0.len(), if problems.0.len() == 1 { "" } else { "s" });
+                eprintln!(
+                    "{shown}: invalid ({} problem{})",
+                    problems.0.len(),
+                    if problems.0.len() == 1 { "" } else { "s" }
+                );
                 code = exit::BAD_INPUT;
             }
         }

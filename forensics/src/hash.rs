@@ -51,7 +51,9 @@ mod tests {
 
     #[test]
     fn reader_and_bytes_agree_across_buffer_boundaries() {
-        let data: Vec<u8> = (0..(HASH_BUFFER_BYTES * 2 + 17)).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..(HASH_BUFFER_BYTES * 2 + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
         assert_eq!(sha256_reader(&data[..]).unwrap(), sha256_bytes(&data));
     }
 

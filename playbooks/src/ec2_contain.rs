@@ -88,16 +88,13 @@ mod tests {
         let names: Vec<&str> = c.steps.iter().map(|s| s.name).collect();
         assert_eq!(
             names,
-            ["record_instance_state", "isolate_network", "tag_instance", "snapshot_volumes", "await_snapshots"]
+            [
+                "record_instance_state",
+                "isolate_network",
+                "tag_instance",
+                "snapshot_volumes",
+                "await_snapshots"
+            ]
         );
-    }
-}
-#[cfg(test)]
-mod dump {
-    #[test]
-    fn dump() {
-        let c = crate::compile("ec2-contain").unwrap();
-        std::fs::write("/tmp/x/ec2-contain.json", c.definition.to_json_pretty()).unwrap();
-        std::fs::write("/tmp/x/policy.json", serde_json::to_string_pretty(&c.policy).unwrap()).unwrap();
     }
 }

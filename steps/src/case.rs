@@ -50,9 +50,11 @@ const MAX_CASE_ID_CHARS: usize = 64;
 impl FromStr for InstanceId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = s
-            .strip_prefix("i-")
-            .is_some_and(|h| (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let ok = s.strip_prefix("i-").is_some_and(|h| {
+            (h.len() == 8 || h.len() == 17)
+                && h.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        });
         if ok {
             Ok(InstanceId(s.to_string()))
         } else {
@@ -67,7 +69,8 @@ impl FromStr for CaseId {
         let ok = !s.is_empty()
             && s.len() <= MAX_CASE_ID_CHARS
             && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
         if ok {
             Ok(CaseId(s.to_string()))
         } else {
@@ -89,7 +92,12 @@ impl CaseId {
 
     /// A new case id from the time and the instance: `fb-20261127-012455-0abc1234`.
     pub fn generate(now: DateTime<Utc>, instance: &InstanceId) -> CaseId {
-        let short: String = instance.as_str().trim_start_matches("i-").chars().take(8).collect();
+        let short: String = instance
+            .as_str()
+            .trim_start_matches("i-")
+            .chars()
+            .take(8)
+            .collect();
         CaseId(format!("fb-{}-{short}", now.format("%Y%m%d-%H%M%S")))
     }
 }
@@ -114,7 +122,14 @@ mod tests {
     fn instance_ids() {
         assert!("i-0abc1234".parse::<InstanceId>().is_ok());
         assert!("i-0abc123def4567890".parse::<InstanceId>().is_ok());
-        for bad in ["", "i-", "i-xyz12345", "0abc1234", "i-0ABC1234", "i-0abc12345"] {
+        for bad in [
+            "",
+            "i-",
+            "i-xyz12345",
+            "0abc1234",
+            "i-0ABC1234",
+            "i-0abc12345",
+        ] {
             assert!(bad.parse::<InstanceId>().is_err(), "{bad}");
         }
     }

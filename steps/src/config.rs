@@ -14,7 +14,9 @@ pub struct AwsOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("no AWS region is configured: pass --region or set AWS_REGION (or a region in the profile)")]
+    #[error(
+        "no AWS region is configured: pass --region or set AWS_REGION (or a region in the profile)"
+    )]
     NoRegion,
     #[error("invalid endpoint URL {url:?}: it must start with http:// or https://")]
     BadEndpoint { url: String },
@@ -64,7 +66,9 @@ pub async fn identity(config: &SdkConfig) -> Result<Identity, IdentityError> {
         .get_caller_identity()
         .send()
         .await
-        .map_err(|e| IdentityError(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string()))?;
+        .map_err(|e| {
+            IdentityError(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
+        })?;
     Ok(Identity {
         account_id: out.account().unwrap_or_default().to_string(),
         arn: out.arn().unwrap_or_default().to_string(),

@@ -155,7 +155,12 @@ impl StepLog<'_> {
     }
 
     pub fn not_checked(&self, action: &str, parameters: impl Into<String>, why: impl Into<String>) {
-        self.push(action, parameters.into(), true, Verdict::NotChecked(why.into()));
+        self.push(
+            action,
+            parameters.into(),
+            true,
+            Verdict::NotChecked(why.into()),
+        );
     }
 
     /// Records the answer to a call sent with `DryRun=true`: AWS answers

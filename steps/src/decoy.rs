@@ -81,7 +81,9 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
         return Err(StepError::invalid_input("a decoy needs 1 to 12 volumes"));
     }
     if !(1..=2).contains(&spec.interfaces) {
-        return Err(StepError::invalid_input("a decoy has 1 or 2 network interfaces"));
+        return Err(StepError::invalid_input(
+            "a decoy has 1 or 2 network interfaces",
+        ));
     }
     let ec2 = aws_sdk_ec2::Client::new(config);
     let name = format!("{}-{}", spec.name, unique_suffix());
@@ -101,7 +103,11 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
         .send()
         .await
         .map_err(|e| aws_error("ec2:CreateVpc", e))?;
-    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string();
+    let vpc_id = vpc
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .unwrap_or_default()
+        .to_string();
     let mut subnet = ec2
         .create_subnet()
         .vpc_id(&vpc_id)
@@ -119,12 +125,21 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
             .first()
             .and_then(|v| v.ipv6_cidr_block_association_set().first())
             .and_then(|a| a.ipv6_cidr_block())
-            .ok_or_else(|| StepError::new(ErrorName::Unsupported, "the decoy VPC got no IPv6 block"))?;
+            .ok_or_else(|| {
+                StepError::new(ErrorName::Unsupported, "the decoy VPC got no IPv6 block")
+            })?;
         // The VPC gets a /56; the subnet takes its first /64.
         subnet = subnet.ipv6_cidr_block(block.replace("/56", "/64"));
     }
-    let subnet = subnet.send().await.map_err(|e| aws_error("ec2:CreateSubnet", e))?;
-    let subnet_id = subnet.subnet().and_then(|s| s.subnet_id()).unwrap_or_default().to_string();
+    let subnet = subnet
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:CreateSubnet", e))?;
+    let subnet_id = subnet
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .unwrap_or_default()
+        .to_string();
 
     let sg = ec2
         .create_security_group()
@@ -162,7 +177,13 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
         iam.create_role()
             .role_name(&role)
             .assume_role_policy_document(trust)
-            .tags(aws_sdk_iam::types::Tag::builder().key("firebreak:decoy").value(&spec.name).build().map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?)
+            .tags(
+                aws_sdk_iam::types::Tag::builder()
+                    .key("firebreak:decoy")
+                    .value(&spec.name)
+                    .build()
+                    .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?,
+            )
             .send()
             .await
             .map_err(|e| aws_error("iam:CreateRole", e))?;
@@ -199,7 +220,12 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
                 .first()
                 .and_then(|i| i.image_id())
                 .map(str::to_string)
-                .ok_or_else(|| StepError::new(ErrorName::ResourceNotFound, "no Amazon x86_64 image is visible; pass an image id"))?
+                .ok_or_else(|| {
+                    StepError::new(
+                        ErrorName::ResourceNotFound,
+                        "no Amazon x86_64 image is visible; pass an image id",
+                    )
+                })?
         }
     };
 
@@ -208,7 +234,10 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
         let device = if i == 0 {
             ROOT_DEVICE.to_string()
         } else {
-            format!("/dev/sd{}", DATA_DEVICE_LETTERS.chars().nth(i - 1).unwrap_or('z'))
+            format!(
+                "/dev/sd{}",
+                DATA_DEVICE_LETTERS.chars().nth(i - 1).unwrap_or('z')
+            )
         };
         mappings.push(
             BlockDeviceMapping::builder()
@@ -244,13 +273,15 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
             );
         }
         if let Some(p) = &profile_name {
-            req = req.iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
+            req = req
+                .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
         }
         match req.send().await {
             Ok(r) => break r,
             Err(e) => {
                 let code = crate::error::error_code(&e);
-                let propagating = code.as_deref() == Some("InvalidParameterValue") && profile_name.is_some();
+                let propagating =
+                    code.as_deref() == Some("InvalidParameterValue") && profile_name.is_some();
                 if propagating && tries < PROFILE_PROPAGATION_TRIES {
                     tokio::time::sleep(PROFILE_PROPAGATION_DELAY).await;
                     continue;
@@ -259,10 +290,12 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
             }
         }
     };
-    let instance = run
-        .instances()
-        .first()
-        .ok_or_else(|| StepError::new(ErrorName::AwsRequestFailed, "RunInstances returned no instance"))?;
+    let instance = run.instances().first().ok_or_else(|| {
+        StepError::new(
+            ErrorName::AwsRequestFailed,
+            "RunInstances returned no instance",
+        )
+    })?;
     let instance_id = instance.instance_id().unwrap_or_default().to_string();
     let network_interface_ids = crate::ec2::interface_ids(instance);
     if spec.ipv6 {
@@ -275,7 +308,10 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
                 .map_err(|e| aws_error("ec2:AssignIpv6Addresses", e))?;
         }
     }
-    let volume_ids = crate::ec2::volumes(instance).into_iter().map(|(v, _)| v).collect();
+    let volume_ids = crate::ec2::volumes(instance)
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
     Ok(Decoy {
         instance_id,
         vpc_id,

@@ -82,7 +82,10 @@ where
 
 /// Maps an SDK error to a step error. `call` names the call and its target
 /// (`ec2:ModifyNetworkInterfaceAttribute eni-0abc`).
-pub fn aws_error<E>(call: &str, err: SdkError<E, aws_smithy_runtime_api::http::Response>) -> StepError
+pub fn aws_error<E>(
+    call: &str,
+    err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+) -> StepError
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {

@@ -38,11 +38,17 @@ impl<S: Step> Erased for Entry<S> {
 
     async fn run(&self, ctx: &StepContext, input: Value) -> Result<Value, StepError> {
         let input: S::Input = serde_json::from_value(input).map_err(|e| {
-            StepError::invalid_input(format!("input of step {} does not match its type: {e}", S::NAME))
+            StepError::invalid_input(format!(
+                "input of step {} does not match its type: {e}",
+                S::NAME
+            ))
         })?;
         let output = S::run(ctx, input).await?;
         serde_json::to_value(output).map_err(|e| {
-            StepError::new(ErrorName::Internal, format!("cannot serialise the output of {}: {e}", S::NAME))
+            StepError::new(
+                ErrorName::Internal,
+                format!("cannot serialise the output of {}: {e}", S::NAME),
+            )
         })
     }
 }
@@ -84,7 +90,11 @@ impl Registry {
     }
 
     /// Runs the step a payload names.
-    pub async fn dispatch(&self, ctx: &StepContext, payload: StepPayload) -> Result<Value, StepError> {
+    pub async fn dispatch(
+        &self,
+        ctx: &StepContext,
+        payload: StepPayload,
+    ) -> Result<Value, StepError> {
         let step = self.steps.get(payload.step.as_str()).ok_or_else(|| {
             StepError::new(
                 ErrorName::UnknownStep,
@@ -141,7 +151,9 @@ impl TaskHandler for StepRunner {
         let payload: StepPayload = serde_json::from_value(call.input).map_err(|e| {
             TaskFailure::new(
                 ErrorName::InvalidInput.as_str(),
-                format!("the step-runner payload must be {{\"step\": NAME, \"input\": {{...}}}}: {e}"),
+                format!(
+                    "the step-runner payload must be {{\"step\": NAME, \"input\": {{...}}}}: {e}"
+                ),
             )
         })?;
         self.registry

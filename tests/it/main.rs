@@ -1,1 +1,16 @@
-//! Integration tests.
+//! firebreak's integration tests: one binary, one module per area.
+//!
+//! Tests whose name starts with `sandbox_` need the sandbox AWS (moto
+//! server): `scripts/test` starts one and sets `FIREBREAK_SANDBOX_URL`.
+//! Tests that run external checkers find them through environment
+//! variables set by the same script (`ASL_VALIDATOR`).
+
+mod support;
+
+mod asl_validator;
+mod compile_cli;
+mod dry_run;
+mod graph_cli;
+mod respond;
+mod sfn_moto;
+mod validate_cli;

@@ -269,7 +269,18 @@ fn describe(rule: &ChoiceRule) -> String {
                 | Comparison::NumericGreaterThanEquals
                 | Comparison::TimestampGreaterThanEquals => ">=",
                 Comparison::StringMatches => "matches",
-                other => return format!("{}({variable}) == {rhs}", other.name()),
+                other => {
+                    let yes = operand == &Operand::Literal(serde_json::Value::Bool(true));
+                    let what = match other {
+                        Comparison::IsPresent => "present",
+                        Comparison::IsNull => "null",
+                        Comparison::IsNumeric => "a number",
+                        Comparison::IsString => "a string",
+                        Comparison::IsBoolean => "a boolean",
+                        _ => "a timestamp",
+                    };
+                    return format!("{variable} is {}{what}", if yes { "" } else { "not " });
+                }
             };
             format!("{variable} {sym} {rhs}")
         }
@@ -286,21 +297,21 @@ pub fn render(machine: &StateMachine, format: Format) -> String {
         clusters: Vec::new(),
     };
     top.nodes.push(Node {
-        id: "start".into(),
+        id: "n_start".into(),
         label: "Start".into(),
         kind: Kind::Start,
     });
     let (start, ends) = b.graph(&machine.start_at, &machine.states, &mut top);
     if let Some(s) = start {
-        b.edge("start", &s, None, EdgeKind::Normal);
+        b.edge("n_start", &s, None, EdgeKind::Normal);
     }
     top.nodes.push(Node {
-        id: "end".into(),
+        id: "n_end".into(),
         label: "End".into(),
         kind: Kind::End,
     });
     for e in ends {
-        b.edge(&e, "end", None, EdgeKind::Normal);
+        b.edge(&e, "n_end", None, EdgeKind::Normal);
     }
     match format {
         Format::Mermaid => mermaid(&top, &b.edges),

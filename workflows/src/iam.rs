@@ -48,6 +48,9 @@ impl Statement {
     }
 }
 
+/// Effect, sorted resources, condition, and the union of actions.
+type Merged = (Effect, Vec<String>, Option<Value>, BTreeSet<String>);
+
 /// An IAM policy document.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -62,7 +65,7 @@ impl PolicyDocument {
     /// whose actions are the sorted union. Deterministic, so generated
     /// policies diff cleanly.
     pub fn gather<'a>(statements: impl IntoIterator<Item = &'a Statement>) -> PolicyDocument {
-        let mut merged: Vec<(Effect, Vec<String>, Option<Value>, BTreeSet<String>)> = Vec::new();
+        let mut merged: Vec<Merged> = Vec::new();
         for s in statements {
             let mut resources = s.resource.clone();
             resources.sort();

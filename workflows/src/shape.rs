@@ -205,7 +205,7 @@ impl Shape {
 
     pub fn union(mut members: Vec<Shape>) -> Shape {
         members.dedup();
-        if members.iter().any(|m| *m == Shape::Any) {
+        if members.contains(&Shape::Any) {
             return Shape::Any;
         }
         match members.len() {

@@ -952,13 +952,14 @@ impl Validator {
                             self.report(loc, format!("{}Path: {e}", op.name()));
                         }
                     }
-                    Operand::Literal(Value::String(s)) if op.name().starts_with("Timestamp") => {
-                        if crate::time::parse_timestamp(s).is_none() {
-                            self.report(
-                                loc,
-                                format!("{}: {s:?} is not an RFC 3339 timestamp", op.name()),
-                            );
-                        }
+                    Operand::Literal(Value::String(s))
+                        if op.name().starts_with("Timestamp")
+                            && crate::time::parse_timestamp(s).is_none() =>
+                    {
+                        self.report(
+                            loc,
+                            format!("{}: {s:?} is not an RFC 3339 timestamp", op.name()),
+                        );
                     }
                     _ => {}
                 }

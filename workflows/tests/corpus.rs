@@ -66,7 +66,10 @@ fn every_definition_renders() {
         assert!(dot.starts_with("digraph"), "{name}");
         for state in m.states.keys() {
             let shown = state.replace('"', "#quot;");
-            assert!(mermaid.contains(&shown), "{name}: {state} missing from the Mermaid graph");
+            assert!(
+                mermaid.contains(&shown),
+                "{name}: {state} missing from the Mermaid graph"
+            );
         }
     }
 }

@@ -108,10 +108,7 @@ impl StepDef for IsolateNetwork {
                     "ec2:RevokeSecurityGroupEgress",
                     "ec2:CreateTags",
                 ],
-                [
-                    "arn:aws:ec2:*:*:security-group/*",
-                    "arn:aws:ec2:*:*:vpc/*",
-                ],
+                ["arn:aws:ec2:*:*:security-group/*", "arn:aws:ec2:*:*:vpc/*"],
             ),
             Statement::allow(
                 ["ec2:ModifyNetworkInterfaceAttribute"],
@@ -160,8 +157,14 @@ fn allows_all(perms: &[IpPermission]) -> (bool, bool) {
     let mut v4 = false;
     let mut v6 = false;
     for p in all {
-        v4 |= p.ip_ranges().iter().any(|r| r.cidr_ip() == Some("0.0.0.0/0"));
-        v6 |= p.ipv6_ranges().iter().any(|r| r.cidr_ipv6() == Some("::/0"));
+        v4 |= p
+            .ip_ranges()
+            .iter()
+            .any(|r| r.cidr_ip() == Some("0.0.0.0/0"));
+        v6 |= p
+            .ipv6_ranges()
+            .iter()
+            .any(|r| r.cidr_ipv6() == Some("::/0"));
     }
     (v4, v6)
 }
@@ -218,7 +221,11 @@ async fn find_group(
     Ok(Some(g))
 }
 
-async fn read_group(ctx: &StepContext, log: &StepLog<'_>, id: &str) -> Result<SecurityGroup, StepError> {
+async fn read_group(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    id: &str,
+) -> Result<SecurityGroup, StepError> {
     log.read("ec2:DescribeSecurityGroups", format!("GroupIds=[{id}]"));
     let out = ctx
         .aws
@@ -228,10 +235,12 @@ async fn read_group(ctx: &StepContext, log: &StepLog<'_>, id: &str) -> Result<Se
         .send()
         .await
         .map_err(|e| aws_error(&format!("ec2:DescribeSecurityGroups {id}"), e))?;
-    out.security_groups()
-        .first()
-        .cloned()
-        .ok_or_else(|| StepError::new(ErrorName::ResourceNotFound, format!("security group {id} vanished")))
+    out.security_groups().first().cloned().ok_or_else(|| {
+        StepError::new(
+            ErrorName::ResourceNotFound,
+            format!("security group {id} vanished"),
+        )
+    })
 }
 
 /// Finds or makes the group for `role` in `vpc` and brings its rules to
@@ -249,7 +258,12 @@ async fn ensure_group(
     let (group, created) = match existing {
         Some(g) => (g, false),
         None => {
-            let params = format!("GroupName={}, VpcId={vpc}, Tags=[{}={}]", role.name(), tags::ROLE, role.tag());
+            let params = format!(
+                "GroupName={}, VpcId={vpc}, Tags=[{}={}]",
+                role.name(),
+                tags::ROLE,
+                role.tag()
+            );
             let req = ec2
                 .create_security_group()
                 .group_name(role.name())
@@ -264,7 +278,11 @@ async fn ensure_group(
                         .build(),
                 );
             if ctx.is_dry_run() {
-                log.dry_run("ec2:CreateSecurityGroup", params, req.dry_run(true).send().await)?;
+                log.dry_run(
+                    "ec2:CreateSecurityGroup",
+                    params,
+                    req.dry_run(true).send().await,
+                )?;
                 let why = "the group does not exist yet: the CreateSecurityGroup above makes it";
                 match role {
                     Role::Isolation => log.not_checked(
@@ -275,7 +293,10 @@ async fn ensure_group(
                     Role::Transition => {
                         log.not_checked(
                             "ec2:AuthorizeSecurityGroupIngress",
-                            format!("new {} group: all traffic from 0.0.0.0/0 and ::/0", role.name()),
+                            format!(
+                                "new {} group: all traffic from 0.0.0.0/0 and ::/0",
+                                role.name()
+                            ),
                             why,
                         );
                         log.not_checked(
@@ -287,10 +308,12 @@ async fn ensure_group(
                 }
                 return Ok((format!("{PLANNED_GROUP} {} in {vpc}", role.name()), true));
             }
-            let out = req
-                .send()
-                .await
-                .map_err(|e| aws_error(&format!("ec2:CreateSecurityGroup {} in {vpc}", role.name()), e))?;
+            let out = req.send().await.map_err(|e| {
+                aws_error(
+                    &format!("ec2:CreateSecurityGroup {} in {vpc}", role.name()),
+                    e,
+                )
+            })?;
             log.done("ec2:CreateSecurityGroup", params);
             let id = out.group_id().unwrap_or_default().to_string();
             (read_group(ctx, log, &id).await?, true)
@@ -307,13 +330,20 @@ async fn ensure_group(
                     .revoke_security_group_ingress()
                     .group_id(&id)
                     .set_ip_permissions(Some(group.ip_permissions().to_vec()));
-                let params = format!("GroupId={id}, all {} ingress rules", group.ip_permissions().len());
+                let params = format!(
+                    "GroupId={id}, all {} ingress rules",
+                    group.ip_permissions().len()
+                );
                 if ctx.is_dry_run() {
-                    log.dry_run("ec2:RevokeSecurityGroupIngress", params, req.dry_run(true).send().await)?;
+                    log.dry_run(
+                        "ec2:RevokeSecurityGroupIngress",
+                        params,
+                        req.dry_run(true).send().await,
+                    )?;
                 } else {
-                    req.send()
-                        .await
-                        .map_err(|e| aws_error(&format!("ec2:RevokeSecurityGroupIngress {id}"), e))?;
+                    req.send().await.map_err(|e| {
+                        aws_error(&format!("ec2:RevokeSecurityGroupIngress {id}"), e)
+                    })?;
                     log.done("ec2:RevokeSecurityGroupIngress", params);
                 }
             }
@@ -327,11 +357,15 @@ async fn ensure_group(
                     group.ip_permissions_egress().len()
                 );
                 if ctx.is_dry_run() {
-                    log.dry_run("ec2:RevokeSecurityGroupEgress", params, req.dry_run(true).send().await)?;
+                    log.dry_run(
+                        "ec2:RevokeSecurityGroupEgress",
+                        params,
+                        req.dry_run(true).send().await,
+                    )?;
                 } else {
-                    req.send()
-                        .await
-                        .map_err(|e| aws_error(&format!("ec2:RevokeSecurityGroupEgress {id}"), e))?;
+                    req.send().await.map_err(|e| {
+                        aws_error(&format!("ec2:RevokeSecurityGroupEgress {id}"), e)
+                    })?;
                     log.done("ec2:RevokeSecurityGroupEgress", params);
                 }
             }
@@ -345,11 +379,15 @@ async fn ensure_group(
                     .ip_permissions(all_for(!in4, !in6));
                 let params = format!("GroupId={id}, all traffic from 0.0.0.0/0 and ::/0");
                 if ctx.is_dry_run() {
-                    log.dry_run("ec2:AuthorizeSecurityGroupIngress", params, req.dry_run(true).send().await)?;
+                    log.dry_run(
+                        "ec2:AuthorizeSecurityGroupIngress",
+                        params,
+                        req.dry_run(true).send().await,
+                    )?;
                 } else {
-                    req.send()
-                        .await
-                        .map_err(|e| aws_error(&format!("ec2:AuthorizeSecurityGroupIngress {id}"), e))?;
+                    req.send().await.map_err(|e| {
+                        aws_error(&format!("ec2:AuthorizeSecurityGroupIngress {id}"), e)
+                    })?;
                     log.done("ec2:AuthorizeSecurityGroupIngress", params);
                 }
             }
@@ -361,11 +399,15 @@ async fn ensure_group(
                     .ip_permissions(all_for(!out4, !out6));
                 let params = format!("GroupId={id}, all traffic to 0.0.0.0/0 and ::/0");
                 if ctx.is_dry_run() {
-                    log.dry_run("ec2:AuthorizeSecurityGroupEgress", params, req.dry_run(true).send().await)?;
+                    log.dry_run(
+                        "ec2:AuthorizeSecurityGroupEgress",
+                        params,
+                        req.dry_run(true).send().await,
+                    )?;
                 } else {
-                    req.send()
-                        .await
-                        .map_err(|e| aws_error(&format!("ec2:AuthorizeSecurityGroupEgress {id}"), e))?;
+                    req.send().await.map_err(|e| {
+                        aws_error(&format!("ec2:AuthorizeSecurityGroupEgress {id}"), e)
+                    })?;
                     log.done("ec2:AuthorizeSecurityGroupEgress", params);
                 }
             }
@@ -427,7 +469,10 @@ async fn read_interfaces(
     log: &StepLog<'_>,
     ids: &[String],
 ) -> Result<BTreeMap<String, (String, Vec<String>)>, StepError> {
-    log.read("ec2:DescribeNetworkInterfaces", format!("NetworkInterfaceIds={ids:?}"));
+    log.read(
+        "ec2:DescribeNetworkInterfaces",
+        format!("NetworkInterfaceIds={ids:?}"),
+    );
     let out = ctx
         .aws
         .ec2
@@ -481,8 +526,10 @@ impl Step for IsolateNetwork {
                     format!("an interface of {id} is not in a VPC"),
                 ));
             }
-            let (iso, iso_new) = ensure_group(ctx, &log, vpc, case.as_str(), Role::Isolation).await?;
-            let (tr, tr_new) = ensure_group(ctx, &log, vpc, case.as_str(), Role::Transition).await?;
+            let (iso, iso_new) =
+                ensure_group(ctx, &log, vpc, case.as_str(), Role::Isolation).await?;
+            let (tr, tr_new) =
+                ensure_group(ctx, &log, vpc, case.as_str(), Role::Transition).await?;
             let mut created = Vec::new();
             if iso_new {
                 created.push(iso.clone());
@@ -525,10 +572,20 @@ impl Step for IsolateNetwork {
                 // current groups check the same permission on it.
                 let planned = g.transition_group_id.starts_with(PLANNED_GROUP);
                 for (target, why) in [
-                    (&g.transition_group_id, "first move: allow-all, connections become untracked"),
-                    (&g.isolation_group_id, "second move: no rules, traffic stops"),
+                    (
+                        &g.transition_group_id,
+                        "first move: allow-all, connections become untracked",
+                    ),
+                    (
+                        &g.isolation_group_id,
+                        "second move: no rules, traffic stops",
+                    ),
                 ] {
-                    let probe = if planned { previous.clone() } else { vec![target.clone()] };
+                    let probe = if planned {
+                        previous.clone()
+                    } else {
+                        vec![target.clone()]
+                    };
                     let params = if planned {
                         format!("NetworkInterfaceId={eni}, Groups=[{target}] ({why}; checked with the interface's current groups {previous:?})")
                     } else {
@@ -554,8 +611,22 @@ impl Step for IsolateNetwork {
                 });
                 continue;
             }
-            set_groups(ctx, &log, eni, vec![g.transition_group_id.clone()], "first move: allow-all, connections become untracked").await?;
-            set_groups(ctx, &log, eni, vec![g.isolation_group_id.clone()], "second move: no rules, traffic stops").await?;
+            set_groups(
+                ctx,
+                &log,
+                eni,
+                vec![g.transition_group_id.clone()],
+                "first move: allow-all, connections become untracked",
+            )
+            .await?;
+            set_groups(
+                ctx,
+                &log,
+                eni,
+                vec![g.isolation_group_id.clone()],
+                "second move: no rules, traffic stops",
+            )
+            .await?;
             changed_any = true;
             interfaces.push(IsolatedInterface {
                 network_interface_id: eni.clone(),
@@ -572,14 +643,20 @@ impl Step for IsolateNetwork {
             let after = read_interfaces(ctx, &log, &eni_ids).await?;
             let mut wrong = Vec::new();
             for i in &mut interfaces {
-                let now = after.get(&i.network_interface_id).map(|(_, g)| g.clone()).unwrap_or_default();
+                let now = after
+                    .get(&i.network_interface_id)
+                    .map(|(_, g)| g.clone())
+                    .unwrap_or_default();
                 let want = groups
                     .iter()
                     .find(|g| g.vpc_id == i.vpc_id)
                     .map(|g| vec![g.isolation_group_id.clone()])
                     .unwrap_or_default();
                 if now != want {
-                    wrong.push(format!("{} has {now:?}, expected {want:?}", i.network_interface_id));
+                    wrong.push(format!(
+                        "{} has {now:?}, expected {want:?}",
+                        i.network_interface_id
+                    ));
                 }
                 i.group_ids = now;
             }

@@ -8,7 +8,9 @@ mod tag;
 
 pub use isolate::{IsolateNetwork, IsolatedInterface, IsolationOutput, VpcIsolationGroups};
 pub use record::RecordInstanceState;
-pub use snapshot::{AwaitSnapshots, SnapshotProgress, SnapshotRef, SnapshotSet, SnapshotVolumes, SnapshotIds};
+pub use snapshot::{
+    AwaitSnapshots, SnapshotIds, SnapshotProgress, SnapshotRef, SnapshotSet, SnapshotVolumes,
+};
 pub use tag::{open_case, CaseStatus, TagInstance, TagInstanceInput, TagOutput};
 
 use aws_sdk_ec2::types::{Filter, Instance, Tag};
@@ -89,7 +91,10 @@ pub(crate) async fn describe_instance(
         .ok_or_else(|| {
             StepError::new(
                 ErrorName::InstanceNotFound,
-                format!("instance {id} does not exist in account {} region {}", ctx.account_id, ctx.region),
+                format!(
+                    "instance {id} does not exist in account {} region {}",
+                    ctx.account_id, ctx.region
+                ),
             )
         })?;
     let state = instance

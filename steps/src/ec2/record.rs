@@ -76,7 +76,10 @@ impl Step for RecordInstanceState {
         let eni_ids = interface_ids(&instance);
         let mut network_interfaces = Vec::new();
         if !eni_ids.is_empty() {
-            log.read("ec2:DescribeNetworkInterfaces", format!("NetworkInterfaceIds={eni_ids:?}"));
+            log.read(
+                "ec2:DescribeNetworkInterfaces",
+                format!("NetworkInterfaceIds={eni_ids:?}"),
+            );
             let out = ec2
                 .describe_network_interfaces()
                 .set_network_interface_ids(Some(eni_ids.clone()))
@@ -172,16 +175,24 @@ impl Step for RecordInstanceState {
             })
             .map(|a| InstanceProfileRecord {
                 association_id: a.association_id().map(str::to_string),
-                arn: a.iam_instance_profile().and_then(|p| p.arn()).map(str::to_string),
+                arn: a
+                    .iam_instance_profile()
+                    .and_then(|p| p.arn())
+                    .map(str::to_string),
             })
             .or_else(|| {
-                instance.iam_instance_profile().map(|p| InstanceProfileRecord {
-                    association_id: None,
-                    arn: p.arn().map(str::to_string),
-                })
+                instance
+                    .iam_instance_profile()
+                    .map(|p| InstanceProfileRecord {
+                        association_id: None,
+                        arn: p.arn().map(str::to_string),
+                    })
             });
 
-        log.read("ec2:DescribeInstanceAttribute", format!("{id} disableApiTermination"));
+        log.read(
+            "ec2:DescribeInstanceAttribute",
+            format!("{id} disableApiTermination"),
+        );
         let term = ec2
             .describe_instance_attribute()
             .instance_id(id.as_str())
@@ -189,7 +200,10 @@ impl Step for RecordInstanceState {
             .send()
             .await
             .map_err(|e| aws_error("ec2:DescribeInstanceAttribute", e))?;
-        log.read("ec2:DescribeInstanceAttribute", format!("{id} instanceInitiatedShutdownBehavior"));
+        log.read(
+            "ec2:DescribeInstanceAttribute",
+            format!("{id} instanceInitiatedShutdownBehavior"),
+        );
         let shutdown = ec2
             .describe_instance_attribute()
             .instance_id(id.as_str())
@@ -201,7 +215,12 @@ impl Step for RecordInstanceState {
         let tags: BTreeMap<String, String> = instance
             .tags()
             .iter()
-            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                ))
+            })
             .collect();
 
         let record = InstanceStateRecord {
@@ -229,7 +248,8 @@ impl Step for RecordInstanceState {
                 .map(str::to_string),
             tags,
         };
-        SealedRecord::seal(record)
-            .map_err(|e| StepError::new(ErrorName::Internal, format!("cannot seal the record: {e}")))
+        SealedRecord::seal(record).map_err(|e| {
+            StepError::new(ErrorName::Internal, format!("cannot seal the record: {e}"))
+        })
     }
 }

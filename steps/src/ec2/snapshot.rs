@@ -84,7 +84,11 @@ impl StepDef for SnapshotVolumes {
         vec![
             Statement::allow(["ec2:DescribeInstances", "ec2:DescribeSnapshots"], ["*"]),
             Statement::allow(
-                ["ec2:CreateSnapshots", "ec2:CreateSnapshot", "ec2:CreateTags"],
+                [
+                    "ec2:CreateSnapshots",
+                    "ec2:CreateSnapshot",
+                    "ec2:CreateTags",
+                ],
                 [
                     "arn:aws:ec2:*:*:instance/*",
                     "arn:aws:ec2:*:*:volume/*",
@@ -123,7 +127,10 @@ fn to_ref(s: &Snapshot, device: Option<String>) -> SnapshotRef {
         snapshot_id: s.snapshot_id().unwrap_or_default().to_string(),
         volume_id: s.volume_id().unwrap_or_default().to_string(),
         device_name: device,
-        state: s.state().map(|x| x.as_str().to_string()).unwrap_or_default(),
+        state: s
+            .state()
+            .map(|x| x.as_str().to_string())
+            .unwrap_or_default(),
         progress: s.progress().map(str::to_string),
     }
 }
@@ -137,7 +144,11 @@ async fn existing(
 ) -> Result<Vec<Snapshot>, StepError> {
     log.read(
         "ec2:DescribeSnapshots",
-        format!("OwnerIds=[self], Filters=[tag:{}={case}, tag:{}={instance}]", tags::CASE, tags::INSTANCE),
+        format!(
+            "OwnerIds=[self], Filters=[tag:{}={case}, tag:{}={instance}]",
+            tags::CASE,
+            tags::INSTANCE
+        ),
     );
     let mut out = Vec::new();
     let mut pages = ctx
@@ -169,7 +180,11 @@ impl Step for SnapshotVolumes {
         let ec2 = &ctx.aws.ec2;
         let instance = describe_instance(ctx, &log, &id).await?;
         let vols = volumes(&instance);
-        let device_of = |v: &str| vols.iter().find(|(id, _)| id == v).and_then(|(_, d)| d.clone());
+        let device_of = |v: &str| {
+            vols.iter()
+                .find(|(id, _)| id == v)
+                .and_then(|(_, d)| d.clone())
+        };
         let have = existing(ctx, &log, case.as_str(), id.as_str()).await?;
         let missing: Vec<&(String, Option<String>)> = vols
             .iter()
@@ -194,11 +209,19 @@ impl Step for SnapshotVolumes {
             );
             let req = ec2
                 .create_snapshots()
-                .instance_specification(InstanceSpecification::builder().instance_id(id.as_str()).build())
+                .instance_specification(
+                    InstanceSpecification::builder()
+                        .instance_id(id.as_str())
+                        .build(),
+                )
                 .description(&description)
                 .tag_specifications(tag_spec.clone());
             if ctx.is_dry_run() {
-                log.dry_run("ec2:CreateSnapshots", params, req.dry_run(true).send().await)?;
+                log.dry_run(
+                    "ec2:CreateSnapshots",
+                    params,
+                    req.dry_run(true).send().await,
+                )?;
                 planned.extend(vols.iter().map(|(v, d)| SnapshotRef {
                     snapshot_id: format!("(planned) snapshot of {v}"),
                     volume_id: v.clone(),
@@ -227,7 +250,11 @@ impl Step for SnapshotVolumes {
             // Some volumes were snapped by an earlier run: take only the
             // missing ones (their point in time already differs).
             for (v, d) in &missing {
-                let params = format!("VolumeId={v}, Tags=[{}={case}, {}={id}]", tags::CASE, tags::INSTANCE);
+                let params = format!(
+                    "VolumeId={v}, Tags=[{}={case}, {}={id}]",
+                    tags::CASE,
+                    tags::INSTANCE
+                );
                 let req = ec2
                     .create_snapshot()
                     .volume_id(v)
@@ -266,7 +293,11 @@ impl Step for SnapshotVolumes {
             .collect();
         snapshots.extend(planned);
         // Root volume first, then by device name.
-        snapshots.sort_by_key(|s| vols.iter().position(|(v, _)| *v == s.volume_id).unwrap_or(usize::MAX));
+        snapshots.sort_by_key(|s| {
+            vols.iter()
+                .position(|(v, _)| *v == s.volume_id)
+                .unwrap_or(usize::MAX)
+        });
         let snapshot_ids = if ctx.is_dry_run() {
             Vec::new()
         } else {
@@ -299,10 +330,15 @@ impl Step for AwaitSnapshots {
         }
         for sid in &input.snapshot_ids {
             if !sid.starts_with("snap-") {
-                return Err(StepError::invalid_input(format!("{sid:?} is not a snapshot id")));
+                return Err(StepError::invalid_input(format!(
+                    "{sid:?} is not a snapshot id"
+                )));
             }
         }
-        log.read("ec2:DescribeSnapshots", format!("SnapshotIds={:?}", input.snapshot_ids));
+        log.read(
+            "ec2:DescribeSnapshots",
+            format!("SnapshotIds={:?}", input.snapshot_ids),
+        );
         let out = ctx
             .aws
             .ec2
@@ -314,7 +350,11 @@ impl Step for AwaitSnapshots {
         let snapshots: Vec<SnapshotRef> = input
             .snapshot_ids
             .iter()
-            .filter_map(|id| out.snapshots().iter().find(|s| s.snapshot_id() == Some(id.as_str())))
+            .filter_map(|id| {
+                out.snapshots()
+                    .iter()
+                    .find(|s| s.snapshot_id() == Some(id.as_str()))
+            })
             .map(|s| to_ref(s, None))
             .collect();
         if snapshots.len() != input.snapshot_ids.len() {

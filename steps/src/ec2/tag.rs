@@ -99,7 +99,12 @@ impl Step for TagInstance {
         let current: BTreeMap<String, String> = instance
             .tags()
             .iter()
-            .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or_default().to_string())))
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_string(),
+                    t.value().unwrap_or_default().to_string(),
+                ))
+            })
             .collect();
         let missing: Vec<(&String, &String)> = want
             .iter()
@@ -136,7 +141,11 @@ impl Step for TagInstance {
         log.done("ec2:CreateTags", params);
         let after = describe_instance(ctx, &log, &id).await?;
         for (k, v) in &want {
-            let got = after.tags().iter().find(|t| t.key() == Some(k.as_str())).and_then(|t| t.value());
+            let got = after
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some(k.as_str()))
+                .and_then(|t| t.value());
             if got != Some(v.as_str()) {
                 return Err(StepError::verification(format!(
                     "tag {k} on {id} reads {got:?} after writing {v:?}"

@@ -651,65 +651,25 @@ impl Run {
         entered: u64,
         entered_time: &str,
     ) -> (Result<(Value, Transition), Failure>, u64) {
-        let (
-            retriers,
-            catchers,
+        let Some(Common {
+            retry: retriers,
+            catch: catchers,
             result_selector,
             result_path,
             output_path,
             next,
             input_path,
             parameters,
-        ): (
-            &[Retrier],
-            &[Catcher],
-            Option<&Value>,
-            Option<&NullablePath>,
-            Option<&NullablePath>,
-            Option<&str>,
-            Option<&NullablePath>,
-            Option<&Value>,
-        ) = match state {
-            State::Task(t) => (
-                &t.retry,
-                &t.catch,
-                t.result_selector.as_ref(),
-                t.result_path.as_ref(),
-                t.output_path.as_ref(),
-                t.next.as_deref(),
-                t.input_path.as_ref(),
-                t.parameters.as_ref(),
-            ),
-            State::Parallel(p) => (
-                &p.retry,
-                &p.catch,
-                p.result_selector.as_ref(),
-                p.result_path.as_ref(),
-                p.output_path.as_ref(),
-                p.next.as_deref(),
-                p.input_path.as_ref(),
-                p.parameters.as_ref(),
-            ),
-            State::Map(m) => (
-                &m.retry,
-                &m.catch,
-                m.result_selector.as_ref(),
-                m.result_path.as_ref(),
-                m.output_path.as_ref(),
-                m.next.as_deref(),
-                m.input_path.as_ref(),
-                None,
-            ),
-            _ => {
-                return (
-                    Err(Failure::runtime(
-                        name,
-                        entered,
-                        "not a Task, Parallel or Map state",
-                    )),
+        }) = common(state)
+        else {
+            return (
+                Err(Failure::runtime(
+                    name,
                     entered,
-                )
-            }
+                    "not a Task, Parallel or Map state",
+                )),
+                entered,
+            );
         };
         let mut counts = vec![0u64; retriers.len()];
         let mut prev = entered;
@@ -1129,6 +1089,55 @@ impl Run {
             }
         }
     }
+}
+
+/// The fields Task, Parallel and Map states share.
+struct Common<'a> {
+    retry: &'a [Retrier],
+    catch: &'a [Catcher],
+    result_selector: Option<&'a Value>,
+    result_path: Option<&'a NullablePath>,
+    output_path: Option<&'a NullablePath>,
+    next: Option<&'a str>,
+    input_path: Option<&'a NullablePath>,
+    parameters: Option<&'a Value>,
+}
+
+fn common(state: &State) -> Option<Common<'_>> {
+    Some(match state {
+        State::Task(t) => Common {
+            retry: &t.retry,
+            catch: &t.catch,
+            result_selector: t.result_selector.as_ref(),
+            result_path: t.result_path.as_ref(),
+            output_path: t.output_path.as_ref(),
+            next: t.next.as_deref(),
+            input_path: t.input_path.as_ref(),
+            parameters: t.parameters.as_ref(),
+        },
+        State::Parallel(p) => Common {
+            retry: &p.retry,
+            catch: &p.catch,
+            result_selector: p.result_selector.as_ref(),
+            result_path: p.result_path.as_ref(),
+            output_path: p.output_path.as_ref(),
+            next: p.next.as_deref(),
+            input_path: p.input_path.as_ref(),
+            parameters: p.parameters.as_ref(),
+        },
+        State::Map(m) => Common {
+            retry: &m.retry,
+            catch: &m.catch,
+            result_selector: m.result_selector.as_ref(),
+            result_path: m.result_path.as_ref(),
+            output_path: m.output_path.as_ref(),
+            next: m.next.as_deref(),
+            input_path: m.input_path.as_ref(),
+            // A Map's Parameters is the legacy ItemSelector, applied per item.
+            parameters: None,
+        },
+        _ => return None,
+    })
 }
 
 /// How a Task resource shows up in the history.

@@ -1,0 +1,139 @@
+//! The compiled playbook runs in moto's Step Functions: the AWS-side
+//! control flow (Task -> Choice -> poll loop) executes to the end. Lambda
+//! tasks there do not run firebreak's steps: moto answers them from a
+//! queue of canned results, one per invocation, in order.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{firebreak_offline, sandbox_url, sdk_config, stderr, stdout};
+
+const STEP_RUNNER: &str = "arn:aws:lambda:us-east-1:123456789012:function:firebreak-step-runner";
+/// moto runs a short execution in well under a second; 300 x 100 ms bounds
+/// the wait without making a slow machine fail.
+const POLL_TRIES: u32 = 300;
+
+/// Queues canned Lambda results in moto (`/moto-api/static/lambda-simple/response`).
+fn queue_lambda_results(results: &[Value]) {
+    let body = json!({
+        "results": results.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "region": "us-east-1",
+        "account_id": "123456789012",
+    });
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+        ])
+        .arg(body.to_string())
+        .arg(format!(
+            "{}/moto-api/static/lambda-simple/response",
+            sandbox_url()
+        ))
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "queueing canned results failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn sandbox_compiled_playbook_runs_in_moto_step_functions() {
+    // GIVEN ec2-contain compiled with the step-runner ARN substituted
+    let out = firebreak_offline(&["compile", "ec2-contain", "--step-runner-arn", STEP_RUNNER]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let definition = stdout(&out);
+    let sfn = aws_sdk_sfn::Client::new(&sdk_config().await);
+    let machine = sfn
+        .create_state_machine()
+        .name(format!("firebreak-ec2-contain-{}", std::process::id()))
+        .definition(&definition)
+        .role_arn("arn:aws:iam::123456789012:role/firebreak-states")
+        .send()
+        .await
+        .expect("moto accepts the definition");
+
+    // AND the step-runner's answers, in the order the playbook calls it
+    queue_lambda_results(&[
+        json!({"record": {"instance_id": "i-0abc1234"}, "digest": {"sha256": "00", "size": 2}}),
+        json!({"instance_id": "i-0abc1234", "groups": [], "interfaces": [], "changed": true, "dry_run": false}),
+        json!({"tags": {"firebreak:case": "it-sfn"}, "changed": true}),
+        json!({"instance_id": "i-0abc1234", "snapshots": [], "snapshot_ids": ["snap-1"], "created_snapshot_ids": ["snap-1"], "dry_run": false}),
+        json!({"all_completed": true, "completed": 1, "total": 1, "snapshots": []}),
+    ]);
+
+    // WHEN an execution starts with a case file
+    let input = json!({"case": {
+        "case_id": "it-sfn", "instance_id": "i-0abc1234", "account_id": "123456789012",
+        "region": "us-east-1", "opened_at": "2026-01-01T00:00:00Z", "actor": "arn:aws:iam::123456789012:user/it"
+    }});
+    let exec = sfn
+        .start_execution()
+        .state_machine_arn(machine.state_machine_arn())
+        .name(format!("it-sfn-{}", std::process::id()))
+        .input(input.to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut described = None;
+    for _ in 0..POLL_TRIES {
+        let d = sfn
+            .describe_execution()
+            .execution_arn(exec.execution_arn())
+            .send()
+            .await
+            .unwrap();
+        if d.status().as_str() != "RUNNING" {
+            described = Some(d);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = described.expect("the execution finished");
+
+    // THEN it succeeds, having gone through every task and the poll loop
+    assert_eq!(
+        d.status().as_str(),
+        "SUCCEEDED",
+        "error {:?} cause {:?}",
+        d.error(),
+        d.cause()
+    );
+    let output: Value = serde_json::from_str(d.output().unwrap()).unwrap();
+    assert_eq!(output["snapshot_progress"]["all_completed"], true);
+    assert_eq!(output["polls"]["snapshot_progress"]["attempts"], 1);
+    assert_eq!(output["tags"]["tags"]["firebreak:case"], "it-sfn");
+    let history = sfn
+        .get_execution_history()
+        .execution_arn(exec.execution_arn())
+        .send()
+        .await
+        .unwrap();
+    let entered: Vec<String> = history
+        .events()
+        .iter()
+        .filter(|e| e.r#type().as_str() == "TaskStateEntered")
+        .filter_map(|e| {
+            e.state_entered_event_details()
+                .map(|d| d.name().to_string())
+        })
+        .collect();
+    assert_eq!(
+        entered,
+        [
+            "RecordInstanceState",
+            "IsolateNetwork",
+            "TagContained",
+            "SnapshotVolumes",
+            "CheckSnapshots"
+        ]
+    );
+}
