@@ -1,11 +1,13 @@
 //! `firebreak decoy create`: a decoy instance to rehearse on, in a sandbox.
 
 use clap::{Args, Subcommand};
-use firebreak_steps::config::load;
 use firebreak_steps::decoy::{create, DecoySpec};
+use firebreak_steps::Mode;
 
+use crate::rehearse::confirm_sandbox;
 use crate::respond::OutputFormat;
-use crate::{exit, AwsArgs, BadInput};
+use crate::session::Session;
+use crate::{exit, AwsArgs};
 
 #[derive(Debug, Args)]
 pub struct DecoyArgs {
@@ -24,6 +26,10 @@ pub enum DecoyCommand {
         /// AMI to launch (default: the newest Amazon x86_64 image).
         #[arg(long)]
         image_id: Option<String>,
+        /// Confirms the account is a sandbox (not needed against a local
+        /// sandbox endpoint).
+        #[arg(long, value_name = "ACCOUNT_ID")]
+        sandbox_account: Option<String>,
         #[arg(long, value_enum, default_value = "human")]
         output: OutputFormat,
         #[command(flatten)]
@@ -36,12 +42,13 @@ pub async fn run(args: DecoyArgs) -> anyhow::Result<u8> {
         DecoyCommand::Create {
             name,
             image_id,
+            sandbox_account,
             output,
             aws,
         } => {
-            let config = load(&aws.options())
-                .await
-                .map_err(|e| BadInput(e.to_string()))?;
+            let session = Session::open(&aws, Mode::Live, true).await?;
+            confirm_sandbox(&session, sandbox_account.as_deref())?;
+            let config = session.config.clone();
             let spec = DecoySpec {
                 name,
                 image_id,

@@ -3,7 +3,11 @@
 mod compile;
 mod decoy;
 mod graph;
+mod rehearse;
+mod release;
 mod respond;
+mod session;
+mod setup;
 mod summary;
 mod validate;
 
@@ -29,6 +33,12 @@ enum Command {
     Graph(graph::GraphArgs),
     /// Run a playbook against an instance now, locally.
     Respond(respond::RespondArgs),
+    /// Undo containment: restore the recorded state of an instance.
+    Release(release::ReleaseArgs),
+    /// Rehearse on a decoy in a sandbox: contain, check, release, check.
+    Rehearse(rehearse::RehearseArgs),
+    /// Make the evidence bucket (Object Lock, encryption, TLS only).
+    Setup(setup::SetupArgs),
     /// Decoy instances to rehearse on (sandbox accounts only).
     Decoy(decoy::DecoyArgs),
 }
@@ -110,6 +120,9 @@ fn main() -> ExitCode {
             Command::Graph(a) => graph::run(a),
             Command::Respond(a) => respond::run(a).await,
             Command::Decoy(a) => decoy::run(a).await,
+            Command::Release(a) => release::run(a).await,
+            Command::Setup(a) => setup::run(a).await,
+            Command::Rehearse(a) => rehearse::run(a).await,
         }
     });
     match result {

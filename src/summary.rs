@@ -3,13 +3,19 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use firebreak_forensics::instance_state::{InstanceStateRecord, SealedRecord};
+use firebreak_steps::autoscaling::DetachOutput;
 use firebreak_steps::case::CaseInfo;
 use firebreak_steps::context::{CallRecord, Verdict};
-use firebreak_steps::ec2::{IsolationOutput, SnapshotProgress, SnapshotSet, TagOutput};
+use firebreak_steps::ec2::{
+    ElasticIpsOutput, IsolationOutput, ProtectOutput, RecordOutput, ReleaseOutput,
+    SnapshotProgress, SnapshotSet, TagOutput,
+};
+use firebreak_steps::elbv2::DeregisterOutput;
+use firebreak_steps::iam::RevokeOutput;
 use firebreak_steps::Mode;
 use firebreak_workflows::exec::{Outcome, Status};
 use serde::{Deserialize, Serialize};
+
 use serde_json::Value;
 
 use crate::exit;
@@ -43,16 +49,23 @@ pub struct StepFailure {
     pub cause: Option<String>,
 }
 
-/// The case file as `ec2-contain` leaves it.
-#[derive(Debug, Default, Deserialize)]
-struct CaseOutput {
-    instance_state: Option<SealedRecord<InstanceStateRecord>>,
-    isolation: Option<IsolationOutput>,
-    tags: Option<TagOutput>,
-    snapshots: Option<SnapshotSet>,
-    snapshot_progress: Option<SnapshotProgress>,
-    #[serde(default)]
-    failures: BTreeMap<String, Value>,
+/// The case file as the built-in playbooks leave it: each step's output
+/// under its own key.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct CaseOutput {
+    pub instance_state: Option<RecordOutput>,
+    pub protection: Option<ProtectOutput>,
+    pub isolation: Option<IsolationOutput>,
+    pub elastic_ips: Option<ElasticIpsOutput>,
+    pub auto_scaling: Option<DetachOutput>,
+    pub target_groups: Option<DeregisterOutput>,
+    pub credentials: Option<RevokeOutput>,
+    pub tags: Option<TagOutput>,
+    pub snapshots: Option<SnapshotSet>,
+    pub snapshot_progress: Option<SnapshotProgress>,
+    pub release: Option<ReleaseOutput>,
+    #[serde(default, skip_serializing)]
+    pub failures: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,11 +79,8 @@ pub struct Summary {
     pub containment: Containment,
     pub execution: Outcome,
     pub duration_seconds: f64,
-    pub instance_state: Option<SealedRecord<InstanceStateRecord>>,
-    pub isolation: Option<IsolationOutput>,
-    pub tags: Option<TagOutput>,
-    pub snapshots: Option<SnapshotSet>,
-    pub snapshot_progress: Option<SnapshotProgress>,
+    #[serde(flatten)]
+    pub steps: CaseOutput,
     pub failures: Vec<StepFailure>,
     /// Every AWS call, in order (the plan, in a dry run).
     pub calls: Vec<CallRecord>,
@@ -85,12 +95,15 @@ impl Summary {
         calls: Vec<CallRecord>,
         took: Duration,
     ) -> Summary {
-        let out: CaseOutput = outcome
-            .output
-            .clone()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default();
-        let failures: Vec<StepFailure> = out
+        // An output that does not read as a case file is a failure, never
+        // an empty (and so "complete") one.
+        let parsed: Result<CaseOutput, String> = match &outcome.output {
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| e.to_string()),
+            None => Ok(CaseOutput::default()),
+        };
+        let unreadable = parsed.as_ref().err().cloned();
+        let out = parsed.unwrap_or_default();
+        let mut failures: Vec<StepFailure> = out
             .failures
             .iter()
             .map(|(step, v)| StepFailure {
@@ -99,10 +112,18 @@ impl Summary {
                 cause: v.get("Cause").and_then(Value::as_str).map(str::to_string),
             })
             .collect();
+        if let Some(e) = &unreadable {
+            failures.push(StepFailure {
+                step: "summary".into(),
+                error: Some("Firebreak.Internal".into()),
+                cause: Some(format!("the execution output is not a case file: {e}")),
+            });
+        }
         let denied = calls
             .iter()
             .any(|c| matches!(c.verdict, Verdict::Denied(_)));
         let containment = match (mode, outcome.status) {
+            _ if unreadable.is_some() => Containment::Failed,
             (_, Status::Failed | Status::TimedOut) => Containment::Failed,
             (Mode::DryRun, _) if denied || !failures.is_empty() => Containment::PlanDenied,
             (Mode::DryRun, _) => Containment::PlanAllowed,
@@ -119,11 +140,7 @@ impl Summary {
             containment,
             execution: outcome.clone(),
             duration_seconds: took.as_secs_f64(),
-            instance_state: out.instance_state,
-            isolation: out.isolation,
-            tags: out.tags,
-            snapshots: out.snapshots,
-            snapshot_progress: out.snapshot_progress,
+            steps: out,
             failures,
             calls,
         }
@@ -192,20 +209,35 @@ impl Summary {
             }
         } else {
             line(String::new());
-            if let Some(s) = &self.instance_state {
+            let st = &self.steps;
+            if let Some(r) = &st.instance_state {
+                let s = &r.record;
                 line(format!(
-                    "  ok  state recorded: {} network interface(s), {} volume(s), profile {}; sha256 {}",
+                    "  ok  state recorded{}: {} interface(s), {} volume(s), {} EIP(s), ASG {}, {} target group registration(s), profile {}",
+                    if r.reused { " (kept from the first run of this case)" } else { "" },
                     s.record.network_interfaces.len(),
                     s.record.volumes.len(),
-                    s.record
-                        .instance_profile
-                        .as_ref()
-                        .and_then(|p| p.arn.as_deref())
-                        .unwrap_or("none"),
-                    s.digest.sha256
+                    s.record.elastic_ips.len(),
+                    s.record.auto_scaling.as_ref().map(|a| a.group_name.as_str()).unwrap_or("none"),
+                    s.record.target_groups.len(),
+                    s.record.instance_profile.as_ref().and_then(|p| p.arn.as_deref()).unwrap_or("none"),
+                ));
+                line(format!(
+                    "        sha256 {} at {}",
+                    s.digest.sha256,
+                    r.location.as_deref().unwrap_or("(not stored)")
                 ));
             }
-            if let Some(iso) = &self.isolation {
+            if let Some(p) = &st.protection {
+                line(format!(
+                    "  ok  protected{}: termination protection {}, shutdown behaviour {}, {} volume(s) kept on termination",
+                    if p.changed { "" } else { " (already)" },
+                    if p.termination_protection { "on" } else { "off" },
+                    p.shutdown_behavior,
+                    p.volumes.iter().filter(|v| !v.delete_on_termination).count()
+                ));
+            }
+            if let Some(iso) = &st.isolation {
                 line(format!(
                     "  ok  network isolated{}:",
                     if iso.changed {
@@ -216,9 +248,14 @@ impl Summary {
                 ));
                 for g in &iso.groups {
                     line(format!(
-                        "        {}: isolation group {} (no rules), transition group {}{}",
+                        "        {}: isolation group {} ({}), transition group {}{}",
                         g.vpc_id,
                         g.isolation_group_id,
+                        if iso.exemptions.is_empty() {
+                            "no rules".to_string()
+                        } else {
+                            format!("only {:?}", iso.exemptions)
+                        },
                         g.transition_group_id,
                         if g.created_group_ids.is_empty() {
                             ""
@@ -236,7 +273,56 @@ impl Summary {
                     ));
                 }
             }
-            if let Some(t) = &self.tags {
+            if let Some(e) = &st.elastic_ips {
+                if e.disassociated.is_empty() {
+                    line("  ok  Elastic IPs: none associated".into());
+                } else {
+                    for a in &e.disassociated {
+                        line(format!(
+                            "  ok  Elastic IP {} ({}) taken off {}",
+                            a.public_ip.as_deref().unwrap_or("?"),
+                            a.allocation_id,
+                            a.network_interface_id.as_deref().unwrap_or("?")
+                        ));
+                    }
+                }
+            }
+            if let Some(a) = &st.auto_scaling {
+                match &a.group_name {
+                    None => line("  ok  Auto Scaling: not in a group".into()),
+                    Some(g) => line(format!(
+                        "  ok  Auto Scaling group {g}: {} -> {} (scale-in protected, no replacement)",
+                        a.lifecycle_state_before.as_deref().unwrap_or("?"),
+                        a.lifecycle_state_after.as_deref().unwrap_or("detached")
+                    )),
+                }
+            }
+            if let Some(t) = &st.target_groups {
+                if t.deregistered.is_empty() {
+                    line("  ok  target groups: none".into());
+                }
+                for r in &t.deregistered {
+                    line(format!(
+                        "  ok  deregistered from {} (port {})",
+                        r.target_group_arn,
+                        r.port
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "default".into())
+                    ));
+                }
+            }
+            if let Some(c) = &st.credentials {
+                match &c.instance_profile_arn {
+                    None => line("  ok  credentials: no instance profile".into()),
+                    Some(p) => line(format!(
+                        "  ok  credentials: profile {p} removed{}; role(s) {} deny sessions from this instance issued before {}",
+                        if c.disassociated_association_id.is_some() { "" } else { " (already)" },
+                        c.roles.join(", "),
+                        c.token_issue_cutoff.map(|t| t.to_rfc3339()).unwrap_or_else(|| "?".into())
+                    )),
+                }
+            }
+            if let Some(t) = &st.tags {
                 line(format!(
                     "  ok  tagged: {}",
                     t.tags
@@ -246,8 +332,8 @@ impl Summary {
                         .join(", ")
                 ));
             }
-            if let Some(s) = &self.snapshots {
-                let done = self
+            if let Some(s) = &st.snapshots {
+                let done = st
                     .snapshot_progress
                     .as_ref()
                     .filter(|p| p.all_completed)
@@ -262,7 +348,7 @@ impl Summary {
                     }
                 ));
                 for snap in &s.snapshots {
-                    let state = self
+                    let state = st
                         .snapshot_progress
                         .as_ref()
                         .and_then(|p| {
@@ -279,6 +365,25 @@ impl Summary {
                         snap.device_name.as_deref().unwrap_or("?")
                     ));
                 }
+            }
+            if let Some(r) = &st.release {
+                line(format!(
+                    "  ok  released to the record {} (sha256 {}): {}",
+                    r.record_location,
+                    r.record_sha256,
+                    if r.actions.is_empty() {
+                        "nothing to change".to_string()
+                    } else {
+                        format!("{} change(s)", r.actions.len())
+                    }
+                ));
+                for a in &r.actions {
+                    line(format!("        {a}"));
+                }
+                line(
+                    "        verified: the instance matches the record (firebreak tags aside)"
+                        .into(),
+                );
             }
         }
         if !self.failures.is_empty() {

@@ -29,9 +29,49 @@ pub struct InstanceStateRecord {
     /// The IAM instance profile association, if any.
     pub instance_profile: Option<InstanceProfileRecord>,
     pub disable_api_termination: Option<bool>,
+    pub disable_api_stop: Option<bool>,
     /// `stop` or `terminate`.
     pub shutdown_behavior: Option<String>,
+    /// Elastic IPs associated with any of the instance's interfaces.
+    pub elastic_ips: Vec<ElasticIpRecord>,
+    /// Auto Scaling membership, if any.
+    pub auto_scaling: Option<AutoScalingRecord>,
+    /// ELBv2 target group registrations of the instance.
+    pub target_groups: Vec<TargetRegistration>,
     pub tags: BTreeMap<String, String>,
+    /// The console output at capture time, stored as its own artifact.
+    pub console_output: Option<ArtifactRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ElasticIpRecord {
+    pub allocation_id: String,
+    pub public_ip: Option<String>,
+    pub association_id: Option<String>,
+    pub network_interface_id: Option<String>,
+    pub private_ip: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AutoScalingRecord {
+    pub group_name: String,
+    /// `InService`, `Standby`, ...
+    pub lifecycle_state: String,
+    pub protected_from_scale_in: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct TargetRegistration {
+    pub target_group_arn: String,
+    pub port: Option<i32>,
+}
+
+/// An artifact stored elsewhere, by digest and location.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ArtifactRef {
+    pub digest: Digest,
+    /// `s3://bucket/key` (with `?versionId=` when versioned), when stored.
+    pub location: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -107,6 +147,163 @@ impl<T: Serialize> SealedRecord<T> {
     }
 }
 
+/// Tag keys firebreak itself writes (they differ after a case by design).
+pub const FIREBREAK_TAG_PREFIX: &str = "firebreak:";
+
+/// What differs between a recorded state and the state now, for every
+/// property `release` restores. Ignores what release does not own: the
+/// capture time, console output, association ids (new ones are issued on
+/// re-association) and firebreak's own tags. Empty means restored exactly.
+pub fn restorable_differences(
+    before: &InstanceStateRecord,
+    after: &InstanceStateRecord,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    fn check(out: &mut Vec<String>, what: String, a: String, b: String) {
+        if a != b {
+            out.push(format!("{what}: recorded {a}, now {b}"));
+        }
+    }
+    check(
+        &mut out,
+        "state".into(),
+        before.state.clone(),
+        after.state.clone(),
+    );
+    for eni in &before.network_interfaces {
+        let now = after
+            .network_interfaces
+            .iter()
+            .find(|n| n.network_interface_id == eni.network_interface_id);
+        let Some(now) = now else {
+            out.push(format!(
+                "{} is no longer attached",
+                eni.network_interface_id
+            ));
+            continue;
+        };
+        let sorted = |v: &[String]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v
+        };
+        let id = &eni.network_interface_id;
+        check(
+            &mut out,
+            format!("{id} security groups"),
+            format!("{:?}", sorted(&eni.security_group_ids)),
+            format!("{:?}", sorted(&now.security_group_ids)),
+        );
+        check(
+            &mut out,
+            format!("{id} source/dest check"),
+            format!("{:?}", eni.source_dest_check),
+            format!("{:?}", now.source_dest_check),
+        );
+        check(
+            &mut out,
+            format!("{id} private IPs"),
+            format!("{:?}", sorted(&eni.private_ip_addresses)),
+            format!("{:?}", sorted(&now.private_ip_addresses)),
+        );
+        check(
+            &mut out,
+            format!("{id} IPv6 addresses"),
+            format!("{:?}", sorted(&eni.ipv6_addresses)),
+            format!("{:?}", sorted(&now.ipv6_addresses)),
+        );
+        check(
+            &mut out,
+            format!("{id} public IP"),
+            format!("{:?}", eni.public_ip),
+            format!("{:?}", now.public_ip),
+        );
+    }
+    for v in &before.volumes {
+        match after.volumes.iter().find(|n| n.volume_id == v.volume_id) {
+            Some(now) => check(
+                &mut out,
+                format!("{} DeleteOnTermination", v.volume_id),
+                format!("{:?}", v.delete_on_termination),
+                format!("{:?}", now.delete_on_termination),
+            ),
+            None => out.push(format!("{} is no longer attached", v.volume_id)),
+        }
+    }
+    check(
+        &mut out,
+        "instance profile".into(),
+        format!(
+            "{:?}",
+            before.instance_profile.as_ref().and_then(|p| p.arn.clone())
+        ),
+        format!(
+            "{:?}",
+            after.instance_profile.as_ref().and_then(|p| p.arn.clone())
+        ),
+    );
+    check(
+        &mut out,
+        "termination protection".into(),
+        format!("{:?}", before.disable_api_termination),
+        format!("{:?}", after.disable_api_termination),
+    );
+    check(
+        &mut out,
+        "stop protection".into(),
+        format!("{:?}", before.disable_api_stop),
+        format!("{:?}", after.disable_api_stop),
+    );
+    check(
+        &mut out,
+        "shutdown behaviour".into(),
+        format!("{:?}", before.shutdown_behavior),
+        format!("{:?}", after.shutdown_behavior),
+    );
+    let eips = |r: &InstanceStateRecord| {
+        let mut v: Vec<(String, Option<String>, Option<String>)> = r
+            .elastic_ips
+            .iter()
+            .map(|e| {
+                (
+                    e.allocation_id.clone(),
+                    e.network_interface_id.clone(),
+                    e.private_ip.clone(),
+                )
+            })
+            .collect();
+        v.sort();
+        format!("{v:?}")
+    };
+    check(&mut out, "Elastic IPs".into(), eips(before), eips(after));
+    check(
+        &mut out,
+        "Auto Scaling".into(),
+        format!("{:?}", before.auto_scaling),
+        format!("{:?}", after.auto_scaling),
+    );
+    check(
+        &mut out,
+        "target groups".into(),
+        format!("{:?}", before.target_groups),
+        format!("{:?}", after.target_groups),
+    );
+    let own = |r: &InstanceStateRecord| {
+        r.tags
+            .iter()
+            .filter(|(k, _)| !k.starts_with(FIREBREAK_TAG_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    check(
+        &mut out,
+        "tags".into(),
+        format!("{:?}", own(before)),
+        format!("{:?}", own(after)),
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,9 +324,28 @@ mod tests {
             volumes: vec![],
             instance_profile: None,
             disable_api_termination: Some(false),
+            disable_api_stop: Some(false),
             shutdown_behavior: Some("stop".into()),
+            elastic_ips: vec![],
+            auto_scaling: None,
+            target_groups: vec![],
             tags: BTreeMap::from([("Name".to_string(), "web".to_string())]),
+            console_output: None,
         }
+    }
+
+    #[test]
+    fn differences_ignore_capture_time_and_case_tags_only() {
+        let before = record();
+        let mut after = record();
+        after.captured_at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        after.tags.insert("firebreak:case".into(), "c1".into());
+        assert!(restorable_differences(&before, &after).is_empty());
+        after.disable_api_termination = Some(true);
+        after.tags.insert("Owner".into(), "x".into());
+        let d = restorable_differences(&before, &after);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].starts_with("termination protection: recorded Some(false), now Some(true)"));
     }
 
     #[test]

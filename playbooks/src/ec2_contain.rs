@@ -1,10 +1,14 @@
 //! `ec2-contain`: contain a compromised EC2 instance and preserve its disks.
 
+use firebreak_steps::autoscaling::DetachFromAutoScaling;
 use firebreak_steps::case::CaseFile;
 use firebreak_steps::ec2::{
-    AwaitSnapshots, IsolateNetwork, RecordInstanceState, SnapshotVolumes, TagInstance,
+    AwaitSnapshots, DisassociateElasticIps, IsolateNetwork, ProtectInstance, RecordInstanceState,
+    SnapshotVolumes, TagInstance,
 };
-use firebreak_workflows::builder::{choice, poll, task, Chain, Cond, Workflow};
+use firebreak_steps::elbv2::DeregisterFromTargetGroups;
+use firebreak_steps::iam::RevokeInstanceCredentials;
+use firebreak_workflows::builder::{choice, poll, task, Chain, Cond, TaskNode, Workflow};
 use serde_json::json;
 
 /// Snapshots are checked every 15 s: EC2 updates snapshot progress every
@@ -15,16 +19,20 @@ const SNAPSHOT_POLL_SECONDS: u64 = 15;
 /// should say so rather than wait forever.
 const SNAPSHOT_POLL_ATTEMPTS: u64 = 480;
 
-/// Record the instance's state, isolate every network interface, tag the
-/// instance, snapshot every volume and wait for the snapshots. Every step
-/// records its failure on the case and the playbook goes on: a failed
-/// record or snapshot never prevents isolation, and isolation comes before
-/// anything that can take long.
+/// Binds the case and instance ids every instance step takes.
+pub(crate) fn on_instance(t: TaskNode) -> TaskNode {
+    t.bind("case_id", "$.case.case_id")
+        .bind("instance_id", "$.case.instance_id")
+}
+
+/// The containment steps in the order experts use: record the state that
+/// release will restore, protect it from termination, cut the network in
+/// two moves, take away public addresses, load balancers and Auto Scaling,
+/// revoke credentials, tag; then preserve the disks. Every step records its
+/// failure on the case and the playbook goes on: a failed record or snapshot
+/// never prevents isolation, and isolation comes before anything that can
+/// take long.
 pub fn ec2_contain() -> Workflow {
-    let on_instance = |t: firebreak_workflows::builder::TaskNode| {
-        t.bind("case_id", "$.case.case_id")
-            .bind("instance_id", "$.case.instance_id")
-    };
     let tag_with = |name: &str, status: &str| {
         on_instance(task::<TagInstance>(name))
             .set("status", json!(status))
@@ -33,19 +41,48 @@ pub fn ec2_contain() -> Workflow {
     };
     Workflow::new::<CaseFile>(
         "ec2-contain",
-        "firebreak ec2-contain: record the instance's state, isolate its network, tag it, snapshot its volumes.",
+        "firebreak ec2-contain: record, protect, isolate, take EIPs/ASG/target groups/credentials away, tag, snapshot.",
     )
     .chain(
         Chain::new()
             .then(
                 on_instance(task::<RecordInstanceState>("RecordInstanceState"))
+                    .bind("evidence_bucket", "$.case.evidence_bucket")
                     .result_at("instance_state")
                     .continue_on_failure("record_instance_state"),
             )
             .then(
+                on_instance(task::<ProtectInstance>("ProtectInstance"))
+                    .result_at("protection")
+                    .continue_on_failure("protect_instance"),
+            )
+            .then(
                 on_instance(task::<IsolateNetwork>("IsolateNetwork"))
+                    .bind("exemptions", "$.options.isolation_exemptions")
                     .result_at("isolation")
                     .continue_on_failure("isolate_network"),
+            )
+            .then(
+                on_instance(task::<DisassociateElasticIps>("DisassociateElasticIps"))
+                    .result_at("elastic_ips")
+                    .continue_on_failure("disassociate_elastic_ips"),
+            )
+            .then(
+                on_instance(task::<DetachFromAutoScaling>("DetachFromAutoScaling"))
+                    .bind("mode", "$.options.asg_mode")
+                    .result_at("auto_scaling")
+                    .continue_on_failure("detach_from_autoscaling"),
+            )
+            .then(
+                on_instance(task::<DeregisterFromTargetGroups>("DeregisterFromTargetGroups"))
+                    .result_at("target_groups")
+                    .continue_on_failure("deregister_from_target_groups"),
+            )
+            .then(
+                on_instance(task::<RevokeInstanceCredentials>("RevokeInstanceCredentials"))
+                    .bind("evidence_bucket", "$.case.evidence_bucket")
+                    .result_at("credentials")
+                    .continue_on_failure("revoke_instance_credentials"),
             )
             .then(
                 choice("IsolationSucceeded?")
@@ -83,14 +120,19 @@ pub fn ec2_contain() -> Workflow {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn compiles() {
+    fn compiles_with_every_containment_step_in_order() {
         let c = crate::compile("ec2-contain").unwrap();
         let names: Vec<&str> = c.steps.iter().map(|s| s.name).collect();
         assert_eq!(
             names,
             [
                 "record_instance_state",
+                "protect_instance",
                 "isolate_network",
+                "disassociate_elastic_ips",
+                "detach_from_autoscaling",
+                "deregister_from_target_groups",
+                "revoke_instance_credentials",
                 "tag_instance",
                 "snapshot_volumes",
                 "await_snapshots"

@@ -6,14 +6,16 @@
 //! ```
 
 mod ec2_contain;
+mod ec2_release;
 
 use firebreak_workflows::builder::Workflow;
 use firebreak_workflows::compile::{compile as compile_workflow, CompileError, Compiled};
 
 pub use ec2_contain::ec2_contain;
+pub use ec2_release::ec2_release;
 
 /// The names of the built-in playbooks.
-pub const BUILT_IN: &[&str] = &["ec2-contain"];
+pub const BUILT_IN: &[&str] = &["ec2-contain", "ec2-release"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlaybookError {
@@ -27,6 +29,7 @@ pub enum PlaybookError {
 pub fn by_name(name: &str) -> Result<Workflow, PlaybookError> {
     match name {
         "ec2-contain" => Ok(ec2_contain()),
+        "ec2-release" => Ok(ec2_release()),
         other => Err(PlaybookError::Unknown {
             name: other.to_string(),
         }),

@@ -12,6 +12,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CaseFile {
     pub case: CaseInfo,
+    pub options: CaseOptions,
+}
+
+/// How the playbooks act, chosen when the case is opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CaseOptions {
+    /// Standby (default) or detach from an Auto Scaling group.
+    pub asg_mode: crate::autoscaling::AsgMode,
+    /// Investigator access kept through isolation (SSH in, HTTPS out).
+    pub isolation_exemptions: Vec<crate::ec2::Exemption>,
+    /// On release, keep the deny on sessions issued before containment.
+    pub keep_credential_deny: bool,
 }
 
 /// Who, what and when: set once when the case is opened.
@@ -24,6 +36,13 @@ pub struct CaseInfo {
     pub opened_at: DateTime<Utc>,
     /// The principal (ARN) that started the response.
     pub actor: String,
+    /// The bucket that keeps the case's evidence and records.
+    pub evidence_bucket: String,
+}
+
+/// The default evidence bucket of an account and region.
+pub fn default_evidence_bucket(account: &str, region: &str) -> String {
+    format!("firebreak-evidence-{account}-{region}")
 }
 
 /// An EC2 instance id (`i-` and 8 or 17 hex digits).

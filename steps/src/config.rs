@@ -2,7 +2,20 @@
 //! `--profile`, `--region` and `--endpoint-url` overrides (and
 //! `AWS_ENDPOINT_URL`, which the chain reads itself).
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+
+/// Connecting to an AWS endpoint takes milliseconds; 5 s means it is not
+/// answering (or a sandbox is down), and the user should hear about it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// One attempt of one call: the slowest EC2 describe calls on large
+/// accounts take a few seconds; 20 s bounds a hung connection.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+/// One call with the SDK's own retries: bounded so a step never hangs on a
+/// silent endpoint.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the user may override on the command line.
 #[derive(Clone, Debug, Default)]
@@ -24,7 +37,13 @@ pub enum ConfigError {
 
 /// Loads the SDK configuration.
 pub async fn load(opts: &AwsOptions) -> Result<SdkConfig, ConfigError> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .operation_timeout(OPERATION_TIMEOUT)
+            .build(),
+    );
     if let Some(p) = &opts.profile {
         loader = loader.profile_name(p);
     }

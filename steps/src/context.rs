@@ -69,12 +69,25 @@ type ProgressFn = Arc<dyn Fn(&str, &str) + Send + Sync>;
 #[derive(Clone, Debug)]
 pub struct AwsClients {
     pub ec2: aws_sdk_ec2::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl AwsClients {
     pub fn new(config: &aws_config::SdkConfig) -> AwsClients {
+        // With a custom endpoint (a sandbox) S3 needs path-style addresses:
+        // `bucket.127.0.0.1` does not resolve.
+        let s3 = aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(crate::config::has_custom_endpoint(config))
+            .build();
         AwsClients {
             ec2: aws_sdk_ec2::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
+            autoscaling: aws_sdk_autoscaling::Client::new(config),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            s3: aws_sdk_s3::Client::from_conf(s3),
         }
     }
 }

@@ -32,6 +32,15 @@ pub struct DecoySpec {
     pub open_ports: Vec<i32>,
     /// AMI; by default the newest Amazon Linux image the account can see.
     pub image_id: Option<String>,
+    /// An Elastic IP on the first interface.
+    pub elastic_ip: bool,
+    /// Membership of an Auto Scaling group (made for the decoy).
+    pub auto_scaling: bool,
+    /// Registration in an ELBv2 target group (made for the decoy), port 80.
+    pub target_group: bool,
+    /// A second instance with the same instance profile, to show that
+    /// revoking the decoy's credentials leaves others working.
+    pub second_instance: bool,
 }
 
 impl Default for DecoySpec {
@@ -44,6 +53,10 @@ impl Default for DecoySpec {
             instance_profile: true,
             open_ports: vec![22, 80],
             image_id: None,
+            elastic_ip: true,
+            auto_scaling: true,
+            target_group: true,
+            second_instance: true,
         }
     }
 }
@@ -59,6 +72,12 @@ pub struct Decoy {
     pub volume_ids: Vec<String>,
     pub instance_profile_name: Option<String>,
     pub role_name: Option<String>,
+    pub allocation_id: Option<String>,
+    pub public_ip: Option<String>,
+    pub auto_scaling_group: Option<String>,
+    pub launch_template: Option<String>,
+    pub target_group_arn: Option<String>,
+    pub second_instance_id: Option<String>,
 }
 
 /// The device name of the root volume (what EC2 reports as
@@ -312,7 +331,7 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
         .into_iter()
         .map(|(v, _)| v)
         .collect();
-    Ok(Decoy {
+    let mut decoy = Decoy {
         instance_id,
         vpc_id,
         subnet_id,
@@ -321,5 +340,284 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
         volume_ids,
         instance_profile_name: profile_name,
         role_name,
-    })
+        allocation_id: None,
+        public_ip: None,
+        auto_scaling_group: None,
+        launch_template: None,
+        target_group_arn: None,
+        second_instance_id: None,
+    };
+
+    if spec.elastic_ip {
+        let alloc = ec2
+            .allocate_address()
+            .domain(aws_sdk_ec2::types::DomainType::Vpc)
+            .tag_specifications(tags(ResourceType::ElasticIp))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:AllocateAddress", e))?;
+        let id = alloc.allocation_id().unwrap_or_default().to_string();
+        decoy.allocation_id = Some(id.clone());
+        decoy.public_ip = alloc.public_ip().map(str::to_string);
+        if let Some(eni) = decoy.network_interface_ids.first() {
+            ec2.associate_address()
+                .allocation_id(&id)
+                .network_interface_id(eni)
+                .send()
+                .await
+                .map_err(|e| aws_error("ec2:AssociateAddress", e))?;
+        }
+    }
+
+    if spec.target_group {
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
+        // Target group names are at most 32 characters.
+        let tg_name = format!("fb-{}-tg", unique_suffix());
+        let tg = elb
+            .create_target_group()
+            .name(&tg_name)
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .port(80)
+            .vpc_id(&decoy.vpc_id)
+            .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:CreateTargetGroup", e))?;
+        let arn = tg
+            .target_groups()
+            .first()
+            .and_then(|t| t.target_group_arn())
+            .unwrap_or_default()
+            .to_string();
+        elb.register_targets()
+            .target_group_arn(&arn)
+            .targets(
+                aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+                    .id(&decoy.instance_id)
+                    .port(80)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:RegisterTargets", e))?;
+        decoy.target_group_arn = Some(arn);
+    }
+
+    if spec.auto_scaling {
+        let lt = format!("{name}-lt");
+        ec2.create_launch_template()
+            .launch_template_name(&lt)
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id(&image)
+                    .instance_type(InstanceType::T3Micro)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:CreateLaunchTemplate", e))?;
+        decoy.launch_template = Some(lt.clone());
+        let asc = aws_sdk_autoscaling::Client::new(config);
+        let group = format!("{name}-asg");
+        // An empty group (0 desired): the decoy joins it, nothing else runs.
+        asc.create_auto_scaling_group()
+            .auto_scaling_group_name(&group)
+            .launch_template(
+                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .launch_template_name(&lt)
+                    .build(),
+            )
+            .min_size(0)
+            .max_size(2)
+            .desired_capacity(0)
+            .vpc_zone_identifier(&decoy.subnet_id)
+            .send()
+            .await
+            .map_err(|e| aws_error("autoscaling:CreateAutoScalingGroup", e))?;
+        decoy.auto_scaling_group = Some(group.clone());
+        asc.attach_instances()
+            .auto_scaling_group_name(&group)
+            .instance_ids(&decoy.instance_id)
+            .send()
+            .await
+            .map_err(|e| aws_error("autoscaling:AttachInstances", e))?;
+    }
+
+    if spec.second_instance {
+        let mut req = ec2
+            .run_instances()
+            .image_id(&image)
+            .instance_type(InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&decoy.subnet_id)
+            .tag_specifications(tags(ResourceType::Instance));
+        if let Some(p) = &decoy.instance_profile_name {
+            req = req
+                .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:RunInstances (second)", e))?;
+        decoy.second_instance_id = out
+            .instances()
+            .first()
+            .and_then(|i| i.instance_id())
+            .map(str::to_string);
+    }
+    Ok(decoy)
+}
+
+/// Deletes everything a decoy is made of, and the snapshots taken of it
+/// for `case` (rehearsals only: never run this on a real case). Turns
+/// termination protection off first, as containment turns it on. Keeps
+/// going past failures; returns what was deleted and what failed.
+pub async fn delete(
+    config: &aws_config::SdkConfig,
+    decoy: &Decoy,
+    case: Option<&str>,
+) -> (Vec<String>, Vec<String>) {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let iam = aws_sdk_iam::Client::new(config);
+    let asc = aws_sdk_autoscaling::Client::new(config);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    macro_rules! attempt {
+        ($what:expr, $call:expr) => {
+            match $call.await {
+                Ok(_) => done.push($what.to_string()),
+                Err(e) => failed.push(format!(
+                    "{}: {}",
+                    $what,
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                )),
+            }
+        };
+    }
+    if let Some(g) = &decoy.auto_scaling_group {
+        attempt!(
+            format!("Auto Scaling group {g}"),
+            asc.delete_auto_scaling_group()
+                .auto_scaling_group_name(g)
+                .force_delete(true)
+                .send()
+        );
+    }
+    if let Some(lt) = &decoy.launch_template {
+        attempt!(
+            format!("launch template {lt}"),
+            ec2.delete_launch_template().launch_template_name(lt).send()
+        );
+    }
+    if let Some(tg) = &decoy.target_group_arn {
+        attempt!(
+            format!("target group {tg}"),
+            elb.delete_target_group().target_group_arn(tg).send()
+        );
+    }
+    let mut instances = vec![decoy.instance_id.clone()];
+    instances.extend(decoy.second_instance_id.clone());
+    for i in &instances {
+        attempt!(
+            format!("termination protection off on {i}"),
+            ec2.modify_instance_attribute()
+                .instance_id(i)
+                .disable_api_termination(
+                    aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                        .value(false)
+                        .build()
+                )
+                .send()
+        );
+    }
+    attempt!(
+        format!("instances {instances:?}"),
+        ec2.terminate_instances()
+            .set_instance_ids(Some(instances.clone()))
+            .send()
+    );
+    if let Some(alloc) = &decoy.allocation_id {
+        attempt!(
+            format!("Elastic IP {alloc}"),
+            ec2.release_address().allocation_id(alloc).send()
+        );
+    }
+    if let Some(case) = case {
+        if let Ok(out) = ec2
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(filter(&format!("tag:{}", crate::tags::CASE), [case]))
+            .send()
+            .await
+        {
+            for s in out.snapshots() {
+                if let Some(id) = s.snapshot_id() {
+                    attempt!(
+                        format!("snapshot {id}"),
+                        ec2.delete_snapshot().snapshot_id(id).send()
+                    );
+                }
+            }
+        }
+    }
+    if let (Some(role), Some(profile)) = (&decoy.role_name, &decoy.instance_profile_name) {
+        if let Ok(out) = iam.list_role_policies().role_name(role).send().await {
+            for p in out.policy_names() {
+                attempt!(
+                    format!("inline policy {p} of {role}"),
+                    iam.delete_role_policy()
+                        .role_name(role)
+                        .policy_name(p)
+                        .send()
+                );
+            }
+        }
+        attempt!(
+            format!("role {role} out of {profile}"),
+            iam.remove_role_from_instance_profile()
+                .instance_profile_name(profile)
+                .role_name(role)
+                .send()
+        );
+        attempt!(
+            format!("instance profile {profile}"),
+            iam.delete_instance_profile()
+                .instance_profile_name(profile)
+                .send()
+        );
+        attempt!(
+            format!("role {role}"),
+            iam.delete_role().role_name(role).send()
+        );
+    }
+    // Every non-default group of the decoy's VPC: its own and firebreak's.
+    if let Ok(out) = ec2
+        .describe_security_groups()
+        .filters(filter("vpc-id", [decoy.vpc_id.as_str()]))
+        .send()
+        .await
+    {
+        for g in out.security_groups() {
+            if g.group_name() == Some("default") {
+                continue;
+            }
+            if let Some(id) = g.group_id() {
+                attempt!(
+                    format!("security group {id}"),
+                    ec2.delete_security_group().group_id(id).send()
+                );
+            }
+        }
+    }
+    attempt!(
+        format!("subnet {}", decoy.subnet_id),
+        ec2.delete_subnet().subnet_id(&decoy.subnet_id).send()
+    );
+    attempt!(
+        format!("VPC {}", decoy.vpc_id),
+        ec2.delete_vpc().vpc_id(&decoy.vpc_id).send()
+    );
+    (done, failed)
 }

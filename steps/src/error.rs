@@ -108,6 +108,8 @@ where
             ErrorName::ResourceNotFound
         }
         _ if status.is_some_and(|s| s >= 500) => ErrorName::AwsUnavailable,
+        // S3 answers HEAD and some refusals with a bare 403, no code.
+        _ if status == Some(403) => ErrorName::AccessDenied,
         _ if status == Some(429) => ErrorName::Throttled,
         _ => ErrorName::AwsRequestFailed,
     };

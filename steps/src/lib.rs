@@ -5,13 +5,18 @@
 //! it changed, and in a dry run only reads and sends EC2 mutations with
 //! `DryRun=true`.
 
+pub mod autoscaling;
 pub mod case;
 pub mod config;
 pub mod context;
 pub mod decoy;
 pub mod ec2;
+pub mod elbv2;
 pub mod error;
+pub mod evidence;
+pub mod iam;
 pub mod registry;
+pub mod rehearsal;
 
 pub use context::{AwsClients, Mode, StepContext};
 pub use error::StepError;
@@ -23,6 +28,9 @@ pub mod tags {
     pub const CASE: &str = "firebreak:case";
     /// What a firebreak-made resource is for (`isolation`, `transition`).
     pub const ROLE: &str = "firebreak:role";
+    /// Which of firebreak's groups a security group is (its intended
+    /// name): groups are found by this tag, never by name alone.
+    pub const GROUP: &str = "firebreak:group";
     /// Where the case stands for an instance (`contained`, `released`).
     pub const STATUS: &str = "firebreak:status";
     /// The instance a snapshot was taken from.

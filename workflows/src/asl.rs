@@ -150,21 +150,23 @@ impl State {
     }
 
     pub fn retry(&self) -> &[Retrier] {
-        match self {
+        let r = match self {
             State::Task(s) => &s.retry,
             State::Parallel(s) => &s.retry,
             State::Map(s) => &s.retry,
-            _ => &[],
-        }
+            _ => return &[],
+        };
+        r.as_deref().unwrap_or(&[])
     }
 
     pub fn catch(&self) -> &[Catcher] {
-        match self {
+        let c = match self {
             State::Task(s) => &s.catch,
             State::Parallel(s) => &s.catch,
             State::Map(s) => &s.catch,
-            _ => &[],
-        }
+            _ => return &[],
+        };
+        c.as_deref().unwrap_or(&[])
     }
 
     /// Every state name this state can move to directly (Next, Choice
@@ -275,10 +277,11 @@ pub struct TaskState {
     pub heartbeat_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_seconds_path: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub retry: Vec<Retrier>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub catch: Vec<Catcher>,
+    /// `None` when absent; `Some(vec![])` keeps an explicit `[]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Vec<Retrier>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch: Option<Vec<Catcher>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -445,10 +448,11 @@ pub struct ParallelState {
         skip_serializing_if = "Option::is_none"
     )]
     pub output_path: Option<NullablePath>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub retry: Vec<Retrier>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub catch: Vec<Catcher>,
+    /// `None` when absent; `Some(vec![])` keeps an explicit `[]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Vec<Retrier>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch: Option<Vec<Catcher>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -512,10 +516,11 @@ pub struct MapState {
         skip_serializing_if = "Option::is_none"
     )]
     pub output_path: Option<NullablePath>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub retry: Vec<Retrier>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub catch: Vec<Catcher>,
+    /// `None` when absent; `Some(vec![])` keeps an explicit `[]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Vec<Retrier>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch: Option<Vec<Catcher>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -271,7 +271,13 @@ pub struct TaskNode {
     pub heartbeat_seconds: Option<u64>,
 }
 
-/// A task running step `S`, with the default retry on transient errors.
+/// Default Task timeout: the longest step (release) makes a few dozen AWS
+/// calls, each bounded by the SDK's timeouts; 10 minutes bounds a hung step
+/// and stays under Lambda's 15-minute limit for the step-runner.
+pub const DEFAULT_TASK_TIMEOUT_SECONDS: u64 = 600;
+
+/// A task running step `S`, with the default retry on transient errors and
+/// the default timeout.
 pub fn task<S: StepDef>(name: &str) -> TaskNode {
     TaskNode {
         name: name.to_string(),
@@ -282,7 +288,7 @@ pub fn task<S: StepDef>(name: &str) -> TaskNode {
         result_at: None,
         retry: vec![RetryPolicy::transient()],
         on_failure: OnFailure::Propagate,
-        timeout_seconds: None,
+        timeout_seconds: Some(DEFAULT_TASK_TIMEOUT_SECONDS),
         heartbeat_seconds: None,
     }
 }

@@ -77,6 +77,12 @@ pub fn compile(wf: &Workflow) -> Result<Compiled, CompileError> {
         end_used: false,
     };
     cx.chain(&wf.chain, &Follow::End, scope, &mut graph);
+    if graph.end_used {
+        // Claimed after the chain so that a state of the workflow with the
+        // same name is reported as a clash, not silently replaced.
+        let end = graph.end_name.clone();
+        cx.claim(&end);
+    }
     let definition = StateMachine {
         comment: Some(wf.comment.clone()),
         query_language: None,
@@ -649,8 +655,8 @@ impl Cx {
                 timeout_seconds_path: None,
                 heartbeat_seconds: t.heartbeat_seconds,
                 heartbeat_seconds_path: None,
-                retry: Self::retriers(&t.retry),
-                catch,
+                retry: non_empty(Self::retriers(&t.retry)),
+                catch: non_empty(catch),
                 next,
                 end,
             }),
@@ -880,8 +886,8 @@ impl Cx {
                     None => NullablePath::Null,
                 }),
                 output_path: None,
-                retry: Self::retriers(&p.retry),
-                catch,
+                retry: non_empty(Self::retriers(&p.retry)),
+                catch: non_empty(catch),
                 next,
                 end,
             }),
@@ -978,8 +984,8 @@ impl Cx {
                     None => NullablePath::Null,
                 }),
                 output_path: None,
-                retry: Vec::new(),
-                catch,
+                retry: None,
+                catch: non_empty(catch),
                 next,
                 end,
             }),
@@ -1205,6 +1211,14 @@ fn narrow(scope: &Shape, cond: &Cond) -> Shape {
         },
         Cond::And(cs) => cs.iter().fold(scope.clone(), |s, c| narrow(&s, c)),
         _ => scope.clone(),
+    }
+}
+
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    if v.is_empty() {
+        None
+    } else {
+        Some(v)
     }
 }
 

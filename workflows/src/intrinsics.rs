@@ -95,6 +95,7 @@ impl Call {
             text,
             chars: text.chars().collect(),
             pos: 0,
+            depth: 0,
         };
         p.ws();
         let call = p.call()?;
@@ -436,7 +437,12 @@ struct P<'a> {
     text: &'a str,
     chars: Vec<char>,
     pos: usize,
+    depth: usize,
 }
+
+/// Nested calls deeper than this are refused: real definitions nest a few
+/// levels, and the parser must not exhaust the stack on hostile input.
+const MAX_NESTING: usize = 32;
 
 impl P<'_> {
     fn err(&self, reason: &str) -> IntrinsicSyntaxError {
@@ -463,6 +469,16 @@ impl P<'_> {
     }
 
     fn call(&mut self) -> Result<Call, IntrinsicSyntaxError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(self.err(&format!("calls are nested more than {MAX_NESTING} deep")));
+        }
+        let call = self.call_inner();
+        self.depth -= 1;
+        call
+    }
+
+    fn call_inner(&mut self) -> Result<Call, IntrinsicSyntaxError> {
         let start = self.pos;
         while self
             .peek()
@@ -654,6 +670,12 @@ mod tests {
             run("States.Hash('abc', 'MD5')", json!({})).unwrap(),
             json!("900150983cd24fb0d6963f7d28e17f72")
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        let deep = format!("{}1{}", "States.Array(".repeat(20_000), ")".repeat(20_000));
+        assert!(Call::parse(&deep).is_err());
     }
 
     #[test]

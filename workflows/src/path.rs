@@ -114,6 +114,7 @@ impl JsonPath {
             src: text,
             chars: text.char_indices().collect(),
             pos: 0,
+            depth: 0,
         };
         let path = p.path()?;
         if p.pos < p.chars.len() {
@@ -418,7 +419,12 @@ struct Parser<'a> {
     src: &'a str,
     chars: Vec<(usize, char)>,
     pos: usize,
+    depth: usize,
 }
+
+/// Filters nested deeper than this are refused, so hostile input cannot
+/// exhaust the stack.
+const MAX_FILTER_NESTING: usize = 32;
 
 impl Parser<'_> {
     fn err(&self, reason: &str) -> PathSyntaxError {
@@ -638,6 +644,16 @@ impl Parser<'_> {
     }
 
     fn filter_or(&mut self) -> Result<FilterExpr, PathSyntaxError> {
+        self.depth += 1;
+        if self.depth > MAX_FILTER_NESTING {
+            return Err(self.err("the filter is nested too deeply"));
+        }
+        let r = self.filter_or_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn filter_or_inner(&mut self) -> Result<FilterExpr, PathSyntaxError> {
         let mut left = self.filter_and()?;
         loop {
             self.skip_ws();
@@ -669,7 +685,13 @@ impl Parser<'_> {
         self.skip_ws();
         if self.peek() == Some('!') && self.peek_at(1) != Some('=') {
             self.pos += 1;
-            return Ok(FilterExpr::Not(Box::new(self.filter_unary()?)));
+            self.depth += 1;
+            if self.depth > MAX_FILTER_NESTING {
+                return Err(self.err("the filter is nested too deeply"));
+            }
+            let inner = self.filter_unary();
+            self.depth -= 1;
+            return Ok(FilterExpr::Not(Box::new(inner?)));
         }
         if self.eat('(') {
             let e = self.filter_or()?;
@@ -807,6 +829,14 @@ mod tests {
         }
         let e = JsonPath::parse("$.a]").unwrap_err();
         assert_eq!(e.offset, 3);
+    }
+
+    #[test]
+    fn deep_filters_are_refused_not_a_crash() {
+        let deep = format!("$.a[?({}@.x{})]", "(".repeat(100_000), ")".repeat(100_000));
+        assert!(JsonPath::parse(&deep).is_err());
+        let nots = format!("$.a[?({}@.x)]", "!".repeat(100_000));
+        assert!(JsonPath::parse(&nots).is_err());
     }
 
     #[test]

@@ -16,7 +16,6 @@ use serde_json::Value;
 use crate::asl::{
     kind_of, ChoiceRule, Condition, Operand, ProcessorMode, QueryLanguage, State, StateMachine,
 };
-use crate::error_name::ErrorName;
 use crate::intrinsics::{looks_like_call, Call};
 use crate::path::JsonPath;
 
@@ -60,7 +59,8 @@ const MAX_SECONDS: u64 = 99_999_999;
 /// MaxDelaySeconds must be below one year plus a day (31622401).
 const MAX_DELAY_SECONDS: u64 = 31_622_400;
 
-/// Validates JSON text.
+/// Validates JSON text (duplicate keys included, which a JSON value
+/// cannot show).
 pub fn validate_json(text: &str) -> Result<StateMachine, Problems> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         Problems(vec![Problem {
@@ -68,42 +68,34 @@ pub fn validate_json(text: &str) -> Result<StateMachine, Problems> {
             message: format!("not valid JSON: {e}"),
         }])
     })?;
-    validate_value(&value)
+    let mut v = Validator::default();
+    for (pointer, key) in duplicate_keys(text) {
+        v.report(
+            if pointer.is_empty() {
+                "(definition)".to_string()
+            } else {
+                pointer
+            },
+            format!("duplicate key \"{key}\" (JSON keeps only the last one)"),
+        );
+    }
+    v.run(&value)
 }
 
 /// Validates a parsed JSON value and returns the typed definition.
 pub fn validate_value(value: &Value) -> Result<StateMachine, Problems> {
-    let mut v = Validator::default();
-    v.structure_top(value);
-    if !v.problems.is_empty() {
-        return Err(Problems(v.problems));
-    }
-    let machine: StateMachine = match serde_json::from_value(value.clone()) {
-        Ok(m) => m,
-        Err(e) => {
-            return Err(Problems(vec![Problem {
-                location: "(definition)".into(),
-                message: e.to_string(),
-            }]))
-        }
-    };
-    v.semantics(&machine);
-    if v.problems.is_empty() {
-        Ok(machine)
-    } else {
-        Err(Problems(v.problems))
-    }
+    Validator::default().run(value)
 }
 
 /// Checks an already typed definition (for example one the compiler built).
 pub fn validate_machine(machine: &StateMachine) -> Result<(), Problems> {
-    let mut v = Validator::default();
-    v.semantics(machine);
-    if v.problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Problems(v.problems))
-    }
+    let value = serde_json::to_value(machine).map_err(|e| {
+        Problems(vec![Problem {
+            location: "(definition)".into(),
+            message: format!("cannot serialise the definition: {e}"),
+        }])
+    })?;
+    validate_value(&value).map(|_| ())
 }
 
 #[derive(Default)]
@@ -111,6 +103,13 @@ struct Validator {
     problems: Vec<Problem>,
     /// Every state name seen anywhere, with its first location.
     names: BTreeMap<String, String>,
+}
+
+/// What the graph checks need from a state, read from its raw JSON so they
+/// run even when the state's fields do not parse.
+struct RawState {
+    targets: Vec<(String, String)>,
+    terminal: bool,
 }
 
 impl Validator {
@@ -121,9 +120,20 @@ impl Validator {
         });
     }
 
-    // ----- pass 1: structure, state by state ------------------------------
+    fn run(mut self, value: &Value) -> Result<StateMachine, Problems> {
+        self.top(value);
+        if !self.problems.is_empty() {
+            return Err(Problems(self.problems));
+        }
+        serde_json::from_value(value.clone()).map_err(|e| {
+            Problems(vec![Problem {
+                location: "(definition)".into(),
+                message: e.to_string(),
+            }])
+        })
+    }
 
-    fn structure_top(&mut self, value: &Value) {
+    fn top(&mut self, value: &Value) {
         let Some(obj) = value.as_object() else {
             self.report(
                 "(definition)",
@@ -144,195 +154,20 @@ impl Validator {
                 self.report("(definition)", format!("unknown top-level field \"{key}\""));
             }
         }
-        // Check the scalar top-level fields by deserialising a copy
-        // without States.
+        // The scalar top-level fields, through a copy without States.
         let mut top = obj.clone();
         top.insert("States".into(), Value::Object(Default::default()));
-        if let Err(e) = typed::<StateMachine>(&Value::Object(top)) {
-            self.report("(definition)", e);
+        if !top.contains_key("StartAt") {
+            top.insert("StartAt".into(), Value::String(String::new()));
         }
-        self.structure_graph(obj, "");
+        match typed::<StateMachine>(&Value::Object(top)) {
+            Ok(m) => self.top_semantics(&m),
+            Err(e) => self.report("(definition)", e),
+        }
+        self.graph(obj, "");
     }
 
-    /// A graph: top level, Parallel branch, Map processor.
-    fn structure_graph(&mut self, obj: &serde_json::Map<String, Value>, prefix: &str) {
-        let here = if prefix.is_empty() {
-            "(definition)".to_string()
-        } else {
-            prefix.to_string()
-        };
-        match obj.get("StartAt") {
-            Some(Value::String(_)) => {}
-            Some(other) => self.report(
-                here.clone(),
-                format!("\"StartAt\" must be a string, found {}", kind_of(other)),
-            ),
-            None => self.report(here.clone(), "missing \"StartAt\""),
-        }
-        let states = match obj.get("States") {
-            Some(Value::Object(s)) => s,
-            Some(other) => {
-                self.report(
-                    here,
-                    format!("\"States\" must be an object, found {}", kind_of(other)),
-                );
-                return;
-            }
-            None => {
-                self.report(here, "missing \"States\"");
-                return;
-            }
-        };
-        if states.is_empty() {
-            self.report(here, "\"States\" is empty");
-        }
-        for (name, state) in states {
-            let loc = state_loc(prefix, name);
-            self.structure_state(state, &loc);
-        }
-    }
-
-    fn structure_state(&mut self, state: &Value, loc: &str) {
-        let Some(obj) = state.as_object() else {
-            self.report(
-                loc,
-                format!("a state is an object, found {}", kind_of(state)),
-            );
-            return;
-        };
-        let ty = match obj.get("Type") {
-            Some(Value::String(t)) => t.as_str(),
-            Some(other) => {
-                self.report(
-                    loc,
-                    format!("\"Type\" must be a string, found {}", kind_of(other)),
-                );
-                return;
-            }
-            None => {
-                self.report(loc, "missing \"Type\"");
-                return;
-            }
-        };
-        // Check this state's own fields with nested graphs removed; the
-        // nested graphs are checked on their own so each problem is named.
-        let mut own = obj.clone();
-        own.remove("Type");
-        let result = match ty {
-            "Task" => typed::<crate::asl::TaskState>(&Value::Object(own)),
-            "Pass" => typed::<crate::asl::PassState>(&Value::Object(own)),
-            "Choice" => self.structure_choice(&own, loc),
-            "Wait" => typed::<crate::asl::WaitState>(&Value::Object(own)),
-            "Succeed" => typed::<crate::asl::SucceedState>(&Value::Object(own)),
-            "Fail" => typed::<crate::asl::FailState>(&Value::Object(own)),
-            "Parallel" => {
-                match own.get("Branches") {
-                    Some(Value::Array(branches)) => {
-                        for (i, b) in branches.iter().enumerate() {
-                            let bloc = format!("{loc}.Branches[{i}]");
-                            match b.as_object() {
-                                Some(bobj) => {
-                                    self.structure_nested_keys(
-                                        bobj,
-                                        &bloc,
-                                        &["Comment", "StartAt", "States"],
-                                    );
-                                    self.structure_graph(bobj, &bloc);
-                                }
-                                None => self.report(bloc, "a branch is an object"),
-                            }
-                        }
-                    }
-                    Some(other) => self.report(
-                        loc,
-                        format!("\"Branches\" must be an array, found {}", kind_of(other)),
-                    ),
-                    None => self.report(loc, "missing \"Branches\""),
-                }
-                own.insert("Branches".into(), Value::Array(Vec::new()));
-                typed::<crate::asl::ParallelState>(&Value::Object(own))
-            }
-            "Map" => {
-                for key in ["ItemProcessor", "Iterator"] {
-                    if let Some(p) = own.remove(key) {
-                        let ploc = format!("{loc}.{key}");
-                        match p.as_object() {
-                            Some(pobj) => {
-                                let allowed: &[&str] = if key == "ItemProcessor" {
-                                    &["Comment", "ProcessorConfig", "StartAt", "States"]
-                                } else {
-                                    &["Comment", "StartAt", "States"]
-                                };
-                                self.structure_nested_keys(pobj, &ploc, allowed);
-                                if let Some(cfg) = pobj.get("ProcessorConfig") {
-                                    if let Err(e) = typed::<crate::asl::ProcessorConfig>(cfg) {
-                                        self.report(format!("{ploc}.ProcessorConfig"), e);
-                                    }
-                                }
-                                self.structure_graph(pobj, &ploc);
-                            }
-                            None => self.report(ploc, format!("\"{key}\" must be an object")),
-                        }
-                    }
-                }
-                typed::<crate::asl::MapState>(&Value::Object(own))
-            }
-            other => {
-                self.report(
-                    loc,
-                    format!(
-                        "unknown state type \"{other}\" (expected Task, Pass, Choice, Wait, Succeed, Fail, Parallel or Map)"
-                    ),
-                );
-                Ok(())
-            }
-        };
-        if let Err(e) = result {
-            self.report(loc, e);
-        }
-    }
-
-    fn structure_nested_keys(
-        &mut self,
-        obj: &serde_json::Map<String, Value>,
-        loc: &str,
-        allowed: &[&str],
-    ) {
-        for key in obj.keys() {
-            if !allowed.contains(&key.as_str()) {
-                self.report(loc, format!("unknown field \"{key}\""));
-            }
-        }
-    }
-
-    fn structure_choice(
-        &mut self,
-        own: &serde_json::Map<String, Value>,
-        loc: &str,
-    ) -> Result<(), String> {
-        // Rules are parsed one by one so that each bad rule is reported.
-        let mut rest = own.clone();
-        if let Some(choices) = rest.remove("Choices") {
-            match choices {
-                Value::Array(rules) => {
-                    for (i, r) in rules.iter().enumerate() {
-                        if let Err(e) = ChoiceRule::from_value(r) {
-                            self.report(format!("{loc}.Choices[{i}]"), e);
-                        }
-                    }
-                }
-                other => self.report(
-                    loc,
-                    format!("\"Choices\" must be an array, found {}", kind_of(&other)),
-                ),
-            }
-        }
-        typed::<crate::asl::ChoiceState>(&Value::Object(rest))
-    }
-
-    // ----- pass 2: semantics of the typed graph ---------------------------
-
-    fn semantics(&mut self, m: &StateMachine) {
+    fn top_semantics(&mut self, m: &StateMachine) {
         if m.query_language == Some(QueryLanguage::Jsonata) {
             self.report(
                 "(definition)",
@@ -355,21 +190,47 @@ impl Validator {
                 );
             }
         }
-        self.graph(&m.start_at, &m.states, "");
     }
 
-    fn graph(&mut self, start_at: &str, states: &IndexMap<String, State>, prefix: &str) {
+    /// A graph: top level, Parallel branch, Map processor.
+    fn graph(&mut self, obj: &serde_json::Map<String, Value>, prefix: &str) {
         let here = if prefix.is_empty() {
             "(definition)".to_string()
         } else {
             prefix.to_string()
         };
-        if !states.contains_key(start_at) {
-            self.report(
-                here.clone(),
-                format!("StartAt names \"{start_at}\", which is not a state here"),
-            );
+        let start_at = match obj.get("StartAt") {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                self.report(
+                    here.clone(),
+                    format!("\"StartAt\" must be a string, found {}", kind_of(other)),
+                );
+                None
+            }
+            None => {
+                self.report(here.clone(), "missing \"StartAt\"");
+                None
+            }
+        };
+        let states = match obj.get("States") {
+            Some(Value::Object(s)) => s,
+            Some(other) => {
+                self.report(
+                    here,
+                    format!("\"States\" must be an object, found {}", kind_of(other)),
+                );
+                return;
+            }
+            None => {
+                self.report(here, "missing \"States\"");
+                return;
+            }
+        };
+        if states.is_empty() {
+            self.report(here.clone(), "\"States\" is empty");
         }
+        let mut raw: IndexMap<&str, RawState> = IndexMap::new();
         for (name, state) in states {
             let loc = state_loc(prefix, name);
             if let Some(first) = self.names.get(name) {
@@ -386,29 +247,227 @@ impl Validator {
                     format!("a state name has 1 to {MAX_STATE_NAME_CHARS} characters"),
                 );
             }
-            for (field, target) in state.targets() {
-                if !states.contains_key(target) {
+            let r = self.state_value(state, &loc);
+            raw.insert(name.as_str(), r);
+        }
+        for (name, r) in &raw {
+            for (field, target) in &r.targets {
+                if !raw.contains_key(target.as_str()) {
                     self.report(
-                        loc.clone(),
+                        state_loc(prefix, name),
                         format!("{field} names \"{target}\", which is not a state in this graph"),
                     );
                 }
             }
-            self.state(state, &loc);
         }
-        self.reachability(start_at, states, &here, prefix);
+        if let Some(start) = start_at {
+            if raw.contains_key(start.as_str()) {
+                self.reachability(&start, &raw, &here, prefix);
+            } else {
+                self.report(
+                    here,
+                    format!("StartAt names \"{start}\", which is not a state here"),
+                );
+            }
+        }
+    }
+
+    /// Checks one state's JSON: its own fields (typed), its nested graphs,
+    /// and returns its transitions for the graph checks.
+    fn state_value(&mut self, state: &Value, loc: &str) -> RawState {
+        let mut raw = RawState {
+            targets: Vec::new(),
+            terminal: false,
+        };
+        let Some(obj) = state.as_object() else {
+            self.report(
+                loc,
+                format!("a state is an object, found {}", kind_of(state)),
+            );
+            return raw;
+        };
+        if let Some(Value::String(n)) = obj.get("Next") {
+            raw.targets.push(("Next".into(), n.clone()));
+        }
+        if let Some(Value::String(d)) = obj.get("Default") {
+            raw.targets.push(("Default".into(), d.clone()));
+        }
+        for (field, list) in [("Choices", obj.get("Choices")), ("Catch", obj.get("Catch"))] {
+            if let Some(Value::Array(items)) = list {
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(Value::String(n)) = item.get("Next") {
+                        raw.targets.push((format!("{field}[{i}].Next"), n.clone()));
+                    }
+                }
+            }
+        }
+        let ty = match obj.get("Type") {
+            Some(Value::String(t)) => t.as_str(),
+            Some(other) => {
+                self.report(
+                    loc,
+                    format!("\"Type\" must be a string, found {}", kind_of(other)),
+                );
+                return raw;
+            }
+            None => {
+                self.report(loc, "missing \"Type\"");
+                return raw;
+            }
+        };
+        raw.terminal =
+            matches!(ty, "Succeed" | "Fail") || obj.get("End") == Some(&Value::Bool(true));
+        // This state's own fields are checked with nested graphs removed;
+        // the nested graphs are checked on their own so each problem is
+        // named with its place.
+        let mut own = obj.clone();
+        own.remove("Type");
+        let mut distributed = false;
+        let parsed: Result<State, String> = match ty {
+            "Task" => typed(&Value::Object(own)).map(State::Task),
+            "Pass" => typed(&Value::Object(own)).map(State::Pass),
+            "Wait" => typed(&Value::Object(own)).map(State::Wait),
+            "Succeed" => typed(&Value::Object(own)).map(State::Succeed),
+            "Fail" => typed(&Value::Object(own)).map(State::Fail),
+            "Choice" => {
+                if let Some(choices) = own.remove("Choices") {
+                    match choices {
+                        Value::Array(rules) => {
+                            if rules.is_empty() {
+                                self.report(
+                                    loc,
+                                    "a Choice state needs at least one rule in Choices",
+                                );
+                            }
+                            for (i, r) in rules.iter().enumerate() {
+                                let rloc = format!("{loc}.Choices[{i}]");
+                                match ChoiceRule::from_value(r) {
+                                    Ok(rule) => {
+                                        if rule.next.is_none() {
+                                            self.report(
+                                                rloc.clone(),
+                                                "a top-level Choice rule needs Next",
+                                            );
+                                        }
+                                        self.rule(&rule, &rloc, true);
+                                    }
+                                    Err(e) => self.report(rloc, e),
+                                }
+                            }
+                        }
+                        other => self.report(
+                            loc,
+                            format!("\"Choices\" must be an array, found {}", kind_of(&other)),
+                        ),
+                    }
+                } else {
+                    self.report(loc, "a Choice state needs at least one rule in Choices");
+                }
+                typed(&Value::Object(own)).map(State::Choice)
+            }
+            "Parallel" => {
+                match own.get("Branches") {
+                    Some(Value::Array(branches)) => {
+                        if branches.is_empty() {
+                            self.report(loc, "a Parallel state needs at least one branch");
+                        }
+                        for (i, b) in branches.iter().enumerate() {
+                            let bloc = format!("{loc}.Branches[{i}]");
+                            match b.as_object() {
+                                Some(bobj) => {
+                                    self.nested_keys(
+                                        bobj,
+                                        &bloc,
+                                        &["Comment", "StartAt", "States"],
+                                    );
+                                    self.graph(bobj, &bloc);
+                                }
+                                None => self.report(bloc, "a branch is an object"),
+                            }
+                        }
+                    }
+                    Some(other) => self.report(
+                        loc,
+                        format!("\"Branches\" must be an array, found {}", kind_of(other)),
+                    ),
+                    None => self.report(loc, "missing \"Branches\""),
+                }
+                own.insert("Branches".into(), Value::Array(Vec::new()));
+                typed(&Value::Object(own)).map(State::Parallel)
+            }
+            "Map" => {
+                let present: Vec<&str> = ["ItemProcessor", "Iterator"]
+                    .into_iter()
+                    .filter(|k| own.contains_key(*k))
+                    .collect();
+                match present.len() {
+                    0 => self.report(loc, "needs one of ItemProcessor, Iterator"),
+                    2 => self.report(loc, "only one of ItemProcessor, Iterator may be given"),
+                    _ => {}
+                }
+                for key in present {
+                    let Some(p) = own.remove(key) else { continue };
+                    let ploc = format!("{loc}.{key}");
+                    let Some(pobj) = p.as_object() else {
+                        self.report(ploc, format!("\"{key}\" must be an object"));
+                        continue;
+                    };
+                    let allowed: &[&str] = if key == "ItemProcessor" {
+                        &["Comment", "ProcessorConfig", "StartAt", "States"]
+                    } else {
+                        &["Comment", "StartAt", "States"]
+                    };
+                    self.nested_keys(pobj, &ploc, allowed);
+                    if let Some(cfg) = pobj.get("ProcessorConfig") {
+                        match typed::<crate::asl::ProcessorConfig>(cfg) {
+                            Ok(c) => {
+                                distributed = c.mode == Some(ProcessorMode::Distributed);
+                                if distributed && c.execution_type.is_none() {
+                                    self.report(
+                                        format!("{ploc}.ProcessorConfig"),
+                                        "DISTRIBUTED mode needs an ExecutionType",
+                                    );
+                                }
+                            }
+                            Err(e) => self.report(format!("{ploc}.ProcessorConfig"), e),
+                        }
+                    }
+                    self.graph(pobj, &ploc);
+                }
+                typed(&Value::Object(own)).map(State::Map)
+            }
+            other => {
+                self.report(
+                    loc,
+                    format!(
+                        "unknown state type \"{other}\" (expected Task, Pass, Choice, Wait, Succeed, Fail, Parallel or Map)"
+                    ),
+                );
+                return raw;
+            }
+        };
+        match parsed {
+            Ok(s) => self.state(&s, loc, distributed),
+            Err(e) => self.report(loc, e),
+        }
+        raw
+    }
+
+    fn nested_keys(&mut self, obj: &serde_json::Map<String, Value>, loc: &str, allowed: &[&str]) {
+        for key in obj.keys() {
+            if !allowed.contains(&key.as_str()) {
+                self.report(loc, format!("unknown field \"{key}\""));
+            }
+        }
     }
 
     fn reachability(
         &mut self,
         start_at: &str,
-        states: &IndexMap<String, State>,
+        states: &IndexMap<&str, RawState>,
         here: &str,
         prefix: &str,
     ) {
-        if !states.contains_key(start_at) {
-            return;
-        }
         let mut seen: HashSet<&str> = HashSet::new();
         let mut queue = VecDeque::from([start_at]);
         while let Some(s) = queue.pop_front() {
@@ -416,15 +475,15 @@ impl Validator {
                 continue;
             }
             if let Some(state) = states.get(s) {
-                for (_, t) in state.targets() {
-                    if states.contains_key(t) {
-                        queue.push_back(t);
+                for (_, t) in &state.targets {
+                    if let Some((k, _)) = states.get_key_value(t.as_str()) {
+                        queue.push_back(k);
                     }
                 }
             }
         }
         for name in states.keys() {
-            if !seen.contains(name.as_str()) {
+            if !seen.contains(name) {
                 self.report(
                     state_loc(prefix, name),
                     format!("state \"{name}\" is unreachable from StartAt \"{start_at}\""),
@@ -435,16 +494,19 @@ impl Validator {
         // state: walk the graph backwards from the terminal states.
         let mut can_end: HashSet<&str> = states
             .iter()
-            .filter(|(_, s)| s.is_terminal())
-            .map(|(n, _)| n.as_str())
+            .filter(|(_, s)| s.terminal)
+            .map(|(n, _)| *n)
             .collect();
         loop {
             let before = can_end.len();
             for (name, state) in states {
-                if !can_end.contains(name.as_str())
-                    && state.targets().iter().any(|(_, t)| can_end.contains(t))
+                if !can_end.contains(name)
+                    && state
+                        .targets
+                        .iter()
+                        .any(|(_, t)| can_end.contains(t.as_str()))
                 {
-                    can_end.insert(name.as_str());
+                    can_end.insert(name);
                 }
             }
             if can_end.len() == before {
@@ -459,7 +521,7 @@ impl Validator {
             return;
         }
         for name in states.keys() {
-            if seen.contains(name.as_str()) && !can_end.contains(name.as_str()) {
+            if seen.contains(name) && !can_end.contains(name) {
                 self.report(
                     state_loc(prefix, name),
                     format!("no terminal state can be reached from \"{name}\": every path from it loops forever"),
@@ -468,7 +530,8 @@ impl Validator {
         }
     }
 
-    fn state(&mut self, state: &State, loc: &str) {
+    /// Checks one state's own fields (nested graphs are checked apart).
+    fn state(&mut self, state: &State, loc: &str, distributed: bool) {
         if let Some((next, end)) = state.next_end() {
             match (next, end) {
                 (Some(_), Some(true)) => self.report(loc, "has both Next and End"),
@@ -593,17 +656,8 @@ impl Validator {
                 self.template(p.parameters.as_ref(), loc, "Parameters");
             }
             State::Choice(c) => {
+                // Choices are checked rule by rule from the raw JSON.
                 self.io(c.input_path.as_ref(), c.output_path.as_ref(), loc);
-                if c.choices.is_empty() {
-                    self.report(loc, "a Choice state needs at least one rule in Choices");
-                }
-                for (i, rule) in c.choices.iter().enumerate() {
-                    let rloc = format!("{loc}.Choices[{i}]");
-                    if rule.next.is_none() {
-                        self.report(rloc.clone(), "a top-level Choice rule needs Next");
-                    }
-                    self.rule(rule, &rloc, true);
-                }
             }
             State::Wait(w) => {
                 self.io(w.input_path.as_ref(), w.output_path.as_ref(), loc);
@@ -675,12 +729,6 @@ impl Validator {
                 self.result_path(p.result_path.as_ref(), loc);
                 self.template(p.parameters.as_ref(), loc, "Parameters");
                 self.template(p.result_selector.as_ref(), loc, "ResultSelector");
-                if p.branches.is_empty() {
-                    self.report(loc, "a Parallel state needs at least one branch");
-                }
-                for (i, b) in p.branches.iter().enumerate() {
-                    self.graph(&b.start_at, &b.states, &format!("{loc}.Branches[{i}]"));
-                }
             }
             State::Map(m) => {
                 self.io(m.input_path.as_ref(), m.output_path.as_ref(), loc);
@@ -688,14 +736,6 @@ impl Validator {
                 self.template(m.item_selector.as_ref(), loc, "ItemSelector");
                 self.template(m.parameters.as_ref(), loc, "Parameters");
                 self.template(m.result_selector.as_ref(), loc, "ResultSelector");
-                self.one_of(
-                    loc,
-                    &[
-                        ("ItemProcessor", m.item_processor.is_some()),
-                        ("Iterator", m.iterator.is_some()),
-                    ],
-                    true,
-                );
                 self.one_of(
                     loc,
                     &[
@@ -762,26 +802,7 @@ impl Validator {
                         );
                     }
                 }
-                let distributed = m
-                    .item_processor
-                    .as_ref()
-                    .and_then(|p| p.processor_config.as_ref())
-                    .and_then(|c| c.mode)
-                    == Some(ProcessorMode::Distributed);
-                if distributed {
-                    let has_type = m
-                        .item_processor
-                        .as_ref()
-                        .and_then(|p| p.processor_config.as_ref())
-                        .and_then(|c| c.execution_type)
-                        .is_some();
-                    if !has_type {
-                        self.report(
-                            format!("{loc}.ItemProcessor.ProcessorConfig"),
-                            "DISTRIBUTED mode needs an ExecutionType",
-                        );
-                    }
-                } else {
+                if !distributed {
                     for (field, present) in [
                         ("ItemReader", m.item_reader.is_some()),
                         ("ItemBatcher", m.item_batcher.is_some()),
@@ -792,11 +813,6 @@ impl Validator {
                             self.report(loc, format!("{field} is only allowed in a Map with ProcessorConfig Mode DISTRIBUTED"));
                         }
                     }
-                }
-                if let Some(p) = &m.item_processor {
-                    self.graph(&p.start_at, &p.states, &format!("{loc}.ItemProcessor"));
-                } else if let Some(b) = &m.iterator {
-                    self.graph(&b.start_at, &b.states, &format!("{loc}.Iterator"));
                 }
             }
         }
@@ -834,9 +850,9 @@ impl Validator {
         for n in names {
             if n.is_empty() {
                 self.report(loc, "an error name must not be empty");
-            } else if n.starts_with("States.") && n.parse::<ErrorName>().is_err() {
-                self.report(loc, format!("unknown predefined error name \"{n}\""));
             }
+            // Other `States.*` names are accepted: AWS adds new ones
+            // (States.Http.Socket, ...) and a validator must not lag behind.
         }
     }
 
@@ -968,6 +984,89 @@ impl Validator {
     }
 }
 
+/// Keys that appear twice in one JSON object, with the JSON Pointer of the
+/// object. serde_json keeps the last value silently; a definition with a
+/// state written twice must not pass for one with a single state.
+fn duplicate_keys(text: &str) -> Vec<(String, String)> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::cell::RefCell;
+
+    struct Seed<'a> {
+        pointer: String,
+        found: &'a RefCell<Vec<(String, String)>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Seed<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while seq
+                .next_element_seed(Seed {
+                    pointer: format!("{}/{i}", self.pointer),
+                    found: self.found,
+                })?
+                .is_some()
+            {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut keys = HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !keys.insert(key.clone()) {
+                    self.found
+                        .borrow_mut()
+                        .push((self.pointer.clone(), key.clone()));
+                }
+                let escaped = key.replace('~', "~0").replace('/', "~1");
+                map.next_value_seed(Seed {
+                    pointer: format!("{}/{escaped}", self.pointer),
+                    found: self.found,
+                })?;
+            }
+            Ok(())
+        }
+    }
+
+    let found = RefCell::new(Vec::new());
+    let mut de = serde_json::Deserializer::from_str(text);
+    let _ = Seed {
+        pointer: String::new(),
+        found: &found,
+    }
+    .deserialize(&mut de);
+    found.into_inner()
+}
+
 fn state_loc(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
         format!("States.{name}")
@@ -981,10 +1080,10 @@ fn is_placeholder(s: &str) -> bool {
 }
 
 /// Deserialises a value into `T`, giving the path of the bad field.
-fn typed<T: DeserializeOwned>(v: &Value) -> Result<(), String> {
+fn typed<T: DeserializeOwned>(v: &Value) -> Result<T, String> {
     let de = v.clone();
     match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(_) => Ok(()),
+        Ok(t) => Ok(t),
         Err(e) => {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
@@ -1089,6 +1188,33 @@ mod tests {
             text.contains("States.D: InputPath: invalid JSONPath"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn graph_problems_are_reported_even_when_fields_do_not_parse() {
+        let p = problems(json!({
+            "StartAt": "A",
+            "States": {
+                "A": {"Type": "Pass", "Nxt": "B", "End": true},
+                "B": {"Type": "Pass", "Next": "Missing"},
+                "C": {"Type": "Succeed"}
+            }
+        }));
+        let text = p.join("\n");
+        assert!(text.contains("States.A: Nxt: unknown field"), "{text}");
+        assert!(text.contains("States.B: Next names \"Missing\""), "{text}");
+        assert!(
+            text.contains("States.C: state \"C\" is unreachable"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_found() {
+        let text =
+            r#"{"StartAt": "A", "States": {"A": {"Type": "Succeed"}, "A": {"Type": "Fail"}}}"#;
+        let p = validate_json(text).unwrap_err().to_string();
+        assert!(p.contains("/States: duplicate key \"A\""), "{p}");
     }
 
     #[test]

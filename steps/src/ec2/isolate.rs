@@ -7,11 +7,13 @@
 //! untracked flows at once. Both groups are made once per VPC, tagged, and
 //! reused by every later isolation in that VPC.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
+
 use aws_sdk_ec2::types::{
-    IpPermission, IpRange, Ipv6Range, ResourceType, SecurityGroup, TagSpecification,
+    IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, SecurityGroup, TagSpecification,
+    UserIdGroupPair,
 };
 use firebreak_workflows::iam::Statement;
 use firebreak_workflows::step::StepDef;
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{describe_instance, filter, interface_ids, tag, InstanceRef};
 use crate::context::{StepContext, StepLog};
-use crate::error::{aws_error, StepError};
+use crate::error::{aws_error, error_code, StepError};
 use crate::registry::Step;
 use crate::tags;
 
@@ -59,8 +61,18 @@ pub struct IsolatedInterface {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IsolateInput {
+    pub case_id: String,
+    pub instance_id: String,
+    /// Investigator access kept open (SSH in, HTTPS out to SSM); empty
+    /// means no traffic at all.
+    pub exemptions: Vec<Exemption>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IsolationOutput {
     pub instance_id: String,
+    pub exemptions: Vec<Exemption>,
     pub groups: Vec<VpcIsolationGroups>,
     pub interfaces: Vec<IsolatedInterface>,
     /// True when this run changed anything.
@@ -73,7 +85,7 @@ impl StepDef for IsolateNetwork {
     const SUMMARY: &'static str =
         "Move every network interface to an allow-all group, then to a group with no rules; read back per interface.";
     const MUTATES: bool = true;
-    type Input = InstanceRef;
+    type Input = IsolateInput;
     type Output = IsolationOutput;
 
     fn errors() -> Vec<ErrorName> {
@@ -122,103 +134,262 @@ impl StepDef for IsolateNetwork {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// An exception to isolation, for investigators: SSH in from a network or
+/// group, or HTTPS out to one (the SSM endpoints). Nothing else can be
+/// exempted.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", tag = "allow", content = "peer")]
+pub enum Exemption {
+    /// TCP 22 in from a CIDR (`203.0.113.0/24`, `2001:db8::/32`) or a
+    /// security group (`sg-...`).
+    SshFrom(String),
+    /// TCP 443 out to a CIDR or a security group (SSM VPC endpoints).
+    HttpsTo(String),
+}
+
+impl Exemption {
+    pub fn peer(&self) -> &str {
+        match self {
+            Exemption::SshFrom(p) | Exemption::HttpsTo(p) => p,
+        }
+    }
+
+    /// Checks the peer: a security group id or a CIDR narrower than the
+    /// whole internet.
+    pub fn validate(&self) -> Result<(), String> {
+        let p = self.peer();
+        if p.starts_with("sg-") && p.len() > 3 && p[3..].bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(());
+        }
+        let Some((addr, len)) = p.split_once('/') else {
+            return Err(format!("{p:?} is neither a CIDR nor a security group id"));
+        };
+        let len: u8 = len
+            .parse()
+            .map_err(|_| format!("{p:?}: bad prefix length"))?;
+        let max = match addr.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(_)) => 32,
+            Ok(std::net::IpAddr::V6(_)) => 128,
+            Err(_) => return Err(format!("{p:?}: bad address")),
+        };
+        if len == 0 || len > max {
+            return Err(format!(
+                "{p:?}: an exemption must be narrower than the whole internet and a valid prefix"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One security group rule, flattened (a permission with several ranges
+/// is several rules).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Rule {
+    egress: bool,
+    protocol: String,
+    from: Option<i32>,
+    to: Option<i32>,
+    peer: Peer,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Peer {
+    V4(String),
+    V6(String),
+    Group(String),
+    PrefixList(String),
+}
+
+impl Rule {
+    fn all(egress: bool, peer: Peer) -> Rule {
+        Rule {
+            egress,
+            protocol: "-1".into(),
+            from: None,
+            to: None,
+            peer,
+        }
+    }
+
+    fn tcp(egress: bool, port: i32, peer: &str) -> Rule {
+        let peer = if peer.starts_with("sg-") {
+            Peer::Group(peer.to_string())
+        } else if peer.contains(':') {
+            Peer::V6(peer.to_string())
+        } else {
+            Peer::V4(peer.to_string())
+        };
+        Rule {
+            egress,
+            protocol: "tcp".into(),
+            from: Some(port),
+            to: Some(port),
+            peer,
+        }
+    }
+
+    fn permission(&self) -> IpPermission {
+        let mut b = IpPermission::builder().ip_protocol(&self.protocol);
+        if self.protocol != "-1" {
+            b = b.set_from_port(self.from).set_to_port(self.to);
+        }
+        match &self.peer {
+            Peer::V4(c) => b = b.ip_ranges(IpRange::builder().cidr_ip(c).build()),
+            Peer::V6(c) => b = b.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(c).build()),
+            Peer::Group(g) => {
+                b = b.user_id_group_pairs(UserIdGroupPair::builder().group_id(g).build())
+            }
+            Peer::PrefixList(p) => {
+                b = b.prefix_list_ids(PrefixListId::builder().prefix_list_id(p).build())
+            }
+        }
+        b.build()
+    }
+
+    fn describe(&self) -> String {
+        let ports = match (self.protocol.as_str(), self.from) {
+            ("-1", _) => "all traffic".to_string(),
+            (p, Some(f)) => format!("{p}/{f}"),
+            (p, None) => p.to_string(),
+        };
+        let peer = match &self.peer {
+            Peer::V4(c) | Peer::V6(c) | Peer::Group(c) | Peer::PrefixList(c) => c,
+        };
+        format!(
+            "{} {ports} {} {peer}",
+            if self.egress { "egress" } else { "ingress" },
+            if self.egress { "to" } else { "from" }
+        )
+    }
+}
+
+fn rules_of(g: &SecurityGroup) -> BTreeSet<Rule> {
+    let mut out = BTreeSet::new();
+    for (egress, perms) in [
+        (false, g.ip_permissions()),
+        (true, g.ip_permissions_egress()),
+    ] {
+        for p in perms {
+            let protocol = p.ip_protocol().unwrap_or("-1").to_string();
+            let (from, to) = if protocol == "-1" {
+                (None, None)
+            } else {
+                (p.from_port(), p.to_port())
+            };
+            let mk = |peer| Rule {
+                egress,
+                protocol: protocol.clone(),
+                from,
+                to,
+                peer,
+            };
+            for r in p.ip_ranges() {
+                out.insert(mk(Peer::V4(r.cidr_ip().unwrap_or_default().to_string())));
+            }
+            for r in p.ipv6_ranges() {
+                out.insert(mk(Peer::V6(r.cidr_ipv6().unwrap_or_default().to_string())));
+            }
+            for r in p.user_id_group_pairs() {
+                out.insert(mk(Peer::Group(
+                    r.group_id().unwrap_or_default().to_string(),
+                )));
+            }
+            for r in p.prefix_list_ids() {
+                out.insert(mk(Peer::PrefixList(
+                    r.prefix_list_id().unwrap_or_default().to_string(),
+                )));
+            }
+        }
+    }
+    out
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Role {
-    Isolation,
+    Isolation(Vec<Exemption>),
     Transition,
 }
 
 impl Role {
-    fn name(self) -> &'static str {
+    fn name(&self) -> String {
         match self {
-            Role::Isolation => ISOLATION_GROUP_NAME,
-            Role::Transition => TRANSITION_GROUP_NAME,
+            Role::Isolation(ex) if ex.is_empty() => ISOLATION_GROUP_NAME.to_string(),
+            Role::Isolation(ex) => {
+                // One group per distinct set of exemptions, named by it.
+                let mut parts: Vec<String> = ex.iter().map(|e| format!("{e:?}")).collect();
+                parts.sort();
+                let digest = firebreak_forensics::hash::sha256_bytes(parts.join("\n").as_bytes());
+                format!("{ISOLATION_GROUP_NAME}-{}", &digest.sha256[..8])
+            }
+            Role::Transition => TRANSITION_GROUP_NAME.to_string(),
         }
     }
-    fn tag(self) -> &'static str {
+    fn tag(&self) -> &'static str {
         match self {
-            Role::Isolation => "isolation",
+            Role::Isolation(_) => "isolation",
             Role::Transition => "transition",
         }
     }
-    fn description(self) -> &'static str {
+    fn description(&self) -> String {
         match self {
-            Role::Isolation => "firebreak isolation: no traffic in or out",
+            Role::Isolation(ex) if ex.is_empty() => "firebreak isolation: no traffic in or out".into(),
+            Role::Isolation(ex) => format!(
+                "firebreak isolation: no traffic but investigator access ({})",
+                ex.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", ")
+            ),
             Role::Transition => {
-                "firebreak transition: allows all traffic so tracked connections become untracked before isolation"
+                "firebreak transition: allows all traffic so tracked connections become untracked before isolation".into()
             }
+        }
+    }
+    /// The rules the group must have, no more, no less.
+    fn wanted(&self) -> BTreeSet<Rule> {
+        match self {
+            Role::Transition => [
+                Rule::all(false, Peer::V4("0.0.0.0/0".into())),
+                Rule::all(false, Peer::V6("::/0".into())),
+                Rule::all(true, Peer::V4("0.0.0.0/0".into())),
+                Rule::all(true, Peer::V6("::/0".into())),
+            ]
+            .into_iter()
+            .collect(),
+            Role::Isolation(ex) => ex
+                .iter()
+                .map(|e| match e {
+                    Exemption::SshFrom(p) => Rule::tcp(false, 22, p),
+                    Exemption::HttpsTo(p) => Rule::tcp(true, 443, p),
+                })
+                .collect(),
         }
     }
 }
 
-/// Whether a rule list allows all traffic for IPv4 and for IPv6.
-fn allows_all(perms: &[IpPermission]) -> (bool, bool) {
-    let all = perms.iter().filter(|p| p.ip_protocol() == Some("-1"));
-    let mut v4 = false;
-    let mut v6 = false;
-    for p in all {
-        v4 |= p
-            .ip_ranges()
-            .iter()
-            .any(|r| r.cidr_ip() == Some("0.0.0.0/0"));
-        v6 |= p
-            .ipv6_ranges()
-            .iter()
-            .any(|r| r.cidr_ipv6() == Some("::/0"));
-    }
-    (v4, v6)
-}
-
-fn all_for(v4: bool, v6: bool) -> IpPermission {
-    let mut b = IpPermission::builder().ip_protocol("-1");
-    if v4 {
-        b = b.ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build());
-    }
-    if v6 {
-        b = b.ipv6_ranges(Ipv6Range::builder().cidr_ipv6("::/0").build());
-    }
-    b.build()
-}
-
+/// Finds firebreak's group for `role` in `vpc` by its tags (not by name:
+/// anyone may create a group with our name, and it would not be ours).
 async fn find_group(
     ctx: &StepContext,
     log: &StepLog<'_>,
     vpc: &str,
-    role: Role,
+    role: &Role,
 ) -> Result<Option<SecurityGroup>, StepError> {
+    let name = role.name();
     log.read(
         "ec2:DescribeSecurityGroups",
-        format!("Filters=[vpc-id={vpc}, group-name={}]", role.name()),
+        format!("Filters=[vpc-id={vpc}, tag:{}={name}]", tags::GROUP),
     );
     let out = ctx
         .aws
         .ec2
         .describe_security_groups()
         .filters(filter("vpc-id", [vpc]))
-        .filters(filter("group-name", [role.name()]))
+        .filters(filter(&format!("tag:{}", tags::GROUP), [name.as_str()]))
         .send()
         .await
         .map_err(|e| aws_error("ec2:DescribeSecurityGroups", e))?;
-    let Some(g) = out.security_groups().first().cloned() else {
-        return Ok(None);
-    };
-    let ours = g
-        .tags()
-        .iter()
-        .any(|t| t.key() == Some(tags::ROLE) && t.value() == Some(role.tag()));
-    if !ours {
-        return Err(StepError::new(
-            ErrorName::Unsupported,
-            format!(
-                "a security group named {} already exists in {vpc} ({}) but was not made by firebreak (no {}={} tag); rename it or tag it",
-                role.name(),
-                g.group_id().unwrap_or_default(),
-                tags::ROLE,
-                role.tag()
-            ),
-        ));
-    }
-    Ok(Some(g))
+    // Oldest first, so that concurrent runs settle on the same group.
+    let mut groups: Vec<SecurityGroup> = out.security_groups().to_vec();
+    groups.sort_by(|a, b| a.group_id().cmp(&b.group_id()));
+    Ok(groups.into_iter().next())
 }
 
 async fn read_group(
@@ -243,40 +414,117 @@ async fn read_group(
     })
 }
 
+fn group_tags(role: &Role, case: &str) -> TagSpecification {
+    let name = role.name();
+    TagSpecification::builder()
+        .resource_type(ResourceType::SecurityGroup)
+        .tags(tag(tags::ROLE, role.tag()))
+        .tags(tag(tags::GROUP, &name))
+        .tags(tag("Name", &name))
+        .tags(tag(tags::CASE, case))
+        .build()
+}
+
+/// Revokes or authorizes one direction's rules.
+async fn change_rules(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    id: &str,
+    rules: &[&Rule],
+    authorize: bool,
+    egress: bool,
+) -> Result<(), StepError> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let perms: Vec<IpPermission> = rules.iter().map(|r| r.permission()).collect();
+    let what: Vec<String> = rules.iter().map(|r| r.describe()).collect();
+    let params = format!("GroupId={id}, {}", what.join("; "));
+    let ec2 = &ctx.aws.ec2;
+    // One macro for the four calls: their builders and error types differ,
+    // their handling does not.
+    macro_rules! send {
+        ($req:expr, $action:expr) => {{
+            let req = $req;
+            if ctx.is_dry_run() {
+                log.dry_run($action, params, req.dry_run(true).send().await)
+            } else {
+                match req.send().await {
+                    Ok(_) => {
+                        log.done($action, params);
+                        Ok(())
+                    }
+                    // Another run (another instance in the VPC) got there
+                    // first: the rule is already as wanted.
+                    Err(e)
+                        if matches!(
+                            error_code(&e).as_deref(),
+                            Some("InvalidPermission.Duplicate")
+                                | Some("InvalidPermission.NotFound")
+                        ) =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(aws_error(&format!("{} {id}", $action), e)),
+                }
+            }
+        }};
+    }
+    match (authorize, egress) {
+        (true, false) => send!(
+            ec2.authorize_security_group_ingress()
+                .group_id(id)
+                .set_ip_permissions(Some(perms)),
+            "ec2:AuthorizeSecurityGroupIngress"
+        ),
+        (true, true) => send!(
+            ec2.authorize_security_group_egress()
+                .group_id(id)
+                .set_ip_permissions(Some(perms)),
+            "ec2:AuthorizeSecurityGroupEgress"
+        ),
+        (false, false) => send!(
+            ec2.revoke_security_group_ingress()
+                .group_id(id)
+                .set_ip_permissions(Some(perms)),
+            "ec2:RevokeSecurityGroupIngress"
+        ),
+        (false, true) => send!(
+            ec2.revoke_security_group_egress()
+                .group_id(id)
+                .set_ip_permissions(Some(perms)),
+            "ec2:RevokeSecurityGroupEgress"
+        ),
+    }
+}
+
 /// Finds or makes the group for `role` in `vpc` and brings its rules to
-/// the wanted state (no rules; or allow-all both ways), reading back to
-/// verify. Returns the group id and whether it was created.
+/// exactly the wanted set, reading back to verify. Returns the group id and
+/// whether it was created.
 async fn ensure_group(
     ctx: &StepContext,
     log: &StepLog<'_>,
     vpc: &str,
     case: &str,
-    role: Role,
+    role: &Role,
 ) -> Result<(String, bool), StepError> {
     let ec2 = &ctx.aws.ec2;
-    let existing = find_group(ctx, log, vpc, role).await?;
-    let (group, created) = match existing {
+    let name = role.name();
+    let wanted = role.wanted();
+    let (group, created) = match find_group(ctx, log, vpc, role).await? {
         Some(g) => (g, false),
         None => {
             let params = format!(
-                "GroupName={}, VpcId={vpc}, Tags=[{}={}]",
-                role.name(),
+                "GroupName={name}, VpcId={vpc}, Tags=[{}={}]",
                 tags::ROLE,
                 role.tag()
             );
             let req = ec2
                 .create_security_group()
-                .group_name(role.name())
+                .group_name(&name)
                 .description(role.description())
                 .vpc_id(vpc)
-                .tag_specifications(
-                    TagSpecification::builder()
-                        .resource_type(ResourceType::SecurityGroup)
-                        .tags(tag(tags::ROLE, role.tag()))
-                        .tags(tag("Name", role.name()))
-                        .tags(tag(tags::CASE, case))
-                        .build(),
-                );
+                .tag_specifications(group_tags(role, case));
             if ctx.is_dry_run() {
                 log.dry_run(
                     "ec2:CreateSecurityGroup",
@@ -284,158 +532,98 @@ async fn ensure_group(
                     req.dry_run(true).send().await,
                 )?;
                 let why = "the group does not exist yet: the CreateSecurityGroup above makes it";
-                match role {
-                    Role::Isolation => log.not_checked(
-                        "ec2:RevokeSecurityGroupEgress",
-                        format!("new {} group: revoke the default egress rule", role.name()),
-                        why,
-                    ),
-                    Role::Transition => {
+                let default_egress = [Rule::all(true, Peer::V4("0.0.0.0/0".into()))];
+                for r in &default_egress {
+                    if !wanted.contains(r) {
                         log.not_checked(
-                            "ec2:AuthorizeSecurityGroupIngress",
-                            format!(
-                                "new {} group: all traffic from 0.0.0.0/0 and ::/0",
-                                role.name()
-                            ),
-                            why,
-                        );
-                        log.not_checked(
-                            "ec2:AuthorizeSecurityGroupEgress",
-                            format!("new {} group: all traffic to ::/0", role.name()),
+                            "ec2:RevokeSecurityGroupEgress",
+                            format!("new {name}: {}", r.describe()),
                             why,
                         );
                     }
                 }
-                return Ok((format!("{PLANNED_GROUP} {} in {vpc}", role.name()), true));
+                for r in wanted.iter().filter(|r| !default_egress.contains(r)) {
+                    let action = if r.egress {
+                        "ec2:AuthorizeSecurityGroupEgress"
+                    } else {
+                        "ec2:AuthorizeSecurityGroupIngress"
+                    };
+                    log.not_checked(action, format!("new {name}: {}", r.describe()), why);
+                }
+                return Ok((format!("{PLANNED_GROUP} {name} in {vpc}"), true));
             }
-            let out = req.send().await.map_err(|e| {
-                aws_error(
-                    &format!("ec2:CreateSecurityGroup {} in {vpc}", role.name()),
-                    e,
-                )
-            })?;
-            log.done("ec2:CreateSecurityGroup", params);
-            let id = out.group_id().unwrap_or_default().to_string();
-            (read_group(ctx, log, &id).await?, true)
+            match req.send().await {
+                Ok(out) => {
+                    log.done("ec2:CreateSecurityGroup", params);
+                    let id = out.group_id().unwrap_or_default().to_string();
+                    (read_group(ctx, log, &id).await?, true)
+                }
+                Err(e) if error_code(&e).as_deref() == Some("InvalidGroup.Duplicate") => {
+                    // A concurrent run made ours (found by tag), or a group
+                    // that is not ours holds the name: then ours gets a
+                    // name of its own.
+                    match find_group(ctx, log, vpc, role).await? {
+                        Some(g) => (g, false),
+                        None => {
+                            let unique =
+                                format!("{name}-{:06x}", rand::random::<u32>() & 0x00ff_ffff);
+                            let params = format!("GroupName={unique}, VpcId={vpc} ({name} is taken by a group that is not firebreak's)");
+                            let out = ec2
+                                .create_security_group()
+                                .group_name(&unique)
+                                .description(role.description())
+                                .vpc_id(vpc)
+                                .tag_specifications(group_tags(role, case))
+                                .send()
+                                .await
+                                .map_err(|e| {
+                                    aws_error(
+                                        &format!("ec2:CreateSecurityGroup {unique} in {vpc}"),
+                                        e,
+                                    )
+                                })?;
+                            log.done("ec2:CreateSecurityGroup", params);
+                            let id = out.group_id().unwrap_or_default().to_string();
+                            (read_group(ctx, log, &id).await?, true)
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(aws_error(
+                        &format!("ec2:CreateSecurityGroup {name} in {vpc}"),
+                        e,
+                    ))
+                }
+            }
         }
     };
     let id = group.group_id().unwrap_or_default().to_string();
-
-    match role {
-        Role::Isolation => {
-            // Remove whatever rules the group has (a new group comes with
-            // an allow-all IPv4 egress rule; someone may have added more).
-            if !group.ip_permissions().is_empty() {
-                let req = ec2
-                    .revoke_security_group_ingress()
-                    .group_id(&id)
-                    .set_ip_permissions(Some(group.ip_permissions().to_vec()));
-                let params = format!(
-                    "GroupId={id}, all {} ingress rules",
-                    group.ip_permissions().len()
-                );
-                if ctx.is_dry_run() {
-                    log.dry_run(
-                        "ec2:RevokeSecurityGroupIngress",
-                        params,
-                        req.dry_run(true).send().await,
-                    )?;
-                } else {
-                    req.send().await.map_err(|e| {
-                        aws_error(&format!("ec2:RevokeSecurityGroupIngress {id}"), e)
-                    })?;
-                    log.done("ec2:RevokeSecurityGroupIngress", params);
-                }
-            }
-            if !group.ip_permissions_egress().is_empty() {
-                let req = ec2
-                    .revoke_security_group_egress()
-                    .group_id(&id)
-                    .set_ip_permissions(Some(group.ip_permissions_egress().to_vec()));
-                let params = format!(
-                    "GroupId={id}, all {} egress rules (IPv4 and IPv6)",
-                    group.ip_permissions_egress().len()
-                );
-                if ctx.is_dry_run() {
-                    log.dry_run(
-                        "ec2:RevokeSecurityGroupEgress",
-                        params,
-                        req.dry_run(true).send().await,
-                    )?;
-                } else {
-                    req.send().await.map_err(|e| {
-                        aws_error(&format!("ec2:RevokeSecurityGroupEgress {id}"), e)
-                    })?;
-                    log.done("ec2:RevokeSecurityGroupEgress", params);
-                }
-            }
-        }
-        Role::Transition => {
-            let (in4, in6) = allows_all(group.ip_permissions());
-            if !(in4 && in6) {
-                let req = ec2
-                    .authorize_security_group_ingress()
-                    .group_id(&id)
-                    .ip_permissions(all_for(!in4, !in6));
-                let params = format!("GroupId={id}, all traffic from 0.0.0.0/0 and ::/0");
-                if ctx.is_dry_run() {
-                    log.dry_run(
-                        "ec2:AuthorizeSecurityGroupIngress",
-                        params,
-                        req.dry_run(true).send().await,
-                    )?;
-                } else {
-                    req.send().await.map_err(|e| {
-                        aws_error(&format!("ec2:AuthorizeSecurityGroupIngress {id}"), e)
-                    })?;
-                    log.done("ec2:AuthorizeSecurityGroupIngress", params);
-                }
-            }
-            let (out4, out6) = allows_all(group.ip_permissions_egress());
-            if !(out4 && out6) {
-                let req = ec2
-                    .authorize_security_group_egress()
-                    .group_id(&id)
-                    .ip_permissions(all_for(!out4, !out6));
-                let params = format!("GroupId={id}, all traffic to 0.0.0.0/0 and ::/0");
-                if ctx.is_dry_run() {
-                    log.dry_run(
-                        "ec2:AuthorizeSecurityGroupEgress",
-                        params,
-                        req.dry_run(true).send().await,
-                    )?;
-                } else {
-                    req.send().await.map_err(|e| {
-                        aws_error(&format!("ec2:AuthorizeSecurityGroupEgress {id}"), e)
-                    })?;
-                    log.done("ec2:AuthorizeSecurityGroupEgress", params);
-                }
-            }
-        }
+    let have = rules_of(&group);
+    // Revoke before authorizing: an isolation group never has more than
+    // it should, even for a moment.
+    for egress in [false, true] {
+        let extra: Vec<&Rule> = have
+            .difference(&wanted)
+            .filter(|r| r.egress == egress)
+            .collect();
+        change_rules(ctx, log, &id, &extra, false, egress).await?;
     }
-
+    for egress in [false, true] {
+        let missing: Vec<&Rule> = wanted
+            .difference(&have)
+            .filter(|r| r.egress == egress)
+            .collect();
+        change_rules(ctx, log, &id, &missing, true, egress).await?;
+    }
     if !ctx.is_dry_run() {
-        // Read back: the group must be exactly what isolation relies on.
-        let g = read_group(ctx, log, &id).await?;
-        match role {
-            Role::Isolation => {
-                if !g.ip_permissions().is_empty() || !g.ip_permissions_egress().is_empty() {
-                    return Err(StepError::verification(format!(
-                        "isolation group {id} still has {} ingress and {} egress rules after revoking them",
-                        g.ip_permissions().len(),
-                        g.ip_permissions_egress().len()
-                    )));
-                }
-            }
-            Role::Transition => {
-                let i = allows_all(g.ip_permissions());
-                let e = allows_all(g.ip_permissions_egress());
-                if i != (true, true) || e != (true, true) {
-                    return Err(StepError::verification(format!(
-                        "transition group {id} does not allow all traffic both ways (ingress v4/v6 {i:?}, egress v4/v6 {e:?})"
-                    )));
-                }
-            }
+        let now = rules_of(&read_group(ctx, log, &id).await?);
+        if now != wanted {
+            let show = |s: &BTreeSet<Rule>| s.iter().map(Rule::describe).collect::<Vec<_>>();
+            return Err(StepError::verification(format!(
+                "group {id} ({name}) has rules {:?}, expected {:?}",
+                show(&now),
+                show(&wanted)
+            )));
         }
     }
     Ok((id, created))
@@ -501,8 +689,16 @@ async fn read_interfaces(
 
 #[async_trait]
 impl Step for IsolateNetwork {
-    async fn run(ctx: &StepContext, input: InstanceRef) -> Result<IsolationOutput, StepError> {
-        let (case, id) = input.parse()?;
+    async fn run(ctx: &StepContext, input: IsolateInput) -> Result<IsolationOutput, StepError> {
+        let (case, id) = InstanceRef {
+            case_id: input.case_id.clone(),
+            instance_id: input.instance_id.clone(),
+        }
+        .parse()?;
+        for e in &input.exemptions {
+            e.validate().map_err(StepError::invalid_input)?;
+        }
+        let isolation = Role::Isolation(input.exemptions.clone());
         let log = ctx.log(Self::NAME);
         let instance = describe_instance(ctx, &log, &id).await?;
         let eni_ids = interface_ids(&instance);
@@ -526,10 +722,9 @@ impl Step for IsolateNetwork {
                     format!("an interface of {id} is not in a VPC"),
                 ));
             }
-            let (iso, iso_new) =
-                ensure_group(ctx, &log, vpc, case.as_str(), Role::Isolation).await?;
+            let (iso, iso_new) = ensure_group(ctx, &log, vpc, case.as_str(), &isolation).await?;
             let (tr, tr_new) =
-                ensure_group(ctx, &log, vpc, case.as_str(), Role::Transition).await?;
+                ensure_group(ctx, &log, vpc, case.as_str(), &Role::Transition).await?;
             let mut created = Vec::new();
             if iso_new {
                 created.push(iso.clone());
@@ -619,14 +814,34 @@ impl Step for IsolateNetwork {
                 "first move: allow-all, connections become untracked",
             )
             .await?;
-            set_groups(
+            if let Err(e) = set_groups(
                 ctx,
                 &log,
                 eni,
                 vec![g.isolation_group_id.clone()],
                 "second move: no rules, traffic stops",
             )
-            .await?;
+            .await
+            {
+                // Never leave an interface on the allow-all group: put it
+                // back where it was, and say what happened.
+                let back = set_groups(
+                    ctx,
+                    &log,
+                    eni,
+                    previous.clone(),
+                    "undo the first move after the second failed",
+                )
+                .await;
+                let state = match back {
+                    Ok(()) => format!("{eni} was put back on its previous groups {previous:?}"),
+                    Err(b) => format!(
+                        "putting {eni} back on {previous:?} failed too ({b}): it is on the allow-all group {}",
+                        g.transition_group_id
+                    ),
+                };
+                return Err(StepError::new(e.name, format!("{}; {state}", e.message)));
+            }
             changed_any = true;
             interfaces.push(IsolatedInterface {
                 network_interface_id: eni.clone(),
@@ -669,6 +884,7 @@ impl Step for IsolateNetwork {
         }
         Ok(IsolationOutput {
             instance_id: id.to_string(),
+            exemptions: input.exemptions,
             groups,
             interfaces,
             changed: changed_any,
@@ -682,13 +898,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn allow_all_detection() {
-        assert_eq!(allows_all(&[all_for(true, true)]), (true, true));
-        assert_eq!(allows_all(&[all_for(true, false)]), (true, false));
-        let tcp = IpPermission::builder()
-            .ip_protocol("tcp")
-            .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build())
+    fn rules_round_trip_through_permissions() {
+        let wanted = Role::Transition.wanted();
+        let g = SecurityGroup::builder()
+            .set_ip_permissions(Some(
+                wanted
+                    .iter()
+                    .filter(|r| !r.egress)
+                    .map(Rule::permission)
+                    .collect(),
+            ))
+            .set_ip_permissions_egress(Some(
+                wanted
+                    .iter()
+                    .filter(|r| r.egress)
+                    .map(Rule::permission)
+                    .collect(),
+            ))
             .build();
-        assert_eq!(allows_all(&[tcp]), (false, false));
+        assert_eq!(rules_of(&g), wanted);
+    }
+
+    #[test]
+    fn exemptions_are_narrow_and_name_their_group() {
+        assert!(Exemption::SshFrom("203.0.113.0/24".into())
+            .validate()
+            .is_ok());
+        assert!(Exemption::HttpsTo("sg-0123abcd".into()).validate().is_ok());
+        assert!(Exemption::SshFrom("0.0.0.0/0".into()).validate().is_err());
+        assert!(Exemption::SshFrom("::/0".into()).validate().is_err());
+        assert!(Exemption::SshFrom("example.com".into()).validate().is_err());
+        assert_eq!(Role::Isolation(vec![]).name(), "firebreak-isolation");
+        let with = Role::Isolation(vec![Exemption::SshFrom("203.0.113.0/24".into())]);
+        assert!(with.name().starts_with("firebreak-isolation-"));
+        assert_eq!(with.wanted().len(), 1);
     }
 }

@@ -1,13 +1,22 @@
 //! EC2 steps: record the instance's state, isolate its network, snapshot
 //! its volumes, tag it.
 
+mod eip;
 mod isolate;
+mod protect;
 mod record;
+mod release;
 mod snapshot;
 mod tag;
 
-pub use isolate::{IsolateNetwork, IsolatedInterface, IsolationOutput, VpcIsolationGroups};
-pub use record::RecordInstanceState;
+pub use eip::{DisassociateElasticIps, ElasticIpsOutput};
+pub use isolate::{
+    Exemption, IsolateInput, IsolateNetwork, IsolatedInterface, IsolationOutput, VpcIsolationGroups,
+};
+pub use protect::{KeptVolume, ProtectInstance, ProtectOutput};
+pub use record::{load_record, read_live_state, RecordInput, RecordInstanceState, RecordOutput};
+pub(crate) use record::{parse_bucket, registrations};
+pub use release::{ReleaseInput, ReleaseInstance, ReleaseOutput};
 pub use snapshot::{
     AwaitSnapshots, SnapshotIds, SnapshotProgress, SnapshotRef, SnapshotSet, SnapshotVolumes,
 };
@@ -25,7 +34,13 @@ use crate::registry::Registry;
 
 pub(crate) fn register(r: Registry) -> Registry {
     r.register::<RecordInstanceState>()
+        .register::<ProtectInstance>()
         .register::<IsolateNetwork>()
+        .register::<DisassociateElasticIps>()
+        .register::<crate::autoscaling::DetachFromAutoScaling>()
+        .register::<crate::elbv2::DeregisterFromTargetGroups>()
+        .register::<crate::iam::RevokeInstanceCredentials>()
+        .register::<ReleaseInstance>()
         .register::<SnapshotVolumes>()
         .register::<AwaitSnapshots>()
         .register::<TagInstance>()
@@ -53,7 +68,7 @@ impl InstanceRef {
     }
 }
 
-pub(crate) fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Filter {
+pub fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Filter {
     let mut b = Filter::builder().name(name);
     for v in values {
         b = b.values(v);
@@ -61,13 +76,13 @@ pub(crate) fn filter(name: &str, values: impl IntoIterator<Item = impl Into<Stri
     b.build()
 }
 
-pub(crate) fn tag(key: &str, value: &str) -> Tag {
+pub fn tag(key: &str, value: &str) -> Tag {
     Tag::builder().key(key).value(value).build()
 }
 
 /// Describes one instance; a missing or terminated instance is
 /// `Firebreak.InstanceNotFound`.
-pub(crate) async fn describe_instance(
+pub async fn describe_instance(
     ctx: &StepContext,
     log: &StepLog<'_>,
     id: &InstanceId,
@@ -112,7 +127,7 @@ pub(crate) async fn describe_instance(
 }
 
 /// The ids of the instance's network interfaces, by device index.
-pub(crate) fn interface_ids(instance: &Instance) -> Vec<String> {
+pub fn interface_ids(instance: &Instance) -> Vec<String> {
     let mut enis: Vec<(i32, String)> = instance
         .network_interfaces()
         .iter()
@@ -129,7 +144,7 @@ pub(crate) fn interface_ids(instance: &Instance) -> Vec<String> {
 
 /// The ids of the instance's EBS volumes with their device names; the
 /// root volume first.
-pub(crate) fn volumes(instance: &Instance) -> Vec<(String, Option<String>)> {
+pub fn volumes(instance: &Instance) -> Vec<(String, Option<String>)> {
     let root = instance.root_device_name();
     let mut v: Vec<(bool, String, Option<String>)> = instance
         .block_device_mappings()

@@ -4,33 +4,63 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::InstanceAttributeName;
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
+use firebreak_forensics::hash::sha256_bytes;
 use firebreak_forensics::instance_state::{
-    InstanceProfileRecord, InstanceStateRecord, NetworkInterfaceRecord, SealedRecord, VolumeRecord,
+    ArtifactRef, AutoScalingRecord, ElasticIpRecord, InstanceProfileRecord, InstanceStateRecord,
+    NetworkInterfaceRecord, SealedRecord, TargetRegistration, VolumeRecord,
 };
 use firebreak_workflows::iam::Statement;
 use firebreak_workflows::step::StepDef;
 use firebreak_workflows::ErrorName;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use super::{describe_instance, filter, interface_ids, volumes, InstanceRef};
-use crate::context::StepContext;
+use super::{describe_instance, filter, interface_ids, volumes};
+use crate::case::{CaseId, InstanceId};
+use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, StepError};
+use crate::evidence::{self, keys, Put};
 use crate::registry::Step;
 
-/// Reads the instance's network interfaces and their groups, volumes,
-/// instance-profile association, termination and shutdown attributes and
-/// tags, and seals them with a SHA-256 digest. Only reads: safe to run any
-/// number of times, in a dry run too.
+/// Reads the instance's complete state (interfaces with their groups and
+/// source/dest check, Elastic IPs, instance-profile association, Auto
+/// Scaling membership, target group registrations, termination and stop
+/// protection, shutdown behaviour, DeleteOnTermination per volume, tags,
+/// console output), seals it with a SHA-256 digest and stores it in the
+/// evidence bucket.
+///
+/// Idempotent, and careful about it: when the case already holds a record
+/// for the instance, that record (taken before containment) is verified
+/// and returned; the instance is not read again, so a re-run never
+/// replaces the pre-incident state with the contained one.
 #[derive(Debug)]
 pub struct RecordInstanceState;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RecordInput {
+    pub case_id: String,
+    pub instance_id: String,
+    pub evidence_bucket: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RecordOutput {
+    pub record: SealedRecord<InstanceStateRecord>,
+    /// Where the sealed record is kept (none in a dry run).
+    pub location: Option<String>,
+    /// True when an earlier run's record was returned.
+    pub reused: bool,
+}
 
 impl StepDef for RecordInstanceState {
     const NAME: &'static str = "record_instance_state";
     const SUMMARY: &'static str =
-        "Record the instance's network interfaces, groups, volumes, profile, attributes and tags as evidence.";
-    const MUTATES: bool = false;
-    type Input = InstanceRef;
-    type Output = SealedRecord<InstanceStateRecord>;
+        "Record the instance's complete pre-incident state as sealed evidence (kept, never replaced).";
+    const MUTATES: bool = true;
+    type Input = RecordInput;
+    type Output = RecordOutput;
 
     fn errors() -> Vec<ErrorName> {
         vec![
@@ -40,21 +70,30 @@ impl StepDef for RecordInstanceState {
             ErrorName::Throttled,
             ErrorName::AwsUnavailable,
             ErrorName::AwsRequestFailed,
+            ErrorName::VerificationFailed,
         ]
     }
 
     fn iam() -> Vec<Statement> {
         // Describe calls do not support resource-level permissions.
-        vec![Statement::allow(
-            [
-                "ec2:DescribeInstances",
-                "ec2:DescribeNetworkInterfaces",
-                "ec2:DescribeVolumes",
-                "ec2:DescribeIamInstanceProfileAssociations",
-                "ec2:DescribeInstanceAttribute",
-            ],
-            ["*"],
-        )]
+        vec![
+            Statement::allow(
+                [
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeVolumes",
+                    "ec2:DescribeIamInstanceProfileAssociations",
+                    "ec2:DescribeInstanceAttribute",
+                    "ec2:DescribeAddresses",
+                    "ec2:GetConsoleOutput",
+                    "autoscaling:DescribeAutoScalingInstances",
+                    "elasticloadbalancing:DescribeTargetGroups",
+                    "elasticloadbalancing:DescribeTargetHealth",
+                ],
+                ["*"],
+            ),
+            Statement::allow(["s3:GetObject", "s3:PutObject"], ["arn:aws:s3:::*/cases/*"]),
+        ]
     }
 }
 
@@ -63,193 +102,442 @@ fn to_utc(t: Option<&aws_smithy_types::DateTime>) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t.secs(), t.subsec_nanos())
 }
 
+/// Reads the instance's state as it is now (without console output).
+pub async fn read_live_state(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    id: &InstanceId,
+) -> Result<InstanceStateRecord, StepError> {
+    let ec2 = &ctx.aws.ec2;
+    let instance = describe_instance(ctx, log, id).await?;
+
+    // Groups are read per interface: the instance-level list can be stale
+    // or merged across interfaces.
+    let eni_ids = interface_ids(&instance);
+    let mut network_interfaces = Vec::new();
+    let mut elastic_ips = Vec::new();
+    if !eni_ids.is_empty() {
+        log.read(
+            "ec2:DescribeNetworkInterfaces",
+            format!("NetworkInterfaceIds={eni_ids:?}"),
+        );
+        let out = ec2
+            .describe_network_interfaces()
+            .set_network_interface_ids(Some(eni_ids.clone()))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeNetworkInterfaces", e))?;
+        for eni_id in &eni_ids {
+            let Some(eni) = out
+                .network_interfaces()
+                .iter()
+                .find(|n| n.network_interface_id() == Some(eni_id.as_str()))
+            else {
+                continue;
+            };
+            network_interfaces.push(NetworkInterfaceRecord {
+                network_interface_id: eni_id.clone(),
+                device_index: eni.attachment().and_then(|a| a.device_index()),
+                vpc_id: eni.vpc_id().map(str::to_string),
+                subnet_id: eni.subnet_id().map(str::to_string),
+                security_group_ids: eni
+                    .groups()
+                    .iter()
+                    .filter_map(|g| g.group_id().map(str::to_string))
+                    .collect(),
+                source_dest_check: eni.source_dest_check(),
+                private_ip_addresses: eni
+                    .private_ip_addresses()
+                    .iter()
+                    .filter_map(|p| p.private_ip_address().map(str::to_string))
+                    .collect(),
+                ipv6_addresses: eni
+                    .ipv6_addresses()
+                    .iter()
+                    .filter_map(|a| a.ipv6_address().map(str::to_string))
+                    .collect(),
+                public_ip: eni
+                    .association()
+                    .and_then(|a| a.public_ip())
+                    .map(str::to_string),
+            });
+        }
+        // Elastic IPs by interface: an address on a secondary interface is
+        // not reported under the instance id.
+        log.read(
+            "ec2:DescribeAddresses",
+            format!("Filters=[network-interface-id={eni_ids:?}]"),
+        );
+        let addrs = ec2
+            .describe_addresses()
+            .filters(filter("network-interface-id", eni_ids.clone()))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeAddresses", e))?;
+        for a in addrs.addresses() {
+            if let Some(alloc) = a.allocation_id() {
+                elastic_ips.push(ElasticIpRecord {
+                    allocation_id: alloc.to_string(),
+                    public_ip: a.public_ip().map(str::to_string),
+                    association_id: a.association_id().map(str::to_string),
+                    network_interface_id: a.network_interface_id().map(str::to_string),
+                    private_ip: a.private_ip_address().map(str::to_string),
+                });
+            }
+        }
+        elastic_ips.sort_by(|a, b| a.allocation_id.cmp(&b.allocation_id));
+    }
+
+    let vols = volumes(&instance);
+    let mut volume_records = Vec::new();
+    if !vols.is_empty() {
+        let ids: Vec<String> = vols.iter().map(|(v, _)| v.clone()).collect();
+        log.read("ec2:DescribeVolumes", format!("VolumeIds={ids:?}"));
+        let out = ec2
+            .describe_volumes()
+            .set_volume_ids(Some(ids))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeVolumes", e))?;
+        for (vid, dev) in &vols {
+            let v = out
+                .volumes()
+                .iter()
+                .find(|v| v.volume_id() == Some(vid.as_str()));
+            let delete_on_termination = instance
+                .block_device_mappings()
+                .iter()
+                .find(|m| m.ebs().and_then(|e| e.volume_id()) == Some(vid.as_str()))
+                .and_then(|m| m.ebs())
+                .and_then(|e| e.delete_on_termination());
+            volume_records.push(VolumeRecord {
+                volume_id: vid.clone(),
+                device_name: dev.clone(),
+                delete_on_termination,
+                size_gib: v.and_then(|v| v.size()),
+                encrypted: v.and_then(|v| v.encrypted()),
+                kms_key_id: v.and_then(|v| v.kms_key_id()).map(str::to_string),
+            });
+        }
+    }
+
+    log.read(
+        "ec2:DescribeIamInstanceProfileAssociations",
+        format!("Filters=[instance-id={id}]"),
+    );
+    let assoc = ec2
+        .describe_iam_instance_profile_associations()
+        .filters(filter("instance-id", [id.as_str()]))
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeIamInstanceProfileAssociations", e))?;
+    let instance_profile = assoc
+        .iam_instance_profile_associations()
+        .iter()
+        .find(|a| {
+            matches!(
+                a.state().map(|s| s.as_str()),
+                Some("associated") | Some("associating")
+            ) && a.instance_id() == Some(id.as_str())
+        })
+        .map(|a| InstanceProfileRecord {
+            association_id: a.association_id().map(str::to_string),
+            arn: a
+                .iam_instance_profile()
+                .and_then(|p| p.arn())
+                .map(str::to_string),
+        });
+
+    let attribute = |name: InstanceAttributeName| {
+        let what = name.as_str().to_string();
+        log.read("ec2:DescribeInstanceAttribute", format!("{id} {what}"));
+        ec2.describe_instance_attribute()
+            .instance_id(id.as_str())
+            .attribute(name)
+            .send()
+    };
+    let term = attribute(InstanceAttributeName::DisableApiTermination)
+        .await
+        .map_err(|e| aws_error("ec2:DescribeInstanceAttribute", e))?;
+    let stop = attribute(InstanceAttributeName::DisableApiStop)
+        .await
+        .map_err(|e| aws_error("ec2:DescribeInstanceAttribute", e))?;
+    let shutdown = attribute(InstanceAttributeName::InstanceInitiatedShutdownBehavior)
+        .await
+        .map_err(|e| aws_error("ec2:DescribeInstanceAttribute", e))?;
+
+    log.read(
+        "autoscaling:DescribeAutoScalingInstances",
+        format!("InstanceIds=[{id}]"),
+    );
+    let asg = ctx
+        .aws
+        .autoscaling
+        .describe_auto_scaling_instances()
+        .instance_ids(id.as_str())
+        .send()
+        .await
+        .map_err(|e| aws_error("autoscaling:DescribeAutoScalingInstances", e))?;
+    let auto_scaling = asg
+        .auto_scaling_instances()
+        .iter()
+        .find(|a| a.instance_id() == Some(id.as_str()))
+        .map(|a| AutoScalingRecord {
+            group_name: a.auto_scaling_group_name().unwrap_or_default().to_string(),
+            lifecycle_state: a.lifecycle_state().unwrap_or_default().to_string(),
+            protected_from_scale_in: a.protected_from_scale_in(),
+        });
+
+    let target_groups = registrations(ctx, log, id, instance.vpc_id()).await?;
+
+    let tags: BTreeMap<String, String> = instance
+        .tags()
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect();
+
+    Ok(InstanceStateRecord {
+        instance_id: id.to_string(),
+        account_id: ctx.account_id.clone(),
+        region: ctx.region.clone(),
+        captured_at: Utc::now(),
+        state: instance
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default(),
+        instance_type: instance.instance_type().map(|t| t.as_str().to_string()),
+        image_id: instance.image_id().map(str::to_string),
+        vpc_id: instance.vpc_id().map(str::to_string),
+        subnet_id: instance.subnet_id().map(str::to_string),
+        launch_time: to_utc(instance.launch_time()),
+        network_interfaces,
+        volumes: volume_records,
+        instance_profile,
+        disable_api_termination: term.disable_api_termination().and_then(|a| a.value()),
+        disable_api_stop: stop.disable_api_stop().and_then(|a| a.value()),
+        shutdown_behavior: shutdown
+            .instance_initiated_shutdown_behavior()
+            .and_then(|a| a.value())
+            .map(str::to_string),
+        elastic_ips,
+        auto_scaling,
+        target_groups,
+        tags,
+        console_output: None,
+    })
+}
+
+/// The instance's ELBv2 target group registrations (groups of its VPC).
+pub(crate) async fn registrations(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    id: &InstanceId,
+    vpc: Option<&str>,
+) -> Result<Vec<TargetRegistration>, StepError> {
+    let elb = &ctx.aws.elbv2;
+    log.read(
+        "elasticloadbalancing:DescribeTargetGroups",
+        "all target groups (paginated)",
+    );
+    let mut groups = Vec::new();
+    let mut pages = elb.describe_target_groups().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| aws_error("elasticloadbalancing:DescribeTargetGroups", e))?;
+        for tg in page.target_groups() {
+            let instance_type = tg.target_type().map(|t| t.as_str()) == Some("instance");
+            let same_vpc = vpc.is_none() || tg.vpc_id() == vpc;
+            if instance_type && same_vpc {
+                if let Some(arn) = tg.target_group_arn() {
+                    groups.push(arn.to_string());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for arn in groups {
+        log.read(
+            "elasticloadbalancing:DescribeTargetHealth",
+            format!("TargetGroupArn={arn}"),
+        );
+        let health = elb
+            .describe_target_health()
+            .target_group_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:DescribeTargetHealth", e))?;
+        for d in health.target_health_descriptions() {
+            let Some(t) = d.target() else { continue };
+            let state = d
+                .target_health()
+                .and_then(|h| h.state())
+                .map(|s| s.as_str());
+            // A target being drained is on its way out, as after containment.
+            if t.id() == Some(id.as_str()) && state != Some("draining") {
+                out.push(TargetRegistration {
+                    target_group_arn: arn.clone(),
+                    port: t.port(),
+                });
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads the console output and keeps it as its own artifact.
+async fn console_output(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    case: &CaseId,
+    id: &InstanceId,
+    bucket: &str,
+) -> Result<Option<ArtifactRef>, StepError> {
+    log.read(
+        "ec2:GetConsoleOutput",
+        format!("InstanceId={id}, Latest=true"),
+    );
+    let out = ctx
+        .aws
+        .ec2
+        .get_console_output()
+        .instance_id(id.as_str())
+        .latest(true)
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:GetConsoleOutput", e))?;
+    let Some(encoded) = out.output() else {
+        return Ok(None);
+    };
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .unwrap_or_else(|_| encoded.as_bytes().to_vec());
+    let key = keys::console_output(case.as_str(), id.as_str());
+    let digest = sha256_bytes(&text);
+    let location = match evidence::put_new(ctx, log, bucket, &key, text, "text/plain").await? {
+        Put::Created(s) => Some(s.location()),
+        // Kept from an earlier run of this case: that one is the evidence.
+        Put::Exists => {
+            return match evidence::get(ctx, log, bucket, &key).await? {
+                Some((bytes, version)) => Ok(Some(ArtifactRef {
+                    digest: sha256_bytes(&bytes),
+                    location: Some(match version {
+                        Some(v) => format!("s3://{bucket}/{key}?versionId={v}"),
+                        None => format!("s3://{bucket}/{key}"),
+                    }),
+                })),
+                None => Ok(None),
+            }
+        }
+        Put::Planned => None,
+    };
+    Ok(Some(ArtifactRef { digest, location }))
+}
+
+pub(crate) fn parse_bucket(bucket: &str) -> Result<(), StepError> {
+    let ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(StepError::invalid_input(format!(
+            "{bucket:?} is not an S3 bucket name"
+        )))
+    }
+}
+
+/// Loads and verifies a stored record.
+pub async fn load_record(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    case: &str,
+    instance: &str,
+) -> Result<Option<(SealedRecord<InstanceStateRecord>, String)>, StepError> {
+    let key = keys::instance_state(case, instance);
+    let Some((bytes, version)) = evidence::get(ctx, log, bucket, &key).await? else {
+        return Ok(None);
+    };
+    let sealed: SealedRecord<InstanceStateRecord> =
+        serde_json::from_slice(&bytes).map_err(|e| {
+            StepError::verification(format!(
+                "the stored record s3://{bucket}/{key} is not a sealed instance record: {e}"
+            ))
+        })?;
+    sealed.verify().map_err(|e| {
+        StepError::verification(format!(
+            "the stored record s3://{bucket}/{key} was altered: {e}"
+        ))
+    })?;
+    let location = match version {
+        Some(v) => format!("s3://{bucket}/{key}?versionId={v}"),
+        None => format!("s3://{bucket}/{key}"),
+    };
+    Ok(Some((sealed, location)))
+}
+
 #[async_trait]
 impl Step for RecordInstanceState {
-    async fn run(ctx: &StepContext, input: InstanceRef) -> Result<Self::Output, StepError> {
-        let (_, id) = input.parse()?;
+    async fn run(ctx: &StepContext, input: RecordInput) -> Result<RecordOutput, StepError> {
+        let (case, id) = super::InstanceRef {
+            case_id: input.case_id.clone(),
+            instance_id: input.instance_id.clone(),
+        }
+        .parse()?;
+        parse_bucket(&input.evidence_bucket)?;
         let log = ctx.log(Self::NAME);
-        let ec2 = &ctx.aws.ec2;
-        let instance = describe_instance(ctx, &log, &id).await?;
+        let bucket = input.evidence_bucket.as_str();
 
-        // Groups are read per interface: the instance-level list can be
-        // stale or merged across interfaces.
-        let eni_ids = interface_ids(&instance);
-        let mut network_interfaces = Vec::new();
-        if !eni_ids.is_empty() {
-            log.read(
-                "ec2:DescribeNetworkInterfaces",
-                format!("NetworkInterfaceIds={eni_ids:?}"),
-            );
-            let out = ec2
-                .describe_network_interfaces()
-                .set_network_interface_ids(Some(eni_ids.clone()))
-                .send()
-                .await
-                .map_err(|e| aws_error("ec2:DescribeNetworkInterfaces", e))?;
-            for eni_id in &eni_ids {
-                let Some(eni) = out
-                    .network_interfaces()
-                    .iter()
-                    .find(|n| n.network_interface_id() == Some(eni_id.as_str()))
-                else {
-                    continue;
-                };
-                network_interfaces.push(NetworkInterfaceRecord {
-                    network_interface_id: eni_id.clone(),
-                    device_index: eni.attachment().and_then(|a| a.device_index()),
-                    vpc_id: eni.vpc_id().map(str::to_string),
-                    subnet_id: eni.subnet_id().map(str::to_string),
-                    security_group_ids: eni
-                        .groups()
-                        .iter()
-                        .filter_map(|g| g.group_id().map(str::to_string))
-                        .collect(),
-                    source_dest_check: eni.source_dest_check(),
-                    private_ip_addresses: eni
-                        .private_ip_addresses()
-                        .iter()
-                        .filter_map(|p| p.private_ip_address().map(str::to_string))
-                        .collect(),
-                    ipv6_addresses: eni
-                        .ipv6_addresses()
-                        .iter()
-                        .filter_map(|a| a.ipv6_address().map(str::to_string))
-                        .collect(),
-                    public_ip: eni
-                        .association()
-                        .and_then(|a| a.public_ip())
-                        .map(str::to_string),
-                });
-            }
-        }
-
-        let vols = volumes(&instance);
-        let mut volume_records = Vec::new();
-        if !vols.is_empty() {
-            let ids: Vec<String> = vols.iter().map(|(v, _)| v.clone()).collect();
-            log.read("ec2:DescribeVolumes", format!("VolumeIds={ids:?}"));
-            let out = ec2
-                .describe_volumes()
-                .set_volume_ids(Some(ids))
-                .send()
-                .await
-                .map_err(|e| aws_error("ec2:DescribeVolumes", e))?;
-            for (vid, dev) in &vols {
-                let v = out
-                    .volumes()
-                    .iter()
-                    .find(|v| v.volume_id() == Some(vid.as_str()));
-                let delete_on_termination = instance
-                    .block_device_mappings()
-                    .iter()
-                    .find(|m| m.ebs().and_then(|e| e.volume_id()) == Some(vid.as_str()))
-                    .and_then(|m| m.ebs())
-                    .and_then(|e| e.delete_on_termination());
-                volume_records.push(VolumeRecord {
-                    volume_id: vid.clone(),
-                    device_name: dev.clone(),
-                    delete_on_termination,
-                    size_gib: v.and_then(|v| v.size()),
-                    encrypted: v.and_then(|v| v.encrypted()),
-                    kms_key_id: v.and_then(|v| v.kms_key_id()).map(str::to_string),
-                });
-            }
-        }
-
-        log.read(
-            "ec2:DescribeIamInstanceProfileAssociations",
-            format!("Filters=[instance-id={id}, state=associated]"),
-        );
-        let assoc = ec2
-            .describe_iam_instance_profile_associations()
-            .filters(filter("instance-id", [id.as_str()]))
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:DescribeIamInstanceProfileAssociations", e))?;
-        let instance_profile = assoc
-            .iam_instance_profile_associations()
-            .iter()
-            .find(|a| {
-                a.state().map(|s| s.as_str()) == Some("associated")
-                    && a.instance_id() == Some(id.as_str())
-            })
-            .map(|a| InstanceProfileRecord {
-                association_id: a.association_id().map(str::to_string),
-                arn: a
-                    .iam_instance_profile()
-                    .and_then(|p| p.arn())
-                    .map(str::to_string),
-            })
-            .or_else(|| {
-                instance
-                    .iam_instance_profile()
-                    .map(|p| InstanceProfileRecord {
-                        association_id: None,
-                        arn: p.arn().map(str::to_string),
-                    })
+        if let Some((record, location)) =
+            load_record(ctx, &log, bucket, case.as_str(), id.as_str()).await?
+        {
+            return Ok(RecordOutput {
+                record,
+                location: Some(location),
+                reused: true,
             });
+        }
 
-        log.read(
-            "ec2:DescribeInstanceAttribute",
-            format!("{id} disableApiTermination"),
-        );
-        let term = ec2
-            .describe_instance_attribute()
-            .instance_id(id.as_str())
-            .attribute(InstanceAttributeName::DisableApiTermination)
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:DescribeInstanceAttribute", e))?;
-        log.read(
-            "ec2:DescribeInstanceAttribute",
-            format!("{id} instanceInitiatedShutdownBehavior"),
-        );
-        let shutdown = ec2
-            .describe_instance_attribute()
-            .instance_id(id.as_str())
-            .attribute(InstanceAttributeName::InstanceInitiatedShutdownBehavior)
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:DescribeInstanceAttribute", e))?;
-
-        let tags: BTreeMap<String, String> = instance
-            .tags()
-            .iter()
-            .filter_map(|t| {
-                Some((
-                    t.key()?.to_string(),
-                    t.value().unwrap_or_default().to_string(),
-                ))
-            })
-            .collect();
-
-        let record = InstanceStateRecord {
-            instance_id: id.to_string(),
-            account_id: ctx.account_id.clone(),
-            region: ctx.region.clone(),
-            captured_at: Utc::now(),
-            state: instance
-                .state()
-                .and_then(|s| s.name())
-                .map(|n| n.as_str().to_string())
-                .unwrap_or_default(),
-            instance_type: instance.instance_type().map(|t| t.as_str().to_string()),
-            image_id: instance.image_id().map(str::to_string),
-            vpc_id: instance.vpc_id().map(str::to_string),
-            subnet_id: instance.subnet_id().map(str::to_string),
-            launch_time: to_utc(instance.launch_time()),
-            network_interfaces,
-            volumes: volume_records,
-            instance_profile,
-            disable_api_termination: term.disable_api_termination().and_then(|a| a.value()),
-            shutdown_behavior: shutdown
-                .instance_initiated_shutdown_behavior()
-                .and_then(|a| a.value())
-                .map(str::to_string),
-            tags,
-        };
-        SealedRecord::seal(record).map_err(|e| {
+        let mut record = read_live_state(ctx, &log, &id).await?;
+        record.console_output = console_output(ctx, &log, &case, &id, bucket).await?;
+        let sealed = SealedRecord::seal(record).map_err(|e| {
             StepError::new(ErrorName::Internal, format!("cannot seal the record: {e}"))
-        })
+        })?;
+        let body = serde_json::to_vec_pretty(&sealed)
+            .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?;
+        let key = keys::instance_state(case.as_str(), id.as_str());
+        match evidence::put_new(ctx, &log, bucket, &key, body, "application/json").await? {
+            Put::Created(stored) => Ok(RecordOutput {
+                record: sealed,
+                location: Some(stored.location()),
+                reused: false,
+            }),
+            // Another run stored its record first: that one stands.
+            Put::Exists => {
+                match load_record(ctx, &log, bucket, case.as_str(), id.as_str()).await? {
+                    Some((record, location)) => Ok(RecordOutput {
+                        record,
+                        location: Some(location),
+                        reused: true,
+                    }),
+                    None => Err(StepError::new(
+                        ErrorName::AwsRequestFailed,
+                        format!("s3://{bucket}/{key} exists but cannot be read"),
+                    )),
+                }
+            }
+            Put::Planned => Ok(RecordOutput {
+                record: sealed,
+                location: None,
+                reused: false,
+            }),
+        }
     }
 }

@@ -159,18 +159,30 @@ impl Step for TagInstance {
     }
 }
 
-/// The case an instance is tagged with, if any: lets `respond` without
-/// `--case` continue the case already open for the instance.
+/// The case an instance is tagged with, if it is still open (contained or
+/// containment failed, not released): lets `respond` without `--case`
+/// continue it. A released instance starts a new case, with new evidence.
 pub async fn open_case(
     ctx: &StepContext,
     id: &crate::case::InstanceId,
 ) -> Result<Option<crate::case::CaseId>, StepError> {
     let log = ctx.log("respond");
     let instance = describe_instance(ctx, &log, id).await?;
-    Ok(instance
-        .tags()
-        .iter()
-        .find(|t| t.key() == Some(tags::CASE))
-        .and_then(|t| t.value())
-        .and_then(|v| v.parse().ok()))
+    let tag = |key: &str| {
+        instance
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    };
+    let open = matches!(
+        tag(tags::STATUS).as_deref(),
+        Some(s) if s == CaseStatus::Contained.as_str() || s == CaseStatus::ContainmentFailed.as_str()
+    );
+    Ok(if open {
+        tag(tags::CASE).and_then(|v| v.parse().ok())
+    } else {
+        None
+    })
 }

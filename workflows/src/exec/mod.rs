@@ -184,17 +184,29 @@ impl Failure {
 
 /// Whether an `ErrorEquals` list matches an error.
 fn error_matches(names: &[String], error: &str) -> bool {
-    let uncatchable = error == ErrorName::StatesRuntime.as_str()
-        || error == ErrorName::StatesDataLimitExceeded.as_str();
+    // Runtime errors and data-limit errors end the execution: no Retry or
+    // Catch applies to them, even one that names them.
+    if error == ErrorName::StatesRuntime.as_str()
+        || error == ErrorName::StatesDataLimitExceeded.as_str()
+    {
+        return false;
+    }
     names.iter().any(|n| {
         n == error
-            || (!uncatchable && n == ErrorName::StatesAll.as_str())
-            || (!uncatchable
-                && n == ErrorName::StatesTaskFailed.as_str()
+            || n == ErrorName::StatesAll.as_str()
+            || (n == ErrorName::StatesTaskFailed.as_str()
                 && error != ErrorName::StatesTimeout.as_str()
                 && !error.starts_with("States."))
     })
 }
+
+/// The longest a retry waits: MaxDelaySeconds may be at most 31622400 s
+/// (one year and a day), and no computed delay exceeds it.
+const MAX_RETRY_DELAY_SECONDS: f64 = 31_622_400.0;
+
+/// Step Functions ends an execution whose history reaches 25,000 events;
+/// the same bound keeps a looping definition from running forever here.
+pub const MAX_HISTORY_EVENTS: usize = 25_000;
 
 /// Largest number of Map iterations run at once when MaxConcurrency is 0
 /// (unlimited): Step Functions runs up to 40 inline iterations at a time.
@@ -381,6 +393,17 @@ impl Run {
             let mut input = input;
             let mut prev = prev;
             loop {
+                if self.history.len() >= MAX_HISTORY_EVENTS {
+                    return (
+                        Err(Failure::named(
+                            ErrorName::StatesRuntime,
+                            format!(
+                                "The execution reached the maximum number of history events ({MAX_HISTORY_EVENTS}) before state '{current}'"
+                            ),
+                        )),
+                        prev,
+                    );
+                }
                 let Some(state) = states.get(&current) else {
                     return (
                         Err(Failure::named(
@@ -721,30 +744,38 @@ impl Run {
             }
         };
         let ctx = self.context_for(name, entered_time, retry_count);
-        match result {
-            Ok(result) => {
-                let out = (|| {
-                    let selected = match result_selector {
-                        Some(t) => apply_template(t, &result, &ctx)?,
-                        None => result,
-                    };
-                    let out = apply_result_path(result_path, &raw, selected)?;
-                    apply_path("OutputPath", output_path, &out, &ctx)
-                })();
-                match out {
-                    Ok(o) => (
-                        Ok((
-                            o,
-                            match next {
-                                Some(n) => Transition::Next(n.to_string()),
-                                None => Transition::End,
-                            },
-                        )),
-                        prev,
+        // The result's processing can fail too; a ResultPath that does not
+        // fit the input is States.ResultPathMatchFailure, which Catch can
+        // handle like any task error.
+        let output = result.and_then(|result| {
+            let selected = match result_selector {
+                Some(t) => apply_template(t, &result, &ctx)
+                    .map_err(|e| Failure::from_io(name, entered, &e))?,
+                None => result,
+            };
+            let out = apply_result_path(result_path, &raw, selected).map_err(|e| {
+                Failure::named(
+                    ErrorName::StatesResultPathMatchFailure,
+                    format!(
+                        "An error occurred while executing the state '{name}' (entered at the event id #{entered}). {}",
+                        e.message()
                     ),
-                    Err(e) => (Err(Failure::from_io(name, entered, &e)), prev),
-                }
-            }
+                )
+            })?;
+            apply_path("OutputPath", output_path, &out, &ctx)
+                .map_err(|e| Failure::from_io(name, entered, &e))
+        });
+        match output {
+            Ok(o) => (
+                Ok((
+                    o,
+                    match next {
+                        Some(n) => Transition::Next(n.to_string()),
+                        None => Transition::End,
+                    },
+                )),
+                prev,
+            ),
             Err(f) => {
                 let Some(c) = catchers
                     .iter()
@@ -1106,8 +1137,8 @@ struct Common<'a> {
 fn common(state: &State) -> Option<Common<'_>> {
     Some(match state {
         State::Task(t) => Common {
-            retry: &t.retry,
-            catch: &t.catch,
+            retry: t.retry.as_deref().unwrap_or(&[]),
+            catch: t.catch.as_deref().unwrap_or(&[]),
             result_selector: t.result_selector.as_ref(),
             result_path: t.result_path.as_ref(),
             output_path: t.output_path.as_ref(),
@@ -1116,8 +1147,8 @@ fn common(state: &State) -> Option<Common<'_>> {
             parameters: t.parameters.as_ref(),
         },
         State::Parallel(p) => Common {
-            retry: &p.retry,
-            catch: &p.catch,
+            retry: p.retry.as_deref().unwrap_or(&[]),
+            catch: p.catch.as_deref().unwrap_or(&[]),
             result_selector: p.result_selector.as_ref(),
             result_path: p.result_path.as_ref(),
             output_path: p.output_path.as_ref(),
@@ -1126,8 +1157,8 @@ fn common(state: &State) -> Option<Common<'_>> {
             parameters: p.parameters.as_ref(),
         },
         State::Map(m) => Common {
-            retry: &m.retry,
-            catch: &m.catch,
+            retry: m.retry.as_deref().unwrap_or(&[]),
+            catch: m.catch.as_deref().unwrap_or(&[]),
             result_selector: m.result_selector.as_ref(),
             result_path: m.result_path.as_ref(),
             output_path: m.output_path.as_ref(),
@@ -1172,7 +1203,14 @@ fn retry_delay(r: &Retrier, count: u64) -> Duration {
         Some(JitterStrategy::Full) => rand::random::<f64>() * capped,
         _ => capped,
     };
-    Duration::from_secs_f64(secs.clamp(0.0, 1.0e9))
+    // 0 x infinity (IntervalSeconds 0 with a huge BackoffRate) is NaN; an
+    // overflow is infinite: both wait the longest delay AWS allows.
+    let secs = if secs.is_finite() {
+        secs
+    } else {
+        MAX_RETRY_DELAY_SECONDS
+    };
+    Duration::from_secs_f64(secs.clamp(0.0, MAX_RETRY_DELAY_SECONDS))
 }
 
 #[cfg(test)]

@@ -1,0 +1,248 @@
+//! `firebreak rehearse`: on a decoy in a sandbox, contain, check every
+//! lever, release, check the restore, clean up; a pass/fail line per check.
+
+use chrono::Utc;
+use clap::Args;
+use firebreak_steps::case::{CaseFile, CaseId, CaseInfo, CaseOptions, InstanceId};
+use firebreak_steps::decoy::{self, DecoySpec};
+use firebreak_steps::ec2::read_live_state;
+use firebreak_steps::rehearsal::{self, Check};
+use firebreak_steps::Mode;
+use serde::Serialize;
+
+use crate::respond::OutputFormat;
+use crate::session::Session;
+use crate::summary::Summary;
+use crate::{exit, AwsArgs, BadInput};
+
+#[derive(Debug, Args)]
+pub struct RehearseArgs {
+    /// Shape the decoy like this instance (interfaces, volumes, profile,
+    /// EIP, ASG, target groups); read only. Default: a decoy with all of them.
+    #[arg(long, value_name = "INSTANCE")]
+    pub like: Option<String>,
+    /// Keep the decoy afterwards (to look at it).
+    #[arg(long)]
+    pub keep: bool,
+    /// Confirms the account is a sandbox: rehearsals create and delete
+    /// resources. Not needed against a local sandbox endpoint.
+    #[arg(long, value_name = "ACCOUNT_ID")]
+    pub sandbox_account: Option<String>,
+    #[arg(long, env = "FIREBREAK_EVIDENCE_BUCKET")]
+    pub evidence_bucket: Option<String>,
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// Refuses to create and delete resources outside a sandbox: a local
+/// endpoint (moto), or an account the user names explicitly.
+pub fn confirm_sandbox(session: &Session, account: Option<&str>) -> anyhow::Result<()> {
+    if firebreak_steps::config::has_custom_endpoint(&session.config) {
+        return Ok(());
+    }
+    match account {
+        Some(a) if a == session.who.account_id => Ok(()),
+        Some(a) => Err(BadInput(format!(
+            "--sandbox-account {a} is not the account these credentials are for ({})",
+            session.who.account_id
+        ))
+        .into()),
+        None => Err(BadInput(format!(
+            "this creates and deletes resources: pass --sandbox-account {} to confirm the account is a sandbox",
+            session.who.account_id
+        ))
+        .into()),
+    }
+}
+
+#[derive(Serialize)]
+struct Report {
+    decoy: decoy::Decoy,
+    case_id: String,
+    contain: Summary,
+    release: Option<Summary>,
+    checks: Vec<Section>,
+    passed: bool,
+}
+
+#[derive(Serialize)]
+struct Section {
+    phase: &'static str,
+    checks: Vec<Check>,
+}
+
+fn result_check(name: &str, s: &Summary) -> Check {
+    Check {
+        name: name.to_string(),
+        passed: s.exit_code() == exit::OK,
+        detail: format!(
+            "{:?}{}",
+            s.containment,
+            s.failures
+                .iter()
+                .map(|f| format!("; {}: {}", f.step, f.cause.as_deref().unwrap_or("")))
+                .collect::<String>()
+        ),
+    }
+}
+
+pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
+    let like: Option<InstanceId> = match &args.like {
+        Some(l) => Some(
+            l.parse()
+                .map_err(|e: firebreak_steps::case::IdError| BadInput(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let session = Session::open(&args.aws, Mode::Live, args.quiet).await?;
+    confirm_sandbox(&session, args.sandbox_account.as_deref())?;
+    let bucket = session
+        .evidence_bucket(args.evidence_bucket.as_deref())
+        .await?;
+    let spec = match &like {
+        Some(i) => rehearsal::spec_like(&session.ctx, i)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => DecoySpec::default(),
+    };
+    if !args.quiet {
+        eprintln!(
+            "firebreak rehearse: creating a decoy in account {} region {}",
+            session.who.account_id, session.region
+        );
+    }
+    let d = decoy::create(&session.config, &spec)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let id: InstanceId = d
+        .instance_id
+        .parse()
+        .map_err(|e: firebreak_steps::case::IdError| anyhow::anyhow!("{e}"))?;
+    let case = CaseId::generate(Utc::now(), &id);
+    let log = session.ctx.log("rehearse");
+    let before = read_live_state(&session.ctx, &log, &id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let input = CaseFile {
+        case: CaseInfo {
+            case_id: format!("rehearsal-{case}"),
+            instance_id: id.to_string(),
+            account_id: session.who.account_id.clone(),
+            region: session.region.clone(),
+            opened_at: Utc::now(),
+            actor: session.who.arn.clone(),
+            evidence_bucket: bucket.clone(),
+        },
+        options: CaseOptions::default(),
+    };
+    let case_id = input.case.case_id.clone();
+    if !args.quiet {
+        eprintln!("decoy {} ready; case {case_id}: ec2-contain", d.instance_id);
+    }
+
+    let contain_pb =
+        firebreak_playbooks::compile("ec2-contain").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let outcome = session.run(&contain_pb, &input).await?;
+    let contain = Summary::build(
+        "ec2-contain",
+        &input.case,
+        Mode::Live,
+        &outcome,
+        session.ctx.calls.records(),
+        session.started.elapsed(),
+    );
+    let mut contained = vec![result_check(
+        "ec2-contain completed with every step succeeding",
+        &contain,
+    )];
+    contained.extend(
+        rehearsal::contained(&session.ctx, &d, &case_id, &bucket)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+
+    if !args.quiet {
+        eprintln!("ec2-release");
+    }
+    let release_pb =
+        firebreak_playbooks::compile("ec2-release").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let outcome = session.run(&release_pb, &input).await?;
+    let release = Summary::build(
+        "ec2-release",
+        &input.case,
+        Mode::Live,
+        &outcome,
+        session.ctx.calls.records(),
+        session.started.elapsed(),
+    );
+    let mut released = vec![result_check("ec2-release completed", &release)];
+    released.extend(
+        rehearsal::released(&session.ctx, &d, &before, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+
+    let mut sections = vec![
+        Section {
+            phase: "contained",
+            checks: contained,
+        },
+        Section {
+            phase: "released",
+            checks: released,
+        },
+    ];
+    if !args.keep {
+        let (_, failed) = decoy::delete(&session.config, &d, Some(&case_id)).await;
+        sections.push(Section {
+            phase: "cleanup",
+            checks: vec![Check {
+                name: "the decoy and its snapshots are deleted".into(),
+                passed: failed.is_empty(),
+                detail: if failed.is_empty() {
+                    "all deleted".into()
+                } else {
+                    failed.join("; ")
+                },
+            }],
+        });
+    }
+    let passed = sections.iter().all(|s| s.checks.iter().all(|c| c.passed));
+    let report = Report {
+        decoy: d,
+        case_id,
+        contain,
+        release: Some(release),
+        checks: sections,
+        passed,
+    };
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Human => {
+            println!();
+            println!(
+                "Rehearsal on decoy {} (case {})",
+                report.decoy.instance_id, report.case_id
+            );
+            for s in &report.checks {
+                println!("  {}:", s.phase);
+                for c in &s.checks {
+                    println!("    {} {}", if c.passed { "PASS" } else { "FAIL" }, c.name);
+                    if !c.passed {
+                        println!("         {}", c.detail);
+                    }
+                }
+            }
+            println!("{}", if report.passed { "PASSED" } else { "FAILED" });
+        }
+    }
+    Ok(if report.passed {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
+}

@@ -1,0 +1,103 @@
+//! `firebreak release`: undo containment, restoring the recorded state.
+
+use std::io::Write as _;
+
+use chrono::Utc;
+use clap::Args;
+use firebreak_steps::case::{CaseFile, CaseInfo, CaseOptions};
+use firebreak_steps::Mode;
+
+use crate::respond::{parse_ids, OutputFormat};
+use crate::session::Session;
+use crate::summary::{Summary, SummaryFormat};
+use crate::{AwsArgs, BadInput};
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The contained instance.
+    #[arg(long)]
+    pub instance: String,
+    /// The case whose record to restore (default: the open case the
+    /// instance is tagged with).
+    #[arg(long)]
+    pub case: Option<String>,
+    /// Keep the inline deny on sessions issued before containment (it
+    /// blocks only credentials taken before containment).
+    #[arg(long)]
+    pub keep_credential_deny: bool,
+    /// Change nothing: show the plan with DryRun verdicts.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long, env = "FIREBREAK_EVIDENCE_BUCKET")]
+    pub evidence_bucket: Option<String>,
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+pub async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
+    let (instance, given_case) = parse_ids(&args.instance, args.case.as_deref())?;
+    let compiled =
+        firebreak_playbooks::compile("ec2-release").map_err(|e| BadInput(e.to_string()))?;
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Live
+    };
+    let session = Session::open(&args.aws, mode, args.quiet).await?;
+    let bucket = session
+        .evidence_bucket(args.evidence_bucket.as_deref())
+        .await?;
+    let open = session.open_case(&instance).await?;
+    let case = match (given_case, open) {
+        (Some(c), _) => c,
+        (None, Some(c)) => c,
+        (None, None) => {
+            return Err(BadInput(format!(
+                "{instance} has no open case: pass --case with the case to release"
+            ))
+            .into())
+        }
+    };
+    let input = CaseFile {
+        case: CaseInfo {
+            case_id: case.to_string(),
+            instance_id: instance.to_string(),
+            account_id: session.who.account_id.clone(),
+            region: session.region.clone(),
+            opened_at: Utc::now(),
+            actor: session.who.arn.clone(),
+            evidence_bucket: bucket,
+        },
+        options: CaseOptions {
+            keep_credential_deny: args.keep_credential_deny,
+            ..CaseOptions::default()
+        },
+    };
+    if !args.quiet {
+        eprintln!(
+            "firebreak {}: ec2-release on {instance} (account {}, region {}), case {case}",
+            if args.dry_run { "dry run" } else { "release" },
+            session.who.account_id,
+            session.region
+        );
+    }
+    let outcome = session.run(&compiled, &input).await?;
+    let summary = Summary::build(
+        "ec2-release",
+        &input.case,
+        mode,
+        &outcome,
+        session.ctx.calls.records(),
+        session.started.elapsed(),
+    );
+    summary.print(match args.output {
+        OutputFormat::Human => SummaryFormat::Human,
+        OutputFormat::Json => SummaryFormat::Json,
+    });
+    let _ = std::io::stdout().flush();
+    Ok(summary.exit_code())
+}

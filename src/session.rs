@@ -1,0 +1,192 @@
+//! What `respond`, `release` and `rehearse` share: AWS configuration and
+//! identity, the step context, the evidence bucket check, and running a
+//! compiled playbook through the local executor with live progress.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use aws_config::SdkConfig;
+use chrono::Utc;
+use firebreak_steps::case::{default_evidence_bucket, CaseFile, CaseId, InstanceId};
+use firebreak_steps::config::{identity, load, ConfigError, Identity};
+use firebreak_steps::{AwsClients, Mode, Registry, StepContext, StepRunner};
+use firebreak_workflows::compile::Compiled;
+use firebreak_workflows::exec::{ExecutionConfig, Executor, History, HistoryEvent, Outcome};
+use firebreak_workflows::ErrorName;
+
+use crate::{AwsArgs, BadInput};
+
+pub struct Session {
+    pub config: SdkConfig,
+    pub who: Identity,
+    pub region: String,
+    pub ctx: StepContext,
+    pub started: Instant,
+    pub quiet: bool,
+}
+
+impl Session {
+    pub async fn open(aws: &AwsArgs, mode: Mode, quiet: bool) -> anyhow::Result<Session> {
+        let config = load(&aws.options()).await.map_err(|e| match e {
+            ConfigError::NoRegion | ConfigError::BadEndpoint { .. } => {
+                anyhow::Error::new(BadInput(e.to_string()))
+            }
+        })?;
+        let region = config.region().map(|r| r.to_string()).unwrap_or_default();
+        let who = identity(&config).await?;
+        let started = Instant::now();
+        let ctx = StepContext::new(
+            AwsClients::new(&config),
+            mode,
+            who.account_id.clone(),
+            region.clone(),
+        )
+        .with_progress(move |step, message| {
+            if !quiet {
+                eprintln!("  [{}]     {step}: {message}", elapsed(started));
+            }
+        });
+        Ok(Session {
+            config,
+            who,
+            region,
+            ctx,
+            started,
+            quiet,
+        })
+    }
+
+    /// The evidence bucket to use; it must exist (`firebreak setup` makes it).
+    pub async fn evidence_bucket(&self, given: Option<&str>) -> anyhow::Result<String> {
+        let bucket = given
+            .map(str::to_string)
+            .unwrap_or_else(|| default_evidence_bucket(&self.who.account_id, &self.region));
+        let exists = firebreak_steps::evidence::bucket_exists(&self.ctx, &bucket)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !exists {
+            return Err(BadInput(format!(
+                "the evidence bucket {bucket} does not exist in account {} region {}: create it with `firebreak setup` (or pass --evidence-bucket)",
+                self.who.account_id, self.region
+            ))
+            .into());
+        }
+        Ok(bucket)
+    }
+
+    /// The case open for an instance (from its tags), failing with bad
+    /// input when the instance does not exist.
+    pub async fn open_case(&self, instance: &InstanceId) -> anyhow::Result<Option<CaseId>> {
+        firebreak_steps::ec2::open_case(&self.ctx, instance)
+            .await
+            .map_err(|e| {
+                if e.name == ErrorName::InstanceNotFound {
+                    anyhow::Error::new(BadInput(e.message))
+                } else {
+                    anyhow::anyhow!("{e}")
+                }
+            })
+    }
+
+    /// Runs a compiled playbook on a case file.
+    pub async fn run(&self, compiled: &Compiled, input: &CaseFile) -> anyhow::Result<Outcome> {
+        let history = History::new();
+        if !self.quiet {
+            let printer = Progress::new(self.started);
+            history.subscribe(move |e| printer.event(e));
+        }
+        let runner = StepRunner::new(Arc::new(Registry::standard()), self.ctx.clone());
+        let executor = Executor::new(Arc::new(runner));
+        let exec_config = ExecutionConfig {
+            name: format!(
+                "{}-{}",
+                input.case.case_id,
+                Utc::now().format("%Y%m%dT%H%M%S")
+            ),
+            state_machine_name: format!("firebreak-{}", compiled.name),
+            region: self.region.clone(),
+            account: self.who.account_id.clone(),
+            role_arn: self.who.arn.clone(),
+        };
+        let value = serde_json::to_value(input)?;
+        Ok(executor
+            .run(&compiled.definition, value, &exec_config, &history)
+            .await)
+    }
+}
+
+pub fn elapsed(since: Instant) -> String {
+    let s = since.elapsed().as_secs_f64();
+    format!("{:02}:{:04.1}", (s / 60.0) as u64, s % 60.0)
+}
+
+/// Prints task progress from the history as it is recorded.
+struct Progress {
+    started: Instant,
+    /// Per state: whether it failed since it was entered.
+    failed: Mutex<HashMap<String, bool>>,
+}
+
+impl Progress {
+    fn new(started: Instant) -> Progress {
+        Progress {
+            started,
+            failed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn event(&self, e: &HistoryEvent) {
+        let t = elapsed(self.started);
+        let detail = e.detail();
+        let field = |k: &str| {
+            detail
+                .and_then(|d| d.get(k))
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+        };
+        match e.kind.as_str() {
+            "TaskStateEntered" => {
+                let name = field("name").to_string();
+                eprintln!("  [{t}] -> {name}");
+                if let Ok(mut f) = self.failed.lock() {
+                    f.insert(name, false);
+                }
+            }
+            "LambdaFunctionFailed" | "TaskFailed" | "LambdaFunctionTimedOut" | "TaskTimedOut" => {
+                eprintln!("  [{t}]    failed: {}: {}", field("error"), field("cause"));
+                if let Ok(mut f) = self.failed.lock() {
+                    for v in f.values_mut() {
+                        *v = true;
+                    }
+                }
+            }
+            "TaskStateExited" => {
+                let name = field("name");
+                let failed = self
+                    .failed
+                    .lock()
+                    .ok()
+                    .and_then(|mut f| f.remove(name))
+                    .unwrap_or(false);
+                if failed {
+                    eprintln!("  [{t}] !! {name}: failed, recorded on the case; going on");
+                } else {
+                    eprintln!("  [{t}] ok {name}");
+                }
+            }
+            "LambdaFunctionScheduled" | "TaskScheduled" => {
+                // A task scheduled again after a failure is a retry.
+                if let Ok(mut f) = self.failed.lock() {
+                    if f.values().any(|v| *v) {
+                        eprintln!("  [{t}]    retrying");
+                        for v in f.values_mut() {
+                            *v = false;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}

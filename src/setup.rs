@@ -1,0 +1,75 @@
+//! `firebreak setup`: make the evidence bucket (Object Lock, encryption,
+//! TLS only, no public access).
+
+use clap::Args;
+use firebreak_steps::case::default_evidence_bucket;
+use firebreak_steps::evidence::setup_bucket;
+use firebreak_steps::Mode;
+
+use crate::respond::OutputFormat;
+use crate::session::Session;
+use crate::{exit, AwsArgs, BadInput};
+
+/// Default retention: a year covers most regulatory and litigation holds
+/// that start after an incident; longer holds can be set per case later.
+const DEFAULT_RETENTION_DAYS: i32 = 365;
+
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Bucket name (default firebreak-evidence-ACCOUNT-REGION).
+    #[arg(long, env = "FIREBREAK_EVIDENCE_BUCKET")]
+    pub evidence_bucket: Option<String>,
+    /// Object Lock COMPLIANCE retention of every object, in days. Nobody,
+    /// not even the account root, can delete an object before it ends.
+    #[arg(long, default_value_t = DEFAULT_RETENTION_DAYS)]
+    pub retention_days: i32,
+    /// KMS key for default encryption (SSE-KMS); SSE-S3 otherwise.
+    #[arg(long)]
+    pub kms_key_id: Option<String>,
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+pub async fn run(args: SetupArgs) -> anyhow::Result<u8> {
+    if !(1..=36_500).contains(&args.retention_days) {
+        return Err(BadInput(format!(
+            "--retention-days {} is not between 1 and 36500",
+            args.retention_days
+        ))
+        .into());
+    }
+    let session = Session::open(&args.aws, Mode::Live, true).await?;
+    let bucket = args
+        .evidence_bucket
+        .clone()
+        .unwrap_or_else(|| default_evidence_bucket(&session.who.account_id, &session.region));
+    let plain_http = session
+        .config
+        .endpoint_url()
+        .is_some_and(|u| u.starts_with("http://"));
+    let done = setup_bucket(
+        &session.ctx,
+        &bucket,
+        args.retention_days,
+        args.kms_key_id.as_deref(),
+        plain_http,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&done)?),
+        OutputFormat::Human => {
+            println!(
+                "evidence bucket {} {}",
+                done.bucket,
+                if done.created { "created" } else { "exists" }
+            );
+            for a in &done.actions {
+                println!("  {a}");
+            }
+        }
+    }
+    Ok(exit::OK)
+}

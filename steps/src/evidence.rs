@@ -1,0 +1,324 @@
+//! The evidence bucket: where records and artifacts of a case are kept.
+//!
+//! Objects are written once (`If-None-Match: *`), with a SHA-256 checksum
+//! that S3 verifies on arrival; an existing object is never overwritten,
+//! so a second run finds what the first one preserved. The bucket's Object
+//! Lock default retention (set by `firebreak setup`) applies to every
+//! object.
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ChecksumAlgorithm;
+use base64::Engine as _;
+use firebreak_forensics::hash::{sha256_bytes, Digest};
+use firebreak_workflows::ErrorName;
+
+use crate::context::{StepContext, StepLog};
+use crate::error::{aws_error, error_code, StepError};
+
+/// A stored object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub digest: Digest,
+}
+
+impl Stored {
+    /// `s3://bucket/key?versionId=...`.
+    pub fn location(&self) -> String {
+        match &self.version_id {
+            Some(v) => format!("s3://{}/{}?versionId={v}", self.bucket, self.key),
+            None => format!("s3://{}/{}", self.bucket, self.key),
+        }
+    }
+}
+
+/// Keys of a case's objects.
+pub mod keys {
+    pub fn instance_state(case: &str, instance: &str) -> String {
+        format!("cases/{case}/instance-state/{instance}.json")
+    }
+    pub fn console_output(case: &str, instance: &str) -> String {
+        format!("cases/{case}/console-output/{instance}.txt")
+    }
+}
+
+/// The outcome of a create-only write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Put {
+    Created(Stored),
+    /// The key already holds an object (written by an earlier run).
+    Exists,
+    /// Dry run: nothing written.
+    Planned,
+}
+
+/// Reads an object: `None` when the key does not exist.
+pub async fn get(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<(Vec<u8>, Option<String>)>, StepError> {
+    log.read("s3:GetObject", format!("s3://{bucket}/{key}"));
+    match ctx.aws.s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => {
+            let version = out.version_id().map(str::to_string);
+            let bytes = out.body.collect().await.map_err(|e| {
+                StepError::new(
+                    ErrorName::AwsUnavailable,
+                    format!("reading s3://{bucket}/{key}: {e}"),
+                )
+            })?;
+            Ok(Some((bytes.into_bytes().to_vec(), version)))
+        }
+        Err(e) => match error_code(&e).as_deref() {
+            Some("NoSuchKey") | Some("NotFound") => Ok(None),
+            _ => Err(aws_error(&format!("s3:GetObject s3://{bucket}/{key}"), e)),
+        },
+    }
+}
+
+/// Writes an object only if the key is free.
+pub async fn put_new(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> Result<Put, StepError> {
+    let digest = sha256_bytes(&body);
+    let params = format!(
+        "s3://{bucket}/{key} ({} bytes, sha256 {}, If-None-Match: *)",
+        digest.size, digest.sha256
+    );
+    if ctx.is_dry_run() {
+        log.not_checked(
+            "s3:PutObject",
+            params,
+            format!("S3 has no dry run; needs s3:PutObject on arn:aws:s3:::{bucket}/cases/*"),
+        );
+        return Ok(Put::Planned);
+    }
+    let raw = hex::decode(&digest.sha256)
+        .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?;
+    let checksum = base64::engine::general_purpose::STANDARD.encode(raw);
+    let result = ctx
+        .aws
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body))
+        .content_type(content_type)
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .checksum_sha256(checksum)
+        .if_none_match("*")
+        .send()
+        .await;
+    match result {
+        Ok(out) => {
+            log.done("s3:PutObject", params);
+            Ok(Put::Created(Stored {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                version_id: out.version_id().map(str::to_string),
+                digest,
+            }))
+        }
+        Err(e) => match error_code(&e).as_deref() {
+            Some("PreconditionFailed") | Some("ConditionalRequestConflict") => Ok(Put::Exists),
+            _ => Err(aws_error(&format!("s3:PutObject s3://{bucket}/{key}"), e)),
+        },
+    }
+}
+
+/// Whether the bucket exists and is reachable with these credentials.
+pub async fn bucket_exists(ctx: &StepContext, bucket: &str) -> Result<bool, StepError> {
+    match ctx.aws.s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            if status == Some(404)
+                || matches!(
+                    error_code(&e).as_deref(),
+                    Some("NotFound") | Some("NoSuchBucket")
+                )
+            {
+                Ok(false)
+            } else {
+                Err(aws_error(&format!("s3:HeadBucket {bucket}"), e))
+            }
+        }
+    }
+}
+
+/// What `setup` found or did for the evidence bucket.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BucketSetup {
+    pub bucket: String,
+    pub created: bool,
+    pub retention_days: i32,
+    pub encryption: String,
+    pub actions: Vec<String>,
+}
+
+/// Makes (or brings into line) the evidence bucket: Object Lock in
+/// COMPLIANCE mode with a default retention, versioning (which Object Lock
+/// implies), default encryption (SSE-KMS with the given key, else
+/// SSE-S3), all public access blocked, and a policy that refuses any
+/// request not over TLS. Idempotent.
+pub async fn setup_bucket(
+    ctx: &StepContext,
+    bucket: &str,
+    retention_days: i32,
+    kms_key_id: Option<&str>,
+    plain_http: bool,
+) -> Result<BucketSetup, StepError> {
+    use aws_sdk_s3::types::{
+        BucketLocationConstraint, CreateBucketConfiguration, DefaultRetention,
+        ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode, ObjectLockRule,
+        PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+        ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    };
+    let s3 = &ctx.aws.s3;
+    let mut actions = Vec::new();
+    let created = if bucket_exists(ctx, bucket).await? {
+        false
+    } else {
+        let mut req = s3
+            .create_bucket()
+            .bucket(bucket)
+            .object_lock_enabled_for_bucket(true);
+        // us-east-1 takes no location constraint; every other region needs one.
+        if ctx.region != "us-east-1" {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(ctx.region.as_str()))
+                    .build(),
+            );
+        }
+        req.send()
+            .await
+            .map_err(|e| aws_error(&format!("s3:CreateBucket {bucket}"), e))?;
+        actions.push(format!("created bucket {bucket} with Object Lock enabled"));
+        true
+    };
+    let lock = ObjectLockConfiguration::builder()
+        .object_lock_enabled(ObjectLockEnabled::Enabled)
+        .rule(
+            ObjectLockRule::builder()
+                .default_retention(
+                    DefaultRetention::builder()
+                        .mode(ObjectLockRetentionMode::Compliance)
+                        .days(retention_days)
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    s3.put_object_lock_configuration()
+        .bucket(bucket)
+        .object_lock_configuration(lock)
+        .send()
+        .await
+        .map_err(|e| {
+            let mut err = aws_error(&format!("s3:PutObjectLockConfiguration {bucket}"), e);
+            err.message.push_str(
+                " (Object Lock can only be turned on when a bucket is created: use a new bucket)",
+            );
+            err
+        })?;
+    actions.push(format!(
+        "default retention: COMPLIANCE, {retention_days} days"
+    ));
+    let (sse, encryption) = match kms_key_id {
+        Some(k) => (
+            ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(ServerSideEncryption::AwsKms)
+                .kms_master_key_id(k)
+                .build(),
+            format!("SSE-KMS ({k})"),
+        ),
+        None => (
+            ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(ServerSideEncryption::Aes256)
+                .build(),
+            "SSE-S3".to_string(),
+        ),
+    };
+    let sse = sse.map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?;
+    s3.put_bucket_encryption()
+        .bucket(bucket)
+        .server_side_encryption_configuration(
+            ServerSideEncryptionConfiguration::builder()
+                .rules(
+                    ServerSideEncryptionRule::builder()
+                        .apply_server_side_encryption_by_default(sse)
+                        .bucket_key_enabled(kms_key_id.is_some())
+                        .build(),
+                )
+                .build()
+                .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("s3:PutBucketEncryption {bucket}"), e))?;
+    actions.push(format!("default encryption: {encryption}"));
+    s3.put_public_access_block()
+        .bucket(bucket)
+        .public_access_block_configuration(
+            PublicAccessBlockConfiguration::builder()
+                .block_public_acls(true)
+                .ignore_public_acls(true)
+                .block_public_policy(true)
+                .restrict_public_buckets(true)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("s3:PutPublicAccessBlock {bucket}"), e))?;
+    actions.push("all public access blocked".into());
+    if plain_http {
+        // A sandbox reached over plain HTTP (moto) would refuse every
+        // request under a TLS-only policy. Say so rather than pretend.
+        actions.push(
+            "TLS-only bucket policy NOT applied: the endpoint is plain HTTP (a sandbox)".into(),
+        );
+        return Ok(BucketSetup {
+            bucket: bucket.to_string(),
+            created,
+            retention_days,
+            encryption,
+            actions,
+        });
+    }
+    let partition = crate::iam::partition(&ctx.region);
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "FirebreakTlsOnly",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [format!("arn:{partition}:s3:::{bucket}"), format!("arn:{partition}:s3:::{bucket}/*")],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}
+        }]
+    });
+    s3.put_bucket_policy()
+        .bucket(bucket)
+        .policy(policy.to_string())
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("s3:PutBucketPolicy {bucket}"), e))?;
+    actions.push("bucket policy: requests without TLS are denied".into());
+    Ok(BucketSetup {
+        bucket: bucket.to_string(),
+        created,
+        retention_days,
+        encryption,
+        actions,
+    })
+}
