@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use crate::respond::OutputFormat;
 use crate::session::Session;
-use crate::summary::Summary;
+use crate::summary;
 use crate::{exit, AwsArgs, BadInput};
+use firebreak_playbooks::report::Report;
 
 #[derive(Debug, Args)]
 pub struct RehearseArgs {
@@ -60,11 +61,11 @@ pub fn confirm_sandbox(session: &Session, account: Option<&str>) -> anyhow::Resu
 }
 
 #[derive(Serialize)]
-struct Report {
+struct Rehearsal {
     decoy: decoy::Decoy,
     case_id: String,
-    contain: Summary,
-    release: Option<Summary>,
+    contain: Report,
+    release: Option<Report>,
     checks: Vec<Section>,
     passed: bool,
 }
@@ -75,10 +76,10 @@ struct Section {
     checks: Vec<Check>,
 }
 
-fn result_check(name: &str, s: &Summary) -> Check {
+fn result_check(name: &str, s: &Report) -> Check {
     Check {
         name: name.to_string(),
-        passed: s.exit_code() == exit::OK,
+        passed: summary::exit_code(s) == exit::OK,
         detail: format!(
             "{:?}{}",
             s.containment,
@@ -146,13 +147,11 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
 
     let contain_pb =
         firebreak_playbooks::compile("ec2-contain").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let outcome = session.run(&contain_pb, &input).await?;
-    let contain = Summary::build(
+    let run = session.run(&contain_pb, &input).await?;
+    let contain = run.report(
         "ec2-contain",
         &input.case,
         Mode::Live,
-        &outcome,
-        session.ctx.calls.records(),
         session.started.elapsed(),
     );
     let mut contained = vec![result_check(
@@ -170,13 +169,11 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
     }
     let release_pb =
         firebreak_playbooks::compile("ec2-release").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let outcome = session.run(&release_pb, &input).await?;
-    let release = Summary::build(
+    let run = session.run(&release_pb, &input).await?;
+    let release = run.report(
         "ec2-release",
         &input.case,
         Mode::Live,
-        &outcome,
-        session.ctx.calls.records(),
         session.started.elapsed(),
     );
     let mut released = vec![result_check("ec2-release completed", &release)];
@@ -212,7 +209,7 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
         });
     }
     let passed = sections.iter().all(|s| s.checks.iter().all(|c| c.passed));
-    let report = Report {
+    let report = Rehearsal {
         decoy: d,
         case_id,
         contain,

@@ -9,7 +9,7 @@ use firebreak_steps::Mode;
 
 use crate::respond::{parse_ids, OutputFormat};
 use crate::session::Session;
-use crate::summary::{Summary, SummaryFormat};
+use crate::summary;
 use crate::{AwsArgs, BadInput};
 
 #[derive(Debug, Args)]
@@ -85,19 +85,9 @@ pub async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
             session.region
         );
     }
-    let outcome = session.run(&compiled, &input).await?;
-    let summary = Summary::build(
-        "ec2-release",
-        &input.case,
-        mode,
-        &outcome,
-        session.ctx.calls.records(),
-        session.started.elapsed(),
-    );
-    summary.print(match args.output {
-        OutputFormat::Human => SummaryFormat::Human,
-        OutputFormat::Json => SummaryFormat::Json,
-    });
+    let run = session.run(&compiled, &input).await?;
+    let report = run.report("ec2-release", &input.case, mode, session.started.elapsed());
+    summary::print(&report, args.output);
     let _ = std::io::stdout().flush();
-    Ok(summary.exit_code())
+    Ok(summary::exit_code(&report))
 }

@@ -11,7 +11,7 @@ use firebreak_steps::ec2::Exemption;
 use firebreak_steps::Mode;
 
 use crate::session::Session;
-use crate::summary::{Summary, SummaryFormat};
+use crate::summary;
 use crate::{AwsArgs, BadInput};
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -145,19 +145,9 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
             },
         );
     }
-    let outcome = session.run(&compiled, &input).await?;
-    let summary = Summary::build(
-        &args.playbook,
-        &input.case,
-        mode,
-        &outcome,
-        session.ctx.calls.records(),
-        session.started.elapsed(),
-    );
-    summary.print(match args.output {
-        OutputFormat::Human => SummaryFormat::Human,
-        OutputFormat::Json => SummaryFormat::Json,
-    });
+    let run = session.run(&compiled, &input).await?;
+    let report = run.report(&args.playbook, &input.case, mode, session.started.elapsed());
+    summary::print(&report, args.output);
     let _ = std::io::stdout().flush();
-    Ok(summary.exit_code())
+    Ok(summary::exit_code(&report))
 }

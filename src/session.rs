@@ -89,8 +89,10 @@ impl Session {
             })
     }
 
-    /// Runs a compiled playbook on a case file.
-    pub async fn run(&self, compiled: &Compiled, input: &CaseFile) -> anyhow::Result<Outcome> {
+    /// Runs a compiled playbook on a case file; returns its outcome, its
+    /// history and the AWS calls it made.
+    pub async fn run(&self, compiled: &Compiled, input: &CaseFile) -> anyhow::Result<Run> {
+        let calls_before = self.ctx.calls.records().len();
         let history = History::new();
         if !self.quiet {
             let printer = Progress::new(self.started);
@@ -110,9 +112,41 @@ impl Session {
             role_arn: self.who.arn.clone(),
         };
         let value = serde_json::to_value(input)?;
-        Ok(executor
+        let outcome = executor
             .run(&compiled.definition, value, &exec_config, &history)
-            .await)
+            .await;
+        Ok(Run {
+            outcome,
+            history: history.events(),
+            calls: self.ctx.calls.records().split_off(calls_before),
+        })
+    }
+}
+
+/// One playbook run.
+pub struct Run {
+    pub outcome: Outcome,
+    pub history: Vec<HistoryEvent>,
+    pub calls: Vec<firebreak_steps::context::CallRecord>,
+}
+
+impl Run {
+    pub fn report(
+        &self,
+        playbook: &str,
+        case: &firebreak_steps::case::CaseInfo,
+        mode: Mode,
+        took: std::time::Duration,
+    ) -> firebreak_playbooks::report::Report {
+        firebreak_playbooks::report::Report::build(
+            playbook,
+            case,
+            mode,
+            &self.outcome,
+            &self.history,
+            self.calls.clone(),
+            took,
+        )
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod ec2_contain;
 mod ec2_release;
+pub mod report;
 
 use firebreak_workflows::builder::Workflow;
 use firebreak_workflows::compile::{compile as compile_workflow, CompileError, Compiled};

@@ -219,18 +219,35 @@ pub async fn setup_bucket(
                 .build(),
         )
         .build();
-    s3.put_object_lock_configuration()
+    // Only written when it differs: rewriting it is pointless, and some
+    // implementations refuse it on a bucket that holds objects.
+    let current = s3
+        .get_object_lock_configuration()
         .bucket(bucket)
-        .object_lock_configuration(lock)
         .send()
         .await
-        .map_err(|e| {
-            let mut err = aws_error(&format!("s3:PutObjectLockConfiguration {bucket}"), e);
-            err.message.push_str(
-                " (Object Lock can only be turned on when a bucket is created: use a new bucket)",
-            );
-            err
-        })?;
+        .ok()
+        .and_then(|o| o.object_lock_configuration().cloned());
+    let same = current.as_ref().is_some_and(|c| {
+        let r = c.rule().and_then(|r| r.default_retention());
+        c.object_lock_enabled() == Some(&ObjectLockEnabled::Enabled)
+            && r.and_then(|r| r.mode()) == Some(&ObjectLockRetentionMode::Compliance)
+            && r.and_then(|r| r.days()) == Some(retention_days)
+    });
+    if !same {
+        s3.put_object_lock_configuration()
+            .bucket(bucket)
+            .object_lock_configuration(lock)
+            .send()
+            .await
+            .map_err(|e| {
+                let mut err = aws_error(&format!("s3:PutObjectLockConfiguration {bucket}"), e);
+                err.message.push_str(
+                    " (Object Lock can only be turned on when a bucket is created: use a new bucket)",
+                );
+                err
+            })?;
+    }
     actions.push(format!(
         "default retention: COMPLIANCE, {retention_days} days"
     ));

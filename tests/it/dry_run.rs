@@ -3,80 +3,15 @@
 
 use serde_json::Value;
 
-use crate::support::{decoy, firebreak, s, sdk_config, stderr};
-
-/// Everything a respond could change, as the SDK describes it.
-async fn describe_all(
-    ec2: &aws_sdk_ec2::Client,
-    vpc: &str,
-    instance: &str,
-    volumes: &[String],
-) -> String {
-    let vpc_filter = aws_sdk_ec2::types::Filter::builder()
-        .name("vpc-id")
-        .values(vpc)
-        .build();
-    let instances = ec2
-        .describe_instances()
-        .instance_ids(instance)
-        .send()
-        .await
-        .unwrap();
-    let groups = ec2
-        .describe_security_groups()
-        .filters(vpc_filter.clone())
-        .send()
-        .await
-        .unwrap();
-    let enis = ec2
-        .describe_network_interfaces()
-        .filters(vpc_filter)
-        .send()
-        .await
-        .unwrap();
-    // Other tests run at the same time: only this decoy's snapshots count.
-    let snaps = ec2
-        .describe_snapshots()
-        .owner_ids("self")
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("volume-id")
-                .set_values(Some(volumes.to_vec()))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let mut snap_ids: Vec<String> = snaps
-        .snapshots()
-        .iter()
-        .map(|s| format!("{:?}", s))
-        .collect();
-    snap_ids.sort();
-    // Debug output of the SDK types covers every field AWS returned.
-    format!(
-        "{:?}\n{:?}\n{:?}\n{:?}",
-        instances.reservations(),
-        groups.security_groups(),
-        enis.network_interfaces(),
-        snap_ids
-    )
-}
+use crate::support::{decoy, firebreak, s, sdk_config, stderr, world};
 
 #[tokio::test]
 async fn sandbox_dry_run_changes_nothing_and_lists_verdicts() {
     // GIVEN a decoy
     let d = decoy();
     let instance = s(&d, "instance_id");
-    let vpc = s(&d, "vpc_id");
-    let ec2 = aws_sdk_ec2::Client::new(&sdk_config().await);
-    let volumes: Vec<String> = d["volume_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    let before = describe_all(&ec2, &vpc, &instance, &volumes).await;
+    let config = sdk_config().await;
+    let before = world(&config, &d, "it-dry-1").await;
 
     // WHEN responding with --dry-run
     let out = firebreak(&[
@@ -93,45 +28,79 @@ async fn sandbox_dry_run_changes_nothing_and_lists_verdicts() {
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     // THEN the sandbox is unchanged
-    let after = describe_all(&ec2, &vpc, &instance, &volumes).await;
+    let after = world(&config, &d, "it-dry-1").await;
     assert_eq!(before, after, "the dry run changed the sandbox");
 
-    // AND every planned mutation carries its DryRun verdict, in order
+    // AND every planned change carries a verdict, step by step in the
+    // playbook's order: EC2 calls were sent with DryRun and would be
+    // allowed; calls without a dry run name the permission they need
     let calls = plan["calls"].as_array().unwrap();
-    let mutations: Vec<(&str, &str)> = calls
+    let mutations: Vec<&Value> = calls.iter().filter(|c| c["mutating"] == true).collect();
+    let mut steps: Vec<&str> = mutations
         .iter()
-        .filter(|c| c["mutating"] == true)
-        .map(|c| {
-            (
-                c["action"].as_str().unwrap(),
-                c["verdict"].as_str().unwrap(),
-            )
-        })
+        .map(|c| c["step"].as_str().unwrap())
         .collect();
-    let actions: Vec<&str> = mutations.iter().map(|m| m.0).collect();
+    steps.dedup();
     assert_eq!(
-        actions,
+        steps,
         [
-            "ec2:CreateSecurityGroup",
-            "ec2:RevokeSecurityGroupEgress",
-            "ec2:CreateSecurityGroup",
-            "ec2:AuthorizeSecurityGroupIngress",
-            "ec2:AuthorizeSecurityGroupEgress",
-            "ec2:ModifyNetworkInterfaceAttribute",
-            "ec2:ModifyNetworkInterfaceAttribute",
-            "ec2:ModifyNetworkInterfaceAttribute",
-            "ec2:ModifyNetworkInterfaceAttribute",
-            "ec2:CreateTags",
-            "ec2:CreateSnapshots",
+            "record_instance_state",
+            "protect_instance",
+            "isolate_network",
+            "disassociate_elastic_ips",
+            "detach_from_autoscaling",
+            "deregister_from_target_groups",
+            "revoke_instance_credentials",
+            "tag_instance",
+            "snapshot_volumes"
         ]
     );
-    for (action, verdict) in &mutations {
+    for c in &mutations {
+        let action = c["action"].as_str().unwrap();
+        let verdict = c["verdict"].as_str().unwrap();
+        if verdict == "not_checked" {
+            let why = c["detail"].as_str().unwrap();
+            assert!(
+                why.contains("needs") || why.contains("does not exist yet"),
+                "{action}: not checked without saying why: {why}"
+            );
+        } else {
+            assert_eq!(verdict, "allowed", "{action}: {c}");
+            assert!(
+                action.starts_with("ec2:"),
+                "{action} claims a DryRun verdict"
+            );
+        }
+    }
+    for action in [
+        "ec2:ModifyInstanceAttribute",
+        "ec2:CreateSecurityGroup",
+        "ec2:ModifyNetworkInterfaceAttribute",
+        "ec2:DisassociateAddress",
+        "ec2:CreateTags",
+        "ec2:CreateSnapshots",
+    ] {
         assert!(
-            ["allowed", "not_checked"].contains(verdict),
-            "{action}: {verdict}"
+            mutations
+                .iter()
+                .any(|c| c["action"] == action && c["verdict"] == "allowed"),
+            "{action} has no DryRun verdict"
         );
     }
-    assert!(mutations.iter().filter(|m| m.1 == "allowed").count() >= 7);
+    for action in [
+        "s3:PutObject",
+        "autoscaling:EnterStandby",
+        "elasticloadbalancing:DeregisterTargets",
+        "iam:PutRolePolicy",
+        "ec2:DisassociateIamInstanceProfile",
+    ] {
+        assert!(
+            mutations
+                .iter()
+                .any(|c| c["action"] == action && c["verdict"] == "not_checked"),
+            "{action} is not in the plan"
+        );
+    }
     assert_eq!(plan["containment"], "plan_allowed");
     assert_eq!(plan["mode"], "dry_run");
 }

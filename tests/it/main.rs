@@ -9,6 +9,7 @@ mod support;
 
 mod asl_validator;
 mod compile_cli;
+mod contain;
 mod dry_run;
 mod graph_cli;
 mod respond;

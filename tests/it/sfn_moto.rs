@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use crate::support::{firebreak_offline, sandbox_url, sdk_config, stderr, stdout};
 
 const STEP_RUNNER: &str = "arn:aws:lambda:us-east-1:123456789012:function:firebreak-step-runner";
-/// moto runs a short execution in well under a second; 300 x 100 ms bounds
-/// the wait without making a slow machine fail.
-const POLL_TRIES: u32 = 300;
+/// The execution waits 15 s once in the poll loop; 600 x 100 ms bounds the
+/// wait without making a slow machine fail.
+const POLL_TRIES: u32 = 600;
 
 /// Queues canned Lambda results in moto (`/moto-api/static/lambda-simple/response`).
 fn queue_lambda_results(results: &[Value]) {
@@ -61,20 +61,32 @@ async fn sandbox_compiled_playbook_runs_in_moto_step_functions() {
         .await
         .expect("moto accepts the definition");
 
-    // AND the step-runner's answers, in the order the playbook calls it
+    // AND the step-runner's answers, in the order the playbook calls it;
+    // the first snapshot check says "not yet", so the poll loop waits once
+    // (15 s of real time in moto) and counts a second attempt
     queue_lambda_results(&[
-        json!({"record": {"instance_id": "i-0abc1234"}, "digest": {"sha256": "00", "size": 2}}),
-        json!({"instance_id": "i-0abc1234", "groups": [], "interfaces": [], "changed": true, "dry_run": false}),
+        json!({"record": {"record": {"instance_id": "i-0abc1234"}, "digest": {"sha256": "00", "size": 2}}, "location": null, "reused": false}),
+        json!({"termination_protection": true, "shutdown_behavior": "stop", "volumes": [], "changed": true, "dry_run": false}),
+        json!({"instance_id": "i-0abc1234", "exemptions": [], "groups": [], "interfaces": [], "changed": true, "dry_run": false}),
+        json!({"disassociated": [], "changed": false, "dry_run": false}),
+        json!({"group_name": null, "mode": "standby", "lifecycle_state_before": null, "lifecycle_state_after": null, "protected_from_scale_in": false, "changed": false, "dry_run": false}),
+        json!({"deregistered": [], "changed": false, "dry_run": false}),
+        json!({"instance_profile_arn": null, "roles": [], "policy_name": "x", "token_issue_cutoff": null, "disassociated_association_id": null, "changed": false, "dry_run": false}),
         json!({"tags": {"firebreak:case": "it-sfn"}, "changed": true}),
         json!({"instance_id": "i-0abc1234", "snapshots": [], "snapshot_ids": ["snap-1"], "created_snapshot_ids": ["snap-1"], "dry_run": false}),
+        json!({"all_completed": false, "completed": 0, "total": 1, "snapshots": []}),
         json!({"all_completed": true, "completed": 1, "total": 1, "snapshots": []}),
     ]);
 
     // WHEN an execution starts with a case file
-    let input = json!({"case": {
-        "case_id": "it-sfn", "instance_id": "i-0abc1234", "account_id": "123456789012",
-        "region": "us-east-1", "opened_at": "2026-01-01T00:00:00Z", "actor": "arn:aws:iam::123456789012:user/it"
-    }});
+    let input = json!({
+        "case": {
+            "case_id": "it-sfn", "instance_id": "i-0abc1234", "account_id": "123456789012",
+            "region": "us-east-1", "opened_at": "2026-01-01T00:00:00Z", "actor": "arn:aws:iam::123456789012:user/it",
+            "evidence_bucket": "firebreak-evidence-123456789012-us-east-1"
+        },
+        "options": {"asg_mode": "standby", "isolation_exemptions": [], "keep_credential_deny": false}
+    });
     let exec = sfn
         .start_execution()
         .state_machine_arn(machine.state_machine_arn())
@@ -109,7 +121,8 @@ async fn sandbox_compiled_playbook_runs_in_moto_step_functions() {
     );
     let output: Value = serde_json::from_str(d.output().unwrap()).unwrap();
     assert_eq!(output["snapshot_progress"]["all_completed"], true);
-    assert_eq!(output["polls"]["snapshot_progress"]["attempts"], 1);
+    // The poll loop ran twice: its counter went through States.MathAdd.
+    assert_eq!(output["polls"]["snapshot_progress"]["attempts"], 2);
     assert_eq!(output["tags"]["tags"]["firebreak:case"], "it-sfn");
     let history = sfn
         .get_execution_history()
@@ -130,9 +143,15 @@ async fn sandbox_compiled_playbook_runs_in_moto_step_functions() {
         entered,
         [
             "RecordInstanceState",
+            "ProtectInstance",
             "IsolateNetwork",
+            "DisassociateElasticIps",
+            "DetachFromAutoScaling",
+            "DeregisterFromTargetGroups",
+            "RevokeInstanceCredentials",
             "TagContained",
             "SnapshotVolumes",
+            "CheckSnapshots",
             "CheckSnapshots"
         ]
     );

@@ -61,8 +61,25 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A fresh decoy in the sandbox (its own VPC), made by the CLI.
+/// The sandbox's evidence bucket, made once per test run with
+/// `firebreak setup` (idempotent).
+pub fn evidence_bucket() -> &'static str {
+    static SETUP: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    SETUP.get_or_init(|| {
+        let out = firebreak(&["setup"]);
+        assert!(
+            out.status.success(),
+            "firebreak setup failed: {}",
+            stderr(&out)
+        );
+    });
+    "firebreak-evidence-123456789012-us-east-1"
+}
+
+/// A fresh decoy in the sandbox (its own VPC), made by the CLI, with the
+/// evidence bucket ready.
 pub fn decoy() -> Value {
+    evidence_bucket();
     let out = firebreak(&["decoy", "create", "--output", "json"]);
     assert!(
         out.status.success(),
@@ -76,4 +93,163 @@ pub fn s(v: &Value, k: &str) -> String {
     v[k].as_str()
         .unwrap_or_else(|| panic!("{k} missing in {v}"))
         .to_string()
+}
+
+/// Everything containment or release could change about a decoy, as the
+/// SDK describes it (Debug output covers every field AWS returned). Two
+/// equal worlds mean nothing changed.
+pub async fn world(config: &SdkConfig, decoy: &Value, case: &str) -> String {
+    use aws_sdk_ec2::types::{Filter, InstanceAttributeName};
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let instance = s(decoy, "instance_id");
+    let vpc = s(decoy, "vpc_id");
+    let volumes: Vec<String> = decoy["volume_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let vpc_filter = Filter::builder().name("vpc-id").values(&vpc).build();
+    let mut out = Vec::new();
+    out.push(format!(
+        "{:?}",
+        ec2.describe_instances()
+            .instance_ids(&instance)
+            .send()
+            .await
+            .unwrap()
+            .reservations()
+    ));
+    for attr in [
+        InstanceAttributeName::DisableApiTermination,
+        InstanceAttributeName::DisableApiStop,
+        InstanceAttributeName::InstanceInitiatedShutdownBehavior,
+    ] {
+        let a = ec2
+            .describe_instance_attribute()
+            .instance_id(&instance)
+            .attribute(attr)
+            .send()
+            .await
+            .unwrap();
+        out.push(format!(
+            "{:?} {:?} {:?}",
+            a.disable_api_termination(),
+            a.disable_api_stop(),
+            a.instance_initiated_shutdown_behavior()
+        ));
+    }
+    let mut groups: Vec<String> = ec2
+        .describe_security_groups()
+        .filters(vpc_filter.clone())
+        .send()
+        .await
+        .unwrap()
+        .security_groups()
+        .iter()
+        .map(|g| format!("{g:?}"))
+        .collect();
+    groups.sort();
+    out.push(groups.join("\n"));
+    out.push(format!(
+        "{:?}",
+        ec2.describe_network_interfaces()
+            .filters(vpc_filter)
+            .send()
+            .await
+            .unwrap()
+            .network_interfaces()
+    ));
+    let mut snaps: Vec<String> = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            Filter::builder()
+                .name("volume-id")
+                .set_values(Some(volumes))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .snapshots()
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect();
+    snaps.sort();
+    out.push(snaps.join("\n"));
+    if let Some(alloc) = decoy["allocation_id"].as_str() {
+        out.push(format!(
+            "{:?}",
+            ec2.describe_addresses()
+                .allocation_ids(alloc)
+                .send()
+                .await
+                .unwrap()
+                .addresses()
+        ));
+    }
+    let asg = aws_sdk_autoscaling::Client::new(config);
+    out.push(format!(
+        "{:?}",
+        asg.describe_auto_scaling_instances()
+            .instance_ids(&instance)
+            .send()
+            .await
+            .unwrap()
+            .auto_scaling_instances()
+    ));
+    if let Some(tg) = decoy["target_group_arn"].as_str() {
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
+        out.push(format!(
+            "{:?}",
+            elb.describe_target_health()
+                .target_group_arn(tg)
+                .send()
+                .await
+                .unwrap()
+                .target_health_descriptions()
+        ));
+    }
+    if let Some(role) = decoy["role_name"].as_str() {
+        let iam = aws_sdk_iam::Client::new(config);
+        let names = iam
+            .list_role_policies()
+            .role_name(role)
+            .send()
+            .await
+            .unwrap()
+            .policy_names()
+            .to_vec();
+        for n in &names {
+            let p = iam
+                .get_role_policy()
+                .role_name(role)
+                .policy_name(n)
+                .send()
+                .await
+                .unwrap();
+            out.push(format!("{n}: {}", p.policy_document()));
+        }
+    }
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(true)
+            .build(),
+    );
+    let versions = s3
+        .list_object_versions()
+        .bucket(evidence_bucket())
+        .prefix(format!("cases/{case}/"))
+        .send()
+        .await
+        .unwrap();
+    let mut v: Vec<String> = versions
+        .versions()
+        .iter()
+        .map(|v| format!("{:?} {:?}", v.key(), v.version_id()))
+        .collect();
+    v.sort();
+    out.push(v.join("\n"));
+    out.join("\n---\n")
 }

@@ -14,7 +14,14 @@ use chrono::{DateTime, Utc};
 
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> DateTime<Utc>;
+    /// Waits: Wait states and retry delays.
     fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Resolves when a deadline (TimeoutSeconds) passes. The same as
+    /// `sleep` for a real clock; a clock that skips waits must not fire
+    /// deadlines at once, so it can override this.
+    fn deadline(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        self.sleep(d)
+    }
 }
 
 /// Wall time anchored when the clock is made, advanced by tokio's timer.

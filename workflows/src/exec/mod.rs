@@ -294,7 +294,7 @@ impl Executor {
                 tokio::select! {
                     biased;
                     r = body => Some(r),
-                    _ = self.clock.sleep(Duration::from_secs(t)) => None,
+                    _ = self.clock.deadline(Duration::from_secs(t)) => None,
                 }
             }
             None => Some(body.await),
@@ -844,7 +844,7 @@ impl Run {
             Some(s) => tokio::select! {
                 biased;
                 r = invoke => Some(r),
-                _ = self.clock.sleep(Duration::from_secs(s)) => None,
+                _ = self.clock.deadline(Duration::from_secs(s)) => None,
             },
             None => Some(invoke.await),
         };

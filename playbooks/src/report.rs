@@ -1,0 +1,450 @@
+//! The report of a playbook run: what each step did, every failure and
+//! every fault recovered from, for people or as JSON.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use firebreak_steps::autoscaling::DetachOutput;
+use firebreak_steps::case::CaseInfo;
+use firebreak_steps::context::{CallRecord, Verdict};
+use firebreak_steps::ec2::{
+    ElasticIpsOutput, IsolationOutput, ProtectOutput, RecordOutput, ReleaseOutput,
+    SnapshotProgress, SnapshotSet, TagOutput,
+};
+use firebreak_steps::elbv2::DeregisterOutput;
+use firebreak_steps::iam::RevokeOutput;
+use firebreak_steps::Mode;
+use firebreak_workflows::exec::{HistoryEvent, Outcome, Status};
+use serde::{Deserialize, Serialize};
+
+use serde_json::Value;
+
+/// Where containment stands at the end of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Containment {
+    /// Every step succeeded.
+    Complete,
+    /// The playbook ran to the end but some steps failed (listed).
+    Partial,
+    /// The execution itself failed.
+    Failed,
+    /// Dry run: every planned change would be allowed.
+    PlanAllowed,
+    /// Dry run: some planned change would be refused.
+    PlanDenied,
+}
+
+/// A task failure that a retry recovered from (the fault is reported even
+/// though the step succeeded in the end).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Retried {
+    pub state: String,
+    pub error: String,
+    pub cause: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StepFailure {
+    pub step: String,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+}
+
+/// The case file as the built-in playbooks leave it: each step's output
+/// under its own key.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct CaseOutput {
+    pub instance_state: Option<RecordOutput>,
+    pub protection: Option<ProtectOutput>,
+    pub isolation: Option<IsolationOutput>,
+    pub elastic_ips: Option<ElasticIpsOutput>,
+    pub auto_scaling: Option<DetachOutput>,
+    pub target_groups: Option<DeregisterOutput>,
+    pub credentials: Option<RevokeOutput>,
+    pub tags: Option<TagOutput>,
+    pub snapshots: Option<SnapshotSet>,
+    pub snapshot_progress: Option<SnapshotProgress>,
+    pub release: Option<ReleaseOutput>,
+    #[serde(default, skip_serializing)]
+    pub failures: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub playbook: String,
+    pub case_id: String,
+    pub instance_id: String,
+    pub account_id: String,
+    pub region: String,
+    pub mode: Mode,
+    pub containment: Containment,
+    pub execution: Outcome,
+    pub duration_seconds: f64,
+    #[serde(flatten)]
+    pub steps: CaseOutput,
+    pub failures: Vec<StepFailure>,
+    /// Faults that retries recovered from.
+    pub retried: Vec<Retried>,
+    /// Every AWS call, in order (the plan, in a dry run).
+    pub calls: Vec<CallRecord>,
+}
+
+impl Report {
+    pub fn build(
+        playbook: &str,
+        case: &CaseInfo,
+        mode: Mode,
+        outcome: &Outcome,
+        history: &[HistoryEvent],
+        calls: Vec<CallRecord>,
+        took: Duration,
+    ) -> Report {
+        // An output that does not read as a case file is a failure, never
+        // an empty (and so "complete") one.
+        let parsed: Result<CaseOutput, String> = match &outcome.output {
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| e.to_string()),
+            None => Ok(CaseOutput::default()),
+        };
+        let unreadable = parsed.as_ref().err().cloned();
+        let out = parsed.unwrap_or_default();
+        let mut failures: Vec<StepFailure> = out
+            .failures
+            .iter()
+            .map(|(step, v)| StepFailure {
+                step: step.clone(),
+                error: v.get("Error").and_then(Value::as_str).map(str::to_string),
+                cause: v.get("Cause").and_then(Value::as_str).map(str::to_string),
+            })
+            .collect();
+        if let Some(e) = &unreadable {
+            failures.push(StepFailure {
+                step: "summary".into(),
+                error: Some("Firebreak.Internal".into()),
+                cause: Some(format!("the execution output is not a case file: {e}")),
+            });
+        }
+        let denied = calls
+            .iter()
+            .any(|c| matches!(c.verdict, Verdict::Denied(_)));
+        let containment = match (mode, outcome.status) {
+            _ if unreadable.is_some() => Containment::Failed,
+            (_, Status::Failed | Status::TimedOut) => Containment::Failed,
+            (Mode::DryRun, _) if denied || !failures.is_empty() => Containment::PlanDenied,
+            (Mode::DryRun, _) => Containment::PlanAllowed,
+            (Mode::Live, _) if failures.is_empty() => Containment::Complete,
+            (Mode::Live, _) => Containment::Partial,
+        };
+        Report {
+            retried: retried(history),
+            playbook: playbook.to_string(),
+            case_id: case.case_id.clone(),
+            instance_id: case.instance_id.clone(),
+            account_id: case.account_id.clone(),
+            region: case.region.clone(),
+            mode,
+            containment,
+            execution: outcome.clone(),
+            duration_seconds: took.as_secs_f64(),
+            steps: out,
+            failures,
+            calls,
+        }
+    }
+
+    /// The report for people.
+    pub fn human(&self) -> String {
+        let mut o = String::new();
+        let mut line = |s: String| {
+            o.push_str(&s);
+            o.push('\n');
+        };
+        line(String::new());
+        line(format!(
+            "Case {}: {} on {} (account {}, region {})",
+            self.case_id, self.playbook, self.instance_id, self.account_id, self.region
+        ));
+        line(format!(
+            "Result: {} in {:.1} s",
+            match self.containment {
+                Containment::Complete => "containment COMPLETE",
+                Containment::Partial => "containment PARTIAL (see failures)",
+                Containment::Failed => "execution FAILED",
+                Containment::PlanAllowed =>
+                    "dry run: every planned change would be allowed; nothing was changed",
+                Containment::PlanDenied =>
+                    "dry run: some planned changes would be REFUSED; nothing was changed",
+            },
+            self.duration_seconds
+        ));
+        if self.mode == Mode::DryRun {
+            line(String::new());
+            line("Plan (in order):".into());
+            for (i, c) in self.calls.iter().enumerate() {
+                let verdict = match &c.verdict {
+                    Verdict::Read => "read (made)".to_string(),
+                    Verdict::Done => "made".to_string(),
+                    Verdict::Allowed => "would be allowed (DryRun)".to_string(),
+                    Verdict::Denied(m) => format!("would be REFUSED (DryRun): {m}"),
+                    Verdict::NotChecked(why) => format!("not checked: {why}"),
+                };
+                line(format!(
+                    "  {:>2}. [{}] {} {}",
+                    i + 1,
+                    c.step,
+                    c.action,
+                    c.parameters
+                ));
+                line(format!("      -> {verdict}"));
+            }
+        } else {
+            line(String::new());
+            let st = &self.steps;
+            if let Some(r) = &st.instance_state {
+                let s = &r.record;
+                line(format!(
+                    "  ok  state recorded{}: {} interface(s), {} volume(s), {} EIP(s), ASG {}, {} target group registration(s), profile {}",
+                    if r.reused { " (kept from the first run of this case)" } else { "" },
+                    s.record.network_interfaces.len(),
+                    s.record.volumes.len(),
+                    s.record.elastic_ips.len(),
+                    s.record.auto_scaling.as_ref().map(|a| a.group_name.as_str()).unwrap_or("none"),
+                    s.record.target_groups.len(),
+                    s.record.instance_profile.as_ref().and_then(|p| p.arn.as_deref()).unwrap_or("none"),
+                ));
+                line(format!(
+                    "        sha256 {} at {}",
+                    s.digest.sha256,
+                    r.location.as_deref().unwrap_or("(not stored)")
+                ));
+            }
+            if let Some(p) = &st.protection {
+                line(format!(
+                    "  ok  protected{}: termination protection {}, shutdown behaviour {}, {} volume(s) kept on termination",
+                    if p.changed { "" } else { " (already)" },
+                    if p.termination_protection { "on" } else { "off" },
+                    p.shutdown_behavior,
+                    p.volumes.iter().filter(|v| !v.delete_on_termination).count()
+                ));
+            }
+            if let Some(iso) = &st.isolation {
+                line(format!(
+                    "  ok  network isolated{}:",
+                    if iso.changed {
+                        ""
+                    } else {
+                        " (already isolated, nothing changed)"
+                    }
+                ));
+                for g in &iso.groups {
+                    line(format!(
+                        "        {}: isolation group {} ({}), transition group {}{}",
+                        g.vpc_id,
+                        g.isolation_group_id,
+                        if iso.exemptions.is_empty() {
+                            "no rules".to_string()
+                        } else {
+                            format!("only {:?}", iso.exemptions)
+                        },
+                        g.transition_group_id,
+                        if g.created_group_ids.is_empty() {
+                            ""
+                        } else {
+                            ", created now"
+                        }
+                    ));
+                }
+                for i in &iso.interfaces {
+                    line(format!(
+                        "        {}: {} -> {}",
+                        i.network_interface_id,
+                        i.previous_group_ids.join(","),
+                        i.group_ids.join(",")
+                    ));
+                }
+            }
+            if let Some(e) = &st.elastic_ips {
+                if e.disassociated.is_empty() {
+                    line("  ok  Elastic IPs: none associated".into());
+                } else {
+                    for a in &e.disassociated {
+                        line(format!(
+                            "  ok  Elastic IP {} ({}) taken off {}",
+                            a.public_ip.as_deref().unwrap_or("?"),
+                            a.allocation_id,
+                            a.network_interface_id.as_deref().unwrap_or("?")
+                        ));
+                    }
+                }
+            }
+            if let Some(a) = &st.auto_scaling {
+                match &a.group_name {
+                    None => line("  ok  Auto Scaling: not in a group".into()),
+                    Some(g) => line(format!(
+                        "  ok  Auto Scaling group {g}: {} -> {} (scale-in protected, no replacement)",
+                        a.lifecycle_state_before.as_deref().unwrap_or("?"),
+                        a.lifecycle_state_after.as_deref().unwrap_or("detached")
+                    )),
+                }
+            }
+            if let Some(t) = &st.target_groups {
+                if t.deregistered.is_empty() {
+                    line("  ok  target groups: none".into());
+                }
+                for r in &t.deregistered {
+                    line(format!(
+                        "  ok  deregistered from {} (port {})",
+                        r.target_group_arn,
+                        r.port
+                            .map(|p| p.to_string())
+                            .unwrap_or_else(|| "default".into())
+                    ));
+                }
+            }
+            if let Some(c) = &st.credentials {
+                match &c.instance_profile_arn {
+                    None => line("  ok  credentials: no instance profile".into()),
+                    Some(p) => line(format!(
+                        "  ok  credentials: profile {p} removed{}; role(s) {} deny sessions from this instance issued before {}",
+                        if c.disassociated_association_id.is_some() { "" } else { " (already)" },
+                        c.roles.join(", "),
+                        c.token_issue_cutoff.map(|t| t.to_rfc3339()).unwrap_or_else(|| "?".into())
+                    )),
+                }
+            }
+            if let Some(t) = &st.tags {
+                line(format!(
+                    "  ok  tagged: {}",
+                    t.tags
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if let Some(s) = &st.snapshots {
+                let done = st
+                    .snapshot_progress
+                    .as_ref()
+                    .filter(|p| p.all_completed)
+                    .map(|_| "completed")
+                    .unwrap_or("not confirmed complete");
+                line(format!(
+                    "  ok  snapshots ({done}{}):",
+                    if s.created_snapshot_ids.is_empty() {
+                        ", all taken earlier for this case"
+                    } else {
+                        ""
+                    }
+                ));
+                for snap in &s.snapshots {
+                    let state = st
+                        .snapshot_progress
+                        .as_ref()
+                        .and_then(|p| {
+                            p.snapshots
+                                .iter()
+                                .find(|x| x.snapshot_id == snap.snapshot_id)
+                        })
+                        .map(|x| x.state.clone())
+                        .unwrap_or_else(|| snap.state.clone());
+                    line(format!(
+                        "        {} of {} ({}): {state}",
+                        snap.snapshot_id,
+                        snap.volume_id,
+                        snap.device_name.as_deref().unwrap_or("?")
+                    ));
+                }
+            }
+            if let Some(r) = &st.release {
+                line(format!(
+                    "  ok  released to the record {} (sha256 {}): {}",
+                    r.record_location,
+                    r.record_sha256,
+                    if r.actions.is_empty() {
+                        "nothing to change".to_string()
+                    } else {
+                        format!("{} change(s)", r.actions.len())
+                    }
+                ));
+                for a in &r.actions {
+                    line(format!("        {a}"));
+                }
+                line(
+                    "        verified: the instance matches the record (firebreak tags aside)"
+                        .into(),
+                );
+            }
+        }
+        if !self.retried.is_empty() {
+            line(String::new());
+            line("Faults recovered from by retrying:".into());
+            for r in &self.retried {
+                line(format!(
+                    "  ..  {}: {}: {}",
+                    r.state,
+                    r.error,
+                    r.cause.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        if !self.failures.is_empty() {
+            line(String::new());
+            line("Failures (recorded on the case):".into());
+            for f in &self.failures {
+                line(format!(
+                    "  !!  {}: {}: {}",
+                    f.step,
+                    f.error.as_deref().unwrap_or("?"),
+                    f.cause.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        if let (Some(e), Status::Failed | Status::TimedOut) =
+            (&self.execution.error, self.execution.status)
+        {
+            line(String::new());
+            line(format!(
+                "Execution failed: {e}: {}",
+                self.execution.cause.as_deref().unwrap_or("")
+            ));
+        }
+        o
+    }
+}
+
+/// Task failures followed by another attempt of the same state.
+fn retried(history: &[HistoryEvent]) -> Vec<Retried> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    let mut pending: Option<Retried> = None;
+    for e in history {
+        let detail = e.detail();
+        let field = |k: &str| {
+            detail
+                .and_then(|d| d.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        match e.kind.as_str() {
+            "TaskStateEntered" => {
+                current = field("name");
+                pending = None;
+            }
+            "LambdaFunctionFailed" | "TaskFailed" | "LambdaFunctionTimedOut" | "TaskTimedOut" => {
+                pending = Some(Retried {
+                    state: current.clone().unwrap_or_default(),
+                    error: field("error").unwrap_or_default(),
+                    cause: field("cause"),
+                });
+            }
+            "LambdaFunctionScheduled" | "TaskScheduled" => {
+                if let Some(p) = pending.take() {
+                    out.push(p);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
