@@ -201,7 +201,7 @@ pub async fn contained(
         out.push(check(
             "the second instance sharing the role keeps its profile",
             kept,
-            format!("{second}"),
+            second.to_string(),
         ));
     }
     if decoy.auto_scaling_group.is_some() {

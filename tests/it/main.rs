@@ -12,6 +12,7 @@ mod compile_cli;
 mod contain;
 mod dry_run;
 mod graph_cli;
+mod infra;
 mod respond;
 mod sfn_moto;
 mod validate_cli;

@@ -62,12 +62,12 @@ impl StepDef for ProtectInstance {
 
     fn iam() -> Vec<Statement> {
         vec![
+            Statement::allow(["ec2:DescribeInstances"], ["*"]),
             Statement::allow(
-                ["ec2:DescribeInstances", "ec2:DescribeInstanceAttribute"],
-                ["*"],
-            ),
-            Statement::allow(
-                ["ec2:ModifyInstanceAttribute"],
+                [
+                    "ec2:DescribeInstanceAttribute",
+                    "ec2:ModifyInstanceAttribute",
+                ],
                 ["arn:aws:ec2:*:*:instance/*"],
             ),
         ]

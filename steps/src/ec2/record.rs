@@ -75,17 +75,20 @@ impl StepDef for RecordInstanceState {
     }
 
     fn iam() -> Vec<Statement> {
-        // Describe calls do not support resource-level permissions.
+        // Describe calls do not support resource-level permissions; the
+        // instance attribute and console reads do.
         vec![
+            Statement::allow(
+                ["ec2:DescribeInstanceAttribute", "ec2:GetConsoleOutput"],
+                ["arn:aws:ec2:*:*:instance/*"],
+            ),
             Statement::allow(
                 [
                     "ec2:DescribeInstances",
                     "ec2:DescribeNetworkInterfaces",
                     "ec2:DescribeVolumes",
                     "ec2:DescribeIamInstanceProfileAssociations",
-                    "ec2:DescribeInstanceAttribute",
                     "ec2:DescribeAddresses",
-                    "ec2:GetConsoleOutput",
                     "autoscaling:DescribeAutoScalingInstances",
                     "elasticloadbalancing:DescribeTargetGroups",
                     "elasticloadbalancing:DescribeTargetHealth",

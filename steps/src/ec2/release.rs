@@ -81,12 +81,15 @@ impl StepDef for ReleaseInstance {
     fn iam() -> Vec<Statement> {
         vec![
             Statement::allow(
+                ["ec2:DescribeInstanceAttribute"],
+                ["arn:aws:ec2:*:*:instance/*"],
+            ),
+            Statement::allow(
                 [
                     "ec2:DescribeInstances",
                     "ec2:DescribeNetworkInterfaces",
                     "ec2:DescribeVolumes",
                     "ec2:DescribeIamInstanceProfileAssociations",
-                    "ec2:DescribeInstanceAttribute",
                     "ec2:DescribeAddresses",
                     "autoscaling:DescribeAutoScalingInstances",
                     "elasticloadbalancing:DescribeTargetGroups",
