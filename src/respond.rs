@@ -7,7 +7,7 @@ use chrono::Utc;
 use clap::{Args, ValueEnum};
 use firebreak_steps::autoscaling::AsgMode;
 use firebreak_steps::case::{CaseFile, CaseId, CaseInfo, CaseOptions, IdError, InstanceId};
-use firebreak_steps::ec2::Exemption;
+use firebreak_steps::ec2::{Exemption, ForensicCopy};
 use firebreak_steps::Mode;
 
 use crate::session::Session;
@@ -55,6 +55,19 @@ pub struct RespondArgs {
     /// repeatable).
     #[arg(long, value_name = "CIDR|sg-ID")]
     pub allow_https_to: Vec<String>,
+    /// Copy the snapshots to this region (forensic copy), re-encrypted with
+    /// --forensic-kms-key.
+    #[arg(long, value_name = "REGION", requires = "forensic_kms_key")]
+    pub forensic_region: Option<String>,
+    /// KMS key (in the forensic account and region) for the copies.
+    #[arg(long, value_name = "KEY", requires = "forensic_region")]
+    pub forensic_kms_key: Option<String>,
+    /// Forensic account to copy to (the snapshots are shared with it).
+    #[arg(long, value_name = "ACCOUNT_ID", requires_all = ["forensic_region", "forensic_role_arn"])]
+    pub forensic_account: Option<String>,
+    /// Role to assume in the forensic account to make the copies.
+    #[arg(long, value_name = "ARN", requires = "forensic_account")]
+    pub forensic_role_arn: Option<String>,
     /// Summary format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
@@ -129,6 +142,15 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
             },
             isolation_exemptions: exemptions,
             keep_credential_deny: false,
+            forensic_copy: match (&args.forensic_region, &args.forensic_kms_key) {
+                (Some(region), Some(key)) => Some(ForensicCopy {
+                    region: region.clone(),
+                    kms_key_id: key.clone(),
+                    account_id: args.forensic_account.clone(),
+                    role_arn: args.forensic_role_arn.clone(),
+                }),
+                _ => None,
+            },
         },
     };
     if !args.quiet {

@@ -3,8 +3,8 @@
 use firebreak_steps::autoscaling::DetachFromAutoScaling;
 use firebreak_steps::case::CaseFile;
 use firebreak_steps::ec2::{
-    AwaitSnapshots, DisassociateElasticIps, IsolateNetwork, ProtectInstance, RecordInstanceState,
-    SnapshotVolumes, TagInstance,
+    AwaitSnapshots, CopySnapshots, DisassociateElasticIps, IsolateNetwork, ProtectInstance,
+    RecordInstanceState, SnapshotVolumes, TagInstance,
 };
 use firebreak_steps::elbv2::DeregisterFromTargetGroups;
 use firebreak_steps::iam::RevokeInstanceCredentials;
@@ -18,6 +18,13 @@ const SNAPSHOT_POLL_SECONDS: u64 = 15;
 /// can take over an hour; past two hours something is wrong and the case
 /// should say so rather than wait forever.
 const SNAPSHOT_POLL_ATTEMPTS: u64 = 480;
+
+/// Forensic copies are checked every 30 s: a cross-region copy of a large
+/// snapshot takes tens of minutes, and the first call starts them.
+const COPY_POLL_SECONDS: u64 = 30;
+/// 480 x 30 s = 4 hours: cross-region copies of large snapshots are slow;
+/// past that the case records the give-up and the copies carry on in AWS.
+const COPY_POLL_ATTEMPTS: u64 = 480;
 
 /// Binds the case and instance ids every instance step takes.
 pub(crate) fn on_instance(t: TaskNode) -> TaskNode {
@@ -113,6 +120,30 @@ pub fn ec2_contain() -> Workflow {
                         .at_most(SNAPSHOT_POLL_ATTEMPTS),
                     ),
                 ),
+            )
+            .then(
+                choice("ForensicCopyRequested?").when(
+                    Cond::and(vec![
+                        Cond::present("$.snapshots"),
+                        Cond::present("$.snapshot_progress"),
+                        Cond::is_true("$.snapshot_progress.all_completed"),
+                        Cond::given("$.options.forensic_copy"),
+                    ]),
+                    Chain::new().then(
+                        poll(
+                            "WaitForForensicCopies",
+                            task::<CopySnapshots>("CopySnapshotsToForensics")
+                                .bind("case_id", "$.case.case_id")
+                                .bind("snapshot_ids", "$.snapshots.snapshot_ids")
+                                .bind("target", "$.options.forensic_copy")
+                                .result_at("forensic_copies")
+                                .continue_on_failure("copy_snapshots"),
+                            Cond::is_true("$.forensic_copies.all_completed"),
+                        )
+                        .every(COPY_POLL_SECONDS)
+                        .at_most(COPY_POLL_ATTEMPTS),
+                    ),
+                ),
             ),
     )
 }
@@ -135,7 +166,8 @@ mod tests {
                 "revoke_instance_credentials",
                 "tag_instance",
                 "snapshot_volumes",
-                "await_snapshots"
+                "await_snapshots",
+                "copy_snapshots"
             ]
         );
     }

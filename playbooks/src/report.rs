@@ -8,7 +8,7 @@ use firebreak_steps::autoscaling::DetachOutput;
 use firebreak_steps::case::CaseInfo;
 use firebreak_steps::context::{CallRecord, Verdict};
 use firebreak_steps::ec2::{
-    ElasticIpsOutput, IsolationOutput, ProtectOutput, RecordOutput, ReleaseOutput,
+    CopyOutput, ElasticIpsOutput, IsolationOutput, ProtectOutput, RecordOutput, ReleaseOutput,
     SnapshotProgress, SnapshotSet, TagOutput,
 };
 use firebreak_steps::elbv2::DeregisterOutput;
@@ -66,6 +66,7 @@ pub struct CaseOutput {
     pub snapshots: Option<SnapshotSet>,
     pub snapshot_progress: Option<SnapshotProgress>,
     pub release: Option<ReleaseOutput>,
+    pub forensic_copies: Option<CopyOutput>,
     #[serde(default, skip_serializing)]
     pub failures: BTreeMap<String, Value>,
 }
@@ -353,6 +354,26 @@ impl Report {
                         snap.snapshot_id,
                         snap.volume_id,
                         snap.device_name.as_deref().unwrap_or("?")
+                    ));
+                }
+            }
+            if let Some(c) = &st.forensic_copies {
+                line(format!(
+                    "  ok  forensic copies ({}):",
+                    if c.all_completed {
+                        "completed"
+                    } else {
+                        "not confirmed complete"
+                    }
+                ));
+                for copy in &c.copies {
+                    line(format!(
+                        "        {} -> {} in {}/{}: {}",
+                        copy.source_snapshot_id,
+                        copy.snapshot_id,
+                        copy.account_id,
+                        copy.region,
+                        copy.state
                     ));
                 }
             }

@@ -24,6 +24,9 @@ pub struct CaseOptions {
     pub isolation_exemptions: Vec<crate::ec2::Exemption>,
     /// On release, keep the deny on sessions issued before containment.
     pub keep_credential_deny: bool,
+    /// Copy the snapshots to a forensic account/region when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forensic_copy: Option<crate::ec2::ForensicCopy>,
 }
 
 /// Who, what and when: set once when the case is opened.

@@ -374,6 +374,7 @@ fn faulty_clients(config: &SdkConfig, n: usize, status: u16) -> AwsClients {
                 .retry_config(retry)
                 .build(),
         ),
+        sdk: config.clone(),
     }
 }
 
@@ -650,4 +651,91 @@ async fn sandbox_two_responds_in_one_vpc_at_once_both_isolate_with_one_group() {
         .collect();
     names.sort();
     assert_eq!(names, ["firebreak-isolation", "firebreak-transition"]);
+}
+
+#[tokio::test]
+async fn sandbox_snapshots_are_copied_to_the_forensic_region_with_their_tags() {
+    // GIVEN a decoy, and a forensic region with a key
+    let d = decoy();
+    let key = "arn:aws:kms:us-west-2:123456789012:key/11111111-2222-3333-4444-555555555555";
+    let args = [
+        "respond",
+        "--instance",
+        &s(&d, "instance_id"),
+        "--case",
+        "it-copy",
+        "--output",
+        "json",
+        "-q",
+        "--forensic-region",
+        "us-west-2",
+        "--forensic-kms-key",
+        key,
+    ];
+    // WHEN containment runs with a forensic copy
+    let out = firebreak(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // THEN every snapshot has a copy in the forensic region, made with the
+    // key and carrying the case tags and where it came from
+    assert_eq!(
+        report["forensic_copies"]["all_completed"], true,
+        "{report:#}"
+    );
+    let copies = report["forensic_copies"]["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), d["volume_ids"].as_array().unwrap().len());
+    let west = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(crate::support::sandbox_url())
+        .region(aws_config::Region::new("us-west-2"))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test", "test", None, None, "it",
+        ))
+        .load()
+        .await;
+    let ec2 = aws_sdk_ec2::Client::new(&west);
+    for c in copies {
+        let snap = ec2
+            .describe_snapshots()
+            .snapshot_ids(c["snapshot_id"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let snap = &snap.snapshots()[0];
+        // moto does not check that the key exists, but keeps the one given.
+        assert_eq!(snap.kms_key_id(), Some(key));
+        let tags: std::collections::BTreeMap<&str, &str> = snap
+            .tags()
+            .iter()
+            .map(|t| (t.key().unwrap(), t.value().unwrap()))
+            .collect();
+        assert_eq!(tags.get("firebreak:case"), Some(&"it-copy"));
+        assert_eq!(
+            tags.get("firebreak:source-snapshot"),
+            c["source_snapshot_id"].as_str().as_ref()
+        );
+        assert_eq!(tags.get("firebreak:source-region"), Some(&"us-east-1"));
+        assert!(
+            tags.contains_key("firebreak:instance"),
+            "source tags are carried: {tags:?}"
+        );
+    }
+    // AND a second run makes no second copy
+    let again = firebreak(&args);
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["forensic_copies"]["changed"], false);
+    let ids = |r: &Value| {
+        r["forensic_copies"]["copies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["snapshot_id"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&again), ids(&report));
 }

@@ -420,6 +420,7 @@ pub enum Cond {
     NumericLessThan(String, f64),
     BooleanEquals(String, bool),
     IsPresent(String, bool),
+    IsNull(String, bool),
     And(Vec<Cond>),
     Or(Vec<Cond>),
     Not(Box<Cond>),
@@ -440,6 +441,13 @@ impl Cond {
     }
     pub fn absent(path: &str) -> Cond {
         Cond::IsPresent(path.into(), false)
+    }
+    /// Present and not `null`: what an optional field given a value is.
+    pub fn given(path: &str) -> Cond {
+        Cond::And(vec![
+            Cond::IsPresent(path.into(), true),
+            Cond::IsNull(path.into(), false),
+        ])
     }
     pub fn numeric_equals(path: &str, v: f64) -> Cond {
         Cond::NumericEquals(path.into(), v)

@@ -665,13 +665,7 @@ impl Cx {
         after
     }
 
-    fn cond(
-        &mut self,
-        state: &str,
-        c: &Cond,
-        scope: &Shape,
-        guarded: &HashSet<String>,
-    ) -> Condition {
+    fn cond(&mut self, state: &str, c: &Cond, scope: &Shape) -> Condition {
         let cmp = |variable: &str, op: Comparison, v: Value| Condition::Compare {
             variable: variable.to_string(),
             op,
@@ -684,82 +678,51 @@ impl Cx {
         };
         match c {
             Cond::StringEquals(p, v) => {
-                self.read(
-                    state,
-                    p,
-                    scope,
-                    None,
-                    Some(&Shape::String),
-                    !guarded.contains(p),
-                );
+                self.read(state, p, scope, None, Some(&Shape::String), true);
                 cmp(p, Comparison::StringEquals, json!(v))
             }
             Cond::NumericEquals(p, v) => {
-                self.read(
-                    state,
-                    p,
-                    scope,
-                    None,
-                    Some(&Shape::Number),
-                    !guarded.contains(p),
-                );
+                self.read(state, p, scope, None, Some(&Shape::Number), true);
                 cmp(p, Comparison::NumericEquals, num(*v))
             }
             Cond::NumericGreaterThanEquals(p, v) => {
-                self.read(
-                    state,
-                    p,
-                    scope,
-                    None,
-                    Some(&Shape::Number),
-                    !guarded.contains(p),
-                );
+                self.read(state, p, scope, None, Some(&Shape::Number), true);
                 cmp(p, Comparison::NumericGreaterThanEquals, num(*v))
             }
             Cond::NumericLessThan(p, v) => {
-                self.read(
-                    state,
-                    p,
-                    scope,
-                    None,
-                    Some(&Shape::Number),
-                    !guarded.contains(p),
-                );
+                self.read(state, p, scope, None, Some(&Shape::Number), true);
                 cmp(p, Comparison::NumericLessThan, num(*v))
             }
             Cond::BooleanEquals(p, v) => {
-                self.read(
-                    state,
-                    p,
-                    scope,
-                    None,
-                    Some(&Shape::Bool),
-                    !guarded.contains(p),
-                );
+                self.read(state, p, scope, None, Some(&Shape::Bool), true);
                 cmp(p, Comparison::BooleanEquals, json!(v))
             }
             Cond::IsPresent(p, v) => {
                 self.read(state, p, scope, None, None, false);
                 cmp(p, Comparison::IsPresent, json!(v))
             }
+            Cond::IsNull(p, v) => {
+                self.read(state, p, scope, None, None, true);
+                cmp(p, Comparison::IsNull, json!(v))
+            }
             Cond::And(cs) => {
-                // `IsPresent(p)` earlier in an And guards later reads of p.
-                let mut g = guarded.clone();
+                // Step Functions evaluates And left to right and stops at
+                // the first false rule: what an earlier rule establishes
+                // (IsPresent, not IsNull) holds for the later ones.
+                let mut local = scope.clone();
                 let mut rules = Vec::new();
                 for c in cs {
-                    rules.push(rule(self.cond(state, c, scope, &g)));
-                    if let Cond::IsPresent(p, true) = c {
-                        g.insert(p.clone());
-                    }
+                    rules.push(rule(self.cond(state, c, &local)));
+                    local = narrow(&local, c);
                 }
                 Condition::And(rules)
             }
             Cond::Or(cs) => Condition::Or(
                 cs.iter()
-                    .map(|c| rule(self.cond(state, c, scope, guarded)))
+                    .map(|c| rule(self.cond(state, c, scope)))
                     .collect(),
             ),
-            Cond::Not(c) => Condition::Not(Box::new(rule(self.cond(state, c, scope, guarded)))),
+            Cond::Not(c) => Condition::Not(Box::new(rule(self.cond(state, c, scope)))),
         }
     }
 
@@ -782,7 +745,7 @@ impl Cx {
         let mut rules = Vec::new();
         let mut outcomes: Vec<Shape> = Vec::new();
         for (cond, chain) in &c.branches {
-            let condition = self.cond(&c.name, cond, &scope, &HashSet::new());
+            let condition = self.cond(&c.name, cond, &scope);
             let next = match chain.nodes.first() {
                 Some(first) => {
                     let first = first.name().to_string();
@@ -1088,7 +1051,7 @@ impl Cx {
             }
             None => counted_scope.clone(),
         };
-        let cond = self.cond(&done_name, &p.done, &checked, &HashSet::new());
+        let cond = self.cond(&done_name, &p.done, &checked);
         let exit = g.target(follow);
         g.states.insert(
             done_name.clone(),
@@ -1199,9 +1162,17 @@ impl Cx {
     }
 }
 
-/// Inside a branch taken because `IsPresent(p)` held, `p` is present.
+/// Inside a branch taken because `IsPresent(p)` held, `p` is present;
+/// because `IsNull(p)` was false, `p` is not null.
 fn narrow(scope: &Shape, cond: &Cond) -> Shape {
     match cond {
+        Cond::IsNull(p, false) => match JsonPath::parse_reference(p) {
+            Ok(path) => match scope.resolve(&path) {
+                Ok((shape, present)) => scope.with_path(&path, shape.without_null(), present),
+                Err(_) => scope.clone(),
+            },
+            Err(_) => scope.clone(),
+        },
         Cond::IsPresent(p, true) => match JsonPath::parse_reference(p) {
             Ok(path) => match scope.resolve(&path) {
                 Ok((shape, _)) => scope.with_path(&path, shape, true),

@@ -144,6 +144,10 @@ impl Shape {
     }
 
     /// The shape without its `null` alternative.
+    pub fn without_null(&self) -> Shape {
+        self.non_null()
+    }
+
     fn non_null(&self) -> Shape {
         match self {
             Shape::Union(members) => {

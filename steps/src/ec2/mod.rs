@@ -1,6 +1,7 @@
 //! EC2 steps: record the instance's state, isolate its network, snapshot
 //! its volumes, tag it.
 
+mod copy;
 mod eip;
 mod isolate;
 mod protect;
@@ -9,6 +10,7 @@ mod release;
 mod snapshot;
 mod tag;
 
+pub use copy::{CopyInput, CopyOutput, CopySnapshots, ForensicCopy, SnapshotCopy};
 pub use eip::{DisassociateElasticIps, ElasticIpsOutput};
 pub use isolate::{
     Exemption, IsolateInput, IsolateNetwork, IsolatedInterface, IsolationOutput, VpcIsolationGroups,
@@ -41,6 +43,7 @@ pub(crate) fn register(r: Registry) -> Registry {
         .register::<crate::elbv2::DeregisterFromTargetGroups>()
         .register::<crate::iam::RevokeInstanceCredentials>()
         .register::<ReleaseInstance>()
+        .register::<CopySnapshots>()
         .register::<SnapshotVolumes>()
         .register::<AwaitSnapshots>()
         .register::<TagInstance>()
