@@ -65,3 +65,50 @@ mod tests {
         );
     }
 }
+
+/// Hashes everything an async reader yields (an S3 object body, a file),
+/// in bounded memory.
+pub async fn sha256_async_reader<R>(mut reader: R) -> io::Result<Digest>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; HASH_BUFFER_BYTES];
+    let mut size = 0u64;
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(buf.get(..n).unwrap_or_default());
+        size += n as u64;
+    }
+    Ok(Digest {
+        sha256: hex::encode(hasher.finalize()),
+        size,
+    })
+}
+
+/// An incremental hash, for data that is written elsewhere as it is hashed.
+#[derive(Clone, Debug, Default)]
+pub struct Hasher {
+    inner: Sha256,
+    size: u64,
+}
+
+impl Hasher {
+    pub fn new() -> Hasher {
+        Hasher::default()
+    }
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.inner.update(bytes);
+        self.size += bytes.len() as u64;
+    }
+    pub fn finish(self) -> Digest {
+        Digest {
+            sha256: hex::encode(self.inner.finalize()),
+            size: self.size,
+        }
+    }
+}

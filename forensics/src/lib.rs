@@ -18,5 +18,9 @@
     )
 )]
 
+pub mod capture;
+pub mod custody;
 pub mod hash;
 pub mod instance_state;
+pub mod lime;
+pub mod volatility;
