@@ -73,7 +73,7 @@ pub fn render(s: &CaptureScript) -> Result<String, ScriptError> {
     if !safe_word(&s.case_id) {
         return bad(format!("case id {:?}", s.case_id));
     }
-    if s.part_size < MIN_PART_SIZE || s.part_size % MIB != 0 {
+    if s.part_size < MIN_PART_SIZE || !s.part_size.is_multiple_of(MIB) {
         return bad(format!(
             "part size {} is not a whole number of MiB of at least 5 MiB",
             s.part_size
