@@ -42,7 +42,20 @@ pub struct RehearseArgs {
 /// Refuses to create and delete resources outside a sandbox: a local
 /// endpoint (moto), or an account the user names explicitly.
 pub fn confirm_sandbox(session: &Session, account: Option<&str>) -> anyhow::Result<()> {
-    if firebreak_steps::config::has_custom_endpoint(&session.config) {
+    // Only an endpoint on this machine is taken for a sandbox: a custom
+    // endpoint may also be a real one (FIPS, VPC endpoints).
+    let local = session.config.endpoint_url().is_some_and(|u| {
+        [
+            "http://127.0.0.1",
+            "http://localhost",
+            "http://[::1]",
+            "https://127.0.0.1",
+            "https://localhost",
+        ]
+        .iter()
+        .any(|p| u.starts_with(p))
+    });
+    if local {
         return Ok(());
     }
     match account {
@@ -64,7 +77,7 @@ pub fn confirm_sandbox(session: &Session, account: Option<&str>) -> anyhow::Resu
 struct Rehearsal {
     decoy: decoy::Decoy,
     case_id: String,
-    contain: Report,
+    contain: Option<Report>,
     release: Option<Report>,
     checks: Vec<Section>,
     passed: bool,
@@ -89,6 +102,96 @@ fn result_check(name: &str, s: &Report) -> Check {
                 .collect::<String>()
         ),
     }
+}
+
+type Phases = (Option<Report>, Option<Report>, Vec<Section>);
+
+/// Contain, check, release, check.
+async fn rehearse_phases(
+    session: &Session,
+    d: &decoy::Decoy,
+    case_id: &str,
+    bucket: &str,
+    quiet: bool,
+) -> anyhow::Result<Phases> {
+    let id: InstanceId = d
+        .instance_id
+        .parse()
+        .map_err(|e: firebreak_steps::case::IdError| anyhow::anyhow!("{e}"))?;
+    let log = session.ctx.log("rehearse");
+    let before = read_live_state(&session.ctx, &log, &id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let input = CaseFile {
+        case: CaseInfo {
+            case_id: case_id.to_string(),
+            instance_id: id.to_string(),
+            account_id: session.who.account_id.clone(),
+            region: session.region.clone(),
+            opened_at: Utc::now(),
+            actor: session.who.arn.clone(),
+            evidence_bucket: bucket.to_string(),
+        },
+        // The rehearsal restores everything, the deny included.
+        options: CaseOptions {
+            credential_deny: firebreak_steps::ec2::DenyOnRelease::Remove,
+            ..CaseOptions::default()
+        },
+    };
+    if !quiet {
+        eprintln!("decoy {} ready; case {case_id}: ec2-contain", d.instance_id);
+    }
+    let contained_at = Utc::now();
+    let contain_pb =
+        firebreak_playbooks::compile("ec2-contain").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let run = session.run(&contain_pb, &input).await?;
+    let contain = run.report(
+        "ec2-contain",
+        &input.case,
+        Mode::Live,
+        session.started.elapsed(),
+    );
+    let mut contained = vec![result_check(
+        "ec2-contain completed with every step succeeding",
+        &contain,
+    )];
+    contained.extend(
+        rehearsal::contained(&session.ctx, d, case_id, bucket, contained_at)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    if !quiet {
+        eprintln!("ec2-release");
+    }
+    let release_pb =
+        firebreak_playbooks::compile("ec2-release").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let run = session.run(&release_pb, &input).await?;
+    let release = run.report(
+        "ec2-release",
+        &input.case,
+        Mode::Live,
+        session.started.elapsed(),
+    );
+    let mut released = vec![result_check("ec2-release completed", &release)];
+    released.extend(
+        rehearsal::released(&session.ctx, d, &before, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    Ok((
+        Some(contain),
+        Some(release),
+        vec![
+            Section {
+                phase: "contained",
+                checks: contained,
+            },
+            Section {
+                phase: "released",
+                checks: released,
+            },
+        ],
+    ))
 }
 
 pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
@@ -119,80 +222,33 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
     let d = decoy::create(&session.config, &spec)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let id: InstanceId = d
-        .instance_id
-        .parse()
-        .map_err(|e: firebreak_steps::case::IdError| anyhow::anyhow!("{e}"))?;
-    let case = CaseId::generate(Utc::now(), &id);
-    let log = session.ctx.log("rehearse");
-    let before = read_live_state(&session.ctx, &log, &id)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let input = CaseFile {
-        case: CaseInfo {
-            case_id: format!("rehearsal-{case}"),
-            instance_id: id.to_string(),
-            account_id: session.who.account_id.clone(),
-            region: session.region.clone(),
-            opened_at: Utc::now(),
-            actor: session.who.arn.clone(),
-            evidence_bucket: bucket.clone(),
-        },
-        options: CaseOptions::default(),
+    // Whatever happens between here and the end, the decoy is deleted
+    // (unless --keep): a failed rehearsal must not leave it running.
+    let case_id = format!(
+        "rehearsal-{}",
+        CaseId::generate(
+            Utc::now(),
+            &d.instance_id
+                .parse()
+                .map_err(|e: firebreak_steps::case::IdError| anyhow::anyhow!("{e}"))?
+        )
+    );
+    let phases = rehearse_phases(&session, &d, &case_id, &bucket, args.quiet).await;
+    let (contain, release, mut sections) = match phases {
+        Ok(p) => p,
+        Err(e) => (
+            None,
+            None,
+            vec![Section {
+                phase: "run",
+                checks: vec![Check {
+                    name: "the rehearsal ran to the end".into(),
+                    passed: false,
+                    detail: format!("{e:#}"),
+                }],
+            }],
+        ),
     };
-    let case_id = input.case.case_id.clone();
-    if !args.quiet {
-        eprintln!("decoy {} ready; case {case_id}: ec2-contain", d.instance_id);
-    }
-
-    let contain_pb =
-        firebreak_playbooks::compile("ec2-contain").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let run = session.run(&contain_pb, &input).await?;
-    let contain = run.report(
-        "ec2-contain",
-        &input.case,
-        Mode::Live,
-        session.started.elapsed(),
-    );
-    let mut contained = vec![result_check(
-        "ec2-contain completed with every step succeeding",
-        &contain,
-    )];
-    contained.extend(
-        rehearsal::contained(&session.ctx, &d, &case_id, &bucket)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
-
-    if !args.quiet {
-        eprintln!("ec2-release");
-    }
-    let release_pb =
-        firebreak_playbooks::compile("ec2-release").map_err(|e| anyhow::anyhow!("{e}"))?;
-    let run = session.run(&release_pb, &input).await?;
-    let release = run.report(
-        "ec2-release",
-        &input.case,
-        Mode::Live,
-        session.started.elapsed(),
-    );
-    let mut released = vec![result_check("ec2-release completed", &release)];
-    released.extend(
-        rehearsal::released(&session.ctx, &d, &before, false)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
-
-    let mut sections = vec![
-        Section {
-            phase: "contained",
-            checks: contained,
-        },
-        Section {
-            phase: "released",
-            checks: released,
-        },
-    ];
     if !args.keep {
         let (_, failed) = decoy::delete(&session.config, &d, Some(&case_id)).await;
         sections.push(Section {
@@ -213,7 +269,7 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
         decoy: d,
         case_id,
         contain,
-        release: Some(release),
+        release,
         checks: sections,
         passed,
     };

@@ -5,6 +5,7 @@ use std::io::Write as _;
 use chrono::Utc;
 use clap::Args;
 use firebreak_steps::case::{CaseFile, CaseInfo, CaseOptions};
+use firebreak_steps::ec2::DenyOnRelease;
 use firebreak_steps::Mode;
 
 use crate::respond::{parse_ids, OutputFormat};
@@ -21,10 +22,14 @@ pub struct ReleaseArgs {
     /// instance is tagged with).
     #[arg(long)]
     pub case: Option<String>,
-    /// Keep the inline deny on sessions issued before containment (it
-    /// blocks only credentials taken before containment).
-    #[arg(long)]
+    /// Keep the inline deny on sessions issued before containment (by
+    /// default it is removed once every credential it blocks has expired).
+    #[arg(long, conflicts_with = "remove_credential_deny")]
     pub keep_credential_deny: bool,
+    /// Remove the deny now, even though credentials taken from the
+    /// instance before containment may still be valid.
+    #[arg(long)]
+    pub remove_credential_deny: bool,
     /// Change nothing: show the plan with DryRun verdicts.
     #[arg(long)]
     pub dry_run: bool,
@@ -73,7 +78,11 @@ pub async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
             evidence_bucket: bucket,
         },
         options: CaseOptions {
-            keep_credential_deny: args.keep_credential_deny,
+            credential_deny: match (args.keep_credential_deny, args.remove_credential_deny) {
+                (true, _) => DenyOnRelease::Keep,
+                (_, true) => DenyOnRelease::Remove,
+                _ => DenyOnRelease::Auto,
+            },
             ..CaseOptions::default()
         },
     };

@@ -7,7 +7,7 @@ use chrono::Utc;
 use clap::{Args, ValueEnum};
 use firebreak_steps::autoscaling::AsgMode;
 use firebreak_steps::case::{CaseFile, CaseId, CaseInfo, CaseOptions, IdError, InstanceId};
-use firebreak_steps::ec2::{Exemption, ForensicCopy};
+use firebreak_steps::ec2::{DenyOnRelease, Exemption, ForensicCopy};
 use firebreak_steps::Mode;
 
 use crate::session::Session;
@@ -51,9 +51,10 @@ pub struct RespondArgs {
     /// (for investigators; repeatable).
     #[arg(long, value_name = "CIDR|sg-ID")]
     pub allow_ssh_from: Vec<String>,
-    /// Keep HTTPS open to this CIDR or security group (the SSM endpoints;
+    /// Keep HTTPS open to this CIDR, security group or prefix list (the
+    /// SSM interface endpoints; pl-... for the S3 gateway endpoint;
     /// repeatable).
-    #[arg(long, value_name = "CIDR|sg-ID")]
+    #[arg(long, value_name = "CIDR|sg-ID|pl-ID")]
     pub allow_https_to: Vec<String>,
     /// Copy the snapshots to this region (forensic copy), re-encrypted with
     /// --forensic-kms-key.
@@ -121,7 +122,16 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
     // case still open for it.
     let open = session.open_case(&instance).await?;
     let (case, continuing) = match (given_case, open) {
-        (Some(c), _) => (c, false),
+        (Some(c), Some(o)) if c != o => {
+            return Err(BadInput(format!(
+                "{instance} is contained under case {o}: continue that case (omit --case or pass --case {o}), or release it before opening {c}"
+            ))
+            .into())
+        }
+        (Some(c), open) => {
+            let same = open.is_some();
+            (c, same)
+        }
         (None, Some(c)) => (c, true),
         (None, None) => (CaseId::generate(Utc::now(), &instance), false),
     };
@@ -141,7 +151,7 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
                 AsgModeArg::Detach => AsgMode::Detach,
             },
             isolation_exemptions: exemptions,
-            keep_credential_deny: false,
+            credential_deny: DenyOnRelease::Auto,
             forensic_copy: match (&args.forensic_region, &args.forensic_kms_key) {
                 (Some(region), Some(key)) => Some(ForensicCopy {
                     region: region.clone(),

@@ -58,6 +58,23 @@ pub struct AutoScalingRecord {
     /// `InService`, `Standby`, ...
     pub lifecycle_state: String,
     pub protected_from_scale_in: Option<bool>,
+    /// The group's MinSize (containment may lower it to take the instance
+    /// out without a replacement; release puts it back).
+    pub group_min_size: Option<i32>,
+}
+
+impl AutoScalingRecord {
+    /// The lifecycle state, with the states an instance passes through on
+    /// its way back into service (`Pending`, `Pending:Wait`,
+    /// `Pending:Proceed`) counted as `InService`: right after a release the
+    /// instance is on that way, and lifecycle hooks decide how long it takes.
+    pub fn settled_state(&self) -> &str {
+        if self.lifecycle_state.starts_with("Pending") {
+            "InService"
+        } else {
+            &self.lifecycle_state
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
@@ -276,11 +293,21 @@ pub fn restorable_differences(
         format!("{v:?}")
     };
     check(&mut out, "Elastic IPs".into(), eips(before), eips(after));
+    let asg = |r: &InstanceStateRecord| {
+        r.auto_scaling.as_ref().map(|a| {
+            (
+                a.group_name.clone(),
+                a.settled_state().to_string(),
+                a.protected_from_scale_in,
+                a.group_min_size,
+            )
+        })
+    };
     check(
         &mut out,
         "Auto Scaling".into(),
-        format!("{:?}", before.auto_scaling),
-        format!("{:?}", after.auto_scaling),
+        format!("{:?}", asg(before)),
+        format!("{:?}", asg(after)),
     );
     check(
         &mut out,

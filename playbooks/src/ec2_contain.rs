@@ -33,9 +33,11 @@ pub(crate) fn on_instance(t: TaskNode) -> TaskNode {
 }
 
 /// The containment steps in the order experts use: record the state that
-/// release will restore, protect it from termination, cut the network in
-/// two moves, take away public addresses, load balancers and Auto Scaling,
-/// revoke credentials, tag; then preserve the disks. Every step records its
+/// release will restore, protect it from termination, take it out of its
+/// Auto Scaling group (once isolated it fails its health checks, and the
+/// group would replace it; termination protection does not stop a group),
+/// cut the network in two moves, take away public addresses and load
+/// balancers, revoke credentials, tag; then preserve the disks. Every step records its
 /// failure on the case and the playbook goes on: a failed record or snapshot
 /// never prevents isolation, and isolation comes before anything that can
 /// take long.
@@ -64,6 +66,12 @@ pub fn ec2_contain() -> Workflow {
                     .continue_on_failure("protect_instance"),
             )
             .then(
+                on_instance(task::<DetachFromAutoScaling>("DetachFromAutoScaling"))
+                    .bind("mode", "$.options.asg_mode")
+                    .result_at("auto_scaling")
+                    .continue_on_failure("detach_from_autoscaling"),
+            )
+            .then(
                 on_instance(task::<IsolateNetwork>("IsolateNetwork"))
                     .bind("exemptions", "$.options.isolation_exemptions")
                     .result_at("isolation")
@@ -73,12 +81,6 @@ pub fn ec2_contain() -> Workflow {
                 on_instance(task::<DisassociateElasticIps>("DisassociateElasticIps"))
                     .result_at("elastic_ips")
                     .continue_on_failure("disassociate_elastic_ips"),
-            )
-            .then(
-                on_instance(task::<DetachFromAutoScaling>("DetachFromAutoScaling"))
-                    .bind("mode", "$.options.asg_mode")
-                    .result_at("auto_scaling")
-                    .continue_on_failure("detach_from_autoscaling"),
             )
             .then(
                 on_instance(task::<DeregisterFromTargetGroups>("DeregisterFromTargetGroups"))
@@ -159,9 +161,9 @@ mod tests {
             [
                 "record_instance_state",
                 "protect_instance",
+                "detach_from_autoscaling",
                 "isolate_network",
                 "disassociate_elastic_ips",
-                "detach_from_autoscaling",
                 "deregister_from_target_groups",
                 "revoke_instance_credentials",
                 "tag_instance",

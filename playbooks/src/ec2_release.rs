@@ -2,14 +2,15 @@
 
 use firebreak_steps::case::CaseFile;
 use firebreak_steps::ec2::{ReleaseInstance, TagInstance};
-use firebreak_workflows::builder::{task, Chain, Workflow};
+use firebreak_workflows::builder::{fail_with_recorded, task, Chain, Workflow};
 use serde_json::json;
 
 use crate::ec2_contain::on_instance;
 
 /// Restore the recorded pre-incident state, then tag the instance
-/// `released`. A failed restore ends the playbook (the tag must not claim a
-/// release that did not happen).
+/// `released`. A failed restore tags it `release-failed` and ends the
+/// playbook with the restore's error (the tag must never claim a release
+/// that did not happen).
 pub fn ec2_release() -> Workflow {
     Workflow::new::<CaseFile>(
         "ec2-release",
@@ -20,8 +21,18 @@ pub fn ec2_release() -> Workflow {
             .then(
                 on_instance(task::<ReleaseInstance>("ReleaseInstance"))
                     .bind("evidence_bucket", "$.case.evidence_bucket")
-                    .bind("keep_credential_deny", "$.options.keep_credential_deny")
-                    .result_at("release"),
+                    .bind("credential_deny", "$.options.credential_deny")
+                    .result_at("release")
+                    .on_failure(
+                        "release_instance",
+                        Chain::new()
+                            .then(
+                                on_instance(task::<TagInstance>("TagReleaseFailed"))
+                                    .set("status", json!("release_failed"))
+                                    .continue_on_failure("tag_instance"),
+                            )
+                            .then(fail_with_recorded("ReleaseFailed", "release_instance")),
+                    ),
             )
             .then(
                 on_instance(task::<TagInstance>("TagReleased"))

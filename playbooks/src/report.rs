@@ -118,6 +118,13 @@ impl Report {
                 cause: v.get("Cause").and_then(Value::as_str).map(str::to_string),
             })
             .collect();
+        if outcome.status != Status::Succeeded && failures.is_empty() {
+            failures.push(StepFailure {
+                step: "execution".into(),
+                error: outcome.error.clone(),
+                cause: outcome.cause.clone(),
+            });
+        }
         if let Some(e) = &unreadable {
             failures.push(StepFailure {
                 step: "summary".into(),
@@ -239,7 +246,7 @@ impl Report {
                 ));
                 for g in &iso.groups {
                     line(format!(
-                        "        {}: isolation group {} ({}), transition group {}{}",
+                        "        {}: isolation group {} ({}){}{}",
                         g.vpc_id,
                         g.isolation_group_id,
                         if iso.exemptions.is_empty() {
@@ -247,12 +254,20 @@ impl Report {
                         } else {
                             format!("only {:?}", iso.exemptions)
                         },
-                        g.transition_group_id,
+                        match &g.transition_group_id {
+                            Some(t) => format!(", through transition group {t} (deleted after)"),
+                            None => String::new(),
+                        },
                         if g.created_group_ids.is_empty() {
                             ""
                         } else {
                             ", created now"
                         }
+                    ));
+                }
+                if let Some(e) = &iso.exemption_error {
+                    line(format!(
+                        "  !!  the exemptions could not be applied, isolated without them: {e}"
                     ));
                 }
                 for i in &iso.interfaces {

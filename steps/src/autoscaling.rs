@@ -48,6 +48,10 @@ pub struct DetachOutput {
     /// `Standby`, or None once detached.
     pub lifecycle_state_after: Option<String>,
     pub protected_from_scale_in: bool,
+    /// When the group was at its minimum, its MinSize was lowered by one so
+    /// the instance could leave without a replacement; this is the old
+    /// value (release restores it from the record).
+    pub lowered_min_size_from: Option<i32>,
     pub changed: bool,
     pub dry_run: bool,
 }
@@ -74,12 +78,19 @@ impl StepDef for DetachFromAutoScaling {
 
     fn iam() -> Vec<Statement> {
         vec![
-            Statement::allow(["autoscaling:DescribeAutoScalingInstances"], ["*"]),
+            Statement::allow(
+                [
+                    "autoscaling:DescribeAutoScalingInstances",
+                    "autoscaling:DescribeAutoScalingGroups",
+                ],
+                ["*"],
+            ),
             Statement::allow(
                 [
                     "autoscaling:SetInstanceProtection",
                     "autoscaling:EnterStandby",
                     "autoscaling:DetachInstances",
+                    "autoscaling:UpdateAutoScalingGroup",
                 ],
                 ["arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/*"],
             ),
@@ -118,6 +129,30 @@ pub(crate) async fn membership(
         }))
 }
 
+/// (MinSize, DesiredCapacity) of a group.
+pub(crate) async fn group_sizes(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    group: &str,
+) -> Result<Option<(i32, i32)>, StepError> {
+    log.read(
+        "autoscaling:DescribeAutoScalingGroups",
+        format!("AutoScalingGroupNames=[{group}]"),
+    );
+    let out = ctx
+        .aws
+        .autoscaling
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .map_err(|e| aws_error("autoscaling:DescribeAutoScalingGroups", e))?;
+    Ok(out
+        .auto_scaling_groups()
+        .first()
+        .map(|g| (g.min_size().unwrap_or(0), g.desired_capacity().unwrap_or(0))))
+}
+
 fn no_dry_run(log: &StepLog<'_>, action: &str, params: String, group: &str) {
     log.not_checked(
         action,
@@ -143,6 +178,7 @@ impl Step for DetachFromAutoScaling {
                 lifecycle_state_before: None,
                 lifecycle_state_after: None,
                 protected_from_scale_in: false,
+                lowered_min_size_from: None,
                 changed: false,
                 dry_run: ctx.is_dry_run(),
             });
@@ -164,6 +200,34 @@ impl Step for DetachFromAutoScaling {
                     .map_err(|e| aws_error("autoscaling:SetInstanceProtection", e))?;
                 log.done("autoscaling:SetInstanceProtection", params);
                 changed = true;
+            }
+        }
+        // Decrementing the desired capacity below the group's minimum is
+        // refused; at the minimum, lower the minimum by one first (the
+        // record keeps the original, release restores it).
+        let leaving = matches!(
+            (input.mode, state.as_str()),
+            (AsgMode::Standby, "InService") | (AsgMode::Detach, _)
+        );
+        let mut lowered_min_size_from = None;
+        if leaving {
+            if let Some((min, desired)) = group_sizes(ctx, &log, &group).await? {
+                if desired - 1 < min {
+                    let params = format!("AutoScalingGroupName={group}, MinSize={} (was {min}: the group is at its minimum)", desired - 1);
+                    if ctx.is_dry_run() {
+                        no_dry_run(&log, "autoscaling:UpdateAutoScalingGroup", params, &group);
+                    } else {
+                        asg.update_auto_scaling_group()
+                            .auto_scaling_group_name(&group)
+                            .min_size((desired - 1).max(0))
+                            .send()
+                            .await
+                            .map_err(|e| aws_error("autoscaling:UpdateAutoScalingGroup", e))?;
+                        log.done("autoscaling:UpdateAutoScalingGroup", params);
+                        changed = true;
+                    }
+                    lowered_min_size_from = Some(min);
+                }
             }
         }
         match (input.mode, state.as_str()) {
@@ -216,6 +280,7 @@ impl Step for DetachFromAutoScaling {
                 lifecycle_state_before: Some(state.clone()),
                 lifecycle_state_after: Some(state),
                 protected_from_scale_in: protected,
+                lowered_min_size_from,
                 changed: false,
                 dry_run: true,
             });
@@ -238,6 +303,7 @@ impl Step for DetachFromAutoScaling {
             lifecycle_state_before: Some(state),
             lifecycle_state_after: after.as_ref().map(|a| a.1.clone()),
             protected_from_scale_in: after.map(|a| a.2).unwrap_or(true),
+            lowered_min_size_from,
             changed,
             dry_run: false,
         })

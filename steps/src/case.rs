@@ -22,8 +22,9 @@ pub struct CaseOptions {
     pub asg_mode: crate::autoscaling::AsgMode,
     /// Investigator access kept through isolation (SSH in, HTTPS out).
     pub isolation_exemptions: Vec<crate::ec2::Exemption>,
-    /// On release, keep the deny on sessions issued before containment.
-    pub keep_credential_deny: bool,
+    /// On release, what to do with the deny on sessions issued before
+    /// containment.
+    pub credential_deny: crate::ec2::DenyOnRelease,
     /// Copy the snapshots to a forensic account/region when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forensic_copy: Option<crate::ec2::ForensicCopy>,

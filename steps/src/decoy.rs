@@ -1,6 +1,8 @@
 //! Decoy instances for rehearsals: an instance shaped like a real
 //! workload (several network interfaces, IPv6, open ingress, several
-//! volumes, an instance profile) in its own VPC, in a sandbox account.
+//! volumes, an Elastic IP, an instance profile shared with a second
+//! instance, an Auto Scaling group, a target group) in its own VPC, in a
+//! sandbox account. What a failed creation made is deleted again.
 
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use firebreak_workflows::ErrorName;
 use serde::{Deserialize, Serialize};
 
 use crate::ec2::{filter, tag};
-use crate::error::{aws_error, StepError};
+use crate::error::{aws_error, error_code, StepError};
 
 /// What the decoy looks like.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +32,7 @@ pub struct DecoySpec {
     pub instance_profile: bool,
     /// TCP ports open to the world in the decoy's security group.
     pub open_ports: Vec<i32>,
-    /// AMI; by default the newest Amazon Linux image the account can see.
+    /// AMI; by default the newest Amazon Linux 2023 image.
     pub image_id: Option<String>,
     /// An Elastic IP on the first interface.
     pub elastic_ip: bool,
@@ -61,8 +63,8 @@ impl Default for DecoySpec {
     }
 }
 
-/// What was made.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What was made (filled in as it is made, so a failure can undo it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decoy {
     pub instance_id: String,
     pub vpc_id: String,
@@ -72,6 +74,7 @@ pub struct Decoy {
     pub volume_ids: Vec<String>,
     pub instance_profile_name: Option<String>,
     pub role_name: Option<String>,
+    pub internet_gateway_id: Option<String>,
     pub allocation_id: Option<String>,
     pub public_ip: Option<String>,
     pub auto_scaling_group: Option<String>,
@@ -80,21 +83,25 @@ pub struct Decoy {
     pub second_instance_id: Option<String>,
 }
 
-/// The device name of the root volume (what EC2 reports as
-/// `RootDeviceName` for the default images).
-const ROOT_DEVICE: &str = "/dev/sda1";
 /// Data volumes go to /dev/sdf, /dev/sdg, ...
 const DATA_DEVICE_LETTERS: &str = "fghijklmnop";
 /// A new instance profile takes a few seconds to be usable by EC2 (IAM is
 /// eventually consistent): up to 10 tries, 3 s apart.
 const PROFILE_PROPAGATION_TRIES: u32 = 10;
 const PROFILE_PROPAGATION_DELAY: Duration = Duration::from_secs(3);
+/// Terminating takes a minute or two; the VPC cannot go before the
+/// instances: up to 60 checks, 5 s apart.
+const TERMINATION_CHECKS: u32 = 60;
+const TERMINATION_CHECK_DELAY: Duration = Duration::from_secs(5);
+/// The image used when none is given: Amazon Linux 2023, x86_64.
+const DEFAULT_IMAGE_NAME: &str = "al2023-ami-2023*-x86_64";
 
 fn unique_suffix() -> String {
     format!("{:08x}", rand::random::<u32>())
 }
 
-/// Creates a decoy. Everything it makes is tagged `firebreak:decoy=<name>`.
+/// Creates a decoy. Everything it makes is tagged `firebreak:decoy=<name>`;
+/// when a step fails, what was made before it is deleted.
 pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<Decoy, StepError> {
     if spec.volume_gib.is_empty() || spec.volume_gib.len() > DATA_DEVICE_LETTERS.len() + 1 {
         return Err(StepError::invalid_input("a decoy needs 1 to 12 volumes"));
@@ -104,6 +111,56 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
             "a decoy has 1 or 2 network interfaces",
         ));
     }
+    let mut d = Decoy::default();
+    match build(config, spec, &mut d).await {
+        Ok(()) => Ok(d),
+        Err(e) => {
+            let (_, failed) = delete(config, &d, None).await;
+            let note = if failed.is_empty() {
+                "what was made is deleted".to_string()
+            } else {
+                format!("cleaning up failed too: {}", failed.join("; "))
+            };
+            Err(StepError::new(e.name, format!("{}; {note}", e.message)))
+        }
+    }
+}
+
+async fn pick_image(ec2: &aws_sdk_ec2::Client) -> Result<(String, String), StepError> {
+    for name in [Some(DEFAULT_IMAGE_NAME), None] {
+        let mut req = ec2
+            .describe_images()
+            .owners("amazon")
+            .filters(filter("architecture", ["x86_64"]))
+            .filters(filter("state", ["available"]))
+            .filters(filter("root-device-type", ["ebs"]));
+        if let Some(n) = name {
+            req = req.filters(filter("name", [n]));
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeImages", e))?;
+        let mut images: Vec<_> = out.images().to_vec();
+        images.sort_by(|a, b| b.creation_date().cmp(&a.creation_date()));
+        if let Some(i) = images.first() {
+            return Ok((
+                i.image_id().unwrap_or_default().to_string(),
+                i.root_device_name().unwrap_or("/dev/xvda").to_string(),
+            ));
+        }
+    }
+    Err(StepError::new(
+        ErrorName::ResourceNotFound,
+        "no Amazon x86_64 EBS image is visible; pass an image id",
+    ))
+}
+
+async fn build(
+    config: &aws_config::SdkConfig,
+    spec: &DecoySpec,
+    d: &mut Decoy,
+) -> Result<(), StepError> {
     let ec2 = aws_sdk_ec2::Client::new(config);
     let name = format!("{}-{}", spec.name, unique_suffix());
     let tags = |rt: ResourceType| {
@@ -122,20 +179,20 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
         .send()
         .await
         .map_err(|e| aws_error("ec2:CreateVpc", e))?;
-    let vpc_id = vpc
+    d.vpc_id = vpc
         .vpc()
         .and_then(|v| v.vpc_id())
         .unwrap_or_default()
         .to_string();
     let mut subnet = ec2
         .create_subnet()
-        .vpc_id(&vpc_id)
+        .vpc_id(&d.vpc_id)
         .cidr_block("10.99.1.0/24")
         .tag_specifications(tags(ResourceType::Subnet));
     if spec.ipv6 {
         let described = ec2
             .describe_vpcs()
-            .vpc_ids(&vpc_id)
+            .vpc_ids(&d.vpc_id)
             .send()
             .await
             .map_err(|e| aws_error("ec2:DescribeVpcs", e))?;
@@ -154,104 +211,115 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
         .send()
         .await
         .map_err(|e| aws_error("ec2:CreateSubnet", e))?;
-    let subnet_id = subnet
+    d.subnet_id = subnet
         .subnet()
         .and_then(|s| s.subnet_id())
         .unwrap_or_default()
         .to_string();
 
+    if spec.elastic_ip {
+        // An Elastic IP can only be associated in a VPC with an internet
+        // gateway.
+        let igw = ec2
+            .create_internet_gateway()
+            .tag_specifications(tags(ResourceType::InternetGateway))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:CreateInternetGateway", e))?;
+        let igw_id = igw
+            .internet_gateway()
+            .and_then(|g| g.internet_gateway_id())
+            .unwrap_or_default()
+            .to_string();
+        d.internet_gateway_id = Some(igw_id.clone());
+        ec2.attach_internet_gateway()
+            .internet_gateway_id(&igw_id)
+            .vpc_id(&d.vpc_id)
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:AttachInternetGateway", e))?;
+    }
+
     let sg = ec2
         .create_security_group()
         .group_name(format!("{name}-web"))
         .description("firebreak decoy: open ingress, like a careless workload")
-        .vpc_id(&vpc_id)
+        .vpc_id(&d.vpc_id)
         .tag_specifications(tags(ResourceType::SecurityGroup))
         .send()
         .await
         .map_err(|e| aws_error("ec2:CreateSecurityGroup", e))?;
-    let sg_id = sg.group_id().unwrap_or_default().to_string();
-    let mut ingress = ec2.authorize_security_group_ingress().group_id(&sg_id);
-    for port in &spec.open_ports {
-        let mut p = IpPermission::builder()
-            .ip_protocol("tcp")
-            .from_port(*port)
-            .to_port(*port)
-            .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build());
-        if spec.ipv6 {
-            p = p.ipv6_ranges(Ipv6Range::builder().cidr_ipv6("::/0").build());
-        }
-        ingress = ingress.ip_permissions(p.build());
-    }
+    d.security_group_id = sg.group_id().unwrap_or_default().to_string();
     if !spec.open_ports.is_empty() {
+        let mut ingress = ec2
+            .authorize_security_group_ingress()
+            .group_id(&d.security_group_id);
+        for port in &spec.open_ports {
+            let mut p = IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(*port)
+                .to_port(*port)
+                .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build());
+            if spec.ipv6 {
+                p = p.ipv6_ranges(Ipv6Range::builder().cidr_ipv6("::/0").build());
+            }
+            ingress = ingress.ip_permissions(p.build());
+        }
         ingress
             .send()
             .await
             .map_err(|e| aws_error("ec2:AuthorizeSecurityGroupIngress", e))?;
     }
 
-    let (profile_name, role_name) = if spec.instance_profile {
+    if spec.instance_profile {
         let iam = aws_sdk_iam::Client::new(config);
         let role = format!("{name}-role");
         let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
         iam.create_role()
             .role_name(&role)
             .assume_role_policy_document(trust)
-            .tags(
-                aws_sdk_iam::types::Tag::builder()
-                    .key("firebreak:decoy")
-                    .value(&spec.name)
-                    .build()
-                    .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?,
-            )
             .send()
             .await
             .map_err(|e| aws_error("iam:CreateRole", e))?;
+        d.role_name = Some(role.clone());
         iam.create_instance_profile()
             .instance_profile_name(&role)
             .send()
             .await
             .map_err(|e| aws_error("iam:CreateInstanceProfile", e))?;
+        d.instance_profile_name = Some(role.clone());
         iam.add_role_to_instance_profile()
             .instance_profile_name(&role)
             .role_name(&role)
             .send()
             .await
             .map_err(|e| aws_error("iam:AddRoleToInstanceProfile", e))?;
-        (Some(role.clone()), Some(role))
-    } else {
-        (None, None)
-    };
+    }
 
-    let image = match &spec.image_id {
-        Some(i) => i.clone(),
-        None => {
+    let (image, root_device) = match &spec.image_id {
+        Some(i) => {
             let out = ec2
                 .describe_images()
-                .owners("amazon")
-                .filters(filter("architecture", ["x86_64"]))
-                .filters(filter("state", ["available"]))
+                .image_ids(i)
                 .send()
                 .await
                 .map_err(|e| aws_error("ec2:DescribeImages", e))?;
-            let mut images: Vec<_> = out.images().to_vec();
-            images.sort_by(|a, b| b.creation_date().cmp(&a.creation_date()));
-            images
+            let root = out
+                .images()
                 .first()
-                .and_then(|i| i.image_id())
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    StepError::new(
-                        ErrorName::ResourceNotFound,
-                        "no Amazon x86_64 image is visible; pass an image id",
-                    )
-                })?
+                .and_then(|im| im.root_device_name())
+                .unwrap_or("/dev/xvda")
+                .to_string();
+            (i.clone(), root)
         }
+        None => pick_image(&ec2).await?,
     };
 
     let mut mappings = Vec::new();
     for (i, size) in spec.volume_gib.iter().enumerate() {
+        // The root volume goes where the image says its root device is.
         let device = if i == 0 {
-            ROOT_DEVICE.to_string()
+            root_device.clone()
         } else {
             format!(
                 "/dev/sd{}",
@@ -286,21 +354,20 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
             req = req.network_interfaces(
                 InstanceNetworkInterfaceSpecification::builder()
                     .device_index(i32::from(idx))
-                    .subnet_id(&subnet_id)
-                    .groups(&sg_id)
+                    .subnet_id(&d.subnet_id)
+                    .groups(&d.security_group_id)
                     .build(),
             );
         }
-        if let Some(p) = &profile_name {
+        if let Some(p) = &d.instance_profile_name {
             req = req
                 .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
         }
         match req.send().await {
             Ok(r) => break r,
             Err(e) => {
-                let code = crate::error::error_code(&e);
-                let propagating =
-                    code.as_deref() == Some("InvalidParameterValue") && profile_name.is_some();
+                let propagating = error_code(&e).as_deref() == Some("InvalidParameterValue")
+                    && d.instance_profile_name.is_some();
                 if propagating && tries < PROFILE_PROPAGATION_TRIES {
                     tokio::time::sleep(PROFILE_PROPAGATION_DELAY).await;
                     continue;
@@ -315,10 +382,14 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
             "RunInstances returned no instance",
         )
     })?;
-    let instance_id = instance.instance_id().unwrap_or_default().to_string();
-    let network_interface_ids = crate::ec2::interface_ids(instance);
+    d.instance_id = instance.instance_id().unwrap_or_default().to_string();
+    d.network_interface_ids = crate::ec2::interface_ids(instance);
+    d.volume_ids = crate::ec2::volumes(instance)
+        .into_iter()
+        .map(|(v, _)| v)
+        .collect();
     if spec.ipv6 {
-        if let Some(first) = network_interface_ids.first() {
+        if let Some(first) = d.network_interface_ids.first() {
             ec2.assign_ipv6_addresses()
                 .network_interface_id(first)
                 .ipv6_address_count(1)
@@ -327,26 +398,6 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
                 .map_err(|e| aws_error("ec2:AssignIpv6Addresses", e))?;
         }
     }
-    let volume_ids = crate::ec2::volumes(instance)
-        .into_iter()
-        .map(|(v, _)| v)
-        .collect();
-    let mut decoy = Decoy {
-        instance_id,
-        vpc_id,
-        subnet_id,
-        security_group_id: sg_id,
-        network_interface_ids,
-        volume_ids,
-        instance_profile_name: profile_name,
-        role_name,
-        allocation_id: None,
-        public_ip: None,
-        auto_scaling_group: None,
-        launch_template: None,
-        target_group_arn: None,
-        second_instance_id: None,
-    };
 
     if spec.elastic_ip {
         let alloc = ec2
@@ -357,9 +408,9 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
             .await
             .map_err(|e| aws_error("ec2:AllocateAddress", e))?;
         let id = alloc.allocation_id().unwrap_or_default().to_string();
-        decoy.allocation_id = Some(id.clone());
-        decoy.public_ip = alloc.public_ip().map(str::to_string);
-        if let Some(eni) = decoy.network_interface_ids.first() {
+        d.allocation_id = Some(id.clone());
+        d.public_ip = alloc.public_ip().map(str::to_string);
+        if let Some(eni) = d.network_interface_ids.first() {
             ec2.associate_address()
                 .allocation_id(&id)
                 .network_interface_id(eni)
@@ -372,13 +423,12 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
     if spec.target_group {
         let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
         // Target group names are at most 32 characters.
-        let tg_name = format!("fb-{}-tg", unique_suffix());
         let tg = elb
             .create_target_group()
-            .name(&tg_name)
+            .name(format!("fb-{}-tg", unique_suffix()))
             .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
             .port(80)
-            .vpc_id(&decoy.vpc_id)
+            .vpc_id(&d.vpc_id)
             .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
             .send()
             .await
@@ -389,18 +439,18 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
             .and_then(|t| t.target_group_arn())
             .unwrap_or_default()
             .to_string();
+        d.target_group_arn = Some(arn.clone());
         elb.register_targets()
             .target_group_arn(&arn)
             .targets(
                 aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
-                    .id(&decoy.instance_id)
+                    .id(&d.instance_id)
                     .port(80)
                     .build(),
             )
             .send()
             .await
             .map_err(|e| aws_error("elasticloadbalancing:RegisterTargets", e))?;
-        decoy.target_group_arn = Some(arn);
     }
 
     if spec.auto_scaling {
@@ -416,7 +466,7 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
             .send()
             .await
             .map_err(|e| aws_error("ec2:CreateLaunchTemplate", e))?;
-        decoy.launch_template = Some(lt.clone());
+        d.launch_template = Some(lt.clone());
         let asc = aws_sdk_autoscaling::Client::new(config);
         let group = format!("{name}-asg");
         // An empty group (0 desired): the decoy joins it, nothing else runs.
@@ -430,14 +480,14 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
             .min_size(0)
             .max_size(2)
             .desired_capacity(0)
-            .vpc_zone_identifier(&decoy.subnet_id)
+            .vpc_zone_identifier(&d.subnet_id)
             .send()
             .await
             .map_err(|e| aws_error("autoscaling:CreateAutoScalingGroup", e))?;
-        decoy.auto_scaling_group = Some(group.clone());
+        d.auto_scaling_group = Some(group.clone());
         asc.attach_instances()
             .auto_scaling_group_name(&group)
-            .instance_ids(&decoy.instance_id)
+            .instance_ids(&d.instance_id)
             .send()
             .await
             .map_err(|e| aws_error("autoscaling:AttachInstances", e))?;
@@ -450,9 +500,9 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
             .instance_type(InstanceType::T3Micro)
             .min_count(1)
             .max_count(1)
-            .subnet_id(&decoy.subnet_id)
+            .subnet_id(&d.subnet_id)
             .tag_specifications(tags(ResourceType::Instance));
-        if let Some(p) = &decoy.instance_profile_name {
+        if let Some(p) = &d.instance_profile_name {
             req = req
                 .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
         }
@@ -460,19 +510,21 @@ pub async fn create(config: &aws_config::SdkConfig, spec: &DecoySpec) -> Result<
             .send()
             .await
             .map_err(|e| aws_error("ec2:RunInstances (second)", e))?;
-        decoy.second_instance_id = out
+        d.second_instance_id = out
             .instances()
             .first()
             .and_then(|i| i.instance_id())
             .map(str::to_string);
     }
-    Ok(decoy)
+    Ok(())
 }
 
-/// Deletes everything a decoy is made of, and the snapshots taken of it
-/// for `case` (rehearsals only: never run this on a real case). Turns
-/// termination protection off first, as containment turns it on. Keeps
-/// going past failures; returns what was deleted and what failed.
+/// Deletes everything a decoy is made of (whatever of it exists), and the
+/// snapshots taken of it for `case` (rehearsals only: never run this on a
+/// real case). Turns termination protection off first, as containment
+/// turns it on, and waits (bounded) for the instances to be gone before
+/// the network. Keeps going past failures; returns what was deleted and
+/// what failed.
 pub async fn delete(
     config: &aws_config::SdkConfig,
     decoy: &Decoy,
@@ -517,27 +569,53 @@ pub async fn delete(
             elb.delete_target_group().target_group_arn(tg).send()
         );
     }
-    let mut instances = vec![decoy.instance_id.clone()];
+    let mut instances: Vec<String> = Vec::new();
+    if !decoy.instance_id.is_empty() {
+        instances.push(decoy.instance_id.clone());
+    }
     instances.extend(decoy.second_instance_id.clone());
-    for i in &instances {
+    if !instances.is_empty() {
+        for i in &instances {
+            attempt!(
+                format!("termination protection off on {i}"),
+                ec2.modify_instance_attribute()
+                    .instance_id(i)
+                    .disable_api_termination(
+                        aws_sdk_ec2::types::AttributeBooleanValue::builder()
+                            .value(false)
+                            .build()
+                    )
+                    .send()
+            );
+        }
         attempt!(
-            format!("termination protection off on {i}"),
-            ec2.modify_instance_attribute()
-                .instance_id(i)
-                .disable_api_termination(
-                    aws_sdk_ec2::types::AttributeBooleanValue::builder()
-                        .value(false)
-                        .build()
-                )
+            format!("instances {instances:?}"),
+            ec2.terminate_instances()
+                .set_instance_ids(Some(instances.clone()))
                 .send()
         );
+        for _ in 0..TERMINATION_CHECKS {
+            let gone = match ec2
+                .describe_instances()
+                .set_instance_ids(Some(instances.clone()))
+                .send()
+                .await
+            {
+                Ok(out) => out
+                    .reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .all(|i| {
+                        i.state().and_then(|s| s.name()).map(|n| n.as_str()) == Some("terminated")
+                    }),
+                Err(_) => true,
+            };
+            if gone {
+                break;
+            }
+            tokio::time::sleep(TERMINATION_CHECK_DELAY).await;
+        }
     }
-    attempt!(
-        format!("instances {instances:?}"),
-        ec2.terminate_instances()
-            .set_instance_ids(Some(instances.clone()))
-            .send()
-    );
     if let Some(alloc) = &decoy.allocation_id {
         attempt!(
             format!("Elastic IP {alloc}"),
@@ -562,7 +640,7 @@ pub async fn delete(
             }
         }
     }
-    if let (Some(role), Some(profile)) = (&decoy.role_name, &decoy.instance_profile_name) {
+    if let Some(role) = &decoy.role_name {
         if let Ok(out) = iam.list_role_policies().role_name(role).send().await {
             for p in out.policy_names() {
                 attempt!(
@@ -574,50 +652,71 @@ pub async fn delete(
                 );
             }
         }
-        attempt!(
-            format!("role {role} out of {profile}"),
-            iam.remove_role_from_instance_profile()
-                .instance_profile_name(profile)
-                .role_name(role)
-                .send()
-        );
-        attempt!(
-            format!("instance profile {profile}"),
-            iam.delete_instance_profile()
-                .instance_profile_name(profile)
-                .send()
-        );
+        if let Some(profile) = &decoy.instance_profile_name {
+            attempt!(
+                format!("role {role} out of {profile}"),
+                iam.remove_role_from_instance_profile()
+                    .instance_profile_name(profile)
+                    .role_name(role)
+                    .send()
+            );
+            attempt!(
+                format!("instance profile {profile}"),
+                iam.delete_instance_profile()
+                    .instance_profile_name(profile)
+                    .send()
+            );
+        }
         attempt!(
             format!("role {role}"),
             iam.delete_role().role_name(role).send()
         );
     }
-    // Every non-default group of the decoy's VPC: its own and firebreak's.
-    if let Ok(out) = ec2
-        .describe_security_groups()
-        .filters(filter("vpc-id", [decoy.vpc_id.as_str()]))
-        .send()
-        .await
-    {
-        for g in out.security_groups() {
-            if g.group_name() == Some("default") {
-                continue;
-            }
-            if let Some(id) = g.group_id() {
-                attempt!(
-                    format!("security group {id}"),
-                    ec2.delete_security_group().group_id(id).send()
-                );
+    if !decoy.vpc_id.is_empty() {
+        // Every non-default group of the decoy's VPC: its own and firebreak's.
+        if let Ok(out) = ec2
+            .describe_security_groups()
+            .filters(filter("vpc-id", [decoy.vpc_id.as_str()]))
+            .send()
+            .await
+        {
+            for g in out.security_groups() {
+                if g.group_name() == Some("default") {
+                    continue;
+                }
+                if let Some(id) = g.group_id() {
+                    attempt!(
+                        format!("security group {id}"),
+                        ec2.delete_security_group().group_id(id).send()
+                    );
+                }
             }
         }
+        if let Some(igw) = &decoy.internet_gateway_id {
+            attempt!(
+                format!("detach {igw}"),
+                ec2.detach_internet_gateway()
+                    .internet_gateway_id(igw)
+                    .vpc_id(&decoy.vpc_id)
+                    .send()
+            );
+            attempt!(
+                format!("internet gateway {igw}"),
+                ec2.delete_internet_gateway()
+                    .internet_gateway_id(igw)
+                    .send()
+            );
+        }
+        if !decoy.subnet_id.is_empty() {
+            attempt!(
+                format!("subnet {}", decoy.subnet_id),
+                ec2.delete_subnet().subnet_id(&decoy.subnet_id).send()
+            );
+        }
+        attempt!(
+            format!("VPC {}", decoy.vpc_id),
+            ec2.delete_vpc().vpc_id(&decoy.vpc_id).send()
+        );
     }
-    attempt!(
-        format!("subnet {}", decoy.subnet_id),
-        ec2.delete_subnet().subnet_id(&decoy.subnet_id).send()
-    );
-    attempt!(
-        format!("VPC {}", decoy.vpc_id),
-        ec2.delete_vpc().vpc_id(&decoy.vpc_id).send()
-    );
     (done, failed)
 }

@@ -45,6 +45,9 @@ const THROTTLING_CODES: &[&str] = &[
     "SlowDown",
     "EC2ThrottledException",
     "PriorRequestNotComplete",
+    // IAM: another change to the same entity is in flight; it settles.
+    "ConcurrentModification",
+    "ConcurrentModificationException",
 ];
 
 /// Codes that mean the caller lacks permission (or valid credentials).

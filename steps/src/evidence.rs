@@ -80,6 +80,64 @@ pub async fn get(
     }
 }
 
+/// Reads the first version ever written at a key (versioned buckets; the
+/// latest version when the bucket keeps no versions). A delete marker or
+/// a later version does not hide it.
+pub async fn get_first_version(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<(Vec<u8>, Option<String>)>, StepError> {
+    log.read("s3:ListObjectVersions", format!("s3://{bucket}/{key}"));
+    let out = ctx
+        .aws
+        .s3
+        .list_object_versions()
+        .bucket(bucket)
+        .prefix(key)
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("s3:ListObjectVersions s3://{bucket}/{key}"), e))?;
+    let first = out
+        .versions()
+        .iter()
+        .filter(|v| v.key() == Some(key))
+        .min_by_key(|v| v.last_modified().map(|t| (t.secs(), t.subsec_nanos())))
+        .and_then(|v| v.version_id().map(str::to_string));
+    let Some(version) = first.filter(|v| v != "null") else {
+        return get(ctx, log, bucket, key).await;
+    };
+    log.read(
+        "s3:GetObject",
+        format!("s3://{bucket}/{key}?versionId={version}"),
+    );
+    match ctx
+        .aws
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .version_id(&version)
+        .send()
+        .await
+    {
+        Ok(o) => {
+            let bytes = o.body.collect().await.map_err(|e| {
+                StepError::new(
+                    ErrorName::AwsUnavailable,
+                    format!("reading s3://{bucket}/{key}: {e}"),
+                )
+            })?;
+            Ok(Some((bytes.into_bytes().to_vec(), Some(version))))
+        }
+        Err(e) => Err(aws_error(
+            &format!("s3:GetObject s3://{bucket}/{key}?versionId={version}"),
+            e,
+        )),
+    }
+}
+
 /// Writes an object only if the key is free.
 pub async fn put_new(
     ctx: &StepContext,

@@ -107,11 +107,11 @@ pub fn instance_arn(region: &str, account: &str, instance: &str) -> String {
 }
 
 /// The deny policy document.
-pub fn deny_policy(instance_arn: &str, cutoff: DateTime<Utc>) -> Value {
+pub fn deny_policy(instance_arn: &str, cutoff: DateTime<Utc>, case: &str) -> Value {
     json!({
         "Version": "2012-10-17",
         "Statement": [{
-            "Sid": "FirebreakDenySessionsIssuedBeforeContainment",
+            "Sid": case_sid(case),
             "Effect": "Deny",
             "Action": "*",
             "Resource": "*",
@@ -123,10 +123,22 @@ pub fn deny_policy(instance_arn: &str, cutoff: DateTime<Utc>) -> Value {
     })
 }
 
-/// The cut-off of an existing deny policy for `instance_arn`, if the
-/// document is ours.
-fn existing_cutoff(doc: &Value, instance_arn: &str) -> Option<DateTime<Utc>> {
-    let cond = doc.get("Statement")?.get(0)?.get("Condition")?;
+/// The statement id names the case (IAM allows only letters and digits
+/// in a Sid): a later case replaces the deny with its own cut-off, a re-run
+/// of the same case keeps the first one.
+pub fn case_sid(case: &str) -> String {
+    let alnum: String = case.chars().filter(char::is_ascii_alphanumeric).collect();
+    format!("FirebreakDenyCase{alnum}")
+}
+
+/// The cut-off of an existing deny policy for `instance_arn` written for
+/// `case`, if the document is that one.
+fn existing_cutoff(doc: &Value, instance_arn: &str, case: &str) -> Option<DateTime<Utc>> {
+    let stmt = doc.get("Statement")?.get(0)?;
+    if stmt.get("Sid")?.as_str()? != case_sid(case) {
+        return None;
+    }
+    let cond = stmt.get("Condition")?;
     if cond
         .get("StringEquals")?
         .get("ec2:SourceInstanceARN")?
@@ -136,6 +148,20 @@ fn existing_cutoff(doc: &Value, instance_arn: &str) -> Option<DateTime<Utc>> {
         return None;
     }
     let t = cond
+        .get("DateLessThan")?
+        .get("aws:TokenIssueTime")?
+        .as_str()?;
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+/// The cut-off of any firebreak deny document (whatever its case).
+pub fn deny_cutoff(doc: &Value) -> Option<DateTime<Utc>> {
+    let t = doc
+        .get("Statement")?
+        .get(0)?
+        .get("Condition")?
         .get("DateLessThan")?
         .get("aws:TokenIssueTime")?
         .as_str()?;
@@ -277,41 +303,10 @@ impl Step for RevokeInstanceCredentials {
         let arn = instance_arn(&ctx.region, &ctx.account_id, id.as_str());
         let roles = profile_roles(ctx, &log, &profile_arn).await?;
         let mut changed = false;
-        let mut cutoff: Option<DateTime<Utc>> = None;
-        for role in &roles {
-            let existing = role_policy(ctx, &log, role, &policy_name).await?;
-            let kept = existing.as_ref().and_then(|d| existing_cutoff(d, &arn));
-            // One cut-off for all roles: the earliest already in place, or
-            // now (to the second, as IAM compares).
-            let t = kept.or(cutoff).unwrap_or_else(|| {
-                DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_else(Utc::now)
-            });
-            cutoff = Some(cutoff.map_or(t, |c| c.min(t)));
-            if kept.is_some() {
-                continue;
-            }
-            let doc = deny_policy(&arn, t);
-            let params = format!("RoleName={role}, PolicyName={policy_name}: Deny * when ec2:SourceInstanceARN={arn} and aws:TokenIssueTime < {}", t.to_rfc3339_opts(SecondsFormat::Secs, true));
-            if ctx.is_dry_run() {
-                log.not_checked(
-                    "iam:PutRolePolicy",
-                    params,
-                    format!("IAM has no dry run; needs iam:PutRolePolicy on role {role}"),
-                );
-                continue;
-            }
-            ctx.aws
-                .iam
-                .put_role_policy()
-                .role_name(role)
-                .policy_name(&policy_name)
-                .policy_document(doc.to_string())
-                .send()
-                .await
-                .map_err(|e| aws_error(&format!("iam:PutRolePolicy {role}"), e))?;
-            log.done("iam:PutRolePolicy", params);
-            changed = true;
-        }
+        let mut errors: Vec<StepError> = Vec::new();
+
+        // First take the profile away, so the instance gets no new
+        // credentials; each action is attempted even if the other fails.
         let mut disassociated = None;
         if let Some((association_id, _)) = &current {
             let params = format!("AssociationId={association_id} ({profile_arn})");
@@ -322,28 +317,100 @@ impl Step for RevokeInstanceCredentials {
                     "this API has no DryRun; needs ec2:DisassociateIamInstanceProfile on the instance",
                 );
             } else {
-                ctx.aws
+                match ctx
+                    .aws
                     .ec2
                     .disassociate_iam_instance_profile()
                     .association_id(association_id)
                     .send()
                     .await
-                    .map_err(|e| {
-                        aws_error(
-                            &format!("ec2:DisassociateIamInstanceProfile {association_id}"),
-                            e,
-                        )
-                    })?;
-                log.done("ec2:DisassociateIamInstanceProfile", params);
-                changed = true;
+                {
+                    Ok(_) => {
+                        log.done("ec2:DisassociateIamInstanceProfile", params);
+                        changed = true;
+                    }
+                    Err(e) => errors.push(aws_error(
+                        &format!("ec2:DisassociateIamInstanceProfile {association_id}"),
+                        e,
+                    )),
+                }
             }
             disassociated = Some(association_id.clone());
+        }
+
+        // Then deny what was issued before now (taken after the
+        // disassociation, so no session slips in between), unless this
+        // case already did.
+        let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_else(Utc::now);
+        let mut cutoff: Option<DateTime<Utc>> = None;
+        for role in &roles {
+            let existing = match role_policy(ctx, &log, role, &policy_name).await {
+                Ok(d) => d,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            if let Some(kept) = existing
+                .as_ref()
+                .and_then(|d| existing_cutoff(d, &arn, case.as_str()))
+            {
+                cutoff = Some(cutoff.map_or(kept, |c| c.min(kept)));
+                continue;
+            }
+            let t = cutoff.unwrap_or(now);
+            cutoff = Some(t);
+            let doc = deny_policy(&arn, t, case.as_str());
+            let params = format!(
+                "RoleName={role}, PolicyName={policy_name}: Deny * when ec2:SourceInstanceARN={arn} and aws:TokenIssueTime < {}",
+                t.to_rfc3339_opts(SecondsFormat::Secs, true)
+            );
+            if ctx.is_dry_run() {
+                log.not_checked(
+                    "iam:PutRolePolicy",
+                    params,
+                    format!("IAM has no dry run; needs iam:PutRolePolicy on role {role}"),
+                );
+                continue;
+            }
+            match ctx
+                .aws
+                .iam
+                .put_role_policy()
+                .role_name(role)
+                .policy_name(&policy_name)
+                .policy_document(doc.to_string())
+                .send()
+                .await
+            {
+                Ok(_) => {
+                    log.done("iam:PutRolePolicy", params);
+                    changed = true;
+                }
+                Err(e) => {
+                    let mut err = aws_error(&format!("iam:PutRolePolicy {role}"), e);
+                    if err.message.contains("LimitExceeded") {
+                        err.message.push_str(" (a role holds at most 10,240 characters of inline policies: too many instances sharing it are contained at once)");
+                    }
+                    errors.push(err);
+                }
+            }
+        }
+        if let Some(first) = errors.first() {
+            return Err(StepError::new(
+                first.name,
+                errors
+                    .iter()
+                    .map(|e| e.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ));
         }
         if !ctx.is_dry_run() {
             let mut wrong = Vec::new();
             for role in &roles {
                 match role_policy(ctx, &log, role, &policy_name).await? {
-                    Some(doc) if existing_cutoff(&doc, &arn).is_some() => {}
+                    Some(doc) if existing_cutoff(&doc, &arn, case.as_str()).is_some() => {}
                     other => wrong.push(format!(
                         "role {role} lacks the deny policy (found {other:?})"
                     )),
@@ -395,12 +462,23 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         let arn = instance_arn("us-east-1", "123456789012", "i-0abc1234");
-        let doc = deny_policy(&arn, t);
-        assert_eq!(existing_cutoff(&doc, &arn), Some(t));
+        let doc = deny_policy(&arn, t, "INC-1");
+        assert_eq!(existing_cutoff(&doc, &arn, "INC-1"), Some(t));
         assert_eq!(
-            existing_cutoff(&doc, "arn:aws:ec2:us-east-1:123456789012:instance/i-other"),
+            existing_cutoff(&doc, &arn, "INC-2"),
+            None,
+            "another case writes its own cut-off"
+        );
+        assert_eq!(
+            existing_cutoff(
+                &doc,
+                "arn:aws:ec2:us-east-1:123456789012:instance/i-other",
+                "INC-1"
+            ),
             None
         );
+        assert_eq!(deny_cutoff(&doc), Some(t));
+        assert_eq!(case_sid("INC-2024.001_a"), "FirebreakDenyCaseINC2024001a");
         assert_eq!(partition("cn-north-1"), "aws-cn");
         let encoded = percent_encoding::utf8_percent_encode(
             &doc.to_string(),

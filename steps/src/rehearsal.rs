@@ -91,6 +91,7 @@ pub async fn contained(
     decoy: &Decoy,
     case: &str,
     bucket: &str,
+    contained_at: chrono::DateTime<Utc>,
 ) -> Result<Vec<Check>, StepError> {
     let log = ctx.log("rehearse");
     let ec2 = &ctx.aws.ec2;
@@ -174,7 +175,11 @@ pub async fn contained(
                     .map(str::to_string)
             })
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-            .is_some_and(|t| t.with_timezone(&Utc) <= Utc::now());
+            // IAM compares to the second: the cut-off is within the run.
+            .is_some_and(|t| {
+                let t = t.with_timezone(&Utc);
+                t >= contained_at - chrono::Duration::seconds(1) && t <= Utc::now()
+            });
         out.push(check(
             "the role's inline deny names only this instance and the containment time",
             names_only_this && cutoff_ok,

@@ -14,6 +14,7 @@ use aws_config::SdkConfig;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use chrono::{DateTime, Utc};
@@ -78,7 +79,7 @@ fn step_input(step: &str, case: &CaseFile, snapshot_ids: &[String]) -> Value {
         "await_snapshots" => return json!({"snapshot_ids": snapshot_ids}),
         "release_instance" => {
             o.insert("evidence_bucket".into(), json!(c.evidence_bucket));
-            o.insert("keep_credential_deny".into(), json!(false));
+            o.insert("credential_deny".into(), json!("remove"));
         }
         _ => {}
     }
@@ -180,10 +181,15 @@ async fn sandbox_contain_puts_every_lever_in_its_contained_state() {
     );
 
     // THEN every lever reads back contained
-    let checks =
-        firebreak_steps::rehearsal::contained(&ctx, &decoy_typed, "it-levers", evidence_bucket())
-            .await
-            .unwrap();
+    let checks = firebreak_steps::rehearsal::contained(
+        &ctx,
+        &decoy_typed,
+        "it-levers",
+        evidence_bucket(),
+        before,
+    )
+    .await
+    .unwrap();
     let failed: Vec<_> = checks.iter().filter(|c| !c.passed).collect();
     assert!(failed.is_empty(), "{failed:#?}");
     assert!(checks.len() >= 13);
@@ -277,15 +283,39 @@ async fn sandbox_release_restores_the_recorded_state() {
         after.tags.get("firebreak:status").map(String::as_str),
         Some("released")
     );
-    // AND the deny is gone from the role
+    // AND the deny on stolen sessions stays until they can have expired,
+    // and the summary says until when
+    let released: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        released.to_string().contains("credential_deny_kept_until"),
+        "{released:#}"
+    );
     let iam = aws_sdk_iam::Client::new(&config);
-    let names = iam
-        .list_role_policies()
-        .role_name(s(&d, "role_name"))
-        .send()
-        .await
-        .unwrap();
-    assert!(names.policy_names().is_empty());
+    let policies = || async {
+        iam.list_role_policies()
+            .role_name(s(&d, "role_name"))
+            .send()
+            .await
+            .unwrap()
+            .policy_names()
+            .to_vec()
+    };
+    assert_eq!(policies().await.len(), 1);
+    // AND releasing again with --remove-credential-deny removes it, and
+    // changes nothing else
+    let out = firebreak(&[
+        "release",
+        "--instance",
+        id.as_str(),
+        "--case",
+        "it-release",
+        "--remove-credential-deny",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(policies().await.is_empty());
+    let again_after = read_live_state(&ctx, &ctx.log("test"), &id).await.unwrap();
+    assert!(restorable_differences(&before, &again_after).is_empty());
     // AND a later respond on the released instance opens a new case
     let again = firebreak(&[
         "respond",
@@ -299,13 +329,37 @@ async fn sandbox_release_restores_the_recorded_state() {
     assert_ne!(again["case_id"], "it-release");
 }
 
-/// Replaces the response of the first `left` calls with an HTTP 503 (the
-/// request reached AWS: its effect may have happened, only the answer is
-/// lost, the nastiest kind of fault for idempotency).
+/// Which calls a fault applies to.
+#[derive(Clone, Copy, Debug)]
+enum Calls {
+    All,
+    /// Calls that change something (not Describe/Get/List/Head).
+    Mutating,
+    /// One API operation, by name.
+    Named(&'static str),
+}
+
+impl Calls {
+    fn matches(self, operation: &str) -> bool {
+        match self {
+            Calls::All => true,
+            Calls::Mutating => !["Describe", "Get", "List", "Head"]
+                .iter()
+                .any(|p| operation.starts_with(p)),
+            Calls::Named(n) => operation == n,
+        }
+    }
+}
+
+/// After the call reached AWS (so its work is done), replaces the answer
+/// of the matching calls `skip+1 ..= skip+n` with an empty `status`: a
+/// lost response, or a refusal.
 #[derive(Debug)]
 struct FailFirst {
+    skip: Arc<AtomicUsize>,
     left: Arc<AtomicUsize>,
     status: u16,
+    calls: Calls,
 }
 
 impl Intercept for FailFirst {
@@ -317,11 +371,26 @@ impl Intercept for FailFirst {
         &self,
         ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
         _rc: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        let operation = cfg
+            .load::<Metadata>()
+            .map(|m| m.name().to_string())
+            .unwrap_or_default();
+        if !self.calls.matches(&operation) {
+            return Ok(());
+        }
+        let dec = |n: usize| n.checked_sub(1);
+        if self
+            .skip
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, dec)
+            .is_ok()
+        {
+            return Ok(());
+        }
         if self
             .left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, dec)
             .is_ok()
         {
             *ctx.response_mut() = aws_smithy_runtime_api::http::Response::new(
@@ -333,13 +402,37 @@ impl Intercept for FailFirst {
     }
 }
 
-/// Clients whose first `n` calls (all services together) fail with
-/// `status`; the SDK's own retries are off so the fault reaches the step.
-fn faulty_clients(config: &SdkConfig, n: usize, status: u16) -> AwsClients {
-    let left = Arc::new(AtomicUsize::new(n));
+/// A fault: which calls, how many to let through first, how many to
+/// break, and with what status.
+#[derive(Clone, Copy, Debug)]
+struct Fault {
+    calls: Calls,
+    skip: usize,
+    n: usize,
+    status: u16,
+}
+
+impl Fault {
+    fn first(n: usize, status: u16) -> Fault {
+        Fault {
+            calls: Calls::All,
+            skip: 0,
+            n,
+            status,
+        }
+    }
+}
+
+/// Clients whose calls fail as `fault` says (all services counted
+/// together); the SDK's own retries are off so the fault reaches the step.
+fn faulty_clients(config: &SdkConfig, fault: Fault) -> AwsClients {
+    let skip = Arc::new(AtomicUsize::new(fault.skip));
+    let left = Arc::new(AtomicUsize::new(fault.n));
     let f = || FailFirst {
+        skip: skip.clone(),
         left: left.clone(),
-        status,
+        status: fault.status,
+        calls: fault.calls,
     };
     let retry = aws_config::retry::RetryConfig::disabled();
     AwsClients {
@@ -419,13 +512,13 @@ impl Clock for NoWait {
     }
 }
 
-async fn contain_with_fault(step: &'static str, n: usize, status: u16) -> (Value, Report) {
+async fn contain_with_fault(step: &'static str, fault: Fault) -> (Value, Report) {
     let d = decoy();
     let config = sdk_config().await;
-    let case = case_file(&d, &format!("it-fault-{step}-{status}"));
+    let case = case_file(&d, &format!("it-fault-{step}-{}", fault.status));
     let registry = Arc::new(Registry::standard());
     let healthy_ctx = context(AwsClients::new(&config));
-    let faulty_ctx = context(faulty_clients(&config, n, status));
+    let faulty_ctx = context(faulty_clients(&config, fault));
     let handler = FaultInOneStep {
         step,
         healthy: StepRunner::new(registry.clone(), healthy_ctx.clone()),
@@ -488,9 +581,9 @@ async fn isolated(d: &Value) -> bool {
 const STEPS: [&str; 10] = [
     "record_instance_state",
     "protect_instance",
+    "detach_from_autoscaling",
     "isolate_network",
     "disassociate_elastic_ips",
-    "detach_from_autoscaling",
     "deregister_from_target_groups",
     "revoke_instance_credentials",
     "tag_instance",
@@ -504,7 +597,7 @@ async fn sandbox_transient_faults_in_each_step_are_retried_isolation_happens_and
     for step in STEPS {
         // GIVEN AWS answers the step's first 2 calls with 503 (after
         // doing the work)
-        let (d, report) = contain_with_fault(step, 2, 503).await;
+        let (d, report) = contain_with_fault(step, Fault::first(2, 503)).await;
         // THEN the playbook completes, the instance is isolated, and the
         // report names the faults it recovered from
         assert_eq!(
@@ -528,7 +621,7 @@ async fn sandbox_transient_faults_in_each_step_are_retried_isolation_happens_and
 async fn sandbox_a_step_that_keeps_failing_is_recorded_and_containment_goes_on() {
     for step in STEPS {
         // GIVEN AWS refuses the step's first call (403: not retried)
-        let (d, report) = contain_with_fault(step, 1, 403).await;
+        let (d, report) = contain_with_fault(step, Fault::first(1, 403)).await;
         // THEN the failure is recorded under the step's name, the report
         // says containment is partial, and every other step still ran:
         // isolation happens unless isolation itself is the failing step
@@ -614,8 +707,8 @@ async fn sandbox_two_responds_in_one_vpc_at_once_both_isolate_with_one_group() {
     let a = spawn(&first, "it-race-a");
     let b = spawn(&second, "it-race-b");
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-    // THEN both complete, and the VPC holds one isolation group and one
-    // transition group, shared
+    // THEN both complete, and the VPC holds one isolation group, shared;
+    // the transition groups are gone
     for (who, out) in [(&first, &a), (&second, &b)] {
         assert_eq!(
             out.status.code(),
@@ -650,7 +743,7 @@ async fn sandbox_two_responds_in_one_vpc_at_once_both_isolate_with_one_group() {
         .filter_map(|g| g.group_name())
         .collect();
     names.sort();
-    assert_eq!(names, ["firebreak-isolation", "firebreak-transition"]);
+    assert_eq!(names, ["firebreak-isolation"]);
 }
 
 #[tokio::test]
@@ -738,4 +831,374 @@ async fn sandbox_snapshots_are_copied_to_the_forensic_region_with_their_tags() {
             .collect::<Vec<_>>()
     };
     assert_eq!(ids(&again), ids(&report));
+    // AND a third run neither
+    let third = firebreak(&args);
+    let third: Value = serde_json::from_slice(&third.stdout).unwrap();
+    assert_eq!(third["forensic_copies"]["changed"], false);
+    assert_eq!(ids(&third), ids(&report));
+}
+
+#[tokio::test]
+async fn sandbox_lost_answers_to_the_first_mutating_calls_of_each_step_change_nothing_twice() {
+    for step in STEPS {
+        // GIVEN AWS does the step's first 2 changes but the answers are
+        // lost (503 after the work)
+        let fault = Fault {
+            calls: Calls::Mutating,
+            skip: 0,
+            n: 2,
+            status: 503,
+        };
+        let (d, report) = contain_with_fault(step, fault).await;
+        // THEN the retried step finds its own earlier work, the playbook
+        // completes and the instance is isolated
+        assert_eq!(
+            report.containment,
+            Containment::Complete,
+            "{step}: {:#?}",
+            report.failures
+        );
+        assert!(isolated(&d).await, "{step}: not isolated");
+        // AND the faults are reported (await_snapshots only reads)
+        let faults = report
+            .retried
+            .iter()
+            .filter(|r| r.error == "Firebreak.AwsUnavailable")
+            .count();
+        if step == "await_snapshots" {
+            assert_eq!(faults, 0, "{step}");
+        } else {
+            assert!(faults >= 1, "{step}: {:#?}", report.retried);
+        }
+        // AND nothing was made twice: one snapshot per volume, one
+        // isolation group in the VPC and no transition group left
+        let config = sdk_config().await;
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let snaps = ec2
+            .describe_snapshots()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:firebreak:case")
+                    .values(format!("it-fault-{step}-503"))
+                    .build(),
+            )
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("volume-id")
+                    .set_values(serde_json::from_value(d["volume_ids"].clone()).ok())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            snaps.snapshots().len(),
+            d["volume_ids"].as_array().unwrap().len(),
+            "{step}: snapshots"
+        );
+        let groups = ec2
+            .describe_security_groups()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("vpc-id")
+                    .values(s(&d, "vpc_id"))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let mut names: Vec<&str> = groups
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_name())
+            .filter(|n| n.starts_with("firebreak-") && !n.starts_with("firebreak-decoy"))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["firebreak-isolation"], "{step}: groups");
+    }
+}
+
+/// The group names on each of the decoy's interfaces.
+async fn interface_group_names(d: &Value) -> Vec<Vec<String>> {
+    let config = sdk_config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let enis: Vec<String> = d["network_interface_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let out = ec2
+        .describe_network_interfaces()
+        .set_network_interface_ids(Some(enis))
+        .send()
+        .await
+        .unwrap();
+    out.network_interfaces()
+        .iter()
+        .map(|n| {
+            n.groups()
+                .iter()
+                .map(|g| g.group_id().unwrap_or_default().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn sandbox_a_failed_move_puts_every_interface_back_and_leaves_no_open_group() {
+    // GIVEN the second interface move is refused (after AWS made it)
+    let fault = Fault {
+        calls: Calls::Named("ModifyNetworkInterfaceAttribute"),
+        skip: 1,
+        n: 1,
+        status: 403,
+    };
+    let (d, report) = contain_with_fault("isolate_network", fault).await;
+    // THEN isolation is recorded as failed, naming what was put back
+    assert_eq!(report.containment, Containment::Partial);
+    let failure = report
+        .failures
+        .iter()
+        .find(|f| f.step == "isolate_network")
+        .expect("isolation failure recorded");
+    assert!(
+        failure
+            .cause
+            .as_deref()
+            .unwrap_or_default()
+            .contains("was put back on its previous groups"),
+        "{failure:#?}"
+    );
+    // AND no interface is left on the allow-all transition group: both are
+    // back on the decoy's own group
+    let own = s(&d, "security_group_id");
+    assert_eq!(
+        interface_group_names(&d).await,
+        vec![vec![own.clone()], vec![own]]
+    );
+    // AND the transition group is gone
+    let config = sdk_config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let open = ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(s(&d, "vpc_id"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !open
+            .security_groups()
+            .iter()
+            .any(|g| g.group_name().is_some_and(|n| n.contains("transition"))),
+        "{:?}",
+        open.security_groups()
+    );
+}
+
+#[tokio::test]
+async fn sandbox_exemptions_keep_only_ssh_in_and_https_out_to_the_given_peers() {
+    // GIVEN a decoy and an investigator group in its VPC
+    let d = decoy();
+    let config = sdk_config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let investigators = ec2
+        .create_security_group()
+        .group_name("it-investigators")
+        .description("investigators")
+        .vpc_id(s(&d, "vpc_id"))
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_string();
+    // WHEN contained with exemptions (one written loosely: upper-case IPv6)
+    let out = firebreak(&[
+        "respond",
+        "--instance",
+        &s(&d, "instance_id"),
+        "--case",
+        "it-exempt",
+        "--allow-ssh-from",
+        &investigators,
+        "--allow-ssh-from",
+        "2001:DB8::/32",
+        "--allow-https-to",
+        "10.0.0.0/16",
+        "--output",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // THEN every interface is on one group holding exactly those rules
+    let groups = interface_group_names(&d).await;
+    assert!(groups.iter().all(|g| g.len() == 1 && g == &groups[0]));
+    let sg = ec2
+        .describe_security_groups()
+        .group_ids(&groups[0][0])
+        .send()
+        .await
+        .unwrap();
+    let sg = &sg.security_groups()[0];
+    let ingress: Vec<String> = sg
+        .ip_permissions()
+        .iter()
+        .map(|p| {
+            format!(
+                "{:?}/{:?}/{:?}/{:?}/{:?}",
+                p.ip_protocol(),
+                p.from_port(),
+                p.user_id_group_pairs()
+                    .iter()
+                    .filter_map(|u| u.group_id())
+                    .collect::<Vec<_>>(),
+                p.ipv6_ranges()
+                    .iter()
+                    .filter_map(|r| r.cidr_ipv6())
+                    .collect::<Vec<_>>(),
+                p.ip_ranges()
+                    .iter()
+                    .filter_map(|r| r.cidr_ip())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    let text = ingress.join(" ");
+    assert!(text.contains(&investigators), "{text}");
+    assert!(text.contains("2001:db8::/32"), "{text}");
+    assert!(sg
+        .ip_permissions()
+        .iter()
+        .all(|p| p.from_port() == Some(22)));
+    assert!(sg
+        .ip_permissions_egress()
+        .iter()
+        .all(|p| p.from_port() == Some(443)
+            && p.ip_ranges()
+                .iter()
+                .all(|r| r.cidr_ip() == Some("10.0.0.0/16"))));
+    assert_eq!(sg.ip_permissions_egress().len(), 1, "{sg:?}");
+    // AND the report lists the exemptions in canonical form
+    assert!(
+        report["isolation"]["exemptions"]
+            .to_string()
+            .contains("2001:db8::/32"),
+        "{report:#}"
+    );
+}
+
+#[tokio::test]
+async fn sandbox_an_auto_scaling_group_at_its_minimum_is_lowered_and_restored_on_release() {
+    // GIVEN the decoy's group is at its minimum (1 of 1)
+    let d = decoy();
+    let config = sdk_config().await;
+    let asc = aws_sdk_autoscaling::Client::new(&config);
+    let group = s(&d, "auto_scaling_group");
+    asc.update_auto_scaling_group()
+        .auto_scaling_group_name(&group)
+        .min_size(1)
+        .send()
+        .await
+        .unwrap();
+    let sizes = || async {
+        let g = asc
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(&group)
+            .send()
+            .await
+            .unwrap();
+        let g = &g.auto_scaling_groups()[0];
+        (g.min_size(), g.desired_capacity())
+    };
+    assert_eq!(sizes().await, (Some(1), Some(1)));
+    // WHEN contained
+    let id = s(&d, "instance_id");
+    let out = firebreak(&[
+        "respond",
+        "--instance",
+        &id,
+        "--case",
+        "it-asg-min",
+        "--output",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // THEN the instance is in standby, the minimum lowered to 0 (and said)
+    assert_eq!(
+        report["auto_scaling"]["lowered_min_size_from"], 1,
+        "{report:#}"
+    );
+    assert_eq!(sizes().await, (Some(0), Some(0)));
+    // AND release puts the minimum back with the instance
+    let out = firebreak(&["release", "--instance", &id, "--case", "it-asg-min", "-q"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(sizes().await, (Some(1), Some(1)));
+}
+
+#[test]
+fn sandbox_respond_under_another_case_is_refused_while_the_first_is_open() {
+    // GIVEN an instance contained under a case
+    let d = decoy();
+    let id = s(&d, "instance_id");
+    let out = firebreak(&["respond", "--instance", &id, "--case", "it-first", "-q"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // WHEN a second case is opened on it
+    let out = firebreak(&["respond", "--instance", &id, "--case", "it-second", "-q"]);
+    // THEN it is refused with exit code 2, naming the open case
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("it-first"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn sandbox_a_release_that_cannot_restore_everything_says_so_and_keeps_isolation() {
+    // GIVEN a contained decoy whose Elastic IP was since given to another
+    // instance
+    let d = decoy();
+    let id = s(&d, "instance_id");
+    let out = firebreak(&["respond", "--instance", &id, "--case", "it-partial", "-q"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let config = sdk_config().await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    ec2.associate_address()
+        .allocation_id(s(&d, "allocation_id"))
+        .instance_id(s(&d, "second_instance_id"))
+        .send()
+        .await
+        .unwrap();
+    let isolated_groups = interface_group_names(&d).await;
+    // WHEN released
+    let out = firebreak(&["release", "--instance", &id, "--case", "it-partial", "-q"]);
+    // THEN the release fails, naming the address, and the instance is
+    // tagged release-failed
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains(&s(&d, "allocation_id")), "{text}");
+    let tags = ec2
+        .describe_tags()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("resource-id")
+                .values(&id)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = tags
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some("firebreak:status"))
+        .and_then(|t| t.value());
+    assert_eq!(status, Some("release-failed"));
+    // AND the network isolation is still in place (groups go back last)
+    assert_eq!(interface_group_names(&d).await, isolated_groups);
 }

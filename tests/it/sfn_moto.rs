@@ -85,7 +85,7 @@ async fn sandbox_compiled_playbook_runs_in_moto_step_functions() {
             "region": "us-east-1", "opened_at": "2026-01-01T00:00:00Z", "actor": "arn:aws:iam::123456789012:user/it",
             "evidence_bucket": "firebreak-evidence-123456789012-us-east-1"
         },
-        "options": {"asg_mode": "standby", "isolation_exemptions": [], "keep_credential_deny": false}
+        "options": {"asg_mode": "standby", "isolation_exemptions": [], "credential_deny": "auto"}
     });
     let exec = sfn
         .start_execution()
@@ -144,9 +144,9 @@ async fn sandbox_compiled_playbook_runs_in_moto_step_functions() {
         [
             "RecordInstanceState",
             "ProtectInstance",
+            "DetachFromAutoScaling",
             "IsolateNetwork",
             "DisassociateElasticIps",
-            "DetachFromAutoScaling",
             "DeregisterFromTargetGroups",
             "RevokeInstanceCredentials",
             "TagContained",

@@ -662,6 +662,9 @@ pub struct FailNode {
     pub comment: Option<String>,
     pub error: ErrorName,
     pub cause: String,
+    /// When set, the error and cause are read from these paths instead
+    /// (a handler passing on the failure it caught).
+    pub from_paths: Option<(String, String)>,
 }
 
 pub fn fail(name: &str, error: ErrorName, cause: &str) -> FailNode {
@@ -670,5 +673,21 @@ pub fn fail(name: &str, error: ErrorName, cause: &str) -> FailNode {
         comment: None,
         error,
         cause: cause.to_string(),
+        from_paths: None,
+    }
+}
+
+/// Ends the execution with the failure recorded at `$.failures.<key>`
+/// (after a handler has done its work).
+pub fn fail_with_recorded(name: &str, key: &str) -> FailNode {
+    FailNode {
+        name: name.to_string(),
+        comment: None,
+        error: ErrorName::StatesTaskFailed,
+        cause: String::new(),
+        from_paths: Some((
+            format!("$.failures.{key}.Error"),
+            format!("$.failures.{key}.Cause"),
+        )),
     }
 }

@@ -333,16 +333,28 @@ impl Cx {
             }
             Node::Fail(f) => {
                 self.claim(&f.name);
-                g.states.insert(
-                    f.name.clone(),
-                    State::Fail(FailState {
+                let state = match &f.from_paths {
+                    Some((error_path, cause_path)) => {
+                        for p in [error_path, cause_path] {
+                            self.read(&f.name, p, &scope, None, Some(&Shape::String), true);
+                        }
+                        FailState {
+                            comment: f.comment.clone(),
+                            error: None,
+                            error_path: Some(error_path.clone()),
+                            cause: None,
+                            cause_path: Some(cause_path.clone()),
+                        }
+                    }
+                    None => FailState {
                         comment: f.comment.clone(),
                         error: Some(f.error.as_str().to_string()),
                         error_path: None,
                         cause: Some(f.cause.clone()),
                         cause_path: None,
-                    }),
-                );
+                    },
+                };
+                g.states.insert(f.name.clone(), State::Fail(state));
                 scope
             }
         }

@@ -101,6 +101,10 @@ error_names! {
     /// The instance is in a shape the step cannot handle (for example no
     /// network interface in a VPC).
     Unsupported => "Firebreak.Unsupported", retriable: false;
+    /// The instance is already contained (under another case, or its
+    /// pre-incident state is gone): recording it now would record the
+    /// contained state as if it were the original.
+    AlreadyContained => "Firebreak.AlreadyContained", retriable: false;
     /// A bug or an impossible state inside firebreak; reported, never
     /// retried.
     Internal => "Firebreak.Internal", retriable: false;

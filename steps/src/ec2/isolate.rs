@@ -29,8 +29,14 @@ use crate::tags;
 
 /// Name of the no-rule group, one per VPC.
 pub const ISOLATION_GROUP_NAME: &str = "firebreak-isolation";
-/// Name of the allow-all group used for the first move, one per VPC.
+/// Name prefix of the allow-all group used for the first move, one per
+/// case while it moves interfaces.
 pub const TRANSITION_GROUP_NAME: &str = "firebreak-transition";
+
+/// Between the two moves: lets the allow-all rules reach the interfaces'
+/// existing flows (turning them untracked) before the no-rule group cuts
+/// them. Short, as every second of it the instance can talk.
+const TRANSITION_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a dry run shows for a group it would create.
 const PLANNED_GROUP: &str = "(planned)";
@@ -43,7 +49,9 @@ pub struct IsolateNetwork;
 pub struct VpcIsolationGroups {
     pub vpc_id: String,
     pub isolation_group_id: String,
-    pub transition_group_id: String,
+    /// The case's transition group, while interfaces had to move (deleted
+    /// after).
+    pub transition_group_id: Option<String>,
     /// Groups created by this run (empty when they already existed).
     pub created_group_ids: Vec<String>,
 }
@@ -72,7 +80,11 @@ pub struct IsolateInput {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IsolationOutput {
     pub instance_id: String,
+    /// The exemptions in force (canonical form).
     pub exemptions: Vec<Exemption>,
+    /// Why the asked-for exemptions could not be applied (the instance
+    /// was isolated without them).
+    pub exemption_error: Option<String>,
     pub groups: Vec<VpcIsolationGroups>,
     pub interfaces: Vec<IsolatedInterface>,
     /// True when this run changed anything.
@@ -118,6 +130,7 @@ impl StepDef for IsolateNetwork {
                     "ec2:AuthorizeSecurityGroupEgress",
                     "ec2:RevokeSecurityGroupIngress",
                     "ec2:RevokeSecurityGroupEgress",
+                    "ec2:DeleteSecurityGroup",
                     "ec2:CreateTags",
                 ],
                 ["arn:aws:ec2:*:*:security-group/*", "arn:aws:ec2:*:*:vpc/*"],
@@ -157,27 +170,87 @@ impl Exemption {
     /// Checks the peer: a security group id or a CIDR narrower than the
     /// whole internet.
     pub fn validate(&self) -> Result<(), String> {
-        let p = self.peer();
-        if p.starts_with("sg-") && p.len() > 3 && p[3..].bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Ok(());
+        canonical_peer(self.peer()).map(|_| ())
+    }
+
+    /// The same exemption with its peer in the form AWS stores it.
+    pub fn canonical(&self) -> Result<Exemption, String> {
+        let p = canonical_peer(self.peer())?;
+        Ok(match self {
+            Exemption::SshFrom(_) => Exemption::SshFrom(p),
+            Exemption::HttpsTo(_) => Exemption::HttpsTo(p),
+        })
+    }
+}
+
+/// The narrowest prefixes an exemption may open: an investigator network
+/// or a VPC endpoint, never a large part of the internet.
+const MIN_IPV4_PREFIX: u8 = 8;
+const MIN_IPV6_PREFIX: u8 = 32;
+
+/// A security group (`sg-...`), a prefix list (`pl-...`, for example the
+/// S3 gateway endpoint's) or a CIDR, returned in canonical form (AWS
+/// stores CIDRs that way, and the read-back compares with it). A CIDR with
+/// host bits set is refused, as EC2 refuses it.
+fn canonical_peer(p: &str) -> Result<String, String> {
+    for prefix in ["sg-", "pl-"] {
+        if let Some(rest) = p.strip_prefix(prefix) {
+            return if !rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
+                Ok(p.to_string())
+            } else {
+                Err(format!("{p:?} is not a {prefix}... id"))
+            };
         }
-        let Some((addr, len)) = p.split_once('/') else {
-            return Err(format!("{p:?} is neither a CIDR nor a security group id"));
-        };
-        let len: u8 = len
-            .parse()
-            .map_err(|_| format!("{p:?}: bad prefix length"))?;
-        let max = match addr.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(_)) => 32,
-            Ok(std::net::IpAddr::V6(_)) => 128,
-            Err(_) => return Err(format!("{p:?}: bad address")),
-        };
-        if len == 0 || len > max {
-            return Err(format!(
-                "{p:?}: an exemption must be narrower than the whole internet and a valid prefix"
-            ));
+    }
+    let Some((addr, len)) = p.split_once('/') else {
+        return Err(format!(
+            "{p:?} is neither a CIDR, a security group nor a prefix list"
+        ));
+    };
+    let len: u8 = len
+        .parse()
+        .map_err(|_| format!("{p:?}: bad prefix length"))?;
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(a)) => {
+            if !(MIN_IPV4_PREFIX..=32).contains(&len) {
+                return Err(format!(
+                    "{p:?}: an IPv4 exemption must be a /{MIN_IPV4_PREFIX} or narrower"
+                ));
+            }
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            let net = std::net::Ipv4Addr::from(u32::from(a) & mask);
+            if net != a {
+                return Err(format!(
+                    "{p:?} has host bits set: did you mean {net}/{len}?"
+                ));
+            }
+            Ok(format!("{net}/{len}"))
         }
-        Ok(())
+        Ok(std::net::IpAddr::V6(a)) => {
+            if a.to_ipv4_mapped().is_some() {
+                return Err(format!(
+                    "{p:?}: IPv4-mapped addresses are not allowed, give the IPv4 CIDR"
+                ));
+            }
+            if !(MIN_IPV6_PREFIX..=128).contains(&len) {
+                return Err(format!(
+                    "{p:?}: an IPv6 exemption must be a /{MIN_IPV6_PREFIX} or narrower"
+                ));
+            }
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            let net = std::net::Ipv6Addr::from(u128::from(a) & mask);
+            if net != a {
+                return Err(format!(
+                    "{p:?} has host bits set: did you mean {net}/{len}?"
+                ));
+            }
+            Ok(format!("{net}/{len}"))
+        }
+        Err(_) => Err(format!("{p:?}: bad address")),
     }
 }
 
@@ -214,6 +287,8 @@ impl Rule {
     fn tcp(egress: bool, port: i32, peer: &str) -> Rule {
         let peer = if peer.starts_with("sg-") {
             Peer::Group(peer.to_string())
+        } else if peer.starts_with("pl-") {
+            Peer::PrefixList(peer.to_string())
         } else if peer.contains(':') {
             Peer::V6(peer.to_string())
         } else {
@@ -307,7 +382,8 @@ fn rules_of(g: &SecurityGroup) -> BTreeSet<Rule> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Role {
     Isolation(Vec<Exemption>),
-    Transition,
+    /// The allow-all group of one case, deleted after its moves.
+    Transition(String),
 }
 
 impl Role {
@@ -321,13 +397,13 @@ impl Role {
                 let digest = firebreak_forensics::hash::sha256_bytes(parts.join("\n").as_bytes());
                 format!("{ISOLATION_GROUP_NAME}-{}", &digest.sha256[..8])
             }
-            Role::Transition => TRANSITION_GROUP_NAME.to_string(),
+            Role::Transition(case) => format!("{TRANSITION_GROUP_NAME}-{case}"),
         }
     }
     fn tag(&self) -> &'static str {
         match self {
             Role::Isolation(_) => "isolation",
-            Role::Transition => "transition",
+            Role::Transition(_) => "transition",
         }
     }
     fn description(&self) -> String {
@@ -337,15 +413,15 @@ impl Role {
                 "firebreak isolation: no traffic but investigator access ({})",
                 ex.iter().map(|e| format!("{e:?}")).collect::<Vec<_>>().join(", ")
             ),
-            Role::Transition => {
-                "firebreak transition: allows all traffic so tracked connections become untracked before isolation".into()
-            }
+            Role::Transition(case) => format!(
+                "firebreak transition for case {case}: allows all traffic so tracked connections become untracked before isolation; deleted after"
+            ),
         }
     }
     /// The rules the group must have, no more, no less.
     fn wanted(&self) -> BTreeSet<Rule> {
         match self {
-            Role::Transition => [
+            Role::Transition(_) => [
                 Rule::all(false, Peer::V4("0.0.0.0/0".into())),
                 Rule::all(false, Peer::V6("::/0".into())),
                 Rule::all(true, Peer::V4("0.0.0.0/0".into())),
@@ -507,10 +583,10 @@ async fn ensure_group(
     vpc: &str,
     case: &str,
     role: &Role,
+    wanted: &BTreeSet<Rule>,
 ) -> Result<(String, bool), StepError> {
     let ec2 = &ctx.aws.ec2;
     let name = role.name();
-    let wanted = role.wanted();
     let (group, created) = match find_group(ctx, log, vpc, role).await? {
         Some(g) => (g, false),
         None => {
@@ -603,7 +679,7 @@ async fn ensure_group(
     // it should, even for a moment.
     for egress in [false, true] {
         let extra: Vec<&Rule> = have
-            .difference(&wanted)
+            .difference(wanted)
             .filter(|r| r.egress == egress)
             .collect();
         change_rules(ctx, log, &id, &extra, false, egress).await?;
@@ -617,16 +693,87 @@ async fn ensure_group(
     }
     if !ctx.is_dry_run() {
         let now = rules_of(&read_group(ctx, log, &id).await?);
-        if now != wanted {
+        if &now != wanted {
             let show = |s: &BTreeSet<Rule>| s.iter().map(Rule::describe).collect::<Vec<_>>();
             return Err(StepError::verification(format!(
                 "group {id} ({name}) has rules {:?}, expected {:?}",
                 show(&now),
-                show(&wanted)
+                show(wanted)
             )));
         }
     }
     Ok((id, created))
+}
+
+/// Puts interfaces back on the groups they had before the first move, so
+/// that a failed isolation never leaves one on the allow-all group. Says
+/// what became of each; when all are back, the case's transition groups
+/// are deleted (a failure to delete is only reported).
+async fn put_back(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    moved: &[(String, String, Vec<String>)],
+    groups: &[VpcIsolationGroups],
+) -> Vec<String> {
+    let mut states = Vec::new();
+    for (eni, vpc, previous) in moved {
+        let back = set_groups(
+            ctx,
+            log,
+            eni,
+            previous.clone(),
+            "undo the first move: isolation failed",
+        )
+        .await;
+        states.push(match back {
+            Ok(()) => format!("{eni} was put back on its previous groups {previous:?}"),
+            Err(b) => format!(
+                "putting {eni} back on {previous:?} failed too ({b}): it may be on the allow-all group {}",
+                groups
+                    .iter()
+                    .find(|g| &g.vpc_id == vpc)
+                    .and_then(|g| g.transition_group_id.as_deref())
+                    .unwrap_or("?")
+            ),
+        });
+    }
+    if states.iter().all(|s| s.contains("was put back")) {
+        for g in groups {
+            if let Some(tr) = &g.transition_group_id {
+                if let Err(e) = delete_group(ctx, log, tr).await {
+                    states.push(format!("the transition group {tr} was left: {e}"));
+                }
+            }
+        }
+    }
+    states
+}
+
+/// Deletes a case's transition group once nothing uses it. A group that
+/// cannot be deleted is reported and left (it holds no interface).
+async fn delete_group(ctx: &StepContext, log: &StepLog<'_>, id: &str) -> Result<(), StepError> {
+    let params = format!("GroupId={id} (the transition group: the interfaces have moved on)");
+    match ctx
+        .aws
+        .ec2
+        .delete_security_group()
+        .group_id(id)
+        .send()
+        .await
+    {
+        Ok(_) => {
+            log.done("ec2:DeleteSecurityGroup", params);
+            Ok(())
+        }
+        Err(e) if error_code(&e).as_deref() == Some("InvalidGroup.NotFound") => Ok(()),
+        Err(e) => {
+            log.progress(&format!(
+                "the transition group {id} could not be deleted ({}); delete it by hand",
+                aws_error("ec2:DeleteSecurityGroup", e)
+            ));
+            Ok(())
+        }
+    }
 }
 
 /// Sets an interface's groups (the whole set, in one call).
@@ -695,10 +842,12 @@ impl Step for IsolateNetwork {
             instance_id: input.instance_id.clone(),
         }
         .parse()?;
-        for e in &input.exemptions {
-            e.validate().map_err(StepError::invalid_input)?;
-        }
-        let isolation = Role::Isolation(input.exemptions.clone());
+        let exemptions = input
+            .exemptions
+            .iter()
+            .map(Exemption::canonical)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StepError::invalid_input)?;
         let log = ctx.log(Self::NAME);
         let instance = describe_instance(ctx, &log, &id).await?;
         let eni_ids = interface_ids(&instance);
@@ -709,39 +858,56 @@ impl Step for IsolateNetwork {
             ));
         }
         let before = read_interfaces(ctx, &log, &eni_ids).await?;
-
-        // One pair of groups per VPC the interfaces are in.
         let mut vpcs: Vec<String> = before.values().map(|(v, _)| v.clone()).collect();
         vpcs.sort();
         vpcs.dedup();
-        let mut groups = Vec::new();
-        for vpc in &vpcs {
-            if vpc.is_empty() {
-                return Err(StepError::new(
-                    ErrorName::Unsupported,
-                    format!("an interface of {id} is not in a VPC"),
-                ));
-            }
-            let (iso, iso_new) = ensure_group(ctx, &log, vpc, case.as_str(), &isolation).await?;
-            let (tr, tr_new) =
-                ensure_group(ctx, &log, vpc, case.as_str(), &Role::Transition).await?;
-            let mut created = Vec::new();
-            if iso_new {
-                created.push(iso.clone());
-            }
-            if tr_new {
-                created.push(tr.clone());
-            }
-            groups.push(VpcIsolationGroups {
-                vpc_id: vpc.clone(),
-                isolation_group_id: iso,
-                transition_group_id: tr,
-                created_group_ids: created,
-            });
+        if vpcs.iter().any(String::is_empty) {
+            return Err(StepError::new(
+                ErrorName::Unsupported,
+                format!("an interface of {id} is not in a VPC"),
+            ));
         }
 
-        let mut changed_any = groups.iter().any(|g| !g.created_group_ids.is_empty());
+        // The isolation group of each VPC (shared by every case there). An
+        // exemption group that cannot be made must not stop isolation: fall
+        // back to the group with no rules at all, and say so.
+        let mut exemption_error = None;
+        let mut groups = Vec::new();
+        for vpc in &vpcs {
+            let wanted = Role::Isolation(exemptions.clone());
+            let (iso, iso_new) = match ensure_group(
+                ctx,
+                &log,
+                vpc,
+                case.as_str(),
+                &wanted,
+                &wanted.wanted(),
+            )
+            .await
+            {
+                Ok(g) => g,
+                Err(e) if !exemptions.is_empty() => {
+                    log.progress(&format!(
+                        "the exemption group failed ({e}); isolating with no exemption"
+                    ));
+                    exemption_error = Some(e.to_string());
+                    let plain = Role::Isolation(Vec::new());
+                    ensure_group(ctx, &log, vpc, case.as_str(), &plain, &plain.wanted()).await?
+                }
+                Err(e) => return Err(e),
+            };
+            groups.push(VpcIsolationGroups {
+                vpc_id: vpc.clone(),
+                isolation_group_id: iso.clone(),
+                transition_group_id: None,
+                created_group_ids: if iso_new { vec![iso] } else { Vec::new() },
+            });
+        }
+        let exemptions_applied = exemption_error.is_none();
+
+        // Interfaces still to move (the rest are already isolated).
         let mut interfaces = Vec::new();
+        let mut to_move: Vec<(String, String, Vec<String>)> = Vec::new();
         for eni in &eni_ids {
             let Some((vpc, previous)) = before.get(eni).cloned() else {
                 return Err(StepError::new(
@@ -749,107 +915,150 @@ impl Step for IsolateNetwork {
                     format!("network interface {eni} of {id} was not returned by DescribeNetworkInterfaces"),
                 ));
             };
-            let Some(g) = groups.iter().find(|g| g.vpc_id == vpc) else {
-                continue;
-            };
-            if previous == [g.isolation_group_id.clone()] {
-                interfaces.push(IsolatedInterface {
-                    network_interface_id: eni.clone(),
-                    vpc_id: vpc,
-                    previous_group_ids: previous.clone(),
-                    group_ids: previous,
-                    changed: false,
-                });
-                continue;
-            }
-            if ctx.is_dry_run() {
-                // The planned groups may not exist yet; the interface's
-                // current groups check the same permission on it.
-                let planned = g.transition_group_id.starts_with(PLANNED_GROUP);
-                for (target, why) in [
-                    (
-                        &g.transition_group_id,
-                        "first move: allow-all, connections become untracked",
-                    ),
-                    (
-                        &g.isolation_group_id,
-                        "second move: no rules, traffic stops",
-                    ),
-                ] {
-                    let probe = if planned {
-                        previous.clone()
-                    } else {
-                        vec![target.clone()]
-                    };
-                    let params = if planned {
-                        format!("NetworkInterfaceId={eni}, Groups=[{target}] ({why}; checked with the interface's current groups {previous:?})")
-                    } else {
-                        format!("NetworkInterfaceId={eni}, Groups=[{target}] ({why})")
-                    };
-                    let result = ctx
-                        .aws
-                        .ec2
-                        .modify_network_interface_attribute()
-                        .network_interface_id(eni)
-                        .set_groups(Some(probe))
-                        .dry_run(true)
-                        .send()
-                        .await;
-                    log.dry_run("ec2:ModifyNetworkInterfaceAttribute", params, result)?;
-                }
-                interfaces.push(IsolatedInterface {
-                    network_interface_id: eni.clone(),
-                    vpc_id: vpc,
-                    previous_group_ids: previous.clone(),
-                    group_ids: previous,
-                    changed: false,
-                });
-                continue;
-            }
-            set_groups(
-                ctx,
-                &log,
-                eni,
-                vec![g.transition_group_id.clone()],
-                "first move: allow-all, connections become untracked",
-            )
-            .await?;
-            if let Err(e) = set_groups(
-                ctx,
-                &log,
-                eni,
-                vec![g.isolation_group_id.clone()],
-                "second move: no rules, traffic stops",
-            )
-            .await
-            {
-                // Never leave an interface on the allow-all group: put it
-                // back where it was, and say what happened.
-                let back = set_groups(
-                    ctx,
-                    &log,
-                    eni,
-                    previous.clone(),
-                    "undo the first move after the second failed",
-                )
-                .await;
-                let state = match back {
-                    Ok(()) => format!("{eni} was put back on its previous groups {previous:?}"),
-                    Err(b) => format!(
-                        "putting {eni} back on {previous:?} failed too ({b}): it is on the allow-all group {}",
-                        g.transition_group_id
-                    ),
-                };
-                return Err(StepError::new(e.name, format!("{}; {state}", e.message)));
-            }
-            changed_any = true;
+            let iso = groups
+                .iter()
+                .find(|g| g.vpc_id == vpc)
+                .map(|g| g.isolation_group_id.clone())
+                .unwrap_or_default();
+            let moves = previous != [iso];
             interfaces.push(IsolatedInterface {
                 network_interface_id: eni.clone(),
-                vpc_id: vpc,
-                previous_group_ids: previous,
-                group_ids: Vec::new(),
-                changed: true,
+                vpc_id: vpc.clone(),
+                previous_group_ids: previous.clone(),
+                group_ids: previous.clone(),
+                changed: moves && !ctx.is_dry_run(),
             });
+            if moves {
+                to_move.push((eni.clone(), vpc, previous));
+            }
+        }
+        let mut changed_any = groups.iter().any(|g| !g.created_group_ids.is_empty());
+
+        if !to_move.is_empty() {
+            // The transition group: all traffic allowed both ways, made for
+            // this case and deleted once the interfaces have moved on, so no
+            // open group is left behind.
+            let transition = Role::Transition(case.to_string());
+            for g in groups.iter_mut() {
+                if !to_move.iter().any(|(_, v, _)| v == &g.vpc_id) {
+                    continue;
+                }
+                let (tr, tr_new) = ensure_group(
+                    ctx,
+                    &log,
+                    &g.vpc_id,
+                    case.as_str(),
+                    &transition,
+                    &transition.wanted(),
+                )
+                .await?;
+                if tr_new {
+                    g.created_group_ids.push(tr.clone());
+                }
+                g.transition_group_id = Some(tr);
+            }
+            let group_of = |vpc: &str| groups.iter().find(|g| g.vpc_id == vpc);
+            if ctx.is_dry_run() {
+                for (eni, vpc, previous) in &to_move {
+                    let Some(g) = group_of(vpc) else { continue };
+                    let tr = g.transition_group_id.clone().unwrap_or_default();
+                    for (target, why) in [
+                        (&tr, "first move: allow-all, connections become untracked"),
+                        (
+                            &g.isolation_group_id,
+                            "second move: no rules, traffic stops",
+                        ),
+                    ] {
+                        // A planned group does not exist yet: the
+                        // interface's current groups check the same
+                        // permission on it.
+                        let planned = target.starts_with(PLANNED_GROUP);
+                        let probe = if planned {
+                            previous.clone()
+                        } else {
+                            vec![target.clone()]
+                        };
+                        let params = if planned {
+                            format!("NetworkInterfaceId={eni}, Groups=[{target}] ({why}; checked with the interface's current groups {previous:?})")
+                        } else {
+                            format!("NetworkInterfaceId={eni}, Groups=[{target}] ({why})")
+                        };
+                        let result = ctx
+                            .aws
+                            .ec2
+                            .modify_network_interface_attribute()
+                            .network_interface_id(eni)
+                            .set_groups(Some(probe))
+                            .dry_run(true)
+                            .send()
+                            .await;
+                        log.dry_run("ec2:ModifyNetworkInterfaceAttribute", params, result)?;
+                    }
+                }
+                for g in &groups {
+                    if let Some(tr) = &g.transition_group_id {
+                        log.not_checked(
+                            "ec2:DeleteSecurityGroup",
+                            format!("GroupId={tr} (the transition group, once the interfaces have moved on)"),
+                            "the group is in use until the moves are done",
+                        );
+                    }
+                }
+            } else {
+                for (i, (eni, vpc, _)) in to_move.iter().enumerate() {
+                    let tr = group_of(vpc)
+                        .and_then(|g| g.transition_group_id.clone())
+                        .unwrap_or_default();
+                    if let Err(e) = set_groups(
+                        ctx,
+                        &log,
+                        eni,
+                        vec![tr],
+                        "first move: allow-all, connections become untracked",
+                    )
+                    .await
+                    {
+                        // Those already on the allow-all group, and this
+                        // one (its change may have been made and only the
+                        // answer lost), go back where they were.
+                        let states = put_back(ctx, &log, &to_move[..=i], &groups).await;
+                        return Err(StepError::new(
+                            e.name,
+                            format!("{}; {}", e.message, states.join("; ")),
+                        ));
+                    }
+                }
+                // Let the allow-all rules reach the interfaces' existing
+                // flows before they are cut.
+                tokio::time::sleep(TRANSITION_SETTLE).await;
+                for (i, (eni, vpc, _)) in to_move.iter().enumerate() {
+                    let Some(g) = group_of(vpc) else { continue };
+                    if let Err(e) = set_groups(
+                        ctx,
+                        &log,
+                        eni,
+                        vec![g.isolation_group_id.clone()],
+                        "second move: no rules, traffic stops",
+                    )
+                    .await
+                    {
+                        // Never leave an interface on the allow-all group:
+                        // this one and every one not moved on yet go back
+                        // where they were (those already isolated stay).
+                        let states = put_back(ctx, &log, &to_move[i..], &groups).await;
+                        return Err(StepError::new(
+                            e.name,
+                            format!("{}; {}", e.message, states.join("; ")),
+                        ));
+                    }
+                }
+                changed_any = true;
+                for g in &groups {
+                    if let Some(tr) = &g.transition_group_id {
+                        delete_group(ctx, &log, tr).await?;
+                    }
+                }
+            }
         }
 
         if !ctx.is_dry_run() {
@@ -884,7 +1093,12 @@ impl Step for IsolateNetwork {
         }
         Ok(IsolationOutput {
             instance_id: id.to_string(),
-            exemptions: input.exemptions,
+            exemptions: if exemptions_applied {
+                exemptions
+            } else {
+                Vec::new()
+            },
+            exemption_error,
             groups,
             interfaces,
             changed: changed_any,
@@ -899,7 +1113,7 @@ mod tests {
 
     #[test]
     fn rules_round_trip_through_permissions() {
-        let wanted = Role::Transition.wanted();
+        let wanted = Role::Transition("c".into()).wanted();
         let g = SecurityGroup::builder()
             .set_ip_permissions(Some(
                 wanted
@@ -928,6 +1142,21 @@ mod tests {
         assert!(Exemption::SshFrom("0.0.0.0/0".into()).validate().is_err());
         assert!(Exemption::SshFrom("::/0".into()).validate().is_err());
         assert!(Exemption::SshFrom("example.com".into()).validate().is_err());
+        assert!(Exemption::SshFrom("0.0.0.0/1".into()).validate().is_err());
+        assert!(Exemption::SshFrom("203.0.113.5/24".into())
+            .validate()
+            .unwrap_err()
+            .contains("did you mean 203.0.113.0/24"));
+        assert!(Exemption::SshFrom("::ffff:0.0.0.0/96".into())
+            .validate()
+            .is_err());
+        assert_eq!(
+            Exemption::SshFrom("2001:DB8::/32".into())
+                .canonical()
+                .unwrap(),
+            Exemption::SshFrom("2001:db8::/32".into())
+        );
+        assert!(Exemption::HttpsTo("pl-63a5400a".into()).validate().is_ok());
         assert_eq!(Role::Isolation(vec![]).name(), "firebreak-isolation");
         let with = Role::Isolation(vec![Exemption::SshFrom("203.0.113.0/24".into())]);
         assert!(with.name().starts_with("firebreak-isolation-"));

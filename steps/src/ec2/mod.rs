@@ -18,7 +18,9 @@ pub use isolate::{
 pub use protect::{KeptVolume, ProtectInstance, ProtectOutput};
 pub use record::{load_record, read_live_state, RecordInput, RecordInstanceState, RecordOutput};
 pub(crate) use record::{parse_bucket, registrations};
-pub use release::{ReleaseInput, ReleaseInstance, ReleaseOutput};
+pub use release::{
+    DenyOnRelease, ReleaseInput, ReleaseInstance, ReleaseOutput, INSTANCE_CREDENTIAL_LIFETIME,
+};
 pub use snapshot::{
     AwaitSnapshots, SnapshotIds, SnapshotProgress, SnapshotRef, SnapshotSet, SnapshotVolumes,
 };

@@ -159,13 +159,23 @@ impl Step for ProtectInstance {
         let ec2 = &ctx.aws.ec2;
         let now = read(ctx, &log, &id).await?;
         let mut changed = false;
+        // The three changes are independent: one refused (termination
+        // protection on a Spot instance, `stop` on an instance-store root)
+        // must not keep the others from happening.
+        let mut errors: Vec<StepError> = Vec::new();
+        let mut attempt = |r: Result<(), StepError>, changed: &mut bool| match r {
+            Ok(()) => *changed = true,
+            Err(e) => errors.push(e),
+        };
         if !now.termination {
             let req = ec2
                 .modify_instance_attribute()
                 .instance_id(id.as_str())
                 .disable_api_termination(AttributeBooleanValue::builder().value(true).build());
-            modify(ctx, &log, req, format!("{id} DisableApiTermination=true")).await?;
-            changed = true;
+            attempt(
+                modify(ctx, &log, req, format!("{id} DisableApiTermination=true")).await,
+                &mut changed,
+            );
         }
         if now.shutdown != "stop" {
             let req = ec2
@@ -174,14 +184,16 @@ impl Step for ProtectInstance {
                 .instance_initiated_shutdown_behavior(
                     AttributeValue::builder().value("stop").build(),
                 );
-            modify(
-                ctx,
-                &log,
-                req,
-                format!("{id} InstanceInitiatedShutdownBehavior=stop"),
-            )
-            .await?;
-            changed = true;
+            attempt(
+                modify(
+                    ctx,
+                    &log,
+                    req,
+                    format!("{id} InstanceInitiatedShutdownBehavior=stop"),
+                )
+                .await,
+                &mut changed,
+            );
         }
         let deleting: Vec<&KeptVolume> = now
             .volumes
@@ -203,15 +215,28 @@ impl Step for ProtectInstance {
                 );
             }
             let devices: Vec<&str> = deleting.iter().map(|v| v.device_name.as_str()).collect();
-            modify(
-                ctx,
-                &log,
-                req,
-                format!("{id} BlockDeviceMappings DeleteOnTermination=false for {devices:?}"),
-            )
-            .await?;
-            changed = true;
+            attempt(
+                modify(
+                    ctx,
+                    &log,
+                    req,
+                    format!("{id} BlockDeviceMappings DeleteOnTermination=false for {devices:?}"),
+                )
+                .await,
+                &mut changed,
+            );
         }
+        if let Some(first) = errors.first() {
+            return Err(StepError::new(
+                first.name,
+                errors
+                    .iter()
+                    .map(|e| e.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ));
+        }
+        let changed = changed && !ctx.is_dry_run();
         if ctx.is_dry_run() {
             return Ok(ProtectOutput {
                 termination_protection: now.termination,

@@ -71,6 +71,7 @@ impl StepDef for RecordInstanceState {
             ErrorName::AwsUnavailable,
             ErrorName::AwsRequestFailed,
             ErrorName::VerificationFailed,
+            ErrorName::AlreadyContained,
         ]
     }
 
@@ -89,6 +90,7 @@ impl StepDef for RecordInstanceState {
                     "ec2:DescribeVolumes",
                     "ec2:DescribeIamInstanceProfileAssociations",
                     "ec2:DescribeAddresses",
+                    "ec2:DescribeSecurityGroups",
                     "autoscaling:DescribeAutoScalingInstances",
                     "elasticloadbalancing:DescribeTargetGroups",
                     "elasticloadbalancing:DescribeTargetHealth",
@@ -281,7 +283,7 @@ pub async fn read_live_state(
         .send()
         .await
         .map_err(|e| aws_error("autoscaling:DescribeAutoScalingInstances", e))?;
-    let auto_scaling = asg
+    let mut auto_scaling = asg
         .auto_scaling_instances()
         .iter()
         .find(|a| a.instance_id() == Some(id.as_str()))
@@ -289,7 +291,13 @@ pub async fn read_live_state(
             group_name: a.auto_scaling_group_name().unwrap_or_default().to_string(),
             lifecycle_state: a.lifecycle_state().unwrap_or_default().to_string(),
             protected_from_scale_in: a.protected_from_scale_in(),
+            group_min_size: None,
         });
+    if let Some(a) = auto_scaling.as_mut() {
+        a.group_min_size = crate::autoscaling::group_sizes(ctx, log, &a.group_name)
+            .await?
+            .map(|(min, _)| min);
+    }
 
     let target_groups = registrations(ctx, log, id, instance.vpc_id()).await?;
 
@@ -456,6 +464,68 @@ pub(crate) fn parse_bucket(bucket: &str) -> Result<(), StepError> {
     }
 }
 
+/// Refuses to take a contained instance's state for its pre-incident
+/// state: it is tagged with another open case, or its interfaces are on
+/// firebreak's groups.
+async fn refuse_contained(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    record: &InstanceStateRecord,
+    case: &str,
+) -> Result<(), StepError> {
+    let open = matches!(
+        record.tags.get(crate::tags::STATUS).map(String::as_str),
+        Some("contained") | Some("containment-failed") | Some("release-failed")
+    );
+    if let (true, Some(other)) = (open, record.tags.get(crate::tags::CASE)) {
+        if other != case {
+            return Err(StepError::new(
+                ErrorName::AlreadyContained,
+                format!(
+                    "{} is contained under case {other}: continue that case, or release it before opening a new one",
+                    record.instance_id
+                ),
+            ));
+        }
+    }
+    // Each group once: interfaces share groups, and moto answers NotFound
+    // when an id repeats.
+    let groups: Vec<String> = record
+        .network_interfaces
+        .iter()
+        .flat_map(|n| n.security_group_ids.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !groups.is_empty() {
+        log.read("ec2:DescribeSecurityGroups", format!("GroupIds={groups:?}"));
+        let out = ctx
+            .aws
+            .ec2
+            .describe_security_groups()
+            .set_group_ids(Some(groups))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeSecurityGroups", e))?;
+        let ours: Vec<&str> = out
+            .security_groups()
+            .iter()
+            .filter(|g| g.tags().iter().any(|t| t.key() == Some(crate::tags::ROLE)))
+            .filter_map(|g| g.group_id())
+            .collect();
+        if !ours.is_empty() {
+            return Err(StepError::new(
+                ErrorName::AlreadyContained,
+                format!(
+                    "{}'s interfaces are on firebreak's groups {ours:?}: it was contained before and its pre-incident state is no longer there to record; continue the earlier case (its record holds that state) or release it",
+                    record.instance_id
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Loads and verifies a stored record.
 pub async fn load_record(
     ctx: &StepContext,
@@ -465,7 +535,10 @@ pub async fn load_record(
     instance: &str,
 ) -> Result<Option<(SealedRecord<InstanceStateRecord>, String)>, StepError> {
     let key = keys::instance_state(case, instance);
-    let Some((bytes, version)) = evidence::get(ctx, log, bucket, &key).await? else {
+    // The first version, not the latest: firebreak writes a record once,
+    // and Object Lock keeps that version; anything written after it is
+    // someone else's, and must not decide what release restores.
+    let Some((bytes, version)) = evidence::get_first_version(ctx, log, bucket, &key).await? else {
         return Ok(None);
     };
     let sealed: SealedRecord<InstanceStateRecord> =
@@ -509,6 +582,7 @@ impl Step for RecordInstanceState {
         }
 
         let mut record = read_live_state(ctx, &log, &id).await?;
+        refuse_contained(ctx, &log, &record, case.as_str()).await?;
         record.console_output = console_output(ctx, &log, &case, &id, bucket).await?;
         let sealed = SealedRecord::seal(record).map_err(|e| {
             StepError::new(ErrorName::Internal, format!("cannot seal the record: {e}"))

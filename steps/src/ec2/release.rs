@@ -38,11 +38,28 @@ pub struct ReleaseInput {
     pub case_id: String,
     pub instance_id: String,
     pub evidence_bucket: String,
-    /// Keep the deny on sessions issued before containment (it only
-    /// blocks credentials taken before containment; new sessions after
-    /// release are not affected).
-    pub keep_credential_deny: bool,
+    /// What to do with the deny on sessions issued before containment.
+    pub credential_deny: DenyOnRelease,
 }
+
+/// The deny on the role only ever blocks sessions issued from this
+/// instance before containment, which an attacker may still hold; removing
+/// it gives nothing back to legitimate use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyOnRelease {
+    /// Remove it once every credential it can block has expired; keep it
+    /// (and say until when) before that.
+    #[default]
+    Auto,
+    Keep,
+    Remove,
+}
+
+/// Instance-profile credentials are observed to stay valid for about six
+/// hours (AWS documents no maximum, only that they rotate); twice that is
+/// the window in which a stolen one may still work.
+pub const INSTANCE_CREDENTIAL_LIFETIME: chrono::Duration = chrono::Duration::hours(12);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReleaseOutput {
@@ -53,6 +70,10 @@ pub struct ReleaseOutput {
     pub actions: Vec<String>,
     /// Differences left after restoring (empty unless a dry run).
     pub differences: Vec<String>,
+    /// When the deny on the role was kept, until when credentials issued
+    /// before containment may still be valid (release again after it, or
+    /// with `--remove-credential-deny`).
+    pub credential_deny_kept_until: Option<chrono::DateTime<chrono::Utc>>,
     pub changed: bool,
     pub dry_run: bool,
 }
@@ -92,6 +113,7 @@ impl StepDef for ReleaseInstance {
                     "ec2:DescribeIamInstanceProfileAssociations",
                     "ec2:DescribeAddresses",
                     "autoscaling:DescribeAutoScalingInstances",
+                    "autoscaling:DescribeAutoScalingGroups",
                     "elasticloadbalancing:DescribeTargetGroups",
                     "elasticloadbalancing:DescribeTargetHealth",
                 ],
@@ -129,6 +151,7 @@ impl StepDef for ReleaseInstance {
                     "autoscaling:ExitStandby",
                     "autoscaling:AttachInstances",
                     "autoscaling:SetInstanceProtection",
+                    "autoscaling:UpdateAutoScalingGroup",
                 ],
                 ["arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/*"],
             ),
@@ -168,84 +191,12 @@ async fn restore(
     id: &InstanceId,
     rec: &InstanceStateRecord,
     now: &InstanceStateRecord,
-    keep_deny: bool,
-) -> Result<(), StepError> {
+    deny: DenyOnRelease,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, StepError> {
+    let mut kept_until = None;
     let ctx = c.ctx;
     let ec2 = &ctx.aws.ec2;
     let dry = ctx.is_dry_run();
-
-    // Interfaces: groups (the whole set in one call) and source/dest check.
-    for eni in &rec.network_interfaces {
-        let Some(cur) = now
-            .network_interfaces
-            .iter()
-            .find(|n| n.network_interface_id == eni.network_interface_id)
-        else {
-            return Err(StepError::new(
-                ErrorName::ResourceNotFound,
-                format!(
-                    "interface {} is no longer attached to {id}",
-                    eni.network_interface_id
-                ),
-            ));
-        };
-        let mut want = eni.security_group_ids.clone();
-        want.sort();
-        let mut have = cur.security_group_ids.clone();
-        have.sort();
-        if want != have {
-            let params = format!(
-                "NetworkInterfaceId={}, Groups={:?}",
-                eni.network_interface_id, eni.security_group_ids
-            );
-            let req = ec2
-                .modify_network_interface_attribute()
-                .network_interface_id(&eni.network_interface_id)
-                .set_groups(Some(eni.security_group_ids.clone()));
-            if dry {
-                c.log.dry_run(
-                    "ec2:ModifyNetworkInterfaceAttribute",
-                    params,
-                    req.dry_run(true).send().await,
-                )?;
-            } else {
-                req.send().await.map_err(|e| {
-                    aws_error(
-                        &format!(
-                            "ec2:ModifyNetworkInterfaceAttribute {}",
-                            eni.network_interface_id
-                        ),
-                        e,
-                    )
-                })?;
-                c.done("ec2:ModifyNetworkInterfaceAttribute", params);
-            }
-        }
-        if let (Some(want), Some(have)) = (eni.source_dest_check, cur.source_dest_check) {
-            if want != have {
-                let params = format!(
-                    "NetworkInterfaceId={}, SourceDestCheck={want}",
-                    eni.network_interface_id
-                );
-                let req = ec2
-                    .modify_network_interface_attribute()
-                    .network_interface_id(&eni.network_interface_id)
-                    .source_dest_check(AttributeBooleanValue::builder().value(want).build());
-                if dry {
-                    c.log.dry_run(
-                        "ec2:ModifyNetworkInterfaceAttribute",
-                        params,
-                        req.dry_run(true).send().await,
-                    )?;
-                } else {
-                    req.send()
-                        .await
-                        .map_err(|e| aws_error("ec2:ModifyNetworkInterfaceAttribute", e))?;
-                    c.done("ec2:ModifyNetworkInterfaceAttribute", params);
-                }
-            }
-        }
-    }
 
     // Elastic IPs, back on the interface and private address they had.
     for eip in &rec.elastic_ips {
@@ -343,11 +294,18 @@ async fn restore(
     }
 
     // The inline deny on the profile's role.
-    if let (Some(arn), false) = (&want_profile, keep_deny) {
+    if let (Some(arn), false) = (&want_profile, deny == DenyOnRelease::Keep) {
         let name = deny_policy_name(id.as_str());
         for role in profile_roles(ctx, &c.log, arn).await? {
-            if role_policy(ctx, &c.log, &role, &name).await?.is_none() {
+            let Some(doc) = role_policy(ctx, &c.log, &role, &name).await? else {
                 continue;
+            };
+            if deny == DenyOnRelease::Auto {
+                let until = crate::iam::deny_cutoff(&doc).map(|t| t + INSTANCE_CREDENTIAL_LIFETIME);
+                if until.is_none_or(|u| u > chrono::Utc::now()) {
+                    kept_until = until.or(kept_until);
+                    continue;
+                }
             }
             let params = format!("RoleName={role}, PolicyName={name}");
             if dry {
@@ -418,6 +376,29 @@ async fn restore(
                 }
             }
             _ => {}
+        }
+        if let Some(min) = asg.group_min_size {
+            let now_min = crate::autoscaling::group_sizes(ctx, &c.log, group)
+                .await?
+                .map(|(m, _)| m);
+            if now_min.is_some() && now_min != Some(min) {
+                let params = format!("AutoScalingGroupName={group}, MinSize={min} (as recorded)");
+                if dry {
+                    c.planned(
+                        "autoscaling:UpdateAutoScalingGroup",
+                        params,
+                        &no_dry_run("Auto Scaling", "autoscaling:UpdateAutoScalingGroup"),
+                    );
+                } else {
+                    asc.update_auto_scaling_group()
+                        .auto_scaling_group_name(group)
+                        .min_size(min)
+                        .send()
+                        .await
+                        .map_err(|e| aws_error("autoscaling:UpdateAutoScalingGroup", e))?;
+                    c.done("autoscaling:UpdateAutoScalingGroup", params);
+                }
+            }
         }
         let want = asg.protected_from_scale_in.unwrap_or(false);
         let have = if dry {
@@ -561,7 +542,82 @@ async fn restore(
             c.done("ec2:ModifyInstanceAttribute", params);
         }
     }
-    Ok(())
+    // Interfaces last: groups (the whole set in one call) and source/dest
+    // check. Everything else is back before the network opens again, so a
+    // release that fails half-way leaves the instance isolated.
+    for eni in &rec.network_interfaces {
+        let Some(cur) = now
+            .network_interfaces
+            .iter()
+            .find(|n| n.network_interface_id == eni.network_interface_id)
+        else {
+            return Err(StepError::new(
+                ErrorName::ResourceNotFound,
+                format!(
+                    "interface {} is no longer attached to {id}",
+                    eni.network_interface_id
+                ),
+            ));
+        };
+        let mut want = eni.security_group_ids.clone();
+        want.sort();
+        let mut have = cur.security_group_ids.clone();
+        have.sort();
+        if want != have {
+            let params = format!(
+                "NetworkInterfaceId={}, Groups={:?}",
+                eni.network_interface_id, eni.security_group_ids
+            );
+            let req = ec2
+                .modify_network_interface_attribute()
+                .network_interface_id(&eni.network_interface_id)
+                .set_groups(Some(eni.security_group_ids.clone()));
+            if dry {
+                c.log.dry_run(
+                    "ec2:ModifyNetworkInterfaceAttribute",
+                    params,
+                    req.dry_run(true).send().await,
+                )?;
+            } else {
+                req.send().await.map_err(|e| {
+                    aws_error(
+                        &format!(
+                            "ec2:ModifyNetworkInterfaceAttribute {}",
+                            eni.network_interface_id
+                        ),
+                        e,
+                    )
+                })?;
+                c.done("ec2:ModifyNetworkInterfaceAttribute", params);
+            }
+        }
+        if let (Some(want), Some(have)) = (eni.source_dest_check, cur.source_dest_check) {
+            if want != have {
+                let params = format!(
+                    "NetworkInterfaceId={}, SourceDestCheck={want}",
+                    eni.network_interface_id
+                );
+                let req = ec2
+                    .modify_network_interface_attribute()
+                    .network_interface_id(&eni.network_interface_id)
+                    .source_dest_check(AttributeBooleanValue::builder().value(want).build());
+                if dry {
+                    c.log.dry_run(
+                        "ec2:ModifyNetworkInterfaceAttribute",
+                        params,
+                        req.dry_run(true).send().await,
+                    )?;
+                } else {
+                    req.send()
+                        .await
+                        .map_err(|e| aws_error("ec2:ModifyNetworkInterfaceAttribute", e))?;
+                    c.done("ec2:ModifyNetworkInterfaceAttribute", params);
+                }
+            }
+        }
+    }
+
+    Ok(kept_until)
 }
 
 #[async_trait]
@@ -598,8 +654,25 @@ impl Step for ReleaseInstance {
             log: ctx.log(Self::NAME),
             actions: Vec::new(),
         };
-        restore(&mut changes, &id, rec, &now, input.keep_credential_deny).await?;
+        let restored = restore(&mut changes, &id, rec, &now, input.credential_deny).await;
         let actions = changes.actions;
+        let kept_until = match restored {
+            Ok(k) => k,
+            Err(e) => {
+                return Err(StepError::new(
+                    e.name,
+                    format!(
+                        "{}; done before the failure: {}",
+                        e.message,
+                        if actions.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            actions.join("; ")
+                        }
+                    ),
+                ))
+            }
+        };
         let differences = if ctx.is_dry_run() {
             restorable_differences(rec, &now)
         } else {
@@ -619,6 +692,7 @@ impl Step for ReleaseInstance {
             changed: !actions.is_empty(),
             actions,
             differences,
+            credential_deny_kept_until: kept_until,
             dry_run: ctx.is_dry_run(),
         })
     }

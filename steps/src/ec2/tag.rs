@@ -25,11 +25,14 @@ pub struct TagInstance;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CaseStatus {
-    /// Every containment step succeeded.
+    /// Network isolation succeeded (other steps' failures are on the case).
     Contained,
     /// Network isolation did not succeed: the instance may still talk.
     ContainmentFailed,
     Released,
+    /// A release stopped half-way: the instance is not in its recorded
+    /// state (the report lists what was done).
+    ReleaseFailed,
 }
 
 impl CaseStatus {
@@ -38,6 +41,7 @@ impl CaseStatus {
             CaseStatus::Contained => "contained",
             CaseStatus::ContainmentFailed => "containment-failed",
             CaseStatus::Released => "released",
+            CaseStatus::ReleaseFailed => "release-failed",
         }
     }
 }
@@ -178,7 +182,9 @@ pub async fn open_case(
     };
     let open = matches!(
         tag(tags::STATUS).as_deref(),
-        Some(s) if s == CaseStatus::Contained.as_str() || s == CaseStatus::ContainmentFailed.as_str()
+        Some(s) if s == CaseStatus::Contained.as_str()
+            || s == CaseStatus::ContainmentFailed.as_str()
+            || s == CaseStatus::ReleaseFailed.as_str()
     );
     Ok(if open {
         tag(tags::CASE).and_then(|v| v.parse().ok())
