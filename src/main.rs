@@ -1,14 +1,18 @@
 //! The `firebreak` command line: thin subcommands over the libraries.
 
+mod analyze;
 mod compile;
 mod decoy;
+mod evidence;
 mod graph;
+mod lime;
 mod rehearse;
 mod release;
 mod respond;
 mod session;
 mod setup;
 mod summary;
+mod tools;
 mod validate;
 
 use std::process::ExitCode;
@@ -41,6 +45,14 @@ enum Command {
     Setup(setup::SetupArgs),
     /// Decoy instances to rehearse on (sandbox accounts only).
     Decoy(decoy::DecoyArgs),
+    /// A case's evidence: list it, verify its custody, hash files.
+    Evidence(evidence::EvidenceArgs),
+    /// Check the structure of a LiME or AVML memory image.
+    Lime(lime::LimeArgs),
+    /// Run Volatility 3 on a captured memory image and record the findings.
+    Analyze(analyze::AnalyzeArgs),
+    /// The LiME modules and AVML that memory capture sends to hosts.
+    Tools(tools::ToolsArgs),
 }
 
 /// Where AWS is: the standard chain plus these overrides.
@@ -123,6 +135,10 @@ fn main() -> ExitCode {
             Command::Release(a) => release::run(a).await,
             Command::Setup(a) => setup::run(a).await,
             Command::Rehearse(a) => rehearse::run(a).await,
+            Command::Evidence(a) => evidence::run(a).await,
+            Command::Lime(a) => lime::run(a).await,
+            Command::Analyze(a) => analyze::run(a).await,
+            Command::Tools(a) => tools::run(a).await,
         }
     });
     match result {

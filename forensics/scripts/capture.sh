@@ -1,21 +1,31 @@
 #!/bin/bash
-# firebreak memory capture for case @@CASE@@, sent over SSM
-# (AWS-RunShellScript) to the isolated instance.
+# firebreak memory capture for case @@CASE@@, evidence @@EVIDENCE@@, sent
+# over SSM (AWS-RunShellScript) to the isolated instance.
 #
-# It carries no AWS credentials: only presigned URLs that expire. It loads
-# a LiME module prebuilt for this exact kernel (its SHA-256 checked before
-# insmod; nothing is compiled here), or runs AVML when no module matches,
-# writes the image to a fresh private directory, uploads it as the parts
-# of a multipart upload, hashes it while the parts go, and reports one
-# JSON line: kernel release, tool, image size and SHA-256, and each part's
-# ETag, size and SHA-256. The same line is uploaded as the result.
+# It carries no AWS credentials: only a presigned URL, valid for a short
+# time, of the capture plan, which lists presigned URLs (same expiry) for
+# the LiME modules, AVML, each part of the image's multipart upload and the
+# result. It loads a LiME module prebuilt for this exact kernel (its
+# SHA-256 checked before insmod; nothing is compiled here), or runs AVML
+# when no module matches, writes the image to a fresh private directory,
+# uploads it part by part (each with its Content-MD5), hashes it while the
+# parts go, and reports one JSON line: kernel release, tool, image size and
+# SHA-256, and each part's ETag, size and SHA-256. The same line is
+# uploaded as the result. One evidence id is captured at most once on a
+# host: a second delivery of this command exits without touching anything.
 set -euo pipefail
 umask 077
 export LC_ALL=C
 
 MIB=1048576
 part_size=@@PART_SIZE@@
+plan_url='@@PLAN_URL@@'
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+if ! mkdir /var/tmp/firebreak-capture-@@EVIDENCE@@.once 2>/dev/null; then
+  echo "capture @@EVIDENCE@@ already ran on this host: nothing done"
+  exit 0
+fi
 
 work=$(mktemp -d /var/tmp/firebreak-capture.XXXXXXXX)
 lime_loaded=0
@@ -27,18 +37,31 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat >"$work/modules" <<'FIREBREAK_MODULES'
-@@MODULES@@
-FIREBREAK_MODULES
-cat >"$work/parts" <<'FIREBREAK_PARTS'
-@@PART_URLS@@
-FIREBREAK_PARTS
-cat >"$work/tools" <<'FIREBREAK_TOOLS'
-result @@RESULT_URL@@
-avml @@AVML_SHA256@@ @@AVML_URL@@
-FIREBREAK_TOOLS
+if ! curl -sSf --retry 3 -o "$work/plan" "$plan_url"; then
+  printf '{"case_id":"%s","error":"%s","started_at":"%s"}\n' "@@CASE@@" "cannot download the capture plan" "$started"
+  exit 1
+fi
+awk '$1 == "module" { print $2, $3, $4 }' "$work/plan" >"$work/modules"
+awk '$1 == "part" { print $2 }' "$work/plan" >"$work/parts"
+awk '$1 == "result" || $1 == "avml"' "$work/plan" >"$work/tools"
 
 result_url=$(awk '$1 == "result" { print $2 }' "$work/tools")
+
+# Base64 of a file's binary MD5: the Content-MD5 S3 checks on arrival (and
+# that Object Lock buckets require).
+content_md5() {
+  local hex
+  hex=$(md5sum "$1" | cut -d' ' -f1)
+  # shellcheck disable=SC2059 # the format is the escaped digest itself
+  printf "$(printf '%s' "$hex" | sed 's/../\\x&/g')" | base64
+}
+
+# Uploads the result line through its presigned URL.
+put_result() {
+  printf '%s' "$1" >"$work/result.json"
+  curl -sSf --retry 3 -X PUT -H "Content-MD5: $(content_md5 "$work/result.json")" \
+    --upload-file "$work/result.json" "$result_url" >/dev/null
+}
 
 # Reports a failure as the result, so the caller learns why at once.
 fail() {
@@ -46,7 +69,7 @@ fail() {
   local line
   line=$(printf '{"case_id":"%s","error":"%s","started_at":"%s"}' "@@CASE@@" "$msg" "$started")
   printf '%s\n' "$line"
-  printf '%s' "$line" | curl -sSf --retry 3 -X PUT --data-binary @- "$result_url" >/dev/null || true
+  put_result "$line" || true
   exit 1
 }
 
@@ -115,7 +138,8 @@ while read -r url; do
   dd if="$image" of="$work/part" bs=$MIB skip=$(((number - 1) * chunk)) count=$chunk iflag=fullblock status=none
   part_len=$(stat -c %s "$work/part")
   part_sha=$(sha256sum "$work/part" | cut -d' ' -f1)
-  etag=$(curl -sSf --retry 3 -X PUT --upload-file "$work/part" -D - -o /dev/null "$url" |
+  etag=$(curl -sSf --retry 3 -X PUT -H "Content-MD5: $(content_md5 "$work/part")" \
+    --upload-file "$work/part" -D - -o /dev/null "$url" |
     tr -d '\r' | awk -F': ' 'tolower($1) == "etag" { print $2 }' | tr -d '"')
   case "$etag" in
     '' | *[!A-Za-z0-9-]*) fail "part $number: no usable ETag in the upload response" ;;
@@ -132,4 +156,4 @@ finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 result=$(printf '{"case_id":"%s","kernel_release":"%s","tool":"%s","tool_sha256":"%s","image_size":%s,"image_sha256":"%s","parts":[%s],"started_at":"%s","finished_at":"%s"}' \
   "@@CASE@@" "$release" "$tool" "$tool_sha" "$size" "$image_sha" "$parts" "$started" "$finished")
 printf '%s\n' "$result"
-printf '%s' "$result" | curl -sSf --retry 3 -X PUT --data-binary @- "$result_url" >/dev/null || fail "cannot upload the result"
+put_result "$result" || fail "cannot upload the result"

@@ -32,17 +32,27 @@ pub struct Tool {
     pub url: String,
 }
 
-/// What the script needs.
+/// What the host is given, behind the plan URL: every URL it may use.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CaptureScript {
-    pub case_id: String,
+pub struct Plan {
     pub modules: Vec<Module>,
     pub avml: Option<Tool>,
     /// Presigned UploadPart URLs, part 1 first.
     pub part_urls: Vec<String>,
-    pub part_size: u64,
     /// Presigned PUT for the result line.
     pub result_url: String,
+}
+
+/// What the script itself carries: ids, the part size and one presigned
+/// URL (of the plan).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaptureScript {
+    pub case_id: String,
+    /// A UUID: the script runs at most once per evidence id on a host.
+    pub evidence_id: String,
+    pub part_size: u64,
+    /// Presigned GET of the plan.
+    pub plan_url: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,8 +63,8 @@ fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// URLs go into heredoc data blocks read line by line: no whitespace, no
-/// quote, nothing outside printable ASCII.
+/// URLs go into single quotes and into plan lines split on blanks: no
+/// whitespace, no quote, nothing outside printable ASCII.
 fn safe_url(u: &str) -> bool {
     (u.starts_with("https://") || u.starts_with("http://"))
         && u.bytes()
@@ -67,11 +77,50 @@ fn safe_word(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
 }
 
+/// Renders the plan: one line per item (`module RELEASE SHA256 URL`,
+/// `avml SHA256 URL`, `part URL` in part order, `result URL`).
+pub fn render_plan(p: &Plan) -> Result<String, ScriptError> {
+    let bad = |m: String| Err(ScriptError(m));
+    if p.part_urls.is_empty() {
+        return bad("no part URL".into());
+    }
+    if p.modules.is_empty() && p.avml.is_none() {
+        return bad("no LiME module and no AVML: nothing to capture with".into());
+    }
+    let mut lines = Vec::new();
+    for m in &p.modules {
+        if !safe_word(&m.kernel_release) || !is_sha256(&m.sha256) || !safe_url(&m.url) {
+            return bad(format!("module entry for {:?}", m.kernel_release));
+        }
+        lines.push(format!(
+            "module {} {} {}",
+            m.kernel_release, m.sha256, m.url
+        ));
+    }
+    if let Some(t) = &p.avml {
+        if !is_sha256(&t.sha256) || !safe_url(&t.url) {
+            return bad("the AVML entry".into());
+        }
+        lines.push(format!("avml {} {}", t.sha256, t.url));
+    }
+    for u in p.part_urls.iter().chain([&p.result_url]) {
+        if !safe_url(u) {
+            return bad("a presigned URL has characters a script cannot hold safely".into());
+        }
+    }
+    lines.extend(p.part_urls.iter().map(|u| format!("part {u}")));
+    lines.push(format!("result {}", p.result_url));
+    Ok(lines.join("\n") + "\n")
+}
+
 /// Renders the script.
 pub fn render(s: &CaptureScript) -> Result<String, ScriptError> {
     let bad = |m: String| Err(ScriptError(m));
     if !safe_word(&s.case_id) {
         return bad(format!("case id {:?}", s.case_id));
+    }
+    if !safe_word(&s.evidence_id) {
+        return bad(format!("evidence id {:?}", s.evidence_id));
     }
     if s.part_size < MIN_PART_SIZE || !s.part_size.is_multiple_of(MIB) {
         return bad(format!(
@@ -79,37 +128,14 @@ pub fn render(s: &CaptureScript) -> Result<String, ScriptError> {
             s.part_size
         ));
     }
-    if s.part_urls.is_empty() {
-        return bad("no part URL".into());
+    if !safe_url(&s.plan_url) {
+        return bad("the plan URL has characters a script cannot hold safely".into());
     }
-    if s.modules.is_empty() && s.avml.is_none() {
-        return bad("no LiME module and no AVML: nothing to capture with".into());
-    }
-    let mut modules = Vec::new();
-    for m in &s.modules {
-        if !safe_word(&m.kernel_release) || !is_sha256(&m.sha256) || !safe_url(&m.url) {
-            return bad(format!("module entry for {:?}", m.kernel_release));
-        }
-        modules.push(format!("{} {} {}", m.kernel_release, m.sha256, m.url));
-    }
-    for u in s.part_urls.iter().chain([&s.result_url]) {
-        if !safe_url(u) {
-            return bad("a presigned URL has characters a script cannot hold safely".into());
-        }
-    }
-    let (avml_sha, avml_url) = match &s.avml {
-        Some(t) if is_sha256(&t.sha256) && safe_url(&t.url) => (t.sha256.clone(), t.url.clone()),
-        Some(_) => return bad("the AVML entry".into()),
-        None => (String::new(), String::new()),
-    };
     let out = TEMPLATE
         .replace("@@CASE@@", &s.case_id)
+        .replace("@@EVIDENCE@@", &s.evidence_id)
         .replace("@@PART_SIZE@@", &s.part_size.to_string())
-        .replace("@@MODULES@@", &modules.join("\n"))
-        .replace("@@PART_URLS@@", &s.part_urls.join("\n"))
-        .replace("@@RESULT_URL@@", &s.result_url)
-        .replace("@@AVML_SHA256@@", &avml_sha)
-        .replace("@@AVML_URL@@", &avml_url);
+        .replace("@@PLAN_URL@@", &s.plan_url);
     if out.contains("@@") {
         return bad("a placeholder was left unfilled".into());
     }
@@ -151,9 +177,8 @@ pub enum CaptureReport {
 mod tests {
     use super::*;
 
-    fn script() -> CaptureScript {
-        CaptureScript {
-            case_id: "c1".into(),
+    fn plan() -> Plan {
+        Plan {
             modules: vec![Module {
                 kernel_release: "6.1.0-13-amd64".into(),
                 sha256: "a".repeat(64),
@@ -162,8 +187,16 @@ mod tests {
             }],
             avml: None,
             part_urls: vec!["https://b.s3.amazonaws.com/m?partNumber=1&uploadId=x".into()],
-            part_size: 8 * MIB,
             result_url: "https://b.s3.amazonaws.com/r?X-Amz-Signature=1".into(),
+        }
+    }
+
+    fn script() -> CaptureScript {
+        CaptureScript {
+            case_id: "c1".into(),
+            evidence_id: "0b8f4a8e-4a38-4c1e-9a43-2d6c1f1f0c11".into(),
+            part_size: 8 * MIB,
+            plan_url: "https://b.s3.amazonaws.com/plan.txt?X-Amz-Signature=2".into(),
         }
     }
 
@@ -172,16 +205,26 @@ mod tests {
         let s = render(&script()).unwrap();
         assert!(!s.contains("@@"));
         assert!(s.contains("part_size=8388608"));
-        assert!(s.contains("6.1.0-13-amd64 aaaa"));
+        assert!(s.contains("plan_url='https://b.s3.amazonaws.com/plan.txt?X-Amz-Signature=2'"));
+        let p = render_plan(&plan()).unwrap();
+        assert!(p.starts_with("module 6.1.0-13-amd64 aaaa"));
+        assert!(p.contains("\npart https://b.s3.amazonaws.com/m?partNumber=1&uploadId=x\n"));
+        assert!(p.ends_with("result https://b.s3.amazonaws.com/r?X-Amz-Signature=1\n"));
     }
 
     #[test]
-    fn refuses_values_that_could_escape_the_data_blocks() {
+    fn refuses_values_that_could_escape_their_place() {
+        let mut p = plan();
+        p.part_urls = vec!["https://x/a\nresult https://evil/".into()];
+        assert!(render_plan(&p).is_err());
+        let mut p = plan();
+        p.modules[0].kernel_release = "6.1;reboot".into();
+        assert!(render_plan(&p).is_err());
         let mut s = script();
-        s.part_urls = vec!["https://x/a\nFIREBREAK_PARTS\nrm -rf /".into()];
+        s.plan_url = "https://x/'; rm -rf / #".into();
         assert!(render(&s).is_err());
         let mut s = script();
-        s.modules[0].kernel_release = "6.1;reboot".into();
+        s.evidence_id = "../x".into();
         assert!(render(&s).is_err());
         let mut s = script();
         s.part_size = MIB;

@@ -20,8 +20,10 @@ pub const PLUGINS: [&str; 7] = [
     "linux.bash.Bash",
     "linux.lsmod.Lsmod",
     "linux.sockstat.Sockstat",
-    "linux.malfind.Malfind",
-    "linux.check_syscall.Check_syscall",
+    // The `linux.malware.*` names: the older `linux.malfind` and
+    // `linux.check_syscall` aliases are deprecated and go after 2026-06-07.
+    "linux.malware.malfind.Malfind",
+    "linux.malware.check_syscall.Check_syscall",
 ];
 
 pub const BANNERS: &str = "banners.Banners";
@@ -399,7 +401,7 @@ pub fn findings(
                 }
             }
         }
-        "linux.malfind.Malfind" => {
+        "linux.malware.malfind.Malfind" | "linux.malfind.Malfind" => {
             for r in &rows {
                 out.push(finding(
                     Severity::High,
@@ -416,7 +418,7 @@ pub fn findings(
                 ));
             }
         }
-        "linux.check_syscall.Check_syscall" => {
+        "linux.malware.check_syscall.Check_syscall" | "linux.check_syscall.Check_syscall" => {
             for r in &rows {
                 let sym = text(r, &["Handler Symbol", "Symbol"]);
                 let normal = [

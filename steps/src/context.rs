@@ -73,6 +73,7 @@ pub struct AwsClients {
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     pub s3: aws_sdk_s3::Client,
+    pub ssm: aws_sdk_ssm::Client,
     /// The configuration the clients come from, for clients in another
     /// region or account (forensic copies).
     pub sdk: aws_config::SdkConfig,
@@ -91,6 +92,7 @@ impl AwsClients {
             autoscaling: aws_sdk_autoscaling::Client::new(config),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3),
+            ssm: aws_sdk_ssm::Client::new(config),
             sdk: config.clone(),
         }
     }

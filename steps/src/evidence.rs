@@ -42,6 +42,84 @@ pub mod keys {
     pub fn console_output(case: &str, instance: &str) -> String {
         format!("cases/{case}/console-output/{instance}.txt")
     }
+    /// Everything of one memory-capture attempt.
+    pub fn memory_attempt(case: &str, instance: &str, attempt: u32) -> String {
+        format!("cases/{case}/memory/{instance}/attempt-{attempt:03}/")
+    }
+    pub fn custody_prefix(case: &str) -> String {
+        format!("cases/{case}/custody/")
+    }
+    /// Custody records are numbered, so that listing gives chain order.
+    pub fn custody(case: &str, sequence: u64) -> String {
+        format!("cases/{case}/custody/{sequence:08}.json")
+    }
+    pub fn analysis(case: &str, evidence_id: &str) -> String {
+        format!("cases/{case}/analysis/{evidence_id}/")
+    }
+}
+
+/// How an evidence object is locked and encrypted. Unset fields fall back
+/// to the bucket's defaults (which `firebreak setup` makes COMPLIANCE
+/// retention and SSE).
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
+pub struct Lock {
+    /// Object Lock COMPLIANCE retention, in days from the write.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
+    /// SSE-KMS with this key.
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+}
+
+impl Lock {
+    pub fn retain_until(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.retention_days
+            .map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d)))
+    }
+}
+
+/// `s3://bucket/key` (with an optional `?versionId=`) split up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Uri {
+    pub bucket: String,
+    pub key: String,
+    pub version_id: Option<String>,
+}
+
+impl std::str::FromStr for S3Uri {
+    type Err = String;
+    fn from_str(s: &str) -> Result<S3Uri, String> {
+        let rest = s
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{s:?} is not an s3:// URI"))?;
+        let (path, version_id) = match rest.split_once("?versionId=") {
+            Some((p, v)) if !v.is_empty() => (p, Some(v.to_string())),
+            Some(_) => return Err(format!("{s:?} has an empty versionId")),
+            None => (rest, None),
+        };
+        let (bucket, key) = path
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} names no object (s3://BUCKET/KEY)"))?;
+        if bucket.is_empty() || key.is_empty() {
+            return Err(format!("{s:?} names no object (s3://BUCKET/KEY)"));
+        }
+        Ok(S3Uri {
+            bucket: bucket.into(),
+            key: key.into(),
+            version_id,
+        })
+    }
+}
+
+impl std::fmt::Display for S3Uri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.version_id {
+            Some(v) => write!(f, "s3://{}/{}?versionId={v}", self.bucket, self.key),
+            None => write!(f, "s3://{}/{}", self.bucket, self.key),
+        }
+    }
 }
 
 /// The outcome of a create-only write.
@@ -147,6 +225,19 @@ pub async fn put_new(
     body: Vec<u8>,
     content_type: &str,
 ) -> Result<Put, StepError> {
+    put_new_locked(ctx, log, bucket, key, body, content_type, &Lock::default()).await
+}
+
+/// [`put_new`] with an explicit retention and key.
+pub async fn put_new_locked(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    content_type: &str,
+    lock: &Lock,
+) -> Result<Put, StepError> {
     let digest = sha256_bytes(&body);
     let params = format!(
         "s3://{bucket}/{key} ({} bytes, sha256 {}, If-None-Match: *)",
@@ -173,9 +264,8 @@ pub async fn put_new(
         .content_type(content_type)
         .checksum_algorithm(ChecksumAlgorithm::Sha256)
         .checksum_sha256(checksum)
-        .if_none_match("*")
-        .send()
-        .await;
+        .if_none_match("*");
+    let result = lock_put(result, lock).send().await;
     match result {
         Ok(out) => {
             log.done("s3:PutObject", params);
@@ -191,6 +281,265 @@ pub async fn put_new(
             _ => Err(aws_error(&format!("s3:PutObject s3://{bucket}/{key}"), e)),
         },
     }
+}
+
+fn lock_put(
+    req: aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder,
+    lock: &Lock,
+) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+    let mut req = req;
+    if let Some(until) = lock.retain_until() {
+        req = req
+            .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Compliance)
+            .object_lock_retain_until_date(aws_smithy_types::DateTime::from_secs(
+                until.timestamp(),
+            ));
+    }
+    if let Some(k) = &lock.kms_key_id {
+        req = req
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+            .ssekms_key_id(k);
+    }
+    req
+}
+
+/// The bucket's default Object Lock retention in days (None: no default).
+pub async fn default_retention_days(
+    ctx: &StepContext,
+    bucket: &str,
+) -> Result<Option<u32>, StepError> {
+    match ctx
+        .aws
+        .s3
+        .get_object_lock_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let r = out
+                .object_lock_configuration()
+                .and_then(|c| c.rule())
+                .and_then(|r| r.default_retention());
+            Ok(r.and_then(|r| {
+                r.days()
+                    .or_else(|| r.years().map(|y| y.saturating_mul(365)))
+                    .and_then(|d| u32::try_from(d).ok())
+            }))
+        }
+        Err(e) if error_code(&e).as_deref() == Some("ObjectLockConfigurationNotFoundError") => {
+            Ok(None)
+        }
+        Err(e) => Err(aws_error(
+            &format!("s3:GetObjectLockConfiguration {bucket}"),
+            e,
+        )),
+    }
+}
+
+/// Makes sure an object version carries COMPLIANCE retention at least
+/// until `until`: objects assembled from a multipart upload are locked by
+/// the bucket's default on AWS, but the lock is read back rather than
+/// assumed, and set when it is missing or shorter. Returns the date the
+/// version is retained until.
+pub async fn ensure_retention(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    key: &str,
+    version_id: &str,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, StepError> {
+    log.read(
+        "s3:HeadObject",
+        format!("s3://{bucket}/{key}?versionId={version_id}"),
+    );
+    let head = ctx
+        .aws
+        .s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version_id)
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("s3:HeadObject s3://{bucket}/{key}"), e))?;
+    let current = head
+        .object_lock_retain_until_date()
+        .and_then(|d| chrono::DateTime::from_timestamp(d.secs(), 0));
+    let compliance =
+        head.object_lock_mode() == Some(&aws_sdk_s3::types::ObjectLockMode::Compliance);
+    if let (true, Some(c)) = (compliance, current) {
+        if c >= until {
+            return Ok(c);
+        }
+    }
+    let params = format!(
+        "s3://{bucket}/{key}?versionId={version_id} COMPLIANCE until {}",
+        until.to_rfc3339()
+    );
+    ctx.aws
+        .s3
+        .put_object_retention()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version_id)
+        .retention(
+            aws_sdk_s3::types::ObjectLockRetention::builder()
+                .mode(aws_sdk_s3::types::ObjectLockRetentionMode::Compliance)
+                .retain_until_date(aws_smithy_types::DateTime::from_secs(until.timestamp()))
+                .build(),
+        )
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("s3:PutObjectRetention s3://{bucket}/{key}"), e))?;
+    log.done("s3:PutObjectRetention", params);
+    Ok(until)
+}
+
+/// The SHA-256 of an object version, streamed from S3 in bounded memory,
+/// with the SHA-256 of each consecutive slice of `part_sizes` bytes (the
+/// parts of a multipart upload; empty for none).
+pub async fn hash_object(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    uri: &S3Uri,
+    part_sizes: &[u64],
+) -> Result<(Digest, Vec<Digest>), StepError> {
+    log.read("s3:GetObject", format!("{uri} (streamed, hashed)"));
+    let mut req = ctx.aws.s3.get_object().bucket(&uri.bucket).key(&uri.key);
+    if let Some(v) = &uri.version_id {
+        req = req.version_id(v);
+    }
+    let out = req
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("s3:GetObject {uri}"), e))?;
+    let mut body = out.body;
+    let mut whole = firebreak_forensics::hash::Hasher::new();
+    let mut parts = Vec::new();
+    let mut sizes = part_sizes.iter().copied();
+    let mut left = sizes.next();
+    let mut part = firebreak_forensics::hash::Hasher::new();
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| StepError::new(ErrorName::AwsUnavailable, format!("reading {uri}: {e}")))?
+    {
+        whole.update(&chunk);
+        let mut rest: &[u8] = &chunk;
+        while let (Some(n), false) = (left, rest.is_empty()) {
+            let take = usize::try_from(n).unwrap_or(usize::MAX).min(rest.len());
+            part.update(&rest[..take]);
+            rest = &rest[take..];
+            let remaining = n - take as u64;
+            if remaining == 0 {
+                parts.push(std::mem::take(&mut part).finish());
+                left = sizes.next();
+            } else {
+                left = Some(remaining);
+            }
+        }
+    }
+    Ok((whole.finish(), parts))
+}
+
+/// Every key under a prefix, in key order.
+pub async fn list_keys(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<String>, StepError> {
+    log.read("s3:ListObjectsV2", format!("s3://{bucket}/{prefix}"));
+    let mut keys = Vec::new();
+    let mut pages = ctx
+        .aws
+        .s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| aws_error(&format!("s3:ListObjectsV2 s3://{bucket}/{prefix}"), e))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+/// One version (or delete marker) of an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub key: String,
+    pub version_id: String,
+    pub is_latest: bool,
+    pub delete_marker: bool,
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Every version and delete marker under a prefix.
+pub async fn list_versions(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<Version>, StepError> {
+    log.read("s3:ListObjectVersions", format!("s3://{bucket}/{prefix}"));
+    let mut out = Vec::new();
+    let mut key_marker: Option<String> = None;
+    let mut version_marker: Option<String> = None;
+    loop {
+        let page = ctx
+            .aws
+            .s3
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_key_marker(key_marker.clone())
+            .set_version_id_marker(version_marker.clone())
+            .send()
+            .await
+            .map_err(|e| aws_error(&format!("s3:ListObjectVersions s3://{bucket}/{prefix}"), e))?;
+        let time = |t: Option<&aws_smithy_types::DateTime>| {
+            t.and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+        };
+        for v in page.versions() {
+            out.push(Version {
+                key: v.key().unwrap_or_default().to_string(),
+                version_id: v.version_id().unwrap_or("null").to_string(),
+                is_latest: v.is_latest().unwrap_or(false),
+                delete_marker: false,
+                last_modified: time(v.last_modified()),
+            });
+        }
+        for m in page.delete_markers() {
+            out.push(Version {
+                key: m.key().unwrap_or_default().to_string(),
+                version_id: m.version_id().unwrap_or("null").to_string(),
+                is_latest: m.is_latest().unwrap_or(false),
+                delete_marker: true,
+                last_modified: time(m.last_modified()),
+            });
+        }
+        if page.is_truncated() == Some(true) {
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() {
+                break;
+            }
+        } else {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// Whether the bucket exists and is reachable with these credentials.

@@ -5,18 +5,22 @@
 //! it changed, and in a dry run only reads and sends EC2 mutations with
 //! `DryRun=true`.
 
+pub mod analysis;
 pub mod autoscaling;
 pub mod case;
 pub mod config;
 pub mod context;
+pub mod custody;
 pub mod decoy;
 pub mod ec2;
 pub mod elbv2;
 pub mod error;
 pub mod evidence;
 pub mod iam;
+pub mod memory;
 pub mod registry;
 pub mod rehearsal;
+pub mod tools;
 
 pub use context::{AwsClients, Mode, StepContext};
 pub use error::StepError;

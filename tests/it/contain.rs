@@ -464,6 +464,12 @@ fn faulty_clients(config: &SdkConfig, fault: Fault) -> AwsClients {
             aws_sdk_s3::config::Builder::from(config)
                 .force_path_style(true)
                 .interceptor(f())
+                .retry_config(retry.clone())
+                .build(),
+        ),
+        ssm: aws_sdk_ssm::Client::from_conf(
+            aws_sdk_ssm::config::Builder::from(config)
+                .interceptor(f())
                 .retry_config(retry)
                 .build(),
         ),

@@ -105,6 +105,14 @@ error_names! {
     /// pre-incident state is gone): recording it now would record the
     /// contained state as if it were the original.
     AlreadyContained => "Firebreak.AlreadyContained", retriable: false;
+    /// The memory capture on the host failed, or its command did not run
+    /// (the host's own reason is in the cause).
+    CaptureFailed => "Firebreak.CaptureFailed", retriable: false;
+    /// An evidence file is not what it claims to be (a LiME image whose
+    /// structure is broken, with the range and offset in the cause).
+    EvidenceInvalid => "Firebreak.EvidenceInvalid", retriable: false;
+    /// Volatility could not analyse the image.
+    AnalysisFailed => "Firebreak.AnalysisFailed", retriable: false;
     /// A bug or an impossible state inside firebreak; reported, never
     /// retried.
     Internal => "Firebreak.Internal", retriable: false;

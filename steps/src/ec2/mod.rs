@@ -49,6 +49,9 @@ pub(crate) fn register(r: Registry) -> Registry {
         .register::<SnapshotVolumes>()
         .register::<AwaitSnapshots>()
         .register::<TagInstance>()
+        .register::<crate::memory::StartMemoryCapture>()
+        .register::<crate::memory::AwaitMemoryCapture>()
+        .register::<crate::analysis::AnalyzeMemory>()
 }
 
 /// The input of steps that act on one instance for one case.

@@ -1,0 +1,279 @@
+//! `firebreak evidence list|verify|hash`: a case's evidence and custody.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use firebreak_forensics::custody::CustodyRecord;
+use firebreak_forensics::hash::{sha256_reader, Digest};
+use firebreak_steps::case::{default_evidence_bucket, CaseId};
+use firebreak_steps::custody::{read_ledger, verify, ArtifactState};
+use firebreak_steps::evidence::{hash_object, list_versions, S3Uri};
+use firebreak_steps::Mode;
+
+use crate::respond::OutputFormat;
+use crate::session::Session;
+use crate::{exit, AwsArgs, BadInput};
+
+#[derive(Debug, Args)]
+pub struct EvidenceArgs {
+    #[command(subcommand)]
+    pub command: EvidenceCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvidenceCommand {
+    /// Every object of a case and the custody chain that covers it.
+    List(CaseArgs),
+    /// Verify the custody chain and re-hash every artifact (exit 0 intact,
+    /// 1 tampered or missing, with the items named).
+    Verify(CaseArgs),
+    /// SHA-256 and size of files or S3 objects, streamed in bounded memory.
+    Hash(HashArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CaseArgs {
+    /// The case id.
+    #[arg(long)]
+    pub case: String,
+    /// Bucket of the case's evidence (default firebreak-evidence-ACCOUNT-REGION).
+    #[arg(long, env = "FIREBREAK_EVIDENCE_BUCKET")]
+    pub evidence_bucket: Option<String>,
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    /// No progress on standard error.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HashArgs {
+    /// Files, `-` for standard input, or s3://bucket/key[?versionId=...].
+    #[arg(required = true)]
+    pub items: Vec<String>,
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+pub async fn run(args: EvidenceArgs) -> anyhow::Result<u8> {
+    match args.command {
+        EvidenceCommand::List(a) => list(a).await,
+        EvidenceCommand::Verify(a) => verify_case(a).await,
+        EvidenceCommand::Hash(a) => hash(a).await,
+    }
+}
+
+async fn open(a: &CaseArgs) -> anyhow::Result<(Session, CaseId, String)> {
+    let case: CaseId = a
+        .case
+        .parse()
+        .map_err(|e: firebreak_steps::case::IdError| BadInput(e.to_string()))?;
+    let session = Session::open(&a.aws, Mode::Live, a.quiet).await?;
+    let bucket = a
+        .evidence_bucket
+        .clone()
+        .unwrap_or_else(|| default_evidence_bucket(&session.who.account_id, &session.region));
+    if !firebreak_steps::evidence::bucket_exists(&session.ctx, &bucket)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        return Err(BadInput(format!(
+            "the evidence bucket {bucket} does not exist (or these credentials cannot see it)"
+        ))
+        .into());
+    }
+    Ok((session, case, bucket))
+}
+
+async fn list(a: CaseArgs) -> anyhow::Result<u8> {
+    let (session, case, bucket) = open(&a).await?;
+    let ctx = &session.ctx;
+    let log = ctx.log("evidence_list");
+    let ledger = read_ledger(ctx, &log, &bucket, case.as_str())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let records: Vec<CustodyRecord> = ledger.iter().filter_map(|(_, r)| r.clone().ok()).collect();
+    let versions = list_versions(ctx, &log, &bucket, &format!("cases/{case}/"))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let objects: Vec<_> = versions
+        .iter()
+        .filter(|v| v.is_latest && !v.delete_marker && !v.key.contains("/custody/"))
+        .collect();
+    if records.is_empty() && objects.is_empty() {
+        return Err(BadInput(format!(
+            "case {case} has nothing in s3://{bucket}/cases/{case}/"
+        ))
+        .into());
+    }
+    let covered = |key: &str| {
+        records.iter().any(|r| match &r.location {
+            firebreak_forensics::custody::Location::S3 { key: k, .. } => k == key,
+            _ => false,
+        })
+    };
+    match a.output {
+        OutputFormat::Json => {
+            let objs: Vec<_> = objects
+                .iter()
+                .map(|v| {
+                    serde_json::json!({
+                        "key": v.key,
+                        "version_id": v.version_id,
+                        "under_custody": covered(&v.key),
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "case_id": case.as_str(),
+                    "bucket": bucket,
+                    "custody": records,
+                    "objects": objs,
+                }))?
+            );
+        }
+        OutputFormat::Human => {
+            println!("Case {case}: s3://{bucket}/cases/{case}/");
+            println!("\nCustody chain ({} records):", records.len());
+            for r in &records {
+                println!(
+                    "  {:>4}  {}  {:<11} {:<18} {}",
+                    r.sequence,
+                    r.at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    format!("{:?}", r.event).to_lowercase(),
+                    r.kind,
+                    r.location.uri()
+                );
+                if let Some(h) = &r.sha256 {
+                    println!(
+                        "        sha256 {h}{}",
+                        r.size.map(|s| format!("  {s} bytes")).unwrap_or_default()
+                    );
+                }
+            }
+            for (key, r) in &ledger {
+                if let Err(e) = r {
+                    println!("  !!    s3://{bucket}/{key}: {e}");
+                }
+            }
+            println!("\nObjects:");
+            for v in &objects {
+                println!(
+                    "  {}  {}",
+                    if covered(&v.key) {
+                        "custody "
+                    } else {
+                        "        "
+                    },
+                    v.key
+                );
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn verify_case(a: CaseArgs) -> anyhow::Result<u8> {
+    let (session, case, bucket) = open(&a).await?;
+    let v = verify(&session.ctx, &bucket, case.as_str())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if v.records == 0 && v.record_problems.is_empty() {
+        return Err(BadInput(format!(
+            "case {case} has no custody record in s3://{bucket}/cases/{case}/custody/"
+        ))
+        .into());
+    }
+    match a.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+        OutputFormat::Human => {
+            println!(
+                "Case {case}: {} custody records, {} artifacts: {}",
+                v.records,
+                v.artifacts.len(),
+                if v.intact {
+                    "INTACT"
+                } else {
+                    "TAMPERED OR MISSING"
+                }
+            );
+            for b in &v.breaks {
+                println!(
+                    "  !! chain broken at position {} (record {}): {}",
+                    b.position, b.sequence, b.problem
+                );
+            }
+            for p in &v.record_problems {
+                println!("  !! {p}");
+            }
+            for art in &v.artifacts {
+                let mark = match art.state {
+                    ArtifactState::Intact | ArtifactState::Present => "ok",
+                    ArtifactState::Modified | ArtifactState::Missing => "!!",
+                };
+                println!(
+                    "  {mark} {:<8} {:<18} {}: {}",
+                    format!("{:?}", art.state).to_lowercase(),
+                    art.kind,
+                    art.location,
+                    art.detail
+                );
+            }
+        }
+    }
+    Ok(if v.intact { exit::OK } else { exit::FAILED })
+}
+
+async fn hash(a: HashArgs) -> anyhow::Result<u8> {
+    let mut results: Vec<(String, Digest)> = Vec::new();
+    let mut session: Option<Session> = None;
+    for item in &a.items {
+        let digest = if item.starts_with("s3://") {
+            let uri: S3Uri = item.parse().map_err(BadInput)?;
+            if session.is_none() {
+                session = Some(Session::open(&a.aws, Mode::Live, true).await?);
+            }
+            let s = session
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("no AWS session"))?;
+            let log = s.ctx.log("evidence_hash");
+            hash_object(&s.ctx, &log, &uri, &[])
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .0
+        } else if item == "-" {
+            tokio::task::spawn_blocking(|| sha256_reader(std::io::stdin().lock())).await??
+        } else {
+            let path = PathBuf::from(item);
+            let file = std::fs::File::open(&path).map_err(|e| BadInput(format!("{item}: {e}")))?;
+            if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+                return Err(BadInput(format!("{item} is a directory")).into());
+            }
+            // Plain blocking reads on a thread of their own: tokio's file
+            // reads hop threads per chunk and cost throughput.
+            tokio::task::spawn_blocking(move || sha256_reader(file)).await??
+        };
+        results.push((item.clone(), digest));
+    }
+    match a.output {
+        OutputFormat::Json => {
+            let v: Vec<_> = results
+                .iter()
+                .map(|(i, d)| serde_json::json!({"item": i, "sha256": d.sha256, "size": d.size}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        OutputFormat::Human => {
+            for (i, d) in &results {
+                println!("{}  {}  {i}", d.sha256, d.size);
+            }
+        }
+    }
+    Ok(exit::OK)
+}

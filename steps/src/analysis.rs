@@ -1,0 +1,713 @@
+//! `analyze_memory`: Volatility 3 on a captured image, where time and disk
+//! are not limited (`firebreak analyze`, a Fargate task or a forensic
+//! instance; never a 15-minute Lambda).
+//!
+//! The image is copied from the evidence bucket and its SHA-256 checked
+//! against the custody record before anything reads it (NIST SP 800-86:
+//! examine a verified copy). Its LiME structure is validated (an AVML
+//! image converted) before Volatility runs, because Volatility silently
+//! misreads a corrupt image. `banners.Banners` names the kernel; with a
+//! symbol table for that exact banner the Linux plugins run, each under a
+//! timeout; without one, the missing table is a finding with the banner
+//! and the command that builds it. Every output is stored as evidence with
+//! a custody record.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use firebreak_forensics::custody::{Event, Location, NewRecord, Source};
+use firebreak_forensics::hash::Hasher;
+use firebreak_forensics::lime::{self, Format};
+use firebreak_forensics::volatility::{self, Banner, Finding, Severity};
+use firebreak_workflows::iam::Statement;
+use firebreak_workflows::step::StepDef;
+use firebreak_workflows::ErrorName;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+use crate::context::{StepContext, StepLog};
+use crate::error::{aws_error, StepError};
+use crate::evidence::{self, keys, Lock, Put, S3Uri};
+use crate::registry::Step;
+
+/// Runs Volatility 3 on a memory image and stores what it finds.
+#[derive(Debug)]
+pub struct AnalyzeMemory;
+
+/// Where and how the analysis runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AnalysisOptions {
+    /// The Volatility 3 program (default `vol` on the PATH, or
+    /// `FIREBREAK_VOL`).
+    #[serde(default)]
+    pub vol: Option<String>,
+    /// Directory of ISF symbol tables (`.json`, `.json.xz`).
+    #[serde(default)]
+    pub symbols_dir: Option<String>,
+    /// Where the image is copied (default the system's temporary
+    /// directory); it needs the image's size free.
+    #[serde(default)]
+    pub work_dir: Option<String>,
+    /// Kernel modules expected on the host; others are reported.
+    #[serde(default)]
+    pub module_baseline: Vec<String>,
+    /// Per-plugin timeout in seconds (default 30 minutes; banners 20).
+    #[serde(default)]
+    pub plugin_timeout_seconds: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AnalyzeInput {
+    pub case_id: String,
+    /// `s3://bucket/key?versionId=...` of the image.
+    pub evidence: String,
+    pub evidence_bucket: String,
+    #[serde(default)]
+    pub evidence_lock: Lock,
+    pub actor: String,
+    #[serde(default)]
+    pub options: AnalysisOptions,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageSummary {
+    /// `lime` or `avml_compressed` (converted to LiME before analysis).
+    pub format: String,
+    pub ranges: usize,
+    pub memory_bytes: u64,
+    pub file_size: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginStatus {
+    Ok,
+    Failed,
+    TimedOut,
+    /// Not run: no symbol table for the kernel.
+    Skipped,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PluginRun {
+    pub plugin: String,
+    pub status: PluginStatus,
+    /// Where its JSON output is kept.
+    pub output: Option<String>,
+    pub rows: Option<usize>,
+    pub seconds: f64,
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AnalysisOutput {
+    pub evidence_id: String,
+    pub image: String,
+    pub sha256: String,
+    pub image_summary: ImageSummary,
+    pub volatility_version: Option<String>,
+    pub banners: Vec<Banner>,
+    pub kernel_release: Option<String>,
+    pub symbols_found: bool,
+    pub plugins: Vec<PluginRun>,
+    pub findings: Vec<Finding>,
+    /// Where the findings are kept.
+    pub findings_location: Option<String>,
+}
+
+impl StepDef for AnalyzeMemory {
+    const NAME: &'static str = "analyze_memory";
+    const SUMMARY: &'static str =
+        "Verify and validate a memory image, run Volatility 3 (banners, then the Linux plugins), store outputs and findings with custody.";
+    const MUTATES: bool = true;
+    type Input = AnalyzeInput;
+    type Output = AnalysisOutput;
+
+    fn errors() -> Vec<ErrorName> {
+        vec![
+            ErrorName::InvalidInput,
+            ErrorName::ResourceNotFound,
+            ErrorName::AccessDenied,
+            ErrorName::Throttled,
+            ErrorName::AwsUnavailable,
+            ErrorName::AwsRequestFailed,
+            ErrorName::VerificationFailed,
+            ErrorName::EvidenceInvalid,
+            ErrorName::AnalysisFailed,
+        ]
+    }
+
+    fn iam() -> Vec<Statement> {
+        vec![Statement::allow(
+            [
+                "s3:GetObject",
+                "s3:GetObjectVersion",
+                "s3:PutObject",
+                "s3:ListBucket",
+            ],
+            ["arn:aws:s3:::*"],
+        )]
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> StepError {
+    StepError::new(ErrorName::Internal, e.to_string())
+}
+
+/// A private working directory, removed when dropped.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn work_dir(base: Option<&str>, evidence_id: &str) -> Result<WorkDir, StepError> {
+    let base = base.map_or_else(std::env::temp_dir, PathBuf::from);
+    let dir = base.join(format!(
+        "firebreak-analysis-{evidence_id}-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(dir.join("volcache")).map_err(|e| {
+        StepError::invalid_input(format!(
+            "cannot make the work directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    Ok(WorkDir(dir))
+}
+
+/// Copies an object to a file, hashing it on the way.
+async fn download(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    uri: &S3Uri,
+    to: &Path,
+) -> Result<firebreak_forensics::hash::Digest, StepError> {
+    log.read("s3:GetObject", format!("{uri} -> {}", to.display()));
+    let mut req = ctx.aws.s3.get_object().bucket(&uri.bucket).key(&uri.key);
+    if let Some(v) = &uri.version_id {
+        req = req.version_id(v);
+    }
+    let out = req.send().await.map_err(|e| {
+        let mut err = aws_error(&format!("s3:GetObject {uri}"), e);
+        if err.name == ErrorName::AwsRequestFailed && err.message.contains("NoSuchKey") {
+            err.name = ErrorName::ResourceNotFound;
+        }
+        err
+    })?;
+    let mut body = out.body;
+    let mut file = tokio::fs::File::create(to)
+        .await
+        .map_err(|e| StepError::invalid_input(format!("{}: {e}", to.display())))?;
+    let mut hasher = Hasher::new();
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| StepError::new(ErrorName::AwsUnavailable, format!("reading {uri}: {e}")))?
+    {
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| StepError::invalid_input(format!("writing {}: {e}", to.display())))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| StepError::invalid_input(format!("writing {}: {e}", to.display())))?;
+    Ok(hasher.finish())
+}
+
+/// Validates the image (and converts AVML to LiME). Returns the file to
+/// analyse.
+async fn validate(image: &Path) -> Result<(lime::Summary, PathBuf), StepError> {
+    let path = image.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)
+            .map_err(|e| StepError::invalid_input(format!("{}: {e}", path.display())))?;
+        let summary = lime::check(std::io::BufReader::new(file)).map_err(|e| {
+            StepError::new(
+                ErrorName::EvidenceInvalid,
+                format!("the image is not a valid LiME/AVML file: {e}; Volatility was not run"),
+            )
+        })?;
+        if summary.format == Format::Lime {
+            return Ok((summary, path));
+        }
+        let converted = path.with_extension("converted.lime");
+        let input = std::fs::File::open(&path)
+            .map_err(|e| StepError::invalid_input(format!("{}: {e}", path.display())))?;
+        let out = std::fs::File::create(&converted)
+            .map_err(|e| StepError::invalid_input(format!("{}: {e}", converted.display())))?;
+        let mut w = std::io::BufWriter::new(out);
+        lime::to_lime(std::io::BufReader::new(input), &mut w).map_err(|e| {
+            StepError::new(ErrorName::EvidenceInvalid, format!("converting AVML: {e}"))
+        })?;
+        Ok((summary, converted))
+    })
+    .await
+    .map_err(internal)?
+}
+
+/// One Volatility run.
+struct VolRun {
+    status: PluginStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+    seconds: f64,
+}
+
+async fn run_vol(program: &str, args: &[String], timeout: Duration) -> Result<VolRun, StepError> {
+    let started = std::time::Instant::now();
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            StepError::new(
+                ErrorName::AnalysisFailed,
+                format!("cannot run Volatility 3 ({program}): {e}; install it (pip install volatility3) or give its path with --vol"),
+            )
+        })?;
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => Ok(VolRun {
+            status: if out.status.success() {
+                PluginStatus::Ok
+            } else {
+                PluginStatus::Failed
+            },
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            seconds: started.elapsed().as_secs_f64(),
+        }),
+        Ok(Err(e)) => Err(StepError::new(
+            ErrorName::AnalysisFailed,
+            format!("Volatility 3 ({program}): {e}"),
+        )),
+        // The child is killed when its future is dropped (kill_on_drop).
+        Err(_) => Ok(VolRun {
+            status: PluginStatus::TimedOut,
+            stdout: Vec::new(),
+            stderr: String::new(),
+            seconds: started.elapsed().as_secs_f64(),
+        }),
+    }
+}
+
+fn volatility_version(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Volatility 3 Framework "))
+        .map(|v| v.trim().to_string())
+}
+
+/// Whether a symbols directory holds a table for this banner: plain
+/// `.json` tables are read and matched; compressed ones cannot be read
+/// here, so their presence means "let Volatility try".
+fn symbols_for(dir: Option<&str>, banner: &str) -> (bool, bool) {
+    let Some(dir) = dir else {
+        return (false, false);
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (false, false);
+    };
+    let mut compressed = false;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".json") {
+            let matched = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .and_then(|isf| volatility::isf_banner(&isf))
+                .is_some_and(|b| b == banner);
+            if matched {
+                return (true, false);
+            }
+        } else if name.ends_with(".json.xz") || name.ends_with(".json.gz") {
+            compressed = true;
+        }
+    }
+    (false, compressed)
+}
+
+/// Volatility's message when no symbol table matched.
+fn unsatisfied_symbols(run: &VolRun) -> bool {
+    let out = String::from_utf8_lossy(&run.stdout);
+    out.contains("Unsatisfied requirement") && out.contains("symbol_table_name")
+}
+
+/// Stores analysis outputs as evidence, each with its custody record.
+struct Store<'a> {
+    ctx: &'a StepContext,
+    log: &'a StepLog<'a>,
+    bucket: &'a str,
+    lock: &'a Lock,
+    prefix: String,
+    source: &'a Source,
+    evidence_id: &'a str,
+    image_uri: String,
+    case_id: &'a str,
+    actor: &'a str,
+}
+
+impl Store<'_> {
+    async fn put(
+        &self,
+        plugin: &str,
+        bytes: Vec<u8>,
+        tool_version: Option<String>,
+    ) -> Result<String, StepError> {
+        let (ctx, log, bucket) = (self.ctx, self.log, self.bucket);
+        let key = format!("{}{plugin}.json", self.prefix);
+        let d = firebreak_forensics::hash::sha256_bytes(&bytes);
+        let version = match evidence::put_new_locked(
+            ctx,
+            log,
+            bucket,
+            &key,
+            bytes,
+            "application/json",
+            self.lock,
+        )
+        .await?
+        {
+            Put::Created(s) => s.version_id,
+            Put::Exists | Put::Planned => evidence::get(ctx, log, bucket, &key)
+                .await?
+                .and_then(|(_, v)| v),
+        };
+        let location = Location::S3 {
+            bucket: bucket.to_string(),
+            key: key.clone(),
+            version_id: version.clone(),
+        };
+        crate::custody::append(
+            ctx,
+            log,
+            bucket,
+            self.lock,
+            NewRecord {
+                case_id: self.case_id.to_string(),
+                evidence_id: self.evidence_id.to_string(),
+                event: Event::Analysed,
+                kind: "volatility-output".into(),
+                source: self.source.clone(),
+                location,
+                size: Some(d.size),
+                sha256: Some(d.sha256),
+                host_sha256: None,
+                at: Utc::now(),
+                actor: self.actor.to_string(),
+                tool: if plugin == "findings" {
+                    "firebreak".into()
+                } else {
+                    format!("volatility3 {plugin}")
+                },
+                tool_version: tool_version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+                note: Some(format!("from {}", self.image_uri)),
+            },
+        )
+        .await?;
+        Ok(S3Uri {
+            bucket: bucket.to_string(),
+            key,
+            version_id: version,
+        }
+        .to_string())
+    }
+}
+
+#[async_trait]
+impl Step for AnalyzeMemory {
+    async fn run(ctx: &StepContext, input: AnalyzeInput) -> Result<AnalysisOutput, StepError> {
+        let log = ctx.log(Self::NAME);
+        let case: crate::case::CaseId = input
+            .case_id
+            .parse()
+            .map_err(|e: crate::case::IdError| StepError::invalid_input(e.to_string()))?;
+        let uri: S3Uri = input.evidence.parse().map_err(StepError::invalid_input)?;
+        let bucket = input.evidence_bucket.as_str();
+        let o = &input.options;
+        let program = o
+            .vol
+            .clone()
+            .or_else(|| std::env::var("FIREBREAK_VOL").ok())
+            .unwrap_or_else(|| "vol".into());
+        let symbols_dir = o
+            .symbols_dir
+            .clone()
+            .or_else(|| std::env::var("FIREBREAK_SYMBOLS").ok());
+
+        // What custody says about the image.
+        let ledger = crate::custody::read_ledger(ctx, &log, bucket, case.as_str()).await?;
+        let records: Vec<_> = ledger.into_iter().filter_map(|(_, r)| r.ok()).collect();
+        let recorded = records.iter().find(|r| {
+            r.event == Event::Acquired
+                && match &r.location {
+                    Location::S3 {
+                        bucket: b,
+                        key,
+                        version_id,
+                    } => {
+                        *b == uri.bucket
+                            && *key == uri.key
+                            && (uri.version_id.is_none() || *version_id == uri.version_id)
+                    }
+                    Location::Snapshot { .. } => false,
+                }
+        });
+        let Some(recorded) = recorded.cloned() else {
+            return Err(StepError::new(
+                ErrorName::ResourceNotFound,
+                format!("case {case} has no custody record of {uri}: only acquired evidence is analysed (see `firebreak evidence list --case {case}`)"),
+            ));
+        };
+        let evidence_id = recorded.evidence_id.clone();
+        let image_uri = S3Uri {
+            version_id: match (&uri.version_id, &recorded.location) {
+                (Some(v), _) => Some(v.clone()),
+                (None, Location::S3 { version_id, .. }) => version_id.clone(),
+                _ => None,
+            },
+            ..uri.clone()
+        };
+
+        if ctx.is_dry_run() {
+            log.not_checked(
+                "s3:GetObject",
+                format!("{image_uri} (copied and verified, then Volatility 3)"),
+                "S3 has no dry run",
+            );
+            return Err(StepError::invalid_input(
+                "analysis has no dry run: it only reads the image and writes its own outputs",
+            ));
+        }
+
+        // A verified copy.
+        let work = work_dir(o.work_dir.as_deref(), &evidence_id)?;
+        let local = work.0.join("memory.img");
+        log.progress(&format!("copying {image_uri} for analysis"));
+        let digest = download(ctx, &log, &image_uri, &local).await?;
+        if recorded.sha256.as_deref() != Some(digest.sha256.as_str()) {
+            return Err(StepError::verification(format!(
+                "the copy of {image_uri} hashes to {} ({} bytes); custody record {} says {}: not analysed",
+                digest.sha256,
+                digest.size,
+                recorded.sequence,
+                recorded.sha256.as_deref().unwrap_or("nothing")
+            )));
+        }
+        let (summary, image) = validate(&local).await?;
+        log.progress(&format!(
+            "{image_uri}: {} ranges, {} bytes of memory, SHA-256 verified",
+            summary.ranges.len(),
+            summary.memory_bytes
+        ));
+
+        let source = recorded.source.clone();
+        let lock = &input.evidence_lock;
+        let out_prefix = keys::analysis(case.as_str(), &evidence_id);
+        let image_str = image.to_string_lossy().into_owned();
+        let cache = work.0.join("volcache").to_string_lossy().into_owned();
+        let plugin_timeout = o
+            .plugin_timeout_seconds
+            .map_or(volatility::PLUGIN_TIMEOUT, Duration::from_secs);
+        let banners_timeout = o
+            .plugin_timeout_seconds
+            .map_or(volatility::BANNERS_TIMEOUT, Duration::from_secs);
+
+        let store = Store {
+            ctx,
+            log: &log,
+            bucket,
+            lock,
+            prefix: out_prefix,
+            source: &source,
+            evidence_id: &evidence_id,
+            image_uri: image_uri.to_string(),
+            case_id: &input.case_id,
+            actor: &input.actor,
+        };
+
+        // banners.Banners: the kernel.
+        log.progress("Volatility 3: banners.Banners");
+        let run = run_vol(
+            &program,
+            &volatility::command(&image_str, &cache, None, volatility::BANNERS),
+            banners_timeout,
+        )
+        .await?;
+        let version = volatility_version(&run.stderr);
+        if run.status != PluginStatus::Ok {
+            return Err(StepError::new(
+                ErrorName::AnalysisFailed,
+                format!(
+                    "banners.Banners {} after {:.0} s: {}",
+                    if run.status == PluginStatus::TimedOut {
+                        "timed out"
+                    } else {
+                        "failed"
+                    },
+                    run.seconds,
+                    run.stderr.trim()
+                ),
+            ));
+        }
+        let json: Value = serde_json::from_slice(&run.stdout).map_err(|e| {
+            StepError::new(
+                ErrorName::AnalysisFailed,
+                format!(
+                    "banners.Banners printed no JSON ({e}): {}",
+                    run.stderr.trim()
+                ),
+            )
+        })?;
+        let banners = volatility::parse_banners(&json)
+            .map_err(|e| StepError::new(ErrorName::AnalysisFailed, e.to_string()))?;
+        let mut plugins = vec![PluginRun {
+            plugin: volatility::BANNERS.into(),
+            status: PluginStatus::Ok,
+            output: Some(
+                store
+                    .put(volatility::BANNERS, run.stdout, version.clone())
+                    .await?,
+            ),
+            rows: Some(banners.len()),
+            seconds: run.seconds,
+            detail: None,
+        }];
+        let mut findings = Vec::new();
+        let banner = banners
+            .iter()
+            .find(|b| b.banner.starts_with("Linux version "))
+            .map(|b| b.banner.clone());
+        let kernel_release = banner.as_deref().and_then(volatility::kernel_release);
+        let symbols_location = symbols_dir
+            .clone()
+            .unwrap_or_else(|| "a symbols directory (--symbols-dir)".into());
+        let mut symbols_found = false;
+        match &banner {
+            None => findings.push(Finding {
+                severity: Severity::High,
+                source: volatility::BANNERS.into(),
+                title: "no Linux banner in the image".into(),
+                detail: "the image holds no `Linux version ...` string: it may be empty, encrypted or not a memory image of a Linux host".into(),
+            }),
+            Some(b) => {
+                let (matched, compressed) = symbols_for(symbols_dir.as_deref(), b);
+                if !matched && !compressed {
+                    findings.push(volatility::missing_symbols(b, &symbols_location));
+                } else {
+                    symbols_found = true;
+                    for plugin in volatility::PLUGINS {
+                        log.progress(&format!("Volatility 3: {plugin}"));
+                        let run = run_vol(
+                            &program,
+                            &volatility::command(&image_str, &cache, symbols_dir.as_deref(), plugin),
+                            plugin_timeout,
+                        )
+                        .await?;
+                        if run.status == PluginStatus::Failed && unsatisfied_symbols(&run) {
+                            symbols_found = false;
+                            findings.push(volatility::missing_symbols(b, &symbols_location));
+                            break;
+                        }
+                        let parsed: Option<Value> = serde_json::from_slice(&run.stdout).ok();
+                        let mut entry = PluginRun {
+                            plugin: plugin.into(),
+                            status: run.status.clone(),
+                            output: None,
+                            rows: None,
+                            seconds: run.seconds,
+                            detail: None,
+                        };
+                        match (&run.status, parsed) {
+                            (PluginStatus::Ok, Some(v)) => {
+                                entry.rows = v.as_array().map(Vec::len);
+                                match volatility::findings(plugin, &v, &o.module_baseline) {
+                                    Ok(f) => findings.extend(f),
+                                    Err(e) => entry.detail = Some(e.to_string()),
+                                }
+                                entry.output =
+                                    Some(store.put(plugin, run.stdout, version.clone()).await?);
+                            }
+                            (PluginStatus::TimedOut, _) => {
+                                entry.detail = Some(format!(
+                                    "stopped after {} s",
+                                    plugin_timeout.as_secs()
+                                ));
+                            }
+                            (_, _) => {
+                                entry.status = PluginStatus::Failed;
+                                let tail: String = run
+                                    .stderr
+                                    .lines()
+                                    .rev()
+                                    .take(3)
+                                    .collect::<Vec<_>>()
+                                    .join(" | ");
+                                entry.detail = Some(tail);
+                            }
+                        }
+                        plugins.push(entry);
+                    }
+                }
+            }
+        }
+        if !symbols_found {
+            for plugin in volatility::PLUGINS {
+                if !plugins.iter().any(|p| p.plugin == plugin) {
+                    plugins.push(PluginRun {
+                        plugin: plugin.into(),
+                        status: PluginStatus::Skipped,
+                        output: None,
+                        rows: None,
+                        seconds: 0.0,
+                        detail: Some("no symbol table for the kernel".into()),
+                    });
+                }
+            }
+        }
+        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        let findings_json = serde_json::to_vec_pretty(&serde_json::json!({
+            "case_id": input.case_id,
+            "evidence_id": evidence_id,
+            "image": image_uri.to_string(),
+            "sha256": digest.sha256,
+            "banners": banners,
+            "kernel_release": kernel_release,
+            "findings": findings,
+        }))
+        .map_err(internal)?;
+        let findings_location = Some(store.put("findings", findings_json, None).await?);
+        Ok(AnalysisOutput {
+            evidence_id,
+            image: image_uri.to_string(),
+            sha256: digest.sha256,
+            image_summary: ImageSummary {
+                format: match summary.format {
+                    Format::Lime => "lime".into(),
+                    Format::AvmlCompressed => "avml_compressed".into(),
+                },
+                ranges: summary.ranges.len(),
+                memory_bytes: summary.memory_bytes,
+                file_size: summary.file_size,
+            },
+            volatility_version: version,
+            banners,
+            kernel_release,
+            symbols_found,
+            plugins,
+            findings,
+            findings_location,
+        })
+    }
+}

@@ -1,0 +1,1298 @@
+//! Memory capture over SSM: `start_memory_capture` sends the capture
+//! script to exactly the instance, `await_memory_capture` (in a bounded
+//! poll loop) completes the upload, re-hashes the image off the host and
+//! records custody.
+//!
+//! The host never receives AWS credentials. It gets one presigned URL (of
+//! the plan, which lists presigned URLs for the tools, each part of the
+//! image's multipart upload and the result), all expiring together.
+//!
+//! Each capture is an attempt, kept under
+//! `cases/CASE/memory/INSTANCE/attempt-NNN/`: `capture.json` (what was
+//! started), `plan.txt` (what the host was given), `result.json` (what the
+//! host reported) and `memory.lime` (the image). A re-run continues the
+//! latest attempt while it can still finish; a failed or expired one is
+//! followed by a new attempt, never overwritten.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use chrono::{DateTime, Utc};
+use firebreak_forensics::capture::{self, CaptureReport, Module, PartReport, Plan, Tool, MIB};
+use firebreak_forensics::custody::{Event, Location, NewRecord, Source};
+use firebreak_forensics::hash::sha256_bytes;
+use firebreak_workflows::iam::Statement;
+use firebreak_workflows::step::StepDef;
+use firebreak_workflows::ErrorName;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::case::{CaseId, InstanceId};
+use crate::context::{StepContext, StepLog};
+use crate::ec2::describe_instance;
+use crate::error::{aws_error, error_code, StepError};
+use crate::evidence::{self, keys, Lock, Put, S3Uri};
+use crate::registry::Step;
+use crate::tools;
+
+/// The presigned URLs live an hour by default: long enough to write and
+/// upload the memory of a large instance (64 GiB at 100 MB/s is about 11
+/// minutes each way), short enough that a leaked plan is soon worthless.
+pub const DEFAULT_URL_EXPIRY_SECONDS: u32 = 3600;
+/// SigV4 allows a week; a capture that needs more than 12 hours is stuck.
+pub const MAX_URL_EXPIRY_SECONDS: u32 = 12 * 3600;
+/// Parts of at least 8 MiB, and at most about 900 of them: the plan stays
+/// small (a URL is about 1 KiB) whatever the instance size, far below
+/// S3's 10,000-part limit.
+const MIN_PART_MIB: u64 = 8;
+const TARGET_PARTS: u64 = 900;
+const MAX_PARTS: u64 = 10_000;
+/// SSM waits this long for the agent to pick the command up.
+const DELIVERY_TIMEOUT_SECONDS: i32 = 600;
+/// SSM comments are at most 100 characters.
+const COMMENT_PREFIX: &str = "firebreak memory capture";
+
+/// Memory capture settings of a case.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MemoryOptions {
+    /// The bucket holding the LiME modules and AVML (`firebreak tools add`).
+    pub tools_bucket: String,
+    /// Part size in MiB (at least 5); sized from the instance type's
+    /// memory when absent.
+    #[serde(default)]
+    pub part_size_mib: Option<u32>,
+    /// How long the host's presigned URLs stay valid.
+    #[serde(default = "default_expiry")]
+    pub url_expiry_seconds: u32,
+}
+
+fn default_expiry() -> u32 {
+    DEFAULT_URL_EXPIRY_SECONDS
+}
+
+impl Default for MemoryOptions {
+    fn default() -> MemoryOptions {
+        MemoryOptions {
+            tools_bucket: String::new(),
+            part_size_mib: None,
+            url_expiry_seconds: DEFAULT_URL_EXPIRY_SECONDS,
+        }
+    }
+}
+
+/// Sends the capture script to the instance over SSM.
+#[derive(Debug)]
+pub struct StartMemoryCapture;
+
+/// Reads where the capture stands; when the host has reported, completes
+/// the upload, re-hashes the image off the host, compares and records
+/// custody. `done` ends the poll loop.
+#[derive(Debug)]
+pub struct AwaitMemoryCapture;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StartCaptureInput {
+    pub case_id: String,
+    pub instance_id: String,
+    pub evidence_bucket: String,
+    #[serde(default)]
+    pub evidence_lock: Lock,
+    #[serde(default)]
+    pub options: MemoryOptions,
+}
+
+/// What was started (stored as `capture.json` of the attempt).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CaptureStarted {
+    pub evidence_id: String,
+    pub attempt: u32,
+    pub case_id: String,
+    pub instance_id: String,
+    pub bucket: String,
+    pub image_key: String,
+    pub result_key: String,
+    pub plan_key: String,
+    pub upload_id: String,
+    pub part_size: u64,
+    pub part_count: u64,
+    pub memory_mib: u64,
+    /// Kernel releases a LiME module is offered for.
+    pub lime_kernels: Vec<String>,
+    pub avml: bool,
+    pub started_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// The SSM command (set once sent).
+    #[serde(default)]
+    pub command_id: Option<String>,
+    /// True when an attempt already under way was continued.
+    #[serde(default)]
+    pub reused: bool,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AwaitCaptureInput {
+    pub case_id: String,
+    pub evidence_bucket: String,
+    #[serde(default)]
+    pub evidence_lock: Lock,
+    /// Who acts, for the custody records.
+    pub actor: String,
+    pub capture: CaptureStarted,
+}
+
+/// A captured, verified memory image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MemoryEvidence {
+    pub evidence_id: String,
+    /// `s3://bucket/key?versionId=...`
+    pub location: String,
+    pub size: u64,
+    /// Computed off the host, from the stored object.
+    pub sha256: String,
+    /// What the host reported.
+    pub host_sha256: String,
+    pub kernel_release: String,
+    /// `lime` or `avml`.
+    pub tool: String,
+    pub tool_sha256: String,
+    pub retained_until: Option<DateTime<Utc>>,
+    /// The custody record of the verification.
+    pub custody_sequence: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CaptureProgress {
+    pub done: bool,
+    /// The SSM command's status (`Pending`, `InProgress`, `Success`, ...).
+    pub command_status: Option<String>,
+    pub evidence: Option<MemoryEvidence>,
+}
+
+const CAPTURE_ERRORS: [ErrorName; 9] = [
+    ErrorName::InvalidInput,
+    ErrorName::InstanceNotFound,
+    ErrorName::Unsupported,
+    ErrorName::AccessDenied,
+    ErrorName::Throttled,
+    ErrorName::AwsUnavailable,
+    ErrorName::AwsRequestFailed,
+    ErrorName::CaptureFailed,
+    ErrorName::VerificationFailed,
+];
+
+impl StepDef for StartMemoryCapture {
+    const NAME: &'static str = "start_memory_capture";
+    const SUMMARY: &'static str =
+        "Send the memory-capture script (LiME, or AVML) to the instance over SSM, with presigned URLs only.";
+    const MUTATES: bool = true;
+    type Input = StartCaptureInput;
+    type Output = CaptureStarted;
+
+    fn errors() -> Vec<ErrorName> {
+        CAPTURE_ERRORS.to_vec()
+    }
+
+    fn iam() -> Vec<Statement> {
+        vec![
+            Statement::allow(
+                [
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeInstanceTypes",
+                    "ssm:ListCommands",
+                ],
+                ["*"],
+            ),
+            Statement::allow(
+                ["ssm:SendCommand"],
+                [
+                    "arn:aws:ec2:*:*:instance/*",
+                    "arn:aws:ssm:*::document/AWS-RunShellScript",
+                ],
+            ),
+            Statement::allow(
+                [
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:ListBucket",
+                    "s3:AbortMultipartUpload",
+                ],
+                ["arn:aws:s3:::*"],
+            ),
+        ]
+    }
+}
+
+impl StepDef for AwaitMemoryCapture {
+    const NAME: &'static str = "await_memory_capture";
+    const SUMMARY: &'static str =
+        "Wait for the host's result; complete the upload, re-hash the image off the host, compare, record custody.";
+    const MUTATES: bool = true;
+    type Input = AwaitCaptureInput;
+    type Output = CaptureProgress;
+
+    fn errors() -> Vec<ErrorName> {
+        CAPTURE_ERRORS.to_vec()
+    }
+
+    fn iam() -> Vec<Statement> {
+        vec![
+            Statement::allow(["ssm:ListCommands"], ["*"]),
+            Statement::allow(
+                [
+                    "s3:GetObject",
+                    "s3:GetObjectVersion",
+                    "s3:PutObject",
+                    "s3:PutObjectRetention",
+                    "s3:ListBucket",
+                    "s3:ListBucketVersions",
+                    "s3:GetBucketObjectLockConfiguration",
+                ],
+                ["arn:aws:s3:::*"],
+            ),
+        ]
+    }
+}
+
+/// The part size for an instance's memory: at least 8 MiB, large enough
+/// that about 900 parts hold the image.
+pub fn part_size_for(memory_mib: u64) -> u64 {
+    MIN_PART_MIB.max(memory_mib.div_ceil(TARGET_PARTS)) * MIB
+}
+
+/// Parts to presign: the image is at most the memory plus LiME's 32-byte
+/// range headers; 5% and one part spare.
+pub fn part_count_for(memory_mib: u64, part_size: u64) -> u64 {
+    let bytes = memory_mib * MIB + memory_mib * MIB / 20;
+    (bytes.div_ceil(part_size) + 1).min(MAX_PARTS)
+}
+
+fn internal(e: impl std::fmt::Display) -> StepError {
+    StepError::new(ErrorName::Internal, e.to_string())
+}
+
+/// The latest attempt of a capture (its number and `capture.json`).
+async fn latest_attempt(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    case: &str,
+    instance: &str,
+) -> Result<Option<CaptureStarted>, StepError> {
+    let prefix = format!("cases/{case}/memory/{instance}/");
+    let keys = evidence::list_keys(ctx, log, bucket, &prefix).await?;
+    let Some(key) = keys
+        .iter()
+        .filter(|k| k.ends_with("/capture.json"))
+        .max()
+        .cloned()
+    else {
+        return Ok(None);
+    };
+    let Some((bytes, _)) = evidence::get(ctx, log, bucket, &key).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StepError::verification(format!("s3://{bucket}/{key} is unreadable: {e}")))
+}
+
+async fn exists(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    key: &str,
+) -> Result<bool, StepError> {
+    log.read("s3:HeadObject", format!("s3://{bucket}/{key}"));
+    match ctx
+        .aws
+        .s3
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            if status == Some(404) || error_code(&e).as_deref() == Some("NotFound") {
+                Ok(false)
+            } else {
+                Err(aws_error(&format!("s3:HeadObject s3://{bucket}/{key}"), e))
+            }
+        }
+    }
+}
+
+async fn read_report(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    c: &CaptureStarted,
+) -> Result<Option<(CaptureReport, Vec<u8>, Option<String>)>, StepError> {
+    let Some((bytes, version)) = evidence::get(ctx, log, &c.bucket, &c.result_key).await? else {
+        return Ok(None);
+    };
+    let report: CaptureReport = serde_json::from_slice(&bytes).map_err(|e| {
+        StepError::new(
+            ErrorName::CaptureFailed,
+            format!(
+                "the host's result s3://{}/{} is not a capture report ({e}): {}",
+                c.bucket,
+                c.result_key,
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            ),
+        )
+    })?;
+    Ok(Some((report, bytes, version)))
+}
+
+/// The firebreak command already sent for this capture, if any: SSM has
+/// no idempotency token, so a retried start looks for its own comment.
+async fn find_command(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    instance: &str,
+    evidence_id: &str,
+) -> Result<Option<(String, String)>, StepError> {
+    log.read("ssm:ListCommands", format!("InstanceId={instance}"));
+    let mut pages = ctx
+        .aws
+        .ssm
+        .list_commands()
+        .instance_id(instance)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| aws_error("ssm:ListCommands", e))?;
+        for c in page.commands() {
+            if c.comment().is_some_and(|m| m.contains(evidence_id)) {
+                return Ok(Some((
+                    c.command_id().unwrap_or_default().to_string(),
+                    c.status()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+async fn command_status(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    command_id: &str,
+) -> Result<Option<String>, StepError> {
+    log.read("ssm:ListCommands", format!("CommandId={command_id}"));
+    let out = ctx
+        .aws
+        .ssm
+        .list_commands()
+        .command_id(command_id)
+        .send()
+        .await
+        .map_err(|e| aws_error("ssm:ListCommands", e))?;
+    Ok(out
+        .commands()
+        .first()
+        .and_then(|c| c.status())
+        .map(|s| s.as_str().to_string()))
+}
+
+async fn memory_mib(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    instance_type: &str,
+) -> Result<u64, StepError> {
+    log.read(
+        "ec2:DescribeInstanceTypes",
+        format!("InstanceTypes=[{instance_type}]"),
+    );
+    let out = ctx
+        .aws
+        .ec2
+        .describe_instance_types()
+        .instance_types(instance_type.into())
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeInstanceTypes", e))?;
+    out.instance_types()
+        .first()
+        .and_then(|t| t.memory_info())
+        .and_then(|m| m.size_in_mib())
+        .and_then(|m| u64::try_from(m).ok())
+        .filter(|m| *m > 0)
+        .ok_or_else(|| {
+            StepError::new(
+                ErrorName::Unsupported,
+                format!("EC2 reports no memory size for instance type {instance_type}"),
+            )
+        })
+}
+
+async fn presign_get(
+    ctx: &StepContext,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+    expiry: Duration,
+) -> Result<String, StepError> {
+    let cfg = PresigningConfig::expires_in(expiry).map_err(internal)?;
+    let mut req = ctx.aws.s3.get_object().bucket(bucket).key(key);
+    if let Some(v) = version {
+        req = req.version_id(v);
+    }
+    Ok(req
+        .presigned(cfg)
+        .await
+        .map_err(|e| aws_error(&format!("presigning GET s3://{bucket}/{key}"), e))?
+        .uri()
+        .to_string())
+}
+
+#[async_trait]
+impl Step for StartMemoryCapture {
+    async fn run(ctx: &StepContext, input: StartCaptureInput) -> Result<CaptureStarted, StepError> {
+        let case: CaseId = input
+            .case_id
+            .parse()
+            .map_err(|e: crate::case::IdError| StepError::invalid_input(e.to_string()))?;
+        let id: InstanceId = input
+            .instance_id
+            .parse()
+            .map_err(|e: crate::case::IdError| StepError::invalid_input(e.to_string()))?;
+        let o = &input.options;
+        if o.tools_bucket.is_empty() {
+            return Err(StepError::invalid_input(
+                "no tools bucket: memory capture needs the LiME modules and AVML (`firebreak tools add`)",
+            ));
+        }
+        if !(60..=MAX_URL_EXPIRY_SECONDS).contains(&o.url_expiry_seconds) {
+            return Err(StepError::invalid_input(format!(
+                "url_expiry_seconds {} is not between 60 and {MAX_URL_EXPIRY_SECONDS}",
+                o.url_expiry_seconds
+            )));
+        }
+        if o.part_size_mib.is_some_and(|p| p < 5) {
+            return Err(StepError::invalid_input(
+                "part_size_mib must be at least 5 (S3's smallest part)",
+            ));
+        }
+        let log = ctx.log(Self::NAME);
+        let bucket = input.evidence_bucket.as_str();
+        let instance = describe_instance(ctx, &log, &id).await?;
+        if instance
+            .platform()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows"))
+        {
+            return Err(StepError::new(
+                ErrorName::Unsupported,
+                format!("{id} runs Windows: LiME and AVML capture Linux memory"),
+            ));
+        }
+        let state = instance
+            .state()
+            .and_then(|s| s.name())
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default();
+        if state != "running" {
+            return Err(StepError::new(
+                ErrorName::Unsupported,
+                format!("{id} is {state}: memory can only be captured from a running instance"),
+            ));
+        }
+
+        // Continue the latest attempt while it can still finish.
+        let latest = latest_attempt(ctx, &log, bucket, case.as_str(), id.as_str()).await?;
+        let mut attempt = 1;
+        if let Some(mut prev) = latest {
+            attempt = prev.attempt + 1;
+            let report = read_report(ctx, &log, &prev).await;
+            let finished_ok = exists(ctx, &log, bucket, &prev.image_key).await?
+                || matches!(report, Ok(Some((CaptureReport::Done { .. }, _, _))));
+            let failed = matches!(
+                report,
+                Ok(Some((CaptureReport::Failed { .. }, _, _))) | Err(_)
+            );
+            let live = prev.expires_at > Utc::now();
+            if finished_ok || (live && !failed) {
+                if !finished_ok && !ctx.is_dry_run() {
+                    prev.command_id = Some(send_once(ctx, &log, &prev).await?);
+                }
+                prev.reused = true;
+                prev.dry_run = ctx.is_dry_run();
+                log.progress(&format!(
+                    "continuing capture attempt {} ({})",
+                    prev.attempt, prev.evidence_id
+                ));
+                return Ok(prev);
+            }
+            if !ctx.is_dry_run() {
+                // Best effort: an upload left open only costs storage.
+                let _ = ctx
+                    .aws
+                    .s3
+                    .abort_multipart_upload()
+                    .bucket(bucket)
+                    .key(&prev.image_key)
+                    .upload_id(&prev.upload_id)
+                    .send()
+                    .await;
+            }
+            log.progress(&format!(
+                "attempt {} {}: starting attempt {attempt}",
+                prev.attempt,
+                if failed { "failed" } else { "expired" }
+            ));
+        }
+
+        let manifest = tools::read_manifest(ctx, &log, &o.tools_bucket)
+            .await?
+            .filter(|m| !m.lime.is_empty() || m.avml.is_some())
+            .ok_or_else(|| {
+                StepError::new(
+                    ErrorName::Unsupported,
+                    format!(
+                        "s3://{}/{} lists no LiME module and no AVML: add them with `firebreak tools add`",
+                        o.tools_bucket,
+                        tools::MANIFEST_KEY
+                    ),
+                )
+            })?;
+        let instance_type = instance
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default();
+        let memory_mib = memory_mib(ctx, &log, &instance_type).await?;
+        let part_size = o
+            .part_size_mib
+            .map_or_else(|| part_size_for(memory_mib), |p| u64::from(p) * MIB);
+        let part_count = part_count_for(memory_mib, part_size);
+        let evidence_id = new_evidence_id();
+        let prefix = keys::memory_attempt(case.as_str(), id.as_str(), attempt);
+        let started_at = Utc::now();
+        let expiry = Duration::from_secs(u64::from(o.url_expiry_seconds));
+        let mut started = CaptureStarted {
+            evidence_id: evidence_id.clone(),
+            attempt,
+            case_id: case.to_string(),
+            instance_id: id.to_string(),
+            bucket: bucket.to_string(),
+            image_key: format!("{prefix}memory.lime"),
+            result_key: format!("{prefix}result.json"),
+            plan_key: format!("{prefix}plan.txt"),
+            upload_id: String::new(),
+            part_size,
+            part_count,
+            memory_mib,
+            lime_kernels: manifest.lime.keys().cloned().collect(),
+            avml: manifest.avml.is_some(),
+            started_at,
+            expires_at: started_at + chrono::Duration::seconds(i64::from(o.url_expiry_seconds)),
+            command_id: None,
+            reused: false,
+            dry_run: ctx.is_dry_run(),
+        };
+        if ctx.is_dry_run() {
+            let why = "S3 and SSM have no dry run";
+            log.not_checked(
+                "s3:CreateMultipartUpload",
+                format!(
+                    "s3://{bucket}/{} ({part_count} parts of {} MiB)",
+                    started.image_key,
+                    part_size / MIB
+                ),
+                format!("{why}; needs s3:PutObject on arn:aws:s3:::{bucket}/cases/*"),
+            );
+            log.not_checked(
+                "s3:PutObject",
+                format!(
+                    "s3://{bucket}/{} (the plan: presigned URLs only)",
+                    started.plan_key
+                ),
+                why,
+            );
+            log.not_checked(
+                "ssm:SendCommand",
+                format!("InstanceIds=[{id}], DocumentName=AWS-RunShellScript (the capture script)"),
+                format!("{why}; needs ssm:SendCommand on {id} and document AWS-RunShellScript, and the instance's SSM agent must reach SSM"),
+            );
+            return Ok(started);
+        }
+
+        // The upload, locked like every piece of evidence.
+        let mut mpu = ctx
+            .aws
+            .s3
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(&started.image_key)
+            .content_type("application/octet-stream");
+        if let Some(until) = input.evidence_lock.retain_until() {
+            mpu = mpu
+                .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Compliance)
+                .object_lock_retain_until_date(aws_smithy_types::DateTime::from_secs(
+                    until.timestamp(),
+                ));
+        }
+        if let Some(k) = &input.evidence_lock.kms_key_id {
+            mpu = mpu
+                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                .ssekms_key_id(k);
+        }
+        let mpu = mpu
+            .send()
+            .await
+            .map_err(|e| aws_error("s3:CreateMultipartUpload", e))?;
+        started.upload_id = mpu.upload_id().unwrap_or_default().to_string();
+        log.done(
+            "s3:CreateMultipartUpload",
+            format!(
+                "s3://{bucket}/{} ({part_count} parts of {} MiB)",
+                started.image_key,
+                part_size / MIB
+            ),
+        );
+
+        // Every URL the host may use, all expiring together.
+        let cfg = || PresigningConfig::expires_in(expiry).map_err(internal);
+        let mut part_urls = Vec::with_capacity(usize::try_from(part_count).unwrap_or(0));
+        for n in 1..=part_count {
+            let number = i32::try_from(n).map_err(internal)?;
+            let url = ctx
+                .aws
+                .s3
+                .upload_part()
+                .bucket(bucket)
+                .key(&started.image_key)
+                .upload_id(&started.upload_id)
+                .part_number(number)
+                .presigned(cfg()?)
+                .await
+                .map_err(|e| aws_error("presigning UploadPart", e))?;
+            part_urls.push(url.uri().to_string());
+        }
+        let result_url = ctx
+            .aws
+            .s3
+            .put_object()
+            .bucket(bucket)
+            .key(&started.result_key)
+            .presigned(cfg()?)
+            .await
+            .map_err(|e| aws_error("presigning PutObject", e))?
+            .uri()
+            .to_string();
+        let mut modules = Vec::new();
+        for (release, t) in &manifest.lime {
+            modules.push(Module {
+                kernel_release: release.clone(),
+                sha256: t.sha256.clone(),
+                url: presign_get(
+                    ctx,
+                    &o.tools_bucket,
+                    &t.key,
+                    t.version_id.as_deref(),
+                    expiry,
+                )
+                .await?,
+            });
+        }
+        let avml = match &manifest.avml {
+            Some(t) => Some(Tool {
+                sha256: t.sha256.clone(),
+                url: presign_get(
+                    ctx,
+                    &o.tools_bucket,
+                    &t.key,
+                    t.version_id.as_deref(),
+                    expiry,
+                )
+                .await?,
+            }),
+            None => None,
+        };
+        let plan = capture::render_plan(&Plan {
+            modules,
+            avml,
+            part_urls,
+            result_url,
+        })
+        .map_err(|e| StepError::invalid_input(e.to_string()))?;
+        let plan_version = match evidence::put_new_locked(
+            ctx,
+            &log,
+            bucket,
+            &started.plan_key,
+            plan.into_bytes(),
+            "text/plain",
+            &input.evidence_lock,
+        )
+        .await?
+        {
+            Put::Created(s) => s.version_id,
+            Put::Exists | Put::Planned => None,
+        };
+        let plan_url = presign_get(
+            ctx,
+            bucket,
+            &started.plan_key,
+            plan_version.as_deref(),
+            expiry,
+        )
+        .await?;
+        let script = capture::render(&capture::CaptureScript {
+            case_id: case.to_string(),
+            evidence_id: evidence_id.clone(),
+            part_size,
+            plan_url,
+        })
+        .map_err(|e| StepError::invalid_input(e.to_string()))?;
+
+        // What was started is stored before the command goes, so that a
+        // retry finds it and never starts a second capture.
+        let state_key = format!("{prefix}capture.json");
+        let body = serde_json::to_vec_pretty(&started).map_err(internal)?;
+        if let Put::Exists = evidence::put_new_locked(
+            ctx,
+            &log,
+            bucket,
+            &state_key,
+            body,
+            "application/json",
+            &input.evidence_lock,
+        )
+        .await?
+        {
+            return Err(StepError::new(
+                ErrorName::Throttled,
+                format!("another run started capture attempt {attempt} at the same moment; it goes on, retry to follow it"),
+            ));
+        }
+        started.command_id = Some(send(ctx, &log, &started, &script).await?);
+        Ok(started)
+    }
+}
+
+/// Sends the command unless one was sent for this evidence id already
+/// (then its id). Only used to continue an attempt whose script is gone
+/// from memory: it is rebuilt from the stored plan.
+async fn send_once(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    c: &CaptureStarted,
+) -> Result<String, StepError> {
+    if let Some((command_id, _)) = find_command(ctx, log, &c.instance_id, &c.evidence_id).await? {
+        return Ok(command_id);
+    }
+    let left = (c.expires_at - Utc::now()).num_seconds().max(60);
+    let plan_url = presign_get(
+        ctx,
+        &c.bucket,
+        &c.plan_key,
+        None,
+        Duration::from_secs(u64::try_from(left).unwrap_or(60)),
+    )
+    .await?;
+    let script = capture::render(&capture::CaptureScript {
+        case_id: c.case_id.clone(),
+        evidence_id: c.evidence_id.clone(),
+        part_size: c.part_size,
+        plan_url,
+    })
+    .map_err(|e| StepError::invalid_input(e.to_string()))?;
+    send(ctx, log, c, &script).await
+}
+
+async fn send(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    c: &CaptureStarted,
+    script: &str,
+) -> Result<String, StepError> {
+    if let Some((command_id, _)) = find_command(ctx, log, &c.instance_id, &c.evidence_id).await? {
+        return Ok(command_id);
+    }
+    let timeout = (c.expires_at - Utc::now()).num_seconds().max(60);
+    let comment = format!("{COMMENT_PREFIX} {}", c.evidence_id);
+    let out = ctx
+        .aws
+        .ssm
+        .send_command()
+        .instance_ids(&c.instance_id)
+        .document_name("AWS-RunShellScript")
+        .parameters("commands", vec![script.to_string()])
+        .parameters("executionTimeout", vec![timeout.to_string()])
+        .timeout_seconds(DELIVERY_TIMEOUT_SECONDS)
+        .comment(comment)
+        .send()
+        .await
+        .map_err(|e| aws_error("ssm:SendCommand", e))?;
+    let command_id = out
+        .command()
+        .and_then(|c| c.command_id())
+        .unwrap_or_default()
+        .to_string();
+    log.done(
+        "ssm:SendCommand",
+        format!(
+            "InstanceIds=[{}], DocumentName=AWS-RunShellScript, CommandId={command_id} (capture {})",
+            c.instance_id, c.evidence_id
+        ),
+    );
+    Ok(command_id)
+}
+
+/// A new evidence id (a random UUID).
+pub fn new_evidence_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn strip_quotes(s: &str) -> &str {
+    s.trim_matches('"')
+}
+
+#[async_trait]
+impl Step for AwaitMemoryCapture {
+    async fn run(
+        ctx: &StepContext,
+        input: AwaitCaptureInput,
+    ) -> Result<CaptureProgress, StepError> {
+        let log = ctx.log(Self::NAME);
+        let c = &input.capture;
+        if c.dry_run || ctx.is_dry_run() {
+            return Ok(CaptureProgress {
+                done: true,
+                command_status: None,
+                evidence: None,
+            });
+        }
+        let bucket = input.evidence_bucket.as_str();
+        if c.bucket != bucket {
+            return Err(StepError::invalid_input(format!(
+                "the capture was started in bucket {}, not {bucket}",
+                c.bucket
+            )));
+        }
+        // Verified before (a retried or repeated wait): the ledger has it.
+        let image = S3Uri {
+            bucket: bucket.to_string(),
+            key: c.image_key.clone(),
+            version_id: None,
+        };
+        if let Some(done) = verified_before(ctx, &log, &input).await? {
+            return Ok(CaptureProgress {
+                done: true,
+                command_status: None,
+                evidence: Some(done),
+            });
+        }
+        let status = match &c.command_id {
+            Some(id) if !id.is_empty() => command_status(ctx, &log, id).await?,
+            _ => None,
+        };
+        let Some((report, report_bytes, report_version)) = read_report(ctx, &log, c).await? else {
+            let failed = status
+                .as_deref()
+                .is_some_and(|s| matches!(s, "Failed" | "TimedOut" | "Cancelled" | "Cancelling"));
+            if failed {
+                return Err(StepError::new(
+                    ErrorName::CaptureFailed,
+                    format!(
+                        "the SSM command {} ended {} without a result: is the SSM agent running and can the isolated instance reach SSM and S3 (--allow-https-to)?",
+                        c.command_id.as_deref().unwrap_or("?"),
+                        status.as_deref().unwrap_or("?")
+                    ),
+                ));
+            }
+            if Utc::now() > c.expires_at {
+                return Err(StepError::new(
+                    ErrorName::CaptureFailed,
+                    format!(
+                        "no result from the host before its URLs expired at {} (SSM status {})",
+                        c.expires_at.to_rfc3339(),
+                        status.as_deref().unwrap_or("unknown")
+                    ),
+                ));
+            }
+            log.progress(&format!(
+                "capture {}: waiting for the host (SSM {})",
+                c.evidence_id,
+                status.as_deref().unwrap_or("status unknown")
+            ));
+            return Ok(CaptureProgress {
+                done: false,
+                command_status: status,
+                evidence: None,
+            });
+        };
+        let (
+            kernel_release,
+            tool,
+            tool_sha256,
+            image_size,
+            image_sha256,
+            parts,
+            started_at,
+            finished_at,
+        ) = match report {
+            CaptureReport::Failed { error, .. } => {
+                return Err(StepError::new(
+                    ErrorName::CaptureFailed,
+                    format!("the host reported: {error}"),
+                ))
+            }
+            CaptureReport::Done {
+                case_id,
+                kernel_release,
+                tool,
+                tool_sha256,
+                image_size,
+                image_sha256,
+                parts,
+                started_at,
+                finished_at,
+            } => {
+                if case_id != c.case_id {
+                    return Err(StepError::verification(format!(
+                        "the host's result names case {case_id}, not {}",
+                        c.case_id
+                    )));
+                }
+                (
+                    kernel_release,
+                    tool,
+                    tool_sha256,
+                    image_size,
+                    image_sha256,
+                    parts,
+                    started_at,
+                    finished_at,
+                )
+            }
+        };
+
+        let version = complete_upload(ctx, &log, c, &parts).await?;
+        let image = S3Uri {
+            version_id: version.clone(),
+            ..image
+        };
+        log.progress(&format!(
+            "re-hashing {image} off the host ({image_size} bytes)"
+        ));
+        let sizes: Vec<u64> = parts.iter().map(|p| p.size).collect();
+        let (digest, part_digests) = evidence::hash_object(ctx, &log, &image, &sizes).await?;
+
+        // Retention read back, set where missing.
+        let until = match input.evidence_lock.retain_until() {
+            Some(u) => Some(u),
+            None => evidence::default_retention_days(ctx, bucket)
+                .await?
+                .map(|d| c.started_at + chrono::Duration::days(i64::from(d))),
+        };
+        let retained_until = match (until, &version) {
+            (Some(u), Some(v)) => {
+                Some(evidence::ensure_retention(ctx, &log, bucket, &c.image_key, v, u).await?)
+            }
+            _ => None,
+        };
+
+        let source = Source {
+            account_id: ctx.account_id.clone(),
+            region: ctx.region.clone(),
+            instance_id: Some(c.instance_id.clone()),
+            volume_id: None,
+        };
+        let record = |event,
+                      kind: &str,
+                      location: Location,
+                      size,
+                      sha256: Option<String>,
+                      host: Option<String>,
+                      tool: &str,
+                      version: &str,
+                      note: String| NewRecord {
+            case_id: c.case_id.clone(),
+            evidence_id: c.evidence_id.clone(),
+            event,
+            kind: kind.to_string(),
+            source: source.clone(),
+            location,
+            size,
+            sha256,
+            host_sha256: host,
+            at: Utc::now(),
+            actor: input.actor.clone(),
+            tool: tool.to_string(),
+            tool_version: version.to_string(),
+            note: Some(note),
+        };
+        let lock = &input.evidence_lock;
+        let result_digest = sha256_bytes(&report_bytes);
+        crate::custody::append(
+            ctx,
+            &log,
+            bucket,
+            lock,
+            record(
+                Event::Acquired,
+                "capture-report",
+                Location::S3 {
+                    bucket: bucket.to_string(),
+                    key: c.result_key.clone(),
+                    version_id: report_version,
+                },
+                Some(result_digest.size),
+                Some(result_digest.sha256),
+                None,
+                "firebreak capture script",
+                env!("CARGO_PKG_VERSION"),
+                format!(
+                    "what the host reported; SSM command {}",
+                    c.command_id.as_deref().unwrap_or("?")
+                ),
+            ),
+        )
+        .await?;
+        let image_location = Location::S3 {
+            bucket: bucket.to_string(),
+            key: c.image_key.clone(),
+            version_id: version.clone(),
+        };
+        crate::custody::append(
+            ctx,
+            &log,
+            bucket,
+            lock,
+            record(
+                Event::Acquired,
+                "memory-image",
+                image_location.clone(),
+                Some(digest.size),
+                Some(digest.sha256.clone()),
+                Some(image_sha256.clone()),
+                &tool,
+                &format!("sha256:{tool_sha256}"),
+                format!(
+                    "kernel {kernel_release}; written on the host from {started_at} to {finished_at}; uploaded in {} parts through presigned URLs",
+                    parts.len()
+                ),
+            ),
+        )
+        .await?;
+
+        let mut problems = Vec::new();
+        if digest.sha256 != image_sha256 || digest.size != image_size {
+            problems.push(format!(
+                "the stored image hashes to {} ({} bytes); the host reported {image_sha256} ({image_size} bytes)",
+                digest.sha256, digest.size
+            ));
+        }
+        for (p, d) in parts.iter().zip(&part_digests) {
+            if p.sha256 != d.sha256 {
+                problems.push(format!(
+                    "part {} hashes to {} off the host, {} on it",
+                    p.number, d.sha256, p.sha256
+                ));
+            }
+        }
+        let verified = crate::custody::append(
+            ctx,
+            &log,
+            bucket,
+            lock,
+            record(
+                Event::Verified,
+                "memory-image",
+                image_location,
+                Some(digest.size),
+                Some(digest.sha256.clone()),
+                Some(image_sha256.clone()),
+                "firebreak",
+                env!("CARGO_PKG_VERSION"),
+                if problems.is_empty() {
+                    "SHA-256 computed off the host from the stored object equals the host's, whole and per part".into()
+                } else {
+                    format!("MISMATCH: {}", problems.join("; "))
+                },
+            ),
+        )
+        .await?;
+        if !problems.is_empty() {
+            return Err(StepError::verification(problems.join("; ")));
+        }
+        Ok(CaptureProgress {
+            done: true,
+            command_status: status,
+            evidence: Some(MemoryEvidence {
+                evidence_id: c.evidence_id.clone(),
+                location: image.to_string(),
+                size: digest.size,
+                sha256: digest.sha256,
+                host_sha256: image_sha256,
+                kernel_release,
+                tool,
+                tool_sha256,
+                retained_until,
+                custody_sequence: verified.sequence,
+            }),
+        })
+    }
+}
+
+/// The evidence of a capture already verified (from its custody records).
+async fn verified_before(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    input: &AwaitCaptureInput,
+) -> Result<Option<MemoryEvidence>, StepError> {
+    let c = &input.capture;
+    let ledger = crate::custody::read_ledger(ctx, log, &input.evidence_bucket, &c.case_id).await?;
+    let records: Vec<_> = ledger.into_iter().filter_map(|(_, r)| r.ok()).collect();
+    let Some(v) = records.iter().find(|r| {
+        r.evidence_id == c.evidence_id
+            && r.event == Event::Verified
+            && r.kind == "memory-image"
+            && r.note
+                .as_deref()
+                .is_some_and(|n| !n.starts_with("MISMATCH"))
+    }) else {
+        return Ok(None);
+    };
+    let acquired = records.iter().find(|r| {
+        r.evidence_id == c.evidence_id && r.event == Event::Acquired && r.kind == "memory-image"
+    });
+    let kernel_release = acquired
+        .and_then(|a| a.note.as_deref())
+        .and_then(|n| n.strip_prefix("kernel "))
+        .and_then(|n| n.split(';').next())
+        .unwrap_or_default()
+        .to_string();
+    Ok(Some(MemoryEvidence {
+        evidence_id: c.evidence_id.clone(),
+        location: v.location.uri(),
+        size: v.size.unwrap_or(0),
+        sha256: v.sha256.clone().unwrap_or_default(),
+        host_sha256: v.host_sha256.clone().unwrap_or_default(),
+        kernel_release,
+        tool: acquired.map(|a| a.tool.clone()).unwrap_or_default(),
+        tool_sha256: acquired
+            .map(|a| a.tool_version.trim_start_matches("sha256:").to_string())
+            .unwrap_or_default(),
+        retained_until: None,
+        custody_sequence: v.sequence,
+    }))
+}
+
+/// Completes the multipart upload with the parts the host reported. S3
+/// checks each part's ETag (its MD5) as it completes and refuses a part
+/// that is not there or differs (`InvalidPart`); the whole image is then
+/// re-hashed off the host. (ListParts is not used: the parts the host
+/// reports are the ones that count, and moto answers it with an XML root
+/// the SDK rejects.) Returns the image's version id; an upload completed
+/// by an earlier run is found as the object.
+async fn complete_upload(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    c: &CaptureStarted,
+    reported: &[PartReport],
+) -> Result<Option<String>, StepError> {
+    let s3 = &ctx.aws.s3;
+    for (i, r) in reported.iter().enumerate() {
+        if usize::try_from(r.number).ok() != Some(i + 1) {
+            return Err(StepError::verification(format!(
+                "the host reported part {} in position {}: parts must be numbered 1, 2, ...",
+                r.number,
+                i + 1
+            )));
+        }
+    }
+    if reported.is_empty() {
+        return Err(StepError::new(
+            ErrorName::CaptureFailed,
+            "the host reported no part".to_string(),
+        ));
+    }
+    let completed = CompletedMultipartUpload::builder()
+        .set_parts(Some(
+            reported
+                .iter()
+                .map(|p| {
+                    CompletedPart::builder()
+                        .part_number(p.number)
+                        .e_tag(format!("\"{}\"", strip_quotes(&p.etag)))
+                        .build()
+                })
+                .collect(),
+        ))
+        .build();
+    let params = format!(
+        "s3://{}/{} ({} parts, ETags as the host reported them)",
+        c.bucket,
+        c.image_key,
+        reported.len()
+    );
+    match s3
+        .complete_multipart_upload()
+        .bucket(&c.bucket)
+        .key(&c.image_key)
+        .upload_id(&c.upload_id)
+        .multipart_upload(completed)
+        .send()
+        .await
+    {
+        Ok(out) => {
+            log.done("s3:CompleteMultipartUpload", params);
+            Ok(out.version_id().map(str::to_string))
+        }
+        Err(e) => match error_code(&e).as_deref() {
+            Some("NoSuchUpload") => {
+                // Completed before (or aborted): the object tells.
+                log.read(
+                    "s3:HeadObject",
+                    format!("s3://{}/{}", c.bucket, c.image_key),
+                );
+                match s3
+                    .head_object()
+                    .bucket(&c.bucket)
+                    .key(&c.image_key)
+                    .send()
+                    .await
+                {
+                    Ok(h) => Ok(h.version_id().map(str::to_string)),
+                    Err(_) => Err(StepError::new(
+                        ErrorName::CaptureFailed,
+                        format!("the upload {} is gone and no image was stored", c.upload_id),
+                    )),
+                }
+            }
+            Some("InvalidPart") | Some("InvalidPartOrder") | Some("EntityTooSmall") => {
+                Err(StepError::verification(format!(
+                    "S3 refused the parts the host reported: {}",
+                    aws_error("s3:CompleteMultipartUpload", e)
+                )))
+            }
+            _ => Err(aws_error("s3:CompleteMultipartUpload", e)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_hold_the_whole_memory_and_stay_few() {
+        for mib in [512, 1024, 8192, 65_536, 786_432] {
+            let size = part_size_for(mib);
+            let count = part_count_for(mib, size);
+            assert!(size >= 8 * MIB && size % MIB == 0, "{mib}");
+            assert!(count * size >= mib * MIB + mib * MIB / 20, "{mib}");
+            assert!(count <= 1000, "{mib}: {count} parts");
+        }
+    }
+}

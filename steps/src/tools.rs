@@ -1,0 +1,215 @@
+//! The tools bucket: prebuilt LiME modules (one per kernel release) and
+//! AVML, with a manifest that names each object and its SHA-256.
+//!
+//! Modules are never compiled on a suspect host: they are built beforehand
+//! for the fleet's kernels and added here (`firebreak tools add`). The
+//! capture script checks each download against the manifest's hash before
+//! loading it.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ChecksumAlgorithm;
+use base64::Engine as _;
+use firebreak_forensics::hash::{sha256_bytes, Digest};
+use firebreak_workflows::ErrorName;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::context::{StepContext, StepLog};
+use crate::error::{aws_error, StepError};
+use crate::evidence;
+
+pub const MANIFEST_KEY: &str = "manifest.json";
+
+/// The default tools bucket of an account and region.
+pub fn default_tools_bucket(account: &str, region: &str) -> String {
+    format!("firebreak-tools-{account}-{region}")
+}
+
+/// One tool object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ToolObject {
+    pub key: String,
+    pub version_id: Option<String>,
+    pub sha256: String,
+    pub size: u64,
+    pub added_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// What the tools bucket holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Manifest {
+    /// LiME modules by the kernel release they were built for (`uname -r`).
+    #[serde(default)]
+    pub lime: BTreeMap<String, ToolObject>,
+    /// AVML, used when no module matches the kernel.
+    #[serde(default)]
+    pub avml: Option<ToolObject>,
+}
+
+/// Which tool is added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolKind {
+    Lime { kernel_release: String },
+    Avml,
+}
+
+/// A kernel release as `uname -r` prints it.
+pub fn valid_kernel_release(r: &str) -> bool {
+    !r.is_empty()
+        && r.len() <= 128
+        && r.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b))
+}
+
+/// Reads the manifest (`None`: the bucket holds none).
+pub async fn read_manifest(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+) -> Result<Option<Manifest>, StepError> {
+    let Some((bytes, _)) = evidence::get(ctx, log, bucket, MANIFEST_KEY).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        StepError::new(
+            ErrorName::InvalidInput,
+            format!("s3://{bucket}/{MANIFEST_KEY} is not a firebreak tools manifest: {e}"),
+        )
+    })
+}
+
+/// Makes the tools bucket when it does not exist: versioned, encrypted,
+/// no public access. Returns whether it was made.
+pub async fn ensure_bucket(ctx: &StepContext, bucket: &str) -> Result<bool, StepError> {
+    use aws_sdk_s3::types::{
+        BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration,
+        PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+        ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
+    };
+    if evidence::bucket_exists(ctx, bucket).await? {
+        return Ok(false);
+    }
+    let s3 = &ctx.aws.s3;
+    let mut req = s3.create_bucket().bucket(bucket);
+    if ctx.region != "us-east-1" {
+        req = req.create_bucket_configuration(
+            CreateBucketConfiguration::builder()
+                .location_constraint(BucketLocationConstraint::from(ctx.region.as_str()))
+                .build(),
+        );
+    }
+    req.send()
+        .await
+        .map_err(|e| aws_error(&format!("s3:CreateBucket {bucket}"), e))?;
+    s3.put_bucket_versioning()
+        .bucket(bucket)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("s3:PutBucketVersioning {bucket}"), e))?;
+    let sse = ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(ServerSideEncryption::Aes256)
+        .build()
+        .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?;
+    let rule = ServerSideEncryptionRule::builder()
+        .apply_server_side_encryption_by_default(sse)
+        .build();
+    let config = ServerSideEncryptionConfiguration::builder()
+        .rules(rule)
+        .build()
+        .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?;
+    s3.put_bucket_encryption()
+        .bucket(bucket)
+        .server_side_encryption_configuration(config)
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("s3:PutBucketEncryption {bucket}"), e))?;
+    s3.put_public_access_block()
+        .bucket(bucket)
+        .public_access_block_configuration(
+            PublicAccessBlockConfiguration::builder()
+                .block_public_acls(true)
+                .ignore_public_acls(true)
+                .block_public_policy(true)
+                .restrict_public_buckets(true)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("s3:PutPublicAccessBlock {bucket}"), e))?;
+    Ok(true)
+}
+
+async fn put(
+    ctx: &StepContext,
+    bucket: &str,
+    key: &str,
+    body: Vec<u8>,
+    digest: &Digest,
+) -> Result<Option<String>, StepError> {
+    let raw = hex::decode(&digest.sha256)
+        .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?;
+    let out = ctx
+        .aws
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from(body))
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(raw))
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("s3:PutObject s3://{bucket}/{key}"), e))?;
+    Ok(out.version_id().map(str::to_string))
+}
+
+/// Adds a tool (replacing the one for the same kernel) and updates the
+/// manifest. Returns the entry.
+pub async fn add(
+    ctx: &StepContext,
+    bucket: &str,
+    kind: &ToolKind,
+    bytes: Vec<u8>,
+) -> Result<ToolObject, StepError> {
+    let log = ctx.log("tools");
+    ensure_bucket(ctx, bucket).await?;
+    let mut manifest = read_manifest(ctx, &log, bucket).await?.unwrap_or_default();
+    let digest = sha256_bytes(&bytes);
+    let key = match kind {
+        ToolKind::Lime { kernel_release } => {
+            if !valid_kernel_release(kernel_release) {
+                return Err(StepError::invalid_input(format!(
+                    "{kernel_release:?} is not a kernel release as `uname -r` prints it"
+                )));
+            }
+            format!("lime/{kernel_release}/lime.ko")
+        }
+        ToolKind::Avml => "avml/avml".to_string(),
+    };
+    let version_id = put(ctx, bucket, &key, bytes, &digest).await?;
+    let entry = ToolObject {
+        key,
+        version_id,
+        sha256: digest.sha256.clone(),
+        size: digest.size,
+        added_at: chrono::Utc::now(),
+    };
+    match kind {
+        ToolKind::Lime { kernel_release } => {
+            manifest.lime.insert(kernel_release.clone(), entry.clone());
+        }
+        ToolKind::Avml => manifest.avml = Some(entry.clone()),
+    }
+    let body = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?;
+    let d = sha256_bytes(&body);
+    put(ctx, bucket, MANIFEST_KEY, body, &d).await?;
+    Ok(entry)
+}
