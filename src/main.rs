@@ -11,6 +11,7 @@ mod release;
 mod respond;
 mod session;
 mod setup;
+mod step;
 mod summary;
 mod tools;
 mod validate;
@@ -53,6 +54,8 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// The LiME modules and AVML that memory capture sends to hosts.
     Tools(tools::ToolsArgs),
+    /// Run one step with a JSON input (what a container step runs).
+    Step(step::StepArgs),
 }
 
 /// Where AWS is: the standard chain plus these overrides.
@@ -139,6 +142,7 @@ fn main() -> ExitCode {
             Command::Lime(a) => lime::run(a).await,
             Command::Analyze(a) => analyze::run(a).await,
             Command::Tools(a) => tools::run(a).await,
+            Command::Step(a) => step::run(a).await,
         }
     });
     match result {

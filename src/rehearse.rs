@@ -131,6 +131,7 @@ async fn rehearse_phases(
             opened_at: Utc::now(),
             actor: session.who.arn.clone(),
             evidence_bucket: bucket.to_string(),
+            evidence_lock: Default::default(),
         },
         // The rehearsal restores everything, the deny included.
         options: CaseOptions {

@@ -76,6 +76,7 @@ pub async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
             opened_at: Utc::now(),
             actor: session.who.arn.clone(),
             evidence_bucket: bucket,
+            evidence_lock: Default::default(),
         },
         options: CaseOptions {
             credential_deny: match (args.keep_credential_deny, args.remove_credential_deny) {

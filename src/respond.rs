@@ -8,6 +8,9 @@ use clap::{Args, ValueEnum};
 use firebreak_steps::autoscaling::AsgMode;
 use firebreak_steps::case::{CaseFile, CaseId, CaseInfo, CaseOptions, IdError, InstanceId};
 use firebreak_steps::ec2::{DenyOnRelease, Exemption, ForensicCopy};
+use firebreak_steps::evidence::Lock;
+use firebreak_steps::memory::{MemoryOptions, DEFAULT_URL_EXPIRY_SECONDS, MAX_URL_EXPIRY_SECONDS};
+use firebreak_steps::tools::default_tools_bucket;
 use firebreak_steps::Mode;
 
 use crate::session::Session;
@@ -69,6 +72,26 @@ pub struct RespondArgs {
     /// Role to assume in the forensic account to make the copies.
     #[arg(long, value_name = "ARN", requires = "forensic_account")]
     pub forensic_role_arn: Option<String>,
+    /// ec2-compromise: the bucket of LiME modules and AVML (default
+    /// firebreak-tools-ACCOUNT-REGION; `firebreak tools add`).
+    #[arg(long, env = "FIREBREAK_TOOLS_BUCKET")]
+    pub tools_bucket: Option<String>,
+    /// ec2-compromise: how long the host's presigned URLs live, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_URL_EXPIRY_SECONDS,
+          value_parser = clap::value_parser!(u32).range(60..=i64::from(MAX_URL_EXPIRY_SECONDS)))]
+    pub memory_url_expiry: u32,
+    /// ec2-compromise: part size of the memory upload in MiB (default:
+    /// sized from the instance type's memory).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(5..=5120))]
+    pub memory_part_size_mib: Option<u32>,
+    /// Object Lock COMPLIANCE retention of this case's evidence, in days
+    /// (default: the bucket's).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub retention_days: Option<u32>,
+    /// KMS key for this case's evidence objects (default: the bucket's
+    /// encryption).
+    #[arg(long)]
+    pub kms_key_id: Option<String>,
     /// Summary format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
@@ -144,6 +167,10 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
             opened_at: Utc::now(),
             actor: session.who.arn.clone(),
             evidence_bucket: bucket,
+            evidence_lock: Lock {
+                retention_days: args.retention_days,
+                kms_key_id: args.kms_key_id.clone(),
+            },
         },
         options: CaseOptions {
             asg_mode: match args.asg_mode {
@@ -160,6 +187,13 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
                     role_arn: args.forensic_role_arn.clone(),
                 }),
                 _ => None,
+            },
+            memory: MemoryOptions {
+                tools_bucket: args.tools_bucket.clone().unwrap_or_else(|| {
+                    default_tools_bucket(&session.who.account_id, &session.region)
+                }),
+                part_size_mib: args.memory_part_size_mib,
+                url_expiry_seconds: args.memory_url_expiry,
             },
         },
     };

@@ -411,8 +411,8 @@ pub fn findings(
                         "{} (PID {}) {}-{} {}",
                         text(r, &["Process", "COMM"]),
                         int(r, &["PID"]).unwrap_or(-1),
-                        text(r, &["Start"]),
-                        text(r, &["End"]),
+                        address(r, &["Start"]),
+                        address(r, &["End"]),
                         text(r, &["Protection"])
                     ),
                 ));
@@ -444,7 +444,7 @@ pub fn findings(
                             "{} entry {} points to {} ({})",
                             text(r, &["Table Name"]),
                             int(r, &["Index"]).unwrap_or(-1),
-                            text(r, &["Handler Address"]),
+                            address(r, &["Handler Address"]),
                             if sym.is_empty() {
                                 "no symbol"
                             } else {
@@ -457,7 +457,22 @@ pub fn findings(
         }
         other => return Err(OutputError(format!("no finding rules for plugin {other}"))),
     }
+    // One socket shows once per thread and file descriptor that holds it:
+    // report each finding once.
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|f| seen.insert((f.title.clone(), f.detail.clone())));
     Ok(out)
+}
+
+/// An address column as hex (Volatility's JSON gives kernel and user
+/// addresses as plain integers, above i64::MAX for kernel ones).
+fn address(row: &Value, names: &[&str]) -> String {
+    match col(row, names) {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map_or_else(|| n.to_string(), |a| format!("0x{a:x}")),
+        _ => text(row, names),
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `ec2-contain`: contain a compromised EC2 instance and preserve its disks.
 
+use firebreak_steps::analysis::{AnalyzeMemory, ReadAnalysis};
 use firebreak_steps::autoscaling::DetachFromAutoScaling;
 use firebreak_steps::case::CaseFile;
 use firebreak_steps::ec2::{
@@ -8,6 +9,7 @@ use firebreak_steps::ec2::{
 };
 use firebreak_steps::elbv2::DeregisterFromTargetGroups;
 use firebreak_steps::iam::RevokeInstanceCredentials;
+use firebreak_steps::memory::{AwaitMemoryCapture, StartMemoryCapture};
 use firebreak_workflows::builder::{choice, poll, task, Chain, Cond, TaskNode, Workflow};
 use serde_json::json;
 
@@ -42,111 +44,203 @@ pub(crate) fn on_instance(t: TaskNode) -> TaskNode {
 /// never prevents isolation, and isolation comes before anything that can
 /// take long.
 pub fn ec2_contain() -> Workflow {
+    Workflow::new::<CaseFile>(
+        "ec2-contain",
+        "firebreak ec2-contain: record, protect, isolate, take EIPs/ASG/target groups/credentials away, tag, snapshot.",
+    )
+    .chain(containment(false))
+}
+
+/// Memory is polled every 15 s: the host writes and uploads the image in
+/// minutes (a few per 10 GiB).
+const MEMORY_POLL_SECONDS: u64 = 15;
+/// 240 x 15 s = 1 hour, the presigned URLs' default lifetime: after that
+/// the host can upload nothing more.
+const MEMORY_POLL_ATTEMPTS: u64 = 240;
+
+/// `ec2-compromise`: containment with the volatile evidence first. Memory
+/// is captured once the instance is isolated (its SSM agent reaches SSM
+/// and S3 through the `--allow-https-to` exemptions) and before its
+/// credentials are revoked: the agent uses the instance profile unless
+/// Default Host Management is on. The image is analysed in a container
+/// (`ecs:runTask.sync`: Volatility needs more than a Lambda's 15 minutes
+/// and disk), then its findings are read into the case.
+pub fn ec2_compromise() -> Workflow {
+    Workflow::new::<CaseFile>(
+        "ec2-compromise",
+        "firebreak ec2-compromise: contain, capture memory over SSM (LiME/AVML), snapshot, analyse the memory with Volatility 3.",
+    )
+    .chain(containment(true))
+}
+
+fn containment(memory: bool) -> Chain {
     let tag_with = |name: &str, status: &str| {
         on_instance(task::<TagInstance>(name))
             .set("status", json!(status))
             .result_at("tags")
             .continue_on_failure("tag_instance")
     };
-    Workflow::new::<CaseFile>(
-        "ec2-contain",
-        "firebreak ec2-contain: record, protect, isolate, take EIPs/ASG/target groups/credentials away, tag, snapshot.",
-    )
-    .chain(
-        Chain::new()
+    let mut chain = Chain::new()
+        .then(
+            on_instance(task::<RecordInstanceState>("RecordInstanceState"))
+                .bind("evidence_bucket", "$.case.evidence_bucket")
+                .result_at("instance_state")
+                .continue_on_failure("record_instance_state"),
+        )
+        .then(
+            on_instance(task::<ProtectInstance>("ProtectInstance"))
+                .result_at("protection")
+                .continue_on_failure("protect_instance"),
+        )
+        .then(
+            on_instance(task::<DetachFromAutoScaling>("DetachFromAutoScaling"))
+                .bind("mode", "$.options.asg_mode")
+                .result_at("auto_scaling")
+                .continue_on_failure("detach_from_autoscaling"),
+        )
+        .then(
+            on_instance(task::<IsolateNetwork>("IsolateNetwork"))
+                .bind("exemptions", "$.options.isolation_exemptions")
+                .result_at("isolation")
+                .continue_on_failure("isolate_network"),
+        )
+        .then(
+            on_instance(task::<DisassociateElasticIps>("DisassociateElasticIps"))
+                .result_at("elastic_ips")
+                .continue_on_failure("disassociate_elastic_ips"),
+        )
+        .then(
+            on_instance(task::<DeregisterFromTargetGroups>(
+                "DeregisterFromTargetGroups",
+            ))
+            .result_at("target_groups")
+            .continue_on_failure("deregister_from_target_groups"),
+        );
+    if memory {
+        chain = chain
             .then(
-                on_instance(task::<RecordInstanceState>("RecordInstanceState"))
+                on_instance(task::<StartMemoryCapture>("StartMemoryCapture"))
                     .bind("evidence_bucket", "$.case.evidence_bucket")
-                    .result_at("instance_state")
-                    .continue_on_failure("record_instance_state"),
+                    .bind("evidence_lock", "$.case.evidence_lock")
+                    .bind("options", "$.options.memory")
+                    .result_at("memory_capture")
+                    .continue_on_failure("start_memory_capture"),
             )
             .then(
-                on_instance(task::<ProtectInstance>("ProtectInstance"))
-                    .result_at("protection")
-                    .continue_on_failure("protect_instance"),
-            )
-            .then(
-                on_instance(task::<DetachFromAutoScaling>("DetachFromAutoScaling"))
-                    .bind("mode", "$.options.asg_mode")
-                    .result_at("auto_scaling")
-                    .continue_on_failure("detach_from_autoscaling"),
-            )
-            .then(
-                on_instance(task::<IsolateNetwork>("IsolateNetwork"))
-                    .bind("exemptions", "$.options.isolation_exemptions")
-                    .result_at("isolation")
-                    .continue_on_failure("isolate_network"),
-            )
-            .then(
-                on_instance(task::<DisassociateElasticIps>("DisassociateElasticIps"))
-                    .result_at("elastic_ips")
-                    .continue_on_failure("disassociate_elastic_ips"),
-            )
-            .then(
-                on_instance(task::<DeregisterFromTargetGroups>("DeregisterFromTargetGroups"))
-                    .result_at("target_groups")
-                    .continue_on_failure("deregister_from_target_groups"),
-            )
-            .then(
-                on_instance(task::<RevokeInstanceCredentials>("RevokeInstanceCredentials"))
-                    .bind("evidence_bucket", "$.case.evidence_bucket")
-                    .result_at("credentials")
-                    .continue_on_failure("revoke_instance_credentials"),
-            )
-            .then(
-                choice("IsolationSucceeded?")
-                    .when(
-                        Cond::present("$.isolation"),
-                        Chain::new().then(tag_with("TagContained", "contained")),
-                    )
-                    .otherwise(Chain::new().then(tag_with("TagContainmentFailed", "containment_failed"))),
-            )
-            .then(
-                on_instance(task::<SnapshotVolumes>("SnapshotVolumes"))
-                    .result_at("snapshots")
-                    .continue_on_failure("snapshot_volumes"),
-            )
-            .then(
-                choice("SnapshotsStarted?").when(
-                    Cond::present("$.snapshots"),
+                choice("MemoryCaptureStarted?").when(
+                    Cond::present("$.memory_capture"),
                     Chain::new().then(
                         poll(
-                            "WaitForSnapshots",
-                            task::<AwaitSnapshots>("CheckSnapshots")
-                                .bind("snapshot_ids", "$.snapshots.snapshot_ids")
-                                .result_at("snapshot_progress")
-                                .continue_on_failure("await_snapshots"),
-                            Cond::is_true("$.snapshot_progress.all_completed"),
+                            "WaitForMemory",
+                            task::<AwaitMemoryCapture>("CheckMemoryCapture")
+                                .bind("case_id", "$.case.case_id")
+                                .bind("evidence_bucket", "$.case.evidence_bucket")
+                                .bind("evidence_lock", "$.case.evidence_lock")
+                                .bind("actor", "$.case.actor")
+                                .bind("capture", "$.memory_capture")
+                                .result_at("memory_progress")
+                                .continue_on_failure("await_memory_capture"),
+                            Cond::is_true("$.memory_progress.done"),
                         )
-                        .every(SNAPSHOT_POLL_SECONDS)
-                        .at_most(SNAPSHOT_POLL_ATTEMPTS),
+                        .every(MEMORY_POLL_SECONDS)
+                        .at_most(MEMORY_POLL_ATTEMPTS),
                     ),
                 ),
-            )
-            .then(
-                choice("ForensicCopyRequested?").when(
-                    Cond::and(vec![
-                        Cond::present("$.snapshots"),
-                        Cond::present("$.snapshot_progress"),
+            );
+    }
+    chain = chain
+        .then(
+            on_instance(task::<RevokeInstanceCredentials>(
+                "RevokeInstanceCredentials",
+            ))
+            .bind("evidence_bucket", "$.case.evidence_bucket")
+            .result_at("credentials")
+            .continue_on_failure("revoke_instance_credentials"),
+        )
+        .then(
+            choice("IsolationSucceeded?")
+                .when(
+                    Cond::present("$.isolation"),
+                    Chain::new().then(tag_with("TagContained", "contained")),
+                )
+                .otherwise(
+                    Chain::new().then(tag_with("TagContainmentFailed", "containment_failed")),
+                ),
+        )
+        .then(
+            on_instance(task::<SnapshotVolumes>("SnapshotVolumes"))
+                .result_at("snapshots")
+                .continue_on_failure("snapshot_volumes"),
+        )
+        .then(
+            choice("SnapshotsStarted?").when(
+                Cond::present("$.snapshots"),
+                Chain::new().then(
+                    poll(
+                        "WaitForSnapshots",
+                        task::<AwaitSnapshots>("CheckSnapshots")
+                            .bind("snapshot_ids", "$.snapshots.snapshot_ids")
+                            .result_at("snapshot_progress")
+                            .continue_on_failure("await_snapshots"),
                         Cond::is_true("$.snapshot_progress.all_completed"),
-                        Cond::given("$.options.forensic_copy"),
-                    ]),
-                    Chain::new().then(
-                        poll(
-                            "WaitForForensicCopies",
-                            task::<CopySnapshots>("CopySnapshotsToForensics")
-                                .bind("case_id", "$.case.case_id")
-                                .bind("snapshot_ids", "$.snapshots.snapshot_ids")
-                                .bind("target", "$.options.forensic_copy")
-                                .result_at("forensic_copies")
-                                .continue_on_failure("copy_snapshots"),
-                            Cond::is_true("$.forensic_copies.all_completed"),
-                        )
-                        .every(COPY_POLL_SECONDS)
-                        .at_most(COPY_POLL_ATTEMPTS),
-                    ),
+                    )
+                    .every(SNAPSHOT_POLL_SECONDS)
+                    .at_most(SNAPSHOT_POLL_ATTEMPTS),
                 ),
             ),
+        );
+    if memory {
+        chain = chain.then(
+            choice("MemoryCaptured?").when(
+                Cond::and(vec![
+                    Cond::present("$.memory_progress"),
+                    Cond::given("$.memory_progress.evidence"),
+                ]),
+                Chain::new()
+                    .then(
+                        task::<AnalyzeMemory>("AnalyzeMemory")
+                            .bind("case_id", "$.case.case_id")
+                            .bind("evidence", "$.memory_progress.evidence.location")
+                            .bind("evidence_bucket", "$.case.evidence_bucket")
+                            .bind("evidence_lock", "$.case.evidence_lock")
+                            .bind("actor", "$.case.actor")
+                            .in_container()
+                            .continue_on_failure("analyze_memory"),
+                    )
+                    .then(
+                        task::<ReadAnalysis>("ReadAnalysis")
+                            .bind("case_id", "$.case.case_id")
+                            .bind("evidence_bucket", "$.case.evidence_bucket")
+                            .bind("evidence_id", "$.memory_progress.evidence.evidence_id")
+                            .result_at("analysis")
+                            .continue_on_failure("read_analysis"),
+                    ),
+            ),
+        );
+    }
+    chain.then(
+        choice("ForensicCopyRequested?").when(
+            Cond::and(vec![
+                Cond::present("$.snapshots"),
+                Cond::present("$.snapshot_progress"),
+                Cond::is_true("$.snapshot_progress.all_completed"),
+                Cond::given("$.options.forensic_copy"),
+            ]),
+            Chain::new().then(
+                poll(
+                    "WaitForForensicCopies",
+                    task::<CopySnapshots>("CopySnapshotsToForensics")
+                        .bind("case_id", "$.case.case_id")
+                        .bind("snapshot_ids", "$.snapshots.snapshot_ids")
+                        .bind("target", "$.options.forensic_copy")
+                        .result_at("forensic_copies")
+                        .continue_on_failure("copy_snapshots"),
+                    Cond::is_true("$.forensic_copies.all_completed"),
+                )
+                .every(COPY_POLL_SECONDS)
+                .at_most(COPY_POLL_ATTEMPTS),
+            ),
+        ),
     )
 }
 

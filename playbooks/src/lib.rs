@@ -12,11 +12,11 @@ pub mod report;
 use firebreak_workflows::builder::Workflow;
 use firebreak_workflows::compile::{compile as compile_workflow, CompileError, Compiled};
 
-pub use ec2_contain::ec2_contain;
+pub use ec2_contain::{ec2_compromise, ec2_contain};
 pub use ec2_release::ec2_release;
 
 /// The names of the built-in playbooks.
-pub const BUILT_IN: &[&str] = &["ec2-contain", "ec2-release"];
+pub const BUILT_IN: &[&str] = &["ec2-contain", "ec2-compromise", "ec2-release"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlaybookError {
@@ -30,6 +30,7 @@ pub enum PlaybookError {
 pub fn by_name(name: &str) -> Result<Workflow, PlaybookError> {
     match name {
         "ec2-contain" => Ok(ec2_contain()),
+        "ec2-compromise" => Ok(ec2_compromise()),
         "ec2-release" => Ok(ec2_release()),
         other => Err(PlaybookError::Unknown {
             name: other.to_string(),

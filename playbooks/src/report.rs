@@ -67,6 +67,9 @@ pub struct CaseOutput {
     pub snapshot_progress: Option<SnapshotProgress>,
     pub release: Option<ReleaseOutput>,
     pub forensic_copies: Option<CopyOutput>,
+    pub memory_capture: Option<firebreak_steps::memory::CaptureStarted>,
+    pub memory_progress: Option<firebreak_steps::memory::CaptureProgress>,
+    pub analysis: Option<firebreak_steps::analysis::AnalysisSummary>,
     #[serde(default, skip_serializing)]
     pub failures: BTreeMap<String, Value>,
 }
@@ -389,6 +392,44 @@ impl Report {
                         copy.account_id,
                         copy.region,
                         copy.state
+                    ));
+                }
+            }
+            if let Some(m) = st
+                .memory_progress
+                .as_ref()
+                .and_then(|p| p.evidence.as_ref())
+            {
+                line(format!(
+                    "  ok  memory ({} on kernel {}): {} bytes at {}",
+                    m.tool, m.kernel_release, m.size, m.location
+                ));
+                line(format!(
+                    "        sha256 {} off the host = the host's (custody record {})",
+                    m.sha256, m.custody_sequence
+                ));
+            } else if let Some(c) = &st.memory_capture {
+                if c.dry_run {
+                    line(format!(
+                        "  ..  memory: would capture {} MiB in {} parts of {} MiB over SSM",
+                        c.memory_mib,
+                        c.part_count,
+                        c.part_size >> 20
+                    ));
+                }
+            }
+            if let Some(a) = &st.analysis {
+                line(format!(
+                    "  ok  memory analysis of {}: kernel {}, {} finding(s), kept at {}",
+                    a.image,
+                    a.kernel_release.as_deref().unwrap_or("unknown"),
+                    a.findings.len(),
+                    a.location
+                ));
+                for f in &a.findings {
+                    line(format!(
+                        "        [{:?}] {}: {}",
+                        f.severity, f.source, f.title
                     ));
                 }
             }

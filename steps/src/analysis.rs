@@ -711,3 +711,114 @@ impl Step for AnalyzeMemory {
         })
     }
 }
+
+/// Reads what an analysis stored (its findings), for the execution that
+/// ran it in a container.
+#[derive(Debug)]
+pub struct ReadAnalysis;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReadAnalysisInput {
+    pub case_id: String,
+    pub evidence_bucket: String,
+    pub evidence_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AnalysisSummary {
+    pub evidence_id: String,
+    pub image: String,
+    pub kernel_release: Option<String>,
+    pub banners: Vec<Banner>,
+    pub findings: Vec<Finding>,
+    /// Where the findings are kept.
+    pub location: String,
+}
+
+impl StepDef for ReadAnalysis {
+    const NAME: &'static str = "read_analysis";
+    const SUMMARY: &'static str = "Read the findings a memory analysis stored.";
+    const MUTATES: bool = false;
+    type Input = ReadAnalysisInput;
+    type Output = AnalysisSummary;
+
+    fn errors() -> Vec<ErrorName> {
+        vec![
+            ErrorName::InvalidInput,
+            ErrorName::ResourceNotFound,
+            ErrorName::AccessDenied,
+            ErrorName::Throttled,
+            ErrorName::AwsUnavailable,
+            ErrorName::AwsRequestFailed,
+        ]
+    }
+
+    fn iam() -> Vec<Statement> {
+        vec![Statement::allow(["s3:GetObject"], ["arn:aws:s3:::*"])]
+    }
+}
+
+#[async_trait]
+impl Step for ReadAnalysis {
+    async fn run(
+        ctx: &StepContext,
+        input: ReadAnalysisInput,
+    ) -> Result<AnalysisSummary, StepError> {
+        let log = ctx.log(Self::NAME);
+        let case: crate::case::CaseId = input
+            .case_id
+            .parse()
+            .map_err(|e: crate::case::IdError| StepError::invalid_input(e.to_string()))?;
+        if input.evidence_id.is_empty()
+            || !input
+                .evidence_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(StepError::invalid_input(format!(
+                "{:?} is not an evidence id",
+                input.evidence_id
+            )));
+        }
+        let key = format!(
+            "{}findings.json",
+            keys::analysis(case.as_str(), &input.evidence_id)
+        );
+        let Some((bytes, version)) = evidence::get(ctx, &log, &input.evidence_bucket, &key).await?
+        else {
+            return Err(StepError::new(
+                ErrorName::ResourceNotFound,
+                format!(
+                    "s3://{}/{key} does not exist: the analysis did not finish",
+                    input.evidence_bucket
+                ),
+            ));
+        };
+        #[derive(Deserialize)]
+        struct Stored {
+            image: String,
+            kernel_release: Option<String>,
+            banners: Vec<Banner>,
+            findings: Vec<Finding>,
+        }
+        let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| {
+            StepError::verification(format!(
+                "s3://{}/{key} is not firebreak's findings: {e}",
+                input.evidence_bucket
+            ))
+        })?;
+        Ok(AnalysisSummary {
+            evidence_id: input.evidence_id.clone(),
+            image: stored.image,
+            kernel_release: stored.kernel_release,
+            banners: stored.banners,
+            findings: stored.findings,
+            location: S3Uri {
+                bucket: input.evidence_bucket.clone(),
+                key,
+                version_id: version,
+            }
+            .to_string(),
+        })
+    }
+}

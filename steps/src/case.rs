@@ -28,6 +28,9 @@ pub struct CaseOptions {
     /// Copy the snapshots to a forensic account/region when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forensic_copy: Option<crate::ec2::ForensicCopy>,
+    /// Memory capture (ec2-compromise).
+    #[serde(default)]
+    pub memory: crate::memory::MemoryOptions,
 }
 
 /// Who, what and when: set once when the case is opened.
@@ -42,6 +45,10 @@ pub struct CaseInfo {
     pub actor: String,
     /// The bucket that keeps the case's evidence and records.
     pub evidence_bucket: String,
+    /// Retention and key of the evidence objects (the bucket's defaults
+    /// when unset).
+    #[serde(default)]
+    pub evidence_lock: crate::evidence::Lock,
 }
 
 /// The default evidence bucket of an account and region.

@@ -210,7 +210,7 @@ impl StepDef for StartMemoryCapture {
                 ["ssm:SendCommand"],
                 [
                     "arn:aws:ec2:*:*:instance/*",
-                    "arn:aws:ssm:*::document/AWS-RunShellScript",
+                    "arn:aws:ssm:*:*:document/AWS-RunShellScript",
                 ],
             ),
             Statement::allow(

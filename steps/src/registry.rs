@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use firebreak_workflows::exec::{TaskCall, TaskFailure, TaskHandler};
-use firebreak_workflows::step::{StepDef, StepInfo, StepPayload, STEP_RUNNER_RESOURCE};
+use firebreak_workflows::step::{
+    StepDef, StepInfo, StepPayload, CONTAINER_RESOURCE, STEP_RUNNER_RESOURCE,
+};
 use firebreak_workflows::ErrorName;
 use serde_json::Value;
 
@@ -135,13 +137,93 @@ impl StepRunner {
     }
 
     pub fn handles(&self, resource: &str) -> bool {
-        resource == STEP_RUNNER_RESOURCE || self.extra_resources.iter().any(|r| r == resource)
+        resource == STEP_RUNNER_RESOURCE
+            || resource == CONTAINER_RESOURCE
+            || self.extra_resources.iter().any(|r| r == resource)
     }
+
+    /// A container step (`ecs:runTask.sync`), run here in-process: the
+    /// step and its input come from the container override, as
+    /// `firebreak step NAME --input-from-env` reads them in the container.
+    async fn run_container(&self, params: Value) -> Result<Value, TaskFailure> {
+        let bad = |m: String| TaskFailure::new(ErrorName::InvalidInput.as_str(), m);
+        let overrides = params
+            .pointer("/Overrides/ContainerOverrides/0")
+            .ok_or_else(|| bad("no ContainerOverrides in the ecs:runTask parameters".into()))?;
+        let command: Vec<&str> = overrides
+            .get("Command")
+            .and_then(Value::as_array)
+            .map(|c| c.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let ["step", name, "--input-from-env"] = command.as_slice() else {
+            return Err(bad(format!(
+                "the container command {command:?} is not `step NAME --input-from-env`"
+            )));
+        };
+        let vars: Vec<(String, String)> = overrides
+            .get("Environment")
+            .and_then(Value::as_array)
+            .map(|e| {
+                e.iter()
+                    .filter_map(|v| {
+                        Some((
+                            v.get("Name")?.as_str()?.to_string(),
+                            v.get("Value")?.as_str()?.to_string(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let input = input_from_env(vars).map_err(bad)?;
+        // ECS reports a container that exits non-zero as a failed task.
+        let output = self
+            .registry
+            .dispatch(
+                &self.ctx,
+                StepPayload {
+                    step: (*name).to_string(),
+                    input,
+                },
+            )
+            .await
+            .map_err(|e| {
+                TaskFailure::new("States.TaskFailed", format!("{}: {}", e.name, e.message))
+            })?;
+        Ok(serde_json::json!({
+            "LastStatus": "STOPPED",
+            "Containers": [{"Name": firebreak_workflows::step::CONTAINER_NAME, "ExitCode": 0}],
+            "Firebreak": output,
+        }))
+    }
+}
+
+/// A container step's input from its environment: `FIREBREAK_INPUT` holds
+/// the whole input, or each `FIREBREAK_INPUT_<FIELD>` one field, as JSON.
+pub fn input_from_env(vars: impl IntoIterator<Item = (String, String)>) -> Result<Value, String> {
+    use firebreak_workflows::step::CONTAINER_INPUT_PREFIX;
+    let mut fields = serde_json::Map::new();
+    for (k, v) in vars {
+        let parse =
+            |v: &str| serde_json::from_str::<Value>(v).map_err(|e| format!("{k} is not JSON: {e}"));
+        if k == "FIREBREAK_INPUT" {
+            return parse(&v);
+        }
+        if let Some(field) = k.strip_prefix(CONTAINER_INPUT_PREFIX) {
+            fields.insert(field.to_ascii_lowercase(), parse(&v)?);
+        }
+    }
+    if fields.is_empty() {
+        return Err("no FIREBREAK_INPUT or FIREBREAK_INPUT_<FIELD> variable".into());
+    }
+    Ok(Value::Object(fields))
 }
 
 #[async_trait]
 impl TaskHandler for StepRunner {
     async fn invoke(&self, call: TaskCall) -> Result<Value, TaskFailure> {
+        if call.resource == CONTAINER_RESOURCE {
+            return self.run_container(call.input).await;
+        }
         if !self.handles(&call.resource) {
             return Err(TaskFailure::new(
                 ErrorName::UnknownStep.as_str(),

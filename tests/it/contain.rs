@@ -51,6 +51,7 @@ fn case_file(d: &Value, case: &str) -> CaseFile {
             opened_at: Utc::now(),
             actor: "arn:aws:iam::123456789012:user/it".into(),
             evidence_bucket: evidence_bucket().into(),
+            evidence_lock: Default::default(),
         },
         options: CaseOptions::default(),
     }

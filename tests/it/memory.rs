@@ -521,3 +521,102 @@ async fn sandbox_memory_is_captured_over_ssm_verified_off_the_host_and_analysed(
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("INTACT"));
 }
+
+#[tokio::test]
+async fn sandbox_ec2_compromise_contains_captures_memory_and_analyses_it() {
+    // GIVEN a decoy whose host will answer the capture
+    let d = decoy();
+    let instance = s(&d, "instance_id");
+    let case = format!("it-comp-{}", &instance[2..10]);
+    let dir = Scratch::new("compromise");
+    add_module(&dir.0);
+    let image = synthetic_image(11, 2 << 20);
+    let image_path = dir.0.join("image.lime");
+    std::fs::write(&image_path, &image).unwrap();
+    let bin = fake_host(&dir.0, &image_path);
+
+    // WHEN ec2-compromise runs (the local executor runs the container step
+    // in-process)
+    let child = Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args([
+            "respond",
+            "--instance",
+            &instance,
+            "--case",
+            &case,
+            "--playbook",
+            "ec2-compromise",
+            "--tools-bucket",
+            tools_bucket(),
+            "--memory-part-size-mib",
+            "5",
+            "--output",
+            "json",
+            "-q",
+        ])
+        .env("AWS_ENDPOINT_URL", sandbox_url())
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("FIREBREAK_VOL", vol())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // AND the host runs the script SSM delivers
+    let config = crate::support::sdk_config().await;
+    let ssm = aws_sdk_ssm::Client::new(&config);
+    let mut script = None;
+    for _ in 0..120 {
+        let out = ssm.list_commands().send().await.unwrap();
+        script = out.commands().iter().find_map(|c| {
+            let lines = c.parameters()?.get("commands")?.join("\n");
+            (c.comment()
+                .is_some_and(|m| m.starts_with("firebreak memory capture"))
+                && lines.contains(&format!("for case {case},")))
+            .then_some(lines)
+        });
+        if script.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let script = script.expect("the capture command was sent");
+    play_host(&dir.0, &bin, &script);
+    let out = child.wait_with_output().unwrap();
+
+    // THEN containment is complete, the memory captured and verified, and
+    // its analysis names the kernel
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        stdout(&out)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["containment"], "complete", "{report:#}");
+    let ev = &report["memory_progress"]["evidence"];
+    assert_eq!(ev["sha256"], sha256_bytes(&image).sha256.as_str());
+    assert_eq!(ev["sha256"], ev["host_sha256"]);
+    assert_eq!(report["analysis"]["kernel_release"], KERNEL);
+    assert!(report["analysis"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["source"] == "symbols"));
+    // AND the credentials were revoked after the capture
+    let states: Vec<&str> = report["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["action"].as_str())
+        .collect();
+    let sent = states.iter().position(|a| *a == "ssm:SendCommand").unwrap();
+    let revoked = states
+        .iter()
+        .position(|a| *a == "ec2:DisassociateIamInstanceProfile")
+        .unwrap();
+    assert!(sent < revoked, "{states:?}");
+}

@@ -269,7 +269,23 @@ pub struct TaskNode {
     pub on_failure: OnFailure,
     pub timeout_seconds: Option<u64>,
     pub heartbeat_seconds: Option<u64>,
+    pub runner: Runner,
 }
+
+/// Where a task's step runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runner {
+    /// The step-runner Lambda.
+    Lambda,
+    /// A container (ECS on Fargate, waited for with `.sync`): no 15-minute
+    /// limit, room on disk. Its result is not returned to the execution;
+    /// the step stores what it produces as evidence.
+    Container,
+}
+
+/// A container step may run for hours (Volatility on a large image); six
+/// bounds one that hangs.
+pub const CONTAINER_TASK_TIMEOUT_SECONDS: u64 = 6 * 3600;
 
 /// Default Task timeout: the longest step (release) makes a few dozen AWS
 /// calls, each bounded by the SDK's timeouts; 10 minutes bounds a hung step
@@ -290,6 +306,7 @@ pub fn task<S: StepDef>(name: &str) -> TaskNode {
         on_failure: OnFailure::Propagate,
         timeout_seconds: Some(DEFAULT_TASK_TIMEOUT_SECONDS),
         heartbeat_seconds: None,
+        runner: Runner::Lambda,
     }
 }
 
@@ -345,6 +362,15 @@ impl TaskNode {
     }
     pub fn heartbeat_seconds(mut self, s: u64) -> Self {
         self.heartbeat_seconds = Some(s);
+        self
+    }
+    /// Runs the step in a container (ECS `.sync`) instead of the Lambda.
+    /// Not retried: a container step is long, and the Lambda error names
+    /// of the default policy never come from ECS.
+    pub fn in_container(mut self) -> Self {
+        self.runner = Runner::Container;
+        self.timeout_seconds = Some(CONTAINER_TASK_TIMEOUT_SECONDS);
+        self.retry = Vec::new();
         self
     }
 }

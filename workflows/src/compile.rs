@@ -17,15 +17,17 @@ use crate::asl::{
     Retrier, State, StateMachine, SucceedState, TaskState, WaitState,
 };
 use crate::builder::{
-    Binding, Chain, ChoiceNode, Cond, MapNode, Node, OnFailure, ParallelNode, PollNode, TaskNode,
-    WaitFor, Workflow,
+    Binding, Chain, ChoiceNode, Cond, MapNode, Node, OnFailure, ParallelNode, PollNode, Runner,
+    TaskNode, WaitFor, Workflow,
 };
 use crate::error_name::ErrorName;
 use crate::iam::PolicyDocument;
 use crate::intrinsics::{looks_like_call, Arg, Call};
 use crate::path::JsonPath;
 use crate::shape::Shape;
-use crate::step::{StepInfo, STEP_RUNNER_RESOURCE};
+use crate::step::{
+    StepInfo, CONTAINER_INPUT_PREFIX, CONTAINER_NAME, CONTAINER_RESOURCE, STEP_RUNNER_RESOURCE,
+};
 
 /// A compiled playbook: the definition, the steps it uses and the IAM
 /// policy the step-runner needs for them.
@@ -621,12 +623,29 @@ impl Cx {
             }
             input.insert("input".into(), Value::Object(fields));
         }
-        let mut params = Map::new();
-        params.insert("step".into(), Value::String(t.step.name.to_string()));
-        params.extend(input);
+        let container = t.runner == Runner::Container;
+        let (resource, params) = if container {
+            if t.result_at.is_some() {
+                self.problem(
+                    name,
+                    "a container step's result does not come back to the execution: store it as evidence and read it with a step",
+                );
+            }
+            (CONTAINER_RESOURCE, container_parameters(t.step.name, input))
+        } else {
+            let mut params = Map::new();
+            params.insert("step".into(), Value::String(t.step.name.to_string()));
+            params.extend(input);
+            (STEP_RUNNER_RESOURCE, params)
+        };
 
         let output_shape = Shape::from_schema(&t.step.output_schema);
-        let after_success = match t.result_at.as_deref().map(key_path) {
+        let result_at = if container {
+            None
+        } else {
+            t.result_at.as_deref()
+        };
+        let after_success = match result_at.map(key_path) {
             Some(rp) => match reference(&rp) {
                 Some(p) => scope.with_path(&p, output_shape, true),
                 None => {
@@ -653,12 +672,12 @@ impl Cx {
                         .clone()
                         .unwrap_or_else(|| format!("{}: {}", t.step.name, t.step.summary)),
                 ),
-                resource: STEP_RUNNER_RESOURCE.to_string(),
+                resource: resource.to_string(),
                 credentials: None,
                 input_path: None,
                 parameters: Some(Value::Object(params)),
                 result_selector: None,
-                result_path: Some(match &t.result_at {
+                result_path: Some(match result_at {
                     Some(k) => NullablePath::Path(key_path(k)),
                     None => NullablePath::Null,
                 }),
@@ -1243,4 +1262,66 @@ fn move_before(states: &mut IndexMap<String, State>, name: &str, others: &[Strin
     if let Some(to) = to {
         states.move_index(from, to);
     }
+}
+
+/// The `ecs:runTask.sync` parameters of a container step: the cluster,
+/// task definition and network come from `DefinitionSubstitutions`; the
+/// container runs `firebreak step NAME --input-from-env`, each input field
+/// in an environment variable as JSON.
+fn container_parameters(step: &str, input: Map<String, Value>) -> Map<String, Value> {
+    let mut env = Vec::new();
+    let var = |field: &str| {
+        if field.is_empty() {
+            "FIREBREAK_INPUT".to_string()
+        } else {
+            format!("{CONTAINER_INPUT_PREFIX}{}", field.to_ascii_uppercase())
+        }
+    };
+    for (k, v) in input {
+        match (k.as_str(), v) {
+            ("input.$", Value::String(path)) => env.push(json!({
+                "Name": var(""),
+                "Value.$": format!("States.JsonToString({path})"),
+            })),
+            ("input", Value::Object(fields)) => {
+                for (f, v) in fields {
+                    match (f.strip_suffix(".$"), v) {
+                        (Some(field), Value::String(path)) => env.push(json!({
+                            "Name": var(field),
+                            "Value.$": format!("States.JsonToString({path})"),
+                        })),
+                        (_, v) => env.push(json!({
+                            "Name": var(&f),
+                            "Value": v.to_string(),
+                        })),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut p = Map::new();
+    p.insert("Cluster".into(), json!("${AnalysisClusterArn}"));
+    p.insert(
+        "TaskDefinition".into(),
+        json!("${AnalysisTaskDefinitionArn}"),
+    );
+    p.insert("LaunchType".into(), json!("FARGATE"));
+    p.insert(
+        "NetworkConfiguration".into(),
+        json!({"AwsvpcConfiguration": {
+            "Subnets": ["${AnalysisSubnetId}"],
+            "SecurityGroups": ["${AnalysisSecurityGroupId}"],
+            "AssignPublicIp": "DISABLED"
+        }}),
+    );
+    p.insert(
+        "Overrides".into(),
+        json!({"ContainerOverrides": [{
+            "Name": CONTAINER_NAME,
+            "Command": ["step", step, "--input-from-env"],
+            "Environment": env,
+        }]}),
+    );
+    p
 }

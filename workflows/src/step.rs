@@ -64,6 +64,17 @@ impl StepInfo {
 /// filled in by `DefinitionSubstitutions` when deployed.
 pub const STEP_RUNNER_RESOURCE: &str = "${StepRunnerArn}";
 
+/// The Task `Resource` of steps that run in a container: an ECS task on
+/// Fargate, waited for (`.sync`). For work that needs more time or disk
+/// than a Lambda has (memory analysis).
+pub const CONTAINER_RESOURCE: &str = "arn:aws:states:::ecs:runTask.sync";
+
+/// The container's name in the task definition, and the prefix of the
+/// environment variables that carry a container step's input fields (each
+/// holds one field as JSON: `FIREBREAK_INPUT_CASE_ID` is `case_id`).
+pub const CONTAINER_NAME: &str = "firebreak";
+pub const CONTAINER_INPUT_PREFIX: &str = "FIREBREAK_INPUT_";
+
 /// The payload the step-runner receives: which step, and its input.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct StepPayload {

@@ -52,6 +52,7 @@ pub(crate) fn register(r: Registry) -> Registry {
         .register::<crate::memory::StartMemoryCapture>()
         .register::<crate::memory::AwaitMemoryCapture>()
         .register::<crate::analysis::AnalyzeMemory>()
+        .register::<crate::analysis::ReadAnalysis>()
 }
 
 /// The input of steps that act on one instance for one case.
