@@ -212,6 +212,15 @@ async fn verify_case(a: CaseArgs) -> anyhow::Result<u8> {
             for p in &v.record_problems {
                 println!("  !! {p}");
             }
+            for w in &v.warnings {
+                println!("  warning: {w}");
+            }
+            if let Some(h) = &v.head {
+                println!(
+                    "  chain head: record {} hash {} (keep it outside the bucket: a chain cut short ends before it)",
+                    h.sequence, h.hash
+                );
+            }
             for art in &v.artifacts {
                 let mark = match art.state {
                     ArtifactState::Intact | ArtifactState::Present => "ok",

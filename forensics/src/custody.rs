@@ -76,8 +76,11 @@ impl Location {
     }
 }
 
-/// One custody record.
+/// One custody record. Unknown fields are refused: a record's hash covers
+/// exactly these fields, so anything added to a stored record would
+/// otherwise pass unseen.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CustodyRecord {
     /// Position in the case's chain, from 0.
     pub sequence: u64,

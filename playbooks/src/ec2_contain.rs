@@ -54,9 +54,13 @@ pub fn ec2_contain() -> Workflow {
 /// Memory is polled every 15 s: the host writes and uploads the image in
 /// minutes (a few per 10 GiB).
 const MEMORY_POLL_SECONDS: u64 = 15;
-/// 240 x 15 s = 1 hour, the presigned URLs' default lifetime: after that
-/// the host can upload nothing more.
-const MEMORY_POLL_ATTEMPTS: u64 = 240;
+/// 2880 x 15 s = 12 hours, the longest the presigned URLs may live; the
+/// wait itself fails as soon as the URLs of the capture have expired.
+const MEMORY_POLL_ATTEMPTS: u64 = 2880;
+/// The wait re-hashes the image off the host once the host is done: 15
+/// minutes (Lambda's limit) covers several hundred GiB at the ranged
+/// read rate.
+const MEMORY_CHECK_TIMEOUT_SECONDS: u64 = 900;
 
 /// `ec2-compromise`: containment with the volatile evidence first. Memory
 /// is captured once the instance is isolated (its SSM agent reaches SSM
@@ -139,6 +143,7 @@ fn containment(memory: bool) -> Chain {
                                 .bind("actor", "$.case.actor")
                                 .bind("capture", "$.memory_capture")
                                 .result_at("memory_progress")
+                                .timeout_seconds(MEMORY_CHECK_TIMEOUT_SECONDS)
                                 .continue_on_failure("await_memory_capture"),
                             Cond::is_true("$.memory_progress.done"),
                         )

@@ -143,15 +143,21 @@ impl StepDef for AnalyzeMemory {
     }
 
     fn iam() -> Vec<Statement> {
-        vec![Statement::allow(
-            [
-                "s3:GetObject",
-                "s3:GetObjectVersion",
-                "s3:PutObject",
-                "s3:ListBucket",
-            ],
-            ["arn:aws:s3:::*"],
-        )]
+        vec![
+            Statement::allow(
+                [
+                    "s3:GetObject",
+                    "s3:GetObjectVersion",
+                    "s3:PutObject",
+                    "s3:ListBucket",
+                ],
+                ["arn:aws:s3:::*"],
+            ),
+            Statement::allow(
+                ["kms:GenerateDataKey", "kms:Decrypt"],
+                ["arn:aws:kms:*:*:key/*"],
+            ),
+        ]
     }
 }
 
@@ -174,12 +180,22 @@ fn work_dir(base: Option<&str>, evidence_id: &str) -> Result<WorkDir, StepError>
         "firebreak-analysis-{evidence_id}-{}",
         std::process::id()
     ));
-    std::fs::create_dir_all(dir.join("volcache")).map_err(|e| {
-        StepError::invalid_input(format!(
-            "cannot make the work directory {}: {e}",
-            dir.display()
-        ))
-    })?;
+    // Only this user may read the copy of the memory.
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .and_then(|()| {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir.join("volcache"))
+        })
+        .map_err(|e| {
+            StepError::invalid_input(format!(
+                "cannot make the work directory {}: {e}",
+                dir.display()
+            ))
+        })?;
     Ok(WorkDir(dir))
 }
 
@@ -471,6 +487,22 @@ impl Step for AnalyzeMemory {
             ));
         };
         let evidence_id = recorded.evidence_id.clone();
+        // An image whose host and off-host hashes differ is not examined.
+        let mismatch = records.iter().find(|r| {
+            r.evidence_id == evidence_id
+                && ((r.event == Event::Verified
+                    && r.note.as_deref().is_some_and(|n| n.starts_with("MISMATCH")))
+                    || (r.host_sha256.is_some() && r.host_sha256 != r.sha256))
+        });
+        if let Some(m) = mismatch {
+            return Err(StepError::verification(format!(
+                "custody record {} says the image's hashes disagree ({}): not analysed",
+                m.sequence,
+                m.note
+                    .as_deref()
+                    .unwrap_or("host and off-host SHA-256 differ")
+            )));
+        }
         let image_uri = S3Uri {
             version_id: match (&uri.version_id, &recorded.location) {
                 (Some(v), _) => Some(v.clone()),
@@ -514,7 +546,14 @@ impl Step for AnalyzeMemory {
 
         let source = recorded.source.clone();
         let lock = &input.evidence_lock;
-        let out_prefix = keys::analysis(case.as_str(), &evidence_id);
+        // Each analysis run keeps its own outputs: a later run (with the
+        // symbols built, say) never touches an earlier one's.
+        let run_id = format!(
+            "{}-{}",
+            Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+            &crate::memory::new_evidence_id()[..8]
+        );
+        let out_prefix = format!("{}{run_id}/", keys::analysis(case.as_str(), &evidence_id));
         let image_str = image.to_string_lossy().into_owned();
         let cache = work.0.join("volcache").to_string_lossy().into_owned();
         let plugin_timeout = o
@@ -754,7 +793,10 @@ impl StepDef for ReadAnalysis {
     }
 
     fn iam() -> Vec<Statement> {
-        vec![Statement::allow(["s3:GetObject"], ["arn:aws:s3:::*"])]
+        vec![
+            Statement::allow(["s3:GetObject", "s3:ListBucket"], ["arn:aws:s3:::*"]),
+            Statement::allow(["kms:Decrypt"], ["arn:aws:kms:*:*:key/*"]),
+        ]
     }
 }
 
@@ -780,10 +822,14 @@ impl Step for ReadAnalysis {
                 input.evidence_id
             )));
         }
-        let key = format!(
-            "{}findings.json",
-            keys::analysis(case.as_str(), &input.evidence_id)
-        );
+        // The latest run's findings (run ids sort by time).
+        let prefix = keys::analysis(case.as_str(), &input.evidence_id);
+        let key = evidence::list_keys(ctx, &log, &input.evidence_bucket, &prefix)
+            .await?
+            .into_iter()
+            .filter(|k| k.ends_with("/findings.json"))
+            .max()
+            .unwrap_or_else(|| format!("{prefix}findings.json"));
         let Some((bytes, version)) = evidence::get(ctx, &log, &input.evidence_bucket, &key).await?
         else {
             return Err(StepError::new(

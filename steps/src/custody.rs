@@ -144,7 +144,19 @@ pub struct Verification {
     /// Custody records overwritten, hidden or unreadable.
     pub record_problems: Vec<String>,
     pub artifacts: Vec<ArtifactCheck>,
+    /// The last record: keep its hash outside the bucket (the ticket, the
+    /// case notes) to detect a chain cut short.
+    pub head: Option<ChainHead>,
+    /// What verification cannot vouch for (a bucket without COMPLIANCE
+    /// Object Lock).
+    pub warnings: Vec<String>,
     pub intact: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChainHead {
+    pub sequence: u64,
+    pub hash: String,
 }
 
 fn visible(versions: &[Version], key: &str) -> (Option<Version>, usize, bool) {
@@ -215,6 +227,59 @@ pub async fn verify(
         }
     }
     let breaks = verify_chain(case, &records);
+    for r in &records {
+        let mismatch = r.note.as_deref().is_some_and(|n| n.starts_with("MISMATCH"));
+        if mismatch || (r.host_sha256.is_some() && r.sha256.is_some() && r.host_sha256 != r.sha256)
+        {
+            record_problems.push(format!(
+                "record {} ({} {}): the host's SHA-256 {} and the off-host SHA-256 {} differ",
+                r.sequence,
+                r.kind,
+                r.location.uri(),
+                r.host_sha256.as_deref().unwrap_or("?"),
+                r.sha256.as_deref().unwrap_or("?")
+            ));
+        }
+    }
+    // Records of one artifact must agree on its hash.
+    for (i, r) in records.iter().enumerate() {
+        if let Some(first) = records[..i]
+            .iter()
+            .find(|p| p.location == r.location && p.sha256.is_some())
+        {
+            if r.sha256.is_some() && r.sha256 != first.sha256 {
+                record_problems.push(format!(
+                    "record {} gives {} the SHA-256 {}, record {} gave it {}",
+                    r.sequence,
+                    r.location.uri(),
+                    r.sha256.as_deref().unwrap_or("?"),
+                    first.sequence,
+                    first.sha256.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    let mut warnings = Vec::new();
+    let locked = ctx
+        .aws
+        .s3
+        .get_object_lock_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.object_lock_configuration().cloned())
+        .is_some_and(|c| {
+            c.rule()
+                .and_then(|r| r.default_retention())
+                .and_then(|d| d.mode())
+                == Some(&aws_sdk_s3::types::ObjectLockRetentionMode::Compliance)
+        });
+    if !locked {
+        warnings.push(format!(
+            "s3://{bucket} has no COMPLIANCE Object Lock default: versions can be deleted there, so records removed from the end of the chain cannot be detected; compare the chain head with the one kept outside the bucket"
+        ));
+    }
 
     // Each artifact once: the first record that hashed it holds the
     // reference hash.
@@ -249,6 +314,11 @@ pub async fn verify(
         breaks,
         record_problems,
         artifacts,
+        head: records.last().map(|r| ChainHead {
+            sequence: r.sequence,
+            hash: r.hash.clone(),
+        }),
+        warnings,
         intact,
     })
 }

@@ -121,6 +121,10 @@ pub struct CaptureStarted {
     /// Kernel releases a LiME module is offered for.
     pub lime_kernels: Vec<String>,
     pub avml: bool,
+    /// The SHA-256 of each tool offered (`lime:RELEASE`, `avml`): the
+    /// host's report must name one of them.
+    #[serde(default)]
+    pub offered: std::collections::BTreeMap<String, String>,
     pub started_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     /// The SSM command (set once sent).
@@ -222,6 +226,11 @@ impl StepDef for StartMemoryCapture {
                 ],
                 ["arn:aws:s3:::*"],
             ),
+            // SSE-KMS evidence (--kms-key-id): writing needs a data key.
+            Statement::allow(
+                ["kms:GenerateDataKey", "kms:Decrypt"],
+                ["arn:aws:kms:*:*:key/*"],
+            ),
         ]
     }
 }
@@ -253,6 +262,10 @@ impl StepDef for AwaitMemoryCapture {
                 ],
                 ["arn:aws:s3:::*"],
             ),
+            Statement::allow(
+                ["kms:GenerateDataKey", "kms:Decrypt"],
+                ["arn:aws:kms:*:*:key/*"],
+            ),
         ]
     }
 }
@@ -274,30 +287,100 @@ fn internal(e: impl std::fmt::Display) -> StepError {
     StepError::new(ErrorName::Internal, e.to_string())
 }
 
-/// The latest attempt of a capture (its number and `capture.json`).
+/// A claim older than this without its `capture.json` belongs to a run
+/// that died while starting: the attempt is skipped.
+const STALE_CLAIM: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The latest attempt claimed for a capture: its number, when it was
+/// claimed and what was started (None while the claiming run is still
+/// starting it, or if it died doing so).
 async fn latest_attempt(
     ctx: &StepContext,
     log: &StepLog<'_>,
     bucket: &str,
     case: &str,
     instance: &str,
-) -> Result<Option<CaptureStarted>, StepError> {
+) -> Result<Option<(u32, Option<DateTime<Utc>>, Option<CaptureStarted>)>, StepError> {
     let prefix = format!("cases/{case}/memory/{instance}/");
     let keys = evidence::list_keys(ctx, log, bucket, &prefix).await?;
-    let Some(key) = keys
-        .iter()
-        .filter(|k| k.ends_with("/capture.json"))
-        .max()
-        .cloned()
-    else {
+    let attempt_of = |k: &str| {
+        k.strip_prefix(&prefix)?
+            .strip_prefix("attempt-")?
+            .split('/')
+            .next()?
+            .parse::<u32>()
+            .ok()
+    };
+    let Some(n) = keys.iter().filter_map(|k| attempt_of(k)).max() else {
         return Ok(None);
     };
-    let Some((bytes, _)) = evidence::get(ctx, log, bucket, &key).await? else {
-        return Ok(None);
+    let dir = format!("{prefix}attempt-{n:03}/");
+    let claimed_at = match evidence::get(ctx, log, bucket, &format!("{dir}claim.json")).await? {
+        Some((bytes, _)) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("claimed_at")?.as_str()?.parse().ok()),
+        None => None,
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| StepError::verification(format!("s3://{bucket}/{key} is unreadable: {e}")))
+    let key = format!("{dir}capture.json");
+    let started = match evidence::get(ctx, log, bucket, &key).await? {
+        Some((bytes, _)) => Some(serde_json::from_slice(&bytes).map_err(|e| {
+            StepError::verification(format!("s3://{bucket}/{key} is unreadable: {e}"))
+        })?),
+        None => None,
+    };
+    Ok(Some((n, claimed_at, started)))
+}
+
+/// Where an attempt stands.
+enum AttemptState {
+    /// The host reported success (the wait completes and verifies it).
+    Finished,
+    /// Still running, and can still finish.
+    InProgress,
+    /// Over without a usable image (the reason).
+    Failed(String),
+}
+
+async fn attempt_state(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    c: &CaptureStarted,
+) -> Result<AttemptState, StepError> {
+    let ledger = crate::custody::read_ledger(ctx, log, &c.bucket, &c.case_id).await?;
+    for (_, r) in ledger {
+        let Ok(r) = r else { continue };
+        if r.evidence_id == c.evidence_id && r.event == Event::Verified {
+            return Ok(match r.note.as_deref() {
+                Some(n) if n.starts_with("MISMATCH") => AttemptState::Failed(n.to_string()),
+                _ => AttemptState::Finished,
+            });
+        }
+    }
+    match read_report(ctx, log, c).await {
+        Ok(Some((CaptureReport::Done { .. }, _, _))) => return Ok(AttemptState::Finished),
+        Ok(Some((CaptureReport::Failed { error, .. }, _, _))) => {
+            return Ok(AttemptState::Failed(format!("the host reported: {error}")))
+        }
+        Err(e) if e.name == ErrorName::CaptureFailed => return Ok(AttemptState::Failed(e.message)),
+        Err(e) => return Err(e),
+        Ok(None) => {}
+    }
+    if let Some(id) = c.command_id.as_deref().filter(|i| !i.is_empty()) {
+        if let Some(status) = command_status(ctx, log, id).await? {
+            if matches!(status.as_str(), "Failed" | "TimedOut" | "Cancelled") {
+                return Ok(AttemptState::Failed(format!(
+                    "the SSM command {id} ended {status} without a result"
+                )));
+            }
+        }
+    }
+    if c.expires_at <= Utc::now() {
+        return Ok(AttemptState::Failed(format!(
+            "no result before its URLs expired at {}",
+            c.expires_at.to_rfc3339()
+        )));
+    }
+    Ok(AttemptState::InProgress)
 }
 
 async fn exists(
@@ -333,7 +416,11 @@ async fn read_report(
     log: &StepLog<'_>,
     c: &CaptureStarted,
 ) -> Result<Option<(CaptureReport, Vec<u8>, Option<String>)>, StepError> {
-    let Some((bytes, version)) = evidence::get(ctx, log, &c.bucket, &c.result_key).await? else {
+    // The first version: the host writes its result once; anything put
+    // there later (the URL is valid until it expires) is not the report.
+    let Some((bytes, version)) =
+        evidence::get_first_version(ctx, log, &c.bucket, &c.result_key).await?
+    else {
         return Ok(None);
     };
     let report: CaptureReport = serde_json::from_slice(&bytes).map_err(|e| {
@@ -507,47 +594,59 @@ impl Step for StartMemoryCapture {
         }
 
         // Continue the latest attempt while it can still finish.
-        let latest = latest_attempt(ctx, &log, bucket, case.as_str(), id.as_str()).await?;
         let mut attempt = 1;
-        if let Some(mut prev) = latest {
-            attempt = prev.attempt + 1;
-            let report = read_report(ctx, &log, &prev).await;
-            let finished_ok = exists(ctx, &log, bucket, &prev.image_key).await?
-                || matches!(report, Ok(Some((CaptureReport::Done { .. }, _, _))));
-            let failed = matches!(
-                report,
-                Ok(Some((CaptureReport::Failed { .. }, _, _))) | Err(_)
-            );
-            let live = prev.expires_at > Utc::now();
-            if finished_ok || (live && !failed) {
-                if !finished_ok && !ctx.is_dry_run() {
-                    prev.command_id = Some(send_once(ctx, &log, &prev).await?);
+        match latest_attempt(ctx, &log, bucket, case.as_str(), id.as_str()).await? {
+            None => {}
+            Some((n, claimed_at, None)) => {
+                let stale = claimed_at.is_none_or(|t| Utc::now() - t > STALE_CLAIM);
+                if !stale {
+                    return Err(StepError::new(
+                        ErrorName::Throttled,
+                        format!("capture attempt {n} is being started by another run; retry to follow it"),
+                    ));
                 }
-                prev.reused = true;
-                prev.dry_run = ctx.is_dry_run();
                 log.progress(&format!(
-                    "continuing capture attempt {} ({})",
-                    prev.attempt, prev.evidence_id
+                    "attempt {n} was claimed but never started: starting attempt {}",
+                    n + 1
                 ));
-                return Ok(prev);
+                attempt = n + 1;
             }
-            if !ctx.is_dry_run() {
-                // Best effort: an upload left open only costs storage.
-                let _ = ctx
-                    .aws
-                    .s3
-                    .abort_multipart_upload()
-                    .bucket(bucket)
-                    .key(&prev.image_key)
-                    .upload_id(&prev.upload_id)
-                    .send()
-                    .await;
+            Some((n, _, Some(mut prev))) => {
+                attempt = n + 1;
+                match attempt_state(ctx, &log, &prev).await? {
+                    state @ (AttemptState::Finished | AttemptState::InProgress) => {
+                        if matches!(state, AttemptState::InProgress) && !ctx.is_dry_run() {
+                            prev.command_id = Some(send_once(ctx, &log, &prev).await?);
+                        }
+                        prev.reused = true;
+                        prev.dry_run = ctx.is_dry_run();
+                        log.progress(&format!(
+                            "continuing capture attempt {} ({})",
+                            prev.attempt, prev.evidence_id
+                        ));
+                        return Ok(prev);
+                    }
+                    AttemptState::Failed(why) => {
+                        if !ctx.is_dry_run() && !exists(ctx, &log, bucket, &prev.image_key).await? {
+                            // Best effort: an upload left open only costs
+                            // storage.
+                            let _ = ctx
+                                .aws
+                                .s3
+                                .abort_multipart_upload()
+                                .bucket(bucket)
+                                .key(&prev.image_key)
+                                .upload_id(&prev.upload_id)
+                                .send()
+                                .await;
+                        }
+                        log.progress(&format!(
+                            "attempt {} failed ({why}): starting attempt {attempt}",
+                            prev.attempt
+                        ));
+                    }
+                }
             }
-            log.progress(&format!(
-                "attempt {} {}: starting attempt {attempt}",
-                prev.attempt,
-                if failed { "failed" } else { "expired" }
-            ));
         }
 
         let manifest = tools::read_manifest(ctx, &log, &o.tools_bucket)
@@ -572,6 +671,12 @@ impl Step for StartMemoryCapture {
             .part_size_mib
             .map_or_else(|| part_size_for(memory_mib), |p| u64::from(p) * MIB);
         let part_count = part_count_for(memory_mib, part_size);
+        if part_count * part_size < memory_mib * MIB {
+            return Err(StepError::invalid_input(format!(
+                "{part_count} parts of {} MiB cannot hold {memory_mib} MiB of memory: use larger parts",
+                part_size / MIB
+            )));
+        }
         let evidence_id = new_evidence_id();
         let prefix = keys::memory_attempt(case.as_str(), id.as_str(), attempt);
         let started_at = Utc::now();
@@ -591,6 +696,17 @@ impl Step for StartMemoryCapture {
             memory_mib,
             lime_kernels: manifest.lime.keys().cloned().collect(),
             avml: manifest.avml.is_some(),
+            offered: manifest
+                .lime
+                .iter()
+                .map(|(r, t)| (format!("lime:{r}"), t.sha256.clone()))
+                .chain(
+                    manifest
+                        .avml
+                        .iter()
+                        .map(|t| ("avml".to_string(), t.sha256.clone())),
+                )
+                .collect(),
             started_at,
             expires_at: started_at + chrono::Duration::seconds(i64::from(o.url_expiry_seconds)),
             command_id: None,
@@ -622,6 +738,30 @@ impl Step for StartMemoryCapture {
                 format!("{why}; needs ssm:SendCommand on {id} and document AWS-RunShellScript, and the instance's SSM agent must reach SSM"),
             );
             return Ok(started);
+        }
+
+        // Claim the attempt first: of two runs starting at once, one goes
+        // on, the other retries and follows it.
+        let claim = serde_json::to_vec(&serde_json::json!({
+            "claimed_at": Utc::now(),
+            "evidence_id": evidence_id,
+        }))
+        .map_err(internal)?;
+        if let Put::Exists = evidence::put_new_locked(
+            ctx,
+            &log,
+            bucket,
+            &format!("{prefix}claim.json"),
+            claim,
+            "application/json",
+            &input.evidence_lock,
+        )
+        .await?
+        {
+            return Err(StepError::new(
+                ErrorName::Throttled,
+                format!("another run claimed capture attempt {attempt} at the same moment; retry to follow it"),
+            ));
         }
 
         // The upload, locked like every piece of evidence.
@@ -769,8 +909,10 @@ impl Step for StartMemoryCapture {
         .await?
         {
             return Err(StepError::new(
-                ErrorName::Throttled,
-                format!("another run started capture attempt {attempt} at the same moment; it goes on, retry to follow it"),
+                ErrorName::Internal,
+                format!(
+                    "s3://{bucket}/{state_key} exists although this run claimed attempt {attempt}"
+                ),
             ));
         }
         started.command_id = Some(send(ctx, &log, &started, &script).await?);
@@ -1086,6 +1228,15 @@ impl Step for AwaitMemoryCapture {
         .await?;
 
         let mut problems = Vec::new();
+        let offered_key = match tool.as_str() {
+            "lime" => format!("lime:{kernel_release}"),
+            other => other.to_string(),
+        };
+        if !c.offered.is_empty() && c.offered.get(&offered_key) != Some(&tool_sha256) {
+            problems.push(format!(
+                "the host reports running {tool} with SHA-256 {tool_sha256} for kernel {kernel_release}, which is not a tool the plan offered"
+            ));
+        }
         if digest.sha256 != image_sha256 || digest.size != image_size {
             problems.push(format!(
                 "the stored image hashes to {} ({} bytes); the host reported {image_sha256} ({image_size} bytes)",

@@ -375,3 +375,64 @@ fn evidence_hash_streams_files_and_matches_sha256() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("/nonexistent/x"));
 }
+
+#[tokio::test]
+async fn sandbox_a_host_hash_that_differs_from_the_off_host_one_is_named() {
+    // GIVEN a case whose memory image was acquired with a host hash that
+    // is not the stored object's
+    let case = unique("hosthash");
+    case_with_evidence(&case).await;
+    let config = sdk_config().await;
+    let ctx = context(&config);
+    let log = ctx.log("test");
+    let bucket = evidence_bucket();
+    let key = format!("cases/{case}/memory/m.lime");
+    let Put::Created(stored) = evidence::put_new(
+        &ctx,
+        &log,
+        bucket,
+        &key,
+        b"memory".to_vec(),
+        "application/octet-stream",
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    custody::append(
+        &ctx,
+        &log,
+        bucket,
+        &Lock::default(),
+        NewRecord {
+            case_id: case.clone(),
+            evidence_id: "m".into(),
+            event: Event::Acquired,
+            kind: "memory-image".into(),
+            source: Source::default(),
+            location: Location::S3 {
+                bucket: bucket.into(),
+                key: key.clone(),
+                version_id: stored.version_id.clone(),
+            },
+            size: Some(stored.digest.size),
+            sha256: Some(stored.digest.sha256.clone()),
+            host_sha256: Some("0".repeat(64)),
+            at: Utc::now(),
+            actor: "it".into(),
+            tool: "lime".into(),
+            tool_version: "1".into(),
+            note: None,
+        },
+    )
+    .await
+    .unwrap();
+    // THEN verify fails and says which record
+    let (code, text) = verify(&case);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("record 3 (memory-image") && text.contains("differ"),
+        "{text}"
+    );
+    assert!(text.contains("chain head: record 3"), "{text}");
+}

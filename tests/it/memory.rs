@@ -104,7 +104,7 @@ pub fn fake_host(dir: &Path, image: &Path) -> PathBuf {
         (
             "insmod",
             format!(
-                "#!/bin/sh\necho \"insmod $*\" >> '{}'\nfor a in $2; do case \"$a\" in path=*) cp '{}' \"${{a#path=}}\";; esac; done\n",
+                "#!/bin/sh\necho \"insmod $*\" >> '{}'\nfor a in $2; do case \"$a\" in path=*) cat '{}' > \"${{a#path=}}\";; esac; done\n",
                 log.display(),
                 image.display()
             ),
@@ -515,6 +515,23 @@ async fn sandbox_memory_is_captured_over_ssm_verified_off_the_host_and_analysed(
     assert!(symbols["detail"].as_str().unwrap().contains(BANNER));
     assert!(symbols["detail"].as_str().unwrap().contains("dwarf2json"));
     assert_eq!(analysis["symbols_found"], false);
+
+    // AND analysing again adds a run and keeps the first one's outputs
+    let out = firebreak(&[
+        "analyze",
+        "--case",
+        &case,
+        "--evidence",
+        &location,
+        "--vol",
+        &vol(),
+        "--output",
+        "json",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let second: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(second["findings_location"], analysis["findings_location"]);
 
     // AND the case's custody verifies
     let out = firebreak(&["evidence", "verify", "--case", &case, "-q"]);
