@@ -9,6 +9,7 @@ mod lime;
 mod rehearse;
 mod release;
 mod respond;
+mod run;
 mod session;
 mod setup;
 mod step;
@@ -30,6 +31,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    OnRuntime(OnRuntime),
+    /// Run any Step Functions definition in the local executor.
+    Run(run::RunArgs),
+    /// Finish a journaled run that was interrupted.
+    Resume(run::ResumeArgs),
+}
+
+/// The commands that run on the shared multi-threaded runtime (`run` and
+/// `resume` choose their own: a paused clock for --fast-clock).
+#[derive(Debug, Subcommand)]
+enum OnRuntime {
     /// Compile a built-in playbook to a Step Functions definition.
     Compile(compile::CompileArgs),
     /// Validate Step Functions definitions (exit 0 valid, 2 invalid).
@@ -118,6 +131,11 @@ fn main() -> ExitCode {
             });
         }
     };
+    let command = match cli.command {
+        Command::Run(a) => return finish(run::main(a)),
+        Command::Resume(a) => return finish(run::resume_main(a)),
+        Command::OnRuntime(c) => c,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -129,22 +147,27 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Compile(a) => compile::run(a),
-            Command::Validate(a) => validate::run(a),
-            Command::Graph(a) => graph::run(a),
-            Command::Respond(a) => respond::run(a).await,
-            Command::Decoy(a) => decoy::run(a).await,
-            Command::Release(a) => release::run(a).await,
-            Command::Setup(a) => setup::run(a).await,
-            Command::Rehearse(a) => rehearse::run(a).await,
-            Command::Evidence(a) => evidence::run(a).await,
-            Command::Lime(a) => lime::run(a).await,
-            Command::Analyze(a) => analyze::run(a).await,
-            Command::Tools(a) => tools::run(a).await,
-            Command::Step(a) => step::run(a).await,
+        match command {
+            OnRuntime::Compile(a) => compile::run(a),
+            OnRuntime::Validate(a) => validate::run(a),
+            OnRuntime::Graph(a) => graph::run(a),
+            OnRuntime::Respond(a) => respond::run(a).await,
+            OnRuntime::Decoy(a) => decoy::run(a).await,
+            OnRuntime::Release(a) => release::run(a).await,
+            OnRuntime::Setup(a) => setup::run(a).await,
+            OnRuntime::Rehearse(a) => rehearse::run(a).await,
+            OnRuntime::Evidence(a) => evidence::run(a).await,
+            OnRuntime::Lime(a) => lime::run(a).await,
+            OnRuntime::Analyze(a) => analyze::run(a).await,
+            OnRuntime::Tools(a) => tools::run(a).await,
+            OnRuntime::Step(a) => step::run(a).await,
         }
     });
+    finish(result)
+}
+
+/// The exit code for a command's result, printing its error.
+fn finish(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

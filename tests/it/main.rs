@@ -16,5 +16,6 @@ mod graph_cli;
 mod infra;
 mod memory;
 mod respond;
+mod run_cli;
 mod sfn_moto;
 mod validate_cli;

@@ -969,6 +969,41 @@ impl StateMachine {
         serde_json::from_str(text)
     }
 
+    /// Every Task state, in nested branches and Map processors too, with
+    /// its path (`Outer/Branch 0/Inner`) for messages.
+    pub fn tasks(&self) -> Vec<(String, &TaskState)> {
+        fn walk<'a>(
+            prefix: &str,
+            states: &'a IndexMap<String, State>,
+            out: &mut Vec<(String, &'a TaskState)>,
+        ) {
+            for (name, state) in states {
+                let here = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}/{name}")
+                };
+                match state {
+                    State::Task(t) => out.push((here, t)),
+                    State::Parallel(p) => {
+                        for (i, b) in p.branches.iter().enumerate() {
+                            walk(&format!("{here}/branch {i}"), &b.states, out);
+                        }
+                    }
+                    State::Map(m) => {
+                        if let Some((_, _, states)) = m.processor() {
+                            walk(&here, states, out);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk("", &self.states, &mut out);
+        out
+    }
+
     /// Pretty JSON, the form written to files and shown to users.
     pub fn to_json_pretty(&self) -> String {
         // Serialising plain data to a String cannot fail: every map key is a

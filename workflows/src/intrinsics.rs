@@ -5,6 +5,7 @@
 //! and `\\` escapes), numbers, `true`/`false`/`null`, paths into the input
 //! (`$...`) or the context object (`$$...`), and nested intrinsic calls.
 
+use crate::context::ContextSource;
 use base64::Engine as _;
 use serde_json::{Map, Number, Value};
 
@@ -108,7 +109,11 @@ impl Call {
 
     /// Evaluates the call against the state input (`$`) and the context
     /// object (`$$`).
-    pub fn eval(&self, input: &Value, context: &Value) -> Result<Value, IntrinsicError> {
+    pub fn eval<C: ContextSource + ?Sized>(
+        &self,
+        input: &Value,
+        context: &C,
+    ) -> Result<Value, IntrinsicError> {
         let mut args = Vec::with_capacity(self.args.len());
         for (i, a) in self.args.iter().enumerate() {
             args.push(match a {
@@ -121,7 +126,7 @@ impl Call {
                 Arg::Literal(v) => v.clone(),
                 Arg::Path(p) => {
                     if p.context {
-                        p.select(context)?
+                        p.select(context.context())?
                     } else {
                         p.select(input)?
                     }
@@ -168,6 +173,23 @@ fn as_int(f: Function, v: &Value, what: &str) -> Result<i64, IntrinsicError> {
         }
         _ => fail(format!("{}: {what} must be an integer", f.name())),
     }
+}
+
+/// An integer argument of States.MathAdd: AWS rounds a number with a
+/// fraction half up (Java's `Math.round`: 3.5 -> 4, -3.5 -> -3, 1.49 -> 1),
+/// as recorded against AWS.
+fn as_rounded_int(f: Function, v: &Value, what: &str) -> Result<i64, IntrinsicError> {
+    if let Value::Number(n) = v {
+        if n.as_i64().is_none() {
+            if let Some(x) = n.as_f64() {
+                let r = (x + 0.5).floor();
+                if r.is_finite() && r.abs() < 9.0e15 {
+                    return Ok(r as i64);
+                }
+            }
+        }
+    }
+    as_int(f, v, what)
 }
 
 fn as_str<'a>(f: Function, v: &'a Value, what: &str) -> Result<&'a str, IntrinsicError> {
@@ -364,8 +386,8 @@ fn apply(f: Function, args: Vec<Value>) -> Result<Value, IntrinsicError> {
         }
         Function::MathAdd => {
             arity(f, &args, 2, 2)?;
-            let a = as_int(f, &args[0], "the first argument")?;
-            let b = as_int(f, &args[1], "the second argument")?;
+            let a = as_rounded_int(f, &args[0], "the first argument")?;
+            let b = as_rounded_int(f, &args[1], "the second argument")?;
             a.checked_add(b)
                 .map(Value::from)
                 .ok_or_else(|| IntrinsicError::Failure("States.MathAdd: overflow".into()))

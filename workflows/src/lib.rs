@@ -11,6 +11,7 @@
 pub mod asl;
 pub mod builder;
 pub mod compile;
+pub mod context;
 pub mod error_name;
 pub mod exec;
 pub mod graph;

@@ -1,5 +1,6 @@
 //! Evaluation of Choice rules.
 
+use crate::context::ContextSource;
 use std::cmp::Ordering;
 
 use serde_json::Value;
@@ -14,10 +15,10 @@ use crate::time::parse_timestamp;
 pub struct ChoiceError(pub String);
 
 /// The `Next` of the first rule that holds.
-pub fn first_match<'a>(
+pub fn first_match<'a, C: ContextSource + ?Sized>(
     rules: &'a [ChoiceRule],
     input: &Value,
-    context: &Value,
+    context: &C,
 ) -> Result<Option<&'a str>, ChoiceError> {
     for rule in rules {
         if holds(rule, input, context)? {
@@ -27,13 +28,21 @@ pub fn first_match<'a>(
     Ok(None)
 }
 
-fn lookup(path: &str, input: &Value, context: &Value) -> Result<Option<Value>, ChoiceError> {
+fn lookup<C: ContextSource + ?Sized>(
+    path: &str,
+    input: &Value,
+    context: &C,
+) -> Result<Option<Value>, ChoiceError> {
     let p = JsonPath::parse(path).map_err(|e| ChoiceError(e.to_string()))?;
-    let root = if p.context { context } else { input };
+    let root = if p.context { context.context() } else { input };
     Ok(p.select(root).ok())
 }
 
-pub fn holds(rule: &ChoiceRule, input: &Value, context: &Value) -> Result<bool, ChoiceError> {
+pub fn holds<C: ContextSource + ?Sized>(
+    rule: &ChoiceRule,
+    input: &Value,
+    context: &C,
+) -> Result<bool, ChoiceError> {
     match &rule.condition {
         Condition::And(rules) => {
             for r in rules {

@@ -100,9 +100,23 @@ impl History {
         at: DateTime<Utc>,
         details: Option<Value>,
     ) -> u64 {
+        self.record_event(kind, previous, at, details)
+            .map(|e| e.id)
+            .unwrap_or(0)
+    }
+
+    /// Records an event and returns it (`None` only if the history's lock
+    /// was poisoned by a panic elsewhere).
+    pub fn record_event(
+        &self,
+        kind: &str,
+        previous: u64,
+        at: DateTime<Utc>,
+        details: Option<Value>,
+    ) -> Option<HistoryEvent> {
         let event = {
             let Ok(mut events) = self.events.lock() else {
-                return 0;
+                return None;
             };
             let id = events.len() as u64 + 1;
             let mut map = Map::new();
@@ -123,7 +137,15 @@ impl History {
         for l in listeners {
             l(&event);
         }
-        event.id
+        Some(event)
+    }
+
+    /// A history that continues `events` (a resumed execution's).
+    pub fn restore(events: Vec<HistoryEvent>) -> History {
+        History {
+            events: Arc::new(Mutex::new(events)),
+            listeners: Arc::default(),
+        }
     }
 
     pub fn len(&self) -> usize {

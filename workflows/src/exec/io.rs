@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::asl::NullablePath;
+use crate::context::ContextSource;
 use crate::intrinsics::{looks_like_call, Call, IntrinsicError};
 use crate::path::{JsonPath, PathError};
 
@@ -92,9 +93,14 @@ fn parse(field: &str, path: &str) -> Result<JsonPath, IoError> {
 }
 
 /// Selects `path` from the input, or from the context object for `$$`.
-pub fn select(field: &str, path: &str, input: &Value, context: &Value) -> Result<Value, IoError> {
+pub fn select<C: ContextSource + ?Sized>(
+    field: &str,
+    path: &str,
+    input: &Value,
+    context: &C,
+) -> Result<Value, IoError> {
     let p = parse(field, path)?;
-    let root = if p.context { context } else { input };
+    let root = if p.context { context.context() } else { input };
     p.select(root).map_err(|_| IoError::PathNotFound {
         field: field.to_string(),
         path: path.to_string(),
@@ -103,11 +109,11 @@ pub fn select(field: &str, path: &str, input: &Value, context: &Value) -> Result
 }
 
 /// InputPath / OutputPath: absent keeps the value, `null` gives `{}`.
-pub fn apply_path(
+pub fn apply_path<C: ContextSource + ?Sized>(
     field: &str,
     path: Option<&NullablePath>,
     value: &Value,
-    context: &Value,
+    context: &C,
 ) -> Result<Value, IoError> {
     match path {
         None => Ok(value.clone()),
@@ -117,7 +123,11 @@ pub fn apply_path(
 }
 
 /// Builds a payload template (Parameters, ResultSelector, ItemSelector).
-pub fn apply_template(template: &Value, input: &Value, context: &Value) -> Result<Value, IoError> {
+pub fn apply_template<C: ContextSource + ?Sized>(
+    template: &Value,
+    input: &Value,
+    context: &C,
+) -> Result<Value, IoError> {
     match template {
         Value::Object(o) => {
             let mut out = Map::new();
@@ -149,7 +159,7 @@ pub fn apply_template(template: &Value, input: &Value, context: &Value) -> Resul
                         })?
                     } else {
                         let p = parse(k, expr)?;
-                        let root = if p.context { context } else { input };
+                        let root = if p.context { context.context() } else { input };
                         p.select(root).map_err(|_| IoError::TemplatePath {
                             field: k.clone(),
                             path: expr.to_string(),

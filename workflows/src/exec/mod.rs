@@ -11,6 +11,7 @@ pub mod choice;
 pub mod clock;
 pub mod history;
 pub mod io;
+pub mod journal;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,12 +25,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::asl::{Catcher, JitterStrategy, NullablePath, Retrier, State, StateMachine};
+use crate::context::{ContextSource, LazyContext};
 use crate::error_name::ErrorName;
 use crate::intrinsics::{looks_like_call, Call};
 use crate::time::{format_timestamp, parse_timestamp};
 
 pub use clock::{Clock, TokioClock};
 pub use history::{History, HistoryEvent};
+pub use journal::{Journal, JournalError};
 
 use history::{not_truncated, payload};
 use io::{apply_path, apply_result_path, apply_template, IoError};
@@ -89,7 +92,7 @@ pub struct Outcome {
 }
 
 /// Identity of an execution, for the context object and ARNs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExecutionConfig {
     pub name: String,
     pub state_machine_name: String,
@@ -258,6 +261,67 @@ impl Executor {
         history: &History,
     ) -> Outcome {
         let start = self.clock.now();
+        self.execute(machine, input, config, history, start, None)
+            .await
+    }
+
+    /// Runs like [`Executor::run`], journaling every transition to
+    /// `journal` (made with [`Journal::create`] from the same definition,
+    /// input and configuration) so the run can be resumed.
+    pub async fn run_journaled(
+        &self,
+        journal: Arc<Journal>,
+        start: &journal::Start,
+        history: &History,
+    ) -> Outcome {
+        let at = parse_timestamp(&start.start_time).unwrap_or_else(|| self.clock.now());
+        self.execute(
+            &start.definition,
+            start.input.clone(),
+            &start.config,
+            history,
+            at,
+            Some(journal),
+        )
+        .await
+    }
+
+    /// Resumes a journaled execution (opened with [`Journal::open`]):
+    /// finished states and Task attempts are taken from the journal, not
+    /// run again; a Wait or retry delay in progress waits only what is
+    /// left of it. Returns the history, continued from the journal's.
+    pub async fn resume(
+        &self,
+        journal: Arc<Journal>,
+        start: &journal::Start,
+    ) -> (Outcome, History) {
+        let history = History::restore(journal.replay().events.clone());
+        if let Some(done) = &journal.replay().ended {
+            return (done.clone(), history);
+        }
+        let at = parse_timestamp(&start.start_time).unwrap_or_else(|| self.clock.now());
+        let outcome = self
+            .execute(
+                &start.definition,
+                start.input.clone(),
+                &start.config,
+                &history,
+                at,
+                Some(journal),
+            )
+            .await;
+        (outcome, history)
+    }
+
+    async fn execute(
+        &self,
+        machine: &StateMachine,
+        input: Value,
+        config: &ExecutionConfig,
+        history: &History,
+        start: chrono::DateTime<chrono::Utc>,
+        journal: Option<Arc<Journal>>,
+    ) -> Outcome {
         let context = json!({
             "Execution": {
                 "Id": config.execution_arn(),
@@ -272,40 +336,57 @@ impl Executor {
                 "Name": config.state_machine_name,
             },
         });
-        let started = history.record(
+        let run = Run {
+            tasks: self.tasks.clone(),
+            clock: self.clock.clone(),
+            history: history.clone(),
+            context: Arc::new(context),
+            journal,
+        };
+        let started = run.record_keyed(
+            Some("execution#started"),
             "ExecutionStarted",
             0,
-            start,
             Some(json!({
                 "input": payload(&input),
                 "inputDetails": not_truncated(),
                 "roleArn": config.role_arn,
             })),
         );
-        let run = Run {
-            tasks: self.tasks.clone(),
-            clock: self.clock.clone(),
-            history: history.clone(),
-            context,
-        };
-        let body = run.graph(&machine.start_at, &machine.states, input, started);
+        let body = run.graph(
+            &machine.start_at,
+            &machine.states,
+            input,
+            started,
+            String::new(),
+        );
         let result = match machine.timeout_seconds {
             Some(t) => {
+                // The deadline counts from the execution's start, also
+                // when it is resumed later.
+                let left = i64::try_from(t)
+                    .ok()
+                    .and_then(chrono::Duration::try_seconds)
+                    .and_then(|d| start.checked_add_signed(d))
+                    .map(|deadline| {
+                        (deadline - self.clock.now())
+                            .to_std()
+                            .unwrap_or(Duration::ZERO)
+                    })
+                    .unwrap_or(Duration::from_secs(t));
                 tokio::select! {
                     biased;
                     r = body => Some(r),
-                    _ = self.clock.deadline(Duration::from_secs(t)) => None,
+                    _ = self.clock.deadline(left) => None,
                 }
             }
             None => Some(body.await),
         };
-        let now = self.clock.now();
-        match result {
+        let outcome = match result {
             Some((Ok(output), last)) => {
-                history.record(
+                run.record(
                     "ExecutionSucceeded",
                     last,
-                    now,
                     Some(json!({"output": payload(&output), "outputDetails": not_truncated()})),
                 );
                 Outcome {
@@ -323,7 +404,7 @@ impl Executor {
                 if let Some(c) = &f.cause {
                     d.insert("cause".into(), Value::String(c.clone()));
                 }
-                history.record("ExecutionFailed", last, now, Some(Value::Object(d)));
+                run.record("ExecutionFailed", last, Some(Value::Object(d)));
                 Outcome {
                     status: Status::Failed,
                     output: None,
@@ -333,10 +414,9 @@ impl Executor {
             }
             None => {
                 let last = history.len() as u64;
-                history.record(
+                run.record(
                     "ExecutionTimedOut",
                     last,
-                    now,
                     Some(json!({"error": "States.Timeout"})),
                 );
                 Outcome {
@@ -346,7 +426,16 @@ impl Executor {
                     cause: None,
                 }
             }
+        };
+        if let Some(j) = &run.journal {
+            j.append(
+                &journal::Entry::End {
+                    outcome: outcome.clone(),
+                },
+                true,
+            );
         }
+        outcome
     }
 }
 
@@ -356,7 +445,8 @@ struct Run {
     clock: Arc<dyn Clock>,
     history: History,
     /// `$$` without the per-state parts.
-    context: Value,
+    context: Arc<Value>,
+    journal: Option<Arc<Journal>>,
 }
 
 fn kind_prefix(state: &State) -> &'static str {
@@ -364,19 +454,81 @@ fn kind_prefix(state: &State) -> &'static str {
 }
 
 impl Run {
-    fn context_for(&self, state: &str, entered: &str, retry_count: u64) -> Value {
-        let mut ctx = self.context.clone();
-        if let Some(o) = ctx.as_object_mut() {
-            o.insert(
-                "State".into(),
-                json!({"Name": state, "EnteredTime": entered, "RetryCount": retry_count}),
-            );
+    /// `$$` for a state; `RetryCount` only where retries exist (Task,
+    /// Parallel, Map): AWS gives a Pass state's context none.
+    fn context_for(&self, state: &str, entered: &str, retry_count: Option<u64>) -> LazyContext {
+        let mut s = json!({"Name": state, "EnteredTime": entered});
+        if let (Some(n), Some(so)) = (retry_count, s.as_object_mut()) {
+            so.insert("RetryCount".into(), json!(n));
         }
-        ctx
+        LazyContext::new(self.context.clone()).with_state(s)
     }
 
     fn record(&self, kind: &str, prev: u64, details: Option<Value>) -> u64 {
-        self.history.record(kind, prev, self.clock.now(), details)
+        self.record_keyed(None, kind, prev, details)
+    }
+
+    /// Records an event, journaled; an event with a `key` that a resumed
+    /// journal already holds is not recorded again (its id is returned).
+    fn record_keyed(
+        &self,
+        key: Option<&str>,
+        kind: &str,
+        prev: u64,
+        details: Option<Value>,
+    ) -> u64 {
+        let Some(journal) = &self.journal else {
+            return self.history.record(kind, prev, self.clock.now(), details);
+        };
+        if let Some(id) = key.and_then(|k| journal.replay().keyed_events.get(k)) {
+            return *id;
+        }
+        match self
+            .history
+            .record_event(kind, prev, self.clock.now(), details)
+        {
+            Some(event) => {
+                let id = event.id;
+                journal.append(
+                    &journal::Entry::Event {
+                        event,
+                        key: key.map(str::to_string),
+                    },
+                    false,
+                );
+                id
+            }
+            None => 0,
+        }
+    }
+
+    /// A recorded wait (Wait state or retry delay) at `key`, or a new one
+    /// of `duration`, journaled; returns what is left of it.
+    fn wait_left(&self, key: &str, duration: Duration) -> Duration {
+        let now = self.clock.now();
+        let Some(journal) = &self.journal else {
+            return duration;
+        };
+        if let Some(until) = journal
+            .replay()
+            .waits
+            .get(key)
+            .and_then(|u| parse_timestamp(u))
+        {
+            return (until - now).to_std().unwrap_or(Duration::ZERO);
+        }
+        let until = chrono::Duration::from_std(duration)
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        journal.append(
+            &journal::Entry::Wait {
+                key: key.to_string(),
+                until: until.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            },
+            false,
+        );
+        duration
     }
 
     /// Runs one graph from `start_at`; returns its output (or failure) and
@@ -387,12 +539,34 @@ impl Run {
         states: &'a IndexMap<String, State>,
         input: Value,
         prev: u64,
+        // The journal key prefix of this graph: "" at the top level,
+        // "3.a0.b1." for branch 1 of the Parallel at step 3 (attempt 0).
+        scope: String,
     ) -> BoxFut<'a, (Result<Value, Failure>, u64)> {
         Box::pin(async move {
             let mut current = start_at.to_string();
             let mut input = input;
             let mut prev = prev;
+            let mut step = 0u64;
             loop {
+                let key = format!("{scope}{step}");
+                step += 1;
+                if let Some(done) = self
+                    .journal
+                    .as_ref()
+                    .and_then(|j| j.replay().exits.get(&key))
+                {
+                    // Finished before the resume: take what it gave.
+                    prev = done.last;
+                    match &done.next {
+                        Some(n) => {
+                            current = n.clone();
+                            input = done.output.clone();
+                            continue;
+                        }
+                        None => return (Ok(done.output.clone()), prev),
+                    }
+                }
                 if self.history.len() >= MAX_HISTORY_EVENTS {
                     return (
                         Err(Failure::named(
@@ -414,10 +588,10 @@ impl Run {
                     );
                 };
                 let entered_at = self.clock.now();
-                let entered = self.history.record(
+                let entered = self.record_keyed(
+                    Some(&format!("{key}#entered")),
                     &format!("{}StateEntered", kind_prefix(state)),
                     prev,
-                    entered_at,
                     Some(json!({
                         "name": current,
                         "input": payload(&input),
@@ -426,7 +600,7 @@ impl Run {
                 );
                 let entered_time = format_timestamp(entered_at);
                 let (result, last) = self
-                    .state(&current, state, input, entered, &entered_time)
+                    .state(&current, state, input, entered, &entered_time, &key)
                     .await;
                 prev = last;
                 match result {
@@ -440,6 +614,20 @@ impl Run {
                                     "output": payload(&output),
                                     "outputDetails": not_truncated(),
                                 })),
+                            );
+                        }
+                        if let Some(j) = &self.journal {
+                            j.append(
+                                &journal::Entry::Exit {
+                                    key: key.clone(),
+                                    output: output.clone(),
+                                    next: match &transition {
+                                        Transition::Next(n) => Some(n.clone()),
+                                        Transition::End => None,
+                                    },
+                                    last: prev,
+                                },
+                                false,
                             );
                         }
                         match transition {
@@ -463,8 +651,9 @@ impl Run {
         raw: Value,
         entered: u64,
         entered_time: &str,
+        key: &str,
     ) -> (Result<(Value, Transition), Failure>, u64) {
-        let ctx = self.context_for(name, entered_time, 0);
+        let ctx = self.context_for(name, entered_time, None);
         let transition = |next: Option<&str>| match next {
             Some(n) => Transition::Next(n.to_string()),
             None => Transition::End,
@@ -572,7 +761,8 @@ impl Run {
                     Ok(d) => d,
                     Err(f) => return (Err(f), entered),
                 };
-                self.clock.sleep(duration).await;
+                let left = self.wait_left(key, duration);
+                self.clock.sleep(left).await;
                 let out = apply_path("OutputPath", w.output_path.as_ref(), &effective, &ctx);
                 (
                     out.map(|o| (o, transition(w.next.as_deref())))
@@ -581,7 +771,7 @@ impl Run {
                 )
             }
             State::Task(_) | State::Parallel(_) | State::Map(_) => {
-                self.with_retry_catch(name, state, raw, entered, entered_time)
+                self.with_retry_catch(name, state, raw, entered, entered_time, key)
                     .await
             }
         }
@@ -593,7 +783,7 @@ impl Run {
         entered: u64,
         w: &crate::asl::WaitState,
         input: &Value,
-        ctx: &Value,
+        ctx: &LazyContext,
     ) -> Result<Duration, Failure> {
         if let Some(s) = w.seconds {
             return Ok(Duration::from_secs(s));
@@ -673,6 +863,7 @@ impl Run {
         raw: Value,
         entered: u64,
         entered_time: &str,
+        key: &str,
     ) -> (Result<(Value, Transition), Failure>, u64) {
         let Some(Common {
             retry: retriers,
@@ -698,7 +889,7 @@ impl Run {
         let mut prev = entered;
         let mut retry_count = 0u64;
         let result = loop {
-            let ctx = self.context_for(name, entered_time, retry_count);
+            let ctx = self.context_for(name, entered_time, Some(retry_count));
             let attempt = async {
                 let effective = apply_path("InputPath", input_path, &raw, &ctx)
                     .map_err(|e| (Failure::from_io(name, entered, &e), false))?;
@@ -713,9 +904,19 @@ impl Run {
             let (outcome, last) = match attempt {
                 Err((f, _)) => (Err(f), prev),
                 Ok(effective) => match state {
-                    State::Task(t) => self.task(name, t, effective, &ctx, retry_count, prev).await,
-                    State::Parallel(p) => self.parallel(name, p, effective, prev).await,
-                    State::Map(m) => self.map(name, m, effective, &ctx, entered, prev).await,
+                    State::Task(t) => {
+                        self.task_journaled(name, t, effective, &ctx, retry_count, prev, key)
+                            .await
+                    }
+                    State::Parallel(p) => {
+                        let scope = format!("{key}.a{retry_count}.");
+                        self.parallel(name, p, effective, prev, &scope).await
+                    }
+                    State::Map(m) => {
+                        let scope = format!("{key}.a{retry_count}.");
+                        self.map(name, m, effective, &ctx, entered, prev, &scope)
+                            .await
+                    }
                     _ => (
                         Err(Failure::runtime(name, entered, "unexpected state type")),
                         prev,
@@ -736,14 +937,15 @@ impl Run {
                     if counts[i] >= r.attempts() {
                         break Err(f);
                     }
-                    let delay = retry_delay(r, counts[i]);
+                    let delay =
+                        self.wait_left(&format!("{key}.r{retry_count}"), retry_delay(r, counts[i]));
                     counts[i] += 1;
                     retry_count += 1;
                     self.clock.sleep(delay).await;
                 }
             }
         };
-        let ctx = self.context_for(name, entered_time, retry_count);
+        let ctx = self.context_for(name, entered_time, Some(retry_count));
         // The result's processing can fail too; a ResultPath that does not
         // fit the input is States.ResultPathMatchFailure, which Catch can
         // handle like any task error.
@@ -791,12 +993,56 @@ impl Run {
         }
     }
 
+    /// A Task attempt, or its result from the journal if it finished
+    /// before a resume; a new result is journaled (and synced) at once.
+    #[allow(clippy::too_many_arguments)]
+    async fn task_journaled(
+        &self,
+        name: &str,
+        t: &crate::asl::TaskState,
+        input: Value,
+        ctx: &LazyContext,
+        retry_count: u64,
+        prev: u64,
+        key: &str,
+    ) -> (Result<Value, Failure>, u64) {
+        let Some(journal) = &self.journal else {
+            return self.task(name, t, input, ctx, retry_count, prev).await;
+        };
+        let to_failure = |f: TaskFailure| Failure {
+            error: Some(f.error),
+            cause: f.cause,
+        };
+        if let Some(done) = journal
+            .replay()
+            .attempts
+            .get(&(key.to_string(), retry_count))
+        {
+            return (done.result.clone().map_err(to_failure), done.last);
+        }
+        let (result, last) = self.task(name, t, input, ctx, retry_count, prev).await;
+        journal.append(
+            &journal::Entry::Attempt {
+                key: key.to_string(),
+                n: retry_count,
+                resource: t.resource.clone(),
+                result: result.clone().map_err(|f| TaskFailure {
+                    error: f.error.unwrap_or_default(),
+                    cause: f.cause,
+                }),
+                last,
+            },
+            true,
+        );
+        (result, last)
+    }
+
     async fn task(
         &self,
         name: &str,
         t: &crate::asl::TaskState,
         input: Value,
-        ctx: &Value,
+        ctx: &LazyContext,
         retry_count: u64,
         prev: u64,
     ) -> (Result<Value, Failure>, u64) {
@@ -837,7 +1083,7 @@ impl Run {
             input,
             state_name: name.to_string(),
             retry_count,
-            context: ctx.clone(),
+            context: ctx.context().clone(),
         };
         let invoke = self.tasks.invoke(call);
         let result = match timeout {
@@ -914,12 +1160,21 @@ impl Run {
         p: &crate::asl::ParallelState,
         input: Value,
         prev: u64,
+        scope: &str,
     ) -> (Result<Value, Failure>, u64) {
-        let started = self.record("ParallelStateStarted", prev, None);
-        let branches = p.branches.iter().map(|b| {
+        let started = self.record_keyed(
+            Some(&format!("{scope}#started")),
+            "ParallelStateStarted",
+            prev,
+            None,
+        );
+        let branches = p.branches.iter().enumerate().map(|(i, b)| {
             let input = input.clone();
+            let scope = format!("{scope}b{i}.");
             async move {
-                let (r, _) = self.graph(&b.start_at, &b.states, input, started).await;
+                let (r, _) = self
+                    .graph(&b.start_at, &b.states, input, started, scope)
+                    .await;
                 r
             }
         });
@@ -945,14 +1200,16 @@ impl Run {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn map(
         &self,
         name: &str,
         m: &crate::asl::MapState,
         input: Value,
-        ctx: &Value,
+        ctx: &LazyContext,
         entered: u64,
         prev: u64,
+        scope: &str,
     ) -> (Result<Value, Failure>, u64) {
         let items = match &m.items_path {
             Some(p) => match io::select("ItemsPath", p, &input, ctx) {
@@ -986,10 +1243,28 @@ impl Run {
         };
         let max = match (&m.max_concurrency, &m.max_concurrency_path) {
             (Some(n), _) => *n,
-            (None, Some(p)) => io::select("MaxConcurrencyPath", p, &input, ctx)
-                .ok()
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0),
+            (None, Some(p)) => {
+                let v = match io::select("MaxConcurrencyPath", p, &input, ctx) {
+                    Ok(v) => v,
+                    Err(e) => return (Err(Failure::from_io(name, entered, &e)), prev),
+                };
+                match v.as_u64() {
+                    Some(n) => n,
+                    None => {
+                        return (
+                            Err(Failure::runtime(
+                                name,
+                                entered,
+                                format!(
+                                    "The MaxConcurrencyPath field refers to value \"{}\" which is not a valid integer: {p}",
+                                    io::compact(&v)
+                                ),
+                            )),
+                            prev,
+                        )
+                    }
+                }
+            }
             _ => 0,
         };
         let limit = if max == 0 {
@@ -1014,7 +1289,8 @@ impl Run {
                     .and_then(|v| v.as_f64())
             });
         let tolerant = tolerated_count.is_some() || tolerated_pct.is_some();
-        let started = self.record(
+        let started = self.record_keyed(
+            Some(&format!("{scope}#started")),
             "MapStateStarted",
             prev,
             Some(json!({"length": items.len()})),
@@ -1025,10 +1301,7 @@ impl Run {
         for (i, item) in items.iter().enumerate() {
             let item_input = match m.selector() {
                 Some(sel) => {
-                    let mut c = ctx.clone();
-                    if let Some(o) = c.as_object_mut() {
-                        o.insert("Map".into(), json!({"Item": {"Index": i, "Value": item}}));
-                    }
+                    let c = ctx.with_map(json!({"Item": {"Index": i, "Value": item}}));
                     match apply_template(sel, &input, &c) {
                         Ok(v) => v,
                         Err(e) => return (Err(Failure::from_io(name, entered, &e)), started),
@@ -1043,12 +1316,16 @@ impl Run {
             .into_iter()
             .enumerate()
             .map(|(i, item_input)| async move {
-                let it_started = self.record(
+                let scope = format!("{scope}i{i}.");
+                let it_started = self.record_keyed(
+                    Some(&format!("{scope}#started")),
                     "MapIterationStarted",
                     started,
                     Some(json!({"name": name, "index": i})),
                 );
-                let (r, last) = self.graph(start_at, states, item_input, it_started).await;
+                let (r, last) = self
+                    .graph(start_at, states, item_input, it_started, scope)
+                    .await;
                 match &r {
                     Ok(_) => {
                         self.record(

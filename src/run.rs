@@ -1,0 +1,583 @@
+//! `firebreak run`: run any Step Functions definition in the local executor.
+//!
+//! Task states whose resource is a firebreak step go to the step registry
+//! (which talks to AWS); any other resource is answered from `--mock`
+//! files or `--mock-command` programs. Every resource is checked before
+//! the run starts, so a run never stops half-way for want of a mock.
+//!
+//! Every run is journaled (`FIREBREAK_STATE_DIR`, by default
+//! `~/.local/state/firebreak`, under `executions/NAME.jsonl`); `firebreak
+//! resume NAME` finishes a run that was killed, without running a finished
+//! task again.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use clap::Args;
+use firebreak_steps::{Mode, Registry, StepRunner};
+use firebreak_workflows::asl::{QueryLanguage, StateMachine};
+use firebreak_workflows::exec::journal::Start;
+use firebreak_workflows::exec::{
+    Clock, ExecutionConfig, Executor, History, Journal, JournalError, Outcome, Status, TaskCall,
+    TaskFailure, TaskHandler, TokioClock,
+};
+use firebreak_workflows::time::format_timestamp;
+use firebreak_workflows::validate::validate_json;
+use serde_json::{json, Value};
+
+use crate::session::Session;
+use crate::{exit, AwsArgs, BadInput};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The definition: a JSON file in JSONPath mode.
+    pub definition: PathBuf,
+    /// The execution input: JSON text, or @FILE to read it from a file.
+    #[arg(long, default_value = "{}", value_name = "JSON|@FILE")]
+    pub input: String,
+    /// Answer Task states whose Resource is RESOURCE with this JSON (a
+    /// result, or {"Error": "...", "Cause": "..."} to fail the task). Give
+    /// the same RESOURCE again for later calls: answers are used in order
+    /// and the last one repeats.
+    #[arg(long = "mock", value_name = "RESOURCE=@FILE|RESOURCE=JSON")]
+    pub mocks: Vec<String>,
+    /// Answer Task states whose Resource is RESOURCE by running COMMAND
+    /// with `sh -c`: the task's input on stdin, its answer (as for --mock)
+    /// on stdout; a non-zero exit fails the task with States.TaskFailed.
+    #[arg(long = "mock-command", value_name = "RESOURCE=COMMAND")]
+    pub mock_commands: Vec<String>,
+    /// Add the execution history (Step Functions' event types) to the output.
+    #[arg(long)]
+    pub history: bool,
+    /// Waits, retry delays and timeouts take no real time (they are still
+    /// recorded in the history, with the times they would have had). Only
+    /// for definitions whose tasks are all mocked.
+    #[arg(long)]
+    pub fast_clock: bool,
+    /// The execution's name (`$$.Execution.Name`); a UUID by default.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A deployed step-runner Lambda ARN also treated as the step runner.
+    #[arg(long, value_name = "ARN")]
+    pub step_runner_arn: Option<String>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// The runtime for `run` and `resume`: with a fast clock, a
+/// single-threaded runtime whose timers are paused, so every wait
+/// completes as soon as nothing else can make progress, in the order real
+/// time would give.
+fn runtime(fast_clock: bool) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if fast_clock {
+        let mut b = tokio::runtime::Builder::new_current_thread();
+        b.start_paused(true);
+        b
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+}
+
+pub fn main(args: RunArgs) -> anyhow::Result<u8> {
+    runtime(args.fast_clock)?.block_on(run(args))
+}
+
+/// One canned answer for a resource.
+#[derive(Clone, Debug)]
+enum Answer {
+    Result(Value),
+    Fail(TaskFailure),
+    /// A program that answers (`--mock-command`).
+    Command(String),
+}
+
+impl Answer {
+    fn from_json(v: Value) -> Answer {
+        // An object holding only Error (a string) and perhaps Cause is a
+        // failure; anything else is the task's result.
+        if let Value::Object(o) = &v {
+            if let Some(Value::String(error)) = o.get("Error") {
+                let cause_ok = match o.get("Cause") {
+                    None | Some(Value::String(_)) | Some(Value::Null) => true,
+                    Some(_) => false,
+                };
+                if cause_ok && o.keys().all(|k| k == "Error" || k == "Cause") {
+                    return Answer::Fail(TaskFailure {
+                        error: error.clone(),
+                        cause: o.get("Cause").and_then(Value::as_str).map(str::to_string),
+                    });
+                }
+            }
+        }
+        Answer::Result(v)
+    }
+}
+
+/// The answers for one resource and how many were used.
+#[derive(Debug)]
+struct Script {
+    answers: Vec<Answer>,
+    used: usize,
+}
+
+/// Task dispatch for `run`: mocks first, then firebreak's steps.
+struct Tasks {
+    mocks: HashMap<String, Mutex<Script>>,
+    steps: Option<StepRunner>,
+}
+
+#[async_trait]
+impl TaskHandler for Tasks {
+    async fn invoke(&self, call: TaskCall) -> Result<Value, TaskFailure> {
+        if let Some(script) = self.mocks.get(&call.resource) {
+            let answer = {
+                let mut s = script.lock().unwrap_or_else(|p| p.into_inner());
+                let i = s.used.min(s.answers.len() - 1);
+                s.used += 1;
+                s.answers[i].clone()
+            };
+            return match answer {
+                Answer::Result(v) => Ok(v),
+                Answer::Fail(f) => Err(f),
+                Answer::Command(c) => run_command(&c, &call.input).await,
+            };
+        }
+        match &self.steps {
+            Some(runner) => runner.invoke(call).await,
+            // Checked before the run: every resource has a mock or a runner.
+            None => Err(TaskFailure::new(
+                "States.Runtime",
+                format!("no --mock for the resource {:?}", call.resource),
+            )),
+        }
+    }
+}
+
+/// Runs a `--mock-command` for one task.
+async fn run_command(command: &str, input: &Value) -> Result<Value, TaskFailure> {
+    use tokio::io::AsyncWriteExt;
+    let failed = |cause: String| TaskFailure::new("States.TaskFailed", cause);
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| failed(format!("cannot start the mock command {command:?}: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A command that does not read its input closes the pipe early;
+        // that is its business, not a failure.
+        let _ = stdin.write_all(input.to_string().as_bytes()).await;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| failed(format!("the mock command {command:?} failed: {e}")))?;
+    if !out.status.success() {
+        return Err(failed(format!(
+            "the mock command {command:?} exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        failed(format!(
+            "the mock command {command:?} did not print JSON: {e}"
+        ))
+    })?;
+    match Answer::from_json(v) {
+        Answer::Fail(f) => Err(f),
+        Answer::Result(v) => Ok(v),
+        Answer::Command(_) => Err(failed("a command cannot answer with a command".into())),
+    }
+}
+
+fn bad(m: impl Into<String>) -> anyhow::Error {
+    BadInput(m.into()).into()
+}
+
+/// `JSON` or `@FILE`, parsed; `what` names the option in errors.
+fn json_arg(what: &str, text: &str) -> anyhow::Result<Value> {
+    let (shown, body) = match text.strip_prefix('@') {
+        Some(path) => (
+            format!("{what} file {path}"),
+            std::fs::read_to_string(path)
+                .map_err(|e| bad(format!("{what}: cannot read {path}: {e}")))?,
+        ),
+        None => (what.to_string(), text.to_string()),
+    };
+    serde_json::from_str(&body).map_err(|e| bad(format!("{shown} is not valid JSON: {e}")))
+}
+
+/// `--mock` and `--mock-command` as the journal keeps them: per resource,
+/// the answers in order (`{"answer": JSON}` or `{"command": "..."}`).
+fn parse_mocks(given: &[String], commands: &[String]) -> anyhow::Result<Vec<(String, Value)>> {
+    let mut out: Vec<(String, Value)> = Vec::new();
+    let split = |flag: &str, m: &str| -> anyhow::Result<(String, String)> {
+        // ARNs never contain '=', so the first one ends the resource.
+        let Some((resource, value)) = m.split_once('=') else {
+            return Err(bad(format!(
+                "{flag} {m:?}: expected RESOURCE=..., for example '{flag} arn:aws:lambda:us-east-1:123456789012:function:f=@answer.json'"
+            )));
+        };
+        if resource.is_empty() {
+            return Err(bad(format!("{flag} {m:?}: the resource is empty")));
+        }
+        Ok((resource.to_string(), value.to_string()))
+    };
+    for m in given {
+        let (resource, value) = split("--mock", m)?;
+        let answer = json_arg(&format!("--mock {resource}"), &value)?;
+        out.push((resource, json!({ "answer": answer })));
+    }
+    for m in commands {
+        let (resource, command) = split("--mock-command", m)?;
+        if command.trim().is_empty() {
+            return Err(bad(format!(
+                "--mock-command {resource}: the command is empty"
+            )));
+        }
+        if given
+            .iter()
+            .any(|g| g.split_once('=').map(|(r, _)| r) == Some(resource.as_str()))
+        {
+            return Err(bad(format!(
+                "{resource} has both --mock and --mock-command: give one of them"
+            )));
+        }
+        out.push((resource, json!({ "command": command })));
+    }
+    Ok(out)
+}
+
+/// Answer scripts from the journaled form; `used` continues a resumed run.
+fn scripts(
+    mocks: &[(String, Value)],
+    used: &HashMap<String, usize>,
+) -> HashMap<String, Mutex<Script>> {
+    let mut scripts: HashMap<String, Mutex<Script>> = HashMap::new();
+    for (resource, m) in mocks {
+        let answer = match m.get("command").and_then(Value::as_str) {
+            Some(c) => Answer::Command(c.to_string()),
+            None => Answer::from_json(m.get("answer").cloned().unwrap_or(Value::Null)),
+        };
+        let script = scripts.entry(resource.clone()).or_insert_with(|| {
+            Mutex::new(Script {
+                answers: Vec::new(),
+                used: used.get(resource).copied().unwrap_or(0),
+            })
+        });
+        script
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .answers
+            .push(answer);
+    }
+    scripts
+}
+
+fn load_definition(path: &PathBuf) -> anyhow::Result<StateMachine> {
+    let shown = path.display();
+    let text =
+        std::fs::read_to_string(path).map_err(|e| bad(format!("{shown}: cannot read: {e}")))?;
+    let machine = validate_json(&text).map_err(|problems| {
+        let lines: Vec<String> = problems.0.iter().map(|p| format!("{shown}: {p}")).collect();
+        bad(format!(
+            "{shown} is not a valid definition ({} problem{}):\n{}",
+            problems.0.len(),
+            if problems.0.len() == 1 { "" } else { "s" },
+            lines.join("\n")
+        ))
+    })?;
+    if machine.query_language == Some(QueryLanguage::Jsonata) {
+        return Err(bad(format!(
+            "{shown}: QueryLanguage JSONata is not supported; firebreak runs JSONPath definitions"
+        )));
+    }
+    Ok(machine)
+}
+
+/// How a journaled `run` rebuilds its task handler on resume.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Runner {
+    command: String,
+    mocks: Vec<(String, Value)>,
+    fast_clock: bool,
+    step_runner_arn: Option<String>,
+    profile: Option<String>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+}
+
+/// Where journals are kept: `FIREBREAK_STATE_DIR`, else
+/// `$XDG_STATE_HOME/firebreak`, else `~/.local/state/firebreak`.
+pub fn state_dir() -> PathBuf {
+    // Hand-written: three environment variables do not justify a crate.
+    if let Some(d) = std::env::var_os("FIREBREAK_STATE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("firebreak");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/state/firebreak")
+}
+
+fn journal_path(name: &str) -> PathBuf {
+    state_dir().join("executions").join(format!("{name}.jsonl"))
+}
+
+/// Execution names as Step Functions allows them (1-80 characters, no
+/// whitespace, wildcards, brackets or control characters), which also
+/// keeps them safe as file names.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let bad_char = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || "<>{}[]?*\"#%\\^|~`$&,;:/".contains(*c));
+    if name.is_empty()
+        || name.chars().count() > 80
+        || bad_char.is_some()
+        || name == "."
+        || name == ".."
+    {
+        return Err(bad(format!(
+            "--name {name:?}: an execution name has 1 to 80 characters, without whitespace or any of <>{{}}[]?*\"#%\\^|~`$&,;:/"
+        )));
+    }
+    Ok(())
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let machine = load_definition(&args.definition)?;
+    let input = json_arg("--input", &args.input)?;
+    let mocks = parse_mocks(&args.mocks, &args.mock_commands)?;
+
+    // Every Task resource needs a mock or the step runner; decide before
+    // anything runs.
+    let tasks = machine.tasks();
+    let mut needs_steps = Vec::new();
+    for (state, task) in &tasks {
+        let r = task.resource.as_str();
+        if mocks.iter().any(|(m, _)| m == r) {
+            continue;
+        }
+        let is_step = r == firebreak_workflows::step::STEP_RUNNER_RESOURCE
+            || r == firebreak_workflows::step::CONTAINER_RESOURCE
+            || args.step_runner_arn.as_deref() == Some(r);
+        if !is_step {
+            return Err(bad(format!(
+                "state '{state}': field Resource {r:?} is not a firebreak step and has no mock; give --mock '{r}=@result.json'"
+            )));
+        }
+        needs_steps.push(state.clone());
+    }
+    for (resource, _) in &mocks {
+        if !tasks.iter().any(|(_, t)| &t.resource == resource) {
+            eprintln!("firebreak: warning: --mock {resource}: no Task state uses this resource");
+        }
+    }
+    if args.fast_clock && !needs_steps.is_empty() {
+        return Err(bad(format!(
+            "--fast-clock cannot run firebreak steps (they talk to AWS in real time); mock them or drop --fast-clock (states: {})",
+            needs_steps.join(", ")
+        )));
+    }
+
+    let mut config = ExecutionConfig::default();
+    if let Some(n) = &args.name {
+        check_name(n)?;
+        config.name = n.clone();
+    }
+    if let Some(stem) = args.definition.file_stem() {
+        config.state_machine_name = stem.to_string_lossy().into_owned();
+    }
+    let runner = Runner {
+        command: "run".into(),
+        mocks,
+        fast_clock: args.fast_clock,
+        step_runner_arn: args.step_runner_arn.clone(),
+        profile: args.aws.profile.clone(),
+        region: args.aws.region.clone(),
+        endpoint_url: args.aws.endpoint_url.clone(),
+    };
+    let steps = if needs_steps.is_empty() {
+        None
+    } else {
+        let (runner, session) = step_runner(&runner).await?;
+        config.region = session.region.clone();
+        config.account = session.who.account_id.clone();
+        config.role_arn = session.who.arn.clone();
+        Some(runner)
+    };
+    let clock = TokioClock::new();
+    let start = Start {
+        definition: machine,
+        input,
+        config,
+        start_time: format_timestamp(clock.now()),
+        runner: serde_json::to_value(&runner)?,
+    };
+    let path = journal_path(&start.config.name);
+    let journal = Arc::new(Journal::create(&path, &start).map_err(|e| match e {
+        JournalError::Exists { .. } => bad(e.to_string()),
+        other => anyhow::anyhow!("{other}"),
+    })?);
+    eprintln!(
+        "firebreak: execution {} (journal {}); if it is interrupted, `firebreak resume {}` finishes it",
+        start.config.name,
+        path.display(),
+        start.config.name
+    );
+    let executor = Executor::new(Arc::new(Tasks {
+        mocks: scripts(&runner.mocks, &HashMap::new()),
+        steps,
+    }))
+    .with_clock(Arc::new(clock));
+    let history = History::new();
+    let outcome = executor
+        .run_journaled(journal.clone(), &start, &history)
+        .await;
+    finish(&outcome, &history, args.history, &journal)
+}
+
+/// A step runner (and its AWS session) for the journaled options.
+async fn step_runner(r: &Runner) -> anyhow::Result<(StepRunner, Session)> {
+    let aws = AwsArgs {
+        profile: r.profile.clone(),
+        region: r.region.clone(),
+        endpoint_url: r.endpoint_url.clone(),
+    };
+    let session = Session::open(&aws, Mode::Live, false).await?;
+    let mut runner = StepRunner::new(Arc::new(Registry::standard()), session.ctx.clone());
+    if let Some(arn) = &r.step_runner_arn {
+        runner = runner.accept_resource(arn.clone());
+    }
+    Ok((runner, session))
+}
+
+/// Prints the outcome object and gives the exit code.
+fn finish(
+    outcome: &Outcome,
+    history: &History,
+    with_history: bool,
+    journal: &Journal,
+) -> anyhow::Result<u8> {
+    if let Some(e) = journal.write_error() {
+        eprintln!("firebreak: warning: the journal could not be written ({e}); this run cannot be resumed");
+    }
+    let mut printed = outcome_json(outcome);
+    if with_history {
+        printed["history"] = serde_json::to_value(history.events())?;
+    }
+    println!("{}", serde_json::to_string_pretty(&printed)?);
+    Ok(match outcome.status {
+        Status::Succeeded => exit::OK,
+        Status::Failed | Status::TimedOut => exit::FAILED,
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The execution's name (as `run` printed it) or its journal file.
+    pub execution: String,
+    /// Add the execution history to the output.
+    #[arg(long)]
+    pub history: bool,
+}
+
+/// `firebreak resume`: reads the journal first, since a fast-clock run
+/// needs its own runtime.
+pub fn resume_main(args: ResumeArgs) -> anyhow::Result<u8> {
+    let path = if args.execution.ends_with(".jsonl") || args.execution.contains('/') {
+        PathBuf::from(&args.execution)
+    } else {
+        check_name(&args.execution)?;
+        journal_path(&args.execution)
+    };
+    if !path.is_file() {
+        return Err(bad(format!(
+            "no journal for execution {:?} at {} (runs are journaled under FIREBREAK_STATE_DIR, now {})",
+            args.execution,
+            path.display(),
+            state_dir().display()
+        )));
+    }
+    let (journal, start) = Journal::open(&path).map_err(|e| bad(e.to_string()))?;
+    let runner: Runner = serde_json::from_value(start.runner.clone()).map_err(|e| {
+        bad(format!(
+            "{}: not a journal written by `firebreak run` ({e})",
+            path.display()
+        ))
+    })?;
+    let runtime = runtime(runner.fast_clock)?;
+    runtime.block_on(resume(args, journal, start, runner))
+}
+
+async fn resume(
+    args: ResumeArgs,
+    journal: Journal,
+    start: Start,
+    runner: Runner,
+) -> anyhow::Result<u8> {
+    let replay = journal.replay();
+    if replay.ended.is_some() {
+        eprintln!(
+            "firebreak: execution {} had already ended",
+            start.config.name
+        );
+    } else {
+        eprintln!(
+            "firebreak: resuming execution {}: {} finished states and {} finished task attempts are taken from the journal",
+            start.config.name,
+            replay.exits.len(),
+            replay.attempts.len()
+        );
+    }
+    let steps = if replay.ended.is_none()
+        && start
+            .definition
+            .tasks()
+            .iter()
+            .any(|(_, t)| !runner.mocks.iter().any(|(m, _)| *m == t.resource))
+    {
+        Some(step_runner(&runner).await?.0)
+    } else {
+        None
+    };
+    // A fast clock goes on from the journal's last time, so a wait in
+    // progress keeps its place; a real one from now.
+    let clock = match (runner.fast_clock, replay.events.last()) {
+        (true, Some(e)) => TokioClock::starting_at(
+            firebreak_workflows::time::parse_timestamp(&e.timestamp)
+                .unwrap_or_else(chrono::Utc::now),
+        ),
+        _ => TokioClock::new(),
+    };
+    let executor = Executor::new(Arc::new(Tasks {
+        mocks: scripts(&runner.mocks, &replay.attempts_per_resource),
+        steps,
+    }))
+    .with_clock(Arc::new(clock));
+    let journal = Arc::new(journal);
+    let (outcome, history) = executor.resume(journal.clone(), &start).await;
+    finish(&outcome, &history, args.history, &journal)
+}
+
+/// `{"status", "output", "error", "cause"}`, as DescribeExecution gives
+/// them (absent fields are null).
+fn outcome_json(o: &Outcome) -> Value {
+    json!({
+        "status": o.status,
+        "output": o.output,
+        "error": o.error,
+        "cause": o.cause,
+    })
+}

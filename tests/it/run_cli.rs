@@ -1,0 +1,534 @@
+//! `firebreak run`: Step Functions' recorded behaviour (the shared
+//! conformance cases, recorded against real AWS), mocks, exit codes and
+//! bad input.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::support::{stderr, stdout};
+
+/// Where the conformance cases are: `FIREBREAK_SFN_CONFORMANCE`, or
+/// `shared/data/sfn-conformance/cases.jsonl` beside the clone (or beside any
+/// folder above it).
+fn conformance_file() -> PathBuf {
+    if let Ok(p) = std::env::var("FIREBREAK_SFN_CONFORMANCE") {
+        return PathBuf::from(p);
+    }
+    let rel = Path::new("shared/data/sfn-conformance/cases.jsonl");
+    let mut dir = Some(Path::new(env!("CARGO_MANIFEST_DIR")));
+    while let Some(d) = dir {
+        let candidate = d.join(rel);
+        if candidate.is_file() {
+            return candidate;
+        }
+        dir = d.parent();
+    }
+    let fallback = Path::new("/work").join(rel);
+    assert!(
+        fallback.is_file(),
+        "the conformance cases are not found: set FIREBREAK_SFN_CONFORMANCE to cases.jsonl"
+    );
+    fallback
+}
+
+/// JSON equality with numbers compared by value (1 equals 1.0).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(i), Some(j)) => i == j,
+            _ => match (x.as_u64(), y.as_u64()) {
+                (Some(i), Some(j)) => i == j,
+                _ => x.as_f64() == y.as_f64(),
+            },
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Removes the value at a JSON pointer, returning whether it was there.
+fn take(v: &mut Value, pointer: &str) -> bool {
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return false;
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    match v.pointer_mut(parent) {
+        Some(Value::Object(o)) => o.remove(&last).is_some(),
+        Some(Value::Array(a)) => match last.parse::<usize>() {
+            Ok(i) if i < a.len() => {
+                a[i] = Value::Null;
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// What is wrong with `actual` (the printed object) against `expected`.
+fn compare(expected: &Value, actual: &Value) -> Option<String> {
+    let mut expected = expected.clone();
+    let mut actual = actual.clone();
+    let fuzzy: Vec<String> = expected
+        .get("fuzzy")
+        .and_then(Value::as_array)
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(o) = expected.as_object_mut() {
+        o.remove("fuzzy");
+    }
+    // Fuzzy values depend on the run: present, not compared.
+    for p in &fuzzy {
+        if actual.pointer(p).is_none_or(Value::is_null) {
+            return Some(format!("{p} is missing"));
+        }
+        take(&mut expected, p);
+        take(&mut actual, p);
+    }
+    let mut problems = Vec::new();
+    for field in ["status", "output", "error", "cause"] {
+        let want = expected.get(field).cloned().unwrap_or(Value::Null);
+        let got = actual.get(field).cloned().unwrap_or(Value::Null);
+        if !same(&want, &got) {
+            problems.push(format!("{field}: expected {want}, got {got}"));
+        }
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}
+
+#[test]
+fn every_recorded_aws_execution_gives_the_same_result() {
+    let path = conformance_file();
+    let text = std::fs::read_to_string(&path).expect("the conformance cases are readable");
+    let dir = tempfile_dir();
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (line_no, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        count += 1;
+        let case: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("{}:{}: not JSON: {e}", path.display(), line_no + 1));
+        let name = case["name"].as_str().unwrap_or("(unnamed)").to_string();
+        let def = dir.join(format!("case-{line_no}.json"));
+        std::fs::write(&def, case["definition"].to_string()).unwrap();
+        let input = case["input"].to_string();
+        let out = firebreak_run(&[
+            "run",
+            def.to_str().unwrap(),
+            "--input",
+            &input,
+            "--fast-clock",
+        ]);
+        let printed: Value = match serde_json::from_str(&stdout(&out)) {
+            Ok(v) => v,
+            Err(_) => {
+                failures.push(format!(
+                    "{name}: exit {:?}, no result printed: {}",
+                    out.status.code(),
+                    stderr(&out).trim()
+                ));
+                continue;
+            }
+        };
+        if let Some(problem) = compare(&case["expected"], &printed) {
+            failures.push(format!("{name}: {problem}"));
+            continue;
+        }
+        let want_code = if case["expected"]["status"] == "SUCCEEDED" {
+            0
+        } else {
+            1
+        };
+        if out.status.code() != Some(want_code) {
+            failures.push(format!(
+                "{name}: exit {:?}, expected {want_code}",
+                out.status.code()
+            ));
+        }
+    }
+    assert!(count >= 200, "only {count} cases in {}", path.display());
+    assert!(
+        failures.is_empty(),
+        "GIVEN {count} executions recorded against AWS WHEN each runs in `firebreak run` THEN each gives AWS's result; {} do not:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// `firebreak` with its journals in this test run's temporary folder.
+fn firebreak_run(args: &[&str]) -> std::process::Output {
+    firebreak_in(&tempfile_dir().join("state"), args)
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("firebreak-run-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, v: &Value) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, serde_json::to_string_pretty(v).unwrap()).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+const LAMBDA: &str = "arn:aws:lambda:us-east-1:123456789012:function:enrich";
+
+#[test]
+fn mocked_tasks_answer_in_order_and_retries_use_the_next_answer() {
+    // GIVEN a Task with a Retry whose mock fails once, then succeeds
+    let dir = tempfile_dir();
+    let def = write(
+        &dir,
+        "retry.json",
+        &json!({
+            "StartAt": "Enrich",
+            "States": {"Enrich": {
+                "Type": "Task", "Resource": LAMBDA,
+                "Retry": [{"ErrorEquals": ["Throttled"], "IntervalSeconds": 30, "MaxAttempts": 2}],
+                "ResultPath": "$.enriched", "End": true
+            }}
+        }),
+    );
+    let fail = write(
+        &dir,
+        "fail.json",
+        &json!({"Error": "Throttled", "Cause": "slow down"}),
+    );
+    let out = firebreak_run(&[
+        "run",
+        &def,
+        "--input",
+        r#"{"id": 7}"#,
+        "--mock",
+        &format!("{LAMBDA}=@{fail}"),
+        "--mock",
+        &format!(r#"{LAMBDA}={{"score": 3}}"#),
+        "--fast-clock",
+        "--history",
+    ]);
+    // THEN it succeeds with the second answer, after one retry recorded
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(printed["status"], "SUCCEEDED");
+    assert_eq!(
+        printed["output"],
+        json!({"id": 7, "enriched": {"score": 3}})
+    );
+    assert_eq!(printed["error"], Value::Null);
+    let kinds: Vec<&str> = printed["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "LambdaFunctionFailed")
+            .count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"ExecutionSucceeded"));
+}
+
+#[test]
+fn a_failed_execution_prints_error_and_cause_and_exits_1() {
+    let dir = tempfile_dir();
+    let def = write(
+        &dir,
+        "fail.json",
+        &json!({"StartAt": "Stop", "States": {"Stop": {"Type": "Fail", "Error": "Bad", "Cause": "because"}}}),
+    );
+    let out = firebreak_run(&["run", &def]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let printed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        printed,
+        json!({"status": "FAILED", "output": null, "error": "Bad", "cause": "because"})
+    );
+}
+
+#[test]
+fn bad_definitions_inputs_and_mocks_exit_2_naming_what_is_wrong() {
+    let dir = tempfile_dir();
+    let unmocked = write(
+        &dir,
+        "unmocked.json",
+        &json!({"StartAt": "Call", "States": {"Call": {"Type": "Task", "Resource": LAMBDA, "End": true}}}),
+    );
+    let broken = write(
+        &dir,
+        "broken.json",
+        &json!({"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "Nowhere"}}}),
+    );
+    let good = write(
+        &dir,
+        "good.json",
+        &json!({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": true}}}),
+    );
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![unmocked.clone()], "state 'Call': field Resource"),
+        (vec![broken.clone()], "Nowhere"),
+        (
+            vec![good.clone(), "--input".into(), "{not json".into()],
+            "--input is not valid JSON",
+        ),
+        (
+            vec![
+                good.clone(),
+                "--input".into(),
+                "@/nonexistent/input.json".into(),
+            ],
+            "cannot read /nonexistent/input.json",
+        ),
+        (
+            vec![unmocked.clone(), "--mock".into(), "no-equals-sign".into()],
+            "expected RESOURCE=",
+        ),
+        (
+            vec![unmocked.clone(), "--mock".into(), format!("{LAMBDA}={{bad")],
+            "is not valid JSON",
+        ),
+        (vec!["/nonexistent/def.json".into()], "cannot read"),
+    ];
+    for (args, needle) in cases {
+        let mut all = vec!["run".to_string()];
+        all.extend(args.iter().cloned());
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = firebreak_run(&refs);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "GIVEN run {args:?} THEN exit 2; stderr: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(needle),
+            "GIVEN run {args:?} THEN the error names {needle:?}; got: {}",
+            stderr(&out)
+        );
+        assert!(
+            stdout(&out).is_empty(),
+            "nothing printed on stdout for {args:?}"
+        );
+    }
+}
+
+/// Runs `firebreak run|resume` with journals under `state`.
+fn firebreak_in(state: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(args)
+        .env("FIREBREAK_STATE_DIR", state)
+        .env_remove("AWS_ENDPOINT_URL")
+        .output()
+        .expect("the firebreak binary runs")
+}
+
+/// A definition with two counted tasks around a real-time Wait: each task
+/// appends a line to `count` when it starts and when it finishes.
+fn counted_definition(dir: &Path) -> (String, Vec<String>) {
+    let count = dir.join("count");
+    let def = write(
+        dir,
+        "durable.json",
+        &json!({
+            "StartAt": "First",
+            "States": {
+                "First": {"Type": "Task", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:first",
+                          "ResultPath": "$.first", "Next": "Pause"},
+                "Pause": {"Type": "Wait", "Seconds": 3, "Next": "Second"},
+                "Second": {"Type": "Task", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:second",
+                           "ResultPath": "$.second", "Next": "Done"},
+                "Done": {"Type": "Pass", "Parameters": {"first.$": "$.first", "second.$": "$.second", "id.$": "$.id"}, "End": true}
+            }
+        }),
+    );
+    let c = count.display();
+    let mocks = vec![
+        "--mock-command".to_string(),
+        format!(
+            r#"arn:aws:lambda:us-east-1:123456789012:function:first=echo first-start >> {c}; echo first-done >> {c}; echo '{{"a": 1}}'"#
+        ),
+        "--mock-command".to_string(),
+        format!(
+            r#"arn:aws:lambda:us-east-1:123456789012:function:second=echo second-start >> {c}; sleep 2; echo second-done >> {c}; echo '{{"b": 2}}'"#
+        ),
+    ];
+    (def, mocks)
+}
+
+fn lines(path: &Path, what: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| *l == what)
+        .count()
+}
+
+/// Starts a run in its own process group, waits until `ready` holds, then
+/// kills the whole group (firebreak and its task programs) with SIGKILL.
+fn run_and_kill(state: &Path, args: &[String], ready: impl Fn() -> bool) {
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(args)
+        .env("FIREBREAK_STATE_DIR", state)
+        .env_remove("AWS_ENDPOINT_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("firebreak starts");
+    let pid = child.id();
+    let mut waited = 0;
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        waited += 1;
+        assert!(waited < 1500, "the run never reached the point to kill it");
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = child.wait();
+}
+
+fn journal_has(state: &Path, name: &str, entry: &str) -> bool {
+    std::fs::read_to_string(state.join("executions").join(format!("{name}.jsonl")))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains(entry))
+}
+
+#[test]
+fn a_run_killed_in_a_wait_resumes_to_the_same_output_without_rerunning_tasks() {
+    let dir = tempfile_dir().join("killed-in-wait");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (def, mocks) = counted_definition(&dir);
+    let count = dir.join("count");
+    // GIVEN the output of an uninterrupted run
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        def.clone(),
+        "--input".into(),
+        r#"{"id": 9}"#.into(),
+    ];
+    args.extend(mocks.iter().cloned());
+    let mut whole = args.clone();
+    whole.extend(["--name".to_string(), "whole".to_string()]);
+    let refs: Vec<&str> = whole.iter().map(String::as_str).collect();
+    let out = firebreak_in(&dir, &refs);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let expected: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    std::fs::remove_file(&count).unwrap();
+    // WHEN a second run is killed while it waits
+    let mut killed = args.clone();
+    killed.extend(["--name".to_string(), "killed-in-wait".to_string()]);
+    run_and_kill(&dir, &killed, || {
+        journal_has(&dir, "killed-in-wait", r#""t":"wait""#)
+    });
+    assert_eq!(lines(&count, "first-done"), 1);
+    assert_eq!(
+        lines(&count, "second-start"),
+        0,
+        "killed before the second task"
+    );
+    // AND it is resumed
+    let out = firebreak_in(&dir, &["resume", "killed-in-wait"]);
+    // THEN it ends with the same output, the first task never ran again
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let resumed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(resumed, expected);
+    assert_eq!(
+        lines(&count, "first-start"),
+        1,
+        "the finished task ran again"
+    );
+    assert_eq!(lines(&count, "second-done"), 1);
+    // AND resuming an ended execution prints its outcome again
+    let again = firebreak_in(&dir, &["resume", "killed-in-wait"]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&again)).unwrap(),
+        expected
+    );
+    assert_eq!(lines(&count, "second-start"), 1);
+}
+
+#[test]
+fn a_run_killed_in_a_task_resumes_and_reruns_only_the_unfinished_task() {
+    let dir = tempfile_dir().join("killed-in-task");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (def, mocks) = counted_definition(&dir);
+    let count = dir.join("count");
+    let mut args: Vec<String> = vec!["run".into(), def, "--input".into(), r#"{"id": 9}"#.into()];
+    args.extend(mocks);
+    args.extend(["--name".to_string(), "killed-in-task".to_string()]);
+    // WHEN the run is killed while the second task runs
+    run_and_kill(&dir, &args, || lines(&count, "second-start") == 1);
+    assert_eq!(lines(&count, "second-done"), 0, "killed inside the task");
+    // AND it is resumed
+    let out = firebreak_in(&dir, &["resume", "killed-in-task", "--history"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let resumed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    // THEN the output is the uninterrupted one
+    assert_eq!(
+        resumed["output"],
+        json!({"first": {"a": 1}, "second": {"b": 2}, "id": 9})
+    );
+    // AND the finished task ran once, the interrupted one finished once
+    assert_eq!(lines(&count, "first-start"), 1);
+    assert_eq!(lines(&count, "second-start"), 2);
+    assert_eq!(lines(&count, "second-done"), 1);
+    // AND the history goes on from the journal's: the first task is
+    // scheduled once, events are numbered without a gap
+    let history = resumed["history"].as_array().unwrap();
+    let first_scheduled = history
+        .iter()
+        .filter(|e| {
+            e["type"] == "LambdaFunctionScheduled"
+                && e["lambdaFunctionScheduledEventDetails"]["resource"]
+                    .as_str()
+                    .is_some_and(|r| r.ends_with(":first"))
+        })
+        .count();
+    assert_eq!(first_scheduled, 1);
+    for (i, e) in history.iter().enumerate() {
+        assert_eq!(e["id"], json!(i + 1), "event ids are dense");
+    }
+    assert_eq!(history.last().unwrap()["type"], "ExecutionSucceeded");
+}
+
+#[test]
+fn resume_names_a_missing_execution_and_exits_2() {
+    let dir = tempfile_dir().join("resume-missing");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = firebreak_in(&dir, &["resume", "no-such-execution"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no journal for execution \"no-such-execution\""),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,79 @@
+//! The context object (`$$`) as path evaluation sees it.
+//!
+//! An execution's context holds its whole input (`$$.Execution.Input`);
+//! building a fresh copy for every state would cost a copy of the input per
+//! state (quadratic in a Map over a large input). [`LazyContext`] builds
+//! `$$` only when a path actually reads it, once per state.
+
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+
+/// Anything that can give the context object.
+pub trait ContextSource {
+    fn context(&self) -> &Value;
+}
+
+impl ContextSource for Value {
+    fn context(&self) -> &Value {
+        self
+    }
+}
+
+/// `$$` for one state: the execution's shared part, plus `State` and, in a
+/// Map iteration, `Map`; assembled on first use.
+#[derive(Clone, Debug)]
+pub struct LazyContext {
+    base: Arc<Value>,
+    state: Option<Value>,
+    map: Option<Value>,
+    built: OnceLock<Value>,
+}
+
+impl LazyContext {
+    pub fn new(base: Arc<Value>) -> LazyContext {
+        LazyContext {
+            base,
+            state: None,
+            map: None,
+            built: OnceLock::new(),
+        }
+    }
+
+    /// The same context with `State` set.
+    pub fn with_state(&self, state: Value) -> LazyContext {
+        LazyContext {
+            base: self.base.clone(),
+            state: Some(state),
+            map: self.map.clone(),
+            built: OnceLock::new(),
+        }
+    }
+
+    /// The same context with `Map` set (inside a Map's ItemSelector).
+    pub fn with_map(&self, map: Value) -> LazyContext {
+        LazyContext {
+            base: self.base.clone(),
+            state: self.state.clone(),
+            map: Some(map),
+            built: OnceLock::new(),
+        }
+    }
+}
+
+impl ContextSource for LazyContext {
+    fn context(&self) -> &Value {
+        self.built.get_or_init(|| {
+            let mut v = (*self.base).clone();
+            if let Some(o) = v.as_object_mut() {
+                if let Some(s) = &self.state {
+                    o.insert("State".into(), s.clone());
+                }
+                if let Some(m) = &self.map {
+                    o.insert("Map".into(), m.clone());
+                }
+            }
+            v
+        })
+    }
+}

@@ -1,0 +1,320 @@
+//! The journal of a durable execution: one JSON line per entry, appended
+//! before the execution moves on, so a killed process can be resumed
+//! without re-running what finished.
+//!
+//! What is journaled:
+//! - `start`: the definition, input, identity and start time, and an opaque
+//!   `runner` object the caller uses to rebuild its task handler;
+//! - `event`: every history event (with the logical key of the states that
+//!   must not record it twice on resume);
+//! - `exit`: a state finished, with its output and where it went;
+//! - `attempt`: a Task attempt finished, with its result or failure;
+//! - `wait`: a Wait state or a retry delay started, with when it ends;
+//! - `end`: the execution ended.
+//!
+//! Entries are keyed by the state's logical position, not by event ids,
+//! because Parallel branches and Map iterations interleave differently on
+//! every run: `3` is the fourth state the top-level graph ran, `3.a0.b1.2`
+//! the third state of branch 1 of that (Parallel) state's first attempt,
+//! `3.a0.i17.0` the first state of Map item 17. Resume runs the definition
+//! again from the start, taking each finished state's recorded output and
+//! transition instead of running it, and each finished Task attempt's
+//! recorded result instead of calling the task.
+//!
+//! Every entry is one `write` to the file (no user-space buffer), so it
+//! survives the process being killed; `attempt`, `start` and `end` entries
+//! are also synced to the disk, so a finished task is never lost to a
+//! crash of the machine either.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{ExecutionConfig, HistoryEvent, Outcome, TaskFailure};
+use crate::asl::StateMachine;
+
+/// What a journal starts with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Start {
+    pub definition: StateMachine,
+    pub input: Value,
+    pub config: ExecutionConfig,
+    /// `$$.Execution.StartTime`, kept on resume.
+    pub start_time: String,
+    /// The caller's own record of how to run tasks (mocks, AWS options).
+    #[serde(default)]
+    pub runner: Value,
+}
+
+/// One line of the journal.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Entry {
+    Start(Box<Start>),
+    Event {
+        event: HistoryEvent,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
+    Exit {
+        key: String,
+        output: Value,
+        next: Option<String>,
+        last: u64,
+    },
+    Attempt {
+        key: String,
+        n: u64,
+        resource: String,
+        result: Result<Value, TaskFailure>,
+        last: u64,
+    },
+    Wait {
+        key: String,
+        until: String,
+    },
+    End {
+        outcome: Outcome,
+    },
+}
+
+/// A finished state.
+#[derive(Clone, Debug)]
+pub struct Exit {
+    pub output: Value,
+    pub next: Option<String>,
+    pub last: u64,
+}
+
+/// A finished Task attempt.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub result: Result<Value, TaskFailure>,
+    pub last: u64,
+}
+
+/// What a journal on disk says happened.
+#[derive(Clone, Debug, Default)]
+pub struct Replay {
+    pub exits: HashMap<String, Exit>,
+    pub attempts: HashMap<(String, u64), Attempt>,
+    pub waits: HashMap<String, String>,
+    pub keyed_events: HashMap<String, u64>,
+    pub events: Vec<HistoryEvent>,
+    /// Finished attempts per Task resource (to continue scripted mocks).
+    pub attempts_per_resource: HashMap<String, usize>,
+    pub ended: Option<Outcome>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: line {line} is not a journal entry: {message}")]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: the journal does not start with a start entry")]
+    NoStart { path: PathBuf },
+    #[error(
+        "{path}: a journal for this execution already exists (resume it, or choose another name)"
+    )]
+    Exists { path: PathBuf },
+}
+
+/// An open journal, appended to as the execution runs.
+#[derive(Debug)]
+pub struct Journal {
+    path: PathBuf,
+    file: Mutex<File>,
+    replay: Replay,
+    /// Set when a write fails: the execution goes on, and the caller says
+    /// the run cannot be resumed.
+    write_error: Mutex<Option<String>>,
+}
+
+impl Journal {
+    /// Starts a new journal; fails if one exists at `path`.
+    pub fn create(path: &Path, start: &Start) -> Result<Journal, JournalError> {
+        let io = |source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    JournalError::Exists {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    io(e)
+                }
+            })?;
+        let journal = Journal {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+            replay: Replay::default(),
+            write_error: Mutex::new(None),
+        };
+        journal.append(&Entry::Start(Box::new(start.clone())), true);
+        if let Some(e) = journal.write_error() {
+            return Err(JournalError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e),
+            });
+        }
+        Ok(journal)
+    }
+
+    /// Opens a journal to resume it: reads every entry, then appends. A
+    /// last line cut short by a kill is ignored (it was never acted on).
+    pub fn open(path: &Path) -> Result<(Journal, Start), JournalError> {
+        let io = |source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let lines: Vec<&str> = text.lines().collect();
+        // Where the entries we keep end: a torn last line is cut off.
+        let mut keep_len = text.len() as u64;
+        let mut start = None;
+        let mut replay = Replay::default();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let entry: Entry = match serde_json::from_str(line) {
+                Ok(e) => e,
+                Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {
+                    keep_len = text.rfind('\n').map_or(0, |n| n as u64 + 1);
+                    break;
+                }
+                Err(e) => {
+                    return Err(JournalError::Corrupt {
+                        path: path.to_path_buf(),
+                        line: i + 1,
+                        message: e.to_string(),
+                    })
+                }
+            };
+            match entry {
+                Entry::Start(s) => start = Some(*s),
+                Entry::Event { event, key } => {
+                    if let Some(k) = key {
+                        replay.keyed_events.insert(k, event.id);
+                    }
+                    replay.events.push(event);
+                }
+                Entry::Exit {
+                    key,
+                    output,
+                    next,
+                    last,
+                } => {
+                    replay.exits.insert(key, Exit { output, next, last });
+                }
+                Entry::Attempt {
+                    key,
+                    n,
+                    resource,
+                    result,
+                    last,
+                } => {
+                    *replay.attempts_per_resource.entry(resource).or_default() += 1;
+                    replay.attempts.insert((key, n), Attempt { result, last });
+                }
+                Entry::Wait { key, until } => {
+                    replay.waits.insert(key, until);
+                }
+                Entry::End { outcome } => replay.ended = Some(outcome),
+            }
+        }
+        let start = start.ok_or_else(|| JournalError::NoStart {
+            path: path.to_path_buf(),
+        })?;
+        replay.events.sort_by_key(|e| e.id);
+        // Events from a kill between two writes can leave a gap in the ids;
+        // keep the events up to the first gap, so ids stay dense.
+        let dense = replay
+            .events
+            .iter()
+            .enumerate()
+            .take_while(|(i, e)| e.id == *i as u64 + 1)
+            .count();
+        replay.events.truncate(dense);
+        replay.keyed_events.retain(|_, id| *id <= dense as u64);
+        let mut file = OpenOptions::new().append(true).open(path).map_err(io)?;
+        if keep_len < text.len() as u64 {
+            // The torn line was never acted on: cut it off, so the next
+            // entry starts on a line of its own.
+            file.set_len(keep_len).map_err(io)?;
+        } else if !text.is_empty() && !text.ends_with('\n') {
+            file.write_all(b"\n").map_err(io)?;
+        }
+        Ok((
+            Journal {
+                path: path.to_path_buf(),
+                file: Mutex::new(file),
+                replay,
+                write_error: Mutex::new(None),
+            },
+            start,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the journal held when it was opened (empty for a new one).
+    pub fn replay(&self) -> &Replay {
+        &self.replay
+    }
+
+    /// The first write error, if any write failed.
+    pub fn write_error(&self) -> Option<String> {
+        self.write_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Appends one entry with a single write; `sync` also flushes it to
+    /// the disk.
+    pub fn append(&self, entry: &Entry, sync: bool) {
+        let mut line = match serde_json::to_vec(entry) {
+            Ok(l) => l,
+            Err(e) => return self.failed(format!("cannot encode a journal entry: {e}")),
+        };
+        line.push(b'\n');
+        let Ok(mut file) = self.file.lock() else {
+            return self.failed("the journal lock is poisoned".into());
+        };
+        let r = file
+            .write_all(&line)
+            .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
+        if let Err(e) = r {
+            drop(file);
+            self.failed(format!("cannot write {}: {e}", self.path.display()));
+        }
+    }
+
+    fn failed(&self, message: String) {
+        if let Ok(mut e) = self.write_error.lock() {
+            e.get_or_insert(message);
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Durable executions: a journal cut at ANY line (as a kill leaves it)
+//! resumes to the same output, and exactly the task attempts the journal
+//! does not hold are run again: Parallel branches, Map items, retries and
+//! waits included.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::TimeZone;
+use firebreak_workflows::asl::StateMachine;
+use firebreak_workflows::exec::journal::Start;
+use firebreak_workflows::exec::{
+    ExecutionConfig, Executor, History, Journal, Status, TaskCall, TaskFailure, TaskHandler,
+    TokioClock,
+};
+use serde_json::{json, Value};
+
+/// Answers from the input alone (so a resumed run gets the same answers),
+/// fails the first attempt for Map item 1, and counts calls.
+#[derive(Default)]
+struct Counting {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl TaskHandler for Counting {
+    async fn invoke(&self, call: TaskCall) -> Result<Value, TaskFailure> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if call.input.get("item") == Some(&json!(1)) && call.retry_count == 0 {
+            return Err(TaskFailure::new("Flaky", "first try fails"));
+        }
+        Ok(json!({"resource": call.resource, "input": call.input}))
+    }
+}
+
+fn definition() -> StateMachine {
+    serde_json::from_value(json!({
+        "StartAt": "Both",
+        "States": {
+            "Both": {
+                "Type": "Parallel",
+                "Branches": [
+                    {"StartAt": "A", "States": {
+                        "A": {"Type": "Task", "Resource": "a", "Next": "Pause"},
+                        "Pause": {"Type": "Wait", "Seconds": 60, "Next": "B"},
+                        "B": {"Type": "Task", "Resource": "b", "End": true}
+                    }},
+                    {"StartAt": "Each", "States": {
+                        "Each": {
+                            "Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": 2,
+                            "ItemSelector": {"item.$": "$$.Map.Item.Value"},
+                            "ItemProcessor": {"StartAt": "C", "States": {
+                                "C": {"Type": "Task", "Resource": "c", "End": true,
+                                      "Retry": [{"ErrorEquals": ["Flaky"], "IntervalSeconds": 30}]}
+                            }},
+                            "End": true
+                        }
+                    }}
+                ],
+                "Next": "Loop"
+            },
+            "Loop": {"Type": "Pass", "Parameters": {"both.$": "$", "n": 0}, "Next": "Count"},
+            "Count": {"Type": "Task", "Resource": "d", "ResultPath": "$.d", "Next": "Again"},
+            "Again": {"Type": "Choice", "Choices": [
+                {"Variable": "$.d.input.n", "NumericLessThan": 2, "Next": "Bump"}
+            ], "Default": "Done"},
+            "Bump": {"Type": "Pass", "Parameters": {"both.$": "$.both", "n.$": "States.MathAdd($.d.input.n, 1)"}, "Next": "Count"},
+            "Done": {"Type": "Succeed"}
+        }
+    }))
+    .unwrap()
+}
+
+fn start() -> Start {
+    let at = chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+    Start {
+        definition: definition(),
+        input: json!({"items": [0, 1, 2, 3]}),
+        config: ExecutionConfig {
+            name: "journal-test".into(),
+            ..ExecutionConfig::default()
+        },
+        start_time: firebreak_workflows::time::format_timestamp(at),
+        runner: Value::Null,
+    }
+}
+
+fn dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("firebreak-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn clock() -> Arc<TokioClock> {
+    Arc::new(TokioClock::starting_at(
+        chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+    ))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_journal_cut_anywhere_resumes_to_the_same_output_running_only_unfinished_attempts() {
+    // GIVEN a whole journaled run
+    let path = dir().join("whole.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let tasks = Arc::new(Counting::default());
+    let start = start();
+    let journal = Arc::new(Journal::create(&path, &start).unwrap());
+    let history = History::new();
+    let whole = Executor::new(tasks.clone())
+        .with_clock(clock())
+        .run_journaled(journal, &start, &history)
+        .await;
+    assert_eq!(whole.status, Status::Succeeded, "{whole:?}");
+    let total_calls = tasks.calls.load(Ordering::SeqCst);
+    // a, b, c x 4 (+1 retry), d x 3
+    assert_eq!(total_calls, 10);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+
+    // WHEN the journal is cut after each of its lines (and once in the
+    // middle of a line) and resumed
+    for cut in 1..lines.len() {
+        for torn in [false, true] {
+            let mut prefix = lines[..cut].join("\n");
+            prefix.push('\n');
+            if torn {
+                prefix.push_str(&lines[cut][..lines[cut].len() / 2]);
+            }
+            let attempts_kept = lines[..cut]
+                .iter()
+                .filter(|l| l.contains(r#""t":"attempt""#))
+                .count();
+            let cut_path = dir().join(format!("cut-{cut}-{torn}.jsonl"));
+            std::fs::write(&cut_path, &prefix).unwrap();
+            let (journal, start) = Journal::open(&cut_path).unwrap();
+            let tasks = Arc::new(Counting::default());
+            let (outcome, history) = Executor::new(tasks.clone())
+                .with_clock(clock())
+                .resume(Arc::new(journal), &start)
+                .await;
+            // THEN the output is the same
+            assert_eq!(
+                outcome, whole,
+                "GIVEN the journal cut after line {cut} (torn: {torn})"
+            );
+            // AND only the attempts the journal did not hold ran
+            assert_eq!(
+                tasks.calls.load(Ordering::SeqCst),
+                total_calls - attempts_kept,
+                "GIVEN the journal cut after line {cut} (torn: {torn}) THEN only unfinished attempts run"
+            );
+            // AND the history is whole: dense ids, one start, one end
+            let events = history.events();
+            for (i, e) in events.iter().enumerate() {
+                assert_eq!(e.id, i as u64 + 1, "cut {cut}: ids are dense");
+            }
+            let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+            assert_eq!(
+                kinds.iter().filter(|k| **k == "ExecutionStarted").count(),
+                1
+            );
+            assert_eq!(kinds.last(), Some(&"ExecutionSucceeded"), "cut {cut}");
+            // AND resuming the finished journal again changes nothing
+            let (journal, start) = Journal::open(&cut_path).unwrap();
+            let tasks = Arc::new(Counting::default());
+            let (again, _) = Executor::new(tasks.clone())
+                .with_clock(clock())
+                .resume(Arc::new(journal), &start)
+                .await;
+            assert_eq!(again, whole);
+            assert_eq!(tasks.calls.load(Ordering::SeqCst), 0);
+        }
+    }
+}
