@@ -59,6 +59,19 @@ pub struct RunArgs {
     /// The execution's name (`$$.Execution.Name`); a UUID by default.
     #[arg(long)]
     pub name: Option<String>,
+    /// The most history events before the execution fails with
+    /// States.Runtime: 25000 is Step Functions' quota for Standard
+    /// workflows; 0 for no limit (as Express workflows).
+    #[arg(long, default_value_t = 25_000, value_name = "N")]
+    pub max_events: usize,
+    /// Do not journal the run (it cannot be resumed): for throwaway runs
+    /// and benchmarks.
+    #[arg(long)]
+    pub no_journal: bool,
+    /// Run the execution N times in this process and print the rate on
+    /// stderr (a benchmark); the output printed is the last execution's.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
     /// A deployed step-runner Lambda ARN also treated as the step runner.
     #[arg(long, value_name = "ARN")]
     pub step_runner_arn: Option<String>,
@@ -315,6 +328,12 @@ struct Runner {
     profile: Option<String>,
     region: Option<String>,
     endpoint_url: Option<String>,
+    #[serde(default = "default_max_events")]
+    max_events: usize,
+}
+
+fn default_max_events() -> usize {
+    firebreak_workflows::exec::MAX_HISTORY_EVENTS
 }
 
 /// Where journals are kept: `FIREBREAK_STATE_DIR`, else
@@ -407,6 +426,7 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         profile: args.aws.profile.clone(),
         region: args.aws.region.clone(),
         endpoint_url: args.aws.endpoint_url.clone(),
+        max_events: args.max_events,
     };
     let steps = if needs_steps.is_empty() {
         None
@@ -425,27 +445,70 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         start_time: format_timestamp(clock.now()),
         runner: serde_json::to_value(&runner)?,
     };
-    let path = journal_path(&start.config.name);
-    let journal = Arc::new(Journal::create(&path, &start).map_err(|e| match e {
-        JournalError::Exists { .. } => bad(e.to_string()),
-        other => anyhow::anyhow!("{other}"),
-    })?);
-    eprintln!(
-        "firebreak: execution {} (journal {}); if it is interrupted, `firebreak resume {}` finishes it",
-        start.config.name,
-        path.display(),
-        start.config.name
-    );
-    let executor = Executor::new(Arc::new(Tasks {
-        mocks: scripts(&runner.mocks, &HashMap::new()),
-        steps,
-    }))
-    .with_clock(Arc::new(clock));
-    let history = History::new();
-    let outcome = executor
-        .run_journaled(journal.clone(), &start, &history)
-        .await;
-    finish(&outcome, &history, args.history, &journal)
+    let base_name = start.config.name.clone();
+    let began = std::time::Instant::now();
+    let mut last = None;
+    for k in 1..=args.repeat.max(1) {
+        let mut start = start.clone();
+        if args.repeat > 1 {
+            start.config.name = format!("{base_name}-{k}");
+            start.start_time = format_timestamp(clock.now());
+        }
+        let executor = Executor::new(Arc::new(Tasks {
+            mocks: scripts(&runner.mocks, &HashMap::new()),
+            steps: steps.clone(),
+        }))
+        .with_clock(Arc::new(clock.clone()))
+        .with_max_events(runner.max_events);
+        let history = History::new();
+        let (outcome, journal) = if args.no_journal {
+            let o = executor
+                .run(
+                    &start.definition,
+                    start.input.clone(),
+                    &start.config,
+                    &history,
+                )
+                .await;
+            (o, None)
+        } else {
+            let path = journal_path(&start.config.name);
+            let journal = Arc::new(Journal::create(&path, &start).map_err(|e| match e {
+                JournalError::Exists { .. } => bad(e.to_string()),
+                other => anyhow::anyhow!("{other}"),
+            })?);
+            if k == 1 {
+                eprintln!(
+                    "firebreak: execution {} (journal {}); if it is interrupted, `firebreak resume {}` finishes it",
+                    start.config.name,
+                    path.display(),
+                    start.config.name
+                );
+            }
+            let o = executor
+                .run_journaled(journal.clone(), &start, &history)
+                .await;
+            (o, Some(journal))
+        };
+        last = Some((outcome, history, journal));
+    }
+    if args.repeat > 1 {
+        let secs = began.elapsed().as_secs_f64();
+        eprintln!(
+            "firebreak: {} executions in {secs:.3} s: {:.1} executions/s{}",
+            args.repeat,
+            args.repeat as f64 / secs.max(1e-9),
+            if args.no_journal {
+                " (not journaled)"
+            } else {
+                " (journaled)"
+            }
+        );
+    }
+    let Some((outcome, history, journal)) = last else {
+        return Err(bad("--repeat must be at least 1"));
+    };
+    finish(&outcome, &history, args.history, journal.as_deref())
 }
 
 /// A step runner (and its AWS session) for the journaled options.
@@ -468,9 +531,9 @@ fn finish(
     outcome: &Outcome,
     history: &History,
     with_history: bool,
-    journal: &Journal,
+    journal: Option<&Journal>,
 ) -> anyhow::Result<u8> {
-    if let Some(e) = journal.write_error() {
+    if let Some(e) = journal.and_then(Journal::write_error) {
         eprintln!("firebreak: warning: the journal could not be written ({e}); this run cannot be resumed");
     }
     let mut printed = outcome_json(outcome);
@@ -565,10 +628,11 @@ async fn resume(
         mocks: scripts(&runner.mocks, &replay.attempts_per_resource),
         steps,
     }))
-    .with_clock(Arc::new(clock));
+    .with_clock(Arc::new(clock))
+    .with_max_events(runner.max_events);
     let journal = Arc::new(journal);
     let (outcome, history) = executor.resume(journal.clone(), &start).await;
-    finish(&outcome, &history, args.history, &journal)
+    finish(&outcome, &history, args.history, Some(&journal))
 }
 
 /// `{"status", "output", "error", "cause"}`, as DescribeExecution gives

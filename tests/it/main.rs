@@ -10,6 +10,7 @@ mod support;
 mod asl_validator;
 mod compile_cli;
 mod contain;
+mod differential;
 mod dry_run;
 mod evidence;
 mod graph_cli;

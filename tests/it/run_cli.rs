@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use crate::support::{stderr, stdout};
+use crate::support::{same_json as same, stderr, stdout};
 
 /// Where the conformance cases are: `FIREBREAK_SFN_CONFORMANCE`, or
 /// `shared/data/sfn-conformance/cases.jsonl` beside the clone (or beside any
@@ -30,26 +30,6 @@ fn conformance_file() -> PathBuf {
         "the conformance cases are not found: set FIREBREAK_SFN_CONFORMANCE to cases.jsonl"
     );
     fallback
-}
-
-/// JSON equality with numbers compared by value (1 equals 1.0).
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(i), Some(j)) => i == j,
-            _ => match (x.as_u64(), y.as_u64()) {
-                (Some(i), Some(j)) => i == j,
-                _ => x.as_f64() == y.as_f64(),
-            },
-        },
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
-        }
-        _ => a == b,
-    }
 }
 
 /// Removes the value at a JSON pointer, returning whether it was there.

@@ -157,13 +157,17 @@ impl Failure {
 
     fn from_io(state: &str, entered: u64, e: &IoError) -> Failure {
         let f = Failure::runtime(state, entered, e.message());
-        if e.is_intrinsic() {
-            Failure {
-                error: Some(ErrorName::StatesIntrinsicFailure.as_str().into()),
-                cause: f.cause,
-            }
+        let name = if e.is_intrinsic() {
+            ErrorName::StatesIntrinsicFailure
+        } else if matches!(e, IoError::ResultPath { .. }) {
+            // Any state's ResultPath, a Pass state's too (spec, Appendix A).
+            ErrorName::StatesResultPathMatchFailure
         } else {
-            f
+            return f;
+        };
+        Failure {
+            error: Some(name.as_str().into()),
+            cause: f.cause,
         }
     }
 
@@ -228,6 +232,7 @@ type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct Executor {
     tasks: Arc<dyn TaskHandler>,
     clock: Arc<dyn Clock>,
+    max_events: usize,
 }
 
 impl std::fmt::Debug for Executor {
@@ -243,7 +248,16 @@ impl Executor {
         Executor {
             tasks,
             clock: Arc::new(TokioClock::new()),
+            max_events: MAX_HISTORY_EVENTS,
         }
+    }
+
+    /// The most history events an execution may record before it fails
+    /// (Step Functions' quota for Standard workflows, 25,000, by default);
+    /// 0 for no limit, as for Express workflows.
+    pub fn with_max_events(mut self, n: usize) -> Executor {
+        self.max_events = if n == 0 { usize::MAX } else { n };
+        self
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Executor {
@@ -342,6 +356,7 @@ impl Executor {
             history: history.clone(),
             context: Arc::new(context),
             journal,
+            max_events: self.max_events,
         };
         let started = run.record_keyed(
             Some("execution#started"),
@@ -447,6 +462,7 @@ struct Run {
     /// `$$` without the per-state parts.
     context: Arc<Value>,
     journal: Option<Arc<Journal>>,
+    max_events: usize,
 }
 
 fn kind_prefix(state: &State) -> &'static str {
@@ -567,12 +583,13 @@ impl Run {
                         None => return (Ok(done.output.clone()), prev),
                     }
                 }
-                if self.history.len() >= MAX_HISTORY_EVENTS {
+                if self.history.len() >= self.max_events {
                     return (
                         Err(Failure::named(
                             ErrorName::StatesRuntime,
                             format!(
-                                "The execution reached the maximum number of history events ({MAX_HISTORY_EVENTS}) before state '{current}'"
+                                "The execution reached the maximum number of history events ({}) before state '{current}'",
+                                self.max_events
                             ),
                         )),
                         prev,
