@@ -257,14 +257,14 @@ async fn hash(a: HashArgs) -> anyhow::Result<u8> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?
                 .0
         } else if item == "-" {
-            tokio::task::spawn_blocking(|| sha256_reader(std::io::stdin().lock())).await??
+            tokio::task::spawn_blocking(|| sha256_reader(std::io::stdin())).await??
         } else {
             let path = PathBuf::from(item);
             let file = std::fs::File::open(&path).map_err(|e| BadInput(format!("{item}: {e}")))?;
             if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
                 return Err(BadInput(format!("{item} is a directory")).into());
             }
-            // Plain blocking reads on a thread of their own: tokio's file
+            // Plain blocking reads (on threads of their own): tokio's file
             // reads hop threads per chunk and cost throughput.
             tokio::task::spawn_blocking(move || sha256_reader(file)).await??
         };

@@ -21,6 +21,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Serverless incident response for AWS.
 #[derive(Debug, Parser)]
 #[command(name = "firebreak", version, about, long_about = None)]

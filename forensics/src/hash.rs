@@ -16,24 +16,53 @@ pub struct Digest {
     pub size: u64,
 }
 
-/// Hashes everything `reader` yields.
-pub fn sha256_reader<R: Read>(mut reader: R) -> io::Result<Digest> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; HASH_BUFFER_BYTES];
-    let mut size = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(buf.get(..n).unwrap_or_default());
-        size += n as u64;
-    }
-    Ok(Digest {
-        sha256: hex::encode(hasher.finalize()),
-        size,
+/// Buffers between the reading thread and the hashing one.
+const HASH_BUFFERS: usize = 3;
+
+/// Hashes everything `reader` yields, reading on a thread of its own while
+/// this one hashes (reading and hashing overlap: with the read in the same
+/// thread, copying a file out of the page cache cost a fifth of
+/// OpenSSL's throughput). Memory: three 1 MiB buffers.
+pub fn sha256_reader<R: Read + Send>(reader: R) -> io::Result<Digest> {
+    use std::sync::mpsc::sync_channel;
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = sync_channel::<io::Result<(Vec<u8>, usize)>>(HASH_BUFFERS);
+        let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(HASH_BUFFERS);
+        for _ in 0..HASH_BUFFERS {
+            // The channel has room for every buffer: this cannot block.
+            let _ = empty_tx.send(vec![0u8; HASH_BUFFER_BYTES]);
+        }
+        scope.spawn(move || {
+            let mut reader = reader;
+            // Ends when the hashing side hangs up (it returned).
+            while let Ok(mut buf) = empty_rx.recv() {
+                let n = loop {
+                    match reader.read(&mut buf) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        other => break other,
+                    }
+                };
+                let done = matches!(n, Ok(0) | Err(_));
+                if full_tx.send(n.map(|n| (buf, n))).is_err() || done {
+                    break;
+                }
+            }
+        });
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        for message in full_rx {
+            let (buf, n) = message?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(buf.get(..n).unwrap_or_default());
+            size += n as u64;
+            let _ = empty_tx.send(buf);
+        }
+        Ok(Digest {
+            sha256: hex::encode(hasher.finalize()),
+            size,
+        })
     })
 }
 
@@ -57,8 +86,31 @@ mod tests {
         assert_eq!(sha256_reader(&data[..]).unwrap(), sha256_bytes(&data));
     }
 
+    /// Fails after yielding some bytes.
+    struct Broken(usize);
+    impl Read for Broken {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::Error::other("disk on fire"));
+            }
+            let n = self.0.min(buf.len());
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_read_error_is_returned_not_a_partial_digest() {
+        let e = sha256_reader(Broken(HASH_BUFFER_BYTES * 5 + 3)).unwrap_err();
+        assert_eq!(e.to_string(), "disk on fire");
+    }
+
     #[test]
     fn empty_input_has_the_known_digest() {
+        assert_eq!(
+            sha256_reader(&b""[..]).unwrap().sha256,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(
             sha256_bytes(b"").sha256,
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

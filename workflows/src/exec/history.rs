@@ -100,23 +100,24 @@ impl History {
         at: DateTime<Utc>,
         details: Option<Value>,
     ) -> u64 {
-        self.record_event(kind, previous, at, details)
-            .map(|e| e.id)
-            .unwrap_or(0)
+        self.record_with(kind, previous, at, details, |_| {})
     }
 
-    /// Records an event and returns it (`None` only if the history's lock
-    /// was poisoned by a panic elsewhere).
-    pub fn record_event(
+    /// Records an event, showing it to `observe` first (the journal), and
+    /// returns its id (0 only if the history's lock was poisoned by a panic
+    /// elsewhere). The event is copied only for subscribers, if any.
+    pub fn record_with(
         &self,
         kind: &str,
         previous: u64,
         at: DateTime<Utc>,
         details: Option<Value>,
-    ) -> Option<HistoryEvent> {
-        let event = {
+        observe: impl FnOnce(&HistoryEvent),
+    ) -> u64 {
+        let listeners: Vec<Listener> = self.listeners.lock().map(|l| l.clone()).unwrap_or_default();
+        let (id, copy) = {
             let Ok(mut events) = self.events.lock() else {
-                return None;
+                return 0;
             };
             let id = events.len() as u64 + 1;
             let mut map = Map::new();
@@ -130,14 +131,17 @@ impl History {
                 kind: kind.to_string(),
                 details: map,
             };
-            events.push(e.clone());
-            e
+            observe(&e);
+            let copy = (!listeners.is_empty()).then(|| e.clone());
+            events.push(e);
+            (id, copy)
         };
-        let listeners: Vec<Listener> = self.listeners.lock().map(|l| l.clone()).unwrap_or_default();
-        for l in listeners {
-            l(&event);
+        if let Some(event) = copy {
+            for l in listeners {
+                l(&event);
+            }
         }
-        Some(event)
+        id
     }
 
     /// A history that continues `events` (a resumed execution's).

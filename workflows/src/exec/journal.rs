@@ -21,10 +21,14 @@
 //! transition instead of running it, and each finished Task attempt's
 //! recorded result instead of calling the task.
 //!
-//! Every entry is one `write` to the file (no user-space buffer), so it
-//! survives the process being killed; `attempt`, `start` and `end` entries
-//! are also synced to the disk, so a finished task is never lost to a
-//! crash of the machine either.
+//! Each state's end (`exit`), Task attempt, wait, start and end is written
+//! at once, with a single `write` holding the history events recorded
+//! since the last such entry, so what resume relies on survives the
+//! process being killed (events after the last write are recorded again
+//! on resume). `attempt` entries are also synced to
+//! the disk, so a finished task is never lost to a crash of the machine
+//! either; the other entries need not be: whatever a machine crash loses
+//! of them is computed again from the input and the synced task results.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -137,6 +141,8 @@ pub enum JournalError {
 pub struct Journal {
     path: PathBuf,
     file: Mutex<File>,
+    /// Event entries not yet written (they go with the next other entry).
+    pending: Mutex<Vec<u8>>,
     replay: Replay,
     /// Set when a write fails: the execution goes on, and the caller says
     /// the run cannot be resumed.
@@ -169,10 +175,11 @@ impl Journal {
         let journal = Journal {
             path: path.to_path_buf(),
             file: Mutex::new(file),
+            pending: Mutex::new(Vec::new()),
             replay: Replay::default(),
             write_error: Mutex::new(None),
         };
-        journal.append(&Entry::Start(Box::new(start.clone())), true);
+        journal.append(&Entry::Start(Box::new(start.clone())), false);
         if let Some(e) = journal.write_error() {
             return Err(JournalError::Io {
                 path: path.to_path_buf(),
@@ -271,6 +278,7 @@ impl Journal {
             Journal {
                 path: path.to_path_buf(),
                 file: Mutex::new(file),
+                pending: Mutex::new(Vec::new()),
                 replay,
                 write_error: Mutex::new(None),
             },
@@ -292,24 +300,55 @@ impl Journal {
         self.write_error.lock().ok().and_then(|e| e.clone())
     }
 
-    /// Appends one entry with a single write; `sync` also flushes it to
-    /// the disk.
+    /// Appends one entry. A history event waits for the next other entry
+    /// (one `write` carries both); any other entry is written at once, and
+    /// with `sync` also flushed to the disk.
     pub fn append(&self, entry: &Entry, sync: bool) {
-        let mut line = match serde_json::to_vec(entry) {
-            Ok(l) => l,
-            Err(e) => return self.failed(format!("cannot encode a journal entry: {e}")),
+        let Ok(mut pending) = self.pending.lock() else {
+            return self.failed("the journal lock is poisoned".into());
         };
-        line.push(b'\n');
+        if let Err(e) = serde_json::to_writer(&mut *pending, entry) {
+            return self.failed(format!("cannot encode a journal entry: {e}"));
+        }
+        pending.push(b'\n');
+        if matches!(entry, Entry::Event { .. }) && !sync {
+            return;
+        }
         let Ok(mut file) = self.file.lock() else {
             return self.failed("the journal lock is poisoned".into());
         };
         let r = file
-            .write_all(&line)
+            .write_all(&pending)
             .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
+        pending.clear();
         if let Err(e) = r {
             drop(file);
             self.failed(format!("cannot write {}: {e}", self.path.display()));
         }
+    }
+
+    /// Appends a history event (written with the next other entry),
+    /// without copying it: the same line as `Entry::Event`.
+    pub fn append_event(&self, event: &HistoryEvent, key: Option<&str>) {
+        #[derive(Serialize)]
+        struct EventLine<'a> {
+            t: &'static str,
+            event: &'a HistoryEvent,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            key: Option<&'a str>,
+        }
+        let Ok(mut pending) = self.pending.lock() else {
+            return self.failed("the journal lock is poisoned".into());
+        };
+        let line = EventLine {
+            t: "event",
+            event,
+            key,
+        };
+        if let Err(e) = serde_json::to_writer(&mut *pending, &line) {
+            return self.failed(format!("cannot encode a journal entry: {e}"));
+        }
+        pending.push(b'\n');
     }
 
     fn failed(&self, message: String) {

@@ -447,7 +447,7 @@ impl Executor {
                 &journal::Entry::End {
                     outcome: outcome.clone(),
                 },
-                true,
+                false,
             );
         }
         outcome
@@ -499,23 +499,10 @@ impl Run {
         if let Some(id) = key.and_then(|k| journal.replay().keyed_events.get(k)) {
             return *id;
         }
-        match self
-            .history
-            .record_event(kind, prev, self.clock.now(), details)
-        {
-            Some(event) => {
-                let id = event.id;
-                journal.append(
-                    &journal::Entry::Event {
-                        event,
-                        key: key.map(str::to_string),
-                    },
-                    false,
-                );
-                id
-            }
-            None => 0,
-        }
+        self.history
+            .record_with(kind, prev, self.clock.now(), details, |event| {
+                journal.append_event(event, key)
+            })
     }
 
     /// A recorded wait (Wait state or retry delay) at `key`, or a new one
