@@ -72,6 +72,10 @@ enum OnRuntime {
     Tools(tools::ToolsArgs),
     /// Run one step with a JSON input (what a container step runs).
     Step(step::StepArgs),
+    /// Answer a `.waitForTaskToken` task of a local run with its result.
+    TaskSuccess(run::TaskSuccessArgs),
+    /// Fail a `.waitForTaskToken` task of a local run.
+    TaskFailure(run::TaskFailureArgs),
 }
 
 /// Where AWS is: the standard chain plus these overrides.
@@ -164,6 +168,8 @@ fn main() -> ExitCode {
             OnRuntime::Analyze(a) => analyze::run(a).await,
             OnRuntime::Tools(a) => tools::run(a).await,
             OnRuntime::Step(a) => step::run(a).await,
+            OnRuntime::TaskSuccess(a) => run::task_success(a),
+            OnRuntime::TaskFailure(a) => run::task_failure(a),
         }
     });
     finish(result)

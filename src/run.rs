@@ -161,6 +161,9 @@ impl TaskHandler for Tasks {
                 Answer::Command(c) => run_command(&c, &call.input).await,
             };
         }
+        if is_callback(&call.resource) {
+            return wait_for_token(&call).await;
+        }
         match &self.steps {
             Some(runner) => runner.invoke(call).await,
             // Checked before the run: every resource has a mock or a runner.
@@ -170,6 +173,140 @@ impl TaskHandler for Tasks {
             )),
         }
     }
+}
+
+/// A callback task (`.waitForTaskToken`): answered by `firebreak
+/// task-success` / `task-failure` unless mocked.
+fn is_callback(resource: &str) -> bool {
+    resource.ends_with(".waitForTaskToken")
+}
+
+fn tokens_dir() -> PathBuf {
+    state_dir().join("tokens")
+}
+
+/// A token as a file name: the executor's are hex; anything else a user
+/// types is refused before it touches a path.
+fn token_file(token: &str, suffix: &str) -> Option<PathBuf> {
+    let ok = !token.is_empty()
+        && token.len() <= 128
+        && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    ok.then(|| tokens_dir().join(format!("{token}{suffix}")))
+}
+
+/// Waits (polling the tokens folder) until `task-success` or
+/// `task-failure` answers this attempt's token.
+async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
+    let failed = |cause: String| TaskFailure::new("States.TaskFailed", cause);
+    let token = call
+        .context
+        .pointer("/Task/Token")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let (Some(pending), Some(answer)) = (
+        token_file(&token, ".json"),
+        token_file(&token, ".answer.json"),
+    ) else {
+        return Err(failed(format!(
+            "state '{}' has no usable task token",
+            call.state_name
+        )));
+    };
+    std::fs::create_dir_all(tokens_dir())
+        .map_err(|e| failed(format!("cannot make {}: {e}", tokens_dir().display())))?;
+    let record = json!({
+        "execution": call.context.pointer("/Execution/Name"),
+        "state": call.state_name,
+        "resource": call.resource,
+        "input": call.input,
+    });
+    std::fs::write(&pending, record.to_string())
+        .map_err(|e| failed(format!("cannot write {}: {e}", pending.display())))?;
+    eprintln!(
+        "firebreak: state '{}' waits for its task token; answer with\n  firebreak task-success {token} --output '{{...}}'\n  firebreak task-failure {token} --error ERROR --cause CAUSE",
+        call.state_name
+    );
+    // Polling a file: the answer comes from another process, and a file
+    // also survives this one being killed and resumed.
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&answer) {
+            let _ = std::fs::remove_file(&pending);
+            let _ = std::fs::remove_file(&answer);
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| failed(format!("{}: not JSON: {e}", answer.display())))?;
+            return match v.get("output") {
+                Some(o) => Ok(o.clone()),
+                None => Err(TaskFailure {
+                    error: v
+                        .get("error")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    cause: v.get("cause").and_then(Value::as_str).map(str::to_string),
+                }),
+            };
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TaskSuccessArgs {
+    /// The task token (`$$.Task.Token`, as `run` printed it).
+    pub token: String,
+    /// The task's result: JSON text, or @FILE.
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub output: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskFailureArgs {
+    /// The task token (`$$.Task.Token`, as `run` printed it).
+    pub token: String,
+    /// The error name (matched by the state's Retry and Catch).
+    #[arg(long, default_value = "")]
+    pub error: String,
+    /// A description of the failure.
+    #[arg(long)]
+    pub cause: Option<String>,
+}
+
+/// Answers a waiting callback task.
+fn answer_token(token: &str, answer: &Value) -> anyhow::Result<u8> {
+    let (Some(pending), Some(done)) = (
+        token_file(token, ".json"),
+        token_file(token, ".answer.json"),
+    ) else {
+        return Err(bad(format!("{token:?} is not a task token")));
+    };
+    if !pending.is_file() {
+        return Err(bad(format!(
+            "no execution waits for task token {token} (under {})",
+            tokens_dir().display()
+        )));
+    }
+    if done.exists() {
+        return Err(bad(format!("task token {token} has already been answered")));
+    }
+    // Written whole, then renamed: the waiting run never reads half of it.
+    let tmp = tokens_dir().join(format!("{token}.answer.tmp"));
+    std::fs::write(&tmp, answer.to_string())
+        .and_then(|()| std::fs::rename(&tmp, &done))
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", done.display()))?;
+    Ok(exit::OK)
+}
+
+pub fn task_success(args: TaskSuccessArgs) -> anyhow::Result<u8> {
+    let output = json_arg("--output", &args.output)?;
+    answer_token(&args.token, &json!({ "output": output }))
+}
+
+pub fn task_failure(args: TaskFailureArgs) -> anyhow::Result<u8> {
+    answer_token(
+        &args.token,
+        &json!({ "error": args.error, "cause": args.cause }),
+    )
 }
 
 /// Runs a `--mock-command` for one task.
@@ -383,9 +520,14 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     // anything runs.
     let tasks = machine.tasks();
     let mut needs_steps = Vec::new();
+    let mut needs_real_time = Vec::new();
     for (state, task) in &tasks {
         let r = task.resource.as_str();
         if mocks.iter().any(|(m, _)| m == r) {
+            continue;
+        }
+        if is_callback(r) {
+            needs_real_time.push(state.clone());
             continue;
         }
         let is_step = r == firebreak_workflows::step::STEP_RUNNER_RESOURCE
@@ -397,16 +539,17 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
             )));
         }
         needs_steps.push(state.clone());
+        needs_real_time.push(state.clone());
     }
     for (resource, _) in &mocks {
         if !tasks.iter().any(|(_, t)| &t.resource == resource) {
             eprintln!("firebreak: warning: --mock {resource}: no Task state uses this resource");
         }
     }
-    if args.fast_clock && !needs_steps.is_empty() {
+    if args.fast_clock && !needs_real_time.is_empty() {
         return Err(bad(format!(
-            "--fast-clock cannot run firebreak steps (they talk to AWS in real time); mock them or drop --fast-clock (states: {})",
-            needs_steps.join(", ")
+            "--fast-clock cannot run firebreak steps or wait for task tokens (they happen in real time); mock them or drop --fast-clock (states: {})",
+            needs_real_time.join(", ")
         )));
     }
 
@@ -605,12 +748,9 @@ async fn resume(
         );
     }
     let steps = if replay.ended.is_none()
-        && start
-            .definition
-            .tasks()
-            .iter()
-            .any(|(_, t)| !runner.mocks.iter().any(|(m, _)| *m == t.resource))
-    {
+        && start.definition.tasks().iter().any(|(_, t)| {
+            !is_callback(&t.resource) && !runner.mocks.iter().any(|(m, _)| *m == t.resource)
+        }) {
         Some(step_runner(&runner).await?.0)
     } else {
         None

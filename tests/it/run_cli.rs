@@ -512,3 +512,131 @@ fn resume_names_a_missing_execution_and_exits_2() {
         stderr(&out)
     );
 }
+
+/// Starts `firebreak run` on a callback task and returns the child and the
+/// token it printed.
+fn run_waiting_for_token(state: &Path, def: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(["run", def, "--input", r#"{"id": 5}"#])
+        .env("FIREBREAK_STATE_DIR", state)
+        .env_remove("AWS_ENDPOINT_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("firebreak starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Reads stderr to its end, so the run never writes to a closed pipe.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.trim().strip_prefix("firebreak task-success ") {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
+    });
+    let token = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("run printed the task token");
+    (child, token)
+}
+
+fn callback_definition(dir: &Path) -> String {
+    write(
+        dir,
+        "callback.json",
+        &json!({
+            "StartAt": "Ask",
+            "States": {
+                "Ask": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                    "Parameters": {"QueueUrl": "https://sqs/approvals", "MessageBody": {"token.$": "$$.Task.Token", "id.$": "$.id"}},
+                    "ResultPath": "$.answer",
+                    "Catch": [{"ErrorEquals": ["Denied"], "ResultPath": "$.denied", "Next": "No"}],
+                    "End": true
+                },
+                "No": {"Type": "Pass", "End": true}
+            }
+        }),
+    )
+}
+
+#[test]
+fn a_callback_task_waits_for_task_success_or_task_failure() {
+    let dir = tempfile_dir().join("callback");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let def = callback_definition(&dir);
+
+    // GIVEN a run waiting on a callback task
+    let (child, token) = run_waiting_for_token(&dir, &def);
+    // WHEN the token is answered with a result
+    let out = firebreak_in(
+        &dir,
+        &["task-success", &token, "--output", r#"{"approved": true}"#],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // THEN the run goes on with it
+    let done = child.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(0));
+    let printed: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(
+        printed["output"],
+        json!({"id": 5, "answer": {"approved": true}})
+    );
+    // AND the token cannot be answered twice
+    let again = firebreak_in(&dir, &["task-success", &token, "--output", "{}"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        stderr(&again).contains("no execution waits for task token"),
+        "{}",
+        stderr(&again)
+    );
+
+    // GIVEN another run WHEN its token is failed THEN the Catch takes it
+    let (child, token) = run_waiting_for_token(&dir, &def);
+    let out = firebreak_in(
+        &dir,
+        &[
+            "task-failure",
+            &token,
+            "--error",
+            "Denied",
+            "--cause",
+            "not today",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let done = child.wait_with_output().unwrap();
+    let printed: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(
+        printed["output"],
+        json!({"id": 5, "denied": {"Error": "Denied", "Cause": "not today"}})
+    );
+
+    // AND a token nobody waits for, or a malformed one, is bad input
+    let out = firebreak_in(&dir, &["task-success", "0123abcd", "--output", "{}"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = firebreak_in(&dir, &["task-failure", "../../etc/passwd"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is not a task token"),
+        "{}",
+        stderr(&out)
+    );
+    // AND --fast-clock refuses to wait for a person
+    let out = firebreak_in(&dir, &["run", &def, "--fast-clock"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("wait for task tokens"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -27,6 +27,7 @@ pub struct LazyContext {
     base: Arc<Value>,
     state: Option<Value>,
     map: Option<Value>,
+    task: Option<Value>,
     built: OnceLock<Value>,
 }
 
@@ -36,6 +37,7 @@ impl LazyContext {
             base,
             state: None,
             map: None,
+            task: None,
             built: OnceLock::new(),
         }
     }
@@ -46,6 +48,7 @@ impl LazyContext {
             base: self.base.clone(),
             state: Some(state),
             map: self.map.clone(),
+            task: self.task.clone(),
             built: OnceLock::new(),
         }
     }
@@ -56,6 +59,19 @@ impl LazyContext {
             base: self.base.clone(),
             state: self.state.clone(),
             map: Some(map),
+            task: self.task.clone(),
+            built: OnceLock::new(),
+        }
+    }
+
+    /// The same context with `Task` set (`Task.Token` of a
+    /// `.waitForTaskToken` task).
+    pub fn with_task(&self, task: Value) -> LazyContext {
+        LazyContext {
+            base: self.base.clone(),
+            state: self.state.clone(),
+            map: self.map.clone(),
+            task: Some(task),
             built: OnceLock::new(),
         }
     }
@@ -71,6 +87,9 @@ impl ContextSource for LazyContext {
                 }
                 if let Some(m) = &self.map {
                     o.insert("Map".into(), m.clone());
+                }
+                if let Some(t) = &self.task {
+                    o.insert("Task".into(), t.clone());
                 }
             }
             v

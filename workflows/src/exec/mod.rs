@@ -894,6 +894,13 @@ impl Run {
         let mut retry_count = 0u64;
         let result = loop {
             let ctx = self.context_for(name, entered_time, Some(retry_count));
+            // A callback task gets a fresh token per attempt (`$$.Task.Token`).
+            let ctx = match state {
+                State::Task(t) if t.resource.ends_with(".waitForTaskToken") => {
+                    ctx.with_task(json!({"Token": uuid::Uuid::new_v4().simple().to_string()}))
+                }
+                _ => ctx,
+            };
             let attempt = async {
                 let effective = apply_path("InputPath", input_path, &raw, &ctx)
                     .map_err(|e| (Failure::from_io(name, entered, &e), false))?;
