@@ -211,9 +211,92 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
             },
         );
     }
-    let run = session.run(&compiled, &input).await?;
+    let run = match mode {
+        // A dry run changes nothing: there is nothing to resume.
+        Mode::DryRun => session.run(&compiled, &input).await?,
+        Mode::Live => {
+            let runner = RespondRunner {
+                command: "respond".into(),
+                playbook: args.playbook.clone(),
+                profile: args.aws.profile.clone(),
+                // Where this run went, also when it came from the
+                // environment: a resume must go to the same place.
+                region: Some(session.region.clone()),
+                endpoint_url: args
+                    .aws
+                    .endpoint_url
+                    .clone()
+                    .or_else(|| session.config.endpoint_url().map(str::to_string)),
+                output_json: args.output == OutputFormat::Json,
+                quiet: args.quiet,
+            };
+            session
+                .run_journaled(&compiled, &input, serde_json::to_value(&runner)?)
+                .await?
+        }
+    };
     let report = run.report(&args.playbook, &input.case, mode, session.started.elapsed());
     summary::print(&report, args.output);
+    let _ = std::io::stdout().flush();
+    Ok(summary::exit_code(&report))
+}
+
+/// What `firebreak resume` needs to finish a killed `respond`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RespondRunner {
+    pub command: String,
+    pub playbook: String,
+    pub profile: Option<String>,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub output_json: bool,
+    pub quiet: bool,
+}
+
+/// Finishes a journaled `respond` (`firebreak resume`): the steps that
+/// finished are not run again; the summary is the whole run's.
+pub async fn resume(
+    journal: firebreak_workflows::exec::Journal,
+    start: firebreak_workflows::exec::journal::Start,
+) -> anyhow::Result<u8> {
+    let r: RespondRunner = serde_json::from_value(start.runner.clone())
+        .map_err(|e| BadInput(format!("not a journal written by `firebreak respond`: {e}")))?;
+    let input: CaseFile = serde_json::from_value(start.input.clone())
+        .map_err(|e| BadInput(format!("the journal's case file does not parse: {e}")))?;
+    let aws = AwsArgs {
+        profile: r.profile.clone(),
+        region: r.region.clone(),
+        endpoint_url: r.endpoint_url.clone(),
+    };
+    let session = Session::open(&aws, Mode::Live, r.quiet).await?;
+    if session.who.account_id != input.case.account_id {
+        return Err(BadInput(format!(
+            "case {} is in account {}, but these credentials are for account {}",
+            input.case.case_id, input.case.account_id, session.who.account_id
+        ))
+        .into());
+    }
+    if !r.quiet {
+        eprintln!(
+            "firebreak respond (resumed): {} on {}, case {}",
+            r.playbook, input.case.instance_id, input.case.case_id
+        );
+    }
+    let run = crate::session::resume_run(&session, journal, &start).await?;
+    let report = run.report(
+        &r.playbook,
+        &input.case,
+        Mode::Live,
+        session.started.elapsed(),
+    );
+    summary::print(
+        &report,
+        if r.output_json {
+            OutputFormat::Json
+        } else {
+            OutputFormat::Human
+        },
+    );
     let _ = std::io::stdout().flush();
     Ok(summary::exit_code(&report))
 }

@@ -27,7 +27,7 @@ use firebreak_workflows::time::format_timestamp;
 use firebreak_workflows::validate::validate_json;
 use serde_json::{json, Value};
 
-use crate::session::Session;
+use crate::session::{journal_path, state_dir, Session};
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]
@@ -473,24 +473,6 @@ fn default_max_events() -> usize {
     firebreak_workflows::exec::MAX_HISTORY_EVENTS
 }
 
-/// Where journals are kept: `FIREBREAK_STATE_DIR`, else
-/// `$XDG_STATE_HOME/firebreak`, else `~/.local/state/firebreak`.
-pub fn state_dir() -> PathBuf {
-    // Hand-written: three environment variables do not justify a crate.
-    if let Some(d) = std::env::var_os("FIREBREAK_STATE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("firebreak");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
-    PathBuf::from(home).join(".local/state/firebreak")
-}
-
-fn journal_path(name: &str) -> PathBuf {
-    state_dir().join("executions").join(format!("{name}.jsonl"))
-}
-
 /// Execution names as Step Functions allows them (1-80 characters, no
 /// whitespace, wildcards, brackets or control characters), which also
 /// keeps them safe as file names.
@@ -717,6 +699,9 @@ pub fn resume_main(args: ResumeArgs) -> anyhow::Result<u8> {
         )));
     }
     let (journal, start) = Journal::open(&path).map_err(|e| bad(e.to_string()))?;
+    if start.runner.get("command").and_then(Value::as_str) == Some("respond") {
+        return runtime(false)?.block_on(crate::respond::resume(journal, start));
+    }
     let runner: Runner = serde_json::from_value(start.runner.clone()).map_err(|e| {
         bad(format!(
             "{}: not a journal written by `firebreak run` ({e})",

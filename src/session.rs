@@ -12,7 +12,10 @@ use firebreak_steps::case::{default_evidence_bucket, CaseFile, CaseId, InstanceI
 use firebreak_steps::config::{identity, load, ConfigError, Identity};
 use firebreak_steps::{AwsClients, Mode, Registry, StepContext, StepRunner};
 use firebreak_workflows::compile::Compiled;
-use firebreak_workflows::exec::{ExecutionConfig, Executor, History, HistoryEvent, Outcome};
+use firebreak_workflows::exec::journal::Start;
+use firebreak_workflows::exec::{
+    ExecutionConfig, Executor, History, HistoryEvent, Journal, Outcome,
+};
 use firebreak_workflows::ErrorName;
 
 use crate::{AwsArgs, BadInput};
@@ -92,6 +95,27 @@ impl Session {
     /// Runs a compiled playbook on a case file; returns its outcome, its
     /// history and the AWS calls it made.
     pub async fn run(&self, compiled: &Compiled, input: &CaseFile) -> anyhow::Result<Run> {
+        self.run_with(compiled, input, None).await
+    }
+
+    /// Runs like [`Session::run`], journaled (under `runner`, the record
+    /// `firebreak resume` rebuilds the run from), so a killed run can be
+    /// finished with `firebreak resume`.
+    pub async fn run_journaled(
+        &self,
+        compiled: &Compiled,
+        input: &CaseFile,
+        runner: serde_json::Value,
+    ) -> anyhow::Result<Run> {
+        self.run_with(compiled, input, Some(runner)).await
+    }
+
+    async fn run_with(
+        &self,
+        compiled: &Compiled,
+        input: &CaseFile,
+        journal_runner: Option<serde_json::Value>,
+    ) -> anyhow::Result<Run> {
         let calls_before = self.ctx.calls.records().len();
         let history = History::new();
         if !self.quiet {
@@ -112,15 +136,80 @@ impl Session {
             role_arn: self.who.arn.clone(),
         };
         let value = serde_json::to_value(input)?;
-        let outcome = executor
-            .run(&compiled.definition, value, &exec_config, &history)
-            .await;
+        let outcome = match journal_runner {
+            None => {
+                executor
+                    .run(&compiled.definition, value, &exec_config, &history)
+                    .await
+            }
+            Some(record) => {
+                let start = Start {
+                    definition: compiled.definition.clone(),
+                    input: value,
+                    config: exec_config,
+                    start_time: firebreak_workflows::time::format_timestamp(Utc::now()),
+                    runner: record,
+                };
+                let path = journal_path(&start.config.name);
+                let journal =
+                    Arc::new(Journal::create(&path, &start).map_err(|e| anyhow::anyhow!("{e}"))?);
+                if !self.quiet {
+                    eprintln!(
+                        "  execution {} (journal {}); if this run is interrupted, `firebreak resume {}` finishes it",
+                        start.config.name,
+                        path.display(),
+                        start.config.name
+                    );
+                }
+                let outcome = executor
+                    .run_journaled(journal.clone(), &start, &history)
+                    .await;
+                if let Some(e) = journal.write_error() {
+                    eprintln!("firebreak: warning: the journal could not be written ({e}); this run cannot be resumed");
+                }
+                outcome
+            }
+        };
         Ok(Run {
             outcome,
             history: history.events(),
             calls: self.ctx.calls.records().split_off(calls_before),
         })
     }
+}
+
+/// Resumes a journaled playbook run (opened from its journal), with this
+/// session's AWS access.
+pub async fn resume_run(session: &Session, journal: Journal, start: &Start) -> anyhow::Result<Run> {
+    let calls_before = session.ctx.calls.records().len();
+    let runner = StepRunner::new(Arc::new(Registry::standard()), session.ctx.clone());
+    let executor = Executor::new(Arc::new(runner));
+    let (outcome, history) = executor.resume(Arc::new(journal), start).await;
+    Ok(Run {
+        outcome,
+        history: history.events(),
+        calls: session.ctx.calls.records().split_off(calls_before),
+    })
+}
+
+/// Where journals are kept: `FIREBREAK_STATE_DIR`, else
+/// `$XDG_STATE_HOME/firebreak`, else `~/.local/state/firebreak`.
+pub fn state_dir() -> std::path::PathBuf {
+    // Hand-written: three environment variables do not justify a crate.
+    use std::path::PathBuf;
+    if let Some(d) = std::env::var_os("FIREBREAK_STATE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("firebreak");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    PathBuf::from(home).join(".local/state/firebreak")
+}
+
+/// The journal of the execution `name`.
+pub fn journal_path(name: &str) -> std::path::PathBuf {
+    state_dir().join("executions").join(format!("{name}.jsonl"))
 }
 
 /// One playbook run.

@@ -250,3 +250,100 @@ fn sandbox_respond_refuses_bad_input_with_exit_2() {
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn sandbox_a_killed_respond_is_finished_by_resume_without_rerunning_finished_steps() {
+    use std::os::unix::process::CommandExt;
+    // GIVEN a respond on a decoy, killed (SIGKILL) once its first step
+    // has finished
+    let d = decoy();
+    let instance = s(&d, "instance_id");
+    let state =
+        std::env::temp_dir().join(format!("firebreak-respond-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let journals = state.join("executions");
+    let journal = || -> Option<(std::path::PathBuf, String)> {
+        let entry = std::fs::read_dir(&journals).ok()?.next()?.ok()?;
+        let text = std::fs::read_to_string(entry.path()).ok()?;
+        Some((entry.path(), text))
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args([
+            "respond",
+            "--instance",
+            &instance,
+            "--case",
+            "it-resume-1",
+            "--output",
+            "json",
+        ])
+        .env("FIREBREAK_STATE_DIR", &state)
+        .env("AWS_ENDPOINT_URL", crate::support::sandbox_url())
+        .env("AWS_REGION", crate::support::REGION)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut tries = 0;
+    while !journal().is_some_and(|(_, t)| t.contains(r#""t":"attempt""#)) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "respond ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        tries += 1;
+        assert!(tries < 30_000, "respond never finished a step");
+    }
+    std::process::Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    let (path, before) = journal().unwrap();
+    assert!(!before.contains(r#""t":"end""#), "killed before the end");
+    let finished_before = before.matches(r#""t":"attempt""#).count();
+
+    // WHEN it is resumed
+    let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(["resume", &name])
+        .env("FIREBREAK_STATE_DIR", &state)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+
+    // THEN containment completes (the journal remembers the endpoint and
+    // region), with the summary of the whole run
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["containment"], "complete", "{report}");
+    assert_eq!(report["case_id"], "it-resume-1");
+    // AND no step attempt that had finished ran again
+    let after = std::fs::read_to_string(&path).unwrap();
+    let mut attempts = std::collections::HashSet::new();
+    for line in after.lines().filter(|l| l.contains(r#""t":"attempt""#)) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert!(
+            attempts.insert((v["key"].to_string(), v["n"].to_string())),
+            "attempt {} {} ran twice",
+            v["key"],
+            v["n"]
+        );
+    }
+    assert!(
+        attempts.len() > finished_before,
+        "the resume ran the remaining steps"
+    );
+    assert!(after.contains(r#""t":"end""#));
+}

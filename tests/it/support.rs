@@ -30,10 +30,16 @@ pub async fn sdk_config() -> SdkConfig {
         .await
 }
 
+/// Journals of the runs the tests start (never the user's own).
+pub fn state_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("firebreak-it-state-{}", std::process::id()))
+}
+
 /// Runs the firebreak binary against the sandbox.
 pub fn firebreak(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_firebreak"))
         .args(args)
+        .env("FIREBREAK_STATE_DIR", state_dir())
         .env("AWS_ENDPOINT_URL", sandbox_url())
         .env("AWS_REGION", REGION)
         .env("AWS_ACCESS_KEY_ID", "test")
