@@ -76,6 +76,8 @@ enum OnRuntime {
     TaskSuccess(run::TaskSuccessArgs),
     /// Fail a `.waitForTaskToken` task of a local run.
     TaskFailure(run::TaskFailureArgs),
+    /// Report that the worker of a `.waitForTaskToken` task is alive.
+    TaskHeartbeat(run::TaskHeartbeatArgs),
 }
 
 /// Where AWS is: the standard chain plus these overrides.
@@ -170,6 +172,7 @@ fn main() -> ExitCode {
             OnRuntime::Step(a) => step::run(a).await,
             OnRuntime::TaskSuccess(a) => run::task_success(a),
             OnRuntime::TaskFailure(a) => run::task_failure(a),
+            OnRuntime::TaskHeartbeat(a) => run::task_heartbeat(a),
         }
     });
     finish(result)

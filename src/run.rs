@@ -224,15 +224,42 @@ async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
     std::fs::write(&pending, record.to_string())
         .map_err(|e| failed(format!("cannot write {}: {e}", pending.display())))?;
     eprintln!(
-        "firebreak: state '{}' waits for its task token; answer with\n  firebreak task-success {token} --output '{{...}}'\n  firebreak task-failure {token} --error ERROR --cause CAUSE",
-        call.state_name
+        "firebreak: state '{}' waits for its task token; answer with\n  firebreak task-success {token} --output '{{...}}'\n  firebreak task-failure {token} --error ERROR --cause CAUSE{}",
+        call.state_name,
+        match call.heartbeat_seconds {
+            Some(s) => format!("\n  and send `firebreak task-heartbeat {token}` at least every {s} s"),
+            None => String::new(),
+        }
     );
+    let heartbeat = token_file(&token, ".heartbeat");
+    let mut last_beat = std::time::Instant::now();
+    let mut last_mtime = None;
     // Polling a file: the answer comes from another process, and a file
     // also survives this one being killed and resumed.
     loop {
+        if let (Some(limit), Some(hb)) = (call.heartbeat_seconds, &heartbeat) {
+            let mtime = std::fs::metadata(hb).and_then(|m| m.modified()).ok();
+            if mtime.is_some() && mtime != last_mtime {
+                last_mtime = mtime;
+                last_beat = std::time::Instant::now();
+            }
+            if last_beat.elapsed() > std::time::Duration::from_secs(limit) {
+                let _ = std::fs::remove_file(&pending);
+                let _ = std::fs::remove_file(hb);
+                return Err(TaskFailure {
+                    error: "States.HeartbeatTimeout".into(),
+                    cause: Some(format!(
+                        "no heartbeat for task token {token} within {limit} s"
+                    )),
+                });
+            }
+        }
         if let Ok(text) = std::fs::read_to_string(&answer) {
             let _ = std::fs::remove_file(&pending);
             let _ = std::fs::remove_file(&answer);
+            if let Some(hb) = &heartbeat {
+                let _ = std::fs::remove_file(hb);
+            }
             let v: Value = serde_json::from_str(&text)
                 .map_err(|e| failed(format!("{}: not JSON: {e}", answer.display())))?;
             return match v.get("output") {
@@ -294,6 +321,33 @@ fn answer_token(token: &str, answer: &Value) -> anyhow::Result<u8> {
     std::fs::write(&tmp, answer.to_string())
         .and_then(|()| std::fs::rename(&tmp, &done))
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", done.display()))?;
+    Ok(exit::OK)
+}
+
+#[derive(Debug, Args)]
+pub struct TaskHeartbeatArgs {
+    /// The task token (`$$.Task.Token`, as `run` printed it).
+    pub token: String,
+}
+
+/// Tells a waiting callback task its worker is alive (HeartbeatSeconds).
+pub fn task_heartbeat(args: TaskHeartbeatArgs) -> anyhow::Result<u8> {
+    let (Some(pending), Some(beat)) = (
+        token_file(&args.token, ".json"),
+        token_file(&args.token, ".heartbeat"),
+    ) else {
+        return Err(bad(format!("{:?} is not a task token", args.token)));
+    };
+    if !pending.is_file() {
+        return Err(bad(format!(
+            "no execution waits for task token {} (under {})",
+            args.token,
+            tokens_dir().display()
+        )));
+    }
+    // The file's modification time is the heartbeat.
+    std::fs::write(&beat, chrono::Utc::now().to_rfc3339())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", beat.display()))?;
     Ok(exit::OK)
 }
 
@@ -543,7 +597,7 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     if let Some(stem) = args.definition.file_stem() {
         config.state_machine_name = stem.to_string_lossy().into_owned();
     }
-    let runner = Runner {
+    let mut runner = Runner {
         command: "run".into(),
         mocks,
         fast_clock: args.fast_clock,
@@ -556,11 +610,17 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let steps = if needs_steps.is_empty() {
         None
     } else {
-        let (runner, session) = step_runner(&runner).await?;
+        let (steps, session) = step_runner(&runner).await?;
         config.region = session.region.clone();
         config.account = session.who.account_id.clone();
         config.role_arn = session.who.arn.clone();
-        Some(runner)
+        // A resume must reach the same place, also when the environment
+        // chose it.
+        runner.region = Some(session.region.clone());
+        if runner.endpoint_url.is_none() {
+            runner.endpoint_url = session.config.endpoint_url().map(str::to_string);
+        }
+        Some(steps)
     };
     let clock = TokioClock::new();
     let start = Start {

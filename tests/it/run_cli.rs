@@ -640,3 +640,49 @@ fn a_callback_task_waits_for_task_success_or_task_failure() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_callback_task_without_heartbeats_times_out_and_heartbeats_keep_it_alive() {
+    let dir = tempfile_dir().join("heartbeat");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let def = write(
+        &dir,
+        "heartbeat.json",
+        &json!({
+            "StartAt": "Ask",
+            "States": {
+                "Ask": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                    "Parameters": {"MessageBody": {"token.$": "$$.Task.Token"}},
+                    "HeartbeatSeconds": 2,
+                    "ResultPath": "$.answer",
+                    "End": true
+                }
+            }
+        }),
+    );
+    // GIVEN a waiting callback task with HeartbeatSeconds 2
+    // WHEN nobody sends a heartbeat THEN it fails with States.HeartbeatTimeout
+    let (child, _token) = run_waiting_for_token(&dir, &def);
+    let done = child.wait_with_output().unwrap();
+    assert_eq!(done.status.code(), Some(1));
+    let printed: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(printed["error"], "States.HeartbeatTimeout", "{printed}");
+
+    // WHEN heartbeats come every second for four seconds, then the answer
+    // THEN the task succeeds
+    let (child, token) = run_waiting_for_token(&dir, &def);
+    for _ in 0..4 {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let out = firebreak_in(&dir, &["task-heartbeat", &token]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let out = firebreak_in(&dir, &["task-success", &token, "--output", "7"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let done = child.wait_with_output().unwrap();
+    let printed: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(printed["status"], "SUCCEEDED", "{printed}");
+    assert_eq!(printed["output"], json!({"id": 5, "answer": 7}));
+}

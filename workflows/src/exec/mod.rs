@@ -49,6 +49,10 @@ pub struct TaskCall {
     pub retry_count: u64,
     /// The context object as the state sees it (`$$`).
     pub context: Value,
+    /// HeartbeatSeconds (or HeartbeatSecondsPath): a task that reports
+    /// progress (a callback task's answerer) must send a heartbeat at least
+    /// this often, or fail with `States.HeartbeatTimeout`.
+    pub heartbeat_seconds: Option<u64>,
 }
 
 /// A failed task: the error name (matched by Retry/Catch) and its cause.
@@ -1089,12 +1093,20 @@ impl Run {
                 Some(json!({"resourceType": service, "resource": action})),
             ),
         };
+        let heartbeat_seconds = match (&t.heartbeat_seconds, &t.heartbeat_seconds_path) {
+            (Some(s), _) => Some(*s),
+            (None, Some(p)) => io::select("HeartbeatSecondsPath", p, &input, ctx)
+                .ok()
+                .and_then(|v| v.as_u64()),
+            _ => None,
+        };
         let call = TaskCall {
             resource: t.resource.clone(),
             input,
             state_name: name.to_string(),
             retry_count,
             context: ctx.context().clone(),
+            heartbeat_seconds,
         };
         let invoke = self.tasks.invoke(call);
         let result = match timeout {
