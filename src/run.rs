@@ -175,6 +175,17 @@ impl TaskHandler for Tasks {
     }
 }
 
+/// Files removed when dropped.
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// A callback task (`.waitForTaskToken`): answered by `firebreak
 /// task-success` / `task-failure` unless mocked.
 fn is_callback(resource: &str) -> bool {
@@ -232,6 +243,14 @@ async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
         }
     );
     let heartbeat = token_file(&token, ".heartbeat");
+    // However the wait ends (answer, timeout, the state's Catch), the
+    // token is no longer waited for; a killed process leaves the file for
+    // its resume, which waits on the same token.
+    let _cleanup = RemoveOnDrop(
+        std::iter::once(pending.clone())
+            .chain(heartbeat.clone())
+            .collect(),
+    );
     let mut last_beat = std::time::Instant::now();
     let mut last_mtime = None;
     // Polling a file: the answer comes from another process, and a file

@@ -656,14 +656,14 @@ fn a_callback_task_without_heartbeats_times_out_and_heartbeats_keep_it_alive() {
                     "Type": "Task",
                     "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
                     "Parameters": {"MessageBody": {"token.$": "$$.Task.Token"}},
-                    "HeartbeatSeconds": 2,
+                    "HeartbeatSeconds": 3,
                     "ResultPath": "$.answer",
                     "End": true
                 }
             }
         }),
     );
-    // GIVEN a waiting callback task with HeartbeatSeconds 2
+    // GIVEN a waiting callback task with HeartbeatSeconds 3
     // WHEN nobody sends a heartbeat THEN it fails with States.HeartbeatTimeout
     let (child, _token) = run_waiting_for_token(&dir, &def);
     let done = child.wait_with_output().unwrap();
@@ -685,4 +685,46 @@ fn a_callback_task_without_heartbeats_times_out_and_heartbeats_keep_it_alive() {
     let printed: Value = serde_json::from_slice(&done.stdout).unwrap();
     assert_eq!(printed["status"], "SUCCEEDED", "{printed}");
     assert_eq!(printed["output"], json!({"id": 5, "answer": 7}));
+}
+
+#[test]
+fn a_callback_answered_while_its_run_was_dead_is_taken_by_the_resume() {
+    let dir = tempfile_dir().join("callback-resume");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let def = callback_definition(&dir);
+    // GIVEN a run waiting on a callback task, killed while it waits
+    let mut args: Vec<String> = vec!["run".into(), def, "--input".into(), r#"{"id": 5}"#.into()];
+    args.extend(["--name".to_string(), "callback-resume".to_string()]);
+    let tokens = dir.join("tokens");
+    let waiting = || {
+        std::fs::read_dir(&tokens)
+            .map(|d| d.filter_map(|e| e.ok()).count() > 0)
+            .unwrap_or(false)
+    };
+    run_and_kill(&dir, &args, waiting);
+    let token = std::fs::read_dir(&tokens)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_suffix(".json")
+                .map(str::to_string)
+        })
+        .expect("the pending token is left for the resume");
+    // WHEN the token is answered meanwhile, then the run is resumed
+    let out = firebreak_in(
+        &dir,
+        &["task-success", &token, "--output", r#""late but here""#],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = firebreak_in(&dir, &["resume", "callback-resume"]);
+    // THEN the resumed attempt has the same token and takes the answer
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        printed["output"],
+        json!({"id": 5, "answer": "late but here"})
+    );
 }

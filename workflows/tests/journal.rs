@@ -174,3 +174,24 @@ async fn a_journal_cut_anywhere_resumes_to_the_same_output_running_only_unfinish
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_journal_in_use_cannot_be_opened_by_another_resume() {
+    // GIVEN an execution's journal held open (its run is alive)
+    let path = dir().join("busy.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let held = Journal::create(&path, &start()).unwrap();
+    // WHEN another process (here: another handle) tries to resume it
+    let second = Journal::open(&path);
+    // THEN it is refused
+    assert!(
+        matches!(
+            second,
+            Err(firebreak_workflows::exec::JournalError::Busy { .. })
+        ),
+        "{second:?}"
+    );
+    // AND once the first is closed it can be resumed
+    drop(held);
+    assert!(Journal::open(&path).is_ok());
+}

@@ -54,7 +54,12 @@ impl Default for TokioClock {
 impl Clock for TokioClock {
     fn now(&self) -> DateTime<Utc> {
         let elapsed = self.instant.elapsed();
-        self.wall + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::zero())
+        // A paused clock can be advanced past any date (a Wait of 10^13
+        // seconds): the time saturates instead of overflowing.
+        chrono::Duration::from_std(elapsed)
+            .ok()
+            .and_then(|d| self.wall.checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {

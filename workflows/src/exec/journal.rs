@@ -134,6 +134,24 @@ pub enum JournalError {
         "{path}: a journal for this execution already exists (resume it, or choose another name)"
     )]
     Exists { path: PathBuf },
+    #[error("{path}: another process is running this execution (a run or a resume still alive)")]
+    Busy { path: PathBuf },
+}
+
+/// Takes the journal's exclusive lock for as long as it is open, so two
+/// processes never run the same execution (a resume started while the run
+/// is still alive, or twice).
+fn lock(path: &Path, file: &File) -> Result<(), JournalError> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Busy {
+            path: path.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// An open journal, appended to as the execution runs.
@@ -172,6 +190,7 @@ impl Journal {
                     io(e)
                 }
             })?;
+        lock(path, &file)?;
         let journal = Journal {
             path: path.to_path_buf(),
             file: Mutex::new(file),
@@ -196,6 +215,9 @@ impl Journal {
             path: path.to_path_buf(),
             source,
         };
+        // Locked first: the run may still be writing it.
+        let mut file = OpenOptions::new().append(true).open(path).map_err(io)?;
+        lock(path, &file)?;
         let text = std::fs::read_to_string(path).map_err(io)?;
         let lines: Vec<&str> = text.lines().collect();
         // Where the entries we keep end: a torn last line is cut off.
@@ -266,7 +288,6 @@ impl Journal {
             .count();
         replay.events.truncate(dense);
         replay.keyed_events.retain(|_, id| *id <= dense as u64);
-        let mut file = OpenOptions::new().append(true).open(path).map_err(io)?;
         if keep_len < text.len() as u64 {
             // The torn line was never acted on: cut it off, so the next
             // entry starts on a line of its own.

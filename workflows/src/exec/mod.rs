@@ -898,10 +898,13 @@ impl Run {
         let mut retry_count = 0u64;
         let result = loop {
             let ctx = self.context_for(name, entered_time, Some(retry_count));
-            // A callback task gets a fresh token per attempt (`$$.Task.Token`).
+            // A callback task gets a token per attempt (`$$.Task.Token`),
+            // the same again when a killed run is resumed, so an answer
+            // sent to the token printed before the kill still counts.
             let ctx = match state {
                 State::Task(t) if t.resource.ends_with(".waitForTaskToken") => {
-                    ctx.with_task(json!({"Token": uuid::Uuid::new_v4().simple().to_string()}))
+                    let token = task_token(&self.context, key, retry_count);
+                    ctx.with_task(json!({ "Token": token }))
                 }
                 _ => ctx,
             };
@@ -1490,6 +1493,27 @@ impl TaskKind {
             TaskKind::Lambda
         }
     }
+}
+
+/// A callback task's token: the SHA-256 of the execution's id, the
+/// state's journal key and the attempt, so a resumed attempt keeps it.
+fn task_token(context: &Value, key: &str, attempt: u64) -> String {
+    use sha2::{Digest as _, Sha256};
+    let id = context
+        .pointer("/Execution/Id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(id.as_bytes());
+    h.update([0]);
+    h.update(key.as_bytes());
+    h.update([0]);
+    h.update(attempt.to_be_bytes());
+    h.finalize()
+        .iter()
+        .take(20)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The wait before retry number `count` (0-based) of a retrier.
