@@ -1065,12 +1065,46 @@ impl Run {
         prev: u64,
     ) -> (Result<Value, Failure>, u64) {
         let kind = TaskKind::of(&t.resource);
-        let timeout = match (&t.timeout_seconds, &t.timeout_seconds_path) {
-            (Some(s), _) => Some(*s),
-            (None, Some(p)) => io::select("TimeoutSecondsPath", p, &input, ctx)
-                .ok()
-                .and_then(|v| v.as_u64()),
-            _ => None,
+        // TimeoutSecondsPath / HeartbeatSecondsPath must select a positive
+        // integer; anything else fails the state (not "no limit").
+        let seconds = |field: &str, literal: Option<u64>, path: &Option<String>| {
+            match (
+            literal, path,
+        ) {
+            (Some(s), _) => Ok(Some(s)),
+            (None, Some(p)) => match io::select(field, p, &input, ctx) {
+                Ok(v) => match v.as_u64() {
+                    Some(n) if n > 0 => Ok(Some(n)),
+                    _ => Err(Failure::runtime(
+                        name,
+                        prev,
+                        format!(
+                            "The {field} field refers to value \"{}\" which is not a valid positive integer: {p}",
+                            io::compact(&v)
+                        ),
+                    )),
+                },
+                Err(e) => Err(Failure::from_io(name, prev, &e)),
+            },
+            (None, None) => Ok(None),
+        }
+        };
+        let limits = seconds(
+            "TimeoutSecondsPath",
+            t.timeout_seconds,
+            &t.timeout_seconds_path,
+        )
+        .and_then(|timeout| {
+            let heartbeat = seconds(
+                "HeartbeatSecondsPath",
+                t.heartbeat_seconds,
+                &t.heartbeat_seconds_path,
+            )?;
+            Ok((timeout, heartbeat))
+        });
+        let (timeout, heartbeat_seconds) = match limits {
+            Ok(l) => l,
+            Err(f) => return (Err(f), prev),
         };
         let scheduled = match &kind {
             TaskKind::Lambda => {
@@ -1095,13 +1129,6 @@ impl Run {
                 scheduled,
                 Some(json!({"resourceType": service, "resource": action})),
             ),
-        };
-        let heartbeat_seconds = match (&t.heartbeat_seconds, &t.heartbeat_seconds_path) {
-            (Some(s), _) => Some(*s),
-            (None, Some(p)) => io::select("HeartbeatSecondsPath", p, &input, ctx)
-                .ok()
-                .and_then(|v| v.as_u64()),
-            _ => None,
         };
         let call = TaskCall {
             resource: t.resource.clone(),

@@ -222,3 +222,33 @@ async fn task_timeout_raises_states_timeout() {
         .iter()
         .any(|e| e.kind == "LambdaFunctionTimedOut"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_seconds_path_that_is_not_a_positive_integer_fails_the_state() {
+    let def = json!({"StartAt": "T", "States": {
+        "T": {"Type": "Task", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:f",
+              "TimeoutSecondsPath": "$.limit", "End": true}
+    }});
+    for limit in [json!("soon"), json!(0), json!(-5)] {
+        let tasks = Arc::new(Scripted::default());
+        let (out, _) = run(def.clone(), json!({ "limit": limit }), tasks.clone()).await;
+        assert_eq!(out.status, Status::Failed, "limit {limit}");
+        assert_eq!(
+            out.error.as_deref(),
+            Some("States.Runtime"),
+            "limit {limit}"
+        );
+        assert!(
+            out.cause
+                .as_deref()
+                .unwrap_or_default()
+                .contains("TimeoutSecondsPath"),
+            "{:?}",
+            out.cause
+        );
+        assert_eq!(tasks.calls.load(Ordering::SeqCst), 0, "the task never ran");
+    }
+    // A path that selects nothing fails too, naming the path.
+    let (out, _) = run(def, json!({}), Arc::new(Scripted::default())).await;
+    assert_eq!(out.error.as_deref(), Some("States.Runtime"));
+}
