@@ -195,3 +195,92 @@ async fn a_journal_in_use_cannot_be_opened_by_another_resume() {
     drop(held);
     assert!(Journal::open(&path).is_ok());
 }
+
+/// Fails `fast` at once, always.
+struct FailsFast;
+
+#[async_trait]
+impl TaskHandler for FailsFast {
+    async fn invoke(&self, call: TaskCall) -> Result<Value, TaskFailure> {
+        Err(TaskFailure::new(
+            "Fast",
+            format!("{} failed", call.resource),
+        ))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parallel_failure_is_replayed_as_it_was_not_recomputed_after_downtime() {
+    // GIVEN a Parallel whose branch 1 fails at once (Fast, retried) while
+    // branch 0 waits 5 s and then fails (Slow, not retried)
+    let definition: StateMachine = serde_json::from_value(json!({
+        "StartAt": "Both",
+        "States": {
+            "Both": {
+                "Type": "Parallel",
+                "Branches": [
+                    {"StartAt": "Pause", "States": {
+                        "Pause": {"Type": "Wait", "Seconds": 5, "Next": "Slow"},
+                        "Slow": {"Type": "Fail", "Error": "Slow"}
+                    }},
+                    {"StartAt": "Call", "States": {
+                        "Call": {"Type": "Task", "Resource": "fast", "End": true}
+                    }}
+                ],
+                "Retry": [{"ErrorEquals": ["Fast"], "IntervalSeconds": 30, "MaxAttempts": 1}],
+                "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Done"}],
+                "End": true
+            },
+            "Done": {"Type": "Pass", "End": true}
+        }
+    }))
+    .unwrap();
+    let mut start = start();
+    start.definition = definition;
+    let path = dir().join("parallel-whole.jsonl");
+    let _ = std::fs::remove_file(&path);
+    let journal = Arc::new(Journal::create(&path, &start).unwrap());
+    let whole = Executor::new(Arc::new(FailsFast))
+        .with_clock(clock())
+        .run_journaled(journal, &start, &History::new())
+        .await;
+    // (Fast, retried after 30 s, Fast again: caught)
+    assert_eq!(whole.output.as_ref().unwrap()["error"]["Error"], "Fast");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // WHEN the journal is cut wherever no Parallel attempt is half done
+    // (during the retry delay, say) and resumed a minute later: the 5 s
+    // wait of branch 0 has long passed, so recomputing the failed attempt
+    // would let branch 0's Slow win. (An attempt cut half way is run again
+    // in the later world, where its branches may finish in another order:
+    // nothing of it had been observed.)
+    let mut checked = 0;
+    for cut in 1..lines.len() {
+        let kept = &lines[..cut];
+        let started = kept
+            .iter()
+            .filter(|l| l.contains(r#""type":"ParallelStateStarted""#))
+            .count();
+        let failed = kept
+            .iter()
+            .filter(|l| l.contains(r#""t":"failed""#))
+            .count();
+        if started != failed || started == 0 {
+            continue;
+        }
+        checked += 1;
+        let cut_path = dir().join(format!("parallel-cut-{cut}.jsonl"));
+        std::fs::write(&cut_path, lines[..cut].join("\n") + "\n").unwrap();
+        let (journal, start) = Journal::open(&cut_path).unwrap();
+        let later = Arc::new(TokioClock::starting_at(
+            chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 5, 5).unwrap(),
+        ));
+        let (outcome, _) = Executor::new(Arc::new(FailsFast))
+            .with_clock(later)
+            .resume(Arc::new(journal), &start)
+            .await;
+        // THEN it ends as the uninterrupted run did
+        assert_eq!(outcome, whole, "GIVEN the journal cut after line {cut}");
+    }
+    assert!(checked >= 5, "only {checked} cuts checked");
+}

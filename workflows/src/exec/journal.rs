@@ -82,6 +82,13 @@ pub enum Entry {
         key: String,
         until: String,
     },
+    /// A Parallel attempt failed with this error: on resume it fails the
+    /// same way at once (which branch fails first depends on timing).
+    Failed {
+        key: String,
+        error: Option<String>,
+        cause: Option<String>,
+    },
     End {
         outcome: Outcome,
     },
@@ -108,6 +115,8 @@ pub struct Replay {
     pub exits: HashMap<String, Exit>,
     pub attempts: HashMap<(String, u64), Attempt>,
     pub waits: HashMap<String, String>,
+    /// Parallel attempts that failed: (error, cause).
+    pub failures: HashMap<String, (Option<String>, Option<String>)>,
     pub keyed_events: HashMap<String, u64>,
     pub events: Vec<HistoryEvent>,
     /// Finished attempts per Task resource (to continue scripted mocks).
@@ -270,6 +279,9 @@ impl Journal {
                 }
                 Entry::Wait { key, until } => {
                     replay.waits.insert(key, until);
+                }
+                Entry::Failed { key, error, cause } => {
+                    replay.failures.insert(key, (error, cause));
                 }
                 Entry::End { outcome } => replay.ended = Some(outcome),
             }

@@ -1221,6 +1221,21 @@ impl Run {
             prev,
             None,
         );
+        let failed_key = format!("{scope}#failed");
+        if let Some((error, cause)) = self
+            .journal
+            .as_ref()
+            .and_then(|j| j.replay().failures.get(&failed_key))
+        {
+            // The failure the run saw before the resume, not whichever
+            // branch happens to fail first now.
+            let f = Failure {
+                error: error.clone(),
+                cause: cause.clone(),
+            };
+            let last = self.record("ParallelStateFailed", started, Some(failure_details(&f)));
+            return (Err(f), last);
+        }
         let branches = p.branches.iter().enumerate().map(|(i, b)| {
             let input = input.clone();
             let scope = format!("{scope}b{i}.");
@@ -1240,14 +1255,17 @@ impl Run {
                 (Ok(Value::Array(outputs)), last)
             }
             Err(f) => {
-                let mut d = Map::new();
-                if let Some(e) = &f.error {
-                    d.insert("error".into(), json!(e));
+                if let Some(j) = &self.journal {
+                    j.append(
+                        &journal::Entry::Failed {
+                            key: failed_key,
+                            error: f.error.clone(),
+                            cause: f.cause.clone(),
+                        },
+                        false,
+                    );
                 }
-                if let Some(c) = &f.cause {
-                    d.insert("cause".into(), json!(c));
-                }
-                let last = self.record("ParallelStateFailed", started, Some(Value::Object(d)));
+                let last = self.record("ParallelStateFailed", started, Some(failure_details(&f)));
                 (Err(f), last)
             }
         }
@@ -1520,6 +1538,18 @@ impl TaskKind {
             TaskKind::Lambda
         }
     }
+}
+
+/// `{"error", "cause"}` of a failure, as failure events carry them.
+fn failure_details(f: &Failure) -> Value {
+    let mut d = Map::new();
+    if let Some(e) = &f.error {
+        d.insert("error".into(), json!(e));
+    }
+    if let Some(c) = &f.cause {
+        d.insert("cause".into(), json!(c));
+    }
+    Value::Object(d)
 }
 
 /// A callback task's token: the SHA-256 of the execution's id, the
