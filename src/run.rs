@@ -1,14 +1,16 @@
 //! `firebreak run`: run any Step Functions definition in the local executor.
 //!
 //! Task states whose resource is a firebreak step go to the step registry
-//! (which talks to AWS); any other resource is answered from `--mock`
-//! files or `--mock-command` programs. Every resource is checked before
-//! the run starts, so a run never stops half-way for want of a mock.
+//! (which talks to AWS); `.waitForTaskToken` tasks wait for `firebreak
+//! task-success` / `task-failure`; any other resource is answered from
+//! `--mock` files or `--mock-command` programs (which also override the
+//! first two). Every resource is checked before the run starts, so a run
+//! never stops half-way for want of a mock.
 //!
-//! Every run is journaled (`FIREBREAK_STATE_DIR`, by default
-//! `~/.local/state/firebreak`, under `executions/NAME.jsonl`); `firebreak
-//! resume NAME` finishes a run that was killed, without running a finished
-//! task again.
+//! Runs are journaled unless `--no-journal` (`FIREBREAK_STATE_DIR`, by
+//! default `~/.local/state/firebreak`, under `executions/NAME.jsonl`);
+//! `firebreak resume NAME` finishes a run that was killed, without running
+//! a finished task attempt again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
