@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use clap::Args;
-use firebreak_steps::{Mode, Registry, StepRunner};
+use firebreak_steps::{Mode, StepRunner};
 use firebreak_workflows::asl::{QueryLanguage, StateMachine};
 use firebreak_workflows::exec::journal::Start;
 use firebreak_workflows::exec::{
@@ -320,12 +320,11 @@ pub struct TaskFailureArgs {
     pub cause: Option<String>,
 }
 
-/// Answers a waiting callback task.
-fn answer_token(token: &str, answer: &Value) -> anyhow::Result<u8> {
-    let (Some(pending), Some(done)) = (
-        token_file(token, ".json"),
-        token_file(token, ".answer.json"),
-    ) else {
+/// The file `suffix` of a token that a run is waiting on; bad input when
+/// the token is malformed or nobody waits for it.
+fn waiting_token(token: &str, suffix: &str) -> anyhow::Result<PathBuf> {
+    let (Some(pending), Some(file)) = (token_file(token, ".json"), token_file(token, suffix))
+    else {
         return Err(bad(format!("{token:?} is not a task token")));
     };
     if !pending.is_file() {
@@ -334,6 +333,12 @@ fn answer_token(token: &str, answer: &Value) -> anyhow::Result<u8> {
             tokens_dir().display()
         )));
     }
+    Ok(file)
+}
+
+/// Answers a waiting callback task.
+fn answer_token(token: &str, answer: &Value) -> anyhow::Result<u8> {
+    let done = waiting_token(token, ".answer.json")?;
     if done.exists() {
         return Err(bad(format!("task token {token} has already been answered")));
     }
@@ -353,19 +358,7 @@ pub struct TaskHeartbeatArgs {
 
 /// Tells a waiting callback task its worker is alive (HeartbeatSeconds).
 pub fn task_heartbeat(args: TaskHeartbeatArgs) -> anyhow::Result<u8> {
-    let (Some(pending), Some(beat)) = (
-        token_file(&args.token, ".json"),
-        token_file(&args.token, ".heartbeat"),
-    ) else {
-        return Err(bad(format!("{:?} is not a task token", args.token)));
-    };
-    if !pending.is_file() {
-        return Err(bad(format!(
-            "no execution waits for task token {} (under {})",
-            args.token,
-            tokens_dir().display()
-        )));
-    }
+    let beat = waiting_token(&args.token, ".heartbeat")?;
     // The file's modification time is the heartbeat.
     std::fs::write(&beat, chrono::Utc::now().to_rfc3339())
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", beat.display()))?;
@@ -725,7 +718,7 @@ async fn step_runner(r: &Runner) -> anyhow::Result<(StepRunner, Session)> {
         endpoint_url: r.endpoint_url.clone(),
     };
     let session = Session::open(&aws, Mode::Live, false).await?;
-    let mut runner = StepRunner::new(Arc::new(Registry::standard()), session.ctx.clone());
+    let mut runner = session.step_runner();
     if let Some(arn) = &r.step_runner_arn {
         runner = runner.accept_resource(arn.clone());
     }

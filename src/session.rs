@@ -60,6 +60,11 @@ impl Session {
         })
     }
 
+    /// firebreak's steps, run with this session's AWS access.
+    pub fn step_runner(&self) -> StepRunner {
+        StepRunner::new(Arc::new(Registry::standard()), self.ctx.clone())
+    }
+
     /// The evidence bucket to use; it must exist (`firebreak setup` makes it).
     pub async fn evidence_bucket(&self, given: Option<&str>) -> anyhow::Result<String> {
         let bucket = given
@@ -122,8 +127,7 @@ impl Session {
             let printer = Progress::new(self.started);
             history.subscribe(move |e| printer.event(e));
         }
-        let runner = StepRunner::new(Arc::new(Registry::standard()), self.ctx.clone());
-        let executor = Executor::new(Arc::new(runner));
+        let executor = Executor::new(Arc::new(self.step_runner()));
         let exec_config = ExecutionConfig {
             name: format!(
                 "{}-{}",
@@ -182,8 +186,7 @@ impl Session {
 /// session's AWS access.
 pub async fn resume_run(session: &Session, journal: Journal, start: &Start) -> anyhow::Result<Run> {
     let calls_before = session.ctx.calls.records().len();
-    let runner = StepRunner::new(Arc::new(Registry::standard()), session.ctx.clone());
-    let executor = Executor::new(Arc::new(runner));
+    let executor = Executor::new(Arc::new(session.step_runner()));
     let (outcome, history) = executor.resume(Arc::new(journal), start).await;
     Ok(Run {
         outcome,

@@ -118,30 +118,6 @@ mod tests {
     }
 }
 
-/// Hashes everything an async reader yields (an S3 object body, a file),
-/// in bounded memory.
-pub async fn sha256_async_reader<R>(mut reader: R) -> io::Result<Digest>
-where
-    R: tokio::io::AsyncRead + Unpin,
-{
-    use tokio::io::AsyncReadExt;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; HASH_BUFFER_BYTES];
-    let mut size = 0u64;
-    loop {
-        let n = reader.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(buf.get(..n).unwrap_or_default());
-        size += n as u64;
-    }
-    Ok(Digest {
-        sha256: hex::encode(hasher.finalize()),
-        size,
-    })
-}
-
 /// An incremental hash, for data that is written elsewhere as it is hashed.
 #[derive(Clone, Debug, Default)]
 pub struct Hasher {

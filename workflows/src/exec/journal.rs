@@ -333,20 +333,13 @@ impl Journal {
         self.write_error.lock().ok().and_then(|e| e.clone())
     }
 
-    /// Appends one entry. A history event waits for the next other entry
-    /// (one `write` carries both); any other entry is written at once, and
-    /// with `sync` also flushed to the disk.
+    /// Appends one entry (not a history event: see `append_event`) at
+    /// once, with the events buffered before it, in a single write; with
+    /// `sync` also flushed to the disk.
     pub fn append(&self, entry: &Entry, sync: bool) {
-        let Ok(mut pending) = self.pending.lock() else {
-            return self.failed("the journal lock is poisoned".into());
-        };
-        if let Err(e) = serde_json::to_writer(&mut *pending, entry) {
-            return self.failed(format!("cannot encode a journal entry: {e}"));
-        }
-        pending.push(b'\n');
-        if matches!(entry, Entry::Event { .. }) && !sync {
+        let Some(mut pending) = self.buffer(entry) else {
             return;
-        }
+        };
         let Ok(mut file) = self.file.lock() else {
             return self.failed("the journal lock is poisoned".into());
         };
@@ -360,7 +353,7 @@ impl Journal {
         }
     }
 
-    /// Appends a history event (written with the next other entry),
+    /// Buffers a history event (written with the next other entry),
     /// without copying it: the same line as `Entry::Event`.
     pub fn append_event(&self, event: &HistoryEvent, key: Option<&str>) {
         #[derive(Serialize)]
@@ -370,18 +363,25 @@ impl Journal {
             #[serde(skip_serializing_if = "Option::is_none")]
             key: Option<&'a str>,
         }
-        let Ok(mut pending) = self.pending.lock() else {
-            return self.failed("the journal lock is poisoned".into());
-        };
-        let line = EventLine {
+        self.buffer(&EventLine {
             t: "event",
             event,
             key,
+        });
+    }
+
+    /// Adds one line to the buffer; returns the buffer, still locked.
+    fn buffer(&self, line: &impl Serialize) -> Option<std::sync::MutexGuard<'_, Vec<u8>>> {
+        let Ok(mut pending) = self.pending.lock() else {
+            self.failed("the journal lock is poisoned".into());
+            return None;
         };
-        if let Err(e) = serde_json::to_writer(&mut *pending, &line) {
-            return self.failed(format!("cannot encode a journal entry: {e}"));
+        if let Err(e) = serde_json::to_writer(&mut *pending, line) {
+            self.failed(format!("cannot encode a journal entry: {e}"));
+            return None;
         }
         pending.push(b'\n');
+        Some(pending)
     }
 
     fn failed(&self, message: String) {
