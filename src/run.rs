@@ -817,10 +817,7 @@ async fn resume(
     // A fast clock goes on from the journal's last time, so a wait in
     // progress keeps its place; a real one from now.
     let clock = match (runner.fast_clock, replay.events.last()) {
-        (true, Some(e)) => TokioClock::starting_at(
-            firebreak_workflows::time::parse_timestamp(&e.timestamp)
-                .unwrap_or_else(chrono::Utc::now),
-        ),
+        (true, Some(e)) => TokioClock::starting_at(e.timestamp),
         _ => TokioClock::new(),
     };
     let executor = Executor::new(Arc::new(Tasks {

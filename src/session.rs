@@ -267,6 +267,7 @@ impl Progress {
         let detail = e.detail();
         let field = |k: &str| {
             detail
+                .as_ref()
                 .and_then(|d| d.get(k))
                 .and_then(|v| v.as_str())
                 .unwrap_or("")

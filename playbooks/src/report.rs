@@ -499,6 +499,7 @@ fn retried(history: &[HistoryEvent]) -> Vec<Retried> {
         let detail = e.detail();
         let field = |k: &str| {
             detail
+                .as_ref()
                 .and_then(|d| d.get(k))
                 .and_then(Value::as_str)
                 .map(str::to_string)

@@ -20,12 +20,38 @@ impl ContextSource for Value {
     }
 }
 
+/// `$$.State`: kept as fields until a path reads `$$` (most states never
+/// do, and a JSON object per state was a visible cost in a large Map).
+#[derive(Clone, Debug)]
+pub struct StateContext {
+    pub name: String,
+    pub entered_time: String,
+    /// Only where retries exist (Task, Parallel, Map): AWS gives a Pass
+    /// state's context none.
+    pub retry_count: Option<u64>,
+}
+
+impl StateContext {
+    fn to_json(&self) -> Value {
+        let mut s = serde_json::Map::new();
+        s.insert("Name".into(), Value::String(self.name.clone()));
+        s.insert(
+            "EnteredTime".into(),
+            Value::String(self.entered_time.clone()),
+        );
+        if let Some(n) = self.retry_count {
+            s.insert("RetryCount".into(), Value::from(n));
+        }
+        Value::Object(s)
+    }
+}
+
 /// `$$` for one state: the execution's shared part, plus `State` and, in a
 /// Map iteration, `Map`; assembled on first use.
 #[derive(Clone, Debug)]
 pub struct LazyContext {
     base: Arc<Value>,
-    state: Option<Value>,
+    state: Option<StateContext>,
     map: Option<Value>,
     task: Option<Value>,
     built: OnceLock<Value>,
@@ -43,7 +69,7 @@ impl LazyContext {
     }
 
     /// The same context with `State` set.
-    pub fn with_state(&self, state: Value) -> LazyContext {
+    pub fn with_state(&self, state: StateContext) -> LazyContext {
         LazyContext {
             base: self.base.clone(),
             state: Some(state),
@@ -83,7 +109,7 @@ impl ContextSource for LazyContext {
             let mut v = (*self.base).clone();
             if let Some(o) = v.as_object_mut() {
                 if let Some(s) = &self.state {
-                    o.insert("State".into(), s.clone());
+                    o.insert("State".into(), s.to_json());
                 }
                 if let Some(m) = &self.map {
                     o.insert("Map".into(), m.clone());

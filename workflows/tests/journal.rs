@@ -93,6 +93,46 @@ fn dir() -> PathBuf {
     d
 }
 
+/// The events of a history as a sorted list of (type, details), leaving
+/// out what differs between runs (ids, times).
+fn event_bag(events: &[firebreak_workflows::exec::HistoryEvent]) -> Vec<String> {
+    let mut bag: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {}", e.kind, e.detail().unwrap_or_default()))
+        .collect();
+    bag.sort();
+    bag
+}
+
+/// What `want` has that `got` lacks, and what `got` has beyond `want`
+/// (both sorted).
+fn bag_diff(want: &[String], got: &[String]) -> (Vec<String>, Vec<String>) {
+    let (mut missing, mut extra) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < want.len() || j < got.len() {
+        match (want.get(i), got.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                missing.push(a.chars().take(120).collect());
+                i += 1;
+            }
+            (Some(a), None) => {
+                missing.push(a.chars().take(120).collect());
+                i += 1;
+            }
+            (_, Some(b)) => {
+                extra.push(b.chars().take(120).collect());
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (missing, extra)
+}
+
 fn clock() -> Arc<TokioClock> {
     Arc::new(TokioClock::starting_at(
         chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
@@ -116,6 +156,7 @@ async fn a_journal_cut_anywhere_resumes_to_the_same_output_running_only_unfinish
     let total_calls = tasks.calls.load(Ordering::SeqCst);
     // a, b, c x 4 (+1 retry), d x 3
     assert_eq!(total_calls, 10);
+    let whole_events = event_bag(&history.events());
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
 
@@ -162,6 +203,13 @@ async fn a_journal_cut_anywhere_resumes_to_the_same_output_running_only_unfinish
                 1
             );
             assert_eq!(kinds.last(), Some(&"ExecutionSucceeded"), "cut {cut}");
+            // AND it holds the same events as the whole run's, none twice
+            // (an iteration's end, a re-run attempt's Scheduled/Started)
+            let (missing, extra) = bag_diff(&whole_events, &event_bag(&events));
+            assert!(
+                missing.is_empty() && extra.is_empty(),
+                "GIVEN the journal cut after line {cut} (torn: {torn}) THEN no event is missing or recorded twice; missing: {missing:#?}, extra: {extra:#?}"
+            );
             // AND resuming the finished journal again changes nothing
             let (journal, start) = Journal::open(&cut_path).unwrap();
             let tasks = Arc::new(Counting::default());

@@ -24,8 +24,11 @@
 //! Each state's end (`exit`), Task attempt, wait, start and end is written
 //! at once, with a single `write` holding the history events recorded
 //! since the last such entry, so what resume relies on survives the
-//! process being killed (events after the last write are recorded again
-//! on resume). `attempt` entries are also synced to
+//! process being killed. Resume keeps the events up to the last other
+//! entry (those after it are what a kill left of a write) and records the
+//! rest again; events at a logical position (a state entered, an
+//! iteration's end, a Task attempt's Scheduled/Started) carry its key, so
+//! a resume that passes that position again does not record them twice. `attempt` entries are also synced to
 //! the disk, so a finished task is never lost to a crash of the machine
 //! either; the other entries need not be: whatever a machine crash loses
 //! of them is computed again from the input and the synced task results.
@@ -228,21 +231,23 @@ impl Journal {
         let mut file = OpenOptions::new().append(true).open(path).map_err(io)?;
         lock(path, &file)?;
         let text = std::fs::read_to_string(path).map_err(io)?;
-        let lines: Vec<&str> = text.lines().collect();
-        // Where the entries we keep end: a torn last line is cut off.
-        let mut keep_len = text.len() as u64;
+        // Where the entries we keep end. Events are written in one write
+        // with the entry after them, so events after the last other entry
+        // (and a torn last line) are what a kill left of an unfinished
+        // write: they are cut off, and recorded again by the resume.
+        let mut keep_len = 0u64;
         let mut start = None;
         let mut replay = Replay::default();
-        for (i, line) in lines.iter().enumerate() {
+        let mut tail: Vec<(HistoryEvent, Option<String>)> = Vec::new();
+        let mut offset = 0usize;
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            offset += line.len();
             if line.trim().is_empty() {
                 continue;
             }
             let entry: Entry = match serde_json::from_str(line) {
                 Ok(e) => e,
-                Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {
-                    keep_len = text.rfind('\n').map_or(0, |n| n as u64 + 1);
-                    break;
-                }
+                Err(_) if offset == text.len() && !line.ends_with('\n') => break,
                 Err(e) => {
                     return Err(JournalError::Corrupt {
                         path: path.to_path_buf(),
@@ -251,14 +256,20 @@ impl Journal {
                     })
                 }
             };
+            if let Entry::Event { event, key } = entry {
+                tail.push((event, key));
+                continue;
+            }
+            keep_len = offset as u64;
+            for (event, key) in tail.drain(..) {
+                if let Some(k) = key {
+                    replay.keyed_events.insert(k, event.id);
+                }
+                replay.events.push(event);
+            }
             match entry {
                 Entry::Start(s) => start = Some(*s),
-                Entry::Event { event, key } => {
-                    if let Some(k) = key {
-                        replay.keyed_events.insert(k, event.id);
-                    }
-                    replay.events.push(event);
-                }
+                Entry::Event { .. } => {}
                 Entry::Exit {
                     key,
                     output,
@@ -301,8 +312,8 @@ impl Journal {
         replay.events.truncate(dense);
         replay.keyed_events.retain(|_, id| *id <= dense as u64);
         if keep_len < text.len() as u64 {
-            // The torn line was never acted on: cut it off, so the next
-            // entry starts on a line of its own.
+            // What a kill left of an unfinished write was never acted on:
+            // cut it off, so the next entry starts on a line of its own.
             file.set_len(keep_len).map_err(io)?;
         } else if !text.is_empty() && !text.ends_with('\n') {
             file.write_all(b"\n").map_err(io)?;
@@ -337,7 +348,11 @@ impl Journal {
     /// once, with the events buffered before it, in a single write; with
     /// `sync` also flushed to the disk.
     pub fn append(&self, entry: &Entry, sync: bool) {
-        let Some(mut pending) = self.buffer(entry) else {
+        self.write(entry, sync)
+    }
+
+    fn write(&self, line: &impl Serialize, sync: bool) {
+        let Some(mut pending) = self.buffer(line) else {
             return;
         };
         let Ok(mut file) = self.file.lock() else {
@@ -351,6 +366,29 @@ impl Journal {
             drop(file);
             self.failed(format!("cannot write {}: {e}", self.path.display()));
         }
+    }
+
+    /// Appends an `exit` entry (as `append` does), without copying the
+    /// output: the same line as `Entry::Exit`.
+    pub fn append_exit(&self, key: &str, output: &Value, next: Option<&str>, last: u64) {
+        #[derive(Serialize)]
+        struct ExitLine<'a> {
+            t: &'static str,
+            key: &'a str,
+            output: &'a Value,
+            next: Option<&'a str>,
+            last: u64,
+        }
+        self.write(
+            &ExitLine {
+                t: "exit",
+                key,
+                output,
+                next,
+                last,
+            },
+            false,
+        );
     }
 
     /// Buffers a history event (written with the next other entry),

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::asl::{Catcher, JitterStrategy, NullablePath, Retrier, State, StateMachine};
-use crate::context::{ContextSource, LazyContext};
+use crate::context::{ContextSource, LazyContext, StateContext};
 use crate::error_name::ErrorName;
 use crate::intrinsics::{looks_like_call, Call};
 use crate::time::{format_timestamp, parse_timestamp};
@@ -34,8 +34,11 @@ pub use clock::{Clock, TokioClock};
 pub use history::{History, HistoryEvent};
 pub use journal::{Journal, JournalError};
 
-use history::{not_truncated, payload};
+use history::{
+    details, entered_details, exited_details, iteration_details, not_truncated, payload,
+};
 use io::{apply_path, apply_result_path, apply_template, IoError};
+use serde_json::value::RawValue;
 
 /// One Task state invocation handed to a [`TaskHandler`].
 #[derive(Clone, Debug, PartialEq)]
@@ -366,7 +369,7 @@ impl Executor {
             Some("execution#started"),
             "ExecutionStarted",
             0,
-            Some(json!({
+            details(&json!({
                 "input": payload(&input),
                 "inputDetails": not_truncated(),
                 "roleArn": config.role_arn,
@@ -406,7 +409,7 @@ impl Executor {
                 run.record(
                     "ExecutionSucceeded",
                     last,
-                    Some(json!({"output": payload(&output), "outputDetails": not_truncated()})),
+                    details(&json!({"output": payload(&output), "outputDetails": not_truncated()})),
                 );
                 Outcome {
                     status: Status::Succeeded,
@@ -423,7 +426,7 @@ impl Executor {
                 if let Some(c) = &f.cause {
                     d.insert("cause".into(), Value::String(c.clone()));
                 }
-                run.record("ExecutionFailed", last, Some(Value::Object(d)));
+                run.record("ExecutionFailed", last, details(&d));
                 Outcome {
                     status: Status::Failed,
                     output: None,
@@ -436,7 +439,7 @@ impl Executor {
                 run.record(
                     "ExecutionTimedOut",
                     last,
-                    Some(json!({"error": "States.Timeout"})),
+                    details(&json!({"error": "States.Timeout"})),
                 );
                 Outcome {
                     status: Status::TimedOut,
@@ -477,14 +480,14 @@ impl Run {
     /// `$$` for a state; `RetryCount` only where retries exist (Task,
     /// Parallel, Map): AWS gives a Pass state's context none.
     fn context_for(&self, state: &str, entered: &str, retry_count: Option<u64>) -> LazyContext {
-        let mut s = json!({"Name": state, "EnteredTime": entered});
-        if let (Some(n), Some(so)) = (retry_count, s.as_object_mut()) {
-            so.insert("RetryCount".into(), json!(n));
-        }
-        LazyContext::new(self.context.clone()).with_state(s)
+        LazyContext::new(self.context.clone()).with_state(StateContext {
+            name: state.to_string(),
+            entered_time: entered.to_string(),
+            retry_count,
+        })
     }
 
-    fn record(&self, kind: &str, prev: u64, details: Option<Value>) -> u64 {
+    fn record(&self, kind: &str, prev: u64, details: Option<Box<RawValue>>) -> u64 {
         self.record_keyed(None, kind, prev, details)
     }
 
@@ -495,7 +498,7 @@ impl Run {
         key: Option<&str>,
         kind: &str,
         prev: u64,
-        details: Option<Value>,
+        details: Option<Box<RawValue>>,
     ) -> u64 {
         let Some(journal) = &self.journal else {
             return self.history.record(kind, prev, self.clock.now(), details);
@@ -600,11 +603,7 @@ impl Run {
                     Some(&format!("{key}#entered")),
                     &format!("{}StateEntered", kind_prefix(state)),
                     prev,
-                    Some(json!({
-                        "name": current,
-                        "input": payload(&input),
-                        "inputDetails": not_truncated(),
-                    })),
+                    entered_details(&current, &input),
                 );
                 let entered_time = format_timestamp(entered_at);
                 let (result, last) = self
@@ -617,26 +616,15 @@ impl Run {
                             prev = self.record(
                                 &format!("{}StateExited", kind_prefix(state)),
                                 prev,
-                                Some(json!({
-                                    "name": current,
-                                    "output": payload(&output),
-                                    "outputDetails": not_truncated(),
-                                })),
+                                exited_details(&current, &output),
                             );
                         }
                         if let Some(j) = &self.journal {
-                            j.append(
-                                &journal::Entry::Exit {
-                                    key: key.clone(),
-                                    output: output.clone(),
-                                    next: match &transition {
-                                        Transition::Next(n) => Some(n.clone()),
-                                        Transition::End => None,
-                                    },
-                                    last: prev,
-                                },
-                                false,
-                            );
+                            let next = match &transition {
+                                Transition::Next(n) => Some(n.as_str()),
+                                Transition::End => None,
+                            };
+                            j.append_exit(&key, &output, next, prev);
                         }
                         match transition {
                             Transition::Next(n) => {
@@ -1025,7 +1013,9 @@ impl Run {
         key: &str,
     ) -> (Result<Value, Failure>, u64) {
         let Some(journal) = &self.journal else {
-            return self.task(name, t, input, ctx, retry_count, prev).await;
+            return self
+                .task(name, t, input, ctx, retry_count, prev, None)
+                .await;
         };
         let to_failure = |f: TaskFailure| Failure {
             error: Some(f.error),
@@ -1038,7 +1028,12 @@ impl Run {
         {
             return (done.result.clone().map_err(to_failure), done.last);
         }
-        let (result, last) = self.task(name, t, input, ctx, retry_count, prev).await;
+        // The attempt's Scheduled/Started events are keyed: an attempt cut
+        // off by a kill runs again on resume, but is scheduled once.
+        let attempt = format!("{key}#{retry_count}");
+        let (result, last) = self
+            .task(name, t, input, ctx, retry_count, prev, Some(&attempt))
+            .await;
         journal.append(
             &journal::Entry::Attempt {
                 key: key.to_string(),
@@ -1055,6 +1050,7 @@ impl Run {
         (result, last)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn task(
         &self,
         name: &str,
@@ -1063,7 +1059,10 @@ impl Run {
         ctx: &LazyContext,
         retry_count: u64,
         prev: u64,
+        // The journal key of this attempt, for its Scheduled/Started.
+        attempt: Option<&str>,
     ) -> (Result<Value, Failure>, u64) {
+        let key = |suffix: &str| attempt.map(|a| format!("{a}{suffix}"));
         let kind = TaskKind::of(&t.resource);
         // TimeoutSecondsPath / HeartbeatSecondsPath must select a positive
         // integer; anything else fails the state (not "no limit").
@@ -1112,22 +1111,38 @@ impl Run {
                 if let (Some(s), Some(o)) = (timeout, d.as_object_mut()) {
                     o.insert("timeoutInSeconds".into(), json!(s));
                 }
-                self.record("LambdaFunctionScheduled", prev, Some(d))
+                self.record_keyed(
+                    key("#scheduled").as_deref(),
+                    "LambdaFunctionScheduled",
+                    prev,
+                    details(&d),
+                )
             }
             TaskKind::Service { service, action } => {
                 let mut d = json!({"resourceType": service, "resource": action, "region": "us-east-1", "parameters": payload(&input)});
                 if let (Some(s), Some(o)) = (timeout, d.as_object_mut()) {
                     o.insert("timeoutInSeconds".into(), json!(s));
                 }
-                self.record("TaskScheduled", prev, Some(d))
+                self.record_keyed(
+                    key("#scheduled").as_deref(),
+                    "TaskScheduled",
+                    prev,
+                    details(&d),
+                )
             }
         };
         let started = match &kind {
-            TaskKind::Lambda => self.record("LambdaFunctionStarted", scheduled, None),
-            TaskKind::Service { service, action } => self.record(
+            TaskKind::Lambda => self.record_keyed(
+                key("#started").as_deref(),
+                "LambdaFunctionStarted",
+                scheduled,
+                None,
+            ),
+            TaskKind::Service { service, action } => self.record_keyed(
+                key("#started").as_deref(),
                 "TaskStarted",
                 scheduled,
-                Some(json!({"resourceType": service, "resource": action})),
+                details(&json!({"resourceType": service, "resource": action})),
             ),
         };
         let call = TaskCall {
@@ -1153,12 +1168,12 @@ impl Run {
                     TaskKind::Lambda => self.record(
                         "LambdaFunctionSucceeded",
                         started,
-                        Some(json!({"output": payload(&output), "outputDetails": not_truncated()})),
+                        details(&json!({"output": payload(&output), "outputDetails": not_truncated()})),
                     ),
                     TaskKind::Service { service, action } => self.record(
                         "TaskSucceeded",
                         started,
-                        Some(json!({"resourceType": service, "resource": action, "output": payload(&output), "outputDetails": not_truncated()})),
+                        details(&json!({"resourceType": service, "resource": action, "output": payload(&output), "outputDetails": not_truncated()})),
                     ),
                 };
                 (Ok(output), last)
@@ -1177,7 +1192,7 @@ impl Run {
                     TaskKind::Lambda => "LambdaFunctionFailed",
                     TaskKind::Service { .. } => "TaskFailed",
                 };
-                let last = self.record(event, started, Some(Value::Object(d)));
+                let last = self.record(event, started, details(&d));
                 (
                     Err(Failure {
                         error: Some(f.error),
@@ -1194,7 +1209,7 @@ impl Run {
                 let last = self.record(
                     event,
                     started,
-                    Some(json!({"error": ErrorName::StatesTimeout.as_str()})),
+                    details(&json!({"error": ErrorName::StatesTimeout.as_str()})),
                 );
                 (
                     Err(Failure {
@@ -1233,7 +1248,12 @@ impl Run {
                 error: error.clone(),
                 cause: cause.clone(),
             };
-            let last = self.record("ParallelStateFailed", started, Some(failure_details(&f)));
+            let last = self.record_keyed(
+                Some(&failed_key),
+                "ParallelStateFailed",
+                started,
+                details(&failure_details(&f)),
+            );
             return (Err(f), last);
         }
         let branches = p.branches.iter().enumerate().map(|(i, b)| {
@@ -1258,14 +1278,21 @@ impl Run {
                 if let Some(j) = &self.journal {
                     j.append(
                         &journal::Entry::Failed {
-                            key: failed_key,
+                            key: failed_key.clone(),
                             error: f.error.clone(),
                             cause: f.cause.clone(),
                         },
                         false,
                     );
                 }
-                let last = self.record("ParallelStateFailed", started, Some(failure_details(&f)));
+                // Keyed like the entry: a resume that replays this failure
+                // does not record it twice.
+                let last = self.record_keyed(
+                    Some(&failed_key),
+                    "ParallelStateFailed",
+                    started,
+                    details(&failure_details(&f)),
+                );
                 (Err(f), last)
             }
         }
@@ -1364,7 +1391,7 @@ impl Run {
             Some(&format!("{scope}#started")),
             "MapStateStarted",
             prev,
-            Some(json!({"length": items.len()})),
+            details(&json!({"length": items.len()})),
         );
         // Item inputs are built up front: a selector error fails the state
         // before any iteration starts.
@@ -1388,31 +1415,23 @@ impl Run {
             .enumerate()
             .map(|(i, item_input)| async move {
                 let scope = format!("{scope}i{i}.");
+                let done_key = format!("{scope}#done");
                 let it_started = self.record_keyed(
                     Some(&format!("{scope}#started")),
                     "MapIterationStarted",
                     started,
-                    Some(json!({"name": name, "index": i})),
+                    iteration_details(name, i),
                 );
                 let (r, last) = self
                     .graph(start_at, states, item_input, it_started, scope)
                     .await;
-                match &r {
-                    Ok(_) => {
-                        self.record(
-                            "MapIterationSucceeded",
-                            last,
-                            Some(json!({"name": name, "index": i})),
-                        );
-                    }
-                    Err(_) => {
-                        self.record(
-                            "MapIterationFailed",
-                            last,
-                            Some(json!({"name": name, "index": i})),
-                        );
-                    }
-                }
+                // Keyed: a resume replays finished iterations, and must not
+                // record their end twice.
+                let kind = match &r {
+                    Ok(_) => "MapIterationSucceeded",
+                    Err(_) => "MapIterationFailed",
+                };
+                self.record_keyed(Some(&done_key), kind, last, iteration_details(name, i));
                 r
             });
         let mut results: Vec<Result<Value, Failure>> = Vec::with_capacity(total);
@@ -1455,7 +1474,12 @@ impl Run {
         };
         match failed {
             Some(f) => {
-                let last = self.record("MapStateFailed", started, None);
+                let last = self.record_keyed(
+                    Some(&format!("{scope}#failed")),
+                    "MapStateFailed",
+                    started,
+                    None,
+                );
                 (Err(f), last)
             }
             None => {
