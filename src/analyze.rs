@@ -100,30 +100,32 @@ pub async fn run(a: AnalyzeArgs) -> anyhow::Result<u8> {
                     Err(BadInput(e.to_string()).into())
                 }
                 _ => {
-                    eprintln!("firebreak: analysis failed: {e}");
+                    say!("firebreak: analysis failed: {e}");
                     Ok(exit::FAILED)
                 }
             }
         }
     };
     match a.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&out)?),
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&out)?),
         OutputFormat::Human => {
-            println!("Analysis of {} (case {case})", out.image);
-            println!(
+            outln!("Analysis of {} (case {case})", out.image);
+            outln!(
                 "  image: {} ranges, {} bytes of memory, SHA-256 {} (verified against custody)",
-                out.image_summary.ranges, out.image_summary.memory_bytes, out.sha256
+                out.image_summary.ranges,
+                out.image_summary.memory_bytes,
+                out.sha256
             );
-            println!(
+            outln!(
                 "  Volatility 3 {}",
                 out.volatility_version
                     .as_deref()
                     .unwrap_or("(version unknown)")
             );
             for b in &out.banners {
-                println!("  banner at 0x{:x}: {}", b.offset, b.banner);
+                outln!("  banner at 0x{:x}: {}", b.offset, b.banner);
             }
-            println!("  plugins:");
+            outln!("  plugins:");
             for p in &out.plugins {
                 let status = match p.status {
                     PluginStatus::Ok => "ok",
@@ -131,7 +133,7 @@ pub async fn run(a: AnalyzeArgs) -> anyhow::Result<u8> {
                     PluginStatus::TimedOut => "TIMED OUT",
                     PluginStatus::Skipped => "skipped",
                 };
-                println!(
+                outln!(
                     "    {:<44} {status:<9} {}",
                     p.plugin,
                     p.detail
@@ -140,15 +142,15 @@ pub async fn run(a: AnalyzeArgs) -> anyhow::Result<u8> {
                         .unwrap_or_default()
                 );
             }
-            println!("  findings ({}):", out.findings.len());
+            outln!("  findings ({}):", out.findings.len());
             for f in &out.findings {
-                println!("    [{:?}] {}: {}", f.severity, f.source, f.title);
+                outln!("    [{:?}] {}: {}", f.severity, f.source, f.title);
                 for line in f.detail.lines() {
-                    println!("        {line}");
+                    outln!("        {line}");
                 }
             }
             if let Some(l) = &out.findings_location {
-                println!("  kept at {l}");
+                outln!("  kept at {l}");
             }
         }
     }

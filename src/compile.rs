@@ -56,7 +56,7 @@ pub fn run(args: CompileArgs) -> anyhow::Result<u8> {
     match &args.output {
         Some(path) => std::fs::write(path, &text)
             .with_context(|| format!("cannot write {}", path.display()))?,
-        None => print!("{text}"),
+        None => out!("{text}"),
     }
     if let Some(path) = &args.policy {
         let policy = serde_json::to_string_pretty(&compiled.policy)? + "\n";

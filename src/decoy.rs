@@ -58,8 +58,8 @@ pub async fn run(args: DecoyArgs) -> anyhow::Result<u8> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             match output {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&decoy)?),
-                OutputFormat::Human => println!(
+                OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&decoy)?),
+                OutputFormat::Human => outln!(
                     "decoy {} in {} (subnet {}, group {}): interfaces {}, volumes {}, instance profile {}",
                     decoy.instance_id,
                     decoy.vpc_id,

@@ -128,7 +128,7 @@ async fn list(a: CaseArgs) -> anyhow::Result<u8> {
                     })
                 })
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
                     "case_id": case.as_str(),
@@ -139,10 +139,10 @@ async fn list(a: CaseArgs) -> anyhow::Result<u8> {
             );
         }
         OutputFormat::Human => {
-            println!("Case {case}: s3://{bucket}/cases/{case}/");
-            println!("\nCustody chain ({} records):", records.len());
+            outln!("Case {case}: s3://{bucket}/cases/{case}/");
+            outln!("\nCustody chain ({} records):", records.len());
             for r in &records {
-                println!(
+                outln!(
                     "  {:>4}  {}  {:<11} {:<18} {}",
                     r.sequence,
                     r.at.format("%Y-%m-%dT%H:%M:%SZ"),
@@ -151,7 +151,7 @@ async fn list(a: CaseArgs) -> anyhow::Result<u8> {
                     r.location.uri()
                 );
                 if let Some(h) = &r.sha256 {
-                    println!(
+                    outln!(
                         "        sha256 {h}{}",
                         r.size.map(|s| format!("  {s} bytes")).unwrap_or_default()
                     );
@@ -159,12 +159,12 @@ async fn list(a: CaseArgs) -> anyhow::Result<u8> {
             }
             for (key, r) in &ledger {
                 if let Err(e) = r {
-                    println!("  !!    s3://{bucket}/{key}: {e}");
+                    outln!("  !!    s3://{bucket}/{key}: {e}");
                 }
             }
-            println!("\nObjects:");
+            outln!("\nObjects:");
             for v in &objects {
-                println!(
+                outln!(
                     "  {}  {}",
                     if covered(&v.key) {
                         "custody "
@@ -191,9 +191,9 @@ async fn verify_case(a: CaseArgs) -> anyhow::Result<u8> {
         .into());
     }
     match a.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&v)?),
         OutputFormat::Human => {
-            println!(
+            outln!(
                 "Case {case}: {} custody records, {} artifacts: {}",
                 v.records,
                 v.artifacts.len(),
@@ -204,19 +204,21 @@ async fn verify_case(a: CaseArgs) -> anyhow::Result<u8> {
                 }
             );
             for b in &v.breaks {
-                println!(
+                outln!(
                     "  !! chain broken at position {} (record {}): {}",
-                    b.position, b.sequence, b.problem
+                    b.position,
+                    b.sequence,
+                    b.problem
                 );
             }
             for p in &v.record_problems {
-                println!("  !! {p}");
+                outln!("  !! {p}");
             }
             for w in &v.warnings {
-                println!("  warning: {w}");
+                outln!("  warning: {w}");
             }
             if let Some(h) = &v.head {
-                println!(
+                outln!(
                     "  chain head: record {} hash {} (keep it outside the bucket: a chain cut short ends before it)",
                     h.sequence, h.hash
                 );
@@ -226,7 +228,7 @@ async fn verify_case(a: CaseArgs) -> anyhow::Result<u8> {
                     ArtifactState::Intact | ArtifactState::Present => "ok",
                     ArtifactState::Modified | ArtifactState::Missing => "!!",
                 };
-                println!(
+                outln!(
                     "  {mark} {:<8} {:<18} {}: {}",
                     format!("{:?}", art.state).to_lowercase(),
                     art.kind,
@@ -276,11 +278,11 @@ async fn hash(a: HashArgs) -> anyhow::Result<u8> {
                 .iter()
                 .map(|(i, d)| serde_json::json!({"item": i, "sha256": d.sha256, "size": d.size}))
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            outln!("{}", serde_json::to_string_pretty(&v)?);
         }
         OutputFormat::Human => {
             for (i, d) in &results {
-                println!("{}  {}  {i}", d.sha256, d.size);
+                outln!("{}  {}  {i}", d.sha256, d.size);
             }
         }
     }

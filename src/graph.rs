@@ -44,6 +44,6 @@ pub fn run(args: GraphArgs) -> anyhow::Result<u8> {
         GraphFormat::Mermaid => Format::Mermaid,
         GraphFormat::Dot => Format::Dot,
     };
-    print!("{}", render(&machine, format));
+    out!("{}", render(&machine, format));
     Ok(exit::OK)
 }

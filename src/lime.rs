@@ -38,11 +38,11 @@ pub async fn run(args: LimeArgs) -> anyhow::Result<u8> {
     .await?;
     match (result, a.output) {
         (Ok(s), OutputFormat::Json) => {
-            println!("{}", serde_json::to_string_pretty(&s)?);
+            outln!("{}", serde_json::to_string_pretty(&s)?);
             Ok(exit::OK)
         }
         (Ok(s), OutputFormat::Human) => {
-            println!(
+            outln!(
                 "{}: {} ({} ranges, {} bytes of memory, {} bytes)",
                 a.file.display(),
                 match s.format {
@@ -54,7 +54,7 @@ pub async fn run(args: LimeArgs) -> anyhow::Result<u8> {
                 s.file_size
             );
             for r in &s.ranges {
-                println!(
+                outln!(
                     "  range {:>4}  0x{:016x}-0x{:016x}  {:>14} bytes  header at offset {}",
                     r.index,
                     r.start,
@@ -66,7 +66,7 @@ pub async fn run(args: LimeArgs) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         (Err(e), OutputFormat::Json) => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
                     "file": a.file.display().to_string(),
@@ -79,7 +79,7 @@ pub async fn run(args: LimeArgs) -> anyhow::Result<u8> {
             Ok(exit::FAILED)
         }
         (Err(e), OutputFormat::Human) => {
-            eprintln!("{}: INVALID: {e}", a.file.display());
+            say!("{}: INVALID: {e}", a.file.display());
             Ok(exit::FAILED)
         }
     }

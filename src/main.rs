@@ -1,5 +1,37 @@
 //! The `firebreak` command line: thin subcommands over the libraries.
 
+/// Writes a line to stderr (progress, warnings) and ignores a failure: a
+/// reader that went away (a closed pipe) must not stop a response half way,
+/// as `eprintln!` would by panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Writes to stdout (the result), ignoring a closed pipe like `say!`: the
+/// exit code still tells the outcome.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        let _ = write!(stdout, $($arg)*);
+        let _ = stdout.flush();
+    }};
+}
+
+/// `out!` with a newline.
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, $($arg)*);
+        let _ = stdout.flush();
+    }};
+}
+
 mod analyze;
 mod compile;
 mod decoy;
@@ -151,7 +183,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("firebreak: cannot start the async runtime: {e}");
+            say!("firebreak: cannot start the async runtime: {e}");
             return ExitCode::from(exit::FAILED);
         }
     };
@@ -183,7 +215,7 @@ fn finish(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("firebreak: error: {e:#}");
+            say!("firebreak: error: {e:#}");
             let code = if e.downcast_ref::<BadInput>().is_some() {
                 exit::BAD_INPUT
             } else {

@@ -140,7 +140,7 @@ async fn rehearse_phases(
         },
     };
     if !quiet {
-        eprintln!("decoy {} ready; case {case_id}: ec2-contain", d.instance_id);
+        say!("decoy {} ready; case {case_id}: ec2-contain", d.instance_id);
     }
     let contained_at = Utc::now();
     let contain_pb =
@@ -162,7 +162,7 @@ async fn rehearse_phases(
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     if !quiet {
-        eprintln!("ec2-release");
+        say!("ec2-release");
     }
     let release_pb =
         firebreak_playbooks::compile("ec2-release").map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -215,9 +215,10 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
         None => DecoySpec::default(),
     };
     if !args.quiet {
-        eprintln!(
+        say!(
             "firebreak rehearse: creating a decoy in account {} region {}",
-            session.who.account_id, session.region
+            session.who.account_id,
+            session.region
         );
     }
     let d = decoy::create(&session.config, &spec)
@@ -275,23 +276,24 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
         passed,
     };
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Human => {
-            println!();
-            println!(
+            outln!();
+            outln!(
                 "Rehearsal on decoy {} (case {})",
-                report.decoy.instance_id, report.case_id
+                report.decoy.instance_id,
+                report.case_id
             );
             for s in &report.checks {
-                println!("  {}:", s.phase);
+                outln!("  {}:", s.phase);
                 for c in &s.checks {
-                    println!("    {} {}", if c.passed { "PASS" } else { "FAIL" }, c.name);
+                    outln!("    {} {}", if c.passed { "PASS" } else { "FAIL" }, c.name);
                     if !c.passed {
-                        println!("         {}", c.detail);
+                        outln!("         {}", c.detail);
                     }
                 }
             }
-            println!("{}", if report.passed { "PASSED" } else { "FAILED" });
+            outln!("{}", if report.passed { "PASSED" } else { "FAILED" });
         }
     }
     Ok(if report.passed {

@@ -88,7 +88,7 @@ pub async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
         },
     };
     if !args.quiet {
-        eprintln!(
+        say!(
             "firebreak {}: ec2-release on {instance} (account {}, region {}), case {case}",
             if args.dry_run { "dry run" } else { "release" },
             session.who.account_id,

@@ -198,7 +198,7 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
         },
     };
     if !args.quiet {
-        eprintln!(
+        say!(
             "firebreak {}: {} on {instance} (account {}, region {}), case {case}{}",
             if args.dry_run { "dry run" } else { "respond" },
             args.playbook,
@@ -279,9 +279,11 @@ pub async fn resume(
         .into());
     }
     if !r.quiet {
-        eprintln!(
+        say!(
             "firebreak respond (resumed): {} on {}, case {}",
-            r.playbook, input.case.instance_id, input.case.case_id
+            r.playbook,
+            input.case.instance_id,
+            input.case.case_id
         );
     }
     let run = crate::session::resume_run(&session, journal, &start).await?;

@@ -29,7 +29,7 @@ use firebreak_workflows::time::format_timestamp;
 use firebreak_workflows::validate::validate_json;
 use serde_json::{json, Value};
 
-use crate::session::{journal_path, state_dir, Session};
+use crate::session::{journal_path, state_dir, warn_on_journal_failure, Session};
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]
@@ -236,7 +236,7 @@ async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
     });
     std::fs::write(&pending, record.to_string())
         .map_err(|e| failed(format!("cannot write {}: {e}", pending.display())))?;
-    eprintln!(
+    say!(
         "firebreak: state '{}' waits for its task token; answer with\n  firebreak task-success {token} --output '{{...}}'\n  firebreak task-failure {token} --error ERROR --cause CAUSE{}",
         call.state_name,
         match call.heartbeat_seconds {
@@ -593,7 +593,7 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     for (resource, _) in &mocks {
         if !tasks.iter().any(|(_, t)| &t.resource == resource) {
-            eprintln!("firebreak: warning: --mock {resource}: no Task state uses this resource");
+            say!("firebreak: warning: --mock {resource}: no Task state uses this resource");
         }
     }
     if args.fast_clock && !needs_real_time.is_empty() {
@@ -677,13 +677,14 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
                 other => anyhow::anyhow!("{other}"),
             })?);
             if k == 1 {
-                eprintln!(
+                say!(
                     "firebreak: execution {} (journal {}); if it is interrupted, `firebreak resume {}` finishes it",
                     start.config.name,
                     path.display(),
                     start.config.name
                 );
             }
+            warn_on_journal_failure(&journal);
             let o = executor
                 .run_journaled(journal.clone(), &start, &history)
                 .await;
@@ -693,7 +694,7 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     if args.repeat > 1 {
         let secs = began.elapsed().as_secs_f64();
-        eprintln!(
+        say!(
             "firebreak: {} executions in {secs:.3} s: {:.1} executions/s{}",
             args.repeat,
             args.repeat as f64 / secs.max(1e-9),
@@ -733,13 +734,13 @@ fn finish(
     journal: Option<&Journal>,
 ) -> anyhow::Result<u8> {
     if let Some(e) = journal.and_then(Journal::write_error) {
-        eprintln!("firebreak: warning: the journal could not be written ({e}); this run cannot be resumed");
+        say!("firebreak: warning: the journal could not be written ({e}); this run cannot be resumed");
     }
     let mut printed = outcome_json(outcome);
     if with_history {
         printed["history"] = serde_json::to_value(history.events())?;
     }
-    println!("{}", serde_json::to_string_pretty(&printed)?);
+    outln!("{}", serde_json::to_string_pretty(&printed)?);
     Ok(match outcome.status {
         Status::Succeeded => exit::OK,
         Status::Failed | Status::TimedOut => exit::FAILED,
@@ -764,7 +765,7 @@ pub fn resume_main(args: ResumeArgs) -> anyhow::Result<u8> {
         check_name(&args.execution)?;
         journal_path(&args.execution)
     };
-    if !path.is_file() {
+    if !path.is_file() && !Journal::broken_path(&path).exists() {
         return Err(bad(format!(
             "no journal for execution {:?} at {} (runs are journaled under FIREBREAK_STATE_DIR, now {})",
             args.execution,
@@ -794,12 +795,12 @@ async fn resume(
 ) -> anyhow::Result<u8> {
     let replay = journal.replay();
     if replay.ended.is_some() {
-        eprintln!(
+        say!(
             "firebreak: execution {} had already ended",
             start.config.name
         );
     } else {
-        eprintln!(
+        say!(
             "firebreak: resuming execution {}: {} finished states and {} finished task attempts are taken from the journal",
             start.config.name,
             replay.exits.len(),
@@ -827,6 +828,7 @@ async fn resume(
     .with_clock(Arc::new(clock))
     .with_max_events(runner.max_events);
     let journal = Arc::new(journal);
+    warn_on_journal_failure(&journal);
     let (outcome, history) = executor.resume(journal.clone(), &start).await;
     finish(&outcome, &history, args.history, Some(&journal))
 }

@@ -47,7 +47,7 @@ impl Session {
         )
         .with_progress(move |step, message| {
             if !quiet {
-                eprintln!("  [{}]     {step}: {message}", elapsed(started));
+                say!("  [{}]     {step}: {message}", elapsed(started));
             }
         });
         Ok(Session {
@@ -158,18 +158,19 @@ impl Session {
                 let journal =
                     Arc::new(Journal::create(&path, &start).map_err(|e| anyhow::anyhow!("{e}"))?);
                 if !self.quiet {
-                    eprintln!(
+                    say!(
                         "  execution {} (journal {}); if this run is interrupted, `firebreak resume {}` finishes it",
                         start.config.name,
                         path.display(),
                         start.config.name
                     );
                 }
+                warn_on_journal_failure(&journal);
                 let outcome = executor
                     .run_journaled(journal.clone(), &start, &history)
                     .await;
                 if let Some(e) = journal.write_error() {
-                    eprintln!("firebreak: warning: the journal could not be written ({e}); this run cannot be resumed");
+                    say!("firebreak: warning: the journal could not be written ({e}); this run cannot be resumed");
                 }
                 outcome
             }
@@ -187,6 +188,7 @@ impl Session {
 pub async fn resume_run(session: &Session, journal: Journal, start: &Start) -> anyhow::Result<Run> {
     let calls_before = session.ctx.calls.records().len();
     let executor = Executor::new(Arc::new(session.step_runner()));
+    warn_on_journal_failure(&journal);
     let (outcome, history) = executor.resume(Arc::new(journal), start).await;
     Ok(Run {
         outcome,
@@ -211,6 +213,14 @@ pub fn state_dir() -> std::path::PathBuf {
 }
 
 /// The journal of the execution `name`.
+/// Warns on stderr as soon as a journal write fails: the run goes on (a
+/// containment must not stop for a full disk), but cannot be resumed.
+pub fn warn_on_journal_failure(journal: &Journal) {
+    journal.on_failure(|e| {
+        say!("firebreak: warning: cannot write the journal: {e}; the run goes on, but cannot be resumed")
+    });
+}
+
 pub fn journal_path(name: &str) -> std::path::PathBuf {
     state_dir().join("executions").join(format!("{name}.jsonl"))
 }
@@ -275,13 +285,13 @@ impl Progress {
         match e.kind.as_str() {
             "TaskStateEntered" => {
                 let name = field("name").to_string();
-                eprintln!("  [{t}] -> {name}");
+                say!("  [{t}] -> {name}");
                 if let Ok(mut f) = self.failed.lock() {
                     f.insert(name, false);
                 }
             }
             "LambdaFunctionFailed" | "TaskFailed" | "LambdaFunctionTimedOut" | "TaskTimedOut" => {
-                eprintln!("  [{t}]    failed: {}: {}", field("error"), field("cause"));
+                say!("  [{t}]    failed: {}: {}", field("error"), field("cause"));
                 if let Ok(mut f) = self.failed.lock() {
                     for v in f.values_mut() {
                         *v = true;
@@ -297,16 +307,16 @@ impl Progress {
                     .and_then(|mut f| f.remove(name))
                     .unwrap_or(false);
                 if failed {
-                    eprintln!("  [{t}] !! {name}: failed, recorded on the case; going on");
+                    say!("  [{t}] !! {name}: failed, recorded on the case; going on");
                 } else {
-                    eprintln!("  [{t}] ok {name}");
+                    say!("  [{t}] ok {name}");
                 }
             }
             "LambdaFunctionScheduled" | "TaskScheduled" => {
                 // A task scheduled again after a failure is a retry.
                 if let Ok(mut f) = self.failed.lock() {
                     if f.values().any(|v| *v) {
-                        eprintln!("  [{t}]    retrying");
+                        say!("  [{t}]    retrying");
                         for v in f.values_mut() {
                             *v = false;
                         }

@@ -59,15 +59,15 @@ pub async fn run(args: SetupArgs) -> anyhow::Result<u8> {
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&done)?),
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&done)?),
         OutputFormat::Human => {
-            println!(
+            outln!(
                 "evidence bucket {} {}",
                 done.bucket,
                 if done.created { "created" } else { "exists" }
             );
             for a in &done.actions {
-                println!("  {a}");
+                outln!("  {a}");
             }
         }
     }

@@ -56,12 +56,12 @@ pub async fn run(a: StepArgs) -> anyhow::Result<u8> {
         .await
     {
         Ok(out) => {
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
             Ok(exit::OK)
         }
         Err(e) if e.name == ErrorName::InvalidInput => Err(BadInput(e.to_string()).into()),
         Err(e) => {
-            eprintln!("firebreak: step {} failed: {e}", a.name);
+            say!("firebreak: step {} failed: {e}", a.name);
             Ok(exit::FAILED)
         }
     }

@@ -7,11 +7,11 @@ use crate::respond::OutputFormat;
 
 pub fn print(report: &Report, format: OutputFormat) {
     match format {
-        OutputFormat::Json => println!(
+        OutputFormat::Json => outln!(
             "{}",
             serde_json::to_string_pretty(report).unwrap_or_default()
         ),
-        OutputFormat::Human => print!("{}", report.human()),
+        OutputFormat::Human => out!("{}", report.human()),
     }
 }
 

@@ -80,10 +80,12 @@ pub async fn run(args: ToolsArgs) -> anyhow::Result<u8> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             match args.output {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&entry)?),
-                OutputFormat::Human => println!(
+                OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&entry)?),
+                OutputFormat::Human => outln!(
                     "added s3://{bucket}/{} ({} bytes, sha256 {})",
-                    entry.key, entry.size, entry.sha256
+                    entry.key,
+                    entry.size,
+                    entry.sha256
                 ),
             }
         }
@@ -94,17 +96,17 @@ pub async fn run(args: ToolsArgs) -> anyhow::Result<u8> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?
                 .unwrap_or_default();
             match args.output {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&manifest)?),
+                OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&manifest)?),
                 OutputFormat::Human => {
-                    println!("s3://{bucket}:");
+                    outln!("s3://{bucket}:");
                     for (release, t) in &manifest.lime {
-                        println!("  lime  {release:<40} {}  {}", t.sha256, t.key);
+                        outln!("  lime  {release:<40} {}  {}", t.sha256, t.key);
                     }
                     if let Some(t) = &manifest.avml {
-                        println!("  avml  {:<40} {}  {}", "(any kernel)", t.sha256, t.key);
+                        outln!("  avml  {:<40} {}  {}", "(any kernel)", t.sha256, t.key);
                     }
                     if manifest.lime.is_empty() && manifest.avml.is_none() {
-                        println!("  nothing: add tools with `firebreak tools add lime|avml`");
+                        outln!("  nothing: add tools with `firebreak tools add lime|avml`");
                     }
                 }
             }

@@ -21,18 +21,18 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("{shown}: cannot read: {e}");
+                say!("{shown}: cannot read: {e}");
                 code = exit::BAD_INPUT;
                 continue;
             }
         };
         match validate_json(&text) {
-            Ok(_) => println!("{shown}: valid"),
+            Ok(_) => outln!("{shown}: valid"),
             Err(problems) => {
                 for p in &problems.0 {
-                    eprintln!("{shown}: {p}");
+                    say!("{shown}: {p}");
                 }
-                eprintln!(
+                say!(
                     "{shown}: invalid ({} problem{})",
                     problems.0.len(),
                     if problems.0.len() == 1 { "" } else { "s" }

@@ -513,6 +513,108 @@ fn resume_names_a_missing_execution_and_exits_2() {
     );
 }
 
+#[test]
+fn a_run_whose_journal_cannot_be_written_warns_at_once_finishes_and_refuses_resume() {
+    // GIVEN a run whose files may not grow past 4 KiB (a full disk, as the
+    // process sees it: writes fail with EFBIG), with a state whose output
+    // is larger than that, then a Wait
+    let dir = tempfile_dir().join("journal-full");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let def = write(
+        &dir,
+        "big.json",
+        &json!({
+            "StartAt": "Big",
+            "States": {
+                "Big": {"Type": "Pass", "Parameters": {
+                    "big.$": "States.ArrayRange(1, 1000, 1)", "n.$": "$.n"
+                }, "Next": "Pause"},
+                "Pause": {"Type": "Wait", "Seconds": 1, "Next": "Done"},
+                "Done": {"Type": "Pass", "Parameters": {"n.$": "$.n"}, "End": true}
+            }
+        }),
+    );
+    let mut child = std::process::Command::new("bash")
+        .args([
+            "-c",
+            r#"trap '' XFSZ; ulimit -f 4; exec "$@""#,
+            "bash",
+            env!("CARGO_BIN_EXE_firebreak"),
+            "run",
+            &def,
+            "--input",
+            r#"{"n": 7}"#,
+            "--name",
+            "full",
+        ])
+        .env("FIREBREAK_STATE_DIR", &dir)
+        .env_remove("AWS_ENDPOINT_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // THEN it says so at once, while the run is still in its Wait
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut warning = String::new();
+    while !warning.contains("cannot write the journal") {
+        warning.clear();
+        let n = std::io::BufRead::read_line(&mut err, &mut warning).unwrap();
+        assert!(n > 0, "no warning before stderr closed");
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the warning came only after the run ended"
+    );
+    assert!(warning.contains("cannot be resumed"), "{warning}");
+    // AND the run still finishes with the right output
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["output"], json!({"n": 7}));
+    // AND the journal is set aside, so a resume refuses it (exit 2)
+    let journal = dir.join("executions/full.jsonl");
+    assert!(!journal.exists());
+    assert!(dir.join("executions/full.jsonl.broken").exists());
+    let out = firebreak_in(&dir, &["resume", "full"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot be resumed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_run_whose_readers_went_away_still_finishes() {
+    // GIVEN a run whose stdout and stderr are pipes nobody reads any more
+    // (a terminal closed, `| head` done): before, its first progress line
+    // panicked (exit 101) half way through the run
+    let dir = tempfile_dir().join("closed-pipes");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let def = write(
+        &dir,
+        "wait.json",
+        &json!({"StartAt": "Pause", "States": {
+            "Pause": {"Type": "Wait", "Seconds": 1, "End": true}
+        }}),
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(["run", &def, "--input", "{}", "--name", "closed"])
+        .env("FIREBREAK_STATE_DIR", &dir)
+        .env_remove("AWS_ENDPOINT_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    // THEN it ends as it would have, and its journal says so
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(journal_has(&dir, "closed", r#""t":"end""#));
+}
+
 /// Starts `firebreak run` on a callback task and returns the child and the
 /// token it printed.
 fn run_waiting_for_token(state: &Path, def: &str) -> (std::process::Child, String) {

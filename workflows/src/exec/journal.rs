@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -148,6 +148,10 @@ pub enum JournalError {
     Exists { path: PathBuf },
     #[error("{path}: another process is running this execution (a run or a resume still alive)")]
     Busy { path: PathBuf },
+    #[error(
+        "{path}: the run could not write its journal completely (what it wrote is kept at {broken}); resuming from it could run finished tasks again, so it cannot be resumed"
+    )]
+    Broken { path: PathBuf, broken: PathBuf },
 }
 
 /// Takes the journal's exclusive lock for as long as it is open, so two
@@ -166,17 +170,30 @@ fn lock(path: &Path, file: &File) -> Result<(), JournalError> {
     }
 }
 
+type FailureListener = Box<dyn Fn(&str) + Send + Sync>;
+
 /// An open journal, appended to as the execution runs.
-#[derive(Debug)]
 pub struct Journal {
     path: PathBuf,
     file: Mutex<File>,
     /// Event entries not yet written (they go with the next other entry).
     pending: Mutex<Vec<u8>>,
     replay: Replay,
-    /// Set when a write fails: the execution goes on, and the caller says
-    /// the run cannot be resumed.
+    /// Set when a write fails: the execution goes on unjournaled, the
+    /// journal is set aside (see [`Journal::broken_path`]) and nothing is
+    /// written to it any more.
     write_error: Mutex<Option<String>>,
+    /// Told at once when a write fails (the CLI warns).
+    on_failure: OnceLock<FailureListener>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("path", &self.path)
+            .field("write_error", &self.write_error())
+            .finish()
+    }
 }
 
 impl Journal {
@@ -209,6 +226,7 @@ impl Journal {
             pending: Mutex::new(Vec::new()),
             replay: Replay::default(),
             write_error: Mutex::new(None),
+            on_failure: OnceLock::new(),
         };
         journal.append(&Entry::Start(Box::new(start.clone())), false);
         if let Some(e) = journal.write_error() {
@@ -227,6 +245,13 @@ impl Journal {
             path: path.to_path_buf(),
             source,
         };
+        let broken = Journal::broken_path(path);
+        if broken.exists() {
+            return Err(JournalError::Broken {
+                path: path.to_path_buf(),
+                broken,
+            });
+        }
         // Locked first: the run may still be writing it.
         let mut file = OpenOptions::new().append(true).open(path).map_err(io)?;
         lock(path, &file)?;
@@ -325,6 +350,7 @@ impl Journal {
                 pending: Mutex::new(Vec::new()),
                 replay,
                 write_error: Mutex::new(None),
+                on_failure: OnceLock::new(),
             },
             start,
         ))
@@ -332,6 +358,19 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Where a journal whose writing failed is moved (`NAME.jsonl.broken`),
+    /// so that it is kept for a person to read but never resumed.
+    pub fn broken_path(path: &Path) -> PathBuf {
+        let mut p = path.as_os_str().to_os_string();
+        p.push(".broken");
+        PathBuf::from(p)
+    }
+
+    /// Calls `f` once, at the first failed write, with what went wrong.
+    pub fn on_failure(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.on_failure.set(Box::new(f));
     }
 
     /// What the journal held when it was opened (empty for a new one).
@@ -352,6 +391,9 @@ impl Journal {
     }
 
     fn write(&self, line: &impl Serialize, sync: bool) {
+        if self.write_error().is_some() {
+            return;
+        }
         let Some(mut pending) = self.buffer(line) else {
             return;
         };
@@ -422,9 +464,30 @@ impl Journal {
         Some(pending)
     }
 
+    /// The first failure sets the journal aside: a journal with a hole in
+    /// it would make a resume run finished states and tasks again.
     fn failed(&self, message: String) {
-        if let Ok(mut e) = self.write_error.lock() {
-            e.get_or_insert(message);
+        let Ok(mut e) = self.write_error.lock() else {
+            return;
+        };
+        if e.is_some() {
+            return;
+        }
+        let broken = Journal::broken_path(&self.path);
+        let message = match std::fs::rename(&self.path, &broken) {
+            Ok(()) => format!(
+                "{message}; the journal is set aside as {}",
+                broken.display()
+            ),
+            Err(r) => format!(
+                "{message}; the journal could not be set aside either ({r}): do not resume {}",
+                self.path.display()
+            ),
+        };
+        *e = Some(message.clone());
+        drop(e);
+        if let Some(f) = self.on_failure.get() {
+            f(&message);
         }
     }
 }
