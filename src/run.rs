@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use clap::Args;
 use firebreak_steps::{Mode, StepRunner};
 use firebreak_workflows::asl::{QueryLanguage, StateMachine};
+use firebreak_workflows::context::ContextSource;
 use firebreak_workflows::exec::journal::Start;
 use firebreak_workflows::exec::{
     Clock, ExecutionConfig, Executor, History, Journal, JournalError, Outcome, Status, TaskCall,
@@ -213,6 +214,7 @@ async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
     let failed = |cause: String| TaskFailure::new("States.TaskFailed", cause);
     let token = call
         .context
+        .context()
         .pointer("/Task/Token")
         .and_then(Value::as_str)
         .unwrap_or_default()
@@ -229,7 +231,7 @@ async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
     std::fs::create_dir_all(tokens_dir())
         .map_err(|e| failed(format!("cannot make {}: {e}", tokens_dir().display())))?;
     let record = json!({
-        "execution": call.context.pointer("/Execution/Name"),
+        "execution": call.context.context().pointer("/Execution/Name"),
         "state": call.state_name,
         "resource": call.resource,
         "input": call.input,

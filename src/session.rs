@@ -3,18 +3,20 @@
 //! compiled playbook through the local executor with live progress.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use aws_config::SdkConfig;
 use chrono::Utc;
 use firebreak_steps::case::{default_evidence_bucket, CaseFile, CaseId, InstanceId};
 use firebreak_steps::config::{identity, load, ConfigError, Identity};
+use firebreak_steps::context::CallRecord;
 use firebreak_steps::{AwsClients, Mode, Registry, StepContext, StepRunner};
 use firebreak_workflows::compile::Compiled;
 use firebreak_workflows::exec::journal::Start;
 use firebreak_workflows::exec::{
-    ExecutionConfig, Executor, History, HistoryEvent, Journal, Outcome,
+    ExecutionConfig, Executor, History, HistoryEvent, Journal, Outcome, TaskCall, TaskFailure,
+    TaskHandler,
 };
 use firebreak_workflows::ErrorName;
 
@@ -127,7 +129,8 @@ impl Session {
             let printer = Progress::new(self.started);
             history.subscribe(move |e| printer.event(e));
         }
-        let executor = Executor::new(Arc::new(self.step_runner()));
+        let runner = Arc::new(NotingRunner::new(self, calls_before));
+        let executor = Executor::new(runner.clone());
         let exec_config = ExecutionConfig {
             name: format!(
                 "{}-{}",
@@ -157,6 +160,7 @@ impl Session {
                 let path = journal_path(&start.config.name);
                 let journal =
                     Arc::new(Journal::create(&path, &start).map_err(|e| anyhow::anyhow!("{e}"))?);
+                let _ = runner.journal.set(journal.clone());
                 if !self.quiet {
                     say!(
                         "  execution {} (journal {}); if this run is interrupted, `firebreak resume {}` finishes it",
@@ -187,14 +191,63 @@ impl Session {
 /// session's AWS access.
 pub async fn resume_run(session: &Session, journal: Journal, start: &Start) -> anyhow::Result<Run> {
     let calls_before = session.ctx.calls.records().len();
-    let executor = Executor::new(Arc::new(session.step_runner()));
+    let runner = Arc::new(NotingRunner::new(session, calls_before));
+    let executor = Executor::new(runner.clone());
     warn_on_journal_failure(&journal);
-    let (outcome, history) = executor.resume(Arc::new(journal), start).await;
+    // The calls the run made before it was cut off, as it noted them.
+    let mut calls: Vec<CallRecord> = journal
+        .replay()
+        .notes
+        .iter()
+        .filter_map(|n| serde_json::from_value(n.get("call")?.clone()).ok())
+        .collect();
+    let journal = Arc::new(journal);
+    let _ = runner.journal.set(journal.clone());
+    let (outcome, history) = executor.resume(journal, start).await;
+    calls.extend(session.ctx.calls.records().split_off(calls_before));
     Ok(Run {
         outcome,
         history: history.events(),
-        calls: session.ctx.calls.records().split_off(calls_before),
+        calls,
     })
+}
+
+/// The step runner of a run, which notes in the journal (once it has one)
+/// each AWS call the steps made, as each step attempt ends: the summary of
+/// a resumed run then lists the calls of the whole run. A step cut off by
+/// the kill runs again, and its calls are listed as often as they were made.
+struct NotingRunner {
+    steps: StepRunner,
+    calls: firebreak_steps::context::CallLog,
+    journal: OnceLock<Arc<Journal>>,
+    /// How many of the session's calls are noted (or were made before).
+    noted: Mutex<usize>,
+}
+
+impl NotingRunner {
+    fn new(session: &Session, calls_before: usize) -> NotingRunner {
+        NotingRunner {
+            steps: session.step_runner(),
+            calls: session.ctx.calls.clone(),
+            journal: OnceLock::new(),
+            noted: Mutex::new(calls_before),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl TaskHandler for NotingRunner {
+    async fn invoke(&self, call: TaskCall) -> Result<serde_json::Value, TaskFailure> {
+        let result = self.steps.invoke(call).await;
+        if let (Some(journal), Ok(mut noted)) = (self.journal.get(), self.noted.lock()) {
+            let records = self.calls.records();
+            for r in records.iter().skip(*noted) {
+                journal.append_note(&serde_json::json!({ "call": r }));
+            }
+            *noted = records.len();
+        }
+        result
+    }
 }
 
 /// Where journals are kept: `FIREBREAK_STATE_DIR`, else

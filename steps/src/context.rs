@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{aws_error, error_code, StepError};
 
@@ -19,7 +19,7 @@ pub enum Mode {
 }
 
 /// What happened to one call.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verdict", content = "detail", rename_all = "snake_case")]
 pub enum Verdict {
     /// A read, made for real in both modes.
@@ -36,7 +36,7 @@ pub enum Verdict {
 }
 
 /// One AWS call made (or planned) by a step.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallRecord {
     pub step: String,
     /// `ec2:CreateSecurityGroup`.

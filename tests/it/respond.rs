@@ -346,4 +346,25 @@ fn sandbox_a_killed_respond_is_finished_by_resume_without_rerunning_finished_ste
         "the resume ran the remaining steps"
     );
     assert!(after.contains(r#""t":"end""#));
+    // AND the summary lists the calls of the whole run, those the steps
+    // finished before the kill made included (the journal noted them)
+    let call = |c: &Value| (c["step"].to_string(), c["action"].to_string());
+    let noted: Vec<(String, String)> = before
+        .lines()
+        .filter(|l| l.contains(r#""t":"note""#))
+        .map(|l| call(&serde_json::from_str::<Value>(l).unwrap()["note"]["call"]))
+        .collect();
+    assert!(!noted.is_empty(), "the first step's calls were noted");
+    let listed: Vec<(String, String)> = report["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(call)
+        .collect();
+    for n in &noted {
+        assert!(
+            listed.contains(n),
+            "the call {n:?} made before the kill is not in the summary"
+        );
+    }
 }

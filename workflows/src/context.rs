@@ -47,14 +47,27 @@ impl StateContext {
 }
 
 /// `$$` for one state: the execution's shared part, plus `State` and, in a
-/// Map iteration, `Map`; assembled on first use.
-#[derive(Clone, Debug)]
+/// Map iteration, `Map`; assembled on first use. A clone shares the parts,
+/// not what was assembled (that would be a copy of the execution input).
+#[derive(Debug)]
 pub struct LazyContext {
     base: Arc<Value>,
     state: Option<StateContext>,
     map: Option<Value>,
     task: Option<Value>,
     built: OnceLock<Value>,
+}
+
+impl Clone for LazyContext {
+    fn clone(&self) -> LazyContext {
+        LazyContext {
+            base: self.base.clone(),
+            state: self.state.clone(),
+            map: self.map.clone(),
+            task: self.task.clone(),
+            built: OnceLock::new(),
+        }
+    }
 }
 
 impl LazyContext {

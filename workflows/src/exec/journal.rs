@@ -10,6 +10,8 @@
 //! - `exit`: a state finished, with its output and where it went;
 //! - `attempt`: a Task attempt finished, with its result or failure;
 //! - `wait`: a Wait state or a retry delay started, with when it ends;
+//! - `note`: the caller's own record of something that happened (the
+//!   CLI notes each AWS call a step made), kept in order like events;
 //! - `end`: the execution ended.
 //!
 //! Entries are keyed by the state's logical position, not by event ids,
@@ -37,6 +39,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
@@ -92,6 +95,10 @@ pub enum Entry {
         error: Option<String>,
         cause: Option<String>,
     },
+    /// The caller's note (buffered like an event).
+    Note {
+        note: Value,
+    },
     End {
         outcome: Outcome,
     },
@@ -122,8 +129,12 @@ pub struct Replay {
     pub failures: HashMap<String, (Option<String>, Option<String>)>,
     pub keyed_events: HashMap<String, u64>,
     pub events: Vec<HistoryEvent>,
-    /// Finished attempts per Task resource (to continue scripted mocks).
+    /// Finished attempts per Task resource (to continue scripted mocks:
+    /// their answers are given at once, so an attempt that got one has
+    /// finished; a `--mock-command` can be cut off, but has one answer).
     pub attempts_per_resource: HashMap<String, usize>,
+    /// The caller's notes, in order.
+    pub notes: Vec<Value>,
     pub ended: Option<Outcome>,
 }
 
@@ -183,6 +194,8 @@ pub struct Journal {
     /// journal is set aside (see [`Journal::broken_path`]) and nothing is
     /// written to it any more.
     write_error: Mutex<Option<String>>,
+    /// `write_error` is set (checked on every line, without a lock).
+    broken: AtomicBool,
     /// Told at once when a write fails (the CLI warns).
     on_failure: OnceLock<FailureListener>,
 }
@@ -226,6 +239,7 @@ impl Journal {
             pending: Mutex::new(Vec::new()),
             replay: Replay::default(),
             write_error: Mutex::new(None),
+            broken: AtomicBool::new(false),
             on_failure: OnceLock::new(),
         };
         journal.append(&Entry::Start(Box::new(start.clone())), false);
@@ -263,7 +277,8 @@ impl Journal {
         let mut keep_len = 0u64;
         let mut start = None;
         let mut replay = Replay::default();
-        let mut tail: Vec<(HistoryEvent, Option<String>)> = Vec::new();
+        // Events and notes seen since the last other entry.
+        let mut tail: Vec<Entry> = Vec::new();
         let mut offset = 0usize;
         for (i, line) in text.split_inclusive('\n').enumerate() {
             offset += line.len();
@@ -281,20 +296,26 @@ impl Journal {
                     })
                 }
             };
-            if let Entry::Event { event, key } = entry {
-                tail.push((event, key));
+            if matches!(entry, Entry::Event { .. } | Entry::Note { .. }) {
+                tail.push(entry);
                 continue;
             }
             keep_len = offset as u64;
-            for (event, key) in tail.drain(..) {
-                if let Some(k) = key {
-                    replay.keyed_events.insert(k, event.id);
+            for buffered in tail.drain(..) {
+                match buffered {
+                    Entry::Event { event, key } => {
+                        if let Some(k) = key {
+                            replay.keyed_events.insert(k, event.id);
+                        }
+                        replay.events.push(event);
+                    }
+                    Entry::Note { note } => replay.notes.push(note),
+                    _ => {}
                 }
-                replay.events.push(event);
             }
             match entry {
                 Entry::Start(s) => start = Some(*s),
-                Entry::Event { .. } => {}
+                Entry::Event { .. } | Entry::Note { .. } => {}
                 Entry::Exit {
                     key,
                     output,
@@ -350,6 +371,7 @@ impl Journal {
                 pending: Mutex::new(Vec::new()),
                 replay,
                 write_error: Mutex::new(None),
+                broken: AtomicBool::new(false),
                 on_failure: OnceLock::new(),
             },
             start,
@@ -391,9 +413,6 @@ impl Journal {
     }
 
     fn write(&self, line: &impl Serialize, sync: bool) {
-        if self.write_error().is_some() {
-            return;
-        }
         let Some(mut pending) = self.buffer(line) else {
             return;
         };
@@ -433,6 +452,17 @@ impl Journal {
         );
     }
 
+    /// Buffers a note of the caller's (written with the next other entry;
+    /// see [`Replay::notes`]).
+    pub fn append_note(&self, note: &impl Serialize) {
+        #[derive(Serialize)]
+        struct NoteLine<'a, T: Serialize> {
+            t: &'static str,
+            note: &'a T,
+        }
+        self.buffer(&NoteLine { t: "note", note });
+    }
+
     /// Buffers a history event (written with the next other entry),
     /// without copying it: the same line as `Entry::Event`.
     pub fn append_event(&self, event: &HistoryEvent, key: Option<&str>) {
@@ -452,6 +482,10 @@ impl Journal {
 
     /// Adds one line to the buffer; returns the buffer, still locked.
     fn buffer(&self, line: &impl Serialize) -> Option<std::sync::MutexGuard<'_, Vec<u8>>> {
+        if self.broken.load(Ordering::Relaxed) {
+            // Set aside: nothing more is kept or written.
+            return None;
+        }
         let Ok(mut pending) = self.pending.lock() else {
             self.failed("the journal lock is poisoned".into());
             return None;
@@ -473,6 +507,7 @@ impl Journal {
         if e.is_some() {
             return;
         }
+        self.broken.store(true, Ordering::Relaxed);
         let broken = Journal::broken_path(&self.path);
         let message = match std::fs::rename(&self.path, &broken) {
             Ok(()) => format!(

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::asl::{Catcher, JitterStrategy, NullablePath, Retrier, State, StateMachine};
-use crate::context::{ContextSource, LazyContext, StateContext};
+use crate::context::{LazyContext, StateContext};
 use crate::error_name::ErrorName;
 use crate::intrinsics::{looks_like_call, Call};
 use crate::time::{format_timestamp, parse_timestamp};
@@ -41,7 +41,7 @@ use io::{apply_path, apply_result_path, apply_template, IoError};
 use serde_json::value::RawValue;
 
 /// One Task state invocation handed to a [`TaskHandler`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct TaskCall {
     /// The state's `Resource`, as written.
     pub resource: String,
@@ -50,8 +50,10 @@ pub struct TaskCall {
     pub state_name: String,
     /// 0 for the first try, then 1, 2, ... for retries.
     pub retry_count: u64,
-    /// The context object as the state sees it (`$$`).
-    pub context: Value,
+    /// The context object as the state sees it (`$$`, through
+    /// [`ContextSource::context`]), built only if the handler reads it: a
+    /// copy per task would be a copy of the execution input per Map item.
+    pub context: LazyContext,
     /// HeartbeatSeconds (or HeartbeatSecondsPath): a task that reports
     /// progress (a callback task's answerer) must send a heartbeat at least
     /// this often, or fail with `States.HeartbeatTimeout`.
@@ -1150,7 +1152,7 @@ impl Run {
             input,
             state_name: name.to_string(),
             retry_count,
-            context: ctx.context().clone(),
+            context: ctx.clone(),
             heartbeat_seconds,
         };
         let invoke = self.tasks.invoke(call);
