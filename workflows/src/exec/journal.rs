@@ -10,6 +10,8 @@
 //! - `exit`: a state finished, with its output and where it went;
 //! - `attempt`: a Task attempt finished, with its result or failure;
 //! - `wait`: a Wait state or a retry delay started, with when it ends;
+//! - `failed`: a Parallel attempt failed, with the error it failed with
+//!   (which branch fails first depends on timing, so it is not recomputed);
 //! - `note`: the caller's own record of something that happened (the
 //!   CLI notes each AWS call a step made), kept in order like events;
 //! - `end`: the execution ended.
@@ -24,16 +26,22 @@
 //! recorded result instead of calling the task.
 //!
 //! Each state's end (`exit`), Task attempt, wait, start and end is written
-//! at once, with a single `write` holding the history events recorded
-//! since the last such entry, so what resume relies on survives the
-//! process being killed. Resume keeps the events up to the last other
+//! at once, with a single `write` holding the history events (and notes)
+//! recorded since the last such entry, so what resume relies on survives
+//! the process being killed. Resume keeps the events up to the last other
 //! entry (those after it are what a kill left of a write) and records the
 //! rest again; events at a logical position (a state entered, an
 //! iteration's end, a Task attempt's Scheduled/Started) carry its key, so
-//! a resume that passes that position again does not record them twice. `attempt` entries are also synced to
-//! the disk, so a finished task is never lost to a crash of the machine
-//! either; the other entries need not be: whatever a machine crash loses
-//! of them is computed again from the input and the synced task results.
+//! a resume that passes that position again does not record them twice.
+//!
+//! `attempt` and `failed` entries are also synced to the disk, so a
+//! finished task (or the branch failure that decided a Parallel) is never
+//! lost to a crash of the machine either; the other entries need not be:
+//! whatever a machine crash loses of them is computed again from the input
+//! and the synced results.
+//!
+//! A write that fails sets the journal aside (`NAME.jsonl.broken`): a
+//! journal with a hole in it could make a resume run finished tasks again.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};

@@ -1277,6 +1277,9 @@ impl Run {
                 (Ok(Value::Array(outputs)), last)
             }
             Err(f) => {
+                // Synced like a task's result: the branch failure that
+                // decided it usually was one (the failing attempt is
+                // synced), and a crash must not let another branch decide.
                 if let Some(j) = &self.journal {
                     j.append(
                         &journal::Entry::Failed {
@@ -1284,7 +1287,7 @@ impl Run {
                             error: f.error.clone(),
                             cause: f.cause.clone(),
                         },
-                        false,
+                        true,
                     );
                 }
                 // Keyed like the entry: a resume that replays this failure
