@@ -10,14 +10,16 @@ macro_rules! say {
     }};
 }
 
-/// Writes to stdout (the result), ignoring a closed pipe like `say!`: the
-/// exit code still tells the outcome.
+/// Writes to stdout (the result). A closed pipe is ignored, like `say!`
+/// (the exit code still tells the outcome); any other failure (a full
+/// disk under `> file`) makes the command fail at its end, so a cut-short
+/// result is never taken for a whole one.
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let mut stdout = std::io::stdout().lock();
-        let _ = write!(stdout, $($arg)*);
-        let _ = stdout.flush();
+        let r = write!(stdout, $($arg)*).and_then(|()| stdout.flush());
+        $crate::output_written(r);
     }};
 }
 
@@ -27,9 +29,21 @@ macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, $($arg)*);
-        let _ = stdout.flush();
+        let r = writeln!(stdout, $($arg)*).and_then(|()| stdout.flush());
+        $crate::output_written(r);
     }};
+}
+
+/// The first failure to write stdout other than a closed pipe.
+static OUTPUT_ERROR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Keeps the result of a write to stdout (see `out!`).
+fn output_written(r: std::io::Result<()>) {
+    if let Err(e) = r {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let _ = OUTPUT_ERROR.set(e.to_string());
+        }
+    }
 }
 
 mod analyze;
@@ -212,6 +226,12 @@ fn main() -> ExitCode {
 
 /// The exit code for a command's result, printing its error.
 fn finish(result: anyhow::Result<u8>) -> ExitCode {
+    if let Some(e) = OUTPUT_ERROR.get() {
+        say!("firebreak: error: cannot write the output: {e}");
+        if matches!(result, Ok(exit::OK)) {
+            return ExitCode::from(exit::FAILED);
+        }
+    }
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

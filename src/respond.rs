@@ -254,9 +254,8 @@ pub struct RespondRunner {
 }
 
 /// Finishes a journaled `respond` (`firebreak resume`): the steps that
-/// finished are not run again. The summary's outcome and steps are the
-/// whole run's; its list of AWS calls holds the resumed part's only (the
-/// calls before the kill are not journaled).
+/// finished are not run again. The summary is the whole run's, its AWS
+/// calls included (as the journal noted them; see `session::NotingRunner`).
 pub async fn resume(
     journal: firebreak_workflows::exec::Journal,
     start: firebreak_workflows::exec::journal::Start,

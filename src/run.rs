@@ -675,7 +675,7 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
         } else {
             let path = journal_path(&start.config.name);
             let journal = Arc::new(Journal::create(&path, &start).map_err(|e| match e {
-                JournalError::Exists { .. } => bad(e.to_string()),
+                JournalError::Exists { .. } | JournalError::NameTaken { .. } => bad(e.to_string()),
                 other => anyhow::anyhow!("{other}"),
             })?);
             if k == 1 {

@@ -213,9 +213,10 @@ pub async fn resume_run(session: &Session, journal: Journal, start: &Start) -> a
 }
 
 /// The step runner of a run, which notes in the journal (once it has one)
-/// each AWS call the steps made, as each step attempt ends: the summary of
-/// a resumed run then lists the calls of the whole run. A step cut off by
-/// the kill runs again, and its calls are listed as often as they were made.
+/// the AWS calls made so far each time a step attempt ends: the summary of
+/// a resumed run then lists the calls of the whole run, except those of a
+/// step cut off by the kill that no later step end noted (the step runs
+/// again, and its second run's calls are listed).
 struct NotingRunner {
     steps: StepRunner,
     calls: firebreak_steps::context::CallLog,

@@ -530,7 +530,7 @@ fn a_run_whose_journal_cannot_be_written_warns_at_once_finishes_and_refuses_resu
                 "Big": {"Type": "Pass", "Parameters": {
                     "big.$": "States.ArrayRange(1, 1000, 1)", "n.$": "$.n"
                 }, "Next": "Pause"},
-                "Pause": {"Type": "Wait", "Seconds": 1, "Next": "Done"},
+                "Pause": {"Type": "Wait", "Seconds": 3, "Next": "Done"},
                 "Done": {"Type": "Pass", "Parameters": {"n.$": "$.n"}, "End": true}
             }
         }),
@@ -580,6 +580,44 @@ fn a_run_whose_journal_cannot_be_written_warns_at_once_finishes_and_refuses_resu
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("cannot be resumed"),
+        "{}",
+        stderr(&out)
+    );
+    // AND so does a resume given the set-aside file itself
+    let broken = dir.join("executions/full.jsonl.broken");
+    let out = firebreak_in(&dir, &["resume", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // AND a new run cannot take the name (its resume would be refused)
+    let out = firebreak_in(&dir, &["run", &def, "--input", "{}", "--name", "full"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("choose another name"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_result_that_cannot_be_written_fails_the_command() {
+    // GIVEN stdout on a full disk (/dev/full: every write fails, ENOSPC)
+    let dir = tempfile_dir().join("stdout-full");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let def = write(
+        &dir,
+        "pass.json",
+        &json!({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": true}}}),
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(["run", &def, "--input", "{}", "--no-journal"])
+        .env_remove("AWS_ENDPOINT_URL")
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    // THEN the command fails and says why, instead of a silent, cut result
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot write the output"),
         "{}",
         stderr(&out)
     );

@@ -17,22 +17,38 @@ use firebreak_workflows::exec::{
 };
 use serde_json::{json, Value};
 
-/// Answers from the input alone (so a resumed run gets the same answers),
-/// fails the first attempt for Map item 1, and counts calls.
-#[derive(Default)]
+type Answer = fn(&TaskCall) -> Result<Value, TaskFailure>;
+
+/// Answers from the call alone (so a resumed run gets the same answers),
+/// and counts calls.
 struct Counting {
     calls: AtomicUsize,
+    answer: Answer,
+}
+
+impl Counting {
+    fn new(answer: Answer) -> Arc<Counting> {
+        Arc::new(Counting {
+            calls: AtomicUsize::new(0),
+            answer,
+        })
+    }
 }
 
 #[async_trait]
 impl TaskHandler for Counting {
     async fn invoke(&self, call: TaskCall) -> Result<Value, TaskFailure> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if call.input.get("item") == Some(&json!(1)) && call.retry_count == 0 {
-            return Err(TaskFailure::new("Flaky", "first try fails"));
-        }
-        Ok(json!({"resource": call.resource, "input": call.input}))
+        (self.answer)(&call)
     }
+}
+
+/// Echoes the call; fails the first attempt for Map item 1.
+fn flaky_item_1(call: &TaskCall) -> Result<Value, TaskFailure> {
+    if call.input.get("item") == Some(&json!(1)) && call.retry_count == 0 {
+        return Err(TaskFailure::new("Flaky", "first try fails"));
+    }
+    Ok(json!({"resource": call.resource, "input": call.input}))
 }
 
 fn definition() -> StateMachine {
@@ -141,11 +157,83 @@ fn clock() -> Arc<TokioClock> {
 
 #[tokio::test(start_paused = true)]
 async fn a_journal_cut_anywhere_resumes_to_the_same_output_running_only_unfinished_attempts() {
+    // a, b, c x 4 (+1 retry), d x 3
+    every_cut_resumes_as_the_whole_run("loop", start(), flaky_item_1, 10).await;
+}
+
+/// `fb` fails while its Parallel is on its first try; `t` answers without
+/// `ok` for item 2 (the Parallel around it succeeds, then its ResultSelector
+/// fails) and fails for item 3.
+fn failing_paths(call: &TaskCall) -> Result<Value, TaskFailure> {
+    let item = call.input.get("item").and_then(Value::as_u64);
+    match call.resource.as_str() {
+        "fb" if call.input.get("try") == Some(&json!(0)) => {
+            Err(TaskFailure::new("Flaky", "the first Parallel try fails"))
+        }
+        "t" if item == Some(2) => Ok(json!({})),
+        "t" if item == Some(3) => Err(TaskFailure::new("Boom", "item 3 fails")),
+        _ => Ok(json!({"ok": call.resource})),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_in_parallels_and_map_iterations_resume_from_any_cut() {
+    // GIVEN a Parallel that fails once and is retried, then a Map whose
+    // iterations run a Parallel: item 2's succeeds and its ResultSelector
+    // fails, item 3's task fails; both failures are tolerated
+    let definition: StateMachine = serde_json::from_value(json!({
+        "StartAt": "Fan",
+        "States": {
+            "Fan": {
+                "Type": "Parallel",
+                "Parameters": {"try.$": "$$.State.RetryCount"},
+                "Branches": [
+                    {"StartAt": "FA", "States": {"FA": {"Type": "Task", "Resource": "fa", "End": true}}},
+                    {"StartAt": "FB", "States": {"FB": {"Type": "Task", "Resource": "fb", "End": true}}}
+                ],
+                "Retry": [{"ErrorEquals": ["Flaky"], "IntervalSeconds": 10, "MaxAttempts": 2}],
+                "ResultPath": "$.fan",
+                "Next": "Each"
+            },
+            "Each": {
+                "Type": "Map", "ItemsPath": "$.items", "MaxConcurrency": 2,
+                "ToleratedFailureCount": 2,
+                "ItemSelector": {"item.$": "$$.Map.Item.Value"},
+                "ItemProcessor": {"StartAt": "Inner", "States": {
+                    "Inner": {
+                        "Type": "Parallel",
+                        "Branches": [{"StartAt": "T", "States": {
+                            "T": {"Type": "Task", "Resource": "t", "End": true}
+                        }}],
+                        "ResultSelector": {"ok.$": "$[0].ok"},
+                        "End": true
+                    }
+                }},
+                "End": true
+            }
+        }
+    }))
+    .unwrap();
+    let mut start = start();
+    start.definition = definition;
+    // fa and fb twice (the Parallel's two tries), t for each of 4 items
+    every_cut_resumes_as_the_whole_run("failures", start, failing_paths, 8).await;
+}
+
+/// Runs `start` whole, then cuts its journal after each line (and in the
+/// middle of each) and resumes it: the same outcome, only the attempts the
+/// cut journal did not hold run, and the history holds the same events as
+/// the whole run's, none twice.
+async fn every_cut_resumes_as_the_whole_run(
+    name: &str,
+    start: Start,
+    answer: Answer,
+    expected_calls: usize,
+) {
     // GIVEN a whole journaled run
-    let path = dir().join("whole.jsonl");
+    let path = dir().join(format!("{name}-whole.jsonl"));
     let _ = std::fs::remove_file(&path);
-    let tasks = Arc::new(Counting::default());
-    let start = start();
+    let tasks = Counting::new(answer);
     let journal = Arc::new(Journal::create(&path, &start).unwrap());
     let history = History::new();
     let whole = Executor::new(tasks.clone())
@@ -154,8 +242,7 @@ async fn a_journal_cut_anywhere_resumes_to_the_same_output_running_only_unfinish
         .await;
     assert_eq!(whole.status, Status::Succeeded, "{whole:?}");
     let total_calls = tasks.calls.load(Ordering::SeqCst);
-    // a, b, c x 4 (+1 retry), d x 3
-    assert_eq!(total_calls, 10);
+    assert_eq!(total_calls, expected_calls);
     let whole_events = event_bag(&history.events());
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -173,10 +260,10 @@ async fn a_journal_cut_anywhere_resumes_to_the_same_output_running_only_unfinish
                 .iter()
                 .filter(|l| l.contains(r#""t":"attempt""#))
                 .count();
-            let cut_path = dir().join(format!("cut-{cut}-{torn}.jsonl"));
+            let cut_path = dir().join(format!("{name}-cut-{cut}-{torn}.jsonl"));
             std::fs::write(&cut_path, &prefix).unwrap();
             let (journal, start) = Journal::open(&cut_path).unwrap();
-            let tasks = Arc::new(Counting::default());
+            let tasks = Counting::new(answer);
             let (outcome, history) = Executor::new(tasks.clone())
                 .with_clock(clock())
                 .resume(Arc::new(journal), &start)
@@ -212,7 +299,7 @@ async fn a_journal_cut_anywhere_resumes_to_the_same_output_running_only_unfinish
             );
             // AND resuming the finished journal again changes nothing
             let (journal, start) = Journal::open(&cut_path).unwrap();
-            let tasks = Arc::new(Counting::default());
+            let tasks = Counting::new(answer);
             let (again, _) = Executor::new(tasks.clone())
                 .with_clock(clock())
                 .resume(Arc::new(journal), &start)

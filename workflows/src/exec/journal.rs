@@ -171,6 +171,10 @@ pub enum JournalError {
         "{path}: the run could not write its journal completely (what it wrote is kept at {broken}); resuming from it could run finished tasks again, so it cannot be resumed"
     )]
     Broken { path: PathBuf, broken: PathBuf },
+    #[error(
+        "{broken}: an earlier run of this name could not write its journal, which is kept there; choose another name (or delete it)"
+    )]
+    NameTaken { broken: PathBuf },
 }
 
 /// Takes the journal's exclusive lock for as long as it is open, so two
@@ -227,6 +231,12 @@ impl Journal {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
+        let broken = Journal::broken_path(path);
+        if broken.exists() {
+            // An earlier run of this name broke its journal: a new one
+            // beside it would be refused by resume, wrongly.
+            return Err(JournalError::NameTaken { broken });
+        }
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
@@ -268,10 +278,14 @@ impl Journal {
             source,
         };
         let broken = Journal::broken_path(path);
-        if broken.exists() {
+        if broken.exists() || path.extension().is_some_and(|e| e == "broken") {
             return Err(JournalError::Broken {
                 path: path.to_path_buf(),
-                broken,
+                broken: if broken.exists() {
+                    broken
+                } else {
+                    path.to_path_buf()
+                },
             });
         }
         // Locked first: the run may still be writing it.
@@ -522,10 +536,17 @@ impl Journal {
                 "{message}; the journal is set aside as {}",
                 broken.display()
             ),
-            Err(r) => format!(
-                "{message}; the journal could not be set aside either ({r}): do not resume {}",
-                self.path.display()
-            ),
+            // Then at least an empty marker beside it, which open() refuses.
+            Err(r) => match File::create(&broken) {
+                Ok(_) => format!(
+                    "{message}; the journal could not be moved ({r}), {} marks it as not resumable",
+                    broken.display()
+                ),
+                Err(m) => format!(
+                    "{message}; the journal could not be set aside ({r}; {m}): do not resume {}",
+                    self.path.display()
+                ),
+            },
         };
         *e = Some(message.clone());
         drop(e);

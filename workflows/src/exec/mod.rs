@@ -1273,7 +1273,15 @@ impl Run {
         let outcome = futures::future::try_join_all(branches).await;
         match outcome {
             Ok(outputs) => {
-                let last = self.record("ParallelStateSucceeded", started, None);
+                // Keyed: if what follows fails without an exit entry (a
+                // ResultSelector in a Map iteration), a resume passes here
+                // again.
+                let last = self.record_keyed(
+                    Some(&format!("{scope}#succeeded")),
+                    "ParallelStateSucceeded",
+                    started,
+                    None,
+                );
                 (Ok(Value::Array(outputs)), last)
             }
             Err(f) => {
@@ -1492,7 +1500,12 @@ impl Run {
                     .into_iter()
                     .map(|r| r.unwrap_or_else(|f| f.as_error_output()))
                     .collect();
-                let last = self.record("MapStateSucceeded", started, None);
+                let last = self.record_keyed(
+                    Some(&format!("{scope}#succeeded")),
+                    "MapStateSucceeded",
+                    started,
+                    None,
+                );
                 (Ok(Value::Array(outputs)), last)
             }
         }
