@@ -735,8 +735,8 @@ fn finish(
     with_history: bool,
     journal: Option<&Journal>,
 ) -> anyhow::Result<u8> {
-    if let Some(e) = journal.and_then(Journal::write_error) {
-        say!("firebreak: warning: the journal could not be written ({e}); this run cannot be resumed");
+    if journal.and_then(Journal::write_error).is_some() {
+        say!("firebreak: warning: this run's journal could not be written (said when it happened); the run cannot be resumed");
     }
     let mut printed = outcome_json(outcome);
     if with_history {

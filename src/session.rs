@@ -173,8 +173,8 @@ impl Session {
                 let outcome = executor
                     .run_journaled(journal.clone(), &start, &history)
                     .await;
-                if let Some(e) = journal.write_error() {
-                    say!("firebreak: warning: the journal could not be written ({e}); this run cannot be resumed");
+                if journal.write_error().is_some() {
+                    say!("firebreak: warning: this run's journal could not be written (said when it happened); the run cannot be resumed");
                 }
                 outcome
             }
