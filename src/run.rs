@@ -517,6 +517,15 @@ fn load_definition(path: &PathBuf) -> anyhow::Result<StateMachine> {
             lines.join("\n")
         ))
     })?;
+    for (path, state) in machine.all_states() {
+        if let firebreak_workflows::asl::State::Map(m) = state {
+            if let Some(field) = m.unsupported_locally() {
+                return Err(bad(format!(
+                    "{shown}: state '{path}': field {field} is not supported by the local executor (ItemReader and ResultWriter need S3; ItemBatcher's batches are not reproduced); give the items in the input (ItemsPath) to run this Map here"
+                )));
+            }
+        }
+    }
     if machine.query_language == Some(QueryLanguage::Jsonata) {
         return Err(bad(format!(
             "{shown}: QueryLanguage JSONata is not supported; firebreak runs JSONPath definitions"

@@ -261,8 +261,40 @@ fn bad_definitions_inputs_and_mocks_exit_2_naming_what_is_wrong() {
         "good.json",
         &json!({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": true}}}),
     );
+    // A Distributed Map reading its items from S3, nested in a Parallel:
+    // running it on the input instead would give another result than AWS
+    let reader = write(
+        &dir,
+        "reader.json",
+        &json!({"StartAt": "Both", "States": {"Both": {"Type": "Parallel", "End": true,
+        "Branches": [{"StartAt": "Each", "States": {"Each": {
+            "Type": "Map", "End": true,
+            "ItemReader": {"Resource": "arn:aws:states:::s3:getObject",
+                           "ReaderConfig": {"InputType": "JSON"},
+                           "Parameters": {"Bucket": "b", "Key": "k"}},
+            "ItemProcessor": {"ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                              "StartAt": "P", "States": {"P": {"Type": "Pass", "End": true}}}
+        }}}]}}}),
+    );
+    let batcher = write(
+        &dir,
+        "batcher.json",
+        &json!({"StartAt": "Each", "States": {"Each": {
+            "Type": "Map", "End": true, "ItemBatcher": {"MaxItemsPerBatch": 2},
+            "ItemProcessor": {"ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                              "StartAt": "P", "States": {"P": {"Type": "Pass", "End": true}}}
+        }}}),
+    );
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec![unmocked.clone()], "state 'Call': field Resource"),
+        (
+            vec![reader.clone()],
+            "state 'Both/branch 0/Each': field ItemReader is not supported",
+        ),
+        (
+            vec![batcher.clone()],
+            "state 'Each': field ItemBatcher is not supported",
+        ),
         (vec![broken.clone()], "Nowhere"),
         (
             vec![good.clone(), "--input".into(), "{not json".into()],

@@ -528,6 +528,21 @@ pub struct MapState {
 }
 
 impl MapState {
+    /// The first Distributed Map field the local executor cannot honour,
+    /// if any: `ItemReader` and `ResultWriter` read and write S3, and
+    /// `ItemBatcher` changes every child's input (`{"Items": [...]}`) in
+    /// ways AWS documents only in part. Running without them would give
+    /// another result than AWS, silently.
+    pub fn unsupported_locally(&self) -> Option<&'static str> {
+        [
+            ("ItemReader", self.item_reader.is_some()),
+            ("ItemBatcher", self.item_batcher.is_some()),
+            ("ResultWriter", self.result_writer.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(field, present)| present.then_some(field))
+    }
+
     /// The graph run per item, whichever form the definition uses.
     pub fn processor(&self) -> Option<(Option<&str>, &str, &IndexMap<String, State>)> {
         if let Some(p) = &self.item_processor {
@@ -969,13 +984,14 @@ impl StateMachine {
         serde_json::from_str(text)
     }
 
-    /// Every Task state, in nested branches and Map processors too, with
-    /// its path (`Outer/Branch 0/Inner`) for messages.
-    pub fn tasks(&self) -> Vec<(String, &TaskState)> {
+    /// Every state, in nested branches and Map processors too, with its
+    /// path (`Outer/branch 0/Inner`) for messages; a state comes before
+    /// the states nested in it.
+    pub fn all_states(&self) -> Vec<(String, &State)> {
         fn walk<'a>(
             prefix: &str,
             states: &'a IndexMap<String, State>,
-            out: &mut Vec<(String, &'a TaskState)>,
+            out: &mut Vec<(String, &'a State)>,
         ) {
             for (name, state) in states {
                 let here = if prefix.is_empty() {
@@ -983,8 +999,8 @@ impl StateMachine {
                 } else {
                     format!("{prefix}/{name}")
                 };
+                out.push((here.clone(), state));
                 match state {
-                    State::Task(t) => out.push((here, t)),
                     State::Parallel(p) => {
                         for (i, b) in p.branches.iter().enumerate() {
                             walk(&format!("{here}/branch {i}"), &b.states, out);
@@ -1002,6 +1018,17 @@ impl StateMachine {
         let mut out = Vec::new();
         walk("", &self.states, &mut out);
         out
+    }
+
+    /// Every Task state (see [`StateMachine::all_states`]).
+    pub fn tasks(&self) -> Vec<(String, &TaskState)> {
+        self.all_states()
+            .into_iter()
+            .filter_map(|(path, s)| match s {
+                State::Task(t) => Some((path, t)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Pretty JSON, the form written to files and shown to users.

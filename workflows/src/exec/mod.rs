@@ -1322,6 +1322,16 @@ impl Run {
         prev: u64,
         scope: &str,
     ) -> (Result<Value, Failure>, u64) {
+        if let Some(field) = m.unsupported_locally() {
+            return (
+                Err(Failure::runtime(
+                    name,
+                    entered,
+                    format!("{field} is not supported by the local executor"),
+                )),
+                prev,
+            );
+        }
         let items = match &m.items_path {
             Some(p) => match io::select("ItemsPath", p, &input, ctx) {
                 Ok(v) => v,

@@ -252,3 +252,26 @@ async fn a_timeout_seconds_path_that_is_not_a_positive_integer_fails_the_state()
     let (out, _) = run(def, json!({}), Arc::new(Scripted::default())).await;
     assert_eq!(out.error.as_deref(), Some("States.Runtime"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_map_with_an_item_batcher_fails_instead_of_running_unbatched() {
+    // GIVEN a Distributed Map that batches its items (children would get
+    // {"Items": [...]} in AWS)
+    let (out, _) = run(
+        json!({"StartAt": "Each", "States": {"Each": {
+            "Type": "Map", "End": true, "ItemBatcher": {"MaxItemsPerBatch": 2},
+            "ItemProcessor": {"ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                              "StartAt": "P", "States": {"P": {"Type": "Pass", "End": true}}}
+        }}}),
+        json!([1, 2, 3]),
+        Arc::new(Scripted::default()),
+    )
+    .await;
+    // THEN the state fails naming the field, rather than give [1, 2, 3]
+    assert_eq!(out.status, Status::Failed);
+    assert_eq!(out.error.as_deref(), Some("States.Runtime"));
+    assert!(
+        out.cause.as_deref().unwrap_or("").contains("ItemBatcher"),
+        "{out:?}"
+    );
+}
