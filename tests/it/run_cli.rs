@@ -159,6 +159,19 @@ fn tempfile_dir() -> PathBuf {
     dir
 }
 
+/// Asserts that a command's stderr says `needle` (and shows it if not).
+fn assert_stderr_has(out: &std::process::Output, needle: &str) {
+    assert!(stderr(out).contains(needle), "{}", stderr(out));
+}
+
+/// An empty folder of its own for one test.
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = tempfile_dir().join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn write(dir: &Path, name: &str, v: &Value) -> String {
     let p = dir.join(name);
     std::fs::write(&p, serde_json::to_string_pretty(v).unwrap()).unwrap();
@@ -433,9 +446,7 @@ fn journal_has(state: &Path, name: &str, entry: &str) -> bool {
 
 #[test]
 fn a_run_killed_in_a_wait_resumes_to_the_same_output_without_rerunning_tasks() {
-    let dir = tempfile_dir().join("killed-in-wait");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("killed-in-wait");
     let (def, mocks) = counted_definition(&dir);
     let count = dir.join("count");
     // GIVEN the output of an uninterrupted run
@@ -489,9 +500,7 @@ fn a_run_killed_in_a_wait_resumes_to_the_same_output_without_rerunning_tasks() {
 
 #[test]
 fn a_run_killed_in_a_task_resumes_and_reruns_only_the_unfinished_task() {
-    let dir = tempfile_dir().join("killed-in-task");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("killed-in-task");
     let (def, mocks) = counted_definition(&dir);
     let count = dir.join("count");
     let mut args: Vec<String> = vec!["run".into(), def, "--input".into(), r#"{"id": 9}"#.into()];
@@ -538,11 +547,7 @@ fn resume_names_a_missing_execution_and_exits_2() {
     std::fs::create_dir_all(&dir).unwrap();
     let out = firebreak_in(&dir, &["resume", "no-such-execution"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("no journal for execution \"no-such-execution\""),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "no journal for execution \"no-such-execution\"");
 }
 
 #[test]
@@ -550,9 +555,7 @@ fn a_run_whose_journal_cannot_be_written_warns_at_once_finishes_and_refuses_resu
     // GIVEN a run whose files may not grow past 4 KiB (a full disk, as the
     // process sees it: writes fail with EFBIG), with a state whose output
     // is larger than that, then a Wait
-    let dir = tempfile_dir().join("journal-full");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("journal-full");
     let def = write(
         &dir,
         "big.json",
@@ -610,11 +613,7 @@ fn a_run_whose_journal_cannot_be_written_warns_at_once_finishes_and_refuses_resu
     assert!(dir.join("executions/full.jsonl.broken").exists());
     let out = firebreak_in(&dir, &["resume", "full"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("cannot be resumed"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "cannot be resumed");
     // AND so does a resume given the set-aside file itself
     let broken = dir.join("executions/full.jsonl.broken");
     let out = firebreak_in(&dir, &["resume", broken.to_str().unwrap()]);
@@ -622,19 +621,13 @@ fn a_run_whose_journal_cannot_be_written_warns_at_once_finishes_and_refuses_resu
     // AND a new run cannot take the name (its resume would be refused)
     let out = firebreak_in(&dir, &["run", &def, "--input", "{}", "--name", "full"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("choose another name"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "choose another name");
 }
 
 #[test]
 fn a_result_that_cannot_be_written_fails_the_command() {
     // GIVEN stdout on a full disk (/dev/full: every write fails, ENOSPC)
-    let dir = tempfile_dir().join("stdout-full");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("stdout-full");
     let def = write(
         &dir,
         "pass.json",
@@ -648,11 +641,7 @@ fn a_result_that_cannot_be_written_fails_the_command() {
         .unwrap();
     // THEN the command fails and says why, instead of a silent, cut result
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("cannot write the output"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "cannot write the output");
 }
 
 #[test]
@@ -660,9 +649,7 @@ fn a_run_whose_readers_went_away_still_finishes() {
     // GIVEN a run whose stdout and stderr are pipes nobody reads any more
     // (a terminal closed, `| head` done): before, its first progress line
     // panicked (exit 101) half way through the run
-    let dir = tempfile_dir().join("closed-pipes");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("closed-pipes");
     let def = write(
         &dir,
         "wait.json",
@@ -742,9 +729,7 @@ fn callback_definition(dir: &Path) -> String {
 
 #[test]
 fn a_callback_task_waits_for_task_success_or_task_failure() {
-    let dir = tempfile_dir().join("callback");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("callback");
     let def = callback_definition(&dir);
 
     // GIVEN a run waiting on a callback task
@@ -766,11 +751,7 @@ fn a_callback_task_waits_for_task_success_or_task_failure() {
     // AND the token cannot be answered twice
     let again = firebreak_in(&dir, &["task-success", &token, "--output", "{}"]);
     assert_eq!(again.status.code(), Some(2));
-    assert!(
-        stderr(&again).contains("no execution waits for task token"),
-        "{}",
-        stderr(&again)
-    );
+    assert_stderr_has(&again, "no execution waits for task token");
 
     // GIVEN another run WHEN its token is failed THEN the Catch takes it
     let (child, token) = run_waiting_for_token(&dir, &def);
@@ -798,26 +779,16 @@ fn a_callback_task_waits_for_task_success_or_task_failure() {
     assert_eq!(out.status.code(), Some(2));
     let out = firebreak_in(&dir, &["task-failure", "../../etc/passwd"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("is not a task token"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "is not a task token");
     // AND --fast-clock refuses to wait for a person
     let out = firebreak_in(&dir, &["run", &def, "--fast-clock"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("wait for task tokens"),
-        "{}",
-        stderr(&out)
-    );
+    assert_stderr_has(&out, "wait for task tokens");
 }
 
 #[test]
 fn a_callback_task_without_heartbeats_times_out_and_heartbeats_keep_it_alive() {
-    let dir = tempfile_dir().join("heartbeat");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("heartbeat");
     let def = write(
         &dir,
         "heartbeat.json",
@@ -861,9 +832,7 @@ fn a_callback_task_without_heartbeats_times_out_and_heartbeats_keep_it_alive() {
 
 #[test]
 fn a_callback_answered_while_its_run_was_dead_is_taken_by_the_resume() {
-    let dir = tempfile_dir().join("callback-resume");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("callback-resume");
     let def = callback_definition(&dir);
     // GIVEN a run waiting on a callback task, killed while it waits
     let mut args: Vec<String> = vec!["run".into(), def, "--input".into(), r#"{"id": 5}"#.into()];
