@@ -12,8 +12,8 @@ macro_rules! say {
 
 /// Writes to stdout (the result). A closed pipe is ignored, like `say!`
 /// (the exit code still tells the outcome); any other failure (a full
-/// disk under `> file`) makes the command fail at its end, so a cut-short
-/// result is never taken for a whole one.
+/// disk under `> file`, a hung-up terminal) is said at the end, and a
+/// command that would have exited 0 exits 1.
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;

@@ -15,8 +15,8 @@ use firebreak_steps::{AwsClients, Mode, Registry, StepContext, StepRunner};
 use firebreak_workflows::compile::Compiled;
 use firebreak_workflows::exec::journal::Start;
 use firebreak_workflows::exec::{
-    ExecutionConfig, Executor, History, HistoryEvent, Journal, Outcome, TaskCall, TaskFailure,
-    TaskHandler,
+    ExecutionConfig, Executor, History, HistoryEvent, Journal, JournalError, Outcome, TaskCall,
+    TaskFailure, TaskHandler,
 };
 use firebreak_workflows::ErrorName;
 
@@ -158,8 +158,12 @@ impl Session {
                     runner: record,
                 };
                 let path = journal_path(&start.config.name);
-                let journal =
-                    Arc::new(Journal::create(&path, &start).map_err(|e| anyhow::anyhow!("{e}"))?);
+                let journal = Arc::new(Journal::create(&path, &start).map_err(|e| match e {
+                    JournalError::Exists { .. } | JournalError::NameTaken { .. } => {
+                        anyhow::Error::new(BadInput(e.to_string()))
+                    }
+                    other => anyhow::anyhow!("{other}"),
+                })?);
                 let _ = runner.journal.set(journal.clone());
                 if !self.quiet {
                     say!(

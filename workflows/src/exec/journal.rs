@@ -168,11 +168,11 @@ pub enum JournalError {
     #[error("{path}: another process is running this execution (a run or a resume still alive)")]
     Busy { path: PathBuf },
     #[error(
-        "{path}: the run could not write its journal completely (what it wrote is kept at {broken}); resuming from it could run finished tasks again, so it cannot be resumed"
+        "{path}: the run could not write its journal completely (see {broken}); resuming from it could run finished tasks again, so it cannot be resumed"
     )]
     Broken { path: PathBuf, broken: PathBuf },
     #[error(
-        "{broken}: an earlier run of this name could not write its journal, which is kept there; choose another name (or delete it)"
+        "{broken}: an earlier run of this name could not write its journal completely (see that file); choose another name"
     )]
     NameTaken { broken: PathBuf },
 }
@@ -536,9 +536,20 @@ impl Journal {
                 "{message}; the journal is set aside as {}",
                 broken.display()
             ),
-            // Then at least an empty marker beside it, which open() refuses.
-            Err(r) => match File::create(&broken) {
-                Ok(_) => format!(
+            // Then at least a marker beside it, which open() refuses, saying
+            // why (never over an existing file).
+            Err(r) => match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&broken)
+                .and_then(|mut f| {
+                    writeln!(
+                        f,
+                        "firebreak: {} could not be written completely ({message}) nor moved here ({r}); do not resume it",
+                        self.path.display()
+                    )
+                }) {
+                Ok(()) => format!(
                     "{message}; the journal could not be moved ({r}), {} marks it as not resumable",
                     broken.display()
                 ),
