@@ -704,6 +704,7 @@ async fn sandbox_two_responds_in_one_vpc_at_once_both_isolate_with_one_group() {
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("FIREBREAK_STATE_DIR", crate::support::state_dir())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -577,6 +577,7 @@ async fn sandbox_ec2_compromise_contains_captures_memory_and_analyses_it() {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("FIREBREAK_VOL", vol())
+        .env("FIREBREAK_STATE_DIR", crate::support::state_dir())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
