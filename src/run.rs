@@ -23,14 +23,14 @@ use firebreak_workflows::asl::{QueryLanguage, StateMachine};
 use firebreak_workflows::context::ContextSource;
 use firebreak_workflows::exec::journal::Start;
 use firebreak_workflows::exec::{
-    Clock, ExecutionConfig, Executor, History, Journal, JournalError, Outcome, Status, TaskCall,
-    TaskFailure, TaskHandler, TokioClock,
+    Clock, ExecutionConfig, Executor, History, Journal, Outcome, Status, TaskCall, TaskFailure,
+    TaskHandler, TokioClock,
 };
 use firebreak_workflows::time::format_timestamp;
 use firebreak_workflows::validate::validate_json;
 use serde_json::{json, Value};
 
-use crate::session::{journal_path, state_dir, warn_on_journal_failure, Session};
+use crate::session::{create_journal, journal_path, state_dir, warn_on_journal_failure, Session};
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]
@@ -682,11 +682,7 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
                 .await;
             (o, None)
         } else {
-            let path = journal_path(&start.config.name);
-            let journal = Arc::new(Journal::create(&path, &start).map_err(|e| match e {
-                JournalError::Exists { .. } | JournalError::NameTaken { .. } => bad(e.to_string()),
-                other => anyhow::anyhow!("{other}"),
-            })?);
+            let (journal, path) = create_journal(&start)?;
             if k == 1 {
                 say!(
                     "firebreak: execution {} (journal {}); if it is interrupted, `firebreak resume {}` finishes it",
@@ -695,7 +691,6 @@ async fn run(args: RunArgs) -> anyhow::Result<u8> {
                     start.config.name
                 );
             }
-            warn_on_journal_failure(&journal);
             let o = executor
                 .run_journaled(journal.clone(), &start, &history)
                 .await;

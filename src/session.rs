@@ -157,13 +157,7 @@ impl Session {
                     start_time: firebreak_workflows::time::format_timestamp(Utc::now()),
                     runner: record,
                 };
-                let path = journal_path(&start.config.name);
-                let journal = Arc::new(Journal::create(&path, &start).map_err(|e| match e {
-                    JournalError::Exists { .. } | JournalError::NameTaken { .. } => {
-                        anyhow::Error::new(BadInput(e.to_string()))
-                    }
-                    other => anyhow::anyhow!("{other}"),
-                })?);
+                let (journal, path) = create_journal(&start)?;
                 let _ = runner.journal.set(journal.clone());
                 if !self.quiet {
                     say!(
@@ -173,7 +167,6 @@ impl Session {
                         start.config.name
                     );
                 }
-                warn_on_journal_failure(&journal);
                 let outcome = executor
                     .run_journaled(journal.clone(), &start, &history)
                     .await;
@@ -271,6 +264,20 @@ pub fn state_dir() -> std::path::PathBuf {
 }
 
 /// The journal of the execution `name`.
+/// Creates the journal of a new run (a name already taken is bad input,
+/// exit 2), warning on stderr if writing it fails later.
+pub fn create_journal(start: &Start) -> anyhow::Result<(Arc<Journal>, std::path::PathBuf)> {
+    let path = journal_path(&start.config.name);
+    let journal = Journal::create(&path, start).map_err(|e| match e {
+        JournalError::Exists { .. } | JournalError::NameTaken { .. } => {
+            anyhow::Error::new(BadInput(e.to_string()))
+        }
+        other => anyhow::anyhow!("{other}"),
+    })?;
+    warn_on_journal_failure(&journal);
+    Ok((Arc::new(journal), path))
+}
+
 /// Warns on stderr as soon as a journal write fails: the run goes on (a
 /// containment must not stop for a full disk), but cannot be resumed.
 pub fn warn_on_journal_failure(journal: &Journal) {

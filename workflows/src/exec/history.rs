@@ -49,16 +49,6 @@ impl HistoryEvent {
     pub fn detail(&self) -> Option<Value> {
         serde_json::from_str(self.details.as_ref()?.get()).ok()
     }
-
-    /// The state name for state-entered/exited events.
-    pub fn state_name(&self) -> Option<String> {
-        #[derive(Deserialize)]
-        struct Named {
-            name: Option<String>,
-        }
-        let d: Named = serde_json::from_str(self.details.as_ref()?.get()).ok()?;
-        d.name
-    }
 }
 
 impl Serialize for HistoryEvent {
