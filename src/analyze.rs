@@ -5,7 +5,7 @@
 use clap::Args;
 use firebreak_steps::analysis::{AnalysisOptions, AnalyzeInput, AnalyzeMemory, PluginStatus};
 use firebreak_steps::case::{default_evidence_bucket, CaseId};
-use firebreak_steps::evidence::{Lock, S3Uri};
+use firebreak_steps::evidence::S3Uri;
 use firebreak_steps::{Mode, Step};
 use firebreak_workflows::ErrorName;
 
@@ -78,11 +78,10 @@ pub async fn run(a: AnalyzeArgs) -> anyhow::Result<u8> {
     let input = AnalyzeInput {
         case_id: case.to_string(),
         evidence: a.evidence.clone(),
+        evidence_lock: session
+            .evidence_lock(&bucket, a.retention_days, None, None)
+            .await?,
         evidence_bucket: bucket,
-        evidence_lock: Lock {
-            retention_days: a.retention_days,
-            kms_key_id: None,
-        },
         actor: session.who.arn.clone(),
         options: AnalysisOptions {
             vol: Some(a.vol.clone()),

@@ -1,4 +1,5 @@
-//! `firebreak evidence list|verify|hash`: a case's evidence and custody.
+//! `firebreak evidence list|verify|hold|unhold|hash`: a case's evidence
+//! and custody.
 
 use std::path::PathBuf;
 
@@ -6,8 +7,8 @@ use clap::{Args, Subcommand};
 use firebreak_forensics::custody::CustodyRecord;
 use firebreak_forensics::hash::{sha256_reader, Digest};
 use firebreak_steps::case::{default_evidence_bucket, CaseId};
-use firebreak_steps::custody::{read_ledger, verify, ArtifactState};
-use firebreak_steps::evidence::{hash_object, list_versions, S3Uri};
+use firebreak_steps::custody::{read_ledger, verify, ArtifactState, SignatureCheck};
+use firebreak_steps::evidence::{hash_object, hold_case, list_versions, S3Uri};
 use firebreak_steps::Mode;
 
 use crate::respond::OutputFormat;
@@ -26,7 +27,12 @@ pub enum EvidenceCommand {
     List(CaseArgs),
     /// Verify the custody chain and re-hash every artifact (exit 0 intact,
     /// 1 tampered or missing, with the items named).
-    Verify(CaseArgs),
+    Verify(VerifyArgs),
+    /// Put an Object Lock legal hold on every object version of a case, so
+    /// that no retention can lapse while it is open.
+    Hold(CaseArgs),
+    /// Lift the legal holds of a case (its retention dates still apply).
+    Unhold(CaseArgs),
     /// SHA-256 and size of files or S3 objects, streamed in bounded memory.
     Hash(HashArgs),
 }
@@ -49,6 +55,17 @@ pub struct CaseArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub case: CaseArgs,
+    /// Check the signatures of a signed case offline with this public key
+    /// (PEM or DER SubjectPublicKeyInfo, as `aws kms get-public-key`
+    /// gives it) instead of with KMS.
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct HashArgs {
     /// Files, `-` for standard input, or s3://bucket/key[?versionId=...].
     #[arg(required = true)]
@@ -63,6 +80,8 @@ pub async fn run(args: EvidenceArgs) -> anyhow::Result<u8> {
     match args.command {
         EvidenceCommand::List(a) => list(a).await,
         EvidenceCommand::Verify(a) => verify_case(a).await,
+        EvidenceCommand::Hold(a) => hold(a, true).await,
+        EvidenceCommand::Unhold(a) => hold(a, false).await,
         EvidenceCommand::Hash(a) => hash(a).await,
     }
 }
@@ -96,7 +115,7 @@ async fn list(a: CaseArgs) -> anyhow::Result<u8> {
     let ledger = read_ledger(ctx, &log, &bucket, case.as_str())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let records: Vec<CustodyRecord> = ledger.iter().filter_map(|(_, r)| r.clone().ok()).collect();
+    let records: Vec<CustodyRecord> = ledger.readable();
     let versions = list_versions(ctx, &log, &bucket, &format!("cases/{case}/"))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -157,7 +176,7 @@ async fn list(a: CaseArgs) -> anyhow::Result<u8> {
                     );
                 }
             }
-            for (key, r) in &ledger {
+            for (key, r) in &ledger.records {
                 if let Err(e) = r {
                     outln!("  !!    s3://{bucket}/{key}: {e}");
                 }
@@ -179,9 +198,51 @@ async fn list(a: CaseArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-async fn verify_case(a: CaseArgs) -> anyhow::Result<u8> {
+async fn hold(a: CaseArgs, on: bool) -> anyhow::Result<u8> {
     let (session, case, bucket) = open(&a).await?;
-    let v = verify(&session.ctx, &bucket, case.as_str())
+    let h = hold_case(&session.ctx, &bucket, case.as_str(), on)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if h.versions == 0 && h.failed.is_empty() {
+        return Err(BadInput(format!(
+            "case {case} has nothing in s3://{bucket}/cases/{case}/"
+        ))
+        .into());
+    }
+    match a.output {
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&h)?),
+        OutputFormat::Human => {
+            outln!(
+                "case {case}: legal hold {} on {} object versions in s3://{bucket}/cases/{case}/",
+                if on { "put" } else { "lifted" },
+                h.versions
+            );
+            for f in &h.failed {
+                outln!("  !! {f}");
+            }
+        }
+    }
+    Ok(if h.failed.is_empty() {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
+}
+
+async fn verify_case(va: VerifyArgs) -> anyhow::Result<u8> {
+    let a = &va.case;
+    let check = match &va.public_key {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| BadInput(format!("--public-key {}: {e}", path.display())))?;
+            let key = firebreak_forensics::custody::public_key(&bytes)
+                .map_err(|e| BadInput(format!("--public-key {}: {e}", path.display())))?;
+            SignatureCheck::PublicKey(Box::new(key))
+        }
+        None => SignatureCheck::Kms,
+    };
+    let (session, case, bucket) = open(a).await?;
+    let v = verify(&session.ctx, &bucket, case.as_str(), &check)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if v.records == 0 && v.record_problems.is_empty() {
@@ -214,6 +275,19 @@ async fn verify_case(a: CaseArgs) -> anyhow::Result<u8> {
             for p in &v.record_problems {
                 outln!("  !! {p}");
             }
+            if let Some(k) = &v.signatures.key {
+                outln!(
+                    "  signed with {k}: {} signatures verified ({})",
+                    v.signatures.valid,
+                    v.signatures
+                        .checked_with
+                        .as_deref()
+                        .unwrap_or("not checked")
+                );
+            }
+            for b in &v.signatures.problems {
+                outln!("  !! signature: record {}: {}", b.sequence, b.problem);
+            }
             for w in &v.warnings {
                 outln!("  warning: {w}");
             }
@@ -226,7 +300,9 @@ async fn verify_case(a: CaseArgs) -> anyhow::Result<u8> {
             for art in &v.artifacts {
                 let mark = match art.state {
                     ArtifactState::Intact | ArtifactState::Present => "ok",
-                    ArtifactState::Modified | ArtifactState::Missing => "!!",
+                    ArtifactState::Modified | ArtifactState::Missing | ArtifactState::Replaced => {
+                        "!!"
+                    }
                 };
                 outln!(
                     "  {mark} {:<8} {:<18} {}: {}",

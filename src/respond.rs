@@ -8,8 +8,7 @@ use clap::{Args, ValueEnum};
 use firebreak_steps::autoscaling::AsgMode;
 use firebreak_steps::case::{CaseFile, CaseId, CaseInfo, CaseOptions, IdError, InstanceId};
 use firebreak_steps::ec2::{DenyOnRelease, Exemption, ForensicCopy};
-use firebreak_steps::evidence::Lock;
-use firebreak_steps::memory::{MemoryOptions, DEFAULT_URL_EXPIRY_SECONDS, MAX_URL_EXPIRY_SECONDS};
+use firebreak_steps::memory::{MemoryOptions, MAX_URL_EXPIRY_SECONDS};
 use firebreak_steps::tools::default_tools_bucket;
 use firebreak_steps::Mode;
 
@@ -76,10 +75,12 @@ pub struct RespondArgs {
     /// firebreak-tools-ACCOUNT-REGION; `firebreak tools add`).
     #[arg(long, env = "FIREBREAK_TOOLS_BUCKET")]
     pub tools_bucket: Option<String>,
-    /// ec2-compromise: how long the host's presigned URLs live, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_URL_EXPIRY_SECONDS,
+    /// ec2-compromise: how long the host's presigned URLs live, in seconds
+    /// (default: an hour, longer for instances with more memory than a
+    /// slow host uploads in one; never beyond the signing credentials).
+    #[arg(long, value_name = "SECONDS",
           value_parser = clap::value_parser!(u32).range(60..=i64::from(MAX_URL_EXPIRY_SECONDS)))]
-    pub memory_url_expiry: u32,
+    pub memory_url_expiry: Option<u32>,
     /// ec2-compromise: part size of the memory upload in MiB (default:
     /// sized from the instance type's memory).
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32).range(5..=5120))]
@@ -92,6 +93,11 @@ pub struct RespondArgs {
     /// encryption).
     #[arg(long)]
     pub kms_key_id: Option<String>,
+    /// Sign every custody record of the case with this asymmetric KMS key
+    /// (ECC_NIST_P256, SIGN_VERIFY); `evidence verify` then checks the
+    /// signatures.
+    #[arg(long, value_name = "KMS_KEY")]
+    pub custody_key: Option<String>,
     /// Summary format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
@@ -158,6 +164,14 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
         (None, Some(c)) => (c, true),
         (None, None) => (CaseId::generate(Utc::now(), &instance), false),
     };
+    let evidence_lock = session
+        .evidence_lock(
+            &bucket,
+            args.retention_days,
+            args.kms_key_id.clone(),
+            args.custody_key.as_deref(),
+        )
+        .await?;
     let input = CaseFile {
         case: CaseInfo {
             case_id: case.to_string(),
@@ -167,10 +181,7 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
             opened_at: Utc::now(),
             actor: session.who.arn.clone(),
             evidence_bucket: bucket,
-            evidence_lock: Lock {
-                retention_days: args.retention_days,
-                kms_key_id: args.kms_key_id.clone(),
-            },
+            evidence_lock,
         },
         options: CaseOptions {
             asg_mode: match args.asg_mode {
@@ -194,6 +205,7 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
                 }),
                 part_size_mib: args.memory_part_size_mib,
                 url_expiry_seconds: args.memory_url_expiry,
+                ..MemoryOptions::default()
             },
         },
     };

@@ -85,6 +85,45 @@ impl Session {
         Ok(bucket)
     }
 
+    /// How the case's evidence is locked: legal holds where the bucket has
+    /// Object Lock (else said on stderr), and the custody key checked and
+    /// named by its ARN.
+    pub async fn evidence_lock(
+        &self,
+        bucket: &str,
+        retention_days: Option<u32>,
+        kms_key_id: Option<String>,
+        custody_key: Option<&str>,
+    ) -> anyhow::Result<firebreak_steps::evidence::Lock> {
+        let legal_hold = firebreak_steps::evidence::object_lock_enabled(&self.ctx, bucket)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !legal_hold {
+            say!("warning: s3://{bucket} has no Object Lock: evidence cannot be put under legal hold or retention (make the bucket with `firebreak setup`)");
+        }
+        let custody_key = match custody_key {
+            Some(k) => Some(
+                firebreak_steps::custody::check_signing_key(&self.ctx, k)
+                    .await
+                    .map_err(|e| match e.name {
+                        ErrorName::InvalidInput
+                        | ErrorName::ResourceNotFound
+                        | ErrorName::AwsRequestFailed => {
+                            anyhow::Error::new(BadInput(format!("--custody-key: {}", e.message)))
+                        }
+                        _ => anyhow::anyhow!("{e}"),
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(firebreak_steps::evidence::Lock {
+            retention_days,
+            kms_key_id,
+            legal_hold,
+            custody_key,
+        })
+    }
+
     /// The case open for an instance (from its tags), failing with bad
     /// input when the instance does not exist.
     pub async fn open_case(&self, instance: &InstanceId) -> anyhow::Result<Option<CaseId>> {

@@ -21,8 +21,10 @@ pub struct SetupArgs {
     pub evidence_bucket: Option<String>,
     /// Object Lock COMPLIANCE retention of every object, in days. Nobody,
     /// not even the account root, can delete an object before it ends.
-    #[arg(long, default_value_t = DEFAULT_RETENTION_DAYS)]
-    pub retention_days: i32,
+    /// Default: 365 for a new bucket; an existing bucket keeps its own
+    /// (it is changed, lowered too, only when this is given).
+    #[arg(long)]
+    pub retention_days: Option<i32>,
     /// KMS key for default encryption (SSE-KMS); SSE-S3 otherwise.
     #[arg(long)]
     pub kms_key_id: Option<String>,
@@ -33,12 +35,8 @@ pub struct SetupArgs {
 }
 
 pub async fn run(args: SetupArgs) -> anyhow::Result<u8> {
-    if !(1..=36_500).contains(&args.retention_days) {
-        return Err(BadInput(format!(
-            "--retention-days {} is not between 1 and 36500",
-            args.retention_days
-        ))
-        .into());
+    if let Some(d) = args.retention_days.filter(|d| !(1..=36_500).contains(d)) {
+        return Err(BadInput(format!("--retention-days {d} is not between 1 and 36500")).into());
     }
     let session = Session::open(&args.aws, Mode::Live, true).await?;
     let bucket = args
@@ -53,6 +51,7 @@ pub async fn run(args: SetupArgs) -> anyhow::Result<u8> {
         &session.ctx,
         &bucket,
         args.retention_days,
+        DEFAULT_RETENTION_DAYS,
         args.kms_key_id.as_deref(),
         plain_http,
     )

@@ -78,7 +78,12 @@ pub async fn run(args: ToolsArgs) -> anyhow::Result<u8> {
             }
             let entry = tools::add(ctx, &bucket, &kind, bytes)
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(|e| match e.name {
+                    firebreak_workflows::ErrorName::InvalidInput => {
+                        anyhow::Error::new(BadInput(format!("{}: {}", file.display(), e.message)))
+                    }
+                    _ => anyhow::anyhow!("{e}"),
+                })?;
             match args.output {
                 OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&entry)?),
                 OutputFormat::Human => outln!(

@@ -5,8 +5,15 @@
 //! presigned URLs and hashes, refusing anything that could break out of
 //! the data blocks they are written into. It never contains credentials;
 //! callers check that (see the integration tests).
+//!
+//! The plan (every presigned URL the host may use) is stored in the case
+//! encrypted ([`encrypt_plan`]) with a one-time key that only the script
+//! carries, so that nobody who can read the case's objects during the
+//! capture can upload parts or a result in the host's place.
 
+use aes::cipher::{block_padding::Pkcs7, BlockEncryptMut, KeyIvInit};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 const TEMPLATE: &str = include_str!("../scripts/capture.sh");
 
@@ -43,16 +50,66 @@ pub struct Plan {
     pub result_url: String,
 }
 
-/// What the script itself carries: ids, the part size and one presigned
-/// URL (of the plan).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What the script itself carries: ids, the part size, one presigned URL
+/// (of the plan) and the plan's key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct CaptureScript {
     pub case_id: String,
     /// A UUID: the script runs at most once per evidence id on a host.
     pub evidence_id: String,
     pub part_size: u64,
-    /// Presigned GET of the plan.
+    /// Presigned GET of the encrypted plan.
     pub plan_url: String,
+    /// The plan's one-time key (64 hex digits): see [`encrypt_plan`].
+    pub plan_key: String,
+    /// LiME's `timeout` in milliseconds: 0 (none) unless a test forces
+    /// LiME's own default of 1000, which zero-fills ranges.
+    pub lime_timeout_ms: u32,
+    /// Parts uploaded at once (the script lowers it to what memory holds).
+    pub upload_slots: u32,
+}
+
+impl std::fmt::Debug for CaptureScript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureScript")
+            .field("case_id", &self.case_id)
+            .field("evidence_id", &self.evidence_id)
+            .field("part_size", &self.part_size)
+            .field("plan_key", &"(hidden)")
+            .finish_non_exhaustive()
+    }
+}
+
+/// At most this many parts in flight: more rarely helps one host's
+/// network, and each holds a part in the host's RAM.
+pub const MAX_UPLOAD_SLOTS: u32 = 16;
+
+/// The plan encrypted as `openssl enc -aes-256-cbc -md sha256 -pass`
+/// writes it (and every openssl from 1.0 on reads it): `Salted__`, the
+/// 8-byte salt, then AES-256-CBC with PKCS#7 padding under the key and IV
+/// of OpenSSL's EVP_BytesToKey with SHA-256 and one round:
+/// key = SHA-256(password ‖ salt), IV = first 16 bytes of
+/// SHA-256(key ‖ password ‖ salt). One round is no weakness here: the
+/// password is 256 random bits, not something a person chose. (Written
+/// out rather than taken from a crate: it is these two hashes, and what
+/// matters is matching the openssl command on the host exactly.)
+pub fn encrypt_plan(plan: &[u8], password: &str, salt: [u8; 8]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(password.as_bytes());
+    h.update(salt);
+    let key: [u8; 32] = h.finalize().into();
+    let mut h = Sha256::new();
+    h.update(key);
+    h.update(password.as_bytes());
+    h.update(salt);
+    let d2: [u8; 32] = h.finalize().into();
+    let mut iv = [0u8; 16];
+    iv.copy_from_slice(d2.get(..16).unwrap_or(&[0u8; 16]));
+    let cipher = cbc::Encryptor::<aes::Aes256>::new(&key.into(), &iv.into());
+    let mut out = b"Salted__".to_vec();
+    out.extend_from_slice(&salt);
+    out.extend(cipher.encrypt_padded_vec_mut::<Pkcs7>(plan));
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,11 +188,23 @@ pub fn render(s: &CaptureScript) -> Result<String, ScriptError> {
     if !safe_url(&s.plan_url) {
         return bad("the plan URL has characters a script cannot hold safely".into());
     }
+    if s.plan_key.len() != 64 || !s.plan_key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return bad("the plan key is not 64 hex digits".into());
+    }
+    if !(1..=MAX_UPLOAD_SLOTS).contains(&s.upload_slots) {
+        return bad(format!(
+            "upload slots {} is not between 1 and {MAX_UPLOAD_SLOTS}",
+            s.upload_slots
+        ));
+    }
     let out = TEMPLATE
         .replace("@@CASE@@", &s.case_id)
         .replace("@@EVIDENCE@@", &s.evidence_id)
         .replace("@@PART_SIZE@@", &s.part_size.to_string())
-        .replace("@@PLAN_URL@@", &s.plan_url);
+        .replace("@@PLAN_URL@@", &s.plan_url)
+        .replace("@@PLAN_KEY@@", &s.plan_key)
+        .replace("@@LIME_TIMEOUT@@", &s.lime_timeout_ms.to_string())
+        .replace("@@UPLOAD_SLOTS@@", &s.upload_slots.to_string());
     if out.contains("@@") {
         return bad("a placeholder was left unfilled".into());
     }
@@ -165,12 +234,42 @@ pub enum CaptureReport {
         parts: Vec<PartReport>,
         started_at: String,
         finished_at: String,
+        /// What the host says of itself, for the off-host checks (boxed:
+        /// the variants stay of a size).
+        #[serde(flatten)]
+        host: Box<HostFacts>,
     },
     Failed {
         case_id: String,
         error: String,
         started_at: String,
+        /// `none`, `integrity`, `confidentiality` or `unknown`.
+        #[serde(default)]
+        lockdown: Option<String>,
     },
+}
+
+/// What the host says of itself besides the image (absent from reports of
+/// scripts before these were added).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HostFacts {
+    /// Kernel lockdown: `none`, `integrity`, `confidentiality`, `unknown`.
+    #[serde(default)]
+    pub lockdown: Option<String>,
+    /// Why AVML was used instead of LiME.
+    #[serde(default)]
+    pub fallback_reason: Option<String>,
+    /// `acquire` (AVML 0.19+) or `legacy`.
+    #[serde(default)]
+    pub avml_syntax: Option<String>,
+    #[serde(default)]
+    pub lime_timeout_ms: Option<u32>,
+    /// Parts the host uploaded at once.
+    #[serde(default)]
+    pub upload_slots: Option<u32>,
+    /// `/proc/iomem` as the host read it, base64.
+    #[serde(default)]
+    pub iomem_base64: Option<String>,
 }
 
 #[cfg(test)]
@@ -197,7 +296,22 @@ mod tests {
             evidence_id: "0b8f4a8e-4a38-4c1e-9a43-2d6c1f1f0c11".into(),
             part_size: 8 * MIB,
             plan_url: "https://b.s3.amazonaws.com/plan.txt?X-Amz-Signature=2".into(),
+            plan_key: "ab".repeat(32),
+            lime_timeout_ms: 0,
+            upload_slots: 4,
         }
+    }
+
+    #[test]
+    fn the_plan_is_encrypted_as_openssl_enc_writes_it() {
+        // Known answer from `openssl enc -aes-256-cbc -md sha256 -pass
+        // pass:PASSWORD` (OpenSSL 3.0.19) with the salt it chose.
+        let salt = [0x6b, 0xd3, 0xc3, 0x16, 0x34, 0x47, 0xdf, 0x15];
+        let out = encrypt_plan(b"hello plan\n", &"a".repeat(64), salt);
+        assert_eq!(
+            hex::encode(&out),
+            "53616c7465645f5f6bd3c3163447df159f32b85f2a830aa9cb4118f216ea8960"
+        );
     }
 
     #[test]
@@ -206,6 +320,8 @@ mod tests {
         assert!(!s.contains("@@"));
         assert!(s.contains("part_size=8388608"));
         assert!(s.contains("plan_url='https://b.s3.amazonaws.com/plan.txt?X-Amz-Signature=2'"));
+        assert!(s.contains(&format!("plan_key='{}'", "ab".repeat(32))));
+        assert!(s.contains("lime_timeout=0\n"));
         let p = render_plan(&plan()).unwrap();
         assert!(p.starts_with("module 6.1.0-13-amd64 aaaa"));
         assert!(p.contains("\npart https://b.s3.amazonaws.com/m?partNumber=1&uploadId=x\n"));
@@ -228,6 +344,12 @@ mod tests {
         assert!(render(&s).is_err());
         let mut s = script();
         s.part_size = MIB;
+        assert!(render(&s).is_err());
+        let mut s = script();
+        s.plan_key = "'; reboot; '".into();
+        assert!(render(&s).is_err());
+        let mut s = script();
+        s.upload_slots = 0;
         assert!(render(&s).is_err());
     }
 

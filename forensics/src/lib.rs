@@ -19,7 +19,9 @@
 )]
 
 pub mod capture;
+pub mod coverage;
 pub mod custody;
+pub mod elf;
 pub mod hash;
 pub mod instance_state;
 pub mod lime;

@@ -18,6 +18,8 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::coverage::{ImageRange, ZeroScan, ZeroStats};
+
 /// `EMiL` read as a little-endian u32.
 pub const LIME_MAGIC: u32 = 0x4C69_4D45;
 /// `AVML` read as a little-endian u32.
@@ -48,6 +50,10 @@ pub struct Range {
     pub end: u64,
     /// Where the range's header is in the file.
     pub header_offset: u64,
+    /// Its pages, and how many are all zero (the tail counts most: a
+    /// capture tool that gave up on a range zero-fills its rest).
+    #[serde(default, flatten)]
+    pub zeros: ZeroStats,
 }
 
 impl Range {
@@ -55,6 +61,46 @@ impl Range {
     pub fn size(&self) -> u64 {
         self.end.saturating_sub(self.start).saturating_add(1)
     }
+
+    /// The range as the coverage check takes it.
+    pub fn image_range(&self) -> ImageRange {
+        ImageRange {
+            start: self.start,
+            end: self.end,
+            zeros: self.zeros,
+        }
+    }
+}
+
+/// Passes a range's bytes to the writer and counts its zero pages.
+struct Zeroes<'a, W> {
+    inner: &'a mut W,
+    scan: ZeroScan,
+}
+
+impl<W: Write> Write for Zeroes<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.scan.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Copies a range's data (see [`copy_range`]) and counts its zero pages.
+fn copy_counting<R: Read, W: Write>(
+    r: &mut R,
+    len: u64,
+    out: &mut W,
+) -> io::Result<(u64, ZeroStats)> {
+    let mut z = Zeroes {
+        inner: out,
+        scan: ZeroScan::new(),
+    };
+    let copied = copy_range(r, len, &mut z)?;
+    Ok((copied, z.scan.finish()))
 }
 
 /// A structurally sound image.
@@ -342,25 +388,27 @@ fn walk<R: Read, W: Write>(input: R, mut lime_out: Option<&mut W>) -> Result<Sum
                 });
             }
         }
-        let range = Range {
+        let mut range = Range {
             index,
             start: h.start,
             end: h.end,
             header_offset: offset,
+            zeros: ZeroStats::default(),
         };
         let len = range.size();
         let data_offset = r.count;
         match this {
             Format::Lime => {
-                let copied = match lime_out.as_deref_mut() {
+                let (copied, zeros) = match lime_out.as_deref_mut() {
                     Some(w) => {
                         w.write_all(&hb)
                             .map_err(|e| io_err(Some(index), offset, e))?;
-                        copy_range(&mut r, len, w)
+                        copy_counting(&mut r, len, w)
                     }
-                    None => copy_range(&mut r, len, &mut io::sink()),
+                    None => copy_counting(&mut r, len, &mut io::sink()),
                 }
                 .map_err(|e| io_err(Some(index), data_offset, e))?;
+                range.zeros = zeros;
                 if copied < len {
                     return Err(LimeError {
                         range: Some(index),
@@ -374,7 +422,7 @@ fn walk<R: Read, W: Write>(input: R, mut lime_out: Option<&mut W>) -> Result<Sum
             }
             Format::AvmlCompressed => {
                 let compressed_start = r.count;
-                let produced = {
+                let (produced, zeros) = {
                     let mut decoder = snap::read::FrameDecoder::new(&mut r).take(len);
                     match lime_out.as_deref_mut() {
                         Some(w) => {
@@ -387,9 +435,9 @@ fn walk<R: Read, W: Write>(input: R, mut lime_out: Option<&mut W>) -> Result<Sum
                             }
                             w.write_all(&lime_header)
                                 .map_err(|e| io_err(Some(index), offset, e))?;
-                            copy_range(&mut decoder, len, w)
+                            copy_counting(&mut decoder, len, w)
                         }
-                        None => copy_range(&mut decoder, len, &mut io::sink()),
+                        None => copy_counting(&mut decoder, len, &mut io::sink()),
                     }
                     .map_err(|e| LimeError {
                         range: Some(index),
@@ -397,6 +445,7 @@ fn walk<R: Read, W: Write>(input: R, mut lime_out: Option<&mut W>) -> Result<Sum
                         problem: Problem::Decompression(e.to_string()),
                     })?
                 };
+                range.zeros = zeros;
                 if produced < len {
                     return Err(LimeError {
                         range: Some(index),

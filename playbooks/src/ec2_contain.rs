@@ -88,6 +88,8 @@ fn containment(memory: bool) -> Chain {
         .then(
             on_instance(task::<RecordInstanceState>("RecordInstanceState"))
                 .bind("evidence_bucket", "$.case.evidence_bucket")
+                .bind("evidence_lock", "$.case.evidence_lock")
+                .bind("actor", "$.case.actor")
                 .result_at("instance_state")
                 .continue_on_failure("record_instance_state"),
         )

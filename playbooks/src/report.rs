@@ -224,9 +224,12 @@ impl Report {
                     s.record.instance_profile.as_ref().and_then(|p| p.arn.as_deref()).unwrap_or("none"),
                 ));
                 line(format!(
-                    "        sha256 {} at {}",
-                    s.digest.sha256,
-                    r.location.as_deref().unwrap_or("(not stored)")
+                    "        sha256 {} at {}{}",
+                    r.sha256.as_deref().unwrap_or(&s.digest.sha256),
+                    r.location.as_deref().unwrap_or("(not stored)"),
+                    r.custody_sequence
+                        .map(|n| format!(" (custody record {n})"))
+                        .unwrap_or_default()
                 ));
             }
             if let Some(p) = &st.protection {
@@ -408,6 +411,21 @@ impl Report {
                     "        sha256 {} off the host = the host's (custody record {})",
                     m.sha256, m.custody_sequence
                 ));
+                if let Some(why) = &m.fallback_reason {
+                    line(format!("        AVML, because {why}"));
+                }
+                match &m.coverage {
+                    Some(cv) => line(format!("        coverage: {}", cv.summary())),
+                    None => {
+                        line("        coverage: not checked (no memory map from the host)".into())
+                    }
+                }
+                for t in m.coverage.iter().flat_map(|cv| &cv.suspect_zero_tails) {
+                    line(format!(
+                        "        warning: 0x{:x}-0x{:x} ends in {} bytes of zero pages: free memory, or a range the tool gave up on",
+                        t.start, t.end, t.zero_bytes
+                    ));
+                }
             } else if let Some(c) = &st.memory_capture {
                 if c.dry_run {
                     line(format!(

@@ -429,6 +429,8 @@ impl Store<'_> {
                 },
                 tool_version: tool_version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
                 note: Some(format!("from {}", self.image_uri)),
+                details: None,
+                signing_key: None,
             },
         )
         .await?;
@@ -464,7 +466,7 @@ impl Step for AnalyzeMemory {
 
         // What custody says about the image.
         let ledger = crate::custody::read_ledger(ctx, &log, bucket, case.as_str()).await?;
-        let records: Vec<_> = ledger.into_iter().filter_map(|(_, r)| r.ok()).collect();
+        let records = ledger.readable();
         let recorded = records.iter().find(|r| {
             r.event == Event::Acquired
                 && match &r.location {
@@ -490,13 +492,12 @@ impl Step for AnalyzeMemory {
         // An image whose host and off-host hashes differ is not examined.
         let mismatch = records.iter().find(|r| {
             r.evidence_id == evidence_id
-                && ((r.event == Event::Verified
-                    && r.note.as_deref().is_some_and(|n| n.starts_with("MISMATCH")))
+                && ((r.event == Event::Verified && crate::memory::failed_note(r.note.as_deref()))
                     || (r.host_sha256.is_some() && r.host_sha256 != r.sha256))
         });
         if let Some(m) = mismatch {
             return Err(StepError::verification(format!(
-                "custody record {} says the image's hashes disagree ({}): not analysed",
+                "custody record {} says the image failed its checks ({}): not analysed",
                 m.sequence,
                 m.note
                     .as_deref()

@@ -74,6 +74,10 @@ pub struct AwsClients {
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     pub s3: aws_sdk_s3::Client,
     pub ssm: aws_sdk_ssm::Client,
+    /// Signs custody records (asymmetric keys) and checks signatures.
+    pub kms: aws_sdk_kms::Client,
+    /// The EBS direct APIs: reads snapshot blocks to hash disk images.
+    pub ebs: aws_sdk_ebs::Client,
     /// The configuration the clients come from, for clients in another
     /// region or account (forensic copies).
     pub sdk: aws_config::SdkConfig,
@@ -93,6 +97,8 @@ impl AwsClients {
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3),
             ssm: aws_sdk_ssm::Client::new(config),
+            kms: aws_sdk_kms::Client::new(config),
+            ebs: aws_sdk_ebs::Client::new(config),
             sdk: config.clone(),
         }
     }

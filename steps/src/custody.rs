@@ -2,43 +2,168 @@
 //!
 //! Each record is its own object, `cases/CASE/custody/NNNNNNNN.json`,
 //! written once (`If-None-Match: *`) under Object Lock; its number is its
-//! sequence, so a listing gives the chain in order. Appending the same
-//! event twice (a retried step) finds the first and writes nothing.
+//! sequence, so a listing gives the chain in order. Its bytes are the
+//! record's canonical JSON, and its hash is their SHA-256. In a signed case
+//! (`--custody-key`) each record has `NNNNNNNN.sig` beside it: KMS's
+//! ECDSA P-256 signature over that hash. Appending the same event twice (a
+//! retried step) finds the first and writes nothing (but a signature the
+//! first run did not get to write).
 //!
-//! Verification reads what is there now, not what should be: the latest
-//! version of every record and artifact. Object Lock stops anyone
-//! destroying a version, but not writing a new one over it or hiding it
-//! behind a delete marker; both are reported, as are broken links and
-//! artifacts whose bytes no longer hash to what was recorded.
+//! What counts is the first version of each object: Object Lock keeps it
+//! however many versions are written over it, and a delete marker only
+//! hides it. Verification reads those first versions, and reports every
+//! later version and delete marker as what it is: someone writing over, or
+//! hiding, evidence.
 
-use firebreak_forensics::custody::{verify_chain, Break, CustodyRecord, Location, NewRecord};
+use std::collections::BTreeMap;
+
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
+use firebreak_forensics::custody::{
+    self as chain, signature_breaks, verify_chain, Break, CustodyRecord, Location, NewRecord,
+    RecordSignature,
+};
 use firebreak_workflows::ErrorName;
 use serde::Serialize;
 
 use crate::context::{StepContext, StepLog};
-use crate::error::StepError;
+use crate::error::{aws_error, error_code, StepError};
 use crate::evidence::{self, keys, Lock, Put, S3Uri, Version};
 
 /// Concurrent appends race for the next number; the loser reads again.
 const APPEND_TRIES: usize = 8;
 
-/// The records of a case as stored now, in key order, with the keys.
+/// A case's ledger as stored: the first version of each object.
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    /// Each record's key and what it holds, in key (chain) order.
+    pub records: Vec<(String, Result<CustodyRecord, String>)>,
+    /// Signatures by the sequence their key names.
+    pub signatures: BTreeMap<u64, Result<RecordSignature, String>>,
+    /// Later versions and delete markers over the first versions.
+    pub problems: Vec<String>,
+}
+
+impl Ledger {
+    /// The records that could be read.
+    pub fn readable(&self) -> Vec<CustodyRecord> {
+        self.records
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok().cloned())
+            .collect()
+    }
+
+    /// The signatures that could be read.
+    pub fn readable_signatures(&self) -> BTreeMap<u64, RecordSignature> {
+        self.signatures
+            .iter()
+            .filter_map(|(n, s)| Some((*n, s.as_ref().ok()?.clone())))
+            .collect()
+    }
+}
+
+/// The first version of each key among `versions` (the locked one), how
+/// many versions it has, and whether a delete marker hides it now.
+struct KeyVersions {
+    first: Option<Version>,
+    count: usize,
+    hidden: bool,
+}
+
+fn by_key(versions: &[Version]) -> BTreeMap<String, KeyVersions> {
+    let mut out: BTreeMap<String, KeyVersions> = BTreeMap::new();
+    // S3 lists the versions of a key newest first: among equal times
+    // (second resolution in some implementations) the later one in the
+    // list is the older.
+    for v in versions {
+        let e = out.entry(v.key.clone()).or_insert(KeyVersions {
+            first: None,
+            count: 0,
+            hidden: false,
+        });
+        if v.delete_marker {
+            e.hidden |= v.is_latest;
+            continue;
+        }
+        e.count += 1;
+        let older = match &e.first {
+            None => true,
+            Some(f) => v.last_modified <= f.last_modified,
+        };
+        if older {
+            e.first = Some(Version {
+                version_id: v.version_id.clone(),
+                ..v.clone()
+            });
+        }
+    }
+    out
+}
+
+fn pinned(bucket: &str, key: &str, v: &Version) -> S3Uri {
+    S3Uri {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        version_id: Some(v.version_id.clone()).filter(|id| id != "null"),
+    }
+}
+
+/// The sequence a ledger key names (`.../NNNNNNNN.json` or `.sig`).
+fn sequence_of(prefix: &str, key: &str, ext: &str) -> Option<u64> {
+    key.strip_prefix(prefix)?
+        .strip_suffix(ext)?
+        .parse::<u64>()
+        .ok()
+}
+
+/// Reads a case's ledger: the first version of every record and
+/// signature, and what was done to them since.
 pub async fn read_ledger(
     ctx: &StepContext,
     log: &StepLog<'_>,
     bucket: &str,
     case: &str,
-) -> Result<Vec<(String, Result<CustodyRecord, String>)>, StepError> {
-    let mut out = Vec::new();
-    for key in evidence::list_keys(ctx, log, bucket, &keys::custody_prefix(case)).await? {
-        let parsed = match evidence::get(ctx, log, bucket, &key).await? {
-            Some((bytes, _)) => serde_json::from_slice::<CustodyRecord>(&bytes)
-                .map_err(|e| format!("not a custody record: {e}")),
-            None => Err("vanished while being read".to_string()),
+) -> Result<Ledger, StepError> {
+    let prefix = keys::custody_prefix(case);
+    let versions = evidence::list_versions(ctx, log, bucket, &prefix).await?;
+    let mut ledger = Ledger::default();
+    for (key, kv) in by_key(&versions) {
+        if kv.count > 1 {
+            ledger.problems.push(format!(
+                "s3://{bucket}/{key}: the record was overwritten ({} versions; the first, locked one is read)",
+                kv.count
+            ));
+        }
+        if kv.hidden {
+            ledger.problems.push(format!(
+                "s3://{bucket}/{key}: the record was deleted (a delete marker hides it; the locked first version is read)"
+            ));
+        }
+        let Some(first) = kv.first else {
+            ledger.problems.push(format!(
+                "s3://{bucket}/{key}: every version is gone (the bucket does not lock its objects)"
+            ));
+            continue;
         };
-        out.push((key, parsed));
+        let bytes = get_version(ctx, log, &pinned(bucket, &key, &first)).await?;
+        if let Some(n) = sequence_of(&prefix, &key, ".sig") {
+            let sig = serde_json::from_slice::<RecordSignature>(&bytes)
+                .map_err(|e| format!("s3://{bucket}/{key} is not a record signature: {e}"));
+            ledger.signatures.insert(n, sig);
+            continue;
+        }
+        let parsed = CustodyRecord::parse(&bytes).map_err(|e| format!("{e}"));
+        if let (Ok(r), Some(n)) = (&parsed, sequence_of(&prefix, &key, ".json")) {
+            if r.sequence != n {
+                ledger.problems.push(format!(
+                    "s3://{bucket}/{key} holds record {}: records were moved or reordered",
+                    r.sequence
+                ));
+            }
+        }
+        ledger.records.push((key, parsed));
     }
-    Ok(out)
+    Ok(ledger)
 }
 
 fn same_event(a: &CustodyRecord, b: &NewRecord) -> bool {
@@ -49,8 +174,9 @@ fn same_event(a: &CustodyRecord, b: &NewRecord) -> bool {
         && a.sha256 == b.sha256
 }
 
-/// Appends a record to the case's chain, or returns the one already there
-/// for the same event. Refuses to extend a damaged ledger.
+/// Appends a record to the case's chain (signed with the lock's custody
+/// key, if any), or returns the one already there for the same event.
+/// Refuses to extend a damaged ledger.
 pub async fn append(
     ctx: &StepContext,
     log: &StepLog<'_>,
@@ -61,9 +187,9 @@ pub async fn append(
     for _ in 0..APPEND_TRIES {
         let ledger = read_ledger(ctx, log, bucket, &record.case_id).await?;
         let mut records = Vec::new();
-        for (key, r) in ledger {
+        for (key, r) in &ledger.records {
             match r {
-                Ok(r) => records.push(r),
+                Ok(r) => records.push(r.clone()),
                 Err(e) => {
                     return Err(StepError::new(
                         ErrorName::VerificationFailed,
@@ -73,6 +199,11 @@ pub async fn append(
             }
         }
         if let Some(existing) = records.iter().find(|r| same_event(r, &record)) {
+            if let Some(key_id) = &existing.signing_key {
+                if !ledger.signatures.contains_key(&existing.sequence) {
+                    write_signature(ctx, log, bucket, lock, existing, key_id).await?;
+                }
+            }
             return Ok(existing.clone());
         }
         let breaks = verify_chain(&record.case_id, &records);
@@ -85,17 +216,41 @@ pub async fn append(
                 ),
             ));
         }
-        let next = record
-            .clone()
-            .chain_after(records.last())
-            .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?;
-        let body = serde_json::to_vec_pretty(&next)
-            .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?;
+        // A signed case stays signed, whoever appends: the key comes from
+        // the case's records when the caller names none.
+        let case_key = records.iter().rev().find_map(|r| r.signing_key.clone());
+        let signing_key = match (&lock.custody_key, case_key) {
+            (Some(mine), Some(theirs)) if *mine != theirs => {
+                return Err(StepError::invalid_input(format!(
+                    "case {} is signed with {theirs}, not {mine}: one case, one custody key",
+                    record.case_id
+                )))
+            }
+            (Some(mine), _) => Some(mine.clone()),
+            (None, theirs) => theirs,
+        };
+        let mut record = record.clone();
+        record.signing_key = signing_key.clone();
+        let (next, body) = record.chain_after(records.last()).map_err(|e| {
+            StepError::with_source(ErrorName::Internal, "making a custody record", e)
+        })?;
+        // Signed before it is stored: a key that cannot sign leaves no
+        // unsigned record in a signed case.
+        let signature = match &signing_key {
+            Some(k) => Some(sign(ctx, log, k, &next).await?),
+            None => None,
+        };
         let key = keys::custody(&next.case_id, next.sequence);
         match evidence::put_new_locked(ctx, log, bucket, &key, body, "application/json", lock)
             .await?
         {
-            Put::Created(_) | Put::Planned => return Ok(next),
+            Put::Created(_) => {
+                if let (Some(sig), Some(k)) = (signature, &signing_key) {
+                    put_signature(ctx, log, bucket, lock, &next, k, sig).await?;
+                }
+                return Ok(next);
+            }
+            Put::Planned => return Ok(next),
             Put::Exists => continue,
         }
     }
@@ -108,17 +263,144 @@ pub async fn append(
     ))
 }
 
+/// Checks that a key can sign custody records (an enabled asymmetric
+/// ECC_NIST_P256 key for SIGN_VERIFY) and returns its ARN, which records
+/// name: an alias could later point at another key.
+pub async fn check_signing_key(ctx: &StepContext, key_id: &str) -> Result<String, StepError> {
+    let out = ctx
+        .aws
+        .kms
+        .describe_key()
+        .key_id(key_id)
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("kms:DescribeKey {key_id}"), e))?;
+    let meta = out.key_metadata().ok_or_else(|| {
+        StepError::new(
+            ErrorName::AwsRequestFailed,
+            format!("kms:DescribeKey {key_id} returned no key metadata"),
+        )
+    })?;
+    let spec = meta.key_spec().map(|s| s.as_str().to_string());
+    let usage = meta.key_usage().map(|u| u.as_str().to_string());
+    if spec.as_deref() != Some("ECC_NIST_P256") || usage.as_deref() != Some("SIGN_VERIFY") {
+        return Err(StepError::invalid_input(format!(
+            "custody key {key_id} is {} for {}: custody records need an asymmetric ECC_NIST_P256 key for SIGN_VERIFY (aws kms create-key --key-spec ECC_NIST_P256 --key-usage SIGN_VERIFY)",
+            spec.as_deref().unwrap_or("of unknown spec"),
+            usage.as_deref().unwrap_or("unknown use")
+        )));
+    }
+    if !meta.enabled() {
+        return Err(StepError::invalid_input(format!(
+            "custody key {key_id} is disabled"
+        )));
+    }
+    Ok(meta.arn().unwrap_or(key_id).to_string())
+}
+
+/// KMS's DER signature of a record's hash: the 32-byte hash is the
+/// message (`MessageType=RAW`: KMS hashes it with SHA-256 and signs).
+async fn sign(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    key_id: &str,
+    record: &CustodyRecord,
+) -> Result<Option<Vec<u8>>, StepError> {
+    let params = format!(
+        "KeyId={key_id}, SigningAlgorithm=ECDSA_SHA_256, MessageType=RAW (custody record {})",
+        record.sequence
+    );
+    if ctx.is_dry_run() {
+        log.not_checked(
+            "kms:Sign",
+            params,
+            format!("KMS has no dry run; needs kms:Sign on {key_id}"),
+        );
+        return Ok(None);
+    }
+    let digest = hex::decode(&record.hash)
+        .map_err(|e| StepError::with_source(ErrorName::Internal, "a record hash", e))?;
+    let out = ctx
+        .aws
+        .kms
+        .sign()
+        .key_id(key_id)
+        .message(Blob::new(digest))
+        .message_type(MessageType::Raw)
+        .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("kms:Sign with {key_id}"), e))?;
+    log.read("kms:Sign", params);
+    let der = out
+        .signature()
+        .map(|b| b.as_ref().to_vec())
+        .ok_or_else(|| {
+            StepError::new(
+                ErrorName::AwsRequestFailed,
+                format!("kms:Sign with {key_id} returned no signature"),
+            )
+        })?;
+    Ok(Some(der))
+}
+
+async fn put_signature(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    lock: &Lock,
+    record: &CustodyRecord,
+    key_id: &str,
+    der: Option<Vec<u8>>,
+) -> Result<(), StepError> {
+    let Some(der) = der else { return Ok(()) };
+    let sig = RecordSignature::new(record, key_id, &der);
+    let body = serde_json::to_vec(&sig)
+        .map_err(|e| StepError::with_source(ErrorName::Internal, "a record signature", e))?;
+    let key = keys::custody_signature(&record.case_id, record.sequence);
+    // Exists: a concurrent run signed the same record (the same bytes,
+    // the same key); either signature is valid.
+    evidence::put_new_locked(ctx, log, bucket, &key, body, "application/json", lock).await?;
+    Ok(())
+}
+
+async fn write_signature(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    lock: &Lock,
+    record: &CustodyRecord,
+    key_id: &str,
+) -> Result<(), StepError> {
+    let der = sign(ctx, log, key_id, record).await?;
+    put_signature(ctx, log, bucket, lock, record, key_id, der).await
+}
+
+/// How `evidence verify` checks the signatures of a signed case.
+#[derive(Clone, Debug)]
+pub enum SignatureCheck {
+    /// With KMS `Verify`, on the key the case's first signed record names.
+    Kms,
+    /// Offline, with this public key (`--public-key`).
+    PublicKey(Box<chain::VerifyingKey>),
+}
+
 /// What became of one artifact the ledger names.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ArtifactState {
-    /// Its current bytes hash to the recorded SHA-256.
+    /// The recorded version's bytes hash to the recorded SHA-256.
     Intact,
-    /// Its current bytes do not.
+    /// The recorded version is intact, but later versions were written
+    /// over it: whoever reads the object without its version id gets them.
+    Replaced,
+    /// Its bytes do not hash to the recorded SHA-256 (an unversioned
+    /// object rewritten).
     Modified,
     /// It is gone (or hidden behind a delete marker).
     Missing,
-    /// Not hashed by firebreak (a snapshot): its existence was checked.
+    /// Not hashed by firebreak here (a snapshot): its existence was
+    /// checked.
     Present,
 }
 
@@ -133,6 +415,19 @@ pub struct ArtifactCheck {
     pub detail: String,
 }
 
+/// The signatures of a case, as verified.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Signatures {
+    /// The key the case is signed with (None: an unsigned case).
+    pub key: Option<String>,
+    /// How they were checked: `kms`, `public key`.
+    pub checked_with: Option<String>,
+    /// Signatures that verified.
+    pub valid: usize,
+    /// Every problem: missing, re-signed, unsigned appends, invalid.
+    pub problems: Vec<Break>,
+}
+
 /// The result of `evidence verify`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Verification {
@@ -143,6 +438,7 @@ pub struct Verification {
     pub breaks: Vec<Break>,
     /// Custody records overwritten, hidden or unreadable.
     pub record_problems: Vec<String>,
+    pub signatures: Signatures,
     pub artifacts: Vec<ArtifactCheck>,
     /// The last record: keep its hash outside the bucket (the ticket, the
     /// case notes) to detect a chain cut short.
@@ -159,75 +455,38 @@ pub struct ChainHead {
     pub hash: String,
 }
 
-fn visible(versions: &[Version], key: &str) -> (Option<Version>, usize, bool) {
-    let of_key: Vec<&Version> = versions.iter().filter(|v| v.key == key).collect();
-    let latest = of_key.iter().find(|v| v.is_latest).copied();
-    let deleted = latest.is_some_and(|v| v.delete_marker);
-    let count = of_key.iter().filter(|v| !v.delete_marker).count();
-    (latest.filter(|v| !v.delete_marker).cloned(), count, deleted)
-}
-
-/// Verifies a case: the chain, every record object, every artifact.
+/// Verifies a case: the chain (first versions), every record object, the
+/// signatures, every artifact.
 pub async fn verify(
     ctx: &StepContext,
     bucket: &str,
     case: &str,
+    check: &SignatureCheck,
 ) -> Result<Verification, StepError> {
     let log = ctx.log("verify_custody");
-    let prefix = format!("cases/{case}/");
-    let versions = evidence::list_versions(ctx, &log, bucket, &prefix).await?;
-    let custody_prefix = keys::custody_prefix(case);
-    let mut record_keys: Vec<String> = versions
-        .iter()
-        .filter(|v| v.key.starts_with(&custody_prefix))
-        .map(|v| v.key.clone())
-        .collect();
-    record_keys.sort();
-    record_keys.dedup();
-
-    let mut record_problems = Vec::new();
-    let mut records = Vec::new();
-    for key in &record_keys {
-        let (latest, count, deleted) = visible(&versions, key);
-        if deleted {
-            record_problems.push(format!(
-                "s3://{bucket}/{key}: the record was deleted (a delete marker hides it)"
-            ));
-            continue;
-        }
-        if count > 1 {
-            record_problems.push(format!(
-                "s3://{bucket}/{key}: the record was overwritten ({count} versions; the latest is read)"
-            ));
-        }
-        let Some(latest) = latest else { continue };
-        let uri = S3Uri {
-            bucket: bucket.to_string(),
-            key: key.clone(),
-            version_id: Some(latest.version_id.clone()).filter(|v| v != "null"),
-        };
-        let bytes = get_version(ctx, &log, &uri).await?;
-        match serde_json::from_slice::<CustodyRecord>(&bytes) {
-            Ok(r) => {
-                let named = key
-                    .strip_prefix(&custody_prefix)
-                    .and_then(|n| n.strip_suffix(".json"))
-                    .and_then(|n| n.parse::<u64>().ok());
-                if named != Some(r.sequence) {
-                    record_problems.push(format!(
-                        "s3://{bucket}/{key} holds record {}: records were moved or reordered",
-                        r.sequence
-                    ));
-                }
-                records.push(r);
-            }
-            Err(e) => record_problems.push(format!(
-                "s3://{bucket}/{key} is not a custody record ({e}): it was edited"
-            )),
+    let ledger = read_ledger(ctx, &log, bucket, case).await?;
+    let mut record_problems = ledger.problems.clone();
+    for (key, r) in &ledger.records {
+        if let Err(e) = r {
+            record_problems.push(format!("s3://{bucket}/{key}: {e}"));
         }
     }
+    for (n, s) in &ledger.signatures {
+        if let Err(e) = s {
+            record_problems.push(format!("signature of record {n}: {e}"));
+        }
+    }
+    let records = ledger.readable();
     let breaks = verify_chain(case, &records);
     for r in &records {
+        if let Some(why) = r.note.as_deref().and_then(|n| n.strip_prefix("FAILED: ")) {
+            record_problems.push(format!(
+                "record {} ({} {}): the image failed its off-host checks: {why}",
+                r.sequence,
+                r.kind,
+                r.location.uri()
+            ));
+        }
         let mismatch = r.note.as_deref().is_some_and(|n| n.starts_with("MISMATCH"));
         if mismatch || (r.host_sha256.is_some() && r.sha256.is_some() && r.host_sha256 != r.sha256)
         {
@@ -243,7 +502,9 @@ pub async fn verify(
     }
     // Records of one artifact must agree on its hash.
     for (i, r) in records.iter().enumerate() {
-        if let Some(first) = records[..i]
+        if let Some(first) = records
+            .get(..i)
+            .unwrap_or_default()
             .iter()
             .find(|p| p.location == r.location && p.sha256.is_some())
         {
@@ -259,6 +520,7 @@ pub async fn verify(
             }
         }
     }
+    let signatures = check_signatures(ctx, &log, &records, &ledger, check).await?;
     let mut warnings = Vec::new();
     let locked = ctx
         .aws
@@ -304,6 +566,7 @@ pub async fn verify(
     }
     let intact = breaks.is_empty()
         && record_problems.is_empty()
+        && signatures.problems.is_empty()
         && artifacts
             .iter()
             .all(|a| matches!(a.state, ArtifactState::Intact | ArtifactState::Present));
@@ -313,6 +576,7 @@ pub async fn verify(
         records: records.len(),
         breaks,
         record_problems,
+        signatures,
         artifacts,
         head: records.last().map(|r| ChainHead {
             sequence: r.sequence,
@@ -321,6 +585,87 @@ pub async fn verify(
         warnings,
         intact,
     })
+}
+
+/// The signed-case rules on what is stored, then each signature checked
+/// with KMS (on the case's key, never on the key a signature names) or
+/// with the public key given.
+async fn check_signatures(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    records: &[CustodyRecord],
+    ledger: &Ledger,
+    check: &SignatureCheck,
+) -> Result<Signatures, StepError> {
+    let sigs = ledger.readable_signatures();
+    let mut out = Signatures {
+        key: records.iter().find_map(|r| r.signing_key.clone()),
+        problems: signature_breaks(records, &sigs),
+        ..Signatures::default()
+    };
+    let Some(case_key) = out.key.clone() else {
+        return Ok(out);
+    };
+    out.checked_with = Some(
+        match check {
+            SignatureCheck::Kms => "kms",
+            SignatureCheck::PublicKey(_) => "public key",
+        }
+        .to_string(),
+    );
+    for (position, r) in records.iter().enumerate() {
+        let Some(sig) = sigs.get(&r.sequence) else {
+            continue;
+        };
+        let ok = match check {
+            SignatureCheck::PublicKey(k) => chain::verify_signature(k, &r.hash, sig).is_ok(),
+            SignatureCheck::Kms => kms_verify(ctx, log, &case_key, r, sig).await?,
+        };
+        if ok {
+            out.valid += 1;
+        } else {
+            out.problems.push(Break {
+                position,
+                sequence: r.sequence,
+                problem: format!(
+                    "its signature does not verify with the case's key {case_key}: the record or its signature was replaced"
+                ),
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn kms_verify(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    key_id: &str,
+    r: &CustodyRecord,
+    sig: &RecordSignature,
+) -> Result<bool, StepError> {
+    let (Ok(digest), Ok(der)) = (hex::decode(&r.hash), sig.der()) else {
+        return Ok(false);
+    };
+    log.read(
+        "kms:Verify",
+        format!("KeyId={key_id} (custody record {})", r.sequence),
+    );
+    match ctx
+        .aws
+        .kms
+        .verify()
+        .key_id(key_id)
+        .message(Blob::new(digest))
+        .message_type(MessageType::Raw)
+        .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+        .signature(Blob::new(der))
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.signature_valid()),
+        Err(e) if error_code(&e).as_deref() == Some("KMSInvalidSignatureException") => Ok(false),
+        Err(e) => Err(aws_error(&format!("kms:Verify with {key_id}"), e)),
+    }
 }
 
 async fn get_version(
@@ -336,14 +681,16 @@ async fn get_version(
     let out = req
         .send()
         .await
-        .map_err(|e| crate::error::aws_error(&format!("s3:GetObject {uri}"), e))?;
-    let bytes =
-        out.body.collect().await.map_err(|e| {
-            StepError::new(ErrorName::AwsUnavailable, format!("reading {uri}: {e}"))
-        })?;
+        .map_err(|e| aws_error(&format!("s3:GetObject {uri}"), e))?;
+    let bytes = out.body.collect().await.map_err(|e| {
+        StepError::with_source(ErrorName::AwsUnavailable, "reading a custody object", e)
+    })?;
     Ok(bytes.into_bytes().to_vec())
 }
 
+/// Hashes the version the record names (the one under custody) and looks
+/// for versions written over it; an object recorded without a version id
+/// (an unversioned bucket) is hashed as it is now.
 async fn check_object(
     ctx: &StepContext,
     log: &StepLog<'_>,
@@ -353,8 +700,11 @@ async fn check_object(
     recorded_version: Option<&str>,
 ) -> Result<ArtifactCheck, StepError> {
     let location = r.location.uri();
-    let versions = evidence::list_versions(ctx, log, bucket, key).await?;
-    let (latest, count, deleted) = visible(&versions, key);
+    let versions: Vec<Version> = evidence::list_versions(ctx, log, bucket, key)
+        .await?
+        .into_iter()
+        .filter(|v| v.key == key)
+        .collect();
     let base = |state, current: Option<String>, detail: String| ArtifactCheck {
         evidence_id: r.evidence_id.clone(),
         kind: r.kind.clone(),
@@ -364,53 +714,82 @@ async fn check_object(
         state,
         detail,
     };
-    let Some(latest) = latest else {
+    let latest = versions.iter().find(|v| v.is_latest);
+    let hidden = latest.is_some_and(|v| v.delete_marker);
+    let target = match recorded_version {
+        Some(v) => versions
+            .iter()
+            .find(|x| x.version_id == v && !x.delete_marker),
+        None => latest.filter(|v| !v.delete_marker),
+    };
+    let Some(target) = target else {
         return Ok(base(
             ArtifactState::Missing,
             None,
-            if deleted {
-                "deleted: a delete marker hides it".into()
-            } else {
-                "no such object".into()
+            match (recorded_version, hidden) {
+                (Some(v), _) => format!("the recorded version {v} is gone"),
+                (None, true) => "deleted: a delete marker hides it".into(),
+                (None, false) => "no such object".into(),
             },
         ));
     };
-    let uri = S3Uri {
-        bucket: bucket.into(),
-        key: key.into(),
-        version_id: Some(latest.version_id.clone()).filter(|v| v != "null"),
-    };
+    let uri = pinned(bucket, key, target);
     log.progress(&format!("hashing {uri}"));
     let (digest, _) = evidence::hash_object(ctx, log, &uri, &[]).await?;
-    let replaced = match recorded_version {
-        Some(v) if v != latest.version_id => format!(
-            "; version {} replaced the recorded version {v} ({count} versions)",
-            latest.version_id
-        ),
-        _ => String::new(),
+    let over: Vec<&Version> = versions
+        .iter()
+        .filter(|v| v.version_id != target.version_id && v.last_modified >= target.last_modified)
+        .collect();
+    let matches = |d: &firebreak_forensics::hash::Digest| {
+        r.sha256.as_deref() == Some(d.sha256.as_str()) && r.size.is_none_or(|s| s == d.size)
     };
-    Ok(match &r.sha256 {
-        Some(want) if *want == digest.sha256 && r.size.is_none_or(|s| s == digest.size) => base(
-            ArtifactState::Intact,
+    let Some(want) = &r.sha256 else {
+        return Ok(base(
+            ArtifactState::Present,
             Some(digest.sha256.clone()),
-            format!("{} bytes, SHA-256 matches{replaced}", digest.size),
-        ),
-        Some(want) => base(
+            format!("no recorded hash; {} bytes now", digest.size),
+        ));
+    };
+    if !matches(&digest) {
+        return Ok(base(
             ArtifactState::Modified,
             Some(digest.sha256.clone()),
             format!(
-                "SHA-256 is now {} ({} bytes), recorded {want} ({} bytes){replaced}",
+                "SHA-256 is now {} ({} bytes), recorded {want} ({} bytes)",
                 digest.sha256,
                 digest.size,
                 r.size.map_or("?".into(), |s| s.to_string())
             ),
-        ),
-        None => base(
-            ArtifactState::Present,
+        ));
+    }
+    if recorded_version.is_some() && (hidden || !over.is_empty()) {
+        let what = match latest {
+            Some(l) if l.delete_marker => "a delete marker now hides it".to_string(),
+            Some(l) => {
+                let now = evidence::hash_object(ctx, log, &pinned(bucket, key, l), &[])
+                    .await?
+                    .0;
+                format!(
+                    "version {} written over it, whose SHA-256 is now {} ({} bytes)",
+                    l.version_id, now.sha256, now.size
+                )
+            }
+            None => "later versions exist".into(),
+        };
+        return Ok(base(
+            ArtifactState::Replaced,
             Some(digest.sha256.clone()),
-            format!("no recorded hash; {} bytes now{replaced}", digest.size),
-        ),
-    })
+            format!(
+                "the recorded version is intact ({} bytes, SHA-256 matches), but {what}: whoever reads the object without its version id gets something else",
+                digest.size
+            ),
+        ));
+    }
+    Ok(base(
+        ArtifactState::Intact,
+        Some(digest.sha256.clone()),
+        format!("{} bytes, SHA-256 matches", digest.size),
+    ))
 }
 
 async fn check_snapshot(
@@ -431,21 +810,27 @@ async fn check_snapshot(
         .send()
         .await;
     let (state, detail) = match found {
-        Ok(out) if !out.snapshots().is_empty() => (
-            ArtifactState::Present,
-            format!(
-                "exists ({})",
-                out.snapshots()[0]
-                    .state()
-                    .map(|s| s.as_str().to_string())
-                    .unwrap_or_default()
+        Ok(out) => match out.snapshots().first() {
+            Some(s) => (
+                ArtifactState::Present,
+                format!(
+                    "exists ({}){}",
+                    s.state()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default(),
+                    if r.sha256.is_some() {
+                        "; its blocks are not re-read here: `firebreak evidence hash-snapshot` does"
+                    } else {
+                        ""
+                    }
+                ),
             ),
-        ),
-        Ok(_) => (ArtifactState::Missing, "no such snapshot".into()),
-        Err(e) => match crate::error::error_code(&e).as_deref() {
+            None => (ArtifactState::Missing, "no such snapshot".into()),
+        },
+        Err(e) => match error_code(&e).as_deref() {
             Some("InvalidSnapshot.NotFound") => (ArtifactState::Missing, "no such snapshot".into()),
             _ => {
-                return Err(crate::error::aws_error(
+                return Err(aws_error(
                     &format!("ec2:DescribeSnapshots {snapshot_id}"),
                     e,
                 ))

@@ -30,6 +30,20 @@ impl StepError {
     pub fn verification(message: impl Into<String>) -> StepError {
         StepError::new(ErrorName::VerificationFailed, message)
     }
+
+    /// An error with its whole cause chain written into the message: a
+    /// step error crosses the step runner's boundary (Lambda, journal) as
+    /// a name and a message, so the chain cannot travel as sources.
+    pub fn with_source(name: ErrorName, context: &str, err: impl StdError) -> StepError {
+        let mut message = context.to_string();
+        let mut cause: Option<&dyn StdError> = Some(&err);
+        while let Some(e) = cause {
+            message.push_str(": ");
+            message.push_str(&e.to_string());
+            cause = e.source();
+        }
+        StepError::new(name, message)
+    }
 }
 
 /// Error codes AWS uses for throttling across services.

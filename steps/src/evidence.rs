@@ -53,6 +53,10 @@ pub mod keys {
     pub fn custody(case: &str, sequence: u64) -> String {
         format!("cases/{case}/custody/{sequence:08}.json")
     }
+    /// A record's signature, beside it.
+    pub fn custody_signature(case: &str, sequence: u64) -> String {
+        format!("cases/{case}/custody/{sequence:08}.sig")
+    }
     pub fn analysis(case: &str, evidence_id: &str) -> String {
         format!("cases/{case}/analysis/{evidence_id}/")
     }
@@ -71,6 +75,15 @@ pub struct Lock {
     /// SSE-KMS with this key.
     #[serde(default)]
     pub kms_key_id: Option<String>,
+    /// An Object Lock legal hold on every object written, so that no
+    /// retention period can lapse while the case is open (`firebreak
+    /// evidence unhold` lifts it). Needs a bucket with Object Lock.
+    #[serde(default)]
+    pub legal_hold: bool,
+    /// An asymmetric KMS key (ECC_NIST_P256, SIGN_VERIFY) that signs every
+    /// custody record of the case.
+    #[serde(default)]
+    pub custody_key: Option<String>,
 }
 
 impl Lock {
@@ -300,6 +313,9 @@ fn lock_put(
             .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
             .ssekms_key_id(k);
     }
+    if lock.legal_hold {
+        req = req.object_lock_legal_hold_status(aws_sdk_s3::types::ObjectLockLegalHoldStatus::On);
+    }
     req
 }
 
@@ -415,6 +431,19 @@ pub async fn hash_object(
     uri: &S3Uri,
     part_sizes: &[u64],
 ) -> Result<(Digest, Vec<Digest>), StepError> {
+    hash_object_tapped(ctx, log, uri, part_sizes, None).await
+}
+
+/// [`hash_object`], also handing every chunk, as it arrives, to `tap` (a
+/// check that reads the same bytes in the same pass). A tap that stops
+/// reading early does not stop the hashing.
+pub async fn hash_object_tapped(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    uri: &S3Uri,
+    part_sizes: &[u64],
+    mut tap: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+) -> Result<(Digest, Vec<Digest>), StepError> {
     log.read("s3:HeadObject", uri.to_string());
     let mut head = ctx.aws.s3.head_object().bucket(&uri.bucket).key(&uri.key);
     if let Some(v) = &uri.version_id {
@@ -459,6 +488,11 @@ pub async fn hash_object(
     while let Some(chunk) = body.try_next().await.map_err(|e| read_error(&e))? {
         read += chunk.len() as u64;
         whole.update(&chunk);
+        if let Some(t) = &tap {
+            if t.send(chunk.clone()).await.is_err() {
+                tap = None;
+            }
+        }
         let mut rest: &[u8] = &chunk;
         while let (Some(n), false) = (left, rest.is_empty()) {
             let take = usize::try_from(n).unwrap_or(usize::MAX).min(rest.len());
@@ -612,11 +646,15 @@ pub struct BucketSetup {
 /// COMPLIANCE mode with a default retention, versioning (which Object Lock
 /// implies), default encryption (SSE-KMS with the given key, else
 /// SSE-S3), all public access blocked, and a policy that refuses any
-/// request not over TLS. Idempotent.
+/// request not over TLS. Idempotent. An existing bucket's retention is
+/// kept unless `retention_days` is given (then it is set, lowered too, and
+/// the actions say from what to what); a new bucket gets
+/// `retention_days` or `default_days`.
 pub async fn setup_bucket(
     ctx: &StepContext,
     bucket: &str,
-    retention_days: i32,
+    retention_days: Option<i32>,
+    default_days: i32,
     kms_key_id: Option<&str>,
     plain_http: bool,
 ) -> Result<BucketSetup, StepError> {
@@ -649,6 +687,28 @@ pub async fn setup_bucket(
         actions.push(format!("created bucket {bucket} with Object Lock enabled"));
         true
     };
+    // Only written when it differs: rewriting it is pointless, and some
+    // implementations refuse it on a bucket that holds objects.
+    let current = s3
+        .get_object_lock_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.object_lock_configuration().cloned());
+    let current_days = current.as_ref().and_then(|c| {
+        let r = c.rule().and_then(|r| r.default_retention())?;
+        if r.mode() != Some(&ObjectLockRetentionMode::Compliance) {
+            return None;
+        }
+        r.days()
+            .or_else(|| r.years().map(|y| y.saturating_mul(365)))
+    });
+    let retention_days = match (retention_days, current_days) {
+        (Some(d), _) => d,
+        (None, Some(c)) => c,
+        (None, None) => default_days,
+    };
     let lock = ObjectLockConfiguration::builder()
         .object_lock_enabled(ObjectLockEnabled::Enabled)
         .rule(
@@ -662,15 +722,6 @@ pub async fn setup_bucket(
                 .build(),
         )
         .build();
-    // Only written when it differs: rewriting it is pointless, and some
-    // implementations refuse it on a bucket that holds objects.
-    let current = s3
-        .get_object_lock_configuration()
-        .bucket(bucket)
-        .send()
-        .await
-        .ok()
-        .and_then(|o| o.object_lock_configuration().cloned());
     let same = current.as_ref().is_some_and(|c| {
         let r = c.rule().and_then(|r| r.default_retention());
         c.object_lock_enabled() == Some(&ObjectLockEnabled::Enabled)
@@ -691,9 +742,16 @@ pub async fn setup_bucket(
                 err
             })?;
     }
-    actions.push(format!(
-        "default retention: COMPLIANCE, {retention_days} days"
-    ));
+    actions.push(match current_days {
+        Some(c) if c > retention_days => format!(
+            "default retention LOWERED from {c} to {retention_days} days (COMPLIANCE), as --retention-days asked: objects written from now on can be deleted sooner; objects already stored keep their dates"
+        ),
+        Some(c) if c < retention_days => format!(
+            "default retention raised from {c} to {retention_days} days (COMPLIANCE) for objects written from now on"
+        ),
+        Some(_) => format!("default retention: COMPLIANCE, {retention_days} days (unchanged)"),
+        None => format!("default retention: COMPLIANCE, {retention_days} days"),
+    });
     let (sse, encryption) = match kms_key_id {
         Some(k) => (
             ServerSideEncryptionByDefault::builder()
@@ -781,4 +839,145 @@ pub async fn setup_bucket(
         encryption,
         actions,
     })
+}
+
+/// Whether the bucket has Object Lock enabled (legal holds need it).
+pub async fn object_lock_enabled(ctx: &StepContext, bucket: &str) -> Result<bool, StepError> {
+    match ctx
+        .aws
+        .s3
+        .get_object_lock_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out
+            .object_lock_configuration()
+            .and_then(|c| c.object_lock_enabled())
+            == Some(&aws_sdk_s3::types::ObjectLockEnabled::Enabled)),
+        Err(e) if error_code(&e).as_deref() == Some("ObjectLockConfigurationNotFoundError") => {
+            Ok(false)
+        }
+        Err(e) => Err(aws_error(
+            &format!("s3:GetObjectLockConfiguration {bucket}"),
+            e,
+        )),
+    }
+}
+
+/// Puts a legal hold on one object version, or lifts it.
+pub async fn set_legal_hold(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+    on: bool,
+) -> Result<(), StepError> {
+    use aws_sdk_s3::types::{ObjectLockLegalHold, ObjectLockLegalHoldStatus};
+    let status = if on {
+        ObjectLockLegalHoldStatus::On
+    } else {
+        ObjectLockLegalHoldStatus::Off
+    };
+    let target = match version_id {
+        Some(v) => format!("s3://{bucket}/{key}?versionId={v}"),
+        None => format!("s3://{bucket}/{key}"),
+    };
+    let params = format!("{target} LegalHold={}", status.as_str());
+    if ctx.is_dry_run() {
+        log.not_checked(
+            "s3:PutObjectLegalHold",
+            params,
+            format!(
+                "S3 has no dry run; needs s3:PutObjectLegalHold on arn:aws:s3:::{bucket}/cases/*"
+            ),
+        );
+        return Ok(());
+    }
+    ctx.aws
+        .s3
+        .put_object_legal_hold()
+        .bucket(bucket)
+        .key(key)
+        .set_version_id(version_id.map(str::to_string))
+        .legal_hold(ObjectLockLegalHold::builder().status(status).build())
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("s3:PutObjectLegalHold {target}"), e))?;
+    log.done("s3:PutObjectLegalHold", params);
+    Ok(())
+}
+
+/// Whether one object version is under a legal hold.
+pub async fn legal_hold(
+    ctx: &StepContext,
+    bucket: &str,
+    key: &str,
+    version_id: Option<&str>,
+) -> Result<bool, StepError> {
+    match ctx
+        .aws
+        .s3
+        .get_object_legal_hold()
+        .bucket(bucket)
+        .key(key)
+        .set_version_id(version_id.map(str::to_string))
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.legal_hold().and_then(|h| h.status())
+            == Some(&aws_sdk_s3::types::ObjectLockLegalHoldStatus::On)),
+        Err(e) if error_code(&e).as_deref() == Some("NoSuchObjectLockConfiguration") => Ok(false),
+        Err(e) => Err(aws_error(
+            &format!("s3:GetObjectLegalHold s3://{bucket}/{key}"),
+            e,
+        )),
+    }
+}
+
+/// What `evidence hold|unhold` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Holds {
+    pub case_id: String,
+    pub bucket: String,
+    pub on: bool,
+    /// Object versions changed.
+    pub versions: usize,
+    /// Versions that could not be changed, with why.
+    pub failed: Vec<String>,
+}
+
+/// Puts a legal hold on every version of every object of a case (or
+/// lifts them all): while it is on, no version can be deleted whatever its
+/// retention date.
+pub async fn hold_case(
+    ctx: &StepContext,
+    bucket: &str,
+    case: &str,
+    on: bool,
+) -> Result<Holds, StepError> {
+    let log = ctx.log(if on {
+        "evidence_hold"
+    } else {
+        "evidence_unhold"
+    });
+    let versions = list_versions(ctx, &log, bucket, &format!("cases/{case}/")).await?;
+    let mut out = Holds {
+        case_id: case.to_string(),
+        bucket: bucket.to_string(),
+        on,
+        ..Holds::default()
+    };
+    for v in versions.iter().filter(|v| !v.delete_marker) {
+        let version = Some(v.version_id.as_str()).filter(|id| *id != "null");
+        match set_legal_hold(ctx, &log, bucket, &v.key, version, on).await {
+            Ok(()) => out.versions += 1,
+            Err(e) => out
+                .failed
+                .push(format!("s3://{bucket}/{}: {}", v.key, e.message)),
+        }
+    }
+    Ok(out)
 }

@@ -9,10 +9,16 @@
 //!
 //! Each capture is an attempt, kept under
 //! `cases/CASE/memory/INSTANCE/attempt-NNN/`: `capture.json` (what was
-//! started), `plan.txt` (what the host was given), `result.json` (what the
-//! host reported) and `memory.lime` (the image). A re-run continues the
-//! latest attempt while it can still finish; a failed or expired one is
-//! followed by a new attempt, never overwritten.
+//! started), `plan.enc` (what the host was given, encrypted with a
+//! one-time key that only the SSM command carries), `result.json` (what
+//! the host reported) and `memory.lime` (the image). A re-run continues
+//! the latest attempt while it can still finish; a failed or expired one
+//! is followed by a new attempt, never overwritten.
+//!
+//! The wait re-hashes the image off the host and, in the same pass,
+//! walks its LiME structure and counts its zero pages, then compares its
+//! ranges with the host's `/proc/iomem`: an image that is not whole is
+//! recorded as failed, never as verified.
 
 use std::time::Duration;
 
@@ -23,6 +29,7 @@ use chrono::{DateTime, Utc};
 use firebreak_forensics::capture::{self, CaptureReport, Module, PartReport, Plan, Tool, MIB};
 use firebreak_forensics::custody::{Event, Location, NewRecord, Source};
 use firebreak_forensics::hash::sha256_bytes;
+use firebreak_forensics::{coverage, lime};
 use firebreak_workflows::iam::Statement;
 use firebreak_workflows::step::StepDef;
 use firebreak_workflows::ErrorName;
@@ -37,10 +44,25 @@ use crate::evidence::{self, keys, Lock, Put, S3Uri};
 use crate::registry::Step;
 use crate::tools;
 
-/// The presigned URLs live an hour by default: long enough to write and
-/// upload the memory of a large instance (64 GiB at 100 MB/s is about 11
-/// minutes each way), short enough that a leaked plan is soon worthless.
+/// The presigned URLs live at least an hour: short enough that a leaked
+/// URL is soon worthless, and longer for instances with much memory (see
+/// [`url_lifetime_for`]).
 pub const DEFAULT_URL_EXPIRY_SECONDS: u32 = 3600;
+/// The rate the lifetime assumes for writing and uploading memory from an
+/// isolated host: 20 MB/s, well under what one instance uploads to S3
+/// (hundreds of MB/s), so that a slow, busy or throttled host still
+/// finishes.
+const CAPTURE_BYTES_PER_SECOND: u64 = 20_000_000;
+/// Before the first byte: SSM delivers the command (the agent polls), the
+/// tools download, the module loads.
+const CAPTURE_SETUP_SECONDS: u64 = 600;
+/// The URLs must not outlive the credentials that sign them; a minute of
+/// margin for clock skew between here and S3.
+const CREDENTIAL_MARGIN_SECONDS: i64 = 60;
+/// Parts in flight at once on the host: four keep one instance's upload
+/// busy without holding much of its memory (the script lowers it to what
+/// memory allows).
+pub const DEFAULT_UPLOAD_SLOTS: u32 = 4;
 /// SigV4 allows a week; a capture that needs more than 12 hours is stuck.
 pub const MAX_URL_EXPIRY_SECONDS: u32 = 12 * 3600;
 /// Parts of at least 8 MiB, and at most about 900 of them: the plan stays
@@ -55,7 +77,7 @@ const DELIVERY_TIMEOUT_SECONDS: i32 = 600;
 const COMMENT_PREFIX: &str = "firebreak memory capture";
 
 /// Memory capture settings of a case.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MemoryOptions {
     /// The bucket holding the LiME modules and AVML (`firebreak tools add`).
     pub tools_bucket: String,
@@ -63,24 +85,21 @@ pub struct MemoryOptions {
     /// memory when absent.
     #[serde(default)]
     pub part_size_mib: Option<u32>,
-    /// How long the host's presigned URLs stay valid.
-    #[serde(default = "default_expiry")]
-    pub url_expiry_seconds: u32,
+    /// How long the host's presigned URLs stay valid; scaled to the
+    /// instance's memory when absent (see [`url_lifetime_for`]).
+    #[serde(default)]
+    pub url_expiry_seconds: Option<u32>,
+    /// LiME's `timeout` in milliseconds. 0, the default, waits for every
+    /// page; LiME's own default (1000) writes zeros for the rest of a
+    /// range when one page waits longer, which a slow upload causes.
+    #[serde(default)]
+    pub lime_timeout_ms: u32,
+    /// Parts the host uploads at once (default 4; the host lowers it to
+    /// what its free memory holds).
+    #[serde(default)]
+    pub upload_slots: Option<u32>,
 }
 
-fn default_expiry() -> u32 {
-    DEFAULT_URL_EXPIRY_SECONDS
-}
-
-impl Default for MemoryOptions {
-    fn default() -> MemoryOptions {
-        MemoryOptions {
-            tools_bucket: String::new(),
-            part_size_mib: None,
-            url_expiry_seconds: DEFAULT_URL_EXPIRY_SECONDS,
-        }
-    }
-}
 
 /// Sends the capture script to the instance over SSM.
 #[derive(Debug)]
@@ -127,6 +146,11 @@ pub struct CaptureStarted {
     pub offered: std::collections::BTreeMap<String, String>,
     pub started_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// LiME's timeout and the parts in flight the host was asked for.
+    #[serde(default)]
+    pub lime_timeout_ms: u32,
+    #[serde(default)]
+    pub upload_slots: u32,
     /// The SSM command (set once sent).
     #[serde(default)]
     pub command_id: Option<String>,
@@ -166,6 +190,15 @@ pub struct MemoryEvidence {
     pub retained_until: Option<DateTime<Utc>>,
     /// The custody record of the verification.
     pub custody_sequence: u64,
+    /// The image against the host's memory map, with its zero pages.
+    #[serde(default)]
+    pub coverage: Option<firebreak_forensics::coverage::Coverage>,
+    /// Why AVML was used instead of LiME.
+    #[serde(default)]
+    pub fallback_reason: Option<String>,
+    /// The host's kernel lockdown state.
+    #[serde(default)]
+    pub lockdown: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -276,6 +309,71 @@ pub fn part_size_for(memory_mib: u64) -> u64 {
     MIN_PART_MIB.max(memory_mib.div_ceil(TARGET_PARTS)) * MIB
 }
 
+/// How long a capture of this much memory may take: the setup, then the
+/// memory at [`CAPTURE_BYTES_PER_SECOND`].
+pub fn capture_seconds_for(memory_mib: u64) -> u64 {
+    CAPTURE_SETUP_SECONDS + (memory_mib * MIB).div_ceil(CAPTURE_BYTES_PER_SECOND)
+}
+
+/// The presigned URLs' lifetime for an instance: what the capture may
+/// take, at least [`DEFAULT_URL_EXPIRY_SECONDS`], at most
+/// [`MAX_URL_EXPIRY_SECONDS`].
+pub fn url_lifetime_for(memory_mib: u64) -> u64 {
+    capture_seconds_for(memory_mib).clamp(
+        u64::from(DEFAULT_URL_EXPIRY_SECONDS),
+        u64::from(MAX_URL_EXPIRY_SECONDS),
+    )
+}
+
+/// When the credentials that sign the URLs expire (None: they do not,
+/// such as an IAM user's keys).
+async fn credentials_expiry(ctx: &StepContext) -> Result<Option<DateTime<Utc>>, StepError> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let Some(provider) = ctx.aws.sdk.credentials_provider() else {
+        return Ok(None);
+    };
+    let creds = provider.provide_credentials().await.map_err(|e| {
+        StepError::with_source(
+            ErrorName::AccessDenied,
+            "reading the signing credentials",
+            e,
+        )
+    })?;
+    Ok(creds.expiry().map(DateTime::<Utc>::from))
+}
+
+/// The URLs' lifetime: asked for, or scaled to the memory; cut to the
+/// signing credentials' lifetime, and refused when those cannot last as
+/// long as the capture needs.
+fn url_lifetime(
+    asked: Option<u32>,
+    memory_mib: u64,
+    credentials_expire: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<u64, StepError> {
+    let needed = capture_seconds_for(memory_mib).min(u64::from(MAX_URL_EXPIRY_SECONDS));
+    let wanted = asked.map_or_else(|| url_lifetime_for(memory_mib), u64::from);
+    let Some(expire) = credentials_expire else {
+        return Ok(wanted);
+    };
+    let left = (expire - now).num_seconds() - CREDENTIAL_MARGIN_SECONDS;
+    let left = u64::try_from(left).unwrap_or(0);
+    if left < needed.min(wanted) {
+        return Err(StepError::invalid_input(format!(
+            "the credentials that sign the host's URLs expire at {} ({} min from now), but capturing {} GiB may take {} min (at {} MB/s, plus {} min to start): use credentials that last longer (a role session of at least {} min, `aws sts assume-role --duration-seconds {}`), or --memory-url-expiry if the host is known to be faster",
+            expire.to_rfc3339(),
+            left / 60,
+            memory_mib / 1024,
+            needed.div_ceil(60),
+            CAPTURE_BYTES_PER_SECOND / 1_000_000,
+            CAPTURE_SETUP_SECONDS / 60,
+            needed.div_ceil(60) + 5,
+            needed + 300
+        )));
+    }
+    Ok(wanted.min(left))
+}
+
 /// Parts to presign: the image is at most the memory plus LiME's 32-byte
 /// range headers; 5% and one part spare.
 pub fn part_count_for(memory_mib: u64, part_size: u64) -> u64 {
@@ -347,12 +445,12 @@ async fn attempt_state(
     c: &CaptureStarted,
 ) -> Result<AttemptState, StepError> {
     let ledger = crate::custody::read_ledger(ctx, log, &c.bucket, &c.case_id).await?;
-    for (_, r) in ledger {
-        let Ok(r) = r else { continue };
+    for r in ledger.readable() {
         if r.evidence_id == c.evidence_id && r.event == Event::Verified {
-            return Ok(match r.note.as_deref() {
-                Some(n) if n.starts_with("MISMATCH") => AttemptState::Failed(n.to_string()),
-                _ => AttemptState::Finished,
+            return Ok(if failed_note(r.note.as_deref()) {
+                AttemptState::Failed(r.note.clone().unwrap_or_default())
+            } else {
+                AttemptState::Finished
             });
         }
     }
@@ -558,10 +656,19 @@ impl Step for StartMemoryCapture {
                 "no tools bucket: memory capture needs the LiME modules and AVML (`firebreak tools add`)",
             ));
         }
-        if !(60..=MAX_URL_EXPIRY_SECONDS).contains(&o.url_expiry_seconds) {
+        if let Some(e) = o
+            .url_expiry_seconds
+            .filter(|e| !(60..=MAX_URL_EXPIRY_SECONDS).contains(e))
+        {
             return Err(StepError::invalid_input(format!(
-                "url_expiry_seconds {} is not between 60 and {MAX_URL_EXPIRY_SECONDS}",
-                o.url_expiry_seconds
+                "url_expiry_seconds {e} is not between 60 and {MAX_URL_EXPIRY_SECONDS}"
+            )));
+        }
+        let upload_slots = o.upload_slots.unwrap_or(DEFAULT_UPLOAD_SLOTS);
+        if !(1..=capture::MAX_UPLOAD_SLOTS).contains(&upload_slots) {
+            return Err(StepError::invalid_input(format!(
+                "upload_slots {upload_slots} is not between 1 and {}",
+                capture::MAX_UPLOAD_SLOTS
             )));
         }
         if o.part_size_mib.is_some_and(|p| p < 5) {
@@ -613,11 +720,21 @@ impl Step for StartMemoryCapture {
             }
             Some((n, _, Some(mut prev))) => {
                 attempt = n + 1;
-                match attempt_state(ctx, &log, &prev).await? {
-                    state @ (AttemptState::Finished | AttemptState::InProgress) => {
-                        if matches!(state, AttemptState::InProgress) && !ctx.is_dry_run() {
-                            prev.command_id = Some(send_once(ctx, &log, &prev).await?);
+                let mut state = attempt_state(ctx, &log, &prev).await?;
+                if matches!(state, AttemptState::InProgress) && !ctx.is_dry_run() {
+                    // The plan's key lives only in the command sent: an
+                    // attempt whose command never went cannot be sent now.
+                    match find_command(ctx, &log, &prev.instance_id, &prev.evidence_id).await? {
+                        Some((id, _)) => prev.command_id = Some(id),
+                        None => {
+                            state = AttemptState::Failed(
+                                "its command was never sent (the run starting it died)".into(),
+                            )
                         }
+                    }
+                }
+                match state {
+                    AttemptState::Finished | AttemptState::InProgress => {
                         prev.reused = true;
                         prev.dry_run = ctx.is_dry_run();
                         log.progress(&format!(
@@ -680,7 +797,13 @@ impl Step for StartMemoryCapture {
         let evidence_id = new_evidence_id();
         let prefix = keys::memory_attempt(case.as_str(), id.as_str(), attempt);
         let started_at = Utc::now();
-        let expiry = Duration::from_secs(u64::from(o.url_expiry_seconds));
+        let lifetime = url_lifetime(
+            o.url_expiry_seconds,
+            memory_mib,
+            credentials_expiry(ctx).await?,
+            started_at,
+        )?;
+        let expiry = Duration::from_secs(lifetime);
         let mut started = CaptureStarted {
             evidence_id: evidence_id.clone(),
             attempt,
@@ -689,7 +812,7 @@ impl Step for StartMemoryCapture {
             bucket: bucket.to_string(),
             image_key: format!("{prefix}memory.lime"),
             result_key: format!("{prefix}result.json"),
-            plan_key: format!("{prefix}plan.txt"),
+            plan_key: format!("{prefix}plan.enc"),
             upload_id: String::new(),
             part_size,
             part_count,
@@ -708,7 +831,10 @@ impl Step for StartMemoryCapture {
                 )
                 .collect(),
             started_at,
-            expires_at: started_at + chrono::Duration::seconds(i64::from(o.url_expiry_seconds)),
+            expires_at: started_at
+                + chrono::Duration::seconds(i64::try_from(lifetime).unwrap_or(i64::MAX)),
+            lime_timeout_ms: o.lime_timeout_ms,
+            upload_slots,
             command_id: None,
             reused: false,
             dry_run: ctx.is_dry_run(),
@@ -727,7 +853,7 @@ impl Step for StartMemoryCapture {
             log.not_checked(
                 "s3:PutObject",
                 format!(
-                    "s3://{bucket}/{} (the plan: presigned URLs only)",
+                    "s3://{bucket}/{} (the plan: presigned URLs only, encrypted for the host)",
                     started.plan_key
                 ),
                 why,
@@ -784,11 +910,27 @@ impl Step for StartMemoryCapture {
                 .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
                 .ssekms_key_id(k);
         }
+        if input.evidence_lock.legal_hold {
+            mpu =
+                mpu.object_lock_legal_hold_status(aws_sdk_s3::types::ObjectLockLegalHoldStatus::On);
+        }
         let mpu = mpu
             .send()
             .await
             .map_err(|e| aws_error("s3:CreateMultipartUpload", e))?;
-        started.upload_id = mpu.upload_id().unwrap_or_default().to_string();
+        started.upload_id = mpu
+            .upload_id()
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| {
+                StepError::new(
+                    ErrorName::AwsRequestFailed,
+                    format!(
+                        "s3:CreateMultipartUpload s3://{bucket}/{} returned no upload id",
+                        started.image_key
+                    ),
+                )
+            })?
+            .to_string();
         log.done(
             "s3:CreateMultipartUpload",
             format!(
@@ -863,13 +1005,18 @@ impl Step for StartMemoryCapture {
             result_url,
         })
         .map_err(|e| StepError::invalid_input(e.to_string()))?;
+        // Encrypted for the host alone: the case's objects are readable
+        // by whoever may read evidence, and these URLs let one upload
+        // parts and the result in the host's place until they expire.
+        let plan_secret = hex::encode(rand::random::<[u8; 32]>());
+        let sealed_plan = capture::encrypt_plan(plan.as_bytes(), &plan_secret, rand::random());
         let plan_version = match evidence::put_new_locked(
             ctx,
             &log,
             bucket,
             &started.plan_key,
-            plan.into_bytes(),
-            "text/plain",
+            sealed_plan,
+            "application/octet-stream",
             &input.evidence_lock,
         )
         .await?
@@ -890,6 +1037,9 @@ impl Step for StartMemoryCapture {
             evidence_id: evidence_id.clone(),
             part_size,
             plan_url,
+            plan_key: plan_secret,
+            lime_timeout_ms: o.lime_timeout_ms,
+            upload_slots,
         })
         .map_err(|e| StepError::invalid_input(e.to_string()))?;
 
@@ -920,36 +1070,6 @@ impl Step for StartMemoryCapture {
     }
 }
 
-/// Sends the command unless one was sent for this evidence id already
-/// (then its id). Only used to continue an attempt whose script is gone
-/// from memory: it is rebuilt from the stored plan.
-async fn send_once(
-    ctx: &StepContext,
-    log: &StepLog<'_>,
-    c: &CaptureStarted,
-) -> Result<String, StepError> {
-    if let Some((command_id, _)) = find_command(ctx, log, &c.instance_id, &c.evidence_id).await? {
-        return Ok(command_id);
-    }
-    let left = (c.expires_at - Utc::now()).num_seconds().max(60);
-    let plan_url = presign_get(
-        ctx,
-        &c.bucket,
-        &c.plan_key,
-        None,
-        Duration::from_secs(u64::try_from(left).unwrap_or(60)),
-    )
-    .await?;
-    let script = capture::render(&capture::CaptureScript {
-        case_id: c.case_id.clone(),
-        evidence_id: c.evidence_id.clone(),
-        part_size: c.part_size,
-        plan_url,
-    })
-    .map_err(|e| StepError::invalid_input(e.to_string()))?;
-    send(ctx, log, c, &script).await
-}
-
 async fn send(
     ctx: &StepContext,
     log: &StepLog<'_>,
@@ -977,7 +1097,16 @@ async fn send(
     let command_id = out
         .command()
         .and_then(|c| c.command_id())
-        .unwrap_or_default()
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| {
+            StepError::new(
+                ErrorName::AwsRequestFailed,
+                format!(
+                    "ssm:SendCommand to {} returned no command id",
+                    c.instance_id
+                ),
+            )
+        })?
         .to_string();
     log.done(
         "ssm:SendCommand",
@@ -1081,11 +1210,20 @@ impl Step for AwaitMemoryCapture {
             parts,
             started_at,
             finished_at,
+            host,
         ) = match report {
-            CaptureReport::Failed { error, .. } => {
+            CaptureReport::Failed {
+                error, lockdown, ..
+            } => {
                 return Err(StepError::new(
                     ErrorName::CaptureFailed,
-                    format!("the host reported: {error}"),
+                    format!(
+                        "the host reported: {error}{}",
+                        lockdown
+                            .filter(|l| l != "none" && l != "unknown")
+                            .map(|l| format!(" (kernel lockdown: {l})"))
+                            .unwrap_or_default()
+                    ),
                 ))
             }
             CaptureReport::Done {
@@ -1098,6 +1236,7 @@ impl Step for AwaitMemoryCapture {
                 parts,
                 started_at,
                 finished_at,
+                host,
             } => {
                 if case_id != c.case_id {
                     return Err(StepError::verification(format!(
@@ -1114,9 +1253,23 @@ impl Step for AwaitMemoryCapture {
                     parts,
                     started_at,
                     finished_at,
+                    host,
                 )
             }
         };
+        // The host wrote its result through a presigned PUT that carries no
+        // legal hold: it gets one now, like every object of the case.
+        if input.evidence_lock.legal_hold {
+            evidence::set_legal_hold(
+                ctx,
+                &log,
+                bucket,
+                &c.result_key,
+                report_version.as_deref(),
+                true,
+            )
+            .await?;
+        }
 
         let version = complete_upload(ctx, &log, c, &parts).await?;
         let image = S3Uri {
@@ -1124,10 +1277,21 @@ impl Step for AwaitMemoryCapture {
             ..image
         };
         log.progress(&format!(
-            "re-hashing {image} off the host ({image_size} bytes)"
+            "re-hashing {image} off the host and checking its ranges ({image_size} bytes)"
         ));
         let sizes: Vec<u64> = parts.iter().map(|p| p.size).collect();
-        let (digest, part_digests) = evidence::hash_object(ctx, &log, &image, &sizes).await?;
+        let (digest, part_digests, structure) = scan_image(ctx, &log, &image, &sizes).await?;
+        let ram = host_memory_map(&host);
+        let capture_tool = if tool == "avml" {
+            coverage::Tool::Avml
+        } else {
+            coverage::Tool::Lime
+        };
+        let cover = structure.as_ref().ok().map(|summary| {
+            let ranges: Vec<coverage::ImageRange> =
+                summary.ranges.iter().map(|r| r.image_range()).collect();
+            coverage::coverage(&ranges, ram.as_ref().ok().map(Vec::as_slice), capture_tool)
+        });
 
         // Retention read back, set where missing.
         let until = match input.evidence_lock.retain_until() {
@@ -1154,10 +1318,11 @@ impl Step for AwaitMemoryCapture {
                       location: Location,
                       size,
                       sha256: Option<String>,
-                      host: Option<String>,
+                      host_hash: Option<String>,
                       tool: &str,
                       version: &str,
-                      note: String| NewRecord {
+                      note: String,
+                      details: Option<serde_json::Value>| NewRecord {
             case_id: c.case_id.clone(),
             evidence_id: c.evidence_id.clone(),
             event,
@@ -1166,12 +1331,14 @@ impl Step for AwaitMemoryCapture {
             location,
             size,
             sha256,
-            host_sha256: host,
+            host_sha256: host_hash,
             at: Utc::now(),
             actor: input.actor.clone(),
             tool: tool.to_string(),
             tool_version: version.to_string(),
             note: Some(note),
+            details,
+            signing_key: None,
         };
         let lock = &input.evidence_lock;
         let result_digest = sha256_bytes(&report_bytes);
@@ -1197,6 +1364,7 @@ impl Step for AwaitMemoryCapture {
                     "what the host reported; SSM command {}",
                     c.command_id.as_deref().unwrap_or("?")
                 ),
+                None,
             ),
         )
         .await?;
@@ -1205,6 +1373,16 @@ impl Step for AwaitMemoryCapture {
             key: c.image_key.clone(),
             version_id: version.clone(),
         };
+        let details = serde_json::json!({
+            "coverage": cover,
+            "host": {
+                "lockdown": host.lockdown,
+                "fallback_reason": host.fallback_reason,
+                "avml_syntax": host.avml_syntax,
+                "lime_timeout_ms": host.lime_timeout_ms,
+                "upload_slots": host.upload_slots,
+            },
+        });
         crate::custody::append(
             ctx,
             &log,
@@ -1220,37 +1398,75 @@ impl Step for AwaitMemoryCapture {
                 &tool,
                 &format!("sha256:{tool_sha256}"),
                 format!(
-                    "kernel {kernel_release}; written on the host from {started_at} to {finished_at}; uploaded in {} parts through presigned URLs",
-                    parts.len()
+                    "kernel {kernel_release}; written on the host from {started_at} to {finished_at}; uploaded in {} parts through presigned URLs{}",
+                    parts.len(),
+                    host.fallback_reason
+                        .as_deref()
+                        .map(|w| format!("; AVML because {w}"))
+                        .unwrap_or_default()
                 ),
+                Some(details.clone()),
             ),
         )
         .await?;
 
-        let mut problems = Vec::new();
+        // Hashes that disagree (MISMATCH), then checks the image fails
+        // (FAILED): either way never "verified".
+        let mut mismatches = Vec::new();
         let offered_key = match tool.as_str() {
             "lime" => format!("lime:{kernel_release}"),
             other => other.to_string(),
         };
         if !c.offered.is_empty() && c.offered.get(&offered_key) != Some(&tool_sha256) {
-            problems.push(format!(
+            mismatches.push(format!(
                 "the host reports running {tool} with SHA-256 {tool_sha256} for kernel {kernel_release}, which is not a tool the plan offered"
             ));
         }
         if digest.sha256 != image_sha256 || digest.size != image_size {
-            problems.push(format!(
+            mismatches.push(format!(
                 "the stored image hashes to {} ({} bytes); the host reported {image_sha256} ({image_size} bytes)",
                 digest.sha256, digest.size
             ));
         }
         for (p, d) in parts.iter().zip(&part_digests) {
             if p.sha256 != d.sha256 {
-                problems.push(format!(
+                mismatches.push(format!(
                     "part {} hashes to {} off the host, {} on it",
                     p.number, d.sha256, p.sha256
                 ));
             }
         }
+        let mut failures = Vec::new();
+        if let Err(e) = &structure {
+            failures.push(format!("the image is not a sound LiME image: {e}"));
+        }
+        if let Some(cv) = cover.as_ref().filter(|cv| !cv.complete()) {
+            let missing: Vec<String> = cv
+                .missing
+                .iter()
+                .take(5)
+                .map(|m| format!("0x{:x}-0x{:x} ({} bytes)", m.start, m.end, m.missing_bytes))
+                .collect();
+            failures.push(format!(
+                "the image lacks System RAM the host has: {}{}",
+                missing.join(", "),
+                if cv.missing.len() > 5 { ", ..." } else { "" }
+            ));
+        }
+        let coverage_note = match (&cover, &ram) {
+            (Some(cv), Ok(_)) => cv.summary(),
+            (Some(cv), Err(why)) => format!("{}; coverage not checked: {why}", cv.summary()),
+            (None, _) => "structure invalid: coverage not computed".to_string(),
+        };
+        let note = if !mismatches.is_empty() {
+            format!("MISMATCH: {}", mismatches.join("; "))
+        } else if !failures.is_empty() {
+            format!("FAILED: {}", failures.join("; "))
+        } else {
+            format!(
+                "SHA-256 computed off the host from the stored object equals the host's, whole and per part; LiME structure sound; {coverage_note}"
+            )
+        };
         let verified = crate::custody::append(
             ctx,
             &log,
@@ -1265,16 +1481,14 @@ impl Step for AwaitMemoryCapture {
                 Some(image_sha256.clone()),
                 "firebreak",
                 env!("CARGO_PKG_VERSION"),
-                if problems.is_empty() {
-                    "SHA-256 computed off the host from the stored object equals the host's, whole and per part".into()
-                } else {
-                    format!("MISMATCH: {}", problems.join("; "))
-                },
+                note,
+                Some(details),
             ),
         )
         .await?;
-        if !problems.is_empty() {
-            return Err(StepError::verification(problems.join("; ")));
+        if !mismatches.is_empty() || !failures.is_empty() {
+            let all: Vec<String> = mismatches.into_iter().chain(failures).collect();
+            return Err(StepError::verification(all.join("; ")));
         }
         Ok(CaptureProgress {
             done: true,
@@ -1290,9 +1504,91 @@ impl Step for AwaitMemoryCapture {
                 tool_sha256,
                 retained_until,
                 custody_sequence: verified.sequence,
+                coverage: cover,
+                fallback_reason: host.fallback_reason,
+                lockdown: host.lockdown,
             }),
         })
     }
+}
+
+/// Whether a verification record says the image failed (hashes that
+/// disagree, or checks it did not pass).
+pub fn failed_note(note: Option<&str>) -> bool {
+    note.is_some_and(|n| n.starts_with("MISMATCH") || n.starts_with("FAILED"))
+}
+
+/// The host's System RAM ranges, from the `/proc/iomem` it reported.
+fn host_memory_map(host: &capture::HostFacts) -> Result<Vec<coverage::RamRange>, String> {
+    use base64::Engine as _;
+    let b64 = host
+        .iomem_base64
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or("the host reported no /proc/iomem")?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("the host's /proc/iomem is not base64: {e}"))?;
+    coverage::parse_iomem(&String::from_utf8_lossy(&bytes))
+        .map_err(|e| format!("the host's /proc/iomem: {e}"))
+}
+
+/// Chunks of the image in flight between the S3 stream and the LiME
+/// check: the check outruns the network, so a few suffice.
+const SCAN_QUEUE_CHUNKS: usize = 16;
+
+/// The image's bytes, as they come from S3, for the blocking LiME walk.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    current: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.current = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        let chunk = self.current.split_to(n);
+        buf.get_mut(..n)
+            .ok_or_else(|| std::io::Error::other("read buffer"))?
+            .copy_from_slice(&chunk);
+        Ok(n)
+    }
+}
+
+/// One pass over the stored image: its SHA-256 (whole and per part) and,
+/// from the same bytes, its LiME structure with the zero pages of each
+/// range.
+async fn scan_image(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    image: &S3Uri,
+    part_sizes: &[u64],
+) -> Result<
+    (
+        firebreak_forensics::hash::Digest,
+        Vec<firebreak_forensics::hash::Digest>,
+        Result<lime::Summary, lime::LimeError>,
+    ),
+    StepError,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(SCAN_QUEUE_CHUNKS);
+    let walker = tokio::task::spawn_blocking(move || {
+        lime::check(ChannelReader {
+            rx,
+            current: bytes::Bytes::new(),
+        })
+    });
+    let hashed = evidence::hash_object_tapped(ctx, log, image, part_sizes, Some(tx)).await;
+    let structure = walker
+        .await
+        .map_err(|e| StepError::with_source(ErrorName::Internal, "the LiME check", e))?;
+    let (digest, parts) = hashed?;
+    Ok((digest, parts, structure))
 }
 
 /// The evidence of a capture already verified (from its custody records).
@@ -1303,14 +1599,12 @@ async fn verified_before(
 ) -> Result<Option<MemoryEvidence>, StepError> {
     let c = &input.capture;
     let ledger = crate::custody::read_ledger(ctx, log, &input.evidence_bucket, &c.case_id).await?;
-    let records: Vec<_> = ledger.into_iter().filter_map(|(_, r)| r.ok()).collect();
+    let records = ledger.readable();
     let Some(v) = records.iter().find(|r| {
         r.evidence_id == c.evidence_id
             && r.event == Event::Verified
             && r.kind == "memory-image"
-            && r.note
-                .as_deref()
-                .is_some_and(|n| !n.starts_with("MISMATCH"))
+            && !failed_note(r.note.as_deref())
     }) else {
         return Ok(None);
     };
@@ -1323,6 +1617,14 @@ async fn verified_before(
         .and_then(|n| n.split(';').next())
         .unwrap_or_default()
         .to_string();
+    let details = v.details.as_ref();
+    let host = |k: &str| {
+        details
+            .and_then(|d| d.get("host"))
+            .and_then(|h| h.get(k))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string)
+    };
     Ok(Some(MemoryEvidence {
         evidence_id: c.evidence_id.clone(),
         location: v.location.uri(),
@@ -1336,6 +1638,11 @@ async fn verified_before(
             .unwrap_or_default(),
         retained_until: None,
         custody_sequence: v.sequence,
+        coverage: details
+            .and_then(|d| d.get("coverage"))
+            .and_then(|cv| serde_json::from_value(cv.clone()).ok()),
+        fallback_reason: host("fallback_reason"),
+        lockdown: host("lockdown"),
     }))
 }
 

@@ -179,6 +179,20 @@ pub async fn add(
     bytes: Vec<u8>,
 ) -> Result<ToolObject, StepError> {
     let log = ctx.log("tools");
+    // Checked before anything is made or written.
+    match kind {
+        ToolKind::Lime { kernel_release } => {
+            firebreak_forensics::elf::check_lime_module(&bytes, kernel_release).map_err(|e| {
+                StepError::invalid_input(format!(
+                    "not a LiME module for kernel {kernel_release}: {e}"
+                ))
+            })?;
+        }
+        ToolKind::Avml => {
+            firebreak_forensics::elf::check_avml(&bytes)
+                .map_err(|e| StepError::invalid_input(format!("not an AVML binary: {e}")))?;
+        }
+    }
     ensure_bucket(ctx, bucket).await?;
     let mut manifest = read_manifest(ctx, &log, bucket).await?.unwrap_or_default();
     let digest = sha256_bytes(&bytes);

@@ -471,6 +471,18 @@ fn faulty_clients(config: &SdkConfig, fault: Fault) -> AwsClients {
         ssm: aws_sdk_ssm::Client::from_conf(
             aws_sdk_ssm::config::Builder::from(config)
                 .interceptor(f())
+                .retry_config(retry.clone())
+                .build(),
+        ),
+        kms: aws_sdk_kms::Client::from_conf(
+            aws_sdk_kms::config::Builder::from(config)
+                .interceptor(f())
+                .retry_config(retry.clone())
+                .build(),
+        ),
+        ebs: aws_sdk_ebs::Client::from_conf(
+            aws_sdk_ebs::config::Builder::from(config)
+                .interceptor(f())
                 .retry_config(retry)
                 .build(),
         ),

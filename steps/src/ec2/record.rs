@@ -21,7 +21,7 @@ use super::{describe_instance, filter, interface_ids, volumes};
 use crate::case::{CaseId, InstanceId};
 use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, StepError};
-use crate::evidence::{self, keys, Put};
+use crate::evidence::{self, keys, Lock, Put};
 use crate::registry::Step;
 
 /// Reads the instance's complete state (interfaces with their groups and
@@ -43,6 +43,11 @@ pub struct RecordInput {
     pub case_id: String,
     pub instance_id: String,
     pub evidence_bucket: String,
+    #[serde(default)]
+    pub evidence_lock: Lock,
+    /// Who acts, for the custody records.
+    #[serde(default)]
+    pub actor: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -50,6 +55,13 @@ pub struct RecordOutput {
     pub record: SealedRecord<InstanceStateRecord>,
     /// Where the sealed record is kept (none in a dry run).
     pub location: Option<String>,
+    /// SHA-256 of the stored object's bytes, as `evidence hash` gives it
+    /// (the record's own seal, `record.digest`, covers its compact JSON).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// The custody record of the stored object (none in a dry run).
+    #[serde(default)]
+    pub custody_sequence: Option<u64>,
     /// True when an earlier run's record was returned.
     pub reused: bool,
 }
@@ -97,9 +109,76 @@ impl StepDef for RecordInstanceState {
                 ],
                 ["*"],
             ),
-            Statement::allow(["s3:GetObject", "s3:PutObject"], ["arn:aws:s3:::*/cases/*"]),
+            Statement::allow(
+                [
+                    "s3:GetObject",
+                    "s3:GetObjectVersion",
+                    "s3:PutObject",
+                    "s3:PutObjectLegalHold",
+                ],
+                ["arn:aws:s3:::*/cases/*"],
+            ),
+            Statement::allow(
+                ["s3:ListBucket", "s3:ListBucketVersions"],
+                ["arn:aws:s3:::*"],
+            ),
+            // Signed custody (--custody-key).
+            Statement::allow(["kms:Sign"], ["arn:aws:kms:*:*:key/*"]),
         ]
     }
+}
+
+/// Puts a stored artifact of the record step under custody: acquired
+/// from the instance, by this actor, with the SHA-256 of the stored bytes.
+#[allow(clippy::too_many_arguments)]
+async fn custody_of(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    input: &RecordInput,
+    kind: &str,
+    location: &str,
+    digest: &firebreak_forensics::hash::Digest,
+    tool: &str,
+    note: &str,
+) -> Result<Option<u64>, StepError> {
+    let uri: evidence::S3Uri = location.parse().map_err(StepError::invalid_input)?;
+    let record = crate::custody::append(
+        ctx,
+        log,
+        &input.evidence_bucket,
+        &input.evidence_lock,
+        firebreak_forensics::custody::NewRecord {
+            case_id: input.case_id.clone(),
+            // One evidence id per artifact of the instance, stable across
+            // re-runs, so a retried step finds its own record.
+            evidence_id: format!("{kind}:{}", input.instance_id),
+            event: firebreak_forensics::custody::Event::Acquired,
+            kind: kind.to_string(),
+            source: firebreak_forensics::custody::Source {
+                account_id: ctx.account_id.clone(),
+                region: ctx.region.clone(),
+                instance_id: Some(input.instance_id.clone()),
+                volume_id: None,
+            },
+            location: firebreak_forensics::custody::Location::S3 {
+                bucket: uri.bucket,
+                key: uri.key,
+                version_id: uri.version_id,
+            },
+            size: Some(digest.size),
+            sha256: Some(digest.sha256.clone()),
+            host_sha256: None,
+            at: Utc::now(),
+            actor: input.actor.clone(),
+            tool: tool.to_string(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            note: Some(note.to_string()),
+            details: None,
+            signing_key: None,
+        },
+    )
+    .await?;
+    Ok((!ctx.is_dry_run()).then_some(record.sequence))
 }
 
 fn to_utc(t: Option<&aws_smithy_types::DateTime>) -> Option<DateTime<Utc>> {
@@ -408,6 +487,7 @@ async fn console_output(
     case: &CaseId,
     id: &InstanceId,
     bucket: &str,
+    lock: &Lock,
 ) -> Result<Option<ArtifactRef>, StepError> {
     log.read(
         "ec2:GetConsoleOutput",
@@ -430,23 +510,24 @@ async fn console_output(
         .unwrap_or_else(|_| encoded.as_bytes().to_vec());
     let key = keys::console_output(case.as_str(), id.as_str());
     let digest = sha256_bytes(&text);
-    let location = match evidence::put_new(ctx, log, bucket, &key, text, "text/plain").await? {
-        Put::Created(s) => Some(s.location()),
-        // Kept from an earlier run of this case: that one is the evidence.
-        Put::Exists => {
-            return match evidence::get(ctx, log, bucket, &key).await? {
-                Some((bytes, version)) => Ok(Some(ArtifactRef {
-                    digest: sha256_bytes(&bytes),
-                    location: Some(match version {
-                        Some(v) => format!("s3://{bucket}/{key}?versionId={v}"),
-                        None => format!("s3://{bucket}/{key}"),
-                    }),
-                })),
-                None => Ok(None),
+    let location =
+        match evidence::put_new_locked(ctx, log, bucket, &key, text, "text/plain", lock).await? {
+            Put::Created(s) => Some(s.location()),
+            // Kept from an earlier run of this case: that one is the evidence.
+            Put::Exists => {
+                return match evidence::get_first_version(ctx, log, bucket, &key).await? {
+                    Some((bytes, version)) => Ok(Some(ArtifactRef {
+                        digest: sha256_bytes(&bytes),
+                        location: Some(match version {
+                            Some(v) => format!("s3://{bucket}/{key}?versionId={v}"),
+                            None => format!("s3://{bucket}/{key}"),
+                        }),
+                    })),
+                    None => Ok(None),
+                }
             }
-        }
-        Put::Planned => None,
-    };
+            Put::Planned => None,
+        };
     Ok(Some(ArtifactRef { digest, location }))
 }
 
@@ -534,6 +615,26 @@ pub async fn load_record(
     case: &str,
     instance: &str,
 ) -> Result<Option<(SealedRecord<InstanceStateRecord>, String)>, StepError> {
+    Ok(load_stored(ctx, log, bucket, case, instance)
+        .await?
+        .map(|(r, l, _)| (r, l)))
+}
+
+/// [`load_record`], with the digest of the stored bytes.
+async fn load_stored(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    case: &str,
+    instance: &str,
+) -> Result<
+    Option<(
+        SealedRecord<InstanceStateRecord>,
+        String,
+        firebreak_forensics::hash::Digest,
+    )>,
+    StepError,
+> {
     let key = keys::instance_state(case, instance);
     // The first version, not the latest: firebreak writes a record once,
     // and Object Lock keeps that version; anything written after it is
@@ -556,7 +657,7 @@ pub async fn load_record(
         Some(v) => format!("s3://{bucket}/{key}?versionId={v}"),
         None => format!("s3://{bucket}/{key}"),
     };
-    Ok(Some((sealed, location)))
+    Ok(Some((sealed, location, sha256_bytes(&bytes))))
 }
 
 #[async_trait]
@@ -571,50 +672,101 @@ impl Step for RecordInstanceState {
         let log = ctx.log(Self::NAME);
         let bucket = input.evidence_bucket.as_str();
 
-        if let Some((record, location)) =
-            load_record(ctx, &log, bucket, case.as_str(), id.as_str()).await?
-        {
-            return Ok(RecordOutput {
-                record,
-                location: Some(location),
-                reused: true,
-            });
-        }
-
-        let mut record = read_live_state(ctx, &log, &id).await?;
-        refuse_contained(ctx, &log, &record, case.as_str()).await?;
-        record.console_output = console_output(ctx, &log, &case, &id, bucket).await?;
-        let sealed = SealedRecord::seal(record).map_err(|e| {
-            StepError::new(ErrorName::Internal, format!("cannot seal the record: {e}"))
-        })?;
-        let body = serde_json::to_vec_pretty(&sealed)
-            .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?;
-        let key = keys::instance_state(case.as_str(), id.as_str());
-        match evidence::put_new(ctx, &log, bucket, &key, body, "application/json").await? {
-            Put::Created(stored) => Ok(RecordOutput {
-                record: sealed,
-                location: Some(stored.location()),
-                reused: false,
-            }),
-            // Another run stored its record first: that one stands.
-            Put::Exists => {
-                match load_record(ctx, &log, bucket, case.as_str(), id.as_str()).await? {
-                    Some((record, location)) => Ok(RecordOutput {
-                        record,
-                        location: Some(location),
-                        reused: true,
-                    }),
-                    None => Err(StepError::new(
-                        ErrorName::AwsRequestFailed,
-                        format!("s3://{bucket}/{key} exists but cannot be read"),
+        let stored = match load_stored(ctx, &log, bucket, case.as_str(), id.as_str()).await? {
+            Some(found) => Some((found, true)),
+            None => {
+                let mut record = read_live_state(ctx, &log, &id).await?;
+                refuse_contained(ctx, &log, &record, case.as_str()).await?;
+                record.console_output =
+                    console_output(ctx, &log, &case, &id, bucket, &input.evidence_lock).await?;
+                let sealed = SealedRecord::seal(record).map_err(|e| {
+                    StepError::with_source(ErrorName::Internal, "cannot seal the record", e)
+                })?;
+                let body = serde_json::to_vec_pretty(&sealed).map_err(|e| {
+                    StepError::with_source(ErrorName::Internal, "cannot serialise the record", e)
+                })?;
+                let key = keys::instance_state(case.as_str(), id.as_str());
+                match evidence::put_new_locked(
+                    ctx,
+                    &log,
+                    bucket,
+                    &key,
+                    body,
+                    "application/json",
+                    &input.evidence_lock,
+                )
+                .await?
+                {
+                    Put::Created(stored) => {
+                        Some(((sealed, stored.location(), stored.digest), false))
+                    }
+                    // Another run stored its record first: that one stands.
+                    Put::Exists => Some((
+                        load_stored(ctx, &log, bucket, case.as_str(), id.as_str())
+                            .await?
+                            .ok_or_else(|| {
+                                StepError::new(
+                                    ErrorName::AwsRequestFailed,
+                                    format!("s3://{bucket}/{key} exists but cannot be read"),
+                                )
+                            })?,
+                        true,
                     )),
+                    Put::Planned => {
+                        return Ok(RecordOutput {
+                            record: sealed,
+                            location: None,
+                            sha256: None,
+                            custody_sequence: None,
+                            reused: false,
+                        })
+                    }
                 }
             }
-            Put::Planned => Ok(RecordOutput {
-                record: sealed,
-                location: None,
-                reused: false,
-            }),
+        };
+        let Some(((record, location, digest), reused)) = stored else {
+            return Err(StepError::new(
+                ErrorName::Internal,
+                "no instance record after storing one",
+            ));
+        };
+        // Custody of what is stored (a re-run finds its records and
+        // writes none twice): the console output, then the record.
+        if let Some(console) = &record.record.console_output {
+            if let Some(at) = &console.location {
+                custody_of(
+                    ctx,
+                    &log,
+                    &input,
+                    "console-output",
+                    at,
+                    &console.digest,
+                    "ec2:GetConsoleOutput",
+                    "the instance's console output before containment",
+                )
+                .await?;
+            }
         }
+        let custody_sequence = custody_of(
+            ctx,
+            &log,
+            &input,
+            "instance-state",
+            &location,
+            &digest,
+            "firebreak record_instance_state",
+            &format!(
+                "pre-incident state, sealed (SHA-256 of its compact JSON {}); release restores it",
+                record.digest.sha256
+            ),
+        )
+        .await?;
+        Ok(RecordOutput {
+            record,
+            location: Some(location),
+            sha256: Some(digest.sha256),
+            custody_sequence,
+            reused,
+        })
     }
 }
