@@ -106,7 +106,7 @@ lime_inserted=0
 fifo=""
 cleanup() {
   set +e
-  if [ "$lime_inserted" = 1 ] && grep -q '^lime ' /proc/modules 2>/dev/null; then
+  if [ "$lime_inserted" = 1 ] && lime_loaded; then
     rmmod lime 2>/dev/null || echo "rmmod lime failed: the LiME module is still loaded" >&2
   fi
   # Readers still waiting on the FIFO get their end of file, then go.
@@ -122,6 +122,11 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+
+# Whether a module named lime is loaded (sysfs lists every loaded module).
+lime_loaded() {
+  [ -d /sys/module/lime ]
+}
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
@@ -290,6 +295,12 @@ avml_syntax=""
 while read -r kernel sha url; do
   [ -n "$kernel" ] || continue
   [ "$kernel" = "$release" ] || continue
+  if lime_loaded; then
+    # Someone's LiME (an earlier capture that was cut off, or not ours):
+    # insmod would fail with "File exists", and it is not ours to unload.
+    fallback="a module named lime is already loaded (not ours: left as it is)"
+    break
+  fi
   fetch "$url" "$work/lime.ko" "$sha"
   lime_inserted=1
   if insmod "$work/lime.ko" "path=$fifo format=lime timeout=$lime_timeout" 2>"$work/insmod.err"; then
@@ -297,7 +308,7 @@ while read -r kernel sha url; do
     tool_sha=$sha
   else
     tool_status=$?
-    if grep -q '^lime ' /proc/modules 2>/dev/null; then
+    if lime_loaded; then
       # Loaded, so it ran and wrote (part of) the image: no fallback
       # can write a second one into the same stream.
       tool=lime
@@ -318,7 +329,7 @@ if [ -z "$tool" ] && [ -z "$fallback" ]; then
   fallback="no LiME module for kernel $release"
 fi
 
-if [ "$tool" = lime ] && grep -q '^lime ' /proc/modules 2>/dev/null; then
+if [ "$tool" = lime ] && lime_loaded; then
   rmmod lime || fail "rmmod of the LiME module failed: it is still loaded"
 fi
 lime_inserted=0

@@ -100,7 +100,6 @@ pub struct MemoryOptions {
     pub upload_slots: Option<u32>,
 }
 
-
 /// Sends the capture script to the instance over SSM.
 #[derive(Debug)]
 pub struct StartMemoryCapture;
@@ -1306,6 +1305,14 @@ impl Step for AwaitMemoryCapture {
             }
             _ => None,
         };
+        // The upload asked for a legal hold; read back rather than assumed
+        // (an object assembled from parts may not carry it everywhere).
+        if input.evidence_lock.legal_hold
+            && !evidence::legal_hold(ctx, bucket, &c.image_key, version.as_deref()).await?
+        {
+            evidence::set_legal_hold(ctx, &log, bucket, &c.image_key, version.as_deref(), true)
+                .await?;
+        }
 
         let source = Source {
             account_id: ctx.account_id.clone(),

@@ -14,6 +14,7 @@ mod differential;
 mod dry_run;
 mod evidence;
 mod graph_cli;
+mod host;
 mod infra;
 mod memory;
 mod respond;

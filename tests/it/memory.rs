@@ -1,9 +1,10 @@
 //! Memory capture over SSM, played end to end: moto's SSM runs nothing, so
 //! the test reads the command firebreak sent (its parameters) and runs
-//! that exact script here, with stand-ins for `uname`, `insmod` and
-//! `rmmod` that "load LiME" by writing a synthetic image (a Linux banner
-//! inside). The script uploads through the presigned URLs to moto's S3;
-//! then the real Volatility 3 analyses the stored image.
+//! that exact script as the host would (`host::play`: a private mount
+//! namespace, stand-ins for `insmod`/`rmmod`/`uname` that "load LiME" by
+//! writing a synthetic image with a Linux banner inside, as LiME writes).
+//! The script uploads through the presigned URLs to moto's S3; the wait
+//! checks the image off the host; the real Volatility 3 analyses it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -70,56 +71,33 @@ fn filler(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// A LiME image of three ranges with the banner in the second.
-pub fn synthetic_image(seed: u64, range_bytes: usize) -> Vec<u8> {
+/// The ranges (start, bytes) of [`synthetic_image`].
+pub fn synthetic_ranges(range_bytes: usize) -> Vec<(u64, u64)> {
+    [0x0010_0000u64, 0x0400_0000, 0x1000_0000]
+        .iter()
+        .map(|s| (*s, range_bytes as u64))
+        .collect()
+}
+
+/// A LiME image of the given ranges, random bytes with the banner in the
+/// second.
+pub fn image_of(seed: u64, ranges: &[(u64, u64)]) -> Vec<u8> {
     let mut out = Vec::new();
-    let starts = [0x0010_0000u64, 0x0400_0000, 0x1000_0000];
-    for (i, start) in starts.iter().enumerate() {
-        let mut data = filler(seed + i as u64, range_bytes);
+    for (i, (start, size)) in ranges.iter().enumerate() {
+        let mut data = filler(seed + i as u64, *size as usize);
         if i == 1 {
             let b = format!("{BANNER}\n\0");
             data[0x40..0x40 + b.len()].copy_from_slice(b.as_bytes());
         }
-        out.extend_from_slice(&lime_header(*start, start + range_bytes as u64 - 1));
+        out.extend_from_slice(&lime_header(*start, start + size - 1));
         out.extend_from_slice(&data);
     }
     out
 }
 
-/// Stand-ins for the host's commands: `uname -r` prints the kernel,
-/// `insmod lime.ko "path=P format=lime"` writes the image to P, `rmmod`
-/// does nothing. Every call is logged.
-pub fn fake_host(dir: &Path, image: &Path) -> PathBuf {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let log = dir.join("calls.log");
-    let scripts = [
-        (
-            "uname",
-            format!(
-                "#!/bin/sh\necho \"uname $*\" >> '{}'\nif [ \"$1\" = -r ]; then echo {KERNEL}; else echo Linux; fi\n",
-                log.display()
-            ),
-        ),
-        (
-            "insmod",
-            format!(
-                "#!/bin/sh\necho \"insmod $*\" >> '{}'\nfor a in $2; do case \"$a\" in path=*) cat '{}' > \"${{a#path=}}\";; esac; done\n",
-                log.display(),
-                image.display()
-            ),
-        ),
-        (
-            "rmmod",
-            format!("#!/bin/sh\necho \"rmmod $*\" >> '{}'\n", log.display()),
-        ),
-    ];
-    for (name, body) in scripts {
-        let p = bin.join(name);
-        std::fs::write(&p, body).unwrap();
-        Command::new("chmod").arg("755").arg(&p).status().unwrap();
-    }
-    bin
+/// A LiME image of three ranges with the banner in the second.
+pub fn synthetic_image(seed: u64, range_bytes: usize) -> Vec<u8> {
+    image_of(seed, &synthetic_ranges(range_bytes))
 }
 
 /// SDK configuration with distinctive credentials (and a session token),
@@ -173,21 +151,34 @@ pub fn context(config: &SdkConfig) -> StepContext {
     )
 }
 
-/// Adds a stand-in LiME module for [`KERNEL`] to the tools bucket.
-pub fn add_module(dir: &Path) {
-    let module = dir.join("lime.ko");
-    std::fs::write(&module, filler(99, 4096)).unwrap();
-    let out = firebreak(&[
-        "tools",
-        "--tools-bucket",
-        tools_bucket(),
-        "add",
-        "lime",
-        "--kernel-release",
-        KERNEL,
-        module.to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+/// Puts a LiME module for [`KERNEL`] and AVML in the tools bucket, once
+/// per test run (both real ELF files: `tools add` checks them).
+pub fn tools_ready() {
+    static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    READY.get_or_init(|| {
+        let lime = crate::host::lime_module();
+        let out = firebreak(&[
+            "tools",
+            "--tools-bucket",
+            tools_bucket(),
+            "add",
+            "lime",
+            "--kernel-release",
+            KERNEL,
+            lime.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let avml = crate::host::avml_binary();
+        let out = firebreak(&[
+            "tools",
+            "--tools-bucket",
+            tools_bucket(),
+            "add",
+            "avml",
+            avml.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    });
 }
 
 /// The script of an SSM command, as moto kept its parameters.
@@ -208,28 +199,6 @@ pub async fn sent_script(config: &SdkConfig, command_id: &str) -> (String, Value
         "comment": c.comment(),
     });
     (script, meta)
-}
-
-/// Runs the script as the host would (bash, our stand-ins first on the
-/// PATH). Returns its last stdout line.
-pub fn play_host(dir: &Path, bin: &Path, script: &str) -> String {
-    let path = dir.join("capture.sh");
-    std::fs::write(&path, script).unwrap();
-    let out = Command::new("bash")
-        .arg(&path)
-        .env(
-            "PATH",
-            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "the capture script failed: {}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out).lines().last().unwrap_or_default().to_string()
 }
 
 /// Removes every `NAME=value` query parameter from the URLs in `text`.
@@ -307,7 +276,7 @@ fn vol() -> String {
     })
 }
 
-async fn dispatch(ctx: &StepContext, step: &str, input: Value) -> Value {
+async fn try_dispatch(ctx: &StepContext, step: &str, input: Value) -> Result<Value, String> {
     Registry::standard()
         .dispatch(
             ctx,
@@ -317,7 +286,139 @@ async fn dispatch(ctx: &StepContext, step: &str, input: Value) -> Value {
             },
         )
         .await
+        .map_err(|e| e.to_string())
+}
+
+async fn dispatch(ctx: &StepContext, step: &str, input: Value) -> Value {
+    try_dispatch(ctx, step, input)
+        .await
         .unwrap_or_else(|e| panic!("{step}: {e}"))
+}
+
+/// The plan's one-time key, as the script carries it.
+fn plan_secret(script: &str) -> String {
+    let at = script
+        .find("plan_key='")
+        .expect("the script carries the plan key")
+        + 10;
+    script[at..at + 64].to_string()
+}
+
+/// Decrypts a stored plan as the host does, with openssl.
+fn decrypt_plan(dir: &Path, sealed: &[u8], secret: &str) -> String {
+    let enc = dir.join("plan.enc");
+    std::fs::write(&enc, sealed).unwrap();
+    let mut child = Command::new("openssl")
+        .args([
+            "enc",
+            "-d",
+            "-aes-256-cbc",
+            "-md",
+            "sha256",
+            "-pass",
+            "stdin",
+            "-in",
+        ])
+        .arg(&enc)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    writeln!(child.stdin.take().unwrap(), "{secret}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn s3_client() -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&crate::support::sdk_config().await)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+async fn object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    s3.get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes()
+        .to_vec()
+}
+
+async fn legal_hold(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> bool {
+    s3.get_object_legal_hold()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.legal_hold().and_then(|h| h.status()).cloned())
+        == Some(aws_sdk_s3::types::ObjectLockLegalHoldStatus::On)
+}
+
+/// A capture started on the decoy: the step's output and the script sent.
+struct Started {
+    ctx: StepContext,
+    output: Value,
+    script: String,
+}
+
+/// Starts a capture on the decoy for `case`, with these options (the
+/// tools bucket and 5 MiB parts added), and reads the script SSM got.
+async fn start(case: &str, options: Value) -> Started {
+    tools_ready();
+    let instance = s(&decoy(), "instance_id");
+    let config = crate::support::sdk_config().await;
+    let ctx = context(&config);
+    let mut o = json!({"tools_bucket": tools_bucket(), "part_size_mib": 5});
+    for (k, v) in options.as_object().unwrap() {
+        o[k] = v.clone();
+    }
+    let output = dispatch(
+        &ctx,
+        "start_memory_capture",
+        json!({
+            "case_id": case,
+            "instance_id": instance,
+            "evidence_bucket": evidence_bucket(),
+            "evidence_lock": {"legal_hold": true},
+            "options": o,
+        }),
+    )
+    .await;
+    let (script, _) = sent_script(&config, output["command_id"].as_str().unwrap()).await;
+    Started {
+        ctx,
+        output,
+        script,
+    }
+}
+
+impl Started {
+    async fn wait(&self, case: &str) -> Result<Value, String> {
+        try_dispatch(
+            &self.ctx,
+            "await_memory_capture",
+            json!({
+                "case_id": case,
+                "evidence_bucket": evidence_bucket(),
+                "evidence_lock": {"legal_hold": true},
+                "actor": "arn:aws:iam::123456789012:user/it",
+                "capture": self.output,
+            }),
+        )
+        .await
+    }
 }
 
 #[tokio::test]
@@ -329,12 +430,12 @@ async fn sandbox_memory_is_captured_over_ssm_verified_off_the_host_and_analysed(
     let bucket = evidence_bucket();
     let case = format!("it-mem-{}", &instance[2..10]);
     let dir = Scratch::new("memory");
-    add_module(&dir.0);
-    let image = synthetic_image(7, 4 << 20);
+    tools_ready();
+    let ranges = synthetic_ranges(4 << 20);
+    let image = image_of(7, &ranges);
     let image_path = dir.0.join("image.lime");
     std::fs::write(&image_path, &image).unwrap();
     let image_sha = sha256_bytes(&image).sha256;
-    let bin = fake_host(&dir.0, &image_path);
 
     // WHEN the capture starts (with credentials that carry a session token)
     let config = distinctive_config().await;
@@ -350,6 +451,7 @@ async fn sandbox_memory_is_captured_over_ssm_verified_off_the_host_and_analysed(
         "case_id": case,
         "instance_id": instance,
         "evidence_bucket": bucket,
+        "evidence_lock": {"legal_hold": true},
         "options": {"tools_bucket": tools_bucket(), "part_size_mib": 5, "url_expiry_seconds": 900},
     });
     let started = dispatch(&ctx, "start_memory_capture", start_input.clone()).await;
@@ -370,28 +472,41 @@ async fn sandbox_memory_is_captured_over_ssm_verified_off_the_host_and_analysed(
     assert!(sends[0].get("Targets").is_none(), "{:#}", sends[0]);
     assert_no_credentials("the SendCommand request", &sends[0].to_string());
     assert_no_credentials("the SSM script", &script);
+    // AND the plan is stored encrypted: whoever reads the case's objects
+    // gets no URL; the key travels only in the command
     let plan_key = started["plan_key"].as_str().unwrap();
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&crate::support::sdk_config().await)
-            .force_path_style(true)
-            .build(),
+    assert!(plan_key.ends_with("plan.enc"), "{plan_key}");
+    let s3 = s3_client().await;
+    let sealed = object(&s3, bucket, plan_key).await;
+    assert!(sealed.starts_with(b"Salted__"), "not openssl's format");
+    assert!(
+        !String::from_utf8_lossy(&sealed).contains("http"),
+        "the stored plan holds URLs in clear"
     );
-    let plan = s3
-        .get_object()
-        .bucket(bucket)
-        .key(plan_key)
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
-    let plan = String::from_utf8(plan.to_vec()).unwrap();
+    let secret = plan_secret(&script);
+    assert!(
+        !serde_json::to_string(&started).unwrap().contains(&secret),
+        "the plan key is in the step's output (journals, Step Functions history)"
+    );
+    let capture_json = object(
+        &s3,
+        bucket,
+        &started["plan_key"]
+            .as_str()
+            .unwrap()
+            .replace("plan.enc", "capture.json"),
+    )
+    .await;
+    assert!(!String::from_utf8_lossy(&capture_json).contains(&secret));
+    let plan = decrypt_plan(&dir.0, &sealed, &secret);
     assert_no_credentials("the capture plan", &plan);
     // AND every URL expires within the asked 15 minutes
-    for url in plan.split_whitespace().filter(|w| w.starts_with("http")) {
+    let urls: Vec<&str> = plan
+        .split_whitespace()
+        .filter(|w| w.starts_with("http"))
+        .collect();
+    assert!(urls.len() > 3, "{plan}");
+    for url in urls {
         assert!(url.contains("X-Amz-Expires=900"), "{url}");
     }
     // AND the script passes shellcheck
@@ -399,20 +514,52 @@ async fn sandbox_memory_is_captured_over_ssm_verified_off_the_host_and_analysed(
     std::fs::write(&script_path, &script).unwrap();
     shellcheck(&script_path);
 
-    // WHEN the host runs it
-    let line = play_host(&dir.0, &bin, &script);
-    let report: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    // WHEN the host runs it, and SSM delivers it a second time
+    let played = crate::host::play(
+        &dir,
+        &crate::host::HostSetup::default(),
+        &image_path,
+        &ranges,
+        &script,
+        2,
+    );
+    let first = &played.deliveries[0];
+    assert_eq!(first.code, 0, "{first:#?}");
+    let report = first.report();
     assert_eq!(report["tool"], "lime");
     assert_eq!(report["kernel_release"], KERNEL);
     assert_eq!(report["image_sha256"], image_sha.as_str());
-    let calls = std::fs::read_to_string(dir.0.join("calls.log")).unwrap();
+    assert_eq!(report["lockdown"], "none");
+    assert_eq!(report["lime_timeout_ms"], 0);
+    assert!(report["fallback_reason"].is_null(), "{report:#}");
+    // THEN LiME was loaded without a timeout, and unloaded
     assert!(
-        calls.contains("insmod") && calls.contains("rmmod lime"),
-        "{calls}"
+        played.calls.contains("insmod") && played.calls.contains("timeout=0"),
+        "{}",
+        played.calls
     );
-    // AND a second delivery of the same command does nothing
-    let again = play_host(&dir.0, &bin, &script);
-    assert!(again.contains("already ran"), "{again}");
+    assert!(played.calls.contains("rmmod lime"), "{}", played.calls);
+    assert!(!played.lime_loaded_after);
+    // AND the second delivery did nothing
+    assert!(
+        played.deliveries[1].stdout.contains("already ran"),
+        "{:#?}",
+        played.deliveries[1]
+    );
+    assert_eq!(
+        played.calls.matches("insmod").count(),
+        1,
+        "{}",
+        played.calls
+    );
+    // AND nothing is left but the once-marker, in tmpfs
+    assert_eq!(
+        played.shm_after,
+        vec![format!(
+            "firebreak-capture-{}.once",
+            started["evidence_id"].as_str().unwrap()
+        )]
+    );
 
     // AND the wait completes the upload and verifies it off the host
     let awaited = dispatch(
@@ -421,6 +568,7 @@ async fn sandbox_memory_is_captured_over_ssm_verified_off_the_host_and_analysed(
         json!({
             "case_id": case,
             "evidence_bucket": bucket,
+            "evidence_lock": {"legal_hold": true},
             "actor": "arn:aws:iam::123456789012:user/it",
             "capture": started,
         }),
@@ -432,13 +580,19 @@ async fn sandbox_memory_is_captured_over_ssm_verified_off_the_host_and_analysed(
     assert_eq!(ev["sha256"], image_sha.as_str());
     assert_eq!(ev["host_sha256"], image_sha.as_str());
     assert_eq!(ev["size"], image.len());
+    // AND every System RAM range of the host is in it, with no zero tail
+    let cov = &ev["coverage"];
+    assert_eq!(cov["missing"], json!([]), "{cov:#}");
+    assert_eq!(cov["suspect_zero_tails"], json!([]), "{cov:#}");
+    assert_eq!(cov["system_ram"].as_array().unwrap().len(), 3, "{cov:#}");
     let location = ev["location"].as_str().unwrap().to_string();
     assert!(location.contains("?versionId="), "{location}");
     // AND the image carries COMPLIANCE retention (read back)
+    let image_key = started["image_key"].as_str().unwrap();
     let head = s3
         .head_object()
         .bucket(bucket)
-        .key(started["image_key"].as_str().unwrap())
+        .key(image_key)
         .send()
         .await
         .unwrap();
@@ -447,6 +601,31 @@ async fn sandbox_memory_is_captured_over_ssm_verified_off_the_host_and_analysed(
         Some(&aws_sdk_s3::types::ObjectLockMode::Compliance)
     );
     assert!(head.object_lock_retain_until_date().unwrap().secs() > Utc::now().timestamp() + 86_400);
+    // AND a legal hold on the image, the host's result, the plan and the
+    // custody records (read back)
+    for key in [
+        image_key.to_string(),
+        started["result_key"].as_str().unwrap().to_string(),
+        plan_key.to_string(),
+        format!("cases/{case}/custody/00000000.json"),
+    ] {
+        assert!(
+            legal_hold(&s3, bucket, &key).await,
+            "no legal hold on {key}"
+        );
+    }
+    // AND the image's custody record carries the coverage
+    let ledger = firebreak(&[
+        "evidence", "list", "--case", &case, "--output", "json", "-q",
+    ]);
+    let ledger: Value = serde_json::from_slice(&ledger.stdout).unwrap();
+    let acquired = ledger["custody"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "memory-image" && r["event"] == "acquired")
+        .unwrap_or_else(|| panic!("{ledger:#}"));
+    assert_eq!(acquired["details"]["coverage"]["missing"], json!([]));
 
     // AND starting again continues the same capture: no second command
     let restarted = dispatch(&ctx, "start_memory_capture", start_input).await;
@@ -546,11 +725,11 @@ async fn sandbox_ec2_compromise_contains_captures_memory_and_analyses_it() {
     let instance = s(&d, "instance_id");
     let case = format!("it-comp-{}", &instance[2..10]);
     let dir = Scratch::new("compromise");
-    add_module(&dir.0);
-    let image = synthetic_image(11, 2 << 20);
+    tools_ready();
+    let ranges = synthetic_ranges(2 << 20);
+    let image = image_of(11, &ranges);
     let image_path = dir.0.join("image.lime");
     std::fs::write(&image_path, &image).unwrap();
-    let bin = fake_host(&dir.0, &image_path);
 
     // WHEN ec2-compromise runs (the local executor runs the container step
     // in-process)
@@ -601,7 +780,15 @@ async fn sandbox_ec2_compromise_contains_captures_memory_and_analyses_it() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     let script = script.expect("the capture command was sent");
-    play_host(&dir.0, &bin, &script);
+    let played = crate::host::play(
+        &dir,
+        &crate::host::HostSetup::default(),
+        &image_path,
+        &ranges,
+        &script,
+        1,
+    );
+    assert_eq!(played.deliveries[0].code, 0, "{:#?}", played.deliveries);
     let out = child.wait_with_output().unwrap();
 
     // THEN containment is complete, the memory captured and verified, and
@@ -637,4 +824,352 @@ async fn sandbox_ec2_compromise_contains_captures_memory_and_analyses_it() {
         .position(|a| *a == "ec2:DisassociateIamInstanceProfile")
         .unwrap();
     assert!(sent < revoked, "{states:?}");
+}
+
+/// Two 12 MiB ranges: with 5 MiB parts and one part in flight, the
+/// third part waits for the second's upload, 10 MiB into the first range.
+fn two_ranges() -> Vec<(u64, u64)> {
+    vec![(0x0010_0000, 12 << 20), (0x0100_0000, 12 << 20)]
+}
+
+/// A case id of its own for one test on the shared decoy.
+fn case_for(name: &str) -> String {
+    format!("it-{name}-{}", Utc::now().timestamp_micros())
+}
+
+#[tokio::test]
+async fn sandbox_a_slow_upload_no_longer_zero_fills_memory() {
+    // GIVEN a stand-in LiME that zero-fills the rest of a range when one
+    // page waits longer than its timeout, as LiME does, and an upload of
+    // part 2 that takes 3 s
+    let dir = Scratch::new("slow");
+    let ranges = two_ranges();
+    let image = image_of(21, &ranges);
+    let image_path = dir.0.join("image.lime");
+    std::fs::write(&image_path, &image).unwrap();
+    let image_sha = sha256_bytes(&image).sha256;
+    let setup = crate::host::HostSetup {
+        slow_part: Some((2, 3)),
+        ..Default::default()
+    };
+
+    // WHEN firebreak captures with its settings (timeout=0, parts
+    // uploaded in parallel from a RAM buffer)
+    let case = case_for("slow-new");
+    let c = start(&case, json!({})).await;
+    let played = crate::host::play(&dir, &setup, &image_path, &ranges, &c.script, 1);
+    assert_eq!(played.deliveries[0].code, 0, "{:#?}", played.deliveries);
+    assert!(played.calls.contains("part 2 waits"), "{}", played.calls);
+    assert!(played.calls.contains("timeout=0"), "{}", played.calls);
+    let done = c.wait(&case).await.unwrap();
+    // THEN the stored image is the memory, byte for byte: no range was
+    // zero-filled, and the coverage check has nothing to say
+    let ev = &done["evidence"];
+    assert_eq!(ev["sha256"], image_sha.as_str(), "{done:#}");
+    assert_eq!(ev["coverage"]["missing"], json!([]));
+    assert_eq!(ev["coverage"]["suspect_zero_tails"], json!([]), "{ev:#}");
+
+    // WHEN the old settings are forced: LiME's default timeout (1000 ms)
+    // and one part in flight, as the serial uploader had
+    let case = case_for("slow-old");
+    let c = start(&case, json!({"lime_timeout_ms": 1000, "upload_slots": 1})).await;
+    let dir2 = Scratch::new("slow-old");
+    let played = crate::host::play(&dir2, &setup, &image_path, &ranges, &c.script, 1);
+    assert_eq!(played.deliveries[0].code, 0, "{:#?}", played.deliveries);
+    assert!(played.calls.contains("timeout=1000"), "{}", played.calls);
+    let done = c.wait(&case).await.unwrap();
+    // THEN the image is sound and hashes the same on and off the host, yet
+    // the second range ends in zeros: the coverage check flags it
+    let ev = &done["evidence"];
+    assert_ne!(ev["sha256"], image_sha.as_str(), "nothing was zero-filled");
+    assert_eq!(ev["sha256"], ev["host_sha256"]);
+    assert_eq!(ev["coverage"]["missing"], json!([]), "{ev:#}");
+    let tails = ev["coverage"]["suspect_zero_tails"].as_array().unwrap();
+    assert_eq!(tails.len(), 1, "{ev:#}");
+    // The third part is read once the second is uploaded: LiME waited
+    // just past 10 MiB, in the first range, whose rest it zero-filled.
+    let (start1, size1) = ranges[0];
+    assert_eq!(tails[0]["end"], start1 + size1 - 1, "{tails:#?}");
+    assert!(
+        tails[0]["zero_bytes"].as_u64().unwrap() >= 1 << 20,
+        "{tails:#?}"
+    );
+    // AND `lime check` with the host's memory map says the same of the
+    // stored image (a warning: exit 0)
+    let s3 = s3_client().await;
+    let stored = object(
+        &s3,
+        evidence_bucket(),
+        c.output["image_key"].as_str().unwrap(),
+    )
+    .await;
+    let stored_path = dir2.0.join("stored.lime");
+    std::fs::write(&stored_path, &stored).unwrap();
+    let iomem = dir2.0.join("iomem");
+    std::fs::write(&iomem, crate::host::iomem_for(&ranges)).unwrap();
+    let out = firebreak(&[
+        "lime",
+        "check",
+        stored_path.to_str().unwrap(),
+        "--iomem",
+        iomem.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let check: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(check["missing"], json!([]));
+    assert_eq!(
+        check["suspect_zero_tails"].as_array().unwrap().len(),
+        1,
+        "{check:#}"
+    );
+}
+
+#[tokio::test]
+async fn sandbox_a_module_the_kernel_refuses_falls_back_to_avml_and_says_why() {
+    // GIVEN a kernel in integrity lockdown that rejects the module's key,
+    // and AVML 0.19 or later (`avml acquire FILE`)
+    let dir = Scratch::new("fallback");
+    let ranges = synthetic_ranges(2 << 20);
+    let image = image_of(31, &ranges);
+    let image_path = dir.0.join("image.lime");
+    std::fs::write(&image_path, &image).unwrap();
+    let setup = crate::host::HostSetup {
+        lime: "key",
+        lockdown: Some("none [integrity] confidentiality"),
+        ..Default::default()
+    };
+    let case = case_for("fallback");
+    let c = start(&case, json!({})).await;
+    let played = crate::host::play(&dir, &setup, &image_path, &ranges, &c.script, 1);
+    let d = &played.deliveries[0];
+    assert_eq!(d.code, 0, "{d:#?}");
+    // THEN AVML captured with its subcommand, and the result says why
+    let report = d.report();
+    assert_eq!(report["tool"], "avml");
+    assert_eq!(report["avml_syntax"], "acquire");
+    assert_eq!(report["lockdown"], "integrity");
+    let why = report["fallback_reason"].as_str().unwrap();
+    assert!(why.contains("Key was rejected by service"), "{why}");
+    assert!(why.contains("kernel lockdown (integrity)"), "{why}");
+    assert!(played.calls.contains("avml acquire "), "{}", played.calls);
+    assert!(!played.lime_loaded_after);
+    // AND the wait verifies it and keeps the reason
+    let done = c.wait(&case).await.unwrap();
+    assert_eq!(done["evidence"]["tool"], "avml");
+    assert_eq!(done["evidence"]["fallback_reason"], why);
+    assert_eq!(
+        done["evidence"]["sha256"],
+        sha256_bytes(&image).sha256.as_str()
+    );
+}
+
+#[tokio::test]
+async fn sandbox_an_older_avml_is_called_without_a_subcommand() {
+    // GIVEN a kernel no module was built for, and AVML before 0.19
+    let dir = Scratch::new("avml-old");
+    let ranges = synthetic_ranges(2 << 20);
+    let image_path = dir.0.join("image.lime");
+    std::fs::write(&image_path, image_of(41, &ranges)).unwrap();
+    let setup = crate::host::HostSetup {
+        avml: "legacy",
+        release: "6.1.0-99-amd64",
+        ..Default::default()
+    };
+    let case = case_for("avml-old");
+    let c = start(&case, json!({})).await;
+    let played = crate::host::play(&dir, &setup, &image_path, &ranges, &c.script, 1);
+    let d = &played.deliveries[0];
+    assert_eq!(d.code, 0, "{d:#?}");
+    let report = d.report();
+    assert_eq!(report["tool"], "avml");
+    assert_eq!(report["avml_syntax"], "legacy");
+    assert_eq!(
+        report["fallback_reason"],
+        "no LiME module for kernel 6.1.0-99-amd64"
+    );
+    assert!(!played.calls.contains("insmod"), "{}", played.calls);
+    let avml_call = played
+        .calls
+        .lines()
+        .find(|l| l.starts_with("avml ") && !l.contains("--help"))
+        .unwrap_or_else(|| panic!("{}", played.calls));
+    assert!(!avml_call.contains("acquire"), "{avml_call}");
+    c.wait(&case).await.unwrap();
+}
+
+#[tokio::test]
+async fn sandbox_lime_is_unloaded_when_the_uploader_dies() {
+    // GIVEN an uploader killed as it uploads part 1, with one part in
+    // flight so that LiME is still writing the rest (insmod inherits the
+    // default SIGPIPE disposition: a stream that loses its reader kills
+    // it once LiME has loaded)
+    let dir = Scratch::new("crash");
+    let ranges = two_ranges();
+    let image_path = dir.0.join("image.lime");
+    std::fs::write(&image_path, image_of(51, &ranges)).unwrap();
+    let setup = crate::host::HostSetup {
+        crash_part: Some(1),
+        ..Default::default()
+    };
+    let case = case_for("crash");
+    let c = start(&case, json!({"upload_slots": 1})).await;
+    let played = crate::host::play(&dir, &setup, &image_path, &ranges, &c.script, 1);
+    // THEN the capture fails and says so, and LiME is not left loaded
+    assert!(
+        played.calls.contains("kills the uploader"),
+        "{}",
+        played.calls
+    );
+    let d = &played.deliveries[0];
+    assert_eq!(d.code, 1, "{d:#?}");
+    assert!(
+        d.report()["error"].as_str().unwrap().contains("upload"),
+        "{d:#?}"
+    );
+    assert!(played.calls.contains("rmmod lime"), "{}", played.calls);
+    assert!(
+        !played.lime_loaded_after,
+        "LiME is still loaded: {}",
+        played.calls
+    );
+    // AND the wait reports the host's failure at once
+    let e = c.wait(&case).await.unwrap_err();
+    assert!(
+        e.contains("Firebreak.CaptureFailed") && e.contains("upload"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn sandbox_avml_runs_where_dev_shm_is_noexec() {
+    // GIVEN /dev/shm mounted noexec (CIS) and a module with the wrong
+    // vermagic, so AVML must run
+    let dir = Scratch::new("noexec");
+    let ranges = synthetic_ranges(2 << 20);
+    let image = image_of(61, &ranges);
+    let image_path = dir.0.join("image.lime");
+    std::fs::write(&image_path, &image).unwrap();
+    let setup = crate::host::HostSetup {
+        lime: "vermagic",
+        noexec_shm: true,
+        ..Default::default()
+    };
+    let case = case_for("noexec");
+    let c = start(&case, json!({})).await;
+    let played = crate::host::play(&dir, &setup, &image_path, &ranges, &c.script, 1);
+    let d = &played.deliveries[0];
+    // THEN AVML ran from the tmpfs the script mounted for itself
+    assert_eq!(d.code, 0, "{d:#?}");
+    let report = d.report();
+    assert_eq!(report["tool"], "avml");
+    assert!(
+        report["fallback_reason"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid module format"),
+        "{report:#}"
+    );
+    let done = c.wait(&case).await.unwrap();
+    assert_eq!(
+        done["evidence"]["sha256"],
+        sha256_bytes(&image).sha256.as_str()
+    );
+}
+
+#[tokio::test]
+async fn sandbox_a_lime_module_loaded_by_someone_else_is_left_alone() {
+    let dir = Scratch::new("preloaded");
+    let ranges = synthetic_ranges(2 << 20);
+    let image_path = dir.0.join("image.lime");
+    std::fs::write(&image_path, image_of(71, &ranges)).unwrap();
+    let setup = crate::host::HostSetup {
+        lime_preloaded: true,
+        ..Default::default()
+    };
+    let case = case_for("preloaded");
+    let c = start(&case, json!({})).await;
+    let played = crate::host::play(&dir, &setup, &image_path, &ranges, &c.script, 1);
+    let d = &played.deliveries[0];
+    assert_eq!(d.code, 0, "{d:#?}");
+    assert_eq!(d.report()["tool"], "avml");
+    assert!(!played.calls.contains("insmod"), "{}", played.calls);
+    assert!(!played.calls.contains("rmmod"), "{}", played.calls);
+    assert!(
+        played.lime_loaded_after,
+        "someone else's module was unloaded"
+    );
+}
+
+#[tokio::test]
+async fn sandbox_kernel_lockdown_is_reported_at_once() {
+    // GIVEN a kernel in confidentiality lockdown: no unsigned module, no
+    // /proc/kcore, no /dev/mem
+    let dir = Scratch::new("lockdown");
+    let ranges = synthetic_ranges(2 << 20);
+    let image_path = dir.0.join("image.lime");
+    std::fs::write(&image_path, image_of(81, &ranges)).unwrap();
+    let setup = crate::host::HostSetup {
+        lockdown: Some("none integrity [confidentiality]"),
+        ..Default::default()
+    };
+    let case = case_for("lockdown");
+    let c = start(&case, json!({})).await;
+    let played = crate::host::play(&dir, &setup, &image_path, &ranges, &c.script, 1);
+    // THEN the script tries nothing and says why
+    let d = &played.deliveries[0];
+    assert_eq!(d.code, 1, "{d:#?}");
+    let report = d.report();
+    let error = report["error"].as_str().unwrap();
+    assert!(
+        error.contains("memory capture impossible: kernel lockdown (confidentiality)"),
+        "{error}"
+    );
+    assert!(!played.calls.contains("insmod") && !played.calls.contains("avml"));
+    // AND the wait fails with it now, not when the URLs expire
+    let e = c.wait(&case).await.unwrap_err();
+    assert!(
+        e.contains("kernel lockdown (confidentiality)") && e.contains("Firebreak.CaptureFailed"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn sandbox_credentials_too_short_for_the_capture_are_refused_with_the_fix() {
+    // GIVEN credentials that expire in ten minutes: the decoy's 1 GiB
+    // takes longer than that at the rate firebreak plans for
+    tools_ready();
+    let instance = s(&decoy(), "instance_id");
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(sandbox_url())
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test",
+            "test",
+            Some("token".into()),
+            Some(std::time::SystemTime::now() + std::time::Duration::from_secs(600)),
+            "short-lived",
+        ))
+        .load()
+        .await;
+    let ctx = context(&config);
+    let e = try_dispatch(
+        &ctx,
+        "start_memory_capture",
+        json!({
+            "case_id": case_for("short-creds"),
+            "instance_id": instance,
+            "evidence_bucket": evidence_bucket(),
+            "options": {"tools_bucket": tools_bucket(), "part_size_mib": 5},
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("Firebreak.InvalidInput")
+            && e.contains("expire")
+            && e.contains("--duration-seconds"),
+        "{e}"
+    );
 }
