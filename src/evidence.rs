@@ -35,6 +35,10 @@ pub enum EvidenceCommand {
     Unhold(CaseArgs),
     /// SHA-256 and size of files or S3 objects, streamed in bounded memory.
     Hash(HashArgs),
+    /// SHA-256 of a snapshot's whole volume image, read block by block
+    /// through the EBS direct APIs (each block's checksum checked); with
+    /// --case, the block manifest and the hash go under the case's custody.
+    HashSnapshot(HashSnapshotArgs),
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +70,29 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct HashSnapshotArgs {
+    /// The snapshot (snap-...).
+    pub snapshot_id: String,
+    /// Record the hash and the block manifest in this case's custody.
+    #[arg(long)]
+    pub case: Option<String>,
+    /// Bucket of the case's evidence (default firebreak-evidence-ACCOUNT-REGION).
+    #[arg(long, env = "FIREBREAK_EVIDENCE_BUCKET")]
+    pub evidence_bucket: Option<String>,
+    /// Without --case: also write the block manifest (`INDEX SHA256` per
+    /// written block) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "human")]
+    pub output: OutputFormat,
+    /// No progress on standard error.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct HashArgs {
     /// Files, `-` for standard input, or s3://bucket/key[?versionId=...].
     #[arg(required = true)]
@@ -83,6 +110,7 @@ pub async fn run(args: EvidenceArgs) -> anyhow::Result<u8> {
         EvidenceCommand::Hold(a) => hold(a, true).await,
         EvidenceCommand::Unhold(a) => hold(a, false).await,
         EvidenceCommand::Hash(a) => hash(a).await,
+        EvidenceCommand::HashSnapshot(a) => hash_snapshot(a).await,
     }
 }
 
@@ -359,6 +387,97 @@ async fn hash(a: HashArgs) -> anyhow::Result<u8> {
         OutputFormat::Human => {
             for (i, d) in &results {
                 outln!("{}  {}  {i}", d.sha256, d.size);
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn hash_snapshot(a: HashSnapshotArgs) -> anyhow::Result<u8> {
+    use firebreak_steps::ec2::{HashSnapshots, HashSnapshotsInput};
+    use firebreak_steps::Step as _;
+    if !a.snapshot_id.starts_with("snap-") {
+        return Err(BadInput(format!(
+            "{:?} is not a snapshot id (snap-...)",
+            a.snapshot_id
+        ))
+        .into());
+    }
+    let session = Session::open(&a.aws, Mode::Live, a.quiet).await?;
+    let ctx = &session.ctx;
+    let map = |e: firebreak_steps::StepError| match e.name {
+        firebreak_workflows::ErrorName::InvalidInput
+        | firebreak_workflows::ErrorName::ResourceNotFound => {
+            anyhow::Error::new(BadInput(e.message))
+        }
+        _ => anyhow::anyhow!("{e}"),
+    };
+    let digest = match &a.case {
+        Some(case) => {
+            let case: CaseId = case
+                .parse()
+                .map_err(|e: firebreak_steps::case::IdError| BadInput(e.to_string()))?;
+            let bucket = session
+                .evidence_bucket(a.evidence_bucket.as_deref())
+                .await?;
+            let evidence_lock = session.evidence_lock(&bucket, None, None, None).await?;
+            let out = HashSnapshots::run(
+                ctx,
+                HashSnapshotsInput {
+                    case_id: case.to_string(),
+                    snapshot_ids: vec![a.snapshot_id.clone()],
+                    evidence_bucket: bucket,
+                    evidence_lock,
+                    actor: session.who.arn.clone(),
+                },
+            )
+            .await
+            .map_err(map)?;
+            out.snapshots
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("no hash came back for {}", a.snapshot_id))?
+        }
+        None => {
+            let log = ctx.log("evidence_hash_snapshot");
+            let (d, manifest) = firebreak_steps::ec2::hash_snapshot(ctx, &log, &a.snapshot_id)
+                .await
+                .map_err(map)?;
+            if let Some(p) = &a.manifest {
+                std::fs::write(p, manifest)
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
+            }
+            d
+        }
+    };
+    match a.output {
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&digest)?),
+        OutputFormat::Human => {
+            outln!(
+                "{}  {}  {} ({} GiB, {} of {} blocks of {} bytes written)",
+                digest.sha256,
+                digest.size,
+                digest.snapshot_id,
+                digest.volume_size_gib,
+                digest.blocks_written,
+                digest.blocks,
+                digest.block_size
+            );
+            if let Some(m) = &digest.manifest {
+                outln!(
+                    "  block manifest {m} (sha256 {})",
+                    digest.manifest_sha256.as_deref().unwrap_or("?")
+                );
+            }
+            if let Some(n) = digest.custody_sequence {
+                outln!(
+                    "  custody record {n}{}",
+                    if digest.reused {
+                        " (hashed before)"
+                    } else {
+                        ""
+                    }
+                );
             }
         }
     }

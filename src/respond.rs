@@ -98,6 +98,11 @@ pub struct RespondArgs {
     /// signatures.
     #[arg(long, value_name = "KMS_KEY")]
     pub custody_key: Option<String>,
+    /// Once the snapshots complete, read every block of each through the
+    /// EBS direct APIs and record the volume image's SHA-256 and a block
+    /// manifest in custody (takes time in proportion to the volumes' size).
+    #[arg(long)]
+    pub hash_snapshots: bool,
     /// Summary format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
@@ -207,6 +212,7 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
                 url_expiry_seconds: args.memory_url_expiry,
                 ..MemoryOptions::default()
             },
+            hash_snapshots: args.hash_snapshots,
         },
     };
     if !args.quiet {

@@ -14,17 +14,46 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The plugins run once symbols are found, in this order.
-pub const PLUGINS: [&str; 7] = [
-    "linux.pslist.PsList",
+pub const PLUGINS: [&str; 13] = [
+    PSLIST,
     "linux.pstree.PsTree",
     "linux.bash.Bash",
-    "linux.lsmod.Lsmod",
+    LSMOD,
     "linux.sockstat.Sockstat",
     // The `linux.malware.*` names: the older `linux.malfind` and
     // `linux.check_syscall` aliases are deprecated and go after 2026-06-07.
     "linux.malware.malfind.Malfind",
     "linux.malware.check_syscall.Check_syscall",
+    // Other views of the processes and modules that pslist and lsmod list,
+    // for `cross_view`: a rootkit takes itself off one kernel list, rarely
+    // off all of them. psscan reads all of memory, as banners does.
+    PSSCAN,
+    PIDHASHTABLE,
+    HIDDEN_MODULES,
+    MODXVIEW,
+    // Kernel hooks that leave the system call table alone.
+    FTRACE,
+    EBPF,
 ];
+
+/// The task list: what `ps` and /proc show.
+const PSLIST: &str = "linux.pslist.PsList";
+/// Task structures found by scanning all of memory.
+const PSSCAN: &str = "linux.psscan.PsScan";
+/// The kernel's PID table, which a task stays in while it runs.
+const PIDHASHTABLE: &str = "linux.pidhashtable.PIDHashTable";
+/// The module list: what `lsmod` and /proc/modules show.
+const LSMOD: &str = "linux.lsmod.Lsmod";
+/// Module structures found in module memory but not on the module list.
+const HIDDEN_MODULES: &str = "linux.malware.hidden_modules.Hidden_modules";
+/// Each module with the views (procfs, sysfs, memory scan) that see it.
+const MODXVIEW: &str = "linux.malware.modxview.Modxview";
+/// Functions hooked through ftrace, with the code that hooks them.
+const FTRACE: &str = "linux.tracing.ftrace.CheckFtrace";
+/// Loaded eBPF programs.
+const EBPF: &str = "linux.ebpf.EBPF";
+/// The `source` of findings that compare several plugins' outputs.
+pub const CROSS_VIEW: &str = "cross-view";
 
 pub const BANNERS: &str = "banners.Banners";
 
@@ -69,7 +98,8 @@ pub enum Severity {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Finding {
     pub severity: Severity,
-    /// The plugin whose output shows it (or `symbols`).
+    /// The plugin whose output shows it (or `symbols`, or `cross-view` when
+    /// it comes from comparing several plugins' outputs).
     pub source: String,
     pub title: String,
     pub detail: String,

@@ -4,8 +4,8 @@ use firebreak_steps::analysis::{AnalyzeMemory, ReadAnalysis};
 use firebreak_steps::autoscaling::DetachFromAutoScaling;
 use firebreak_steps::case::CaseFile;
 use firebreak_steps::ec2::{
-    AwaitSnapshots, CopySnapshots, DisassociateElasticIps, IsolateNetwork, ProtectInstance,
-    RecordInstanceState, SnapshotVolumes, TagInstance,
+    AwaitSnapshots, CopySnapshots, DisassociateElasticIps, HashSnapshots, IsolateNetwork,
+    ProtectInstance, RecordInstanceState, SnapshotVolumes, TagInstance,
 };
 use firebreak_steps::elbv2::DeregisterFromTargetGroups;
 use firebreak_steps::iam::RevokeInstanceCredentials;
@@ -196,6 +196,29 @@ fn containment(memory: bool) -> Chain {
                 ),
             ),
         );
+    chain = chain.then(
+        choice("HashSnapshotsRequested?").when(
+            Cond::and(vec![
+                Cond::present("$.snapshots"),
+                Cond::present("$.snapshot_progress"),
+                Cond::is_true("$.snapshot_progress.all_completed"),
+                Cond::present("$.options.hash_snapshots"),
+                Cond::is_true("$.options.hash_snapshots"),
+            ]),
+            Chain::new().then(
+                task::<HashSnapshots>("HashSnapshots")
+                    .bind("case_id", "$.case.case_id")
+                    .bind("snapshot_ids", "$.snapshots.snapshot_ids")
+                    .bind("evidence_bucket", "$.case.evidence_bucket")
+                    .bind("evidence_lock", "$.case.evidence_lock")
+                    .bind("actor", "$.case.actor")
+                    .result_at("snapshot_hashes")
+                    // Hours for large volumes: where time is not limited.
+                    .in_container()
+                    .continue_on_failure("hash_snapshots"),
+            ),
+        ),
+    );
     if memory {
         chain = chain.then(
             choice("MemoryCaptured?").when(
@@ -270,6 +293,7 @@ mod tests {
                 "tag_instance",
                 "snapshot_volumes",
                 "await_snapshots",
+                "hash_snapshots",
                 "copy_snapshots"
             ]
         );

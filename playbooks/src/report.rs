@@ -67,6 +67,7 @@ pub struct CaseOutput {
     pub snapshot_progress: Option<SnapshotProgress>,
     pub release: Option<ReleaseOutput>,
     pub forensic_copies: Option<CopyOutput>,
+    pub snapshot_hashes: Option<firebreak_steps::ec2::SnapshotHashes>,
     pub memory_capture: Option<firebreak_steps::memory::CaptureStarted>,
     pub memory_progress: Option<firebreak_steps::memory::CaptureProgress>,
     pub analysis: Option<firebreak_steps::analysis::AnalysisSummary>,
@@ -395,6 +396,22 @@ impl Report {
                         copy.account_id,
                         copy.region,
                         copy.state
+                    ));
+                }
+            }
+            if let Some(h) = &st.snapshot_hashes {
+                for d in &h.snapshots {
+                    line(format!(
+                        "  ok  disk image of {} hashed{}: sha256 {} ({} GiB, {} of {} blocks written){}",
+                        d.snapshot_id,
+                        if d.reused { " (before)" } else { "" },
+                        d.sha256,
+                        d.volume_size_gib,
+                        d.blocks_written,
+                        d.blocks,
+                        d.custody_sequence
+                            .map(|n| format!(", custody record {n}"))
+                            .unwrap_or_default()
                     ));
                 }
             }

@@ -31,6 +31,10 @@ pub struct CaseOptions {
     /// Memory capture (ec2-compromise).
     #[serde(default)]
     pub memory: crate::memory::MemoryOptions,
+    /// Hash every snapshot's whole volume image through the EBS direct
+    /// APIs once completed (`hash_snapshots`).
+    #[serde(default)]
+    pub hash_snapshots: bool,
 }
 
 /// Who, what and when: set once when the case is opened.

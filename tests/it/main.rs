@@ -20,4 +20,5 @@ mod memory;
 mod respond;
 mod run_cli;
 mod sfn_moto;
+mod snapshot_hash;
 mod validate_cli;

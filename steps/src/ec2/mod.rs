@@ -3,6 +3,7 @@
 
 mod copy;
 mod eip;
+mod hash_snapshot;
 mod isolate;
 mod protect;
 mod record;
@@ -12,6 +13,10 @@ mod tag;
 
 pub use copy::{CopyInput, CopyOutput, CopySnapshots, ForensicCopy, SnapshotCopy};
 pub use eip::{DisassociateElasticIps, ElasticIpsOutput};
+pub use hash_snapshot::{
+    hash_snapshot, HashSnapshots, HashSnapshotsInput, SnapshotDigest, SnapshotHashes,
+    BLOCKS_IN_FLIGHT,
+};
 pub use isolate::{
     Exemption, IsolateInput, IsolateNetwork, IsolatedInterface, IsolationOutput, VpcIsolationGroups,
 };
@@ -48,6 +53,7 @@ pub(crate) fn register(r: Registry) -> Registry {
         .register::<CopySnapshots>()
         .register::<SnapshotVolumes>()
         .register::<AwaitSnapshots>()
+        .register::<HashSnapshots>()
         .register::<TagInstance>()
         .register::<crate::memory::StartMemoryCapture>()
         .register::<crate::memory::AwaitMemoryCapture>()
