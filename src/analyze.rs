@@ -28,9 +28,15 @@ pub struct AnalyzeArgs {
     /// The Volatility 3 program.
     #[arg(long, env = "FIREBREAK_VOL", default_value = "vol")]
     pub vol: String,
-    /// Directory of ISF symbol tables for the fleet's kernels.
+    /// Directory of ISF symbol tables for the fleet's kernels (searched
+    /// recursively, as Volatility does).
     #[arg(long, env = "FIREBREAK_SYMBOLS")]
     pub symbols_dir: Option<String>,
+    /// The tools bucket, whose symbol tables (`firebreak symbols add`) are
+    /// used when the directory has none for the kernel (default
+    /// firebreak-tools-ACCOUNT-REGION).
+    #[arg(long, env = "FIREBREAK_TOOLS_BUCKET")]
+    pub tools_bucket: Option<String>,
     /// Where the image is copied (it needs the image's size free).
     #[arg(long)]
     pub work_dir: Option<String>,
@@ -82,6 +88,9 @@ pub async fn run(a: AnalyzeArgs) -> anyhow::Result<u8> {
             .evidence_lock(&bucket, a.retention_days, None, None)
             .await?,
         evidence_bucket: bucket,
+        tools_bucket: Some(a.tools_bucket.clone().unwrap_or_else(|| {
+            firebreak_steps::tools::default_tools_bucket(&session.who.account_id, &session.region)
+        })),
         actor: session.who.arn.clone(),
         options: AnalysisOptions {
             vol: Some(a.vol.clone()),

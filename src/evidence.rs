@@ -328,9 +328,10 @@ async fn verify_case(va: VerifyArgs) -> anyhow::Result<u8> {
             for art in &v.artifacts {
                 let mark = match art.state {
                     ArtifactState::Intact | ArtifactState::Present => "ok",
-                    ArtifactState::Modified | ArtifactState::Missing | ArtifactState::Replaced => {
-                        "!!"
-                    }
+                    ArtifactState::Modified
+                    | ArtifactState::Missing
+                    | ArtifactState::Replaced
+                    | ArtifactState::Unreadable => "!!",
                 };
                 outln!(
                     "  {mark} {:<8} {:<18} {}: {}",

@@ -60,6 +60,7 @@ mod session;
 mod setup;
 mod step;
 mod summary;
+mod symbols;
 mod tools;
 mod validate;
 
@@ -116,6 +117,9 @@ enum OnRuntime {
     Analyze(analyze::AnalyzeArgs),
     /// The LiME modules and AVML that memory capture sends to hosts.
     Tools(tools::ToolsArgs),
+    /// ISF symbol tables for memory analysis, kept in the tools bucket by
+    /// the kernel banner they were built for.
+    Symbols(symbols::SymbolsArgs),
     /// Run one step with a JSON input (what a container step runs).
     Step(step::StepArgs),
     /// Answer a `.waitForTaskToken` task of a local run with its result.
@@ -215,6 +219,7 @@ fn main() -> ExitCode {
             OnRuntime::Lime(a) => lime::run(a).await,
             OnRuntime::Analyze(a) => analyze::run(a).await,
             OnRuntime::Tools(a) => tools::run(a).await,
+            OnRuntime::Symbols(a) => symbols::run(a).await,
             OnRuntime::Step(a) => step::run(a).await,
             OnRuntime::TaskSuccess(a) => run::task_success(a),
             OnRuntime::TaskFailure(a) => run::task_failure(a),

@@ -5,7 +5,7 @@ use firebreak_steps::autoscaling::DetachFromAutoScaling;
 use firebreak_steps::case::CaseFile;
 use firebreak_steps::ec2::{
     AwaitSnapshots, CopySnapshots, DisassociateElasticIps, HashSnapshots, IsolateNetwork,
-    ProtectInstance, RecordInstanceState, SnapshotVolumes, TagInstance,
+    ProtectInstance, ReadSnapshotHashes, RecordInstanceState, SnapshotVolumes, TagInstance,
 };
 use firebreak_steps::elbv2::DeregisterFromTargetGroups;
 use firebreak_steps::iam::RevokeInstanceCredentials;
@@ -205,18 +205,27 @@ fn containment(memory: bool) -> Chain {
                 Cond::present("$.options.hash_snapshots"),
                 Cond::is_true("$.options.hash_snapshots"),
             ]),
-            Chain::new().then(
-                task::<HashSnapshots>("HashSnapshots")
-                    .bind("case_id", "$.case.case_id")
-                    .bind("snapshot_ids", "$.snapshots.snapshot_ids")
-                    .bind("evidence_bucket", "$.case.evidence_bucket")
-                    .bind("evidence_lock", "$.case.evidence_lock")
-                    .bind("actor", "$.case.actor")
-                    .result_at("snapshot_hashes")
-                    // Hours for large volumes: where time is not limited.
-                    .in_container()
-                    .continue_on_failure("hash_snapshots"),
-            ),
+            Chain::new()
+                .then(
+                    task::<HashSnapshots>("HashSnapshots")
+                        .bind("case_id", "$.case.case_id")
+                        .bind("snapshot_ids", "$.snapshots.snapshot_ids")
+                        .bind("evidence_bucket", "$.case.evidence_bucket")
+                        .bind("evidence_lock", "$.case.evidence_lock")
+                        .bind("actor", "$.case.actor")
+                        // Hours for large volumes: where time is not
+                        // limited; the hashes go to custody.
+                        .in_container()
+                        .continue_on_failure("hash_snapshots"),
+                )
+                .then(
+                    task::<ReadSnapshotHashes>("ReadSnapshotHashes")
+                        .bind("case_id", "$.case.case_id")
+                        .bind("evidence_bucket", "$.case.evidence_bucket")
+                        .bind("snapshot_ids", "$.snapshots.snapshot_ids")
+                        .result_at("snapshot_hashes")
+                        .continue_on_failure("read_snapshot_hashes"),
+                ),
         ),
     );
     if memory {
@@ -234,6 +243,7 @@ fn containment(memory: bool) -> Chain {
                             .bind("evidence_bucket", "$.case.evidence_bucket")
                             .bind("evidence_lock", "$.case.evidence_lock")
                             .bind("actor", "$.case.actor")
+                            .bind("tools_bucket", "$.options.memory.tools_bucket")
                             .in_container()
                             .continue_on_failure("analyze_memory"),
                     )
@@ -294,6 +304,7 @@ mod tests {
                 "snapshot_volumes",
                 "await_snapshots",
                 "hash_snapshots",
+                "read_snapshot_hashes",
                 "copy_snapshots"
             ]
         );

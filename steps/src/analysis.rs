@@ -72,6 +72,10 @@ pub struct AnalyzeInput {
     pub actor: String,
     #[serde(default)]
     pub options: AnalysisOptions,
+    /// The tools bucket, where `firebreak symbols add` keeps symbol
+    /// tables by banner (looked in when the symbols directory has none).
+    #[serde(default)]
+    pub tools_bucket: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -114,6 +118,10 @@ pub struct AnalysisOutput {
     pub banners: Vec<Banner>,
     pub kernel_release: Option<String>,
     pub symbols_found: bool,
+    /// The symbol table used: a path under the symbols directory, or the
+    /// tools bucket's `s3://` location.
+    #[serde(default)]
+    pub symbols_table: Option<String>,
     pub plugins: Vec<PluginRun>,
     pub findings: Vec<Finding>,
     /// Where the findings are kept.
@@ -325,33 +333,94 @@ fn volatility_version(stderr: &str) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-/// Whether a symbols directory holds a table for this banner: plain
-/// `.json` tables are read and matched; compressed ones cannot be read
-/// here, so their presence means "let Volatility try".
-fn symbols_for(dir: Option<&str>, banner: &str) -> (bool, bool) {
-    let Some(dir) = dir else {
-        return (false, false);
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return (false, false);
-    };
-    let mut compressed = false;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".json") {
-            let matched = std::fs::read(e.path())
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .and_then(|isf| volatility::isf_banner(&isf))
-                .is_some_and(|b| b == banner);
-            if matched {
-                return (true, false);
+/// How deep the symbols directory is searched: Volatility itself looks
+/// through `symbols/linux/**`; packs nest a few levels.
+const SYMBOLS_DEPTH: usize = 8;
+
+/// What a symbols directory holds for a banner.
+#[derive(Debug, Default)]
+struct LocalTables {
+    /// A table built for exactly this banner.
+    matched: Option<PathBuf>,
+    /// Tables in a compression read here (gzip, bzip2): Volatility may
+    /// still find one for the banner.
+    unreadable: bool,
+}
+
+/// Looks through a symbols directory, recursively (as Volatility does),
+/// for the table of this banner: `.json` and `.json.xz` are read and
+/// matched; other compressions count as "let Volatility try".
+fn local_tables(dir: Option<&str>, banner: &str) -> LocalTables {
+    let mut out = LocalTables::default();
+    let Some(dir) = dir else { return out };
+    let mut stack = vec![(PathBuf::from(dir), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                if depth < SYMBOLS_DEPTH {
+                    stack.push((path, depth + 1));
+                }
+                continue;
             }
-        } else if name.ends_with(".json.xz") || name.ends_with(".json.gz") {
-            compressed = true;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".json") || name.ends_with(".json.xz") {
+                let matched = std::fs::read(&path)
+                    .ok()
+                    .and_then(|b| volatility::isf_file_banner(&name, &b).ok().flatten())
+                    .is_some_and(|b| b == banner);
+                if matched {
+                    out.matched = Some(path);
+                    return out;
+                }
+            } else if name.ends_with(".json.gz") || name.ends_with(".json.bz2") {
+                out.unreadable = true;
+            }
         }
     }
-    (false, compressed)
+    out
+}
+
+/// The tools bucket's table for a banner, downloaded under `dir/linux/`
+/// and checked against the index's SHA-256; its `s3://` location.
+async fn bucket_table(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    banner: &str,
+    dir: &Path,
+) -> Result<Option<String>, StepError> {
+    let index = match crate::tools::read_symbols_index(ctx, log, bucket).await {
+        Ok(Some(index)) => index,
+        // No tools bucket (or no index in it): nothing to find there.
+        Ok(None) => return Ok(None),
+        Err(e) if e.name == ErrorName::ResourceNotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(t) = index.tables.get(banner) else {
+        return Ok(None);
+    };
+    let uri = S3Uri {
+        bucket: bucket.to_string(),
+        key: t.key.clone(),
+        version_id: t.version_id.clone(),
+    };
+    let name = t.key.rsplit('/').next().unwrap_or("table.json.xz");
+    std::fs::create_dir_all(dir.join("linux")).map_err(|e| {
+        StepError::with_source(ErrorName::Internal, "making the symbols directory", e)
+    })?;
+    let path = dir.join("linux").join(name);
+    let got = download(ctx, log, &uri, &path).await?;
+    if got.sha256 != t.sha256 {
+        return Err(StepError::verification(format!(
+            "the symbol table {uri} hashes to {}, the index says {}: not used",
+            got.sha256, t.sha256
+        )));
+    }
+    Ok(Some(uri.to_string()))
 }
 
 /// Volatility's message when no symbol table matched.
@@ -630,10 +699,19 @@ impl Step for AnalyzeMemory {
             .find(|b| b.banner.starts_with("Linux version "))
             .map(|b| b.banner.clone());
         let kernel_release = banner.as_deref().and_then(volatility::kernel_release);
-        let symbols_location = symbols_dir
-            .clone()
-            .unwrap_or_else(|| "a symbols directory (--symbols-dir)".into());
+        let tools_bucket = input.tools_bucket.clone().filter(|b| !b.is_empty());
+        let symbols_location = match (&symbols_dir, &tools_bucket) {
+            (Some(d), Some(b)) => format!("{d} or s3://{b}/symbols/ (`firebreak symbols add`)"),
+            (Some(d), None) => d.clone(),
+            (None, Some(b)) => format!("s3://{b}/symbols/ (`firebreak symbols add`)"),
+            (None, None) => {
+                "a symbols directory (--symbols-dir) or the tools bucket (`firebreak symbols add`)"
+                    .into()
+            }
+        };
         let mut symbols_found = false;
+        let mut symbols_table = None;
+        let mut outputs: Vec<(String, Value)> = Vec::new();
         match &banner {
             None => findings.push(Finding {
                 severity: Severity::High,
@@ -642,8 +720,19 @@ impl Step for AnalyzeMemory {
                 detail: "the image holds no `Linux version ...` string: it may be empty, encrypted or not a memory image of a Linux host".into(),
             }),
             Some(b) => {
-                let (matched, compressed) = symbols_for(symbols_dir.as_deref(), b);
-                if !matched && !compressed {
+                let local = local_tables(symbols_dir.as_deref(), b);
+                let mut use_dir = symbols_dir.clone();
+                if let Some(p) = &local.matched {
+                    symbols_table = Some(p.display().to_string());
+                } else if let Some(tb) = &tools_bucket {
+                    let fetched = work.0.join("symbols");
+                    if let Some(at) = bucket_table(ctx, &log, tb, b, &fetched).await? {
+                        log.progress(&format!("symbol table for this kernel from {at}"));
+                        symbols_table = Some(at);
+                        use_dir = Some(fetched.to_string_lossy().into_owned());
+                    }
+                }
+                if symbols_table.is_none() && !local.unreadable {
                     findings.push(volatility::missing_symbols(b, &symbols_location));
                 } else {
                     symbols_found = true;
@@ -651,13 +740,23 @@ impl Step for AnalyzeMemory {
                         log.progress(&format!("Volatility 3: {plugin}"));
                         let run = run_vol(
                             &program,
-                            &volatility::command(&image_str, &cache, symbols_dir.as_deref(), plugin),
+                            &volatility::command(&image_str, &cache, use_dir.as_deref(), plugin),
                             plugin_timeout,
                         )
                         .await?;
                         if run.status == PluginStatus::Failed && unsatisfied_symbols(&run) {
                             symbols_found = false;
-                            findings.push(volatility::missing_symbols(b, &symbols_location));
+                            findings.push(match &symbols_table {
+                                // The table matched the banner, yet does not
+                                // fit the image: another build, or a bad table.
+                                Some(t) => Finding {
+                                    severity: Severity::Medium,
+                                    source: "symbols".into(),
+                                    title: "the symbol table for this kernel's banner does not fit the image: process, module, network and code-injection analysis did not run".into(),
+                                    detail: format!("banner: {b}\ntable: {t}\nVolatility could not satisfy its kernel requirements with it (the table may come from another build of the same release, or be incomplete): build it again from this kernel's own debug symbols"),
+                                },
+                                None => volatility::missing_symbols(b, &symbols_location),
+                            });
                             break;
                         }
                         let parsed: Option<Value> = serde_json::from_slice(&run.stdout).ok();
@@ -676,6 +775,7 @@ impl Step for AnalyzeMemory {
                                     Ok(f) => findings.extend(f),
                                     Err(e) => entry.detail = Some(e.to_string()),
                                 }
+                                outputs.push((plugin.to_string(), v));
                                 entry.output =
                                     Some(store.put(plugin, run.stdout, version.clone()).await?);
                             }
@@ -716,6 +816,8 @@ impl Step for AnalyzeMemory {
                 }
             }
         }
+        // Views compared: what one plugin hides another shows.
+        findings.extend(volatility::cross_view(&outputs));
         findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
         let findings_json = serde_json::to_vec_pretty(&serde_json::json!({
             "case_id": input.case_id,
@@ -745,6 +847,7 @@ impl Step for AnalyzeMemory {
             banners,
             kernel_release,
             symbols_found,
+            symbols_table,
             plugins,
             findings,
             findings_location,

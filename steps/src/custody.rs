@@ -66,6 +66,8 @@ impl Ledger {
 /// many versions it has, and whether a delete marker hides it now.
 struct KeyVersions {
     first: Option<Version>,
+    /// The newest version that is not a delete marker.
+    latest: Option<Version>,
     count: usize,
     hidden: bool,
 }
@@ -78,6 +80,7 @@ fn by_key(versions: &[Version]) -> BTreeMap<String, KeyVersions> {
     for v in versions {
         let e = out.entry(v.key.clone()).or_insert(KeyVersions {
             first: None,
+            latest: None,
             count: 0,
             hidden: false,
         });
@@ -91,10 +94,14 @@ fn by_key(versions: &[Version]) -> BTreeMap<String, KeyVersions> {
             Some(f) => v.last_modified <= f.last_modified,
         };
         if older {
-            e.first = Some(Version {
-                version_id: v.version_id.clone(),
-                ..v.clone()
-            });
+            e.first = Some(v.clone());
+        }
+        let newer = match &e.latest {
+            None => true,
+            Some(l) => v.last_modified > l.last_modified || v.is_latest,
+        };
+        if newer {
+            e.latest = Some(v.clone());
         }
     }
     out
@@ -128,15 +135,20 @@ pub async fn read_ledger(
     let versions = evidence::list_versions(ctx, log, bucket, &prefix).await?;
     let mut ledger = Ledger::default();
     for (key, kv) in by_key(&versions) {
+        let what = if key.ends_with(".sig") {
+            "signature"
+        } else {
+            "record"
+        };
         if kv.count > 1 {
             ledger.problems.push(format!(
-                "s3://{bucket}/{key}: the record was overwritten ({} versions; the first, locked one is read)",
+                "s3://{bucket}/{key}: the {what} was overwritten ({} versions; the first, locked one is read)",
                 kv.count
             ));
         }
         if kv.hidden {
             ledger.problems.push(format!(
-                "s3://{bucket}/{key}: the record was deleted (a delete marker hides it; the locked first version is read)"
+                "s3://{bucket}/{key}: the {what} was deleted (a delete marker hides it; the locked first version is read)"
             ));
         }
         let Some(first) = kv.first else {
@@ -147,6 +159,25 @@ pub async fn read_ledger(
         };
         let bytes = get_version(ctx, log, &pinned(bucket, &key, &first)).await?;
         if let Some(n) = sequence_of(&prefix, &key, ".sig") {
+            // A signature written over: whose key signs the newer one?
+            if let Some(latest) = kv
+                .latest
+                .filter(|l| kv.count > 1 && l.version_id != first.version_id)
+            {
+                let newer = get_version(ctx, log, &pinned(bucket, &key, &latest)).await?;
+                let (old, new) = (
+                    serde_json::from_slice::<RecordSignature>(&bytes).ok(),
+                    serde_json::from_slice::<RecordSignature>(&newer).ok(),
+                );
+                if let (Some(o), Some(n)) = (old, new) {
+                    if o.key_id != n.key_id {
+                        ledger.problems.push(format!(
+                            "s3://{bucket}/{key}: record {} was re-signed with another key ({}, not {})",
+                            o.sequence, n.key_id, o.key_id
+                        ));
+                    }
+                }
+            }
             let sig = serde_json::from_slice::<RecordSignature>(&bytes)
                 .map_err(|e| format!("s3://{bucket}/{key} is not a record signature: {e}"));
             ledger.signatures.insert(n, sig);
@@ -402,6 +433,9 @@ pub enum ArtifactState {
     /// Not hashed by firebreak here (a snapshot): its existence was
     /// checked.
     Present,
+    /// It could not be read (no such bucket, access denied): nothing can
+    /// be said of it, which is not intact.
+    Unreadable,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -557,12 +591,22 @@ pub async fn verify(
                 bucket: b,
                 key,
                 version_id,
-            } => check_object(ctx, &log, r, b, key, version_id.as_deref()).await?,
+            } => check_object(ctx, &log, r, b, key, version_id.as_deref()).await,
             Location::Snapshot { snapshot_id, .. } => {
-                check_snapshot(ctx, &log, r, snapshot_id).await?
+                check_snapshot(ctx, &log, r, snapshot_id).await
             }
         };
-        artifacts.push(check);
+        // One artifact that cannot be read (a record naming a bucket that
+        // does not exist, say) is reported; it does not stop the others.
+        artifacts.push(check.unwrap_or_else(|e| ArtifactCheck {
+            evidence_id: r.evidence_id.clone(),
+            kind: r.kind.clone(),
+            location: uri.clone(),
+            recorded_sha256: r.sha256.clone(),
+            current_sha256: None,
+            state: ArtifactState::Unreadable,
+            detail: format!("cannot be read: {}", e.message),
+        }));
     }
     let intact = breaks.is_empty()
         && record_problems.is_empty()

@@ -227,3 +227,96 @@ pub async fn add(
     put(ctx, bucket, MANIFEST_KEY, body, &d).await?;
     Ok(entry)
 }
+
+/// Where the symbol tables' index lives in the tools bucket.
+pub const SYMBOLS_INDEX_KEY: &str = "symbols/index.json";
+
+/// One ISF symbol table in the tools bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SymbolTable {
+    /// The `linux_banner` it was built for: Volatility matches tables by it.
+    pub banner: String,
+    pub key: String,
+    pub version_id: Option<String>,
+    pub sha256: String,
+    pub size: u64,
+    pub added_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The symbol tables in the tools bucket, by banner.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SymbolsIndex {
+    #[serde(default)]
+    pub tables: BTreeMap<String, SymbolTable>,
+}
+
+/// Reads the symbols index (`None`: the bucket holds none).
+pub async fn read_symbols_index(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+) -> Result<Option<SymbolsIndex>, StepError> {
+    let Some((bytes, _)) = evidence::get(ctx, log, bucket, SYMBOLS_INDEX_KEY).await? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        StepError::new(
+            ErrorName::InvalidInput,
+            format!("s3://{bucket}/{SYMBOLS_INDEX_KEY} is not a firebreak symbols index: {e}"),
+        )
+    })
+}
+
+/// Stores an ISF symbol table (`.json` or `.json.xz`, as dwarf2json and
+/// xz make them) under `symbols/linux/`, indexed by its banner; a table
+/// for the same banner is replaced in the index.
+pub async fn add_symbols(
+    ctx: &StepContext,
+    bucket: &str,
+    file_name: &str,
+    bytes: Vec<u8>,
+) -> Result<SymbolTable, StepError> {
+    let banner = firebreak_forensics::volatility::isf_file_banner(file_name, &bytes)
+        .map_err(|e| StepError::with_source(ErrorName::InvalidInput, file_name, e))?
+        .filter(|b| b.starts_with("Linux version "))
+        .ok_or_else(|| {
+            StepError::invalid_input(format!(
+                "{file_name} names no Linux banner (symbols.linux_banner): not a Linux ISF table from dwarf2json"
+            ))
+        })?;
+    let log = ctx.log("symbols");
+    ensure_bucket(ctx, bucket).await?;
+    let digest = sha256_bytes(&bytes);
+    let release = firebreak_forensics::volatility::kernel_release(&banner)
+        .filter(|r| valid_kernel_release(r))
+        .unwrap_or_else(|| "linux".into());
+    let banner_id = sha256_bytes(banner.as_bytes());
+    let ext = if file_name.ends_with(".json.xz") {
+        "json.xz"
+    } else {
+        "json"
+    };
+    // The banner's hash in the name: two builds of one release differ.
+    let key = format!(
+        "symbols/linux/{release}-{}.{ext}",
+        banner_id.sha256.get(..16).unwrap_or_default()
+    );
+    let version_id = put(ctx, bucket, &key, bytes, &digest).await?;
+    let entry = SymbolTable {
+        banner: banner.clone(),
+        key,
+        version_id,
+        sha256: digest.sha256,
+        size: digest.size,
+        added_at: chrono::Utc::now(),
+    };
+    let mut index = read_symbols_index(ctx, &log, bucket)
+        .await?
+        .unwrap_or_default();
+    index.tables.insert(banner, entry.clone());
+    let body = serde_json::to_vec_pretty(&index)
+        .map_err(|e| StepError::with_source(ErrorName::Internal, "the symbols index", e))?;
+    let d = sha256_bytes(&body);
+    put(ctx, bucket, SYMBOLS_INDEX_KEY, body, &d).await?;
+    Ok(entry)
+}

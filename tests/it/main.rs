@@ -10,6 +10,7 @@ mod support;
 mod asl_validator;
 mod compile_cli;
 mod contain;
+mod custody;
 mod differential;
 mod dry_run;
 mod evidence;

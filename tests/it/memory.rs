@@ -695,7 +695,38 @@ async fn sandbox_memory_is_captured_over_ssm_verified_off_the_host_and_analysed(
     assert!(symbols["detail"].as_str().unwrap().contains("dwarf2json"));
     assert_eq!(analysis["symbols_found"], false);
 
-    // AND analysing again adds a run and keeps the first one's outputs
+    // WHEN a symbol table for the kernel's banner is added to a tools
+    // bucket (an ISF naming the banner; not a real kernel's, so it cannot
+    // satisfy Volatility's kernel requirements)
+    let symbols_bucket = "firebreak-tools-it-symbols";
+    let constant = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{BANNER}\n\0"))
+    };
+    let isf = json!({
+        "metadata": {"format": "6.2.0", "producer": {"name": "dwarf2json", "version": "0.8.0"}},
+        "base_types": {}, "user_types": {}, "enums": {},
+        "symbols": {"linux_banner": {"address": 1, "constant_data": constant}},
+    });
+    let table = dir.0.join(format!("{KERNEL}.json"));
+    std::fs::write(&table, serde_json::to_vec(&isf).unwrap()).unwrap();
+    let xz = Command::new("xz").arg("-f").arg(&table).status().unwrap();
+    assert!(xz.success());
+    let table = dir.0.join(format!("{KERNEL}.json.xz"));
+    let out = firebreak(&[
+        "symbols",
+        "--tools-bucket",
+        symbols_bucket,
+        "add",
+        table.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(added["banner"], BANNER);
+    // AND analysing again adds a run, keeps the first one's outputs, and
+    // finds the table in the tools bucket by the image's banner
     let out = firebreak(&[
         "analyze",
         "--case",
@@ -704,6 +735,8 @@ async fn sandbox_memory_is_captured_over_ssm_verified_off_the_host_and_analysed(
         &location,
         "--vol",
         &vol(),
+        "--tools-bucket",
+        symbols_bucket,
         "--output",
         "json",
         "-q",
@@ -711,6 +744,30 @@ async fn sandbox_memory_is_captured_over_ssm_verified_off_the_host_and_analysed(
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let second: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_ne!(second["findings_location"], analysis["findings_location"]);
+    let at = second["symbols_table"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{second:#}"));
+    assert!(
+        at.starts_with(&format!(
+            "s3://{symbols_bucket}/{}",
+            added["key"].as_str().unwrap()
+        )),
+        "{at}"
+    );
+    // THEN Volatility ran with it, and says it does not fit this image
+    let symbols = second["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["source"] == "symbols")
+        .unwrap_or_else(|| panic!("{second:#}"));
+    assert!(
+        symbols["title"]
+            .as_str()
+            .unwrap()
+            .contains("does not fit the image"),
+        "{symbols:#}"
+    );
 
     // AND the case's custody verifies
     let out = firebreak(&["evidence", "verify", "--case", &case, "-q"]);
@@ -1172,4 +1229,25 @@ async fn sandbox_credentials_too_short_for_the_capture_are_refused_with_the_fix(
             && e.contains("--duration-seconds"),
         "{e}"
     );
+}
+
+#[test]
+fn every_plugin_firebreak_runs_exists_in_the_pinned_volatility() {
+    // GIVEN the volatility3 scripts/tools installs
+    let out = Command::new(vol()).arg("--help").output().unwrap();
+    let help = format!("{}{}", stdout(&out), stderr(&out));
+    // THEN every plugin of the analysis plan is one of its plugins
+    let listed: Vec<&str> = help
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for plugin in firebreak_forensics::volatility::PLUGINS
+        .iter()
+        .chain([&firebreak_forensics::volatility::BANNERS])
+    {
+        assert!(
+            listed.contains(plugin),
+            "{plugin} is not a plugin of this Volatility:\n{help}"
+        );
+    }
 }

@@ -359,11 +359,11 @@ pub async fn hash_snapshot(
 async fn hashed_before(
     ctx: &StepContext,
     log: &StepLog<'_>,
-    input: &HashSnapshotsInput,
+    bucket: &str,
+    case: &str,
     snapshot_id: &str,
 ) -> Result<Option<SnapshotDigest>, StepError> {
-    let ledger =
-        crate::custody::read_ledger(ctx, log, &input.evidence_bucket, &input.case_id).await?;
+    let ledger = crate::custody::read_ledger(ctx, log, bucket, case).await?;
     Ok(ledger.readable().into_iter().find_map(|r| {
         let same = r.kind == "ebs-snapshot"
             && matches!(&r.location, Location::Snapshot { snapshot_id: s, .. } if s == snapshot_id);
@@ -420,7 +420,7 @@ impl Step for HashSnapshots {
                 );
                 continue;
             }
-            if let Some(d) = hashed_before(ctx, &log, &input, id).await? {
+            if let Some(d) = hashed_before(ctx, &log, bucket, &input.case_id, id).await? {
                 out.push(d);
                 continue;
             }
@@ -536,5 +536,74 @@ impl Step for HashSnapshots {
             out.push(digest);
         }
         Ok(SnapshotHashes { snapshots: out })
+    }
+}
+
+/// Reads the hashes `hash_snapshots` recorded in the case's custody: that
+/// step runs where time is not limited (a container task, whose result
+/// does not come back to the execution), this one brings its result in.
+#[derive(Debug)]
+pub struct ReadSnapshotHashes;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReadHashesInput {
+    pub case_id: String,
+    pub evidence_bucket: String,
+    pub snapshot_ids: Vec<String>,
+}
+
+impl StepDef for ReadSnapshotHashes {
+    const NAME: &'static str = "read_snapshot_hashes";
+    const SUMMARY: &'static str =
+        "Read the snapshot hashes recorded in the case's custody (by hash_snapshots).";
+    const MUTATES: bool = false;
+    type Input = ReadHashesInput;
+    type Output = SnapshotHashes;
+
+    fn errors() -> Vec<ErrorName> {
+        vec![
+            ErrorName::InvalidInput,
+            ErrorName::AccessDenied,
+            ErrorName::Throttled,
+            ErrorName::AwsUnavailable,
+            ErrorName::AwsRequestFailed,
+            ErrorName::VerificationFailed,
+        ]
+    }
+
+    fn iam() -> Vec<Statement> {
+        vec![
+            Statement::allow(
+                ["s3:GetObject", "s3:GetObjectVersion"],
+                ["arn:aws:s3:::*/cases/*"],
+            ),
+            Statement::allow(
+                ["s3:ListBucket", "s3:ListBucketVersions"],
+                ["arn:aws:s3:::*"],
+            ),
+        ]
+    }
+}
+
+#[async_trait]
+impl Step for ReadSnapshotHashes {
+    async fn run(ctx: &StepContext, input: ReadHashesInput) -> Result<SnapshotHashes, StepError> {
+        let log = ctx.log(Self::NAME);
+        let mut snapshots = Vec::new();
+        let mut missing = Vec::new();
+        for id in &input.snapshot_ids {
+            match hashed_before(ctx, &log, &input.evidence_bucket, &input.case_id, id).await? {
+                Some(d) => snapshots.push(d),
+                None => missing.push(id.as_str()),
+            }
+        }
+        if !missing.is_empty() && !ctx.is_dry_run() {
+            return Err(StepError::verification(format!(
+                "case {} holds no hash of {}: hash_snapshots did not finish",
+                input.case_id,
+                missing.join(", ")
+            )));
+        }
+        Ok(SnapshotHashes { snapshots })
     }
 }

@@ -14,8 +14,8 @@ mod tag;
 pub use copy::{CopyInput, CopyOutput, CopySnapshots, ForensicCopy, SnapshotCopy};
 pub use eip::{DisassociateElasticIps, ElasticIpsOutput};
 pub use hash_snapshot::{
-    hash_snapshot, HashSnapshots, HashSnapshotsInput, SnapshotDigest, SnapshotHashes,
-    BLOCKS_IN_FLIGHT,
+    hash_snapshot, HashSnapshots, HashSnapshotsInput, ReadHashesInput, ReadSnapshotHashes,
+    SnapshotDigest, SnapshotHashes, BLOCKS_IN_FLIGHT,
 };
 pub use isolate::{
     Exemption, IsolateInput, IsolateNetwork, IsolatedInterface, IsolationOutput, VpcIsolationGroups,
@@ -54,6 +54,7 @@ pub(crate) fn register(r: Registry) -> Registry {
         .register::<SnapshotVolumes>()
         .register::<AwaitSnapshots>()
         .register::<HashSnapshots>()
+        .register::<ReadSnapshotHashes>()
         .register::<TagInstance>()
         .register::<crate::memory::StartMemoryCapture>()
         .register::<crate::memory::AwaitMemoryCapture>()
