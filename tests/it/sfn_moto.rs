@@ -83,9 +83,10 @@ async fn sandbox_compiled_playbook_runs_in_moto_step_functions() {
         "case": {
             "case_id": "it-sfn", "instance_id": "i-0abc1234", "account_id": "123456789012",
             "region": "us-east-1", "opened_at": "2026-01-01T00:00:00Z", "actor": "arn:aws:iam::123456789012:user/it",
-            "evidence_bucket": "firebreak-evidence-123456789012-us-east-1"
+            "evidence_bucket": "firebreak-evidence-123456789012-us-east-1",
+            "evidence_lock": {"legal_hold": true}
         },
-        "options": {"asg_mode": "standby", "isolation_exemptions": [], "credential_deny": "auto"}
+        "options": {"asg_mode": "standby", "isolation_exemptions": [], "credential_deny": "auto", "hash_snapshots": false}
     });
     let exec = sfn
         .start_execution()
@@ -120,7 +121,10 @@ async fn sandbox_compiled_playbook_runs_in_moto_step_functions() {
         d.cause()
     );
     let output: Value = serde_json::from_str(d.output().unwrap()).unwrap();
-    assert_eq!(output["snapshot_progress"]["all_completed"], true);
+    assert_eq!(
+        output["snapshot_progress"]["all_completed"], true,
+        "{output:#}"
+    );
     // The poll loop ran twice: its counter went through States.MathAdd.
     assert_eq!(output["polls"]["snapshot_progress"]["attempts"], 2);
     assert_eq!(output["tags"]["tags"]["firebreak:case"], "it-sfn");
