@@ -3,10 +3,19 @@
 
 Usage: verify-custody.py DIR [--public-key PEM] [--head HASH] [--case CASE] [--json]
 
-DIR holds one case's ledger, for example from
-    aws s3 cp s3://BUCKET/cases/CASE/custody/ DIR --recursive
-one file per record, NNNNNNNN.json (its sequence number, 8 digits), and in a
-signed case a signature NNNNNNNN.sig beside each signed record.
+DIR holds one case's ledger: one file per record, NNNNNNNN.json (its
+sequence number, 8 digits), and in a signed case a signature NNNNNNNN.sig
+beside each signed record.  What counts is the *first* version of each
+object, the one Object Lock keeps: get them with
+    firebreak evidence export --case CASE --out DIR
+or with the AWS CLI (`aws s3api list-object-versions --bucket BUCKET
+--prefix cases/CASE/custody/`, then `aws s3api get-object --version-id` of
+each key's oldest version).  The export also writes versions.json (every
+version and delete marker of each object): with it, records written over
+or hidden after they were stored are named too.  A plain `aws s3 cp
+--recursive` gets the latest versions, which anyone allowed to write the
+prefix could have replaced by a consistent chain of their own; keep the
+head (--head) to catch that.
 
 Format 2 ("format": "firebreak-custody/2"): the file is exactly the RFC 8785
 (JSON Canonicalization Scheme) form of the record, integers only, and the
@@ -400,6 +409,35 @@ def check_head(records, expected, problem):
     problem(last.position, last.file, text)
 
 
+def check_versions(directory, problem, notes):
+    """Names objects written over or hidden after they were stored, from the
+    versions.json that `firebreak evidence export` writes beside them."""
+    path = os.path.join(directory, "versions.json")
+    if not os.path.isfile(path):
+        notes.append("no versions.json: objects written over after they were stored "
+                     "cannot be named here (export with `firebreak evidence export`)")
+        return
+    try:
+        with open(path, "rb") as f:
+            listing = json.loads(f.read().decode("utf-8"))
+        objects = listing["objects"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        problem(None, "versions.json", f"versions.json cannot be read: {e}")
+        return
+    for name in sorted(objects):
+        entry = objects[name]
+        match = LEDGER_FILE.match(name)
+        sequence = int(match.group(1)) if match else None
+        what = "signature" if name.endswith(".sig") else "record"
+        versions = entry.get("versions", 1) if isinstance(entry, dict) else 1
+        if isinstance(versions, int) and versions > 1:
+            problem(sequence, name, f"the {what} was overwritten after it was stored "
+                    f"({versions} versions; this directory holds the first)")
+        if isinstance(entry, dict) and entry.get("delete_marker"):
+            problem(sequence, name, f"the {what} was deleted after it was stored "
+                    "(a delete marker hides it; this directory holds the first version)")
+
+
 def verify(directory, public_key=None, case=None, head=None):
     """Checks a ledger directory: (records, problems, notes)."""
     try:
@@ -424,6 +462,7 @@ def verify(directory, public_key=None, case=None, head=None):
             problem(rec.position, name, text)
     check_chain(records, case, problem)
     check_signing(records, directory, sig_names, public_key, problem)
+    check_versions(directory, problem, notes)
     if not records:
         problem(None, None, "no custody records (NNNNNNNN.json) in the directory")
     elif head is not None:

@@ -33,6 +33,10 @@ pub enum EvidenceCommand {
     Hold(CaseArgs),
     /// Lift the legal holds of a case (its retention dates still apply).
     Unhold(CaseArgs),
+    /// Write a case's custody ledger as stored first (the versions Object
+    /// Lock keeps) into a directory, with versions.json, for
+    /// scripts/verify-custody.py or any other checker.
+    Export(ExportArgs),
     /// SHA-256 and size of files or S3 objects, streamed in bounded memory.
     Hash(HashArgs),
     /// SHA-256 of a snapshot's whole volume image, read block by block
@@ -67,6 +71,15 @@ pub struct VerifyArgs {
     /// gives it) instead of with KMS.
     #[arg(long, value_name = "FILE")]
     pub public_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub case: CaseArgs,
+    /// The directory to write (made when missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +122,7 @@ pub async fn run(args: EvidenceArgs) -> anyhow::Result<u8> {
         EvidenceCommand::Verify(a) => verify_case(a).await,
         EvidenceCommand::Hold(a) => hold(a, true).await,
         EvidenceCommand::Unhold(a) => hold(a, false).await,
+        EvidenceCommand::Export(a) => export(a).await,
         EvidenceCommand::Hash(a) => hash(a).await,
         EvidenceCommand::HashSnapshot(a) => hash_snapshot(a).await,
     }
@@ -257,6 +271,40 @@ async fn hold(a: CaseArgs, on: bool) -> anyhow::Result<u8> {
     })
 }
 
+async fn export(ea: ExportArgs) -> anyhow::Result<u8> {
+    let (session, case, bucket) = open(&ea.case).await?;
+    let e = firebreak_steps::custody::export_ledger(&session.ctx, &bucket, case.as_str(), &ea.out)
+        .await
+        .map_err(|e| match e.name {
+            firebreak_workflows::ErrorName::InvalidInput => anyhow::Error::new(BadInput(e.message)),
+            _ => anyhow::anyhow!("{e}"),
+        })?;
+    if e.files == 0 {
+        return Err(BadInput(format!(
+            "case {case} has no custody record in s3://{bucket}/cases/{case}/custody/"
+        ))
+        .into());
+    }
+    match ea.case.output {
+        OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&e)?),
+        OutputFormat::Human => {
+            outln!(
+                "case {case}: {} custody objects (first versions) and versions.json written to {}",
+                e.files,
+                e.dir
+            );
+            for n in &e.changed_after {
+                outln!("  !! {n} was written over or hidden after it was stored");
+            }
+            outln!(
+                "  check it: scripts/verify-custody.py {} [--public-key KEY.pem] [--head HASH]",
+                e.dir
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
 async fn verify_case(va: VerifyArgs) -> anyhow::Result<u8> {
     let a = &va.case;
     let check = match &va.public_key {
@@ -315,6 +363,9 @@ async fn verify_case(va: VerifyArgs) -> anyhow::Result<u8> {
             }
             for b in &v.signatures.problems {
                 outln!("  !! signature: record {}: {}", b.sequence, b.problem);
+            }
+            for r in &v.rejected {
+                outln!("  note: {r}");
             }
             for w in &v.warnings {
                 outln!("  warning: {w}");
@@ -441,14 +492,16 @@ async fn hash_snapshot(a: HashSnapshotArgs) -> anyhow::Result<u8> {
         }
         None => {
             let log = ctx.log("evidence_hash_snapshot");
-            let (d, manifest) = firebreak_steps::ec2::hash_snapshot(ctx, &log, &a.snapshot_id)
+            let mut out: Box<dyn std::io::Write + Send> = match &a.manifest {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .map_err(|e| BadInput(format!("--manifest {}: {e}", p.display())))?,
+                )),
+                None => Box::new(std::io::sink()),
+            };
+            firebreak_steps::ec2::hash_snapshot(ctx, &log, &a.snapshot_id, &mut out)
                 .await
-                .map_err(map)?;
-            if let Some(p) = &a.manifest {
-                std::fs::write(p, manifest)
-                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
-            }
-            d
+                .map_err(map)?
         }
     };
     match a.output {

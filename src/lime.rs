@@ -30,8 +30,9 @@ pub struct CheckArgs {
     /// "System RAM" range must be in the image, whole.
     #[arg(long, value_name = "FILE")]
     pub iomem: Option<std::path::PathBuf>,
-    /// The image was made by AVML, which leaves out blocks that are all
-    /// zero (implied for AVML's compressed format).
+    /// The image was made by AVML, which leaves out pieces of memory of up
+    /// to 16 MiB that are all zero, and writes each range one byte short
+    /// (implied for AVML's compressed format).
     #[arg(long)]
     pub avml: bool,
     #[arg(long, value_enum, default_value = "human")]
@@ -80,10 +81,10 @@ pub async fn run(args: LimeArgs) -> anyhow::Result<u8> {
             return Ok(exit::FAILED);
         }
     };
-    let tool = if a.avml || s.format == Format::AvmlCompressed {
-        Tool::Avml
-    } else {
-        Tool::Lime
+    let tool = match (s.format, a.avml) {
+        (Format::AvmlCompressed, _) => Tool::AvmlCompressed,
+        (Format::Lime, true) => Tool::Avml,
+        (Format::Lime, false) => Tool::Lime,
     };
     let ranges: Vec<_> = s.ranges.iter().map(|r| r.image_range()).collect();
     let cv = coverage::coverage(&ranges, ram.as_deref(), tool);

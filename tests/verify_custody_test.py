@@ -226,12 +226,24 @@ class VerifyCustodyTest(unittest.TestCase):
         self.assertTrue(os.access(SCRIPT, os.X_OK))
         p = subprocess.run([str(SCRIPT), str(self.dir)], capture_output=True, text=True)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        lines = p.stdout.splitlines()
+        lines = [l for l in p.stdout.splitlines() if not l.startswith("note: ")]
+        self.assertIn("no versions.json", p.stdout)
         self.assertTrue(lines[0].startswith("00000000  acquired  memory-image  ev-0  s3://evidence/"))
         self.assertIn("unsigned", lines[2])
         self.assertTrue(lines[3].endswith("  signed"), lines[3])
         self.assertIn("not verified", p.stdout)
         self.assertEqual(lines[-1], f"head: sequence 4, sha256 {self.hashes[4]}")
+
+    def test_versions_json_names_records_written_over_or_hidden(self):
+        (self.dir / "versions.json").write_text(json.dumps({"objects": {
+            "00000001.json": {"versions": 2, "delete_marker": False},
+            "00000003.sig": {"versions": 1, "delete_marker": True},
+            "00000004.json": {"versions": 1, "delete_marker": False},
+        }}))
+        result = self.assertBroken()
+        self.assertProblem(result, 1, "record was overwritten after it was stored")
+        self.assertProblem(result, 3, "signature was deleted after it was stored")
+        self.assertEqual(len(result["problems"]), 2, result["problems"])
 
     def test_human_output_lists_problems(self):
         (self.dir / "00000002.json").unlink()

@@ -47,9 +47,12 @@ started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 result_url=""
 lockdown=unknown
 
-# A string as a JSON string (quotes, backslashes and control characters).
+# A string as a JSON string: backslashes and quotes escaped, newlines
+# and tabs spelled out, other control characters dropped (a stray byte
+# from a tool's stderr must not make the result invalid JSON).
 json_str() {
-  local s=$1
+  local s
+  s=$(printf '%s' "$1" | tr -d '\000-\010\013\014\016-\037\177')
   s=${s//\\/\\\\}
   s=${s//\"/\\\"}
   s=${s//$'\n'/\\n}
@@ -97,8 +100,14 @@ mem_avail_kib=$(awk '$1 == "MemAvailable:" { print $2 }' /proc/meminfo)
 mem_avail_kib=${mem_avail_kib:-0}
 budget_kib=$((mem_avail_kib / 4))
 part_kib=$((part_size / 1024))
-# Room for the tools (AVML is about 10 MiB) and the plan.
-tools_kib=$((64 * 1024))
+# Room for the tools (AVML is a few MiB) and the plan (about 1 MiB).
+tools_kib=$((16 * 1024))
+
+# tmpfs pages can be swapped out: to a disk the snapshots will read.
+swap=none
+if [ -r /proc/swaps ] && [ "$(awk 'NR > 1' /proc/swaps | wc -l)" -gt 0 ]; then
+  swap=$(awk 'NR > 1 { printf "%s%s", sep, $1; sep = "," }' /proc/swaps)
+fi
 
 work=$(mktemp -d "$tmp_root/firebreak-capture.XXXXXXXX")
 mounted=0
@@ -197,8 +206,11 @@ awk '$1 == "part" { print $2 }' "$work/plan" >"$work/parts"
 result_url=$(awk '$1 == "result" { print $2 }' "$work/plan")
 [ -n "$result_url" ] || fail "the capture plan names no result URL"
 
-if [ "$lockdown" = confidentiality ]; then
-  fail "memory capture impossible: kernel lockdown (confidentiality) refuses unsigned modules (LiME) and /proc/kcore and /dev/mem (AVML)"
+# Confidentiality lockdown refuses /proc/kcore and /dev/mem (AVML) and
+# unsigned modules; only a LiME module signed with a key the kernel
+# trusts can still load. Without a module for this kernel: stop now.
+if [ "$lockdown" = confidentiality ] && ! awk -v r="$(uname -r)" '$1 == r { found = 1 } END { exit !found }' "$work/modules"; then
+  fail "memory capture impossible: kernel lockdown (confidentiality) refuses /proc/kcore and /dev/mem (AVML), and no LiME module is offered for this kernel"
 fi
 
 # Downloads a tool through its presigned URL and checks its SHA-256.
@@ -219,20 +231,21 @@ iomem=$(base64 -w0 /proc/iomem 2>/dev/null || true)
 
 # Cuts standard input into parts of part_size bytes in the buffer and
 # uploads them, up to $slots at once; a short (or empty) read is the end
-# of the image. Each upload leaves parts/N.json, or upload.err.
+# of the image. Each upload leaves done/N.json, or a line in upload.err.
+# (Uploads are waited for oldest first, not with `wait -n`: that needs
+# bash 4.3, and Amazon Linux 2 and RHEL 7 have 4.2.)
 read_parts() {
-  local number=0 running=0 part_len url chunk=$((part_size / MIB))
+  local number=0 part_len url chunk=$((part_size / MIB)) p
+  local -a uploads=()
   exec 4<"$work/parts"
   mkdir -p "$work/done"
   while :; do
     # A free slot before reading more: the buffer never holds more than
     # the parts being uploaded and the one being read. Until one frees,
     # the tool waits on the FIFO (with timeout=0 LiME waits without loss).
-    while [ "$running" -ge "$slots" ]; do
-      if ! wait -n; then
-        return 1
-      fi
-      running=$((running - 1))
+    while [ "${#uploads[@]}" -ge "$slots" ]; do
+      wait "${uploads[0]}" || return 1
+      uploads=("${uploads[@]:1}")
     done
     [ ! -e "$work/upload.err" ] || return 1
     number=$((number + 1))
@@ -248,12 +261,12 @@ read_parts() {
       return 1
     fi
     upload_part "$number" "$url" &
-    running=$((running + 1))
+    uploads+=("$!")
     [ "$part_len" -eq "$part_size" ] || break
   done
-  while [ "$running" -gt 0 ]; do
-    wait -n || return 1
-    running=$((running - 1))
+  # ${a[@]+...}: an empty array under `set -u` is an error before bash 4.4.
+  for p in ${uploads[@]+"${uploads[@]}"}; do
+    wait "$p" || return 1
   done
   echo "$number" >"$work/part.count"
 }
@@ -284,7 +297,18 @@ fifo=$work/image.fifo
 mkfifo "$fifo" "$work/hash.fifo"
 sha256sum <"$work/hash.fifo" >"$work/image.sha256" &
 hash_pid=$!
-tee "$work/hash.fifo" <"$fifo" | read_parts &
+# tee's pid is kept: when the upload fails, tee is stopped, so that the
+# tool's next write fails at once (with SIGPIPE ignored, tee would go on
+# feeding the hash alone, and LiME would read all of memory for nothing).
+(
+  echo "$BASHPID" >"$work/tee.pid"
+  exec tee "$work/hash.fifo" <"$fifo"
+) | {
+  read_parts || {
+    kill "$(cat "$work/tee.pid" 2>/dev/null)" 2>/dev/null
+    exit 1
+  }
+} &
 reader_pid=$!
 
 tool=""
@@ -338,13 +362,20 @@ if [ -z "$tool" ]; then
   avml_sha=$(awk '$1 == "avml" { print $2 }' "$work/plan")
   avml_url=$(awk '$1 == "avml" { print $3 }' "$work/plan")
   [ -n "$avml_url" ] || fail "$fallback, and no AVML to fall back on"
+  [ "$lockdown" != confidentiality ] ||
+    fail "memory capture impossible: kernel lockdown (confidentiality): $fallback, and AVML cannot read /proc/kcore or /dev/mem"
   [ "$can_exec" = 1 ] ||
     fail "$fallback; AVML cannot run: $tmp_root is mounted noexec and a tmpfs of our own could not be mounted"
+  # The reader (and tee, which opens the FIFO) must still be waiting: a
+  # tool that wrote part of a stream and then failed leaves none, and
+  # AVML would wait for ever to open the FIFO.
   kill -0 "$reader_pid" 2>/dev/null || fail "$fallback; the capture stream closed before AVML could start"
+  kill -0 "$(cat "$work/tee.pid" 2>/dev/null)" 2>/dev/null || fail "$fallback; the capture stream closed before AVML could start"
   fetch "$avml_url" "$work/avml" "$avml_sha"
   chmod 700 "$work/avml"
   # AVML 0.19 and later take `avml acquire FILE`; older ones `avml FILE`.
-  if "$work/avml" --help 2>&1 | grep -qE '^[[:space:]]+acquire([[:space:]]|$)'; then
+  avml_help=$("$work/avml" --help 2>&1 || true)
+  if printf '%s\n' "$avml_help" | grep -qE '^[[:space:]]+acquire([[:space:]]|$)'; then
     avml_syntax=acquire
     "$work/avml" acquire "$fifo" 2>"$work/avml.err" || tool_status=$?
   else
@@ -387,10 +418,10 @@ size=$(awk -F'"size":' '{ split($2, a, ","); s += a[1] } END { print s + 0 }' "$
 image_sha=$(cut -d' ' -f1 "$work/image.sha256")
 parts=$(paste -sd, "$work/parts.jsonl")
 finished=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-result=$(printf '{"case_id":"%s","kernel_release":"%s","tool":"%s","tool_sha256":"%s","image_size":%s,"image_sha256":"%s","parts":[%s],"started_at":"%s","finished_at":"%s","lockdown":"%s","fallback_reason":%s,"avml_syntax":%s,"lime_timeout_ms":%s,"upload_slots":%s,"iomem_base64":"%s"}' \
+result=$(printf '{"case_id":"%s","kernel_release":"%s","tool":"%s","tool_sha256":"%s","image_size":%s,"image_sha256":"%s","parts":[%s],"started_at":"%s","finished_at":"%s","lockdown":"%s","fallback_reason":%s,"avml_syntax":%s,"lime_timeout_ms":%s,"upload_slots":%s,"swap":%s,"iomem_base64":"%s"}' \
   "@@CASE@@" "$release" "$tool" "$tool_sha" "$size" "$image_sha" "$parts" "$started" "$finished" \
   "$lockdown" "$(if [ -n "$fallback" ]; then json_str "$fallback"; else echo null; fi)" \
   "$(if [ -n "$avml_syntax" ]; then json_str "$avml_syntax"; else echo null; fi)" \
-  "$lime_timeout" "$slots" "$iomem")
+  "$lime_timeout" "$slots" "$(json_str "$swap")" "$iomem")
 printf '%s\n' "$result"
 put_result "$result" || fail "cannot upload the result"

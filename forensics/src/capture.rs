@@ -270,6 +270,10 @@ pub struct HostFacts {
     /// `/proc/iomem` as the host read it, base64.
     #[serde(default)]
     pub iomem_base64: Option<String>,
+    /// The host's swap devices (`none`): tmpfs pages, the part buffers
+    /// among them, can be written to swap on a disk.
+    #[serde(default)]
+    pub swap: Option<String>,
 }
 
 #[cfg(test)]

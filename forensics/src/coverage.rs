@@ -30,10 +30,13 @@ pub const SUSPECT_TAIL_MIN_BYTES: u64 = 1 << 20;
 /// touched that memory (hence a warning, not a failure).
 pub const SUSPECT_TAIL_MIN_SHARE: u64 = 100;
 
-/// AVML (since it cut ranges into blocks) writes memory in blocks of this
-/// size from the start of each run of adjacent System RAM ranges, and
-/// leaves out a block that is entirely zero (`MAX_BLOCK_SIZE` in its
-/// `src/image.rs`): such a gap is zeros, not a loss.
+/// AVML's `MAX_BLOCK_SIZE` (its `src/image.rs`): it leaves out a piece
+/// of memory of at most this size that is entirely zero, and in its
+/// compressed format cuts ranges into blocks of this size, leaving out
+/// each that is all zero. It also writes each range one byte short (it
+/// takes `/proc/iomem`'s inclusive end as exclusive). Such gaps are zeros
+/// or AVML's habit, not a loss, and the check counts them apart; it cannot
+/// tell them from lost memory, so AVML images are held to less.
 pub const AVML_BLOCK_BYTES: u64 = 16 << 20;
 
 /// Which tool made an image: AVML leaves out all-zero blocks.
@@ -44,7 +47,10 @@ pub const AVML_BLOCK_BYTES: u64 = 16 << 20;
 pub enum Tool {
     #[default]
     Lime,
+    /// AVML writing LiME format (what firebreak's capture asks of it).
     Avml,
+    /// AVML's compressed format.
+    AvmlCompressed,
 }
 
 /// A top-level "System RAM" range of `/proc/iomem` (end inclusive, as
@@ -304,28 +310,16 @@ fn suspect(range_bytes: u64, tail: u64) -> bool {
     tail >= SUSPECT_TAIL_MIN_BYTES && tail.saturating_mul(SUSPECT_TAIL_MIN_SHARE) >= range_bytes
 }
 
-/// Adjacent System RAM ranges as one (AVML merges them before cutting
-/// blocks).
-fn merged(ram: &[RamRange]) -> Vec<RamRange> {
-    let mut out: Vec<RamRange> = Vec::new();
-    for r in ram {
-        match out.last_mut() {
-            Some(last) if last.end.checked_add(1) == Some(r.start) => last.end = r.end,
-            _ => out.push(*r),
+/// Whether a gap can be memory AVML left out (see [`AVML_BLOCK_BYTES`]).
+fn avml_omitted(gap: &Missing, tool: Tool) -> bool {
+    match tool {
+        Tool::Lime => false,
+        Tool::Avml => gap.missing_bytes <= AVML_BLOCK_BYTES,
+        Tool::AvmlCompressed => {
+            gap.missing_bytes <= AVML_BLOCK_BYTES
+                || gap.missing_bytes.is_multiple_of(AVML_BLOCK_BYTES)
         }
     }
-    out
-}
-
-/// Whether a gap is whole AVML blocks of its run of System RAM (blocks
-/// start at the run's start; the last one may be cut by the run's end).
-fn avml_zero_blocks(gap: &Missing, runs: &[RamRange]) -> bool {
-    runs.iter()
-        .find(|m| m.start <= gap.start && gap.end <= m.end)
-        .is_some_and(|m| {
-            (gap.start - m.start).is_multiple_of(AVML_BLOCK_BYTES)
-                && (gap.end == m.end || (gap.end + 1 - m.start).is_multiple_of(AVML_BLOCK_BYTES))
-        })
 }
 
 /// Compares an image's ranges with the host's System RAM (when known).
@@ -353,16 +347,13 @@ pub fn coverage(image: &[ImageRange], ram: Option<&[RamRange]>, tool: Tool) -> C
                 missing.push(gap(at, r.end));
             }
         }
-        if tool == Tool::Avml {
-            let runs = merged(ram);
-            missing.retain(|g| {
-                let zero = avml_zero_blocks(g, &runs);
-                if zero {
-                    omitted_zero_bytes += g.missing_bytes;
-                }
-                !zero
-            });
-        }
+        missing.retain(|g| {
+            let omitted = avml_omitted(g, tool);
+            if omitted {
+                omitted_zero_bytes += g.missing_bytes;
+            }
+            !omitted
+        });
     }
     let suspect_zero_tails = image
         .iter()
@@ -379,6 +370,151 @@ pub fn coverage(image: &[ImageRange], ram: Option<&[RamRange]>, tool: Tool) -> C
         missing,
         suspect_zero_tails,
         omitted_zero_bytes,
+    }
+}
+
+/// Integers above this lose precision in JSON readers that use doubles
+/// (I-JSON, RFC 7493), and RFC 8785 writes every number as one: custody
+/// records hold no larger integer. Physical addresses can be larger (and a
+/// compromised host chooses what its /proc/iomem says), so the coverage a
+/// record keeps writes them as hex strings.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// `0x` and lower-case hex, for custody records.
+mod hex_u64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("0x{v:x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        let digits = text
+            .strip_prefix("0x")
+            .ok_or_else(|| serde::de::Error::custom("a hex number starts with 0x"))?;
+        u64::from_str_radix(digits, 16).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordRange {
+    #[serde(with = "hex_u64")]
+    start: u64,
+    #[serde(with = "hex_u64")]
+    end: u64,
+    #[serde(with = "hex_u64")]
+    pages: u64,
+    #[serde(with = "hex_u64")]
+    zero_pages: u64,
+    #[serde(with = "hex_u64")]
+    trailing_zero_bytes: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordSpan {
+    #[serde(with = "hex_u64")]
+    start: u64,
+    #[serde(with = "hex_u64")]
+    end: u64,
+    #[serde(with = "hex_u64")]
+    bytes: u64,
+}
+
+/// [`Coverage`] as a custody record keeps it: every number a hex string.
+#[derive(Serialize, Deserialize)]
+struct RecordCoverage {
+    summary: String,
+    ranges: Vec<RecordRange>,
+    system_ram: Option<Vec<RecordSpan>>,
+    missing: Vec<RecordSpan>,
+    suspect_zero_tails: Vec<RecordSpan>,
+    #[serde(with = "hex_u64")]
+    omitted_zero_bytes: u64,
+}
+
+impl Coverage {
+    /// The coverage as a custody record's `details` hold it (numbers as
+    /// hex strings: see [`MAX_SAFE_INTEGER`]).
+    pub fn to_record(&self) -> serde_json::Value {
+        let span = |start: u64, end: u64, bytes: u64| RecordSpan { start, end, bytes };
+        let r = RecordCoverage {
+            summary: self.summary(),
+            ranges: self
+                .ranges
+                .iter()
+                .map(|r| RecordRange {
+                    start: r.start,
+                    end: r.end,
+                    pages: r.zeros.pages,
+                    zero_pages: r.zeros.zero_pages,
+                    trailing_zero_bytes: r.zeros.trailing_zero_bytes,
+                })
+                .collect(),
+            system_ram: self
+                .system_ram
+                .as_ref()
+                .map(|v| v.iter().map(|r| span(r.start, r.end, r.size())).collect()),
+            missing: self
+                .missing
+                .iter()
+                .map(|m| span(m.start, m.end, m.missing_bytes))
+                .collect(),
+            suspect_zero_tails: self
+                .suspect_zero_tails
+                .iter()
+                .map(|t| span(t.start, t.end, t.zero_bytes))
+                .collect(),
+            omitted_zero_bytes: self.omitted_zero_bytes,
+        };
+        serde_json::to_value(r).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A coverage kept by [`Coverage::to_record`].
+    pub fn from_record(v: &serde_json::Value) -> Option<Coverage> {
+        let r: RecordCoverage = serde_json::from_value(v.clone()).ok()?;
+        Some(Coverage {
+            ranges: r
+                .ranges
+                .into_iter()
+                .map(|x| ImageRange {
+                    start: x.start,
+                    end: x.end,
+                    zeros: ZeroStats {
+                        pages: x.pages,
+                        zero_pages: x.zero_pages,
+                        trailing_zero_bytes: x.trailing_zero_bytes,
+                    },
+                })
+                .collect(),
+            system_ram: r.system_ram.map(|v| {
+                v.into_iter()
+                    .map(|x| RamRange {
+                        start: x.start,
+                        end: x.end,
+                    })
+                    .collect()
+            }),
+            missing: r
+                .missing
+                .into_iter()
+                .map(|x| Missing {
+                    start: x.start,
+                    end: x.end,
+                    missing_bytes: x.bytes,
+                })
+                .collect(),
+            suspect_zero_tails: r
+                .suspect_zero_tails
+                .into_iter()
+                .map(|x| ZeroTail {
+                    start: x.start,
+                    end: x.end,
+                    zero_bytes: x.bytes,
+                })
+                .collect(),
+            omitted_zero_bytes: r.omitted_zero_bytes,
+        })
     }
 }
 
@@ -522,35 +658,64 @@ bffea000-bfffffff : Reserved
     }
 
     #[test]
-    fn avml_blocks_left_out_as_zero_are_not_missing() {
+    fn avml_may_leave_out_zero_blocks_and_range_ends_but_not_more() {
         let b = AVML_BLOCK_BYTES;
-        // Two adjacent System RAM ranges make one run of 5.5 blocks.
         let ram = [
             RamRange {
-                start: 0x100000,
-                end: 0x100000 + 2 * b - 1,
+                start: 0x1000,
+                end: 0x9fbff,
             },
             RamRange {
-                start: 0x100000 + 2 * b,
-                end: 0x100000 + 5 * b + b / 2 - 1,
+                start: 0x100000,
+                end: 0x100000 + 8 * b - 1,
             },
         ];
         let none = ZeroStats::default();
-        let at = |k: u64| 0x100000 + k * b;
-        // Blocks 1 and 5 (the last, partial) left out; blocks 0, 2-4 there.
-        let image = [range(at(0), at(1) - 1, none), range(at(2), at(5) - 1, none)];
+        // One byte short at each end (AVML's off-by-one), and one all-zero
+        // 16 MiB block left out of the second range.
+        let image = [
+            range(0x1000, 0x9fbfe, none),
+            range(0x100000, 0x100000 + 3 * b - 1, none),
+            range(0x100000 + 4 * b, 0x100000 + 8 * b - 2, none),
+        ];
         let c = coverage(&image, Some(&ram), Tool::Avml);
         assert!(c.missing.is_empty(), "{:?}", c.missing);
-        assert_eq!(c.omitted_zero_bytes, b + b / 2);
+        assert_eq!(c.omitted_zero_bytes, 1 + b + 1);
         // The same image from LiME is missing those bytes.
-        assert_eq!(coverage(&image, Some(&ram), Tool::Lime).missing.len(), 2);
-        // A gap not on block boundaries is missing even from AVML.
+        assert_eq!(coverage(&image, Some(&ram), Tool::Lime).missing.len(), 3);
+        // A gap longer than a block is lost memory, even from AVML; the
+        // compressed format may leave out whole blocks of it.
         let image = [
-            range(at(0), at(1) + 4095, none),
-            range(at(2), at(5) + b / 2 - 1, none),
+            range(0x1000, 0x9fbff, none),
+            range(0x100000, 0x100000 + 5 * b - 1, none),
         ];
         let c = coverage(&image, Some(&ram), Tool::Avml);
         assert_eq!(c.missing.len(), 1, "{c:?}");
+        assert!(coverage(&image, Some(&ram), Tool::AvmlCompressed)
+            .missing
+            .is_empty());
+        // A small range left out whole may be zeros; a large one is lost.
+        let c = coverage(
+            &[range(0x100000, 0x100000 + 8 * b - 1, none)],
+            Some(&ram),
+            Tool::Avml,
+        );
+        assert_eq!(c.missing.len(), 0, "the 636 KiB range is under a block");
+        let c = coverage(&[range(0x1000, 0x9fbff, none)], Some(&ram), Tool::Avml);
+        assert_eq!(c.missing.len(), 1);
+    }
+
+    #[test]
+    fn a_coverage_survives_a_custody_record_with_addresses_beyond_json_doubles() {
+        let ram = [RamRange {
+            start: 0xffff_ffff_ff00_0000,
+            end: u64::MAX,
+        }];
+        let c = coverage(&[], Some(&ram), Tool::Lime);
+        let rec = c.to_record();
+        let text = serde_json::to_string(&rec).unwrap();
+        assert!(text.contains("\"0xffffffffff000000\""), "{text}");
+        assert_eq!(Coverage::from_record(&rec), Some(c));
     }
 
     #[test]

@@ -59,10 +59,14 @@ pub enum Event {
     Verified,
     /// Examined; the record names the tool.
     Analysed,
+    /// Checked and found wanting (hashes that disagree, memory missing, a
+    /// structure that does not hold): kept, never used as evidence.
+    Rejected,
 }
 
 /// Where the evidence came from.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Source {
     pub account_id: String,
     pub region: String,
@@ -72,7 +76,7 @@ pub struct Source {
 
 /// Where the evidence is kept.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Location {
     S3 {
         bucket: String,
@@ -240,7 +244,15 @@ pub enum RecordError {
     Parse(#[source] serde_json::Error),
     #[error("a custody record holds a floating-point number at {0}: records hold integers only")]
     Float(String),
+    #[error("a custody record holds an integer above 2^53-1 at {0}: JSON readers that use doubles (and RFC 8785) would change it; write it as a string")]
+    Unsafe(String),
+    #[error("the record would not verify: {0}")]
+    Defective(String),
 }
+
+/// The largest integer a record holds: above it, readers that parse JSON
+/// numbers as doubles (JavaScript, RFC 8785's own number form) change it.
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// The path of the first floating-point number in a value, if any.
 fn float_at(v: &Value, path: &str) -> Option<String> {
@@ -253,6 +265,26 @@ fn float_at(v: &Value, path: &str) -> Option<String> {
         Value::Object(o) => o
             .iter()
             .find_map(|(k, x)| float_at(x, &format!("{path}.{k}"))),
+        _ => None,
+    }
+}
+
+/// The path of the first integer beyond [`MAX_SAFE_INTEGER`], if any.
+fn unsafe_at(v: &Value, path: &str) -> Option<String> {
+    let beyond = |n: &serde_json::Number| {
+        n.as_u64().is_some_and(|u| u > MAX_SAFE_INTEGER)
+            || n.as_i64()
+                .is_some_and(|i| i.unsigned_abs() > MAX_SAFE_INTEGER)
+    };
+    match v {
+        Value::Number(n) if beyond(n) => Some(path.to_string()),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| unsafe_at(x, &format!("{path}[{i}]"))),
+        Value::Object(o) => o
+            .iter()
+            .find_map(|(k, x)| unsafe_at(x, &format!("{path}.{k}"))),
         _ => None,
     }
 }
@@ -308,6 +340,9 @@ impl CustodyRecord {
         let mut defects = Vec::new();
         if let Some(at) = float_at(&value, "$") {
             defects.push(RecordError::Float(at).to_string());
+        }
+        if let Some(at) = unsafe_at(&value, "$") {
+            defects.push(RecordError::Unsafe(at).to_string());
         }
         match serde_json_canonicalizer::to_vec(&value) {
             Ok(canonical) if canonical == bytes => {}
@@ -378,8 +413,17 @@ impl NewRecord {
             signing_key: self.signing_key,
             previous_hash: previous.map_or_else(|| GENESIS.to_string(), |p| p.hash.clone()),
         };
-        let bytes = serde_json_canonicalizer::to_vec(&stored).map_err(RecordError::Serialise)?;
+        let value = serde_json::to_value(&stored).map_err(RecordError::Serialise)?;
+        if let Some(at) = unsafe_at(&value, "$") {
+            return Err(RecordError::Unsafe(at));
+        }
+        let bytes = serde_json_canonicalizer::to_vec(&value).map_err(RecordError::Serialise)?;
         let record = CustodyRecord::parse(&bytes)?;
+        // What would not verify is never written: a defect stored once
+        // breaks the chain for every later record.
+        if let Some(d) = record.defects.first() {
+            return Err(RecordError::Defective(d.clone()));
+        }
         Ok((record, bytes))
     }
 }
@@ -757,6 +801,25 @@ mod tests {
         let r = CustodyRecord::parse(b.as_bytes()).unwrap();
         assert!(
             r.defects.iter().any(|d| d.contains("floating-point")),
+            "{:?}",
+            r.defects
+        );
+    }
+
+    #[test]
+    fn integers_beyond_doubles_are_refused_in_new_records_and_named_in_stored_ones() {
+        let mut r = new(0);
+        r.details = Some(serde_json::json!({"end": u64::MAX}));
+        assert!(matches!(r.chain_after(None), Err(RecordError::Unsafe(p)) if p == "$.details.end"));
+        let mut r = new(0);
+        r.size = Some(1 << 60);
+        assert!(matches!(r.chain_after(None), Err(RecordError::Unsafe(p)) if p == "$.size"));
+        let b = String::from_utf8(stored(1).remove(0))
+            .unwrap()
+            .replace(r#""size":0"#, r#""size":18446744073709551615"#);
+        let r = CustodyRecord::parse(b.as_bytes()).unwrap();
+        assert!(
+            r.defects.iter().any(|d| d.contains("2^53")),
             "{:?}",
             r.defects
         );

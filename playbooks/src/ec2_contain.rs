@@ -9,7 +9,9 @@ use firebreak_steps::ec2::{
 };
 use firebreak_steps::elbv2::DeregisterFromTargetGroups;
 use firebreak_steps::iam::RevokeInstanceCredentials;
-use firebreak_steps::memory::{AwaitMemoryCapture, StartMemoryCapture};
+use firebreak_steps::memory::{
+    AwaitMemoryCapture, ReadMemoryEvidence, StartMemoryCapture, VerifyMemoryCapture,
+};
 use firebreak_workflows::builder::{choice, poll, task, Chain, Cond, TaskNode, Workflow};
 use serde_json::json;
 
@@ -57,10 +59,6 @@ const MEMORY_POLL_SECONDS: u64 = 15;
 /// 2880 x 15 s = 12 hours, the longest the presigned URLs may live; the
 /// wait itself fails as soon as the URLs of the capture have expired.
 const MEMORY_POLL_ATTEMPTS: u64 = 2880;
-/// The wait re-hashes the image off the host once the host is done: 15
-/// minutes (Lambda's limit) covers several hundred GiB at the ranged
-/// read rate.
-const MEMORY_CHECK_TIMEOUT_SECONDS: u64 = 900;
 
 /// `ec2-compromise`: containment with the volatile evidence first. Memory
 /// is captured once the instance is isolated (its SSM agent reaches SSM
@@ -135,23 +133,54 @@ fn containment(memory: bool) -> Chain {
             .then(
                 choice("MemoryCaptureStarted?").when(
                     Cond::present("$.memory_capture"),
-                    Chain::new().then(
-                        poll(
-                            "WaitForMemory",
-                            task::<AwaitMemoryCapture>("CheckMemoryCapture")
-                                .bind("case_id", "$.case.case_id")
-                                .bind("evidence_bucket", "$.case.evidence_bucket")
-                                .bind("evidence_lock", "$.case.evidence_lock")
-                                .bind("actor", "$.case.actor")
-                                .bind("capture", "$.memory_capture")
-                                .result_at("memory_progress")
-                                .timeout_seconds(MEMORY_CHECK_TIMEOUT_SECONDS)
-                                .continue_on_failure("await_memory_capture"),
-                            Cond::is_true("$.memory_progress.done"),
+                    Chain::new()
+                        .then(
+                            poll(
+                                "WaitForMemory",
+                                task::<AwaitMemoryCapture>("CheckMemoryCapture")
+                                    .bind("case_id", "$.case.case_id")
+                                    .bind("evidence_bucket", "$.case.evidence_bucket")
+                                    .bind("evidence_lock", "$.case.evidence_lock")
+                                    .bind("actor", "$.case.actor")
+                                    .bind("capture", "$.memory_capture")
+                                    .result_at("memory_progress")
+                                    .continue_on_failure("await_memory_capture"),
+                                Cond::is_true("$.memory_progress.done"),
+                            )
+                            .every(MEMORY_POLL_SECONDS)
+                            .at_most(MEMORY_POLL_ATTEMPTS),
                         )
-                        .every(MEMORY_POLL_SECONDS)
-                        .at_most(MEMORY_POLL_ATTEMPTS),
-                    ),
+                        .then(
+                            choice("MemoryReported?").when(
+                                Cond::and(vec![
+                                    Cond::present("$.memory_progress"),
+                                    Cond::is_true("$.memory_progress.done"),
+                                ]),
+                                Chain::new()
+                                    .then(
+                                        // One pass over the whole image: a
+                                        // container, not a 15-minute Lambda.
+                                        task::<VerifyMemoryCapture>("VerifyMemoryCapture")
+                                            .bind("case_id", "$.case.case_id")
+                                            .bind("evidence_bucket", "$.case.evidence_bucket")
+                                            .bind("evidence_lock", "$.case.evidence_lock")
+                                            .bind("actor", "$.case.actor")
+                                            .bind("capture", "$.memory_capture")
+                                            .in_container()
+                                            .continue_on_failure("verify_memory_capture"),
+                                    )
+                                    .then(
+                                        task::<ReadMemoryEvidence>("ReadMemoryEvidence")
+                                            .bind("case_id", "$.case.case_id")
+                                            .bind("evidence_bucket", "$.case.evidence_bucket")
+                                            .bind("evidence_lock", "$.case.evidence_lock")
+                                            .bind("actor", "$.case.actor")
+                                            .bind("capture", "$.memory_capture")
+                                            .result_at("memory_progress")
+                                            .continue_on_failure("read_memory_evidence"),
+                                    ),
+                            ),
+                        ),
                 ),
             );
     }

@@ -561,9 +561,25 @@ impl Step for AnalyzeMemory {
         // An image whose host and off-host hashes differ is not examined.
         let mismatch = records.iter().find(|r| {
             r.evidence_id == evidence_id
-                && ((r.event == Event::Verified && crate::memory::failed_note(r.note.as_deref()))
+                && (r.event == Event::Rejected
+                    || (r.event == Event::Verified
+                        && crate::memory::failed_note(r.note.as_deref()))
                     || (r.host_sha256.is_some() && r.host_sha256 != r.sha256))
         });
+        // A capture firebreak made is analysed once verified off the
+        // host: an image with only its acquisition record (the wait died
+        // before checking it) has not been shown to be whole.
+        let captured = recorded.kind == "memory-image" && recorded.host_sha256.is_some();
+        let verified = records.iter().any(|r| {
+            r.evidence_id == evidence_id
+                && r.event == Event::Verified
+                && !crate::memory::failed_note(r.note.as_deref())
+        });
+        if captured && !verified && mismatch.is_none() {
+            return Err(StepError::verification(format!(
+                "{uri} was never verified off the host (case {case} holds no verification record for evidence {evidence_id}): run the wait again (`firebreak resume` of the response) before analysing"
+            )));
+        }
         if let Some(m) = mismatch {
             return Err(StepError::verification(format!(
                 "custody record {} says the image failed its checks ({}): not analysed",

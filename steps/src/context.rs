@@ -65,6 +65,9 @@ impl CallLog {
 
 type ProgressFn = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
+/// Tries per EBS direct API call (see [`AwsClients::new`]).
+const EBS_ATTEMPTS: u32 = 12;
+
 /// The AWS clients steps use.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
@@ -98,7 +101,16 @@ impl AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3),
             ssm: aws_sdk_ssm::Client::new(config),
             kms: aws_sdk_kms::Client::new(config),
-            ebs: aws_sdk_ebs::Client::new(config),
+            // Hashing a snapshot makes millions of GetSnapshotBlock calls:
+            // one that fails its last retry restarts hours of work, so
+            // twelve tries (as coldsnap does for the same API).
+            ebs: aws_sdk_ebs::Client::from_conf(
+                aws_sdk_ebs::config::Builder::from(config)
+                    .retry_config(
+                        aws_config::retry::RetryConfig::standard().with_max_attempts(EBS_ATTEMPTS),
+                    )
+                    .build(),
+            ),
             sdk: config.clone(),
         }
     }

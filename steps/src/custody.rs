@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
 use firebreak_forensics::custody::{
-    self as chain, signature_breaks, verify_chain, Break, CustodyRecord, Location, NewRecord,
-    RecordSignature,
+    self as chain, signature_breaks, verify_chain, Break, CustodyRecord, Event, Location,
+    NewRecord, RecordSignature,
 };
 use firebreak_workflows::ErrorName;
 use serde::Serialize;
@@ -229,12 +229,16 @@ pub async fn append(
                 }
             }
         }
-        if let Some(existing) = records.iter().find(|r| same_event(r, &record)) {
-            if let Some(key_id) = &existing.signing_key {
-                if !ledger.signatures.contains_key(&existing.sequence) {
-                    write_signature(ctx, log, bucket, lock, existing, key_id).await?;
+        // A record stored by a run that died before its signature gets
+        // the signature now, whichever event this append is for.
+        for r in &records {
+            if let Some(key_id) = &r.signing_key {
+                if !ledger.signatures.contains_key(&r.sequence) {
+                    write_signature(ctx, log, bucket, lock, r, key_id).await?;
                 }
             }
+        }
+        if let Some(existing) = records.iter().find(|r| same_event(r, &record)) {
             return Ok(existing.clone());
         }
         let breaks = verify_chain(&record.case_id, &records);
@@ -472,6 +476,9 @@ pub struct Verification {
     pub breaks: Vec<Break>,
     /// Custody records overwritten, hidden or unreadable.
     pub record_problems: Vec<String>,
+    /// Evidence firebreak checked and rejected (hashes that disagree, an
+    /// image not whole): recorded honestly, not a break of custody.
+    pub rejected: Vec<String>,
     pub signatures: Signatures,
     pub artifacts: Vec<ArtifactCheck>,
     /// The last record: keep its hash outside the bucket (the ticket, the
@@ -512,18 +519,32 @@ pub async fn verify(
     }
     let records = ledger.readable();
     let breaks = verify_chain(case, &records);
+    // Evidence rejected by firebreak (a Rejected record, or, before, a
+    // Verified record whose note says so) is listed apart; a hash
+    // disagreement nobody rejected is a problem of custody.
+    let rejected_ids: std::collections::BTreeSet<&str> = records
+        .iter()
+        .filter(|r| {
+            r.event == Event::Rejected
+                || (r.event == Event::Verified && crate::memory::failed_note(r.note.as_deref()))
+        })
+        .map(|r| r.evidence_id.as_str())
+        .collect();
+    let mut rejected = Vec::new();
     for r in &records {
-        if let Some(why) = r.note.as_deref().and_then(|n| n.strip_prefix("FAILED: ")) {
-            record_problems.push(format!(
-                "record {} ({} {}): the image failed its off-host checks: {why}",
-                r.sequence,
-                r.kind,
-                r.location.uri()
-            ));
+        if rejected_ids.contains(r.evidence_id.as_str()) {
+            if r.event == Event::Rejected || r.event == Event::Verified {
+                rejected.push(format!(
+                    "record {} ({} {}): rejected: {}",
+                    r.sequence,
+                    r.kind,
+                    r.location.uri(),
+                    r.note.as_deref().unwrap_or("no reason recorded")
+                ));
+            }
+            continue;
         }
-        let mismatch = r.note.as_deref().is_some_and(|n| n.starts_with("MISMATCH"));
-        if mismatch || (r.host_sha256.is_some() && r.sha256.is_some() && r.host_sha256 != r.sha256)
-        {
+        if r.host_sha256.is_some() && r.sha256.is_some() && r.host_sha256 != r.sha256 {
             record_problems.push(format!(
                 "record {} ({} {}): the host's SHA-256 {} and the off-host SHA-256 {} differ",
                 r.sequence,
@@ -620,6 +641,7 @@ pub async fn verify(
         records: records.len(),
         breaks,
         record_problems,
+        rejected,
         signatures,
         artifacts,
         head: records.last().map(|r| ChainHead {
@@ -663,7 +685,22 @@ async fn check_signatures(
         };
         let ok = match check {
             SignatureCheck::PublicKey(k) => chain::verify_signature(k, &r.hash, sig).is_ok(),
-            SignatureCheck::Kms => kms_verify(ctx, log, &case_key, r, sig).await?,
+            SignatureCheck::Kms => match kms_verify(ctx, log, &case_key, r, sig).await {
+                Ok(ok) => ok,
+                // A key disabled, deleted or out of reach: say so once and
+                // stop asking KMS; the public key checks offline.
+                Err(e) => {
+                    out.problems.push(Break {
+                        position,
+                        sequence: r.sequence,
+                        problem: format!(
+                            "KMS could not check the signature ({}): check offline with `--public-key` and the key's public key",
+                            e.message
+                        ),
+                    });
+                    break;
+                }
+            },
         };
         if ok {
             out.valid += 1;
@@ -890,4 +927,83 @@ async fn check_snapshot(
         state,
         detail,
     })
+}
+
+/// What `evidence export` wrote.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Export {
+    pub case_id: String,
+    pub bucket: String,
+    pub dir: String,
+    /// Records and signatures written (their first versions).
+    pub files: usize,
+    /// Objects with later versions or a delete marker over the first.
+    pub changed_after: Vec<String>,
+}
+
+/// Writes a case's ledger as its first versions (the ones Object Lock
+/// keeps) into a directory, with `versions.json` listing every object's
+/// versions and delete markers, for `scripts/verify-custody.py` or anyone
+/// else to check without trusting firebreak.
+pub async fn export_ledger(
+    ctx: &StepContext,
+    bucket: &str,
+    case: &str,
+    dir: &std::path::Path,
+) -> Result<Export, StepError> {
+    let log = ctx.log("evidence_export");
+    let prefix = keys::custody_prefix(case);
+    let versions = evidence::list_versions(ctx, &log, bucket, &prefix).await?;
+    let io = |e: std::io::Error| {
+        StepError::with_source(ErrorName::InvalidInput, "writing the export", e)
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut out = Export {
+        case_id: case.to_string(),
+        bucket: bucket.to_string(),
+        dir: dir.display().to_string(),
+        ..Export::default()
+    };
+    let mut listing = serde_json::Map::new();
+    for (key, kv) in by_key(&versions) {
+        let Some(name) = key.strip_prefix(&prefix).filter(|n| !n.contains('/')) else {
+            continue;
+        };
+        let all: Vec<serde_json::Value> = versions
+            .iter()
+            .filter(|v| v.key == key)
+            .map(|v| {
+                serde_json::json!({
+                    "version_id": v.version_id,
+                    "delete_marker": v.delete_marker,
+                    "last_modified": v.last_modified,
+                })
+            })
+            .collect();
+        listing.insert(
+            name.to_string(),
+            serde_json::json!({
+                "first_version": kv.first.as_ref().map(|f| f.version_id.clone()),
+                "versions": kv.count,
+                "delete_marker": kv.hidden,
+                "all": all,
+            }),
+        );
+        if kv.count > 1 || kv.hidden {
+            out.changed_after.push(name.to_string());
+        }
+        let Some(first) = kv.first else { continue };
+        let bytes = get_version(ctx, &log, &pinned(bucket, &key, &first)).await?;
+        std::fs::write(dir.join(name), bytes).map_err(io)?;
+        out.files += 1;
+    }
+    let body = serde_json::to_vec_pretty(&serde_json::json!({
+        "bucket": bucket,
+        "case_id": case,
+        "prefix": prefix,
+        "objects": listing,
+    }))
+    .map_err(|e| StepError::with_source(ErrorName::Internal, "versions.json", e))?;
+    std::fs::write(dir.join("versions.json"), body).map_err(io)?;
+    Ok(out)
 }

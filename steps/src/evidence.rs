@@ -180,22 +180,24 @@ pub async fn get_first_version(
     bucket: &str,
     key: &str,
 ) -> Result<Option<(Vec<u8>, Option<String>)>, StepError> {
-    log.read("s3:ListObjectVersions", format!("s3://{bucket}/{key}"));
-    let out = ctx
-        .aws
-        .s3
-        .list_object_versions()
-        .bucket(bucket)
-        .prefix(key)
-        .send()
-        .await
-        .map_err(|e| aws_error(&format!("s3:ListObjectVersions s3://{bucket}/{key}"), e))?;
-    let first = out
-        .versions()
-        .iter()
-        .filter(|v| v.key() == Some(key))
-        .min_by_key(|v| v.last_modified().map(|t| (t.secs(), t.subsec_nanos())))
-        .and_then(|v| v.version_id().map(str::to_string));
+    // S3 lists a key's versions newest first, and its times have a
+    // resolution of a second: of equal times the one listed last is the
+    // oldest. Every page is read (list_versions paginates).
+    let versions = list_versions(ctx, log, bucket, key).await?;
+    let mut first: Option<(usize, &Version)> = None;
+    for (i, v) in versions.iter().enumerate() {
+        if v.key != key || v.delete_marker {
+            continue;
+        }
+        let older = match first {
+            None => true,
+            Some((_, f)) => v.last_modified <= f.last_modified,
+        };
+        if older {
+            first = Some((i, v));
+        }
+    }
+    let first = first.map(|(_, v)| v.version_id.clone());
     let Some(version) = first.filter(|v| v != "null") else {
         return get(ctx, log, bucket, key).await;
     };
@@ -291,6 +293,78 @@ pub async fn put_new_locked(
         }
         Err(e) => match error_code(&e).as_deref() {
             Some("PreconditionFailed") | Some("ConditionalRequestConflict") => Ok(Put::Exists),
+            _ => Err(aws_error(&format!("s3:PutObject s3://{bucket}/{key}"), e)),
+        },
+    }
+}
+
+/// [`put_new_locked`] of a file, streamed from disk (a block manifest can
+/// be gigabytes): its SHA-256 is computed first, sent for S3 to check,
+/// and returned with the outcome.
+#[allow(clippy::too_many_arguments)]
+pub async fn put_new_file_locked(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    key: &str,
+    path: &std::path::Path,
+    content_type: &str,
+    lock: &Lock,
+) -> Result<(Put, Digest), StepError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| StepError::with_source(ErrorName::Internal, "opening a file to store", e))?;
+    let digest =
+        tokio::task::spawn_blocking(move || firebreak_forensics::hash::sha256_reader(file))
+            .await
+            .map_err(|e| StepError::with_source(ErrorName::Internal, "hashing a file to store", e))?
+            .map_err(|e| {
+                StepError::with_source(ErrorName::Internal, "hashing a file to store", e)
+            })?;
+    let params = format!(
+        "s3://{bucket}/{key} ({} bytes, sha256 {}, If-None-Match: *)",
+        digest.size, digest.sha256
+    );
+    if ctx.is_dry_run() {
+        log.not_checked(
+            "s3:PutObject",
+            params,
+            format!("S3 has no dry run; needs s3:PutObject on arn:aws:s3:::{bucket}/cases/*"),
+        );
+        return Ok((Put::Planned, digest));
+    }
+    let raw = hex::decode(&digest.sha256)
+        .map_err(|e| StepError::with_source(ErrorName::Internal, "a file hash", e))?;
+    let body = ByteStream::from_path(path)
+        .await
+        .map_err(|e| StepError::with_source(ErrorName::Internal, "reading a file to store", e))?;
+    let req = ctx
+        .aws
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(body)
+        .content_type(content_type)
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .checksum_sha256(base64::engine::general_purpose::STANDARD.encode(raw))
+        .if_none_match("*");
+    match lock_put(req, lock).send().await {
+        Ok(out) => {
+            log.done("s3:PutObject", params);
+            Ok((
+                Put::Created(Stored {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    version_id: out.version_id().map(str::to_string),
+                    digest: digest.clone(),
+                }),
+                digest,
+            ))
+        }
+        Err(e) => match error_code(&e).as_deref() {
+            Some("PreconditionFailed") | Some("ConditionalRequestConflict") => {
+                Ok((Put::Exists, digest))
+            }
             _ => Err(aws_error(&format!("s3:PutObject s3://{bucket}/{key}"), e)),
         },
     }

@@ -104,11 +104,24 @@ pub struct MemoryOptions {
 #[derive(Debug)]
 pub struct StartMemoryCapture;
 
-/// Reads where the capture stands; when the host has reported, completes
-/// the upload, re-hashes the image off the host, compares and records
-/// custody. `done` ends the poll loop.
+/// Reads where the capture stands (polled, in a Lambda): `done` ends the
+/// poll loop once the host has reported; a host that reported a failure,
+/// an SSM command that ended without a result, or URLs that expired fail
+/// the step.
 #[derive(Debug)]
 pub struct AwaitMemoryCapture;
+
+/// Completes the upload, re-hashes the image off the host and in the same
+/// pass checks its structure and coverage, and records custody: verified,
+/// or rejected. Where time is not limited (a container task: a pass over
+/// a large image outlasts a Lambda's 15 minutes); idempotent.
+#[derive(Debug)]
+pub struct VerifyMemoryCapture;
+
+/// Reads the verification `verify_memory_capture` recorded in custody:
+/// the evidence, or the reason it was rejected.
+#[derive(Debug)]
+pub struct ReadMemoryEvidence;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StartCaptureInput {
@@ -145,6 +158,10 @@ pub struct CaptureStarted {
     pub offered: std::collections::BTreeMap<String, String>,
     pub started_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The signing credentials are temporary and said no expiry: the URLs
+    /// may die before `expires_at` (said in the summary).
+    #[serde(default)]
+    pub credentials_expiry_unknown: bool,
     /// LiME's timeout and the parts in flight the host was asked for.
     #[serde(default)]
     pub lime_timeout_ms: u32,
@@ -267,10 +284,72 @@ impl StepDef for StartMemoryCapture {
     }
 }
 
+impl StepDef for VerifyMemoryCapture {
+    const NAME: &'static str = "verify_memory_capture";
+    const SUMMARY: &'static str =
+        "Complete the upload, re-hash the image off the host with its structure and coverage in the same pass, record custody.";
+    const MUTATES: bool = true;
+    type Input = AwaitCaptureInput;
+    type Output = CaptureProgress;
+
+    fn errors() -> Vec<ErrorName> {
+        CAPTURE_ERRORS.to_vec()
+    }
+
+    fn iam() -> Vec<Statement> {
+        vec![
+            Statement::allow(["ssm:ListCommands"], ["*"]),
+            Statement::allow(
+                [
+                    "s3:GetObject",
+                    "s3:GetObjectVersion",
+                    "s3:PutObject",
+                    "s3:PutObjectRetention",
+                    "s3:PutObjectLegalHold",
+                    "s3:GetObjectLegalHold",
+                    "s3:ListBucket",
+                    "s3:ListBucketVersions",
+                    "s3:GetBucketObjectLockConfiguration",
+                ],
+                ["arn:aws:s3:::*"],
+            ),
+            Statement::allow(
+                ["kms:GenerateDataKey", "kms:Decrypt", "kms:Sign"],
+                ["arn:aws:kms:*:*:key/*"],
+            ),
+        ]
+    }
+}
+
+impl StepDef for ReadMemoryEvidence {
+    const NAME: &'static str = "read_memory_evidence";
+    const SUMMARY: &'static str =
+        "Read the memory image's verification from custody: the evidence, or why it was rejected.";
+    const MUTATES: bool = false;
+    type Input = AwaitCaptureInput;
+    type Output = CaptureProgress;
+
+    fn errors() -> Vec<ErrorName> {
+        CAPTURE_ERRORS.to_vec()
+    }
+
+    fn iam() -> Vec<Statement> {
+        vec![Statement::allow(
+            [
+                "s3:GetObject",
+                "s3:GetObjectVersion",
+                "s3:ListBucket",
+                "s3:ListBucketVersions",
+            ],
+            ["arn:aws:s3:::*"],
+        )]
+    }
+}
+
 impl StepDef for AwaitMemoryCapture {
     const NAME: &'static str = "await_memory_capture";
     const SUMMARY: &'static str =
-        "Wait for the host's result; complete the upload, re-hash the image off the host, compare, record custody.";
+        "Wait for the host's result (polled): done once the host has reported.";
     const MUTATES: bool = true;
     type Input = AwaitCaptureInput;
     type Output = CaptureProgress;
@@ -324,21 +403,46 @@ pub fn url_lifetime_for(memory_mib: u64) -> u64 {
     )
 }
 
-/// When the credentials that sign the URLs expire (None: they do not,
-/// such as an IAM user's keys).
-async fn credentials_expiry(ctx: &StepContext) -> Result<Option<DateTime<Utc>>, StepError> {
-    use aws_credential_types::provider::ProvideCredentials;
-    let Some(provider) = ctx.aws.sdk.credentials_provider() else {
-        return Ok(None);
-    };
-    let creds = provider.provide_credentials().await.map_err(|e| {
-        StepError::with_source(
-            ErrorName::AccessDenied,
-            "reading the signing credentials",
-            e,
-        )
-    })?;
-    Ok(creds.expiry().map(DateTime::<Utc>::from))
+/// The credentials that sign every URL of one capture, resolved once and
+/// held: the presigner would otherwise fetch its own (a fresh role session
+/// for assume-role or SSO), whose expiry nobody checked.
+struct Signer {
+    s3: aws_sdk_s3::Client,
+    /// When they expire (None: unknown, or never).
+    expires: Option<DateTime<Utc>>,
+    /// Temporary credentials (a session token) whose expiry the provider
+    /// does not say (a Lambda's environment, say).
+    expiry_unknown: bool,
+}
+
+impl Signer {
+    async fn resolve(ctx: &StepContext) -> Result<Signer, StepError> {
+        use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+        let provider = ctx.aws.sdk.credentials_provider().ok_or_else(|| {
+            StepError::new(
+                ErrorName::AccessDenied,
+                "no AWS credentials to sign the host's URLs with",
+            )
+        })?;
+        let creds = provider.provide_credentials().await.map_err(|e| {
+            StepError::with_source(
+                ErrorName::AccessDenied,
+                "reading the signing credentials",
+                e,
+            )
+        })?;
+        let expires = creds.expiry().map(DateTime::<Utc>::from);
+        let expiry_unknown = expires.is_none() && creds.session_token().is_some();
+        let config = aws_sdk_s3::config::Builder::from(&ctx.aws.sdk)
+            .credentials_provider(SharedCredentialsProvider::new(creds))
+            .force_path_style(crate::config::has_custom_endpoint(&ctx.aws.sdk))
+            .build();
+        Ok(Signer {
+            s3: aws_sdk_s3::Client::from_conf(config),
+            expires,
+            expiry_unknown,
+        })
+    }
 }
 
 /// The URLs' lifetime: asked for, or scaled to the memory; cut to the
@@ -445,12 +549,14 @@ async fn attempt_state(
 ) -> Result<AttemptState, StepError> {
     let ledger = crate::custody::read_ledger(ctx, log, &c.bucket, &c.case_id).await?;
     for r in ledger.readable() {
-        if r.evidence_id == c.evidence_id && r.event == Event::Verified {
-            return Ok(if failed_note(r.note.as_deref()) {
-                AttemptState::Failed(r.note.clone().unwrap_or_default())
-            } else {
-                AttemptState::Finished
-            });
+        if r.evidence_id == c.evidence_id && matches!(r.event, Event::Verified | Event::Rejected) {
+            return Ok(
+                if r.event == Event::Rejected || failed_note(r.note.as_deref()) {
+                    AttemptState::Failed(r.note.clone().unwrap_or_default())
+                } else {
+                    AttemptState::Finished
+                },
+            );
         }
     }
     match read_report(ctx, log, c).await {
@@ -619,14 +725,14 @@ async fn memory_mib(
 }
 
 async fn presign_get(
-    ctx: &StepContext,
+    s3: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,
     version: Option<&str>,
     expiry: Duration,
 ) -> Result<String, StepError> {
     let cfg = PresigningConfig::expires_in(expiry).map_err(internal)?;
-    let mut req = ctx.aws.s3.get_object().bucket(bucket).key(key);
+    let mut req = s3.get_object().bucket(bucket).key(key);
     if let Some(v) = version {
         req = req.version_id(v);
     }
@@ -796,12 +902,14 @@ impl Step for StartMemoryCapture {
         let evidence_id = new_evidence_id();
         let prefix = keys::memory_attempt(case.as_str(), id.as_str(), attempt);
         let started_at = Utc::now();
-        let lifetime = url_lifetime(
-            o.url_expiry_seconds,
-            memory_mib,
-            credentials_expiry(ctx).await?,
-            started_at,
-        )?;
+        let signer = Signer::resolve(ctx).await?;
+        let lifetime = url_lifetime(o.url_expiry_seconds, memory_mib, signer.expires, started_at)?;
+        if signer.expiry_unknown {
+            log.progress(&format!(
+                "the signing credentials are temporary but say no expiry: the host's URLs are signed for {} min, and die sooner if they do",
+                lifetime / 60
+            ));
+        }
         let expiry = Duration::from_secs(lifetime);
         let mut started = CaptureStarted {
             evidence_id: evidence_id.clone(),
@@ -832,6 +940,7 @@ impl Step for StartMemoryCapture {
             started_at,
             expires_at: started_at
                 + chrono::Duration::seconds(i64::try_from(lifetime).unwrap_or(i64::MAX)),
+            credentials_expiry_unknown: signer.expiry_unknown,
             lime_timeout_ms: o.lime_timeout_ms,
             upload_slots,
             command_id: None,
@@ -944,8 +1053,7 @@ impl Step for StartMemoryCapture {
         let mut part_urls = Vec::with_capacity(usize::try_from(part_count).unwrap_or(0));
         for n in 1..=part_count {
             let number = i32::try_from(n).map_err(internal)?;
-            let url = ctx
-                .aws
+            let url = signer
                 .s3
                 .upload_part()
                 .bucket(bucket)
@@ -957,8 +1065,7 @@ impl Step for StartMemoryCapture {
                 .map_err(|e| aws_error("presigning UploadPart", e))?;
             part_urls.push(url.uri().to_string());
         }
-        let result_url = ctx
-            .aws
+        let result_url = signer
             .s3
             .put_object()
             .bucket(bucket)
@@ -974,7 +1081,7 @@ impl Step for StartMemoryCapture {
                 kernel_release: release.clone(),
                 sha256: t.sha256.clone(),
                 url: presign_get(
-                    ctx,
+                    &signer.s3,
                     &o.tools_bucket,
                     &t.key,
                     t.version_id.as_deref(),
@@ -987,7 +1094,7 @@ impl Step for StartMemoryCapture {
             Some(t) => Some(Tool {
                 sha256: t.sha256.clone(),
                 url: presign_get(
-                    ctx,
+                    &signer.s3,
                     &o.tools_bucket,
                     &t.key,
                     t.version_id.as_deref(),
@@ -1024,7 +1131,7 @@ impl Step for StartMemoryCapture {
             Put::Exists | Put::Planned => None,
         };
         let plan_url = presign_get(
-            ctx,
+            &signer.s3,
             bucket,
             &started.plan_key,
             plan_version.as_deref(),
@@ -1141,6 +1248,156 @@ impl Step for AwaitMemoryCapture {
                 evidence: None,
             });
         }
+        if c.bucket != input.evidence_bucket {
+            return Err(StepError::invalid_input(format!(
+                "the capture was started in bucket {}, not {}",
+                c.bucket, input.evidence_bucket
+            )));
+        }
+        // Verified before (a retried or repeated wait): the ledger has it.
+        if let Some(done) = verified_before(ctx, &log, &input).await? {
+            return Ok(CaptureProgress {
+                done: true,
+                command_status: None,
+                evidence: Some(done),
+            });
+        }
+        let status = match &c.command_id {
+            Some(id) if !id.is_empty() => command_status(ctx, &log, id).await?,
+            _ => None,
+        };
+        match read_report(ctx, &log, c).await? {
+            Some((
+                CaptureReport::Failed {
+                    error, lockdown, ..
+                },
+                _,
+                _,
+            )) => Err(StepError::new(
+                ErrorName::CaptureFailed,
+                format!(
+                    "the host reported: {error}{}",
+                    lockdown
+                        .filter(|l| l != "none" && l != "unknown")
+                        .map(|l| format!(" (kernel lockdown: {l})"))
+                        .unwrap_or_default()
+                ),
+            )),
+            Some((CaptureReport::Done { .. }, _, _)) => Ok(CaptureProgress {
+                done: true,
+                command_status: status,
+                evidence: None,
+            }),
+            None => {
+                // The script writes its result before it exits: a command
+                // that ended, even with Success, and left none never will.
+                let ended = status.as_deref().is_some_and(|s| {
+                    matches!(
+                        s,
+                        "Success" | "Failed" | "TimedOut" | "Cancelled" | "Cancelling"
+                    )
+                });
+                if ended {
+                    return Err(StepError::new(
+                        ErrorName::CaptureFailed,
+                        format!(
+                            "the SSM command {} ended {} without a result: is the SSM agent running and can the isolated instance reach SSM and S3 (--allow-https-to)?",
+                            c.command_id.as_deref().unwrap_or("?"),
+                            status.as_deref().unwrap_or("?")
+                        ),
+                    ));
+                }
+                if Utc::now() > c.expires_at {
+                    return Err(StepError::new(
+                        ErrorName::CaptureFailed,
+                        format!(
+                            "no result from the host before its URLs expired at {} (SSM status {})",
+                            c.expires_at.to_rfc3339(),
+                            status.as_deref().unwrap_or("unknown")
+                        ),
+                    ));
+                }
+                log.progress(&format!(
+                    "capture {}: waiting for the host (SSM {})",
+                    c.evidence_id,
+                    status.as_deref().unwrap_or("status unknown")
+                ));
+                Ok(CaptureProgress {
+                    done: false,
+                    command_status: status,
+                    evidence: None,
+                })
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Step for ReadMemoryEvidence {
+    async fn run(
+        ctx: &StepContext,
+        input: AwaitCaptureInput,
+    ) -> Result<CaptureProgress, StepError> {
+        let log = ctx.log(Self::NAME);
+        let c = &input.capture;
+        if c.dry_run || ctx.is_dry_run() {
+            return Ok(CaptureProgress {
+                done: true,
+                command_status: None,
+                evidence: None,
+            });
+        }
+        if let Some(done) = verified_before(ctx, &log, &input).await? {
+            return Ok(CaptureProgress {
+                done: true,
+                command_status: None,
+                evidence: Some(done),
+            });
+        }
+        let ledger =
+            crate::custody::read_ledger(ctx, &log, &input.evidence_bucket, &c.case_id).await?;
+        let rejected = ledger.readable().into_iter().find(|r| {
+            r.evidence_id == c.evidence_id
+                && (r.event == Event::Rejected
+                    || (r.event == Event::Verified && failed_note(r.note.as_deref())))
+        });
+        Err(match rejected {
+            Some(r) => StepError::verification(format!(
+                "the memory image was rejected (custody record {}): {}",
+                r.sequence,
+                r.note.as_deref().unwrap_or("no reason recorded")
+            )),
+            None => StepError::verification(format!(
+                "the memory image of capture {} was never verified (no custody record of its verification)",
+                c.evidence_id
+            )),
+        })
+    }
+}
+
+#[async_trait]
+impl Step for VerifyMemoryCapture {
+    async fn run(
+        ctx: &StepContext,
+        input: AwaitCaptureInput,
+    ) -> Result<CaptureProgress, StepError> {
+        let log = ctx.log(Self::NAME);
+        let c = &input.capture;
+        if c.dry_run || ctx.is_dry_run() {
+            log.not_checked(
+                "s3:CompleteMultipartUpload",
+                format!(
+                    "s3://{}/{} (then re-hashed and checked off the host)",
+                    c.bucket, c.image_key
+                ),
+                "S3 has no dry run",
+            );
+            return Ok(CaptureProgress {
+                done: true,
+                command_status: None,
+                evidence: None,
+            });
+        }
         let bucket = input.evidence_bucket.as_str();
         if c.bucket != bucket {
             return Err(StepError::invalid_input(format!(
@@ -1148,7 +1405,6 @@ impl Step for AwaitMemoryCapture {
                 c.bucket
             )));
         }
-        // Verified before (a retried or repeated wait): the ledger has it.
         let image = S3Uri {
             bucket: bucket.to_string(),
             key: c.image_key.clone(),
@@ -1161,44 +1417,15 @@ impl Step for AwaitMemoryCapture {
                 evidence: Some(done),
             });
         }
-        let status = match &c.command_id {
-            Some(id) if !id.is_empty() => command_status(ctx, &log, id).await?,
-            _ => None,
-        };
+        let status: Option<String> = None;
         let Some((report, report_bytes, report_version)) = read_report(ctx, &log, c).await? else {
-            let failed = status
-                .as_deref()
-                .is_some_and(|s| matches!(s, "Failed" | "TimedOut" | "Cancelled" | "Cancelling"));
-            if failed {
-                return Err(StepError::new(
-                    ErrorName::CaptureFailed,
-                    format!(
-                        "the SSM command {} ended {} without a result: is the SSM agent running and can the isolated instance reach SSM and S3 (--allow-https-to)?",
-                        c.command_id.as_deref().unwrap_or("?"),
-                        status.as_deref().unwrap_or("?")
-                    ),
-                ));
-            }
-            if Utc::now() > c.expires_at {
-                return Err(StepError::new(
-                    ErrorName::CaptureFailed,
-                    format!(
-                        "no result from the host before its URLs expired at {} (SSM status {})",
-                        c.expires_at.to_rfc3339(),
-                        status.as_deref().unwrap_or("unknown")
-                    ),
-                ));
-            }
-            log.progress(&format!(
-                "capture {}: waiting for the host (SSM {})",
-                c.evidence_id,
-                status.as_deref().unwrap_or("status unknown")
+            return Err(StepError::new(
+                ErrorName::CaptureFailed,
+                format!(
+                    "the host has not reported for capture {}: nothing to verify yet",
+                    c.evidence_id
+                ),
             ));
-            return Ok(CaptureProgress {
-                done: false,
-                command_status: status,
-                evidence: None,
-            });
         };
         let (
             kernel_release,
@@ -1381,13 +1608,16 @@ impl Step for AwaitMemoryCapture {
             version_id: version.clone(),
         };
         let details = serde_json::json!({
-            "coverage": cover,
+            // Addresses as hex strings: custody records hold no integer a
+            // JSON double cannot (and a host chooses its /proc/iomem).
+            "coverage": cover.as_ref().map(coverage::Coverage::to_record),
             "host": {
                 "lockdown": host.lockdown,
                 "fallback_reason": host.fallback_reason,
                 "avml_syntax": host.avml_syntax,
                 "lime_timeout_ms": host.lime_timeout_ms,
                 "upload_slots": host.upload_slots,
+                "swap": host.swap,
             },
         });
         crate::custody::append(
@@ -1447,6 +1677,13 @@ impl Step for AwaitMemoryCapture {
         if let Err(e) = &structure {
             failures.push(format!("the image is not a sound LiME image: {e}"));
         }
+        // The script always sends the memory map: without one (or one that
+        // does not parse) nothing says the image holds all of memory.
+        if let (Err(why), Ok(_)) = (&ram, &structure) {
+            failures.push(format!(
+                "the coverage of the image cannot be checked: {why}"
+            ));
+        }
         if let Some(cv) = cover.as_ref().filter(|cv| !cv.complete()) {
             let missing: Vec<String> = cv
                 .missing
@@ -1474,13 +1711,18 @@ impl Step for AwaitMemoryCapture {
                 "SHA-256 computed off the host from the stored object equals the host's, whole and per part; LiME structure sound; {coverage_note}"
             )
         };
+        let rejected = !mismatches.is_empty() || !failures.is_empty();
         let verified = crate::custody::append(
             ctx,
             &log,
             bucket,
             lock,
             record(
-                Event::Verified,
+                if rejected {
+                    Event::Rejected
+                } else {
+                    Event::Verified
+                },
                 "memory-image",
                 image_location,
                 Some(digest.size),
@@ -1519,8 +1761,9 @@ impl Step for AwaitMemoryCapture {
     }
 }
 
-/// Whether a verification record says the image failed (hashes that
-/// disagree, or checks it did not pass).
+/// Whether a verification record's note says the image failed (hashes
+/// that disagree, or checks it did not pass). Records since format 2 say
+/// so with `Event::Rejected`; earlier ones were `verified` with the note.
 pub fn failed_note(note: Option<&str>) -> bool {
     note.is_some_and(|n| n.starts_with("MISMATCH") || n.starts_with("FAILED"))
 }
@@ -1647,7 +1890,7 @@ async fn verified_before(
         custody_sequence: v.sequence,
         coverage: details
             .and_then(|d| d.get("coverage"))
-            .and_then(|cv| serde_json::from_value(cv.clone()).ok()),
+            .and_then(coverage::Coverage::from_record),
         fallback_reason: host("fallback_reason"),
         lockdown: host("lockdown"),
     }))

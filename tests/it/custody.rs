@@ -109,10 +109,9 @@ fn verify_script(dir: &Path, public_key: Option<&Path>) -> (i32, String) {
         cmd.arg("--public-key").arg(k);
     }
     let out = cmd.output().expect("python runs");
-    (
-        out.status.code().unwrap_or(-1),
-        format!("{}{}", stdout(&out), stderr(&out)),
-    )
+    // Standard output is the JSON report alone (notes go to stderr).
+    assert!(out.status.code() != Some(2), "bad usage: {}", stderr(&out));
+    (out.status.code().unwrap_or(-1), stdout(&out))
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -455,6 +454,44 @@ async fn sandbox_evidence_verify_names_each_tampering_of_a_signed_case() {
     let (_, text) = verify();
     assert!(
         text.contains(&format!("{del_key}: the record was deleted")),
+        "{text}"
+    );
+
+    // AND an export of the first versions, checked by the shipped script,
+    // names the same: the record and signature written over, the deleted
+    // record, the unsigned append
+    let out_dir = dir.0.join("export");
+    let out = firebreak(&[
+        "evidence",
+        "export",
+        "--case",
+        &case,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out_dir.join("versions.json").exists());
+    let (code, text) = verify_script(&out_dir, None);
+    assert_eq!(code, 1, "{text}");
+    for want in [
+        "the record was overwritten after it was stored",
+        "the signature was overwritten after it was stored",
+        "the record was deleted after it was stored",
+        "unsigned in a signed case",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    // the exported record 2 is the first version: its chain holds
+    let report: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        !report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["problem"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("previous_hash")),
         "{text}"
     );
 }

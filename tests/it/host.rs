@@ -90,6 +90,10 @@ pub struct HostSetup {
     pub slow_part: Option<(u32, u32)>,
     /// The upload of that part kills the uploader.
     pub crash_part: Option<u32>,
+    /// The upload of that part sends SIGTERM to the capture script.
+    pub term_part: Option<u32>,
+    /// Lines added to /proc/iomem (what a lying host could claim).
+    pub extra_iomem: Option<&'static str>,
 }
 
 impl Default for HostSetup {
@@ -103,6 +107,8 @@ impl Default for HostSetup {
             lime_preloaded: false,
             slow_part: None,
             crash_part: None,
+            term_part: None,
+            extra_iomem: None,
         }
     }
 }
@@ -212,9 +218,16 @@ pub fn play(
     if let Some(part) = setup.crash_part {
         w("curl.crash", format!("{part}\n"));
     }
+    if let Some(part) = setup.term_part {
+        w("curl.term", format!("{part}\n"));
+    }
     w("calls.log", String::new());
     let iomem = root.join("iomem");
-    std::fs::write(&iomem, iomem_for(ranges)).unwrap();
+    std::fs::write(
+        &iomem,
+        iomem_for(ranges) + setup.extra_iomem.unwrap_or_default(),
+    )
+    .unwrap();
     let script_path = root.join("capture.sh");
     std::fs::write(&script_path, script).unwrap();
 
@@ -296,6 +309,19 @@ if [ -n "$n" ] && [ -f "$FIREBREAK_STANDIN_DIR/curl.slow" ]; then
     echo "curl: part $n waits $secs s" >>"$FIREBREAK_STANDIN_DIR/calls.log"
     sleep "$secs"
   fi
+fi
+if [ -n "$n" ] && [ -f "$FIREBREAK_STANDIN_DIR/curl.term" ] && [ "$n" = "$(cat "$FIREBREAK_STANDIN_DIR/curl.term")" ]; then
+  # The capture script itself: the last of our parents running it.
+  main=""
+  pid=$$
+  while :; do
+    ppid=$(awk '{{print $4}}' "/proc/$pid/stat")
+    [ "$ppid" -gt 1 ] || break
+    if tr '\0' ' ' <"/proc/$ppid/cmdline" | grep -q 'capture\.sh'; then main=$ppid; fi
+    pid=$ppid
+  done
+  echo "curl: part $n sends SIGTERM to the capture script $main" >>"$FIREBREAK_STANDIN_DIR/calls.log"
+  kill -TERM "$main"
 fi
 if [ -n "$n" ] && [ -f "$FIREBREAK_STANDIN_DIR/curl.crash" ] && [ "$n" = "$(cat "$FIREBREAK_STANDIN_DIR/curl.crash")" ]; then
   # The uploader is the capture script's child on our chain of parents:

@@ -134,82 +134,62 @@ impl StepDef for HashSnapshots {
     }
 }
 
-/// A snapshot's blocks as listed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Listing {
+/// One page of a snapshot's block listing.
+struct Page {
     volume_size_gib: u64,
     block_size: u64,
     /// (index, token), by index.
     blocks: Vec<(i32, String)>,
+    next: Option<String>,
 }
 
-async fn list_blocks(
+async fn list_page(
     ctx: &StepContext,
-    log: &StepLog<'_>,
     snapshot_id: &str,
-) -> Result<Listing, StepError> {
-    log.read(
-        "ebs:ListSnapshotBlocks",
-        format!("SnapshotId={snapshot_id}"),
-    );
-    let mut blocks = Vec::new();
-    let mut token: Option<String> = None;
-    let mut sizes: Option<(u64, u64)> = None;
-    loop {
-        let page = ctx
-            .aws
-            .ebs
-            .list_snapshot_blocks()
-            .snapshot_id(snapshot_id)
-            .max_results(LIST_PAGE)
-            .set_next_token(token.clone())
-            .send()
-            .await
-            .map_err(|e| aws_error(&format!("ebs:ListSnapshotBlocks {snapshot_id}"), e))?;
-        let volume = page.volume_size().and_then(|v| u64::try_from(v).ok());
-        let block = page.block_size().and_then(|b| u64::try_from(b).ok());
-        match (volume, block) {
-            (Some(v), Some(b)) if v > 0 && b > 0 => sizes = Some((v, b)),
-            _ if sizes.is_some() => {}
-            _ => {
-                return Err(StepError::new(
-                    ErrorName::AwsRequestFailed,
-                    format!("ebs:ListSnapshotBlocks {snapshot_id} gave no volume or block size"),
-                ))
-            }
-        }
-        for b in page.blocks() {
-            let (Some(i), Some(t)) = (b.block_index(), b.block_token()) else {
-                return Err(StepError::new(
-                    ErrorName::AwsRequestFailed,
-                    format!("ebs:ListSnapshotBlocks {snapshot_id} listed a block without index or token"),
-                ));
-            };
-            blocks.push((i, t.to_string()));
-        }
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            break;
-        }
-    }
-    let (volume_size_gib, block_size) = sizes.ok_or_else(|| {
-        StepError::new(
+    token: Option<String>,
+) -> Result<Page, StepError> {
+    let page = ctx
+        .aws
+        .ebs
+        .list_snapshot_blocks()
+        .snapshot_id(snapshot_id)
+        .max_results(LIST_PAGE)
+        .set_next_token(token)
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("ebs:ListSnapshotBlocks {snapshot_id}"), e))?;
+    let volume = page
+        .volume_size()
+        .and_then(|v| u64::try_from(v).ok())
+        .filter(|v| *v > 0);
+    let block = page
+        .block_size()
+        .and_then(|b| u64::try_from(b).ok())
+        .filter(|b| *b > 0);
+    let (Some(volume), Some(block)) = (volume, block) else {
+        return Err(StepError::new(
             ErrorName::AwsRequestFailed,
             format!("ebs:ListSnapshotBlocks {snapshot_id} gave no volume or block size"),
-        )
-    })?;
-    blocks.sort_by_key(|(i, _)| *i);
-    blocks.dedup_by_key(|(i, _)| *i);
-    let total = volume_size_gib * GIB / block_size;
-    if let Some((i, _)) = blocks.iter().find(|(i, _)| *i < 0 || (*i as u64) >= total) {
-        return Err(StepError::verification(format!(
-            "{snapshot_id}: block {i} lies outside a volume of {volume_size_gib} GiB in blocks of {block_size} bytes"
-        )));
+        ));
+    };
+    let mut blocks = Vec::with_capacity(page.blocks().len());
+    for b in page.blocks() {
+        let (Some(i), Some(t)) = (b.block_index(), b.block_token()) else {
+            return Err(StepError::new(
+                ErrorName::AwsRequestFailed,
+                format!(
+                    "ebs:ListSnapshotBlocks {snapshot_id} listed a block without index or token"
+                ),
+            ));
+        };
+        blocks.push((i, t.to_string()));
     }
-    Ok(Listing {
-        volume_size_gib,
-        block_size,
+    blocks.sort_by_key(|(i, _)| *i);
+    Ok(Page {
+        volume_size_gib: volume,
+        block_size: block,
         blocks,
+        next: page.next_token().map(str::to_string),
     })
 }
 
@@ -279,80 +259,102 @@ async fn read_block(
     Ok((index, data, digest.sha256))
 }
 
-/// The SHA-256 of a snapshot's whole volume image, and the SHA-256 of
-/// each written block (`INDEX SHA256` lines, by index).
+/// The SHA-256 of a snapshot's whole volume image; the SHA-256 of each
+/// written block goes to `manifest` (`INDEX SHA256` lines, by index). The
+/// listing is read a page at a time and each page's blocks fetched as it
+/// comes, so memory stays flat whatever the volume's size.
 pub async fn hash_snapshot(
     ctx: &StepContext,
     log: &StepLog<'_>,
     snapshot_id: &str,
-) -> Result<(SnapshotDigest, String), StepError> {
-    let listing = list_blocks(ctx, log, snapshot_id).await?;
-    let Listing {
-        volume_size_gib,
-        block_size,
-        blocks,
-    } = listing;
-    let total = volume_size_gib * GIB / block_size;
+    manifest: &mut (dyn std::io::Write + Send),
+) -> Result<SnapshotDigest, StepError> {
+    log.read(
+        "ebs:ListSnapshotBlocks",
+        format!("SnapshotId={snapshot_id}, {LIST_PAGE} blocks a page"),
+    );
     log.read(
         "ebs:GetSnapshotBlock",
-        format!(
-            "SnapshotId={snapshot_id}: {} written blocks of {block_size} bytes, {BLOCKS_IN_FLIGHT} at a time",
-            blocks.len()
-        ),
+        format!("SnapshotId={snapshot_id}: every written block, {BLOCKS_IN_FLIGHT} at a time"),
     );
+    let mut page = list_page(ctx, snapshot_id, None).await?;
+    let (volume_size_gib, block_size) = (page.volume_size_gib, page.block_size);
+    let total = volume_size_gib * GIB / block_size;
     let zeros = vec![0u8; usize::try_from(block_size).unwrap_or(0)];
     let mut whole = Hasher::new();
-    let mut manifest = String::new();
+    // The next block index the image needs: blocks must come strictly in
+    // order, or the image would be hashed in the wrong order.
     let mut next: u64 = 0;
-    let written = blocks.len() as u64;
-    // Owned items: a stream of borrowed ones trips the compiler's
-    // higher-ranked closure check inside the async step.
+    let mut written: u64 = 0;
     let started = std::time::Instant::now();
-    let mut fetched = futures::stream::iter(blocks)
-        .map(|(i, t)| read_block(ctx, snapshot_id, i, t, block_size))
-        .buffered(BLOCKS_IN_FLIGHT);
-    let mut done: u64 = 0;
-    while let Some(block) = fetched.next().await {
-        let (index, data, sha) = block?;
-        let index = u64::try_from(index).unwrap_or(0);
-        // Blocks never written read as zeros.
-        while next < index {
-            whole.update(&zeros);
-            next += 1;
+    let write_err = |e: std::io::Error| {
+        StepError::with_source(ErrorName::Internal, "writing the block manifest", e)
+    };
+    loop {
+        if let Some((i, _)) = page
+            .blocks
+            .iter()
+            .find(|(i, _)| *i < 0 || (*i as u64) >= total)
+        {
+            return Err(StepError::verification(format!(
+                "{snapshot_id}: block {i} lies outside a volume of {volume_size_gib} GiB in blocks of {block_size} bytes"
+            )));
         }
-        whole.update(&data);
-        next += 1;
-        manifest.push_str(&format!("{index} {sha}\n"));
-        done += 1;
-        if done.is_multiple_of(PROGRESS_EVERY_BLOCKS) {
-            let secs = started.elapsed().as_secs_f64().max(0.001);
-            log.progress(&format!(
-                "{snapshot_id}: {done}/{written} written blocks read and checked ({:.0} MB/s)",
-                (done * block_size) as f64 / secs / 1e6
-            ));
+        let token = page.next.take();
+        let mut fetched = futures::stream::iter(std::mem::take(&mut page.blocks))
+            .map(|(i, t)| read_block(ctx, snapshot_id, i, t, block_size))
+            .buffered(BLOCKS_IN_FLIGHT);
+        while let Some(block) = fetched.next().await {
+            let (index, data, sha) = block?;
+            let index = u64::try_from(index).unwrap_or(0);
+            if index < next {
+                return Err(StepError::verification(format!(
+                    "{snapshot_id}: block {index} came after block {}: the listing is out of order",
+                    next.saturating_sub(1)
+                )));
+            }
+            // Blocks never written read as zeros.
+            while next < index {
+                whole.update(&zeros);
+                next += 1;
+            }
+            whole.update(&data);
+            next += 1;
+            writeln!(manifest, "{index} {sha}").map_err(write_err)?;
+            written += 1;
+            if written.is_multiple_of(PROGRESS_EVERY_BLOCKS) {
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                log.progress(&format!(
+                    "{snapshot_id}: {written} written blocks read and checked, at block {next} of {total} ({:.0} MB/s)",
+                    (written * block_size) as f64 / secs / 1e6
+                ));
+            }
+        }
+        drop(fetched);
+        match token {
+            Some(t) => page = list_page(ctx, snapshot_id, Some(t)).await?,
+            None => break,
         }
     }
     while next < total {
         whole.update(&zeros);
         next += 1;
     }
+    manifest.flush().map_err(write_err)?;
     let Digest { sha256, size } = whole.finish();
-    Ok((
-        SnapshotDigest {
-            snapshot_id: snapshot_id.to_string(),
-            volume_size_gib,
-            block_size,
-            blocks: total,
-            blocks_written: written,
-            size,
-            sha256,
-            manifest: None,
-            manifest_sha256: None,
-            custody_sequence: None,
-            reused: false,
-        },
-        manifest,
-    ))
+    Ok(SnapshotDigest {
+        snapshot_id: snapshot_id.to_string(),
+        volume_size_gib,
+        block_size,
+        blocks: total,
+        blocks_written: written,
+        size,
+        sha256,
+        manifest: None,
+        manifest_sha256: None,
+        custody_sequence: None,
+        reused: false,
+    })
 }
 
 /// The custody record of an image already hashed for the case.
@@ -427,21 +429,39 @@ impl Step for HashSnapshots {
             log.progress(&format!(
                 "{id}: reading every block through the EBS direct APIs"
             ));
-            let (mut digest, manifest) = hash_snapshot(ctx, &log, id).await?;
+            // The manifest goes to a file (a large volume's runs to
+            // gigabytes), then to S3 from it.
+            let path = std::env::temp_dir().join(format!(
+                "firebreak-blocks-{id}-{}.txt",
+                crate::memory::new_evidence_id()
+            ));
+            let file = std::fs::File::create(&path).map_err(|e| {
+                StepError::with_source(ErrorName::Internal, "making the block manifest file", e)
+            })?;
+            let mut writer = std::io::BufWriter::new(file);
+            let hashed = hash_snapshot(ctx, &log, id, &mut writer).await;
+            drop(writer);
+            let mut digest = match hashed {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+            };
             let key = format!("cases/{case}/snapshots/{id}/blocks.txt");
-            let manifest_bytes = manifest.into_bytes();
-            let m = firebreak_forensics::hash::sha256_bytes(&manifest_bytes);
-            let location = match evidence::put_new_locked(
+            let stored = evidence::put_new_file_locked(
                 ctx,
                 &log,
                 bucket,
                 &key,
-                manifest_bytes,
+                &path,
                 "text/plain",
                 &input.evidence_lock,
             )
-            .await?
-            {
+            .await;
+            let _ = std::fs::remove_file(&path);
+            let (stored, m) = stored?;
+            let location = match stored {
                 Put::Created(s) => s.location(),
                 // An earlier run stored it and died before its custody
                 // record: the first version stands.

@@ -58,6 +58,8 @@ pub(crate) fn register(r: Registry) -> Registry {
         .register::<TagInstance>()
         .register::<crate::memory::StartMemoryCapture>()
         .register::<crate::memory::AwaitMemoryCapture>()
+        .register::<crate::memory::VerifyMemoryCapture>()
+        .register::<crate::memory::ReadMemoryEvidence>()
         .register::<crate::analysis::AnalyzeMemory>()
         .register::<crate::analysis::ReadAnalysis>()
 }
