@@ -104,6 +104,11 @@ pub struct MemoryOptions {
 #[derive(Debug)]
 pub struct StartMemoryCapture;
 
+/// How long after the capture started a command that ended without a
+/// result is taken as failed: the host writes its result before the
+/// command ends, so only a result on its way is waited for.
+const RESULT_GRACE: chrono::Duration = chrono::Duration::seconds(120);
+
 /// Reads where the capture stands (polled, in a Lambda): `done` ends the
 /// poll loop once the host has reported; a host that reported a failure,
 /// an SSM command that ended without a result, or URLs that expired fail
@@ -1297,7 +1302,10 @@ impl Step for AwaitMemoryCapture {
                         "Success" | "Failed" | "TimedOut" | "Cancelled" | "Cancelling"
                     )
                 });
-                if ended {
+                // The grace covers a result still on its way when the
+                // status is read (and moto, whose commands end Success at
+                // once, before the host has run anything).
+                if ended && Utc::now() - c.started_at > RESULT_GRACE {
                     return Err(StepError::new(
                         ErrorName::CaptureFailed,
                         format!(
