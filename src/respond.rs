@@ -58,6 +58,16 @@ pub struct RespondArgs {
     /// repeatable).
     #[arg(long, value_name = "CIDR|sg-ID|pl-ID")]
     pub allow_https_to: Vec<String>,
+    /// Leave the network ACLs alone. By default the instance's addresses
+    /// are denied on the ACLs of the VPC's other subnets, which ends the
+    /// connections AWS always tracks (NAT gateways, load balancers,
+    /// Transit Gateway) that security groups cannot.
+    #[arg(long)]
+    pub no_nacl_cut: bool,
+    /// Rules per direction a network ACL may hold, when the account's
+    /// "Rules per network ACL" quota was raised (AWS's default: 20).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=40))]
+    pub nacl_rule_limit: Option<u32>,
     /// Copy the snapshots to this region (forensic copy), re-encrypted with
     /// --forensic-kms-key.
     #[arg(long, value_name = "REGION", requires = "forensic_kms_key")]
@@ -213,6 +223,8 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
                 ..MemoryOptions::default()
             },
             hash_snapshots: args.hash_snapshots,
+            skip_nacl_cut: args.no_nacl_cut,
+            nacl_rule_limit: args.nacl_rule_limit,
         },
     };
     if !args.quiet {

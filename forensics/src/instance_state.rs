@@ -36,8 +36,12 @@ pub struct InstanceStateRecord {
     pub elastic_ips: Vec<ElasticIpRecord>,
     /// Auto Scaling membership, if any.
     pub auto_scaling: Option<AutoScalingRecord>,
-    /// ELBv2 target group registrations of the instance.
+    /// ELBv2 target group registrations of the instance (instance
+    /// targets) and of its private addresses (IP targets).
     pub target_groups: Vec<TargetRegistration>,
+    /// Classic Load Balancers the instance is registered with (names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classic_load_balancers: Vec<String>,
     pub tags: BTreeMap<String, String>,
     /// The console output at capture time, stored as its own artifact.
     pub console_output: Option<ArtifactRef>,
@@ -81,6 +85,14 @@ impl AutoScalingRecord {
 pub struct TargetRegistration {
     pub target_group_arn: String,
     pub port: Option<i32>,
+    /// For an IP target group, the instance's address registered; none
+    /// for an instance target (the instance id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The target's Availability Zone as registered (`all` for an IP
+    /// outside the group's VPC), kept to register it back the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability_zone: Option<String>,
 }
 
 /// An artifact stored elsewhere, by digest and location.
@@ -175,14 +187,53 @@ pub fn restorable_differences(
     before: &InstanceStateRecord,
     after: &InstanceStateRecord,
 ) -> Vec<String> {
-    let mut out = Vec::new();
-    fn check(out: &mut Vec<String>, what: String, a: String, b: String) {
+    differences_in(before, after, &Area::ALL)
+}
+
+/// What a difference is about: release restores the areas in an order
+/// (service last, termination protection at the very end) and checks
+/// each part before the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Area {
+    /// Running state, interfaces (groups, addresses, source/dest check),
+    /// Elastic IPs, volumes, the instance profile, attributes other than
+    /// termination protection, tags.
+    Instance,
+    /// Auto Scaling membership, target groups, Classic Load Balancers.
+    Service,
+    TerminationProtection,
+}
+
+impl Area {
+    pub const ALL: [Area; 3] = [Area::Instance, Area::Service, Area::TerminationProtection];
+}
+
+/// [`restorable_differences`] limited to some areas.
+pub fn differences_in(
+    before: &InstanceStateRecord,
+    after: &InstanceStateRecord,
+    areas: &[Area],
+) -> Vec<String> {
+    let mut all: Vec<(Area, String)> = Vec::new();
+    let mut check = |area: Area, what: String, a: String, b: String| {
         if a != b {
-            out.push(format!("{what}: recorded {a}, now {b}"));
+            all.push((area, format!("{what}: recorded {a}, now {b}")));
         }
-    }
+    };
+    area_checks(before, after, &mut check);
+    all.into_iter()
+        .filter(|(a, _)| areas.contains(a))
+        .map(|(_, d)| d)
+        .collect()
+}
+
+fn area_checks(
+    before: &InstanceStateRecord,
+    after: &InstanceStateRecord,
+    check: &mut impl FnMut(Area, String, String, String),
+) {
     check(
-        &mut out,
+        Area::Instance,
         "state".into(),
         before.state.clone(),
         after.state.clone(),
@@ -193,10 +244,12 @@ pub fn restorable_differences(
             .iter()
             .find(|n| n.network_interface_id == eni.network_interface_id);
         let Some(now) = now else {
-            out.push(format!(
-                "{} is no longer attached",
-                eni.network_interface_id
-            ));
+            check(
+                Area::Instance,
+                format!("{} attachment", eni.network_interface_id),
+                "attached".into(),
+                "no longer attached".into(),
+            );
             continue;
         };
         let sorted = |v: &[String]| {
@@ -206,31 +259,31 @@ pub fn restorable_differences(
         };
         let id = &eni.network_interface_id;
         check(
-            &mut out,
+            Area::Instance,
             format!("{id} security groups"),
             format!("{:?}", sorted(&eni.security_group_ids)),
             format!("{:?}", sorted(&now.security_group_ids)),
         );
         check(
-            &mut out,
+            Area::Instance,
             format!("{id} source/dest check"),
             format!("{:?}", eni.source_dest_check),
             format!("{:?}", now.source_dest_check),
         );
         check(
-            &mut out,
+            Area::Instance,
             format!("{id} private IPs"),
             format!("{:?}", sorted(&eni.private_ip_addresses)),
             format!("{:?}", sorted(&now.private_ip_addresses)),
         );
         check(
-            &mut out,
+            Area::Instance,
             format!("{id} IPv6 addresses"),
             format!("{:?}", sorted(&eni.ipv6_addresses)),
             format!("{:?}", sorted(&now.ipv6_addresses)),
         );
         check(
-            &mut out,
+            Area::Instance,
             format!("{id} public IP"),
             format!("{:?}", eni.public_ip),
             format!("{:?}", now.public_ip),
@@ -239,16 +292,21 @@ pub fn restorable_differences(
     for v in &before.volumes {
         match after.volumes.iter().find(|n| n.volume_id == v.volume_id) {
             Some(now) => check(
-                &mut out,
+                Area::Instance,
                 format!("{} DeleteOnTermination", v.volume_id),
                 format!("{:?}", v.delete_on_termination),
                 format!("{:?}", now.delete_on_termination),
             ),
-            None => out.push(format!("{} is no longer attached", v.volume_id)),
+            None => check(
+                Area::Instance,
+                format!("{} attachment", v.volume_id),
+                "attached".into(),
+                "no longer attached".into(),
+            ),
         }
     }
     check(
-        &mut out,
+        Area::Instance,
         "instance profile".into(),
         format!(
             "{:?}",
@@ -260,19 +318,19 @@ pub fn restorable_differences(
         ),
     );
     check(
-        &mut out,
+        Area::TerminationProtection,
         "termination protection".into(),
         format!("{:?}", before.disable_api_termination),
         format!("{:?}", after.disable_api_termination),
     );
     check(
-        &mut out,
+        Area::Instance,
         "stop protection".into(),
         format!("{:?}", before.disable_api_stop),
         format!("{:?}", after.disable_api_stop),
     );
     check(
-        &mut out,
+        Area::Instance,
         "shutdown behaviour".into(),
         format!("{:?}", before.shutdown_behavior),
         format!("{:?}", after.shutdown_behavior),
@@ -292,7 +350,12 @@ pub fn restorable_differences(
         v.sort();
         format!("{v:?}")
     };
-    check(&mut out, "Elastic IPs".into(), eips(before), eips(after));
+    check(
+        Area::Instance,
+        "Elastic IPs".into(),
+        eips(before),
+        eips(after),
+    );
     let asg = |r: &InstanceStateRecord| {
         r.auto_scaling.as_ref().map(|a| {
             (
@@ -304,13 +367,13 @@ pub fn restorable_differences(
         })
     };
     check(
-        &mut out,
+        Area::Service,
         "Auto Scaling".into(),
         format!("{:?}", asg(before)),
         format!("{:?}", asg(after)),
     );
     check(
-        &mut out,
+        Area::Service,
         "target groups".into(),
         format!("{:?}", before.target_groups),
         format!("{:?}", after.target_groups),
@@ -323,12 +386,17 @@ pub fn restorable_differences(
             .collect::<BTreeMap<_, _>>()
     };
     check(
-        &mut out,
+        Area::Instance,
         "tags".into(),
         format!("{:?}", own(before)),
         format!("{:?}", own(after)),
     );
-    out
+    check(
+        Area::Service,
+        "Classic Load Balancers".into(),
+        format!("{:?}", before.classic_load_balancers),
+        format!("{:?}", after.classic_load_balancers),
+    );
 }
 
 #[cfg(test)]
@@ -356,6 +424,7 @@ mod tests {
             elastic_ips: vec![],
             auto_scaling: None,
             target_groups: vec![],
+            classic_load_balancers: vec![],
             tags: BTreeMap::from([("Name".to_string(), "web".to_string())]),
             console_output: None,
         }

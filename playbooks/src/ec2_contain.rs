@@ -4,11 +4,12 @@ use firebreak_steps::analysis::{AnalyzeMemory, ReadAnalysis};
 use firebreak_steps::autoscaling::DetachFromAutoScaling;
 use firebreak_steps::case::CaseFile;
 use firebreak_steps::ec2::{
-    AwaitSnapshots, CopySnapshots, DisassociateElasticIps, HashSnapshots, IsolateNetwork,
-    ProtectInstance, ReadSnapshotHashes, RecordInstanceState, SnapshotVolumes, TagInstance,
+    AwaitSnapshots, CopySnapshots, CutNetworkAcls, DisassociateElasticIps, HashSnapshots,
+    IsolateNetwork, ProtectInstance, ReadSnapshotHashes, RecordInstanceState, SnapshotVolumes,
+    TagInstance,
 };
 use firebreak_steps::elbv2::DeregisterFromTargetGroups;
-use firebreak_steps::iam::RevokeInstanceCredentials;
+use firebreak_steps::iam::{RestrictCredentialsToVpc, RevokeInstanceCredentials};
 use firebreak_steps::memory::{
     AwaitMemoryCapture, ReadMemoryEvidence, StartMemoryCapture, VerifyMemoryCapture,
 };
@@ -51,6 +52,24 @@ pub fn ec2_contain() -> Workflow {
         "firebreak ec2-contain: record, protect, isolate, take EIPs/ASG/target groups/credentials away, tag, snapshot.",
     )
     .chain(containment(false))
+}
+
+/// The network-ACL cut, unless the case turned it off.
+fn nacl_cut() -> firebreak_workflows::builder::ChoiceNode {
+    choice("NaclCutWanted?").when(
+        Cond::not(Cond::and(vec![
+            Cond::present("$.options.skip_nacl_cut"),
+            Cond::is_true("$.options.skip_nacl_cut"),
+        ])),
+        Chain::new().then(
+            on_instance(task::<CutNetworkAcls>("CutNetworkAcls"))
+                .bind("evidence_bucket", "$.case.evidence_bucket")
+                .bind("exemptions", "$.options.isolation_exemptions")
+                .bind("options", "$.options")
+                .result_at("network_acls")
+                .continue_on_failure("cut_network_acls"),
+        ),
+    )
 }
 
 /// Memory is polled every 15 s: the host writes and uploads the image in
@@ -102,12 +121,8 @@ fn containment(memory: bool) -> Chain {
                 .result_at("auto_scaling")
                 .continue_on_failure("detach_from_autoscaling"),
         )
-        .then(
-            on_instance(task::<IsolateNetwork>("IsolateNetwork"))
-                .bind("exemptions", "$.options.isolation_exemptions")
-                .result_at("isolation")
-                .continue_on_failure("isolate_network"),
-        )
+        // Public paths go before the moves: the allow-all moment between
+        // them never has an Elastic IP or a load balancer attached.
         .then(
             on_instance(task::<DisassociateElasticIps>("DisassociateElasticIps"))
                 .result_at("elastic_ips")
@@ -119,7 +134,25 @@ fn containment(memory: bool) -> Chain {
             ))
             .result_at("target_groups")
             .continue_on_failure("deregister_from_target_groups"),
+        )
+        .then(
+            on_instance(task::<IsolateNetwork>("IsolateNetwork"))
+                .bind("exemptions", "$.options.isolation_exemptions")
+                .bind("evidence_bucket", "$.case.evidence_bucket")
+                .result_at("isolation")
+                .continue_on_failure("isolate_network"),
         );
+    if memory {
+        // The role keeps working through the VPC's endpoints while memory
+        // is captured (the SSM agent may use it); anywhere else, at once.
+        chain = chain.then(
+            on_instance(task::<RestrictCredentialsToVpc>("RestrictCredentialsToVpc"))
+                .result_at("credentials_in_vpc")
+                .continue_on_failure("restrict_credentials_to_vpc"),
+        );
+    } else {
+        chain = chain.then(nacl_cut());
+    }
     if memory {
         chain = chain
             .then(
@@ -184,6 +217,12 @@ fn containment(memory: bool) -> Chain {
                 ),
             );
     }
+    if memory {
+        // After the capture (finished or failed): the ACL entries would cut
+        // the uploads through a NAT gateway or an endpoint in another
+        // subnet.
+        chain = chain.then(nacl_cut());
+    }
     chain = chain
         .then(
             on_instance(task::<RevokeInstanceCredentials>(
@@ -192,6 +231,21 @@ fn containment(memory: bool) -> Chain {
             .bind("evidence_bucket", "$.case.evidence_bucket")
             .result_at("credentials")
             .continue_on_failure("revoke_instance_credentials"),
+        )
+        // A second look before tagging: interfaces attached since
+        // isolation (container networking attaches them at any time) are
+        // isolated too.
+        .then(
+            choice("IsolationDone?").when(
+                Cond::present("$.isolation"),
+                Chain::new().then(
+                    on_instance(task::<IsolateNetwork>("IsolateLateInterfaces"))
+                        .bind("exemptions", "$.options.isolation_exemptions")
+                        .bind("evidence_bucket", "$.case.evidence_bucket")
+                        .result_at("isolation_recheck")
+                        .continue_on_failure("isolate_late_interfaces"),
+                ),
+            ),
         )
         .then(
             choice("IsolationSucceeded?")
@@ -325,9 +379,10 @@ mod tests {
                 "record_instance_state",
                 "protect_instance",
                 "detach_from_autoscaling",
-                "isolate_network",
                 "disassociate_elastic_ips",
                 "deregister_from_target_groups",
+                "isolate_network",
+                "cut_network_acls",
                 "revoke_instance_credentials",
                 "tag_instance",
                 "snapshot_volumes",

@@ -58,6 +58,10 @@ pub struct CaseOutput {
     pub instance_state: Option<RecordOutput>,
     pub protection: Option<ProtectOutput>,
     pub isolation: Option<IsolationOutput>,
+    /// The second look before tagging.
+    pub isolation_recheck: Option<IsolationOutput>,
+    pub network_acls: Option<firebreak_steps::ec2::NaclCutOutput>,
+    pub credentials_in_vpc: Option<firebreak_steps::iam::RestrictOutput>,
     pub elastic_ips: Option<ElasticIpsOutput>,
     pub auto_scaling: Option<DetachOutput>,
     pub target_groups: Option<DeregisterOutput>,
@@ -279,11 +283,87 @@ impl Report {
                 }
                 for i in &iso.interfaces {
                     line(format!(
-                        "        {}: {} -> {}",
+                        "        {}: {} -> {}{}",
                         i.network_interface_id,
                         i.previous_group_ids.join(","),
-                        i.group_ids.join(",")
+                        i.group_ids.join(","),
+                        i.trunk_interface_id
+                            .as_deref()
+                            .map(|t| format!(" (branch of trunk {t})"))
+                            .unwrap_or_default()
                     ));
+                }
+                for t in &iso.transition_groups_left {
+                    line(format!("  !!  transition group left: {t}"));
+                }
+                for w in &iso.warnings {
+                    line(format!("  !   {w}"));
+                }
+                for d in &iso.dns_query_logging {
+                    line(match d.logged {
+                        Some(true) => format!(
+                            "  ok  DNS: Route 53 Resolver query logging is on for {} ({}): the only record of the instance's DNS, which isolation does not stop",
+                            d.vpc_id,
+                            d.configs.join(", ")
+                        ),
+                        Some(false) => format!(
+                            "  !   DNS: no Route 53 Resolver query logging for {}: the instance's DNS queries to the VPC resolver are neither stopped nor recorded",
+                            d.vpc_id
+                        ),
+                        None => format!(
+                            "  ?   DNS: query logging of {} unknown ({})",
+                            d.vpc_id,
+                            d.error.as_deref().unwrap_or("?")
+                        ),
+                    });
+                }
+            }
+            if let Some(r) = &st.isolation_recheck {
+                let late: Vec<&str> = r
+                    .interfaces
+                    .iter()
+                    .filter(|i| i.changed)
+                    .map(|i| i.network_interface_id.as_str())
+                    .collect();
+                if !late.is_empty() {
+                    line(format!(
+                        "  ok  interfaces attached after isolation, isolated too: {}",
+                        late.join(", ")
+                    ));
+                }
+            }
+            if let Some(n) = &st.network_acls {
+                let acls: std::collections::BTreeSet<&str> = n
+                    .entries
+                    .iter()
+                    .map(|e| e.network_acl_id.as_str())
+                    .collect();
+                line(format!(
+                    "  ok  network ACLs cut{}: {} entries on {} naming {} (stateless: ends tracked flows through NAT gateways, load balancers, Transit Gateway in other subnets)",
+                    if n.changed { "" } else { " (already)" },
+                    n.entries.len(),
+                    if acls.is_empty() { "no ACL".to_string() } else { acls.into_iter().collect::<Vec<_>>().join(", ") },
+                    n.addresses.join(", ")
+                ));
+                for k in &n.skipped {
+                    line(format!(
+                        "        {} left alone: {}",
+                        k.network_acl_id, k.reason
+                    ));
+                }
+                for w in &n.warnings {
+                    line(format!("  !   {w}"));
+                }
+            }
+            if let Some(c) = &st.credentials_in_vpc {
+                if let Some(p) = &c.instance_profile_arn {
+                    line(format!(
+                        "  ok  credentials of {p} denied outside the instance's VPC (role(s) {}) until the full revocation",
+                        c.roles.join(", ")
+                    ));
+                }
+                for w in &c.warnings {
+                    line(format!("  !   {w}"));
                 }
             }
             if let Some(e) = &st.elastic_ips {
@@ -316,11 +396,19 @@ impl Report {
                 }
                 for r in &t.deregistered {
                     line(format!(
-                        "  ok  deregistered from {} (port {})",
+                        "  ok  deregistered {}from {} (port {})",
+                        r.ip.as_deref()
+                            .map(|ip| format!("{ip} "))
+                            .unwrap_or_default(),
                         r.target_group_arn,
                         r.port
                             .map(|p| p.to_string())
                             .unwrap_or_else(|| "default".into())
+                    ));
+                }
+                for lb in &t.classic_load_balancers {
+                    line(format!(
+                        "  ok  deregistered from Classic Load Balancer {lb}"
                     ));
                 }
             }
@@ -333,6 +421,11 @@ impl Report {
                         c.roles.join(", "),
                         c.token_issue_cutoff.map(|t| t.to_rfc3339()).unwrap_or_else(|| "?".into())
                     )),
+                }
+                for r in &c.role_wide {
+                    line(format!(
+                        "  !!  role {r}: no room for a per-instance deny within IAM's quotas, so EVERY session of the role issued before the cut-off is denied (other instances sharing it fetch new credentials)"
+                    ));
                 }
             }
             if let Some(t) = &st.tags {
@@ -481,6 +574,9 @@ impl Report {
                 ));
                 for a in &r.actions {
                     line(format!("        {a}"));
+                }
+                for n in &r.notes {
+                    line(format!("        note: {n}"));
                 }
                 line(
                     "        verified: the instance matches the record (firebreak tags aside)"

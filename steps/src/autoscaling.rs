@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::case::InstanceId;
 use crate::context::{StepContext, StepLog};
 use crate::ec2::InstanceRef;
-use crate::error::{aws_error, StepError};
+use crate::error::{aws_error, error_code, StepError};
 use crate::registry::Step;
 
 /// Puts the instance in Standby (or detaches it) without the group
@@ -91,6 +91,7 @@ impl StepDef for DetachFromAutoScaling {
                     "autoscaling:EnterStandby",
                     "autoscaling:DetachInstances",
                     "autoscaling:UpdateAutoScalingGroup",
+                    "autoscaling:CreateOrUpdateTags",
                 ],
                 ["arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/*"],
             ),
@@ -129,12 +130,28 @@ pub(crate) async fn membership(
         }))
 }
 
-/// (MinSize, DesiredCapacity) of a group.
-pub(crate) async fn group_sizes(
+/// The group tag that keeps its MinSize from before firebreak first
+/// lowered it. Written before the first lowering and read by every later
+/// containment and release, so that two instances of one group contained
+/// (or released) at the same moment agree on the original, whatever order
+/// their calls land in.
+pub const MIN_SIZE_TAG: &str = "firebreak:min-size-before";
+
+/// What release and containment read of a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupSizes {
+    pub min: i32,
+    pub desired: i32,
+    /// [`MIN_SIZE_TAG`], when firebreak lowered the minimum.
+    pub original_min: Option<i32>,
+}
+
+/// The sizes of a group and the minimum firebreak recorded on it.
+pub(crate) async fn group_state(
     ctx: &StepContext,
     log: &StepLog<'_>,
     group: &str,
-) -> Result<Option<(i32, i32)>, StepError> {
+) -> Result<Option<GroupSizes>, StepError> {
     log.read(
         "autoscaling:DescribeAutoScalingGroups",
         format!("AutoScalingGroupNames=[{group}]"),
@@ -147,11 +164,106 @@ pub(crate) async fn group_sizes(
         .send()
         .await
         .map_err(|e| aws_error("autoscaling:DescribeAutoScalingGroups", e))?;
-    Ok(out
-        .auto_scaling_groups()
-        .first()
-        .map(|g| (g.min_size().unwrap_or(0), g.desired_capacity().unwrap_or(0))))
+    Ok(out.auto_scaling_groups().first().map(|g| GroupSizes {
+        min: g.min_size().unwrap_or(0),
+        desired: g.desired_capacity().unwrap_or(0),
+        original_min: g
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(MIN_SIZE_TAG))
+            .and_then(|t| t.value())
+            .and_then(|v| v.parse().ok()),
+    }))
 }
+
+fn min_tag(group: &str, value: i32) -> aws_sdk_autoscaling::types::Tag {
+    aws_sdk_autoscaling::types::Tag::builder()
+        .resource_id(group)
+        .resource_type("auto-scaling-group")
+        .key(MIN_SIZE_TAG)
+        .value(value.to_string())
+        .propagate_at_launch(false)
+        .build()
+}
+
+/// Writes the original minimum on the group (before lowering it).
+pub(crate) async fn tag_original_min(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    group: &str,
+    min: i32,
+) -> Result<(), StepError> {
+    ctx.aws
+        .autoscaling
+        .create_or_update_tags()
+        .tags(min_tag(group, min))
+        .send()
+        .await
+        .map_err(|e| aws_error("autoscaling:CreateOrUpdateTags", e))?;
+    log.done(
+        "autoscaling:CreateOrUpdateTags",
+        format!("AutoScalingGroupName={group}, {MIN_SIZE_TAG}={min} (the minimum before firebreak lowers it)"),
+    );
+    Ok(())
+}
+
+/// Removes the original-minimum tag once the minimum is back.
+pub(crate) async fn untag_original_min(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    group: &str,
+    min: i32,
+) -> Result<(), StepError> {
+    ctx.aws
+        .autoscaling
+        .delete_tags()
+        .tags(min_tag(group, min))
+        .send()
+        .await
+        .map_err(|e| aws_error("autoscaling:DeleteTags", e))?;
+    log.done(
+        "autoscaling:DeleteTags",
+        format!("AutoScalingGroupName={group}, {MIN_SIZE_TAG} (the minimum is back to {min})"),
+    );
+    Ok(())
+}
+
+/// Sets a group's MinSize.
+pub(crate) async fn set_min(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    group: &str,
+    min: i32,
+    why: &str,
+) -> Result<(), StepError> {
+    ctx.aws
+        .autoscaling
+        .update_auto_scaling_group()
+        .auto_scaling_group_name(group)
+        .min_size(min.max(0))
+        .send()
+        .await
+        .map_err(|e| aws_error("autoscaling:UpdateAutoScalingGroup", e))?;
+    log.done(
+        "autoscaling:UpdateAutoScalingGroup",
+        format!("AutoScalingGroupName={group}, MinSize={min} ({why})"),
+    );
+    Ok(())
+}
+
+/// The minimum a group should have once an instance is back in it: never
+/// below what it has, never above its original, and never above the
+/// desired capacity (other instances of the group may still be out,
+/// contained). None when it already has it.
+pub fn restored_min(now: &GroupSizes, recorded: Option<i32>) -> Option<i32> {
+    let original = now.original_min.or(recorded)?;
+    let target = now.min.max(original.min(now.desired));
+    (target != now.min).then_some(target)
+}
+
+/// Tries to take the instance out: a refusal because another containment
+/// of the same group got there first is read again and retried.
+const LEAVE_ATTEMPTS: usize = 5;
 
 fn no_dry_run(log: &StepLog<'_>, action: &str, params: String, group: &str) {
     log.not_checked(
@@ -159,6 +271,142 @@ fn no_dry_run(log: &StepLog<'_>, action: &str, params: String, group: &str) {
         params,
         format!("Auto Scaling has no dry run; needs {action} on group {group}"),
     );
+}
+
+/// Takes the instance out of its group without a replacement: decrements
+/// the desired capacity, lowering the minimum first when the group is at
+/// it (the original kept in a tag). Returns the original minimum when it
+/// was lowered, and whether anything changed.
+async fn leave_group(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    group: &str,
+    id: &InstanceId,
+    mode: AsgMode,
+) -> Result<(Option<i32>, bool), StepError> {
+    let asg = &ctx.aws.autoscaling;
+    let action = match mode {
+        AsgMode::Standby => "autoscaling:EnterStandby",
+        AsgMode::Detach => "autoscaling:DetachInstances",
+    };
+    let params = format!(
+        "AutoScalingGroupName={group}, InstanceIds=[{id}], ShouldDecrementDesiredCapacity=true"
+    );
+    let mut lowered = None;
+    let mut changed = false;
+    for attempt in 1..=LEAVE_ATTEMPTS {
+        let Some(g) = group_state(ctx, log, group).await? else {
+            return Err(StepError::new(
+                ErrorName::ResourceNotFound,
+                format!("Auto Scaling group {group} vanished"),
+            ));
+        };
+        if g.desired - 1 < g.min {
+            let original = g.original_min.unwrap_or(g.min);
+            lowered = Some(original);
+            let why = format!(
+                "was {}: the group is at its minimum; {MIN_SIZE_TAG}={original}",
+                g.min
+            );
+            if ctx.is_dry_run() {
+                no_dry_run(
+                    log,
+                    "autoscaling:UpdateAutoScalingGroup",
+                    format!(
+                        "AutoScalingGroupName={group}, MinSize={} ({why})",
+                        g.desired - 1
+                    ),
+                    group,
+                );
+            } else {
+                if g.original_min.is_none() {
+                    tag_original_min(ctx, log, group, g.min).await?;
+                }
+                set_min(ctx, log, group, g.desired - 1, &why).await?;
+                changed = true;
+            }
+        }
+        if ctx.is_dry_run() {
+            no_dry_run(log, action, params, group);
+            return Ok((lowered, false));
+        }
+        let sent = match mode {
+            AsgMode::Standby => asg
+                .enter_standby()
+                .auto_scaling_group_name(group)
+                .instance_ids(id.as_str())
+                .should_decrement_desired_capacity(true)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| (error_code(&e), aws_error(action, e))),
+            AsgMode::Detach => asg
+                .detach_instances()
+                .auto_scaling_group_name(group)
+                .instance_ids(id.as_str())
+                .should_decrement_desired_capacity(true)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| (error_code(&e), aws_error(action, e))),
+        };
+        match sent {
+            Ok(()) => {
+                log.done(action, params.clone());
+                changed = true;
+                break;
+            }
+            // Another containment of the group decremented the capacity
+            // between our read and our call: read again.
+            Err((Some(code), e)) if code == "ValidationError" && attempt < LEAVE_ATTEMPTS => {
+                log.progress(&format!("{e}; reading {group} again"));
+            }
+            Err((_, e)) => return Err(e),
+        }
+    }
+    // Two containments that read the group at the same moment may both
+    // lower the minimum from the same value: never leave it above the
+    // desired capacity (AWS refuses that state; a group left in it would
+    // launch a replacement).
+    if let Some(g) = group_state(ctx, log, group).await? {
+        if g.min > g.desired {
+            set_min(
+                ctx,
+                log,
+                group,
+                g.desired,
+                "no higher than the desired capacity",
+            )
+            .await?;
+        }
+    }
+    Ok((lowered, changed))
+}
+
+/// Protects an instance from scale-in and puts it back in Standby
+/// (release taking back its own ExitStandby when a later part failed).
+pub(crate) async fn take_out(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    group: &str,
+    id: &InstanceId,
+) -> Result<(), StepError> {
+    ctx.aws
+        .autoscaling
+        .set_instance_protection()
+        .auto_scaling_group_name(group)
+        .instance_ids(id.as_str())
+        .protected_from_scale_in(true)
+        .send()
+        .await
+        .map_err(|e| aws_error("autoscaling:SetInstanceProtection", e))?;
+    log.done(
+        "autoscaling:SetInstanceProtection",
+        format!("AutoScalingGroupName={group}, InstanceIds=[{id}], ProtectedFromScaleIn=true"),
+    );
+    leave_group(ctx, log, group, id, AsgMode::Standby)
+        .await
+        .map(|_| ())
 }
 
 #[async_trait]
@@ -202,76 +450,22 @@ impl Step for DetachFromAutoScaling {
                 changed = true;
             }
         }
-        // Decrementing the desired capacity below the group's minimum is
-        // refused; at the minimum, lower the minimum by one first (the
-        // record keeps the original, release restores it).
         let leaving = matches!(
             (input.mode, state.as_str()),
             (AsgMode::Standby, "InService") | (AsgMode::Detach, _)
         );
+        let already_standby = input.mode == AsgMode::Standby && state == "Standby";
+        if !leaving && !already_standby {
+            return Err(StepError::new(
+                ErrorName::Unsupported,
+                format!("{id} is {state} in {group}: only an InService instance can enter Standby"),
+            ));
+        }
         let mut lowered_min_size_from = None;
         if leaving {
-            if let Some((min, desired)) = group_sizes(ctx, &log, &group).await? {
-                if desired - 1 < min {
-                    let params = format!("AutoScalingGroupName={group}, MinSize={} (was {min}: the group is at its minimum)", desired - 1);
-                    if ctx.is_dry_run() {
-                        no_dry_run(&log, "autoscaling:UpdateAutoScalingGroup", params, &group);
-                    } else {
-                        asg.update_auto_scaling_group()
-                            .auto_scaling_group_name(&group)
-                            .min_size((desired - 1).max(0))
-                            .send()
-                            .await
-                            .map_err(|e| aws_error("autoscaling:UpdateAutoScalingGroup", e))?;
-                        log.done("autoscaling:UpdateAutoScalingGroup", params);
-                        changed = true;
-                    }
-                    lowered_min_size_from = Some(min);
-                }
-            }
-        }
-        match (input.mode, state.as_str()) {
-            (AsgMode::Standby, "Standby") => {}
-            (AsgMode::Standby, "InService") => {
-                let params = format!("AutoScalingGroupName={group}, InstanceIds=[{id}], ShouldDecrementDesiredCapacity=true");
-                if ctx.is_dry_run() {
-                    no_dry_run(&log, "autoscaling:EnterStandby", params, &group);
-                } else {
-                    asg.enter_standby()
-                        .auto_scaling_group_name(&group)
-                        .instance_ids(id.as_str())
-                        .should_decrement_desired_capacity(true)
-                        .send()
-                        .await
-                        .map_err(|e| aws_error("autoscaling:EnterStandby", e))?;
-                    log.done("autoscaling:EnterStandby", params);
-                    changed = true;
-                }
-            }
-            (AsgMode::Detach, _) => {
-                let params = format!("AutoScalingGroupName={group}, InstanceIds=[{id}], ShouldDecrementDesiredCapacity=true");
-                if ctx.is_dry_run() {
-                    no_dry_run(&log, "autoscaling:DetachInstances", params, &group);
-                } else {
-                    asg.detach_instances()
-                        .auto_scaling_group_name(&group)
-                        .instance_ids(id.as_str())
-                        .should_decrement_desired_capacity(true)
-                        .send()
-                        .await
-                        .map_err(|e| aws_error("autoscaling:DetachInstances", e))?;
-                    log.done("autoscaling:DetachInstances", params);
-                    changed = true;
-                }
-            }
-            (AsgMode::Standby, other) => {
-                return Err(StepError::new(
-                    ErrorName::Unsupported,
-                    format!(
-                        "{id} is {other} in {group}: only an InService instance can enter Standby"
-                    ),
-                ))
-            }
+            let (lowered, did) = leave_group(ctx, &log, &group, &id, input.mode).await?;
+            lowered_min_size_from = lowered;
+            changed |= did;
         }
         if ctx.is_dry_run() {
             return Ok(DetachOutput {

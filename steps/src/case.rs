@@ -35,6 +35,13 @@ pub struct CaseOptions {
     /// APIs once completed (`hash_snapshots`).
     #[serde(default)]
     pub hash_snapshots: bool,
+    /// Leave the network ACLs alone (`--no-nacl-cut`).
+    #[serde(default)]
+    pub skip_nacl_cut: bool,
+    /// Rules per direction an ACL may hold, when the account's quota was
+    /// raised above AWS's default of 20.
+    #[serde(default)]
+    pub nacl_rule_limit: Option<u32>,
 }
 
 /// Who, what and when: set once when the case is opened.

@@ -75,6 +75,10 @@ pub struct AwsClients {
     pub iam: aws_sdk_iam::Client,
     pub autoscaling: aws_sdk_autoscaling::Client,
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
+    /// Classic Load Balancers.
+    pub elb: aws_sdk_elasticloadbalancing::Client,
+    /// Route 53 Resolver: whether DNS queries from the VPC are logged.
+    pub route53resolver: aws_sdk_route53resolver::Client,
     pub s3: aws_sdk_s3::Client,
     pub ssm: aws_sdk_ssm::Client,
     /// Signs custody records (asymmetric keys) and checks signatures.
@@ -98,6 +102,8 @@ impl AwsClients {
             iam: aws_sdk_iam::Client::new(config),
             autoscaling: aws_sdk_autoscaling::Client::new(config),
             elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            elb: aws_sdk_elasticloadbalancing::Client::new(config),
+            route53resolver: aws_sdk_route53resolver::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3),
             ssm: aws_sdk_ssm::Client::new(config),
             kms: aws_sdk_kms::Client::new(config),

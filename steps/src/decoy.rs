@@ -38,8 +38,12 @@ pub struct DecoySpec {
     pub elastic_ip: bool,
     /// Membership of an Auto Scaling group (made for the decoy).
     pub auto_scaling: bool,
-    /// Registration in an ELBv2 target group (made for the decoy), port 80.
+    /// Registration in an ELBv2 target group (made for the decoy), port
+    /// 80, and of the first interface's address in an IP target group.
     pub target_group: bool,
+    /// Registration with a Classic Load Balancer (made for the decoy).
+    #[serde(default)]
+    pub classic_load_balancer: bool,
     /// A second instance with the same instance profile, to show that
     /// revoking the decoy's credentials leaves others working.
     pub second_instance: bool,
@@ -58,6 +62,7 @@ impl Default for DecoySpec {
             elastic_ip: true,
             auto_scaling: true,
             target_group: true,
+            classic_load_balancer: true,
             second_instance: true,
         }
     }
@@ -80,6 +85,13 @@ pub struct Decoy {
     pub auto_scaling_group: Option<String>,
     pub launch_template: Option<String>,
     pub target_group_arn: Option<String>,
+    /// The second interface's subnet (same Availability Zone).
+    #[serde(default)]
+    pub second_subnet_id: Option<String>,
+    #[serde(default)]
+    pub ip_target_group_arn: Option<String>,
+    #[serde(default)]
+    pub classic_load_balancer: Option<String>,
     pub second_instance_id: Option<String>,
 }
 
@@ -95,6 +107,15 @@ const TERMINATION_CHECKS: u32 = 60;
 const TERMINATION_CHECK_DELAY: Duration = Duration::from_secs(5);
 /// The image used when none is given: Amazon Linux 2023, x86_64.
 const DEFAULT_IMAGE_NAME: &str = "al2023-ami-2023*-x86_64";
+
+/// The /64 after `block` (a subnet's), for a second subnet.
+fn next_v6_subnet(block: &str) -> Result<String, StepError> {
+    let net: ipnet::Ipv6Net = block
+        .parse()
+        .map_err(|_| StepError::new(ErrorName::Internal, format!("{block} is not an IPv6 /64")))?;
+    let next = u128::from(net.network()) + (1u128 << 64);
+    Ok(format!("{}/64", std::net::Ipv6Addr::from(next)))
+}
 
 fn unique_suffix() -> String {
     format!("{:08x}", rand::random::<u32>())
@@ -216,6 +237,36 @@ async fn build(
         .and_then(|s| s.subnet_id())
         .unwrap_or_default()
         .to_string();
+    let zone = subnet
+        .subnet()
+        .and_then(|s| s.availability_zone())
+        .map(str::to_string);
+    let first_v6 = subnet
+        .subnet()
+        .and_then(|s| s.ipv6_cidr_block_association_set().first())
+        .and_then(|a| a.ipv6_cidr_block())
+        .map(str::to_string);
+    if spec.interfaces > 1 {
+        // The second interface in a subnet of its own (an interface must
+        // be in the instance's Availability Zone).
+        let mut second = ec2
+            .create_subnet()
+            .vpc_id(&d.vpc_id)
+            .cidr_block("10.99.2.0/24")
+            .set_availability_zone(zone)
+            .tag_specifications(tags(ResourceType::Subnet));
+        if let Some(v6) = first_v6 {
+            second = second.ipv6_cidr_block(next_v6_subnet(&v6)?);
+        }
+        let second = second
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:CreateSubnet (second)", e))?;
+        d.second_subnet_id = second
+            .subnet()
+            .and_then(|s| s.subnet_id())
+            .map(str::to_string);
+    }
 
     if spec.elastic_ip {
         // An Elastic IP can only be associated in a VPC with an internet
@@ -351,10 +402,14 @@ async fn build(
             .tag_specifications(tags(ResourceType::Instance))
             .tag_specifications(tags(ResourceType::Volume));
         for idx in 0..spec.interfaces {
+            let subnet = match (idx, &d.second_subnet_id) {
+                (1, Some(s)) => s.clone(),
+                _ => d.subnet_id.clone(),
+            };
             req = req.network_interfaces(
                 InstanceNetworkInterfaceSpecification::builder()
                     .device_index(i32::from(idx))
-                    .subnet_id(&d.subnet_id)
+                    .subnet_id(subnet)
                     .groups(&d.security_group_id)
                     .build(),
             );
@@ -451,6 +506,79 @@ async fn build(
             .send()
             .await
             .map_err(|e| aws_error("elasticloadbalancing:RegisterTargets", e))?;
+        // The first interface's address in an IP target group.
+        let ip = ec2
+            .describe_network_interfaces()
+            .set_network_interface_ids(Some(
+                d.network_interface_ids.iter().take(1).cloned().collect(),
+            ))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeNetworkInterfaces", e))?
+            .network_interfaces()
+            .first()
+            .and_then(|n| n.private_ip_address())
+            .map(str::to_string)
+            .unwrap_or_default();
+        let tg = elb
+            .create_target_group()
+            .name(format!("fb-{}-ip", unique_suffix()))
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .port(8080)
+            .vpc_id(&d.vpc_id)
+            .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:CreateTargetGroup (ip)", e))?;
+        let arn = tg
+            .target_groups()
+            .first()
+            .and_then(|t| t.target_group_arn())
+            .unwrap_or_default()
+            .to_string();
+        d.ip_target_group_arn = Some(arn.clone());
+        elb.register_targets()
+            .target_group_arn(&arn)
+            .targets(
+                aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
+                    .id(ip)
+                    .port(8080)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:RegisterTargets (ip)", e))?;
+    }
+
+    if spec.classic_load_balancer {
+        let elb = aws_sdk_elasticloadbalancing::Client::new(config);
+        // Classic names are at most 32 characters.
+        let lb = format!("fb-{}-clb", unique_suffix());
+        elb.create_load_balancer()
+            .load_balancer_name(&lb)
+            .listeners(
+                aws_sdk_elasticloadbalancing::types::Listener::builder()
+                    .protocol("HTTP")
+                    .load_balancer_port(80)
+                    .instance_port(80)
+                    .build()
+                    .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?,
+            )
+            .subnets(&d.subnet_id)
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:CreateLoadBalancer (Classic)", e))?;
+        d.classic_load_balancer = Some(lb.clone());
+        elb.register_instances_with_load_balancer()
+            .load_balancer_name(&lb)
+            .instances(
+                aws_sdk_elasticloadbalancing::types::Instance::builder()
+                    .instance_id(&d.instance_id)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:RegisterInstancesWithLoadBalancer", e))?;
     }
 
     if spec.auto_scaling {
@@ -563,10 +691,23 @@ pub async fn delete(
             ec2.delete_launch_template().launch_template_name(lt).send()
         );
     }
-    if let Some(tg) = &decoy.target_group_arn {
+    for tg in decoy
+        .target_group_arn
+        .iter()
+        .chain(decoy.ip_target_group_arn.iter())
+    {
         attempt!(
             format!("target group {tg}"),
             elb.delete_target_group().target_group_arn(tg).send()
+        );
+    }
+    if let Some(lb) = &decoy.classic_load_balancer {
+        attempt!(
+            format!("Classic Load Balancer {lb}"),
+            aws_sdk_elasticloadbalancing::Client::new(config)
+                .delete_load_balancer()
+                .load_balancer_name(lb)
+                .send()
         );
     }
     let mut instances: Vec<String> = Vec::new();
@@ -641,6 +782,43 @@ pub async fn delete(
         }
     }
     if let Some(role) = &decoy.role_name {
+        // firebreak's managed deny policies, left when a rehearsal kept them.
+        if let Ok(out) = iam
+            .list_attached_role_policies()
+            .role_name(role)
+            .send()
+            .await
+        {
+            for p in out.attached_policies() {
+                let Some(arn) = p.policy_arn() else { continue };
+                attempt!(
+                    format!("detach {arn} from {role}"),
+                    iam.detach_role_policy()
+                        .role_name(role)
+                        .policy_arn(arn)
+                        .send()
+                );
+                if arn.contains(":policy/firebreak/") {
+                    if let Ok(v) = iam.list_policy_versions().policy_arn(arn).send().await {
+                        for ver in v.versions().iter().filter(|v| !v.is_default_version()) {
+                            if let Some(id) = ver.version_id() {
+                                attempt!(
+                                    format!("version {id} of {arn}"),
+                                    iam.delete_policy_version()
+                                        .policy_arn(arn)
+                                        .version_id(id)
+                                        .send()
+                                );
+                            }
+                        }
+                    }
+                    attempt!(
+                        format!("policy {arn}"),
+                        iam.delete_policy().policy_arn(arn).send()
+                    );
+                }
+            }
+        }
         if let Ok(out) = iam.list_role_policies().role_name(role).send().await {
             for p in out.policy_names() {
                 attempt!(
@@ -707,10 +885,13 @@ pub async fn delete(
                     .send()
             );
         }
-        if !decoy.subnet_id.is_empty() {
+        for subnet in std::iter::once(&decoy.subnet_id)
+            .chain(decoy.second_subnet_id.iter())
+            .filter(|s| !s.is_empty())
+        {
             attempt!(
-                format!("subnet {}", decoy.subnet_id),
-                ec2.delete_subnet().subnet_id(&decoy.subnet_id).send()
+                format!("subnet {subnet}"),
+                ec2.delete_subnet().subnet_id(subnet).send()
             );
         }
         attempt!(

@@ -10,26 +10,31 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::context::StepContext;
-use crate::ec2::{describe_instance, registrations, InstanceRef};
+use crate::ec2::{classic_registrations, describe_instance, registrations, InstanceRef};
 use crate::error::{aws_error, StepError};
 use crate::registry::Step;
 
 /// Deregisters the instance from every ELBv2 target group it is in (every
-/// port). Connections in flight drain for the group's deregistration
-/// delay; no new ones arrive. Reads back. Idempotent.
+/// port), its private addresses from every IP target group of its VPCs,
+/// and the instance from every Classic Load Balancer. Connections in
+/// flight drain for the group's deregistration delay; no new ones arrive.
+/// Reads back. Idempotent.
 #[derive(Debug)]
 pub struct DeregisterFromTargetGroups;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DeregisterOutput {
     pub deregistered: Vec<TargetRegistration>,
+    /// Classic Load Balancers the instance was taken out of.
+    #[serde(default)]
+    pub classic_load_balancers: Vec<String>,
     pub changed: bool,
     pub dry_run: bool,
 }
 
 impl StepDef for DeregisterFromTargetGroups {
     const NAME: &'static str = "deregister_from_target_groups";
-    const SUMMARY: &'static str = "Deregister the instance from every ELBv2 target group it is in.";
+    const SUMMARY: &'static str = "Deregister the instance and its addresses from every target group, and from Classic Load Balancers.";
     const MUTATES: bool = true;
     type Input = InstanceRef;
     type Output = DeregisterOutput;
@@ -53,6 +58,7 @@ impl StepDef for DeregisterFromTargetGroups {
                     "ec2:DescribeInstances",
                     "elasticloadbalancing:DescribeTargetGroups",
                     "elasticloadbalancing:DescribeTargetHealth",
+                    "elasticloadbalancing:DescribeLoadBalancers",
                 ],
                 ["*"],
             ),
@@ -60,8 +66,37 @@ impl StepDef for DeregisterFromTargetGroups {
                 ["elasticloadbalancing:DeregisterTargets"],
                 ["arn:aws:elasticloadbalancing:*:*:targetgroup/*/*"],
             ),
+            Statement::allow(
+                ["elasticloadbalancing:DeregisterInstancesFromLoadBalancer"],
+                ["arn:aws:elasticloadbalancing:*:*:loadbalancer/*"],
+            ),
         ]
     }
+}
+
+/// The target description of a registration.
+pub(crate) fn target_of(id: &str, r: &TargetRegistration) -> TargetDescription {
+    TargetDescription::builder()
+        .id(r.ip.as_deref().unwrap_or(id))
+        .set_port(r.port)
+        .set_availability_zone(r.availability_zone.clone())
+        .build()
+}
+
+/// How a registration reads in the log.
+pub(crate) fn describe_registration(id: &str, r: &TargetRegistration) -> String {
+    format!(
+        "TargetGroupArn={}, Targets=[{}:{}{}]",
+        r.target_group_arn,
+        r.ip.as_deref().unwrap_or(id),
+        r.port
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "default".into()),
+        r.availability_zone
+            .as_deref()
+            .map(|z| format!(" in {z}"))
+            .unwrap_or_default()
+    )
 }
 
 #[async_trait]
@@ -70,16 +105,10 @@ impl Step for DeregisterFromTargetGroups {
         let (_, id) = input.parse()?;
         let log = ctx.log(Self::NAME);
         let instance = describe_instance(ctx, &log, &id).await?;
-        let vpc = instance.vpc_id().map(str::to_string);
-        let now = registrations(ctx, &log, &id, vpc.as_deref()).await?;
+        let now = registrations(ctx, &log, &instance).await?;
+        let classic = classic_registrations(ctx, &log, &instance).await?;
         for r in &now {
-            let params = format!(
-                "TargetGroupArn={}, Targets=[{id}:{}]",
-                r.target_group_arn,
-                r.port
-                    .map(|p| p.to_string())
-                    .unwrap_or_else(|| "default".into())
-            );
+            let params = describe_registration(id.as_str(), r);
             if ctx.is_dry_run() {
                 log.not_checked(
                     "elasticloadbalancing:DeregisterTargets",
@@ -95,12 +124,7 @@ impl Step for DeregisterFromTargetGroups {
                 .elbv2
                 .deregister_targets()
                 .target_group_arn(&r.target_group_arn)
-                .targets(
-                    TargetDescription::builder()
-                        .id(id.as_str())
-                        .set_port(r.port)
-                        .build(),
-                )
+                .targets(target_of(id.as_str(), r))
                 .send()
                 .await
                 .map_err(|e| {
@@ -114,17 +138,52 @@ impl Step for DeregisterFromTargetGroups {
                 })?;
             log.done("elasticloadbalancing:DeregisterTargets", params);
         }
-        if !ctx.is_dry_run() && !now.is_empty() {
-            let left = registrations(ctx, &log, &id, vpc.as_deref()).await?;
-            if !left.is_empty() {
+        for lb in &classic {
+            let params = format!("LoadBalancerName={lb}, Instances=[{id}] (Classic)");
+            if ctx.is_dry_run() {
+                log.not_checked(
+                    "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
+                    params,
+                    format!("ELB has no dry run; needs elasticloadbalancing:DeregisterInstancesFromLoadBalancer on {lb}"),
+                );
+                continue;
+            }
+            ctx.aws
+                .elb
+                .deregister_instances_from_load_balancer()
+                .load_balancer_name(lb)
+                .instances(
+                    aws_sdk_elasticloadbalancing::types::Instance::builder()
+                        .instance_id(id.as_str())
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(|e| {
+                    aws_error(
+                        &format!("elasticloadbalancing:DeregisterInstancesFromLoadBalancer {lb}"),
+                        e,
+                    )
+                })?;
+            log.done(
+                "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
+                params,
+            );
+        }
+        let registered = !now.is_empty() || !classic.is_empty();
+        if !ctx.is_dry_run() && registered {
+            let left = registrations(ctx, &log, &instance).await?;
+            let left_classic = classic_registrations(ctx, &log, &instance).await?;
+            if !left.is_empty() || !left_classic.is_empty() {
                 return Err(StepError::verification(format!(
-                    "{id} is still registered: {left:?}"
+                    "{id} is still registered: {left:?} {left_classic:?}"
                 )));
             }
         }
         Ok(DeregisterOutput {
-            changed: !now.is_empty() && !ctx.is_dry_run(),
+            changed: registered && !ctx.is_dry_run(),
             deregistered: now,
+            classic_load_balancers: classic,
             dry_run: ctx.is_dry_run(),
         })
     }

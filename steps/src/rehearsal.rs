@@ -11,7 +11,7 @@ use crate::context::StepContext;
 use crate::decoy::{Decoy, DecoySpec};
 use crate::ec2::{filter, load_record, read_live_state};
 use crate::error::{aws_error, StepError};
-use crate::iam::{deny_policy_name, instance_arn, profile_roles, role_policy};
+use crate::iam::{policies, profile_roles};
 
 /// One check of a rehearsal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -54,6 +54,7 @@ pub async fn spec_like(ctx: &StepContext, id: &InstanceId) -> Result<DecoySpec, 
         elastic_ip: !r.elastic_ips.is_empty(),
         auto_scaling: r.auto_scaling.is_some(),
         target_group: !r.target_groups.is_empty(),
+        classic_load_balancer: !r.classic_load_balancers.is_empty(),
         second_instance: r.instance_profile.is_some(),
     })
 }
@@ -154,40 +155,22 @@ pub async fn contained(
         format!("{:?}", now.instance_profile),
     ));
     if let Some(role) = &decoy.role_name {
-        let name = deny_policy_name(&decoy.instance_id);
-        let doc = role_policy(ctx, &log, role, &name).await?;
-        let arn = instance_arn(&ctx.region, &ctx.account_id, &decoy.instance_id);
-        let cond = doc
-            .as_ref()
-            .and_then(|d| d.get("Statement")?.get(0)?.get("Condition").cloned());
-        let names_only_this = cond.as_ref().and_then(|c| {
-            c.get("StringEquals")?
-                .get("ec2:SourceInstanceARN")?
-                .as_str()
-                .map(str::to_string)
-        }) == Some(arn.clone());
-        let cutoff_ok = cond
-            .as_ref()
-            .and_then(|c| {
-                c.get("DateLessThan")?
-                    .get("aws:TokenIssueTime")?
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
-            // IAM compares to the second: the cut-off is within the run.
-            .is_some_and(|t| {
-                let t = t.with_timezone(&Utc);
-                t >= contained_at - chrono::Duration::seconds(1) && t <= Utc::now()
-            });
+        let r = policies::read_role(ctx, &log, role).await?;
+        let cutoff = r.cutoff_of(&decoy.instance_id);
+        // Padded and rounded up: a few minutes after containment, never
+        // before it.
+        let cutoff_ok = cutoff.as_ref().is_some_and(|(_, t)| {
+            *t >= contained_at - chrono::Duration::seconds(1)
+                && *t
+                    <= Utc::now()
+                        + crate::iam::denies::CUTOFF_PAD
+                        + chrono::Duration::seconds(crate::iam::denies::CUTOFF_QUANTUM_SECONDS)
+        });
+        let chars: Vec<usize> = r.policies.iter().map(|p| p.chars).collect();
         out.push(check(
-            "the role's inline deny names only this instance and the containment time",
-            names_only_this && cutoff_ok,
-            format!(
-                "{role}/{name}: {}",
-                doc.map(|d| d.to_string())
-                    .unwrap_or_else(|| "absent".into())
-            ),
+            "the role's deny names this instance with a cut-off at containment, within IAM's quotas",
+            cutoff_ok && chars.iter().all(|c| *c <= crate::iam::denies::MANAGED_POLICY_MAX_CHARS),
+            format!("{role}: {cutoff:?}, policy sizes {chars:?}"),
         ));
     }
     if let Some(second) = &decoy.second_instance_id {
@@ -322,15 +305,17 @@ pub async fn released(
         before.instance_profile.as_ref().and_then(|p| p.arn.clone()),
         keep_deny,
     ) {
-        let name = deny_policy_name(&decoy.instance_id);
         let mut left = Vec::new();
         for role in profile_roles(ctx, &log, &arn).await? {
-            if role_policy(ctx, &log, &role, &name).await?.is_some() {
+            let r = policies::read_role(ctx, &log, &role).await?;
+            if r.cutoff_of(&decoy.instance_id).is_some()
+                || r.outside_vpc(&decoy.instance_id).is_some()
+            {
                 left.push(role);
             }
         }
         out.push(check(
-            "the inline deny is removed from the role",
+            "the deny is removed from the role",
             left.is_empty(),
             format!("still on {left:?}"),
         ));

@@ -105,6 +105,9 @@ error_names! {
     /// pre-incident state is gone): recording it now would record the
     /// contained state as if it were the original.
     AlreadyContained => "Firebreak.AlreadyContained", retriable: false;
+    /// Some of what containment acts on could not be contained (each
+    /// named in the cause, with what was): the rest was.
+    PartiallyContained => "Firebreak.PartiallyContained", retriable: false;
     /// The memory capture on the host failed, or its command did not run
     /// (the host's own reason is in the cause).
     CaptureFailed => "Firebreak.CaptureFailed", retriable: false;

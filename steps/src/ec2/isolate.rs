@@ -4,16 +4,25 @@
 //! are already tracked. So every interface moves in two steps: first to a
 //! group that allows all traffic in and out (IPv4 and IPv6), which makes
 //! its flows untracked, then to a group with no rules at all, which stops
-//! untracked flows at once. Both groups are made once per VPC, tagged, and
-//! reused by every later isolation in that VPC.
+//! untracked flows at once. The no-rule group is made once per VPC, tagged,
+//! and reused by every later isolation there; the allow-all group belongs
+//! to the case and is deleted after the moves.
+//!
+//! Each interface moves on its own: one that cannot be moved goes back to
+//! its groups before the case (from the stored record, never a transition
+//! group) and is reported, the others are isolated. Interfaces are listed
+//! by attachment, again after the moves, so those attached meanwhile are
+//! isolated too; branch interfaces of a trunk are listed through the trunk.
+//! Flows AWS always tracks (NAT gateways, load balancers, Transit Gateway)
+//! are left to the network-ACL cut (`nacl`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 
 use aws_sdk_ec2::types::{
-    IpPermission, IpRange, Ipv6Range, PrefixListId, ResourceType, SecurityGroup, TagSpecification,
-    UserIdGroupPair,
+    IpPermission, IpRange, Ipv6Range, NetworkInterface, PrefixListId, ResourceType, SecurityGroup,
+    TagSpecification, UserIdGroupPair,
 };
 use firebreak_workflows::iam::Statement;
 use firebreak_workflows::step::StepDef;
@@ -21,7 +30,8 @@ use firebreak_workflows::ErrorName;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{describe_instance, filter, interface_ids, tag, InstanceRef};
+use super::{describe_instance, filter, interface_ids, load_record, tag, InstanceRef};
+use crate::case::InstanceId;
 use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, error_code, StepError};
 use crate::registry::Step;
@@ -66,6 +76,9 @@ pub struct IsolatedInterface {
     pub group_ids: Vec<String>,
     /// False when the interface was already isolated.
     pub changed: bool,
+    /// For a branch interface (ECS task, EKS pod), its trunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk_interface_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -75,6 +88,11 @@ pub struct IsolateInput {
     /// Investigator access kept open (SSH in, HTTPS out to SSM); empty
     /// means no traffic at all.
     pub exemptions: Vec<Exemption>,
+    /// Where the case's record is: each interface's groups before the
+    /// case come from it, so a resumed run never takes a transition group
+    /// for them.
+    #[serde(default)]
+    pub evidence_bucket: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -87,6 +105,16 @@ pub struct IsolationOutput {
     pub exemption_error: Option<String>,
     pub groups: Vec<VpcIsolationGroups>,
     pub interfaces: Vec<IsolatedInterface>,
+    /// Transition groups (allow-all) that could not be deleted, with why.
+    #[serde(default)]
+    pub transition_groups_left: Vec<String>,
+    /// What isolation leaves open that the responder should know.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Whether DNS queries from each VPC are logged (neither groups nor
+    /// ACLs stop DNS to the VPC resolver).
+    #[serde(default)]
+    pub dns_query_logging: Vec<DnsLogging>,
     /// True when this run changed anything.
     pub changed: bool,
     pub dry_run: bool,
@@ -120,6 +148,8 @@ impl StepDef for IsolateNetwork {
                     "ec2:DescribeInstances",
                     "ec2:DescribeNetworkInterfaces",
                     "ec2:DescribeSecurityGroups",
+                    "ec2:DescribeTrunkInterfaceAssociations",
+                    "route53resolver:ListResolverQueryLogConfigAssociations",
                 ],
                 ["*"],
             ),
@@ -135,6 +165,7 @@ impl StepDef for IsolateNetwork {
                 ],
                 ["arn:aws:ec2:*:*:security-group/*", "arn:aws:ec2:*:*:vpc/*"],
             ),
+            Statement::allow(["s3:GetObject"], ["arn:aws:s3:::*/cases/*"]),
             Statement::allow(
                 ["ec2:ModifyNetworkInterfaceAttribute"],
                 [
@@ -705,75 +736,346 @@ async fn ensure_group(
     Ok((id, created))
 }
 
-/// Puts interfaces back on the groups they had before the first move, so
-/// that a failed isolation never leaves one on the allow-all group. Says
-/// what became of each; when all are back, the case's transition groups
-/// are deleted (a failure to delete is only reported).
-async fn put_back(
+/// One interface of the instance, as listed now.
+#[derive(Clone, Debug)]
+struct Eni {
+    id: String,
+    vpc: String,
+    groups: Vec<String>,
+    /// `interface`, `trunk`, `branch`, ...
+    kind: String,
+    /// The trunk a branch interface (ECS awsvpc task, EKS pod with its own
+    /// security groups) hangs off.
+    trunk: Option<String>,
+    /// A public IPv4 EC2 assigned (not an Elastic IP: those are taken
+    /// away before isolation).
+    public_ip: Option<String>,
+}
+
+fn eni_of(n: &NetworkInterface, trunk: Option<&str>) -> Option<Eni> {
+    let assoc = n.association();
+    // An Elastic IP has an allocation id; an address without one is
+    // EC2's own, which cannot be removed and given back.
+    let public_ip = assoc
+        .filter(|a| a.allocation_id().is_none())
+        .and_then(|a| a.public_ip())
+        .map(str::to_string);
+    Some(Eni {
+        id: n.network_interface_id()?.to_string(),
+        vpc: n.vpc_id().unwrap_or_default().to_string(),
+        groups: n
+            .groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect(),
+        kind: n
+            .interface_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_else(|| "interface".into()),
+        trunk: trunk.map(str::to_string),
+        public_ip,
+    })
+}
+
+async fn describe_enis(
     ctx: &StepContext,
     log: &StepLog<'_>,
-    moved: &[(String, String, Vec<String>)],
+    ids: &[String],
+    trunk: Option<&str>,
+) -> Result<Vec<Eni>, StepError> {
+    log.read(
+        "ec2:DescribeNetworkInterfaces",
+        format!("NetworkInterfaceIds={ids:?}"),
+    );
+    let out = ctx
+        .aws
+        .ec2
+        .describe_network_interfaces()
+        .set_network_interface_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeNetworkInterfaces", e))?;
+    Ok(out
+        .network_interfaces()
+        .iter()
+        .filter_map(|n| eni_of(n, trunk))
+        .collect())
+}
+
+/// The interfaces attached to the instance now (listed by attachment, so
+/// a second listing finds those attached while the playbook runs) and
+/// the branch interfaces of its trunks. A trunk whose branches cannot be
+/// listed is returned with the reason.
+async fn attached_interfaces(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    id: &InstanceId,
+    known: &[String],
+) -> Result<(Vec<Eni>, Vec<(String, String)>), StepError> {
+    log.read(
+        "ec2:DescribeNetworkInterfaces",
+        format!("Filters=[attachment.instance-id={id}]"),
+    );
+    let mut enis: Vec<Eni> = Vec::new();
+    let mut pages = ctx
+        .aws
+        .ec2
+        .describe_network_interfaces()
+        .filters(filter("attachment.instance-id", [id.as_str()]))
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| aws_error("ec2:DescribeNetworkInterfaces", e))?;
+        enis.extend(
+            page.network_interfaces()
+                .iter()
+                .filter_map(|n| eni_of(n, None)),
+        );
+    }
+    // What DescribeInstances showed but the filter did not (yet) return.
+    let missing: Vec<String> = known
+        .iter()
+        .filter(|k| !enis.iter().any(|e| &e.id == *k))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        enis.extend(describe_enis(ctx, log, &missing, None).await?);
+    }
+    let mut problems = Vec::new();
+    let trunks: Vec<String> = enis
+        .iter()
+        .filter(|e| e.kind == "trunk")
+        .map(|e| e.id.clone())
+        .collect();
+    for trunk in trunks {
+        match branches_of(ctx, log, &trunk).await {
+            Ok(ids) if ids.is_empty() => {}
+            Ok(ids) => enis.extend(describe_enis(ctx, log, &ids, Some(&trunk)).await?),
+            Err(e) => problems.push((
+                trunk.clone(),
+                format!("a trunk interface whose branch interfaces (ECS tasks, EKS pods with their own security groups) could not be listed ({e}): they are not isolated"),
+            )),
+        }
+    }
+    enis.sort_by(|a, b| a.id.cmp(&b.id));
+    enis.dedup_by(|a, b| a.id == b.id);
+    Ok((enis, problems))
+}
+
+/// The branch interfaces of a trunk interface.
+async fn branches_of(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    trunk: &str,
+) -> Result<Vec<String>, StepError> {
+    log.read(
+        "ec2:DescribeTrunkInterfaceAssociations",
+        format!("Filters=[trunk-interface-association.trunk-interface-id={trunk}]"),
+    );
+    let out = ctx
+        .aws
+        .ec2
+        .describe_trunk_interface_associations()
+        .filters(filter(
+            "trunk-interface-association.trunk-interface-id",
+            [trunk],
+        ))
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeTrunkInterfaceAssociations", e))?;
+    Ok(out
+        .interface_associations()
+        .iter()
+        .filter_map(|a| a.branch_interface_id().map(str::to_string))
+        .collect())
+}
+
+/// Firebreak's transition groups in a VPC (of any case): no interface is
+/// ever put back on one.
+async fn transition_groups(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    vpc: &str,
+) -> Result<BTreeSet<String>, StepError> {
+    log.read(
+        "ec2:DescribeSecurityGroups",
+        format!("Filters=[vpc-id={vpc}, tag:{}=transition]", tags::ROLE),
+    );
+    let out = ctx
+        .aws
+        .ec2
+        .describe_security_groups()
+        .filters(filter("vpc-id", [vpc]))
+        .filters(filter(&format!("tag:{}", tags::ROLE), ["transition"]))
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeSecurityGroups", e))?;
+    Ok(out
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.group_id().map(str::to_string))
+        .collect())
+}
+
+/// One interface on its way to isolation.
+#[derive(Clone, Debug)]
+struct Move {
+    eni: String,
+    vpc: String,
+    /// Where it goes back if isolation fails: its groups before the case
+    /// (from the stored record when there is one), never a transition
+    /// group. None when they are unknown (a resumed run with no record
+    /// found the interface on a transition group).
+    previous: Option<Vec<String>>,
+    /// Already on the allow-all group (a run that died between the moves).
+    on_transition: bool,
+}
+
+/// What happened to the interfaces of one round.
+#[derive(Default)]
+struct Round {
+    isolated: Vec<String>,
+    failed: Vec<(String, String)>,
+}
+
+/// Moves each interface in two steps, each interface on its own: one that
+/// cannot be moved is put back where it was and reported, the others go
+/// on.
+async fn move_interfaces(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    moves: &[Move],
     groups: &[VpcIsolationGroups],
-) -> Vec<String> {
-    let mut states = Vec::new();
-    for (eni, vpc, previous) in moved {
-        let back = set_groups(
+) -> Round {
+    let mut round = Round::default();
+    let group_of = |vpc: &str| groups.iter().find(|g| g.vpc_id == vpc);
+    let mut second: Vec<&Move> = Vec::new();
+    for m in moves {
+        if m.on_transition {
+            second.push(m);
+            continue;
+        }
+        let tr = group_of(&m.vpc)
+            .and_then(|g| g.transition_group_id.clone())
+            .unwrap_or_default();
+        match set_groups(
             ctx,
             log,
-            eni,
-            previous.clone(),
-            "undo the first move: isolation failed",
+            &m.eni,
+            vec![tr],
+            "first move: allow-all, connections become untracked",
         )
-        .await;
-        states.push(match back {
-            Ok(()) => format!("{eni} was put back on its previous groups {previous:?}"),
-            Err(b) => format!(
-                "putting {eni} back on {previous:?} failed too ({b}): it may be on the allow-all group {}",
-                groups
-                    .iter()
-                    .find(|g| &g.vpc_id == vpc)
-                    .and_then(|g| g.transition_group_id.as_deref())
-                    .unwrap_or("?")
-            ),
-        });
-    }
-    if states.iter().all(|s| s.contains("was put back")) {
-        for g in groups {
-            if let Some(tr) = &g.transition_group_id {
-                if let Err(e) = delete_group(ctx, log, tr).await {
-                    states.push(format!("the transition group {tr} was left: {e}"));
-                }
+        .await
+        {
+            Ok(()) => second.push(m),
+            // The change may have been made and only the answer lost: put
+            // it back where it was.
+            Err(e) => {
+                let back = put_back(ctx, log, m).await;
+                round.failed.push((m.eni.clone(), format!("{e}; {back}")));
             }
         }
     }
-    states
-}
-
-/// Deletes a case's transition group once nothing uses it. A group that
-/// cannot be deleted is reported and left (it holds no interface).
-async fn delete_group(ctx: &StepContext, log: &StepLog<'_>, id: &str) -> Result<(), StepError> {
-    let params = format!("GroupId={id} (the transition group: the interfaces have moved on)");
-    match ctx
-        .aws
-        .ec2
-        .delete_security_group()
-        .group_id(id)
-        .send()
+    if second.is_empty() {
+        return round;
+    }
+    // Let the allow-all rules reach the interfaces' existing flows
+    // before they are cut.
+    tokio::time::sleep(TRANSITION_SETTLE).await;
+    for m in second {
+        let iso = group_of(&m.vpc)
+            .map(|g| g.isolation_group_id.clone())
+            .unwrap_or_default();
+        match set_groups(
+            ctx,
+            log,
+            &m.eni,
+            vec![iso.clone()],
+            "second move: no rules, traffic stops",
+        )
         .await
-    {
-        Ok(_) => {
-            log.done("ec2:DeleteSecurityGroup", params);
-            Ok(())
-        }
-        Err(e) if error_code(&e).as_deref() == Some("InvalidGroup.NotFound") => Ok(()),
-        Err(e) => {
-            log.progress(&format!(
-                "the transition group {id} could not be deleted ({}); delete it by hand",
-                aws_error("ec2:DeleteSecurityGroup", e)
-            ));
-            Ok(())
+        {
+            Ok(()) => round.isolated.push(m.eni.clone()),
+            Err(e) => {
+                // Never leave it on the allow-all group.
+                let back = put_back(ctx, log, m).await;
+                round.failed.push((m.eni.clone(), format!("{e}; {back}")));
+            }
         }
     }
+    round
+}
+
+/// Puts one interface back on the groups it had before the case (never a
+/// transition group); says what became of it.
+async fn put_back(ctx: &StepContext, log: &StepLog<'_>, m: &Move) -> String {
+    let Some(previous) = &m.previous else {
+        return format!(
+            "its groups before the case are unknown (no record): it may still be on the allow-all transition group; move {} by hand",
+            m.eni
+        );
+    };
+    match set_groups(
+        ctx,
+        log,
+        &m.eni,
+        previous.clone(),
+        "undo the first move: isolation failed",
+    )
+    .await
+    {
+        Ok(()) => format!("it was put back on its previous groups {previous:?}"),
+        Err(b) => format!(
+            "putting it back on {previous:?} failed too ({b}): it may be on the allow-all transition group"
+        ),
+    }
+}
+
+/// Attempts to delete a transition group: in use for a moment after the
+/// moves (EC2 applies them asynchronously), so retried with backoff.
+const DELETE_ATTEMPTS: u32 = 6;
+
+/// Deletes a case's transition group once nothing uses it. Returns why it
+/// could not be, after retrying.
+async fn delete_group(ctx: &StepContext, log: &StepLog<'_>, id: &str) -> Option<String> {
+    let params = format!("GroupId={id} (the transition group: the interfaces have moved on)");
+    let mut delay = std::time::Duration::from_secs(1);
+    let mut last = String::new();
+    for attempt in 1..=DELETE_ATTEMPTS {
+        match ctx
+            .aws
+            .ec2
+            .delete_security_group()
+            .group_id(id)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                log.done("ec2:DeleteSecurityGroup", params);
+                return None;
+            }
+            Err(e) if error_code(&e).as_deref() == Some("InvalidGroup.NotFound") => return None,
+            Err(e) => {
+                let retry = matches!(
+                    error_code(&e).as_deref(),
+                    Some("DependencyViolation") | Some("RequestLimitExceeded") | None
+                );
+                last = aws_error("ec2:DeleteSecurityGroup", e).to_string();
+                if !retry || attempt == DELETE_ATTEMPTS {
+                    break;
+                }
+                log.progress(&format!(
+                    "the transition group {id} is still in use ({last}); retrying in {} s",
+                    delay.as_secs()
+                ));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(8));
+            }
+        }
+    }
+    Some(format!(
+        "{id} (allows all traffic; no interface is on it) could not be deleted: {last}; delete it by hand"
+    ))
 }
 
 /// Sets an interface's groups (the whole set, in one call).
@@ -798,40 +1100,263 @@ async fn set_groups(
     Ok(())
 }
 
-/// The groups of each interface, read per interface.
-async fn read_interfaces(
-    ctx: &StepContext,
-    log: &StepLog<'_>,
-    ids: &[String],
-) -> Result<BTreeMap<String, (String, Vec<String>)>, StepError> {
+/// Whether Route 53 Resolver query logging covers a VPC: the only record
+/// of DNS from the instance, which neither groups nor ACLs stop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DnsLogging {
+    pub vpc_id: String,
+    /// None when it could not be read (the reason in `error`).
+    pub logged: Option<bool>,
+    /// The query-logging configurations associated with the VPC.
+    pub configs: Vec<String>,
+    pub error: Option<String>,
+}
+
+async fn dns_logging(ctx: &StepContext, log: &StepLog<'_>, vpc: &str) -> DnsLogging {
     log.read(
-        "ec2:DescribeNetworkInterfaces",
-        format!("NetworkInterfaceIds={ids:?}"),
+        "route53resolver:ListResolverQueryLogConfigAssociations",
+        format!("Filters=[ResourceId={vpc}]"),
     );
     let out = ctx
         .aws
-        .ec2
-        .describe_network_interfaces()
-        .set_network_interface_ids(Some(ids.to_vec()))
+        .route53resolver
+        .list_resolver_query_log_config_associations()
+        .filters(
+            aws_sdk_route53resolver::types::Filter::builder()
+                .name("ResourceId")
+                .values(vpc)
+                .build(),
+        )
         .send()
-        .await
-        .map_err(|e| aws_error("ec2:DescribeNetworkInterfaces", e))?;
-    Ok(out
-        .network_interfaces()
-        .iter()
-        .filter_map(|n| {
-            Some((
-                n.network_interface_id()?.to_string(),
-                (
-                    n.vpc_id().unwrap_or_default().to_string(),
-                    n.groups()
-                        .iter()
-                        .filter_map(|g| g.group_id().map(str::to_string))
-                        .collect(),
-                ),
-            ))
-        })
-        .collect())
+        .await;
+    match out {
+        Ok(o) => {
+            let configs: Vec<String> = o
+                .resolver_query_log_config_associations()
+                .iter()
+                .filter(|a| {
+                    matches!(
+                        a.status().map(|s| s.as_str()),
+                        Some("ACTIVE") | Some("CREATING")
+                    )
+                })
+                .filter_map(|a| a.resolver_query_log_config_id().map(str::to_string))
+                .collect();
+            DnsLogging {
+                vpc_id: vpc.into(),
+                logged: Some(!configs.is_empty()),
+                configs,
+                error: None,
+            }
+        }
+        Err(e) => DnsLogging {
+            vpc_id: vpc.into(),
+            logged: None,
+            configs: Vec::new(),
+            error: Some(
+                aws_error("route53resolver:ListResolverQueryLogConfigAssociations", e).to_string(),
+            ),
+        },
+    }
+}
+
+/// The isolation group of each VPC (shared by every case there). An
+/// exemption group that cannot be made must not stop isolation: it falls
+/// back to the group with no rules at all, and says so.
+async fn isolation_groups(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    case: &str,
+    vpcs: &[String],
+    exemptions: &[Exemption],
+) -> Result<(Vec<VpcIsolationGroups>, Option<String>), StepError> {
+    let mut exemption_error = None;
+    let mut groups = Vec::new();
+    for vpc in vpcs {
+        let wanted = Role::Isolation(exemptions.to_vec());
+        let (iso, iso_new) =
+            match ensure_group(ctx, log, vpc, case, &wanted, &wanted.wanted()).await {
+                Ok(g) => g,
+                Err(e) if !exemptions.is_empty() => {
+                    log.progress(&format!(
+                        "the exemption group failed ({e}); isolating with no exemption"
+                    ));
+                    exemption_error = Some(e.to_string());
+                    let plain = Role::Isolation(Vec::new());
+                    ensure_group(ctx, log, vpc, case, &plain, &plain.wanted()).await?
+                }
+                Err(e) => return Err(e),
+            };
+        groups.push(VpcIsolationGroups {
+            vpc_id: vpc.clone(),
+            isolation_group_id: iso.clone(),
+            transition_group_id: None,
+            created_group_ids: if iso_new { vec![iso] } else { Vec::new() },
+        });
+    }
+    Ok((groups, exemption_error))
+}
+
+/// Makes (or finds) the case's transition group in each VPC that has an
+/// interface to move.
+async fn transition_for(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    case: &str,
+    groups: &mut [VpcIsolationGroups],
+    moves: &[Move],
+) -> Result<(), StepError> {
+    let transition = Role::Transition(case.to_string());
+    for g in groups.iter_mut() {
+        if g.transition_group_id.is_some() || !moves.iter().any(|m| m.vpc == g.vpc_id) {
+            continue;
+        }
+        let (tr, tr_new) =
+            ensure_group(ctx, log, &g.vpc_id, case, &transition, &transition.wanted()).await?;
+        if tr_new {
+            g.created_group_ids.push(tr.clone());
+        }
+        g.transition_group_id = Some(tr);
+    }
+    Ok(())
+}
+
+/// The dry run of the two moves: each checked with DryRun=true.
+async fn plan_moves(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    moves: &[Move],
+    current: &BTreeMap<String, Vec<String>>,
+    groups: &[VpcIsolationGroups],
+) -> Result<(), StepError> {
+    for m in moves {
+        let Some(g) = groups.iter().find(|g| g.vpc_id == m.vpc) else {
+            continue;
+        };
+        let now = current.get(&m.eni).cloned().unwrap_or_default();
+        let tr = g.transition_group_id.clone().unwrap_or_default();
+        for (target, why) in [
+            (&tr, "first move: allow-all, connections become untracked"),
+            (
+                &g.isolation_group_id,
+                "second move: no rules, traffic stops",
+            ),
+        ] {
+            // A planned group does not exist yet: the interface's current
+            // groups check the same permission on it.
+            let planned = target.starts_with(PLANNED_GROUP);
+            let probe = if planned {
+                now.clone()
+            } else {
+                vec![target.clone()]
+            };
+            let params = if planned {
+                format!("NetworkInterfaceId={}, Groups=[{target}] ({why}; checked with the interface's current groups {now:?})", m.eni)
+            } else {
+                format!("NetworkInterfaceId={}, Groups=[{target}] ({why})", m.eni)
+            };
+            let result = ctx
+                .aws
+                .ec2
+                .modify_network_interface_attribute()
+                .network_interface_id(&m.eni)
+                .set_groups(Some(probe))
+                .dry_run(true)
+                .send()
+                .await;
+            log.dry_run("ec2:ModifyNetworkInterfaceAttribute", params, result)?;
+        }
+    }
+    for g in groups {
+        if let Some(tr) = &g.transition_group_id {
+            log.not_checked(
+                "ec2:DeleteSecurityGroup",
+                format!("GroupId={tr} (the transition group, once the interfaces have moved on)"),
+                "the group is in use until the moves are done",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Rounds of listing and moving: the interfaces attached after the first
+/// listing (container networking attaches them at any time) are found by
+/// the next and isolated too.
+const LISTING_ROUNDS: usize = 3;
+
+/// Everything isolation learnt about the interfaces.
+#[derive(Default)]
+struct Progress {
+    interfaces: BTreeMap<String, IsolatedInterface>,
+    failed: BTreeMap<String, String>,
+    warnings: Vec<String>,
+    changed: bool,
+}
+
+/// The moves one listing calls for, and the interfaces already isolated.
+fn plan_round(
+    enis: &[Eni],
+    groups: &[VpcIsolationGroups],
+    recorded: &BTreeMap<String, Vec<String>>,
+    transitions: &BTreeMap<String, BTreeSet<String>>,
+    p: &mut Progress,
+    dry_run: bool,
+) -> Vec<Move> {
+    let mut moves = Vec::new();
+    for e in enis {
+        if p.interfaces.contains_key(&e.id) || p.failed.contains_key(&e.id) {
+            continue;
+        }
+        let iso = groups
+            .iter()
+            .find(|g| g.vpc_id == e.vpc)
+            .map(|g| g.isolation_group_id.clone())
+            .unwrap_or_default();
+        let trs = transitions.get(&e.vpc).cloned().unwrap_or_default();
+        let on_transition = e.groups.iter().any(|g| trs.contains(g));
+        // The record's groups, never a live read that may show a
+        // transition group; without a record the live groups minus any
+        // transition group.
+        let previous = recorded.get(&e.id).cloned().or_else(|| {
+            let live: Vec<String> = e
+                .groups
+                .iter()
+                .filter(|g| !trs.contains(*g))
+                .cloned()
+                .collect();
+            (!live.is_empty()).then_some(live)
+        });
+        let moves_now = e.groups != [iso.clone()];
+        if let Some(ip) = &e.public_ip {
+            if moves_now {
+                p.warnings.push(format!(
+                    "{} keeps the public IPv4 {ip} EC2 assigned it (not an Elastic IP: removing it would lose it for good), reachable from the internet during the {} s allow-all moment",
+                    e.id,
+                    TRANSITION_SETTLE.as_secs()
+                ));
+            }
+        }
+        p.interfaces.insert(
+            e.id.clone(),
+            IsolatedInterface {
+                network_interface_id: e.id.clone(),
+                vpc_id: e.vpc.clone(),
+                previous_group_ids: previous.clone().unwrap_or_default(),
+                group_ids: e.groups.clone(),
+                changed: moves_now && !dry_run,
+                trunk_interface_id: e.trunk.clone(),
+            },
+        );
+        if moves_now {
+            moves.push(Move {
+                eni: e.id.clone(),
+                vpc: e.vpc.clone(),
+                previous,
+                on_transition,
+            });
+        }
+    }
+    moves
 }
 
 #[async_trait]
@@ -848,17 +1373,20 @@ impl Step for IsolateNetwork {
             .map(Exemption::canonical)
             .collect::<Result<Vec<_>, _>>()
             .map_err(StepError::invalid_input)?;
+        if let Some(b) = &input.evidence_bucket {
+            super::parse_bucket(b)?;
+        }
         let log = ctx.log(Self::NAME);
         let instance = describe_instance(ctx, &log, &id).await?;
-        let eni_ids = interface_ids(&instance);
-        if eni_ids.is_empty() {
+        let known = interface_ids(&instance);
+        let (enis, trunk_problems) = attached_interfaces(ctx, &log, &id, &known).await?;
+        if enis.is_empty() {
             return Err(StepError::new(
                 ErrorName::Unsupported,
                 format!("instance {id} has no network interface in a VPC"),
             ));
         }
-        let before = read_interfaces(ctx, &log, &eni_ids).await?;
-        let mut vpcs: Vec<String> = before.values().map(|(v, _)| v.clone()).collect();
+        let mut vpcs: Vec<String> = enis.iter().map(|e| e.vpc.clone()).collect();
         vpcs.sort();
         vpcs.dedup();
         if vpcs.iter().any(String::is_empty) {
@@ -867,231 +1395,56 @@ impl Step for IsolateNetwork {
                 format!("an interface of {id} is not in a VPC"),
             ));
         }
-
-        // The isolation group of each VPC (shared by every case there). An
-        // exemption group that cannot be made must not stop isolation: fall
-        // back to the group with no rules at all, and say so.
-        let mut exemption_error = None;
-        let mut groups = Vec::new();
-        for vpc in &vpcs {
-            let wanted = Role::Isolation(exemptions.clone());
-            let (iso, iso_new) = match ensure_group(
-                ctx,
-                &log,
-                vpc,
-                case.as_str(),
-                &wanted,
-                &wanted.wanted(),
-            )
-            .await
-            {
-                Ok(g) => g,
-                Err(e) if !exemptions.is_empty() => {
-                    log.progress(&format!(
-                        "the exemption group failed ({e}); isolating with no exemption"
-                    ));
-                    exemption_error = Some(e.to_string());
-                    let plain = Role::Isolation(Vec::new());
-                    ensure_group(ctx, &log, vpc, case.as_str(), &plain, &plain.wanted()).await?
+        let mut p = Progress::default();
+        for (trunk, why) in trunk_problems {
+            p.failed.insert(trunk, why);
+        }
+        // The groups each interface had before the case, as recorded.
+        let mut recorded: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        if let Some(bucket) = &input.evidence_bucket {
+            match load_record(ctx, &log, bucket, case.as_str(), id.as_str()).await {
+                Ok(Some((r, _))) => {
+                    for n in &r.record.network_interfaces {
+                        recorded.insert(n.network_interface_id.clone(), n.security_group_ids.clone());
+                    }
                 }
-                Err(e) => return Err(e),
-            };
-            groups.push(VpcIsolationGroups {
-                vpc_id: vpc.clone(),
-                isolation_group_id: iso.clone(),
-                transition_group_id: None,
-                created_group_ids: if iso_new { vec![iso] } else { Vec::new() },
-            });
+                Ok(None) => {}
+                Err(e) => p.warnings.push(format!(
+                    "the case's record could not be read ({e}): previous groups come from the interfaces, transition groups left out"
+                )),
+            }
+        }
+        let (mut groups, exemption_error) =
+            isolation_groups(ctx, &log, case.as_str(), &vpcs, &exemptions).await?;
+        let mut transitions = BTreeMap::new();
+        for vpc in &vpcs {
+            transitions.insert(vpc.clone(), transition_groups(ctx, &log, vpc).await?);
+        }
+        p.changed = groups.iter().any(|g| !g.created_group_ids.is_empty());
+
+        let w = World {
+            id: &id,
+            case: case.as_str(),
+            vpcs: &vpcs,
+            recorded: &recorded,
+            transitions: &transitions,
+        };
+        isolate_rounds(ctx, &log, &w, enis, &mut groups, &mut p).await?;
+        let mut transition_groups_left = Vec::new();
+        if !ctx.is_dry_run() {
+            for g in &groups {
+                if let Some(tr) = &g.transition_group_id {
+                    transition_groups_left.extend(delete_group(ctx, &log, tr).await);
+                }
+            }
+            verify_isolated(ctx, &log, &groups, &mut p).await?;
+        }
+        let mut dns = Vec::new();
+        for vpc in &vpcs {
+            dns.push(dns_logging(ctx, &log, vpc).await);
         }
         let exemptions_applied = exemption_error.is_none();
-
-        // Interfaces still to move (the rest are already isolated).
-        let mut interfaces = Vec::new();
-        let mut to_move: Vec<(String, String, Vec<String>)> = Vec::new();
-        for eni in &eni_ids {
-            let Some((vpc, previous)) = before.get(eni).cloned() else {
-                return Err(StepError::new(
-                    ErrorName::ResourceNotFound,
-                    format!("network interface {eni} of {id} was not returned by DescribeNetworkInterfaces"),
-                ));
-            };
-            let iso = groups
-                .iter()
-                .find(|g| g.vpc_id == vpc)
-                .map(|g| g.isolation_group_id.clone())
-                .unwrap_or_default();
-            let moves = previous != [iso];
-            interfaces.push(IsolatedInterface {
-                network_interface_id: eni.clone(),
-                vpc_id: vpc.clone(),
-                previous_group_ids: previous.clone(),
-                group_ids: previous.clone(),
-                changed: moves && !ctx.is_dry_run(),
-            });
-            if moves {
-                to_move.push((eni.clone(), vpc, previous));
-            }
-        }
-        let mut changed_any = groups.iter().any(|g| !g.created_group_ids.is_empty());
-
-        if !to_move.is_empty() {
-            // The transition group: all traffic allowed both ways, made for
-            // this case and deleted once the interfaces have moved on, so no
-            // open group is left behind.
-            let transition = Role::Transition(case.to_string());
-            for g in groups.iter_mut() {
-                if !to_move.iter().any(|(_, v, _)| v == &g.vpc_id) {
-                    continue;
-                }
-                let (tr, tr_new) = ensure_group(
-                    ctx,
-                    &log,
-                    &g.vpc_id,
-                    case.as_str(),
-                    &transition,
-                    &transition.wanted(),
-                )
-                .await?;
-                if tr_new {
-                    g.created_group_ids.push(tr.clone());
-                }
-                g.transition_group_id = Some(tr);
-            }
-            let group_of = |vpc: &str| groups.iter().find(|g| g.vpc_id == vpc);
-            if ctx.is_dry_run() {
-                for (eni, vpc, previous) in &to_move {
-                    let Some(g) = group_of(vpc) else { continue };
-                    let tr = g.transition_group_id.clone().unwrap_or_default();
-                    for (target, why) in [
-                        (&tr, "first move: allow-all, connections become untracked"),
-                        (
-                            &g.isolation_group_id,
-                            "second move: no rules, traffic stops",
-                        ),
-                    ] {
-                        // A planned group does not exist yet: the
-                        // interface's current groups check the same
-                        // permission on it.
-                        let planned = target.starts_with(PLANNED_GROUP);
-                        let probe = if planned {
-                            previous.clone()
-                        } else {
-                            vec![target.clone()]
-                        };
-                        let params = if planned {
-                            format!("NetworkInterfaceId={eni}, Groups=[{target}] ({why}; checked with the interface's current groups {previous:?})")
-                        } else {
-                            format!("NetworkInterfaceId={eni}, Groups=[{target}] ({why})")
-                        };
-                        let result = ctx
-                            .aws
-                            .ec2
-                            .modify_network_interface_attribute()
-                            .network_interface_id(eni)
-                            .set_groups(Some(probe))
-                            .dry_run(true)
-                            .send()
-                            .await;
-                        log.dry_run("ec2:ModifyNetworkInterfaceAttribute", params, result)?;
-                    }
-                }
-                for g in &groups {
-                    if let Some(tr) = &g.transition_group_id {
-                        log.not_checked(
-                            "ec2:DeleteSecurityGroup",
-                            format!("GroupId={tr} (the transition group, once the interfaces have moved on)"),
-                            "the group is in use until the moves are done",
-                        );
-                    }
-                }
-            } else {
-                for (i, (eni, vpc, _)) in to_move.iter().enumerate() {
-                    let tr = group_of(vpc)
-                        .and_then(|g| g.transition_group_id.clone())
-                        .unwrap_or_default();
-                    if let Err(e) = set_groups(
-                        ctx,
-                        &log,
-                        eni,
-                        vec![tr],
-                        "first move: allow-all, connections become untracked",
-                    )
-                    .await
-                    {
-                        // Those already on the allow-all group, and this
-                        // one (its change may have been made and only the
-                        // answer lost), go back where they were.
-                        let states = put_back(ctx, &log, &to_move[..=i], &groups).await;
-                        return Err(StepError::new(
-                            e.name,
-                            format!("{}; {}", e.message, states.join("; ")),
-                        ));
-                    }
-                }
-                // Let the allow-all rules reach the interfaces' existing
-                // flows before they are cut.
-                tokio::time::sleep(TRANSITION_SETTLE).await;
-                for (i, (eni, vpc, _)) in to_move.iter().enumerate() {
-                    let Some(g) = group_of(vpc) else { continue };
-                    if let Err(e) = set_groups(
-                        ctx,
-                        &log,
-                        eni,
-                        vec![g.isolation_group_id.clone()],
-                        "second move: no rules, traffic stops",
-                    )
-                    .await
-                    {
-                        // Never leave an interface on the allow-all group:
-                        // this one and every one not moved on yet go back
-                        // where they were (those already isolated stay).
-                        let states = put_back(ctx, &log, &to_move[i..], &groups).await;
-                        return Err(StepError::new(
-                            e.name,
-                            format!("{}; {}", e.message, states.join("; ")),
-                        ));
-                    }
-                }
-                changed_any = true;
-                for g in &groups {
-                    if let Some(tr) = &g.transition_group_id {
-                        delete_group(ctx, &log, tr).await?;
-                    }
-                }
-            }
-        }
-
-        if !ctx.is_dry_run() {
-            // Read back per interface: each must carry exactly the
-            // isolation group of its VPC.
-            let after = read_interfaces(ctx, &log, &eni_ids).await?;
-            let mut wrong = Vec::new();
-            for i in &mut interfaces {
-                let now = after
-                    .get(&i.network_interface_id)
-                    .map(|(_, g)| g.clone())
-                    .unwrap_or_default();
-                let want = groups
-                    .iter()
-                    .find(|g| g.vpc_id == i.vpc_id)
-                    .map(|g| vec![g.isolation_group_id.clone()])
-                    .unwrap_or_default();
-                if now != want {
-                    wrong.push(format!(
-                        "{} has {now:?}, expected {want:?}",
-                        i.network_interface_id
-                    ));
-                }
-                i.group_ids = now;
-            }
-            if !wrong.is_empty() {
-                return Err(StepError::verification(format!(
-                    "after isolation: {}",
-                    wrong.join("; ")
-                )));
-            }
-        }
-        Ok(IsolationOutput {
+        let output = IsolationOutput {
             instance_id: id.to_string(),
             exemptions: if exemptions_applied {
                 exemptions
@@ -1100,11 +1453,147 @@ impl Step for IsolateNetwork {
             },
             exemption_error,
             groups,
-            interfaces,
-            changed: changed_any,
+            interfaces: p.interfaces.into_values().collect(),
+            transition_groups_left,
+            warnings: p.warnings,
+            dns_query_logging: dns,
+            changed: p.changed,
             dry_run: ctx.is_dry_run(),
-        })
+        };
+        if !p.failed.is_empty() {
+            return Err(StepError::new(
+                ErrorName::PartiallyContained,
+                format!(
+                    "not isolated: {}; isolated: {}",
+                    p.failed
+                        .iter()
+                        .map(|(e, why)| format!("{e}: {why}"))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    if output.interfaces.is_empty() {
+                        "none".to_string()
+                    } else {
+                        output
+                            .interfaces
+                            .iter()
+                            .map(|i| i.network_interface_id.clone())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+            ));
+        }
+        Ok(output)
     }
+}
+
+/// What the rounds of listing and moving work from.
+struct World<'a> {
+    id: &'a InstanceId,
+    case: &'a str,
+    vpcs: &'a [String],
+    recorded: &'a BTreeMap<String, Vec<String>>,
+    transitions: &'a BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Lists and moves, round after round, until a listing finds nothing new
+/// (or the dry run has planned the first).
+async fn isolate_rounds(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    w: &World<'_>,
+    mut enis: Vec<Eni>,
+    groups: &mut [VpcIsolationGroups],
+    p: &mut Progress,
+) -> Result<(), StepError> {
+    for round in 0..LISTING_ROUNDS {
+        if round > 0 {
+            let (again, problems) = attached_interfaces(ctx, log, w.id, &[]).await?;
+            for (trunk, why) in problems {
+                p.failed.entry(trunk).or_insert(why);
+            }
+            let new_vpc = again.iter().find(|e| !w.vpcs.contains(&e.vpc));
+            if let Some(e) = new_vpc {
+                p.failed.insert(
+                    e.id.clone(),
+                    format!("attached while isolating, in {} where the instance had no interface: not isolated", e.vpc),
+                );
+            }
+            enis = again
+                .into_iter()
+                .filter(|e| w.vpcs.contains(&e.vpc))
+                .collect();
+        }
+        let moves = plan_round(
+            &enis,
+            groups,
+            w.recorded,
+            w.transitions,
+            p,
+            ctx.is_dry_run(),
+        );
+        if moves.is_empty() {
+            if round > 0 {
+                break;
+            }
+            continue;
+        }
+        transition_for(ctx, log, w.case, groups, &moves).await?;
+        if ctx.is_dry_run() {
+            let current: BTreeMap<String, Vec<String>> = enis
+                .iter()
+                .map(|e| (e.id.clone(), e.groups.clone()))
+                .collect();
+            plan_moves(ctx, log, &moves, &current, groups).await?;
+            break;
+        }
+        let done = move_interfaces(ctx, log, &moves, groups).await;
+        p.changed |= !done.isolated.is_empty() || !done.failed.is_empty();
+        for (eni, why) in done.failed {
+            p.interfaces.remove(&eni);
+            p.failed.insert(eni, why);
+        }
+    }
+    Ok(())
+}
+
+/// Reads every interface back: each must carry exactly the isolation
+/// group of its VPC; one that does not is no longer counted as isolated.
+async fn verify_isolated(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    groups: &[VpcIsolationGroups],
+    p: &mut Progress,
+) -> Result<(), StepError> {
+    let ids: Vec<String> = p.interfaces.keys().cloned().collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let after = describe_enis(ctx, log, &ids, None).await?;
+    for id in ids {
+        let now = after
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| e.groups.clone())
+            .unwrap_or_default();
+        let Some(i) = p.interfaces.get_mut(&id) else {
+            continue;
+        };
+        let want: Vec<String> = groups
+            .iter()
+            .find(|g| g.vpc_id == i.vpc_id)
+            .map(|g| vec![g.isolation_group_id.clone()])
+            .unwrap_or_default();
+        i.group_ids = now.clone();
+        if now != want {
+            p.interfaces.remove(&id);
+            p.failed.insert(
+                id,
+                format!("read back with groups {now:?}, expected {want:?}"),
+            );
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

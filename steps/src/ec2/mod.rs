@@ -5,6 +5,7 @@ mod copy;
 mod eip;
 mod hash_snapshot;
 mod isolate;
+pub mod nacl;
 mod protect;
 mod record;
 mod release;
@@ -18,11 +19,13 @@ pub use hash_snapshot::{
     SnapshotDigest, SnapshotHashes, BLOCKS_IN_FLIGHT,
 };
 pub use isolate::{
-    Exemption, IsolateInput, IsolateNetwork, IsolatedInterface, IsolationOutput, VpcIsolationGroups,
+    DnsLogging, Exemption, IsolateInput, IsolateNetwork, IsolatedInterface, IsolationOutput,
+    VpcIsolationGroups,
 };
+pub use nacl::{AclEntry, CutNetworkAcls, NaclCutInput, NaclCutOutput};
 pub use protect::{KeptVolume, ProtectInstance, ProtectOutput};
+pub(crate) use record::{classic_registrations, parse_bucket, registrations};
 pub use record::{load_record, read_live_state, RecordInput, RecordInstanceState, RecordOutput};
-pub(crate) use record::{parse_bucket, registrations};
 pub use release::{
     DenyOnRelease, ReleaseInput, ReleaseInstance, ReleaseOutput, INSTANCE_CREDENTIAL_LIFETIME,
 };
@@ -46,9 +49,11 @@ pub(crate) fn register(r: Registry) -> Registry {
         .register::<ProtectInstance>()
         .register::<IsolateNetwork>()
         .register::<DisassociateElasticIps>()
+        .register::<CutNetworkAcls>()
         .register::<crate::autoscaling::DetachFromAutoScaling>()
         .register::<crate::elbv2::DeregisterFromTargetGroups>()
         .register::<crate::iam::RevokeInstanceCredentials>()
+        .register::<crate::iam::RestrictCredentialsToVpc>()
         .register::<ReleaseInstance>()
         .register::<CopySnapshots>()
         .register::<SnapshotVolumes>()

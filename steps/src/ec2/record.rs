@@ -1,6 +1,6 @@
 //! Record the instance's pre-incident state as evidence.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::InstanceAttributeName;
@@ -373,12 +373,15 @@ pub async fn read_live_state(
             group_min_size: None,
         });
     if let Some(a) = auto_scaling.as_mut() {
-        a.group_min_size = crate::autoscaling::group_sizes(ctx, log, &a.group_name)
+        // The minimum before firebreak lowered it (kept on the group while
+        // any instance of it is contained), else the minimum.
+        a.group_min_size = crate::autoscaling::group_state(ctx, log, &a.group_name)
             .await?
-            .map(|(min, _)| min);
+            .map(|g| g.original_min.unwrap_or(g.min));
     }
 
-    let target_groups = registrations(ctx, log, id, instance.vpc_id()).await?;
+    let target_groups = registrations(ctx, log, &instance).await?;
+    let classic_load_balancers = classic_registrations(ctx, log, &instance).await?;
 
     let tags: BTreeMap<String, String> = instance
         .tags()
@@ -418,18 +421,41 @@ pub async fn read_live_state(
         elastic_ips,
         auto_scaling,
         target_groups,
+        classic_load_balancers,
         tags,
         console_output: None,
     })
 }
 
-/// The instance's ELBv2 target group registrations (groups of its VPC).
+/// The instance's private addresses (IPv4 and IPv6) and VPCs, from its
+/// interfaces.
+pub(crate) fn addresses_of(
+    instance: &aws_sdk_ec2::types::Instance,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut ips = BTreeSet::new();
+    let mut vpcs: BTreeSet<String> = instance.vpc_id().map(str::to_string).into_iter().collect();
+    for n in instance.network_interfaces() {
+        vpcs.extend(n.vpc_id().map(str::to_string));
+        for p in n.private_ip_addresses() {
+            ips.extend(p.private_ip_address().map(str::to_string));
+        }
+        for a in n.ipv6_addresses() {
+            ips.extend(a.ipv6_address().map(str::to_string));
+        }
+    }
+    (ips, vpcs)
+}
+
+/// The instance's ELBv2 target group registrations: as an instance target
+/// (groups of its VPC) and by its private addresses (IP target groups of
+/// its VPCs). One DescribeTargetHealth per group.
 pub(crate) async fn registrations(
     ctx: &StepContext,
     log: &StepLog<'_>,
-    id: &InstanceId,
-    vpc: Option<&str>,
+    instance: &aws_sdk_ec2::types::Instance,
 ) -> Result<Vec<TargetRegistration>, StepError> {
+    let id = instance.instance_id().unwrap_or_default();
+    let (ips, vpcs) = addresses_of(instance);
     let elb = &ctx.aws.elbv2;
     log.read(
         "elasticloadbalancing:DescribeTargetGroups",
@@ -440,17 +466,22 @@ pub(crate) async fn registrations(
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| aws_error("elasticloadbalancing:DescribeTargetGroups", e))?;
         for tg in page.target_groups() {
-            let instance_type = tg.target_type().map(|t| t.as_str()) == Some("instance");
-            let same_vpc = vpc.is_none() || tg.vpc_id() == vpc;
-            if instance_type && same_vpc {
+            let kind = tg.target_type().map(|t| t.as_str()).unwrap_or("instance");
+            let in_vpc = tg.vpc_id().is_some_and(|v| vpcs.contains(v));
+            let wanted = match kind {
+                "instance" => in_vpc || instance.vpc_id().is_none(),
+                "ip" => in_vpc && !ips.is_empty(),
+                _ => false,
+            };
+            if wanted {
                 if let Some(arn) = tg.target_group_arn() {
-                    groups.push(arn.to_string());
+                    groups.push((arn.to_string(), kind == "ip"));
                 }
             }
         }
     }
     let mut out = Vec::new();
-    for arn in groups {
+    for (arn, by_ip) in groups {
         log.read(
             "elasticloadbalancing:DescribeTargetHealth",
             format!("TargetGroupArn={arn}"),
@@ -468,10 +499,25 @@ pub(crate) async fn registrations(
                 .and_then(|h| h.state())
                 .map(|s| s.as_str());
             // A target being drained is on its way out, as after containment.
-            if t.id() == Some(id.as_str()) && state != Some("draining") {
+            if state == Some("draining") {
+                continue;
+            }
+            let target = t.id().unwrap_or_default();
+            let mine = if by_ip {
+                ips.contains(target)
+            } else {
+                target == id
+            };
+            if mine {
                 out.push(TargetRegistration {
                     target_group_arn: arn.clone(),
                     port: t.port(),
+                    ip: by_ip.then(|| target.to_string()),
+                    availability_zone: if by_ip {
+                        t.availability_zone().map(str::to_string)
+                    } else {
+                        None
+                    },
                 });
             }
         }
@@ -480,7 +526,38 @@ pub(crate) async fn registrations(
     Ok(out)
 }
 
-/// Reads the console output and keeps it as its own artifact.
+/// The Classic Load Balancers (of the instance's VPC) it is registered
+/// with, by name.
+pub(crate) async fn classic_registrations(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    instance: &aws_sdk_ec2::types::Instance,
+) -> Result<Vec<String>, StepError> {
+    let id = instance.instance_id().unwrap_or_default();
+    log.read(
+        "elasticloadbalancing:DescribeLoadBalancers",
+        "all Classic Load Balancers (paginated)",
+    );
+    let mut out = Vec::new();
+    let mut pages = ctx
+        .aws
+        .elb
+        .describe_load_balancers()
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| aws_error("elasticloadbalancing:DescribeLoadBalancers (Classic)", e))?;
+        for lb in page.load_balancer_descriptions() {
+            if lb.instances().iter().any(|i| i.instance_id() == Some(id)) {
+                out.extend(lb.load_balancer_name().map(str::to_string));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 async fn console_output(
     ctx: &StepContext,
     log: &StepLog<'_>,

@@ -1,12 +1,15 @@
 //! Undo containment: restore exactly what was recorded.
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
     AttributeBooleanValue, AttributeValue, EbsInstanceBlockDeviceSpecification,
     IamInstanceProfileSpecification, InstanceBlockDeviceMappingSpecification,
 };
-use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
-use firebreak_forensics::instance_state::{restorable_differences, InstanceStateRecord};
+use firebreak_forensics::instance_state::{
+    differences_in, restorable_differences, Area, InstanceStateRecord, TargetRegistration,
+};
 use firebreak_workflows::iam::Statement;
 use firebreak_workflows::step::StepDef;
 use firebreak_workflows::ErrorName;
@@ -18,7 +21,8 @@ use crate::autoscaling::membership;
 use crate::case::InstanceId;
 use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, error_code, StepError};
-use crate::iam::{deny_policy_name, profile_roles, role_policy};
+use crate::iam::denies::ROLE_WIDE_POLICY;
+use crate::iam::{deny_policy_name, policies, profile_roles, role_policy};
 use crate::registry::Step;
 
 /// Restores what `record_instance_state` recorded for the case: security
@@ -74,6 +78,10 @@ pub struct ReleaseOutput {
     /// before containment may still be valid (release again after it, or
     /// with `--remove-credential-deny`).
     pub credential_deny_kept_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// What release left as it found it, and why (an ACL rule someone
+    /// replaced, for example).
+    #[serde(default)]
+    pub notes: Vec<String>,
     pub changed: bool,
     pub dry_run: bool,
 }
@@ -100,7 +108,7 @@ impl StepDef for ReleaseInstance {
     }
 
     fn iam() -> Vec<Statement> {
-        vec![
+        let mut v = vec![
             Statement::allow(
                 ["ec2:DescribeInstanceAttribute"],
                 ["arn:aws:ec2:*:*:instance/*"],
@@ -109,6 +117,8 @@ impl StepDef for ReleaseInstance {
                 [
                     "ec2:DescribeInstances",
                     "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeNetworkAcls",
+                    "ec2:DescribeSecurityGroups",
                     "ec2:DescribeVolumes",
                     "ec2:DescribeIamInstanceProfileAssociations",
                     "ec2:DescribeAddresses",
@@ -116,6 +126,7 @@ impl StepDef for ReleaseInstance {
                     "autoscaling:DescribeAutoScalingGroups",
                     "elasticloadbalancing:DescribeTargetGroups",
                     "elasticloadbalancing:DescribeTargetHealth",
+                    "elasticloadbalancing:DescribeLoadBalancers",
                 ],
                 ["*"],
             ),
@@ -135,32 +146,60 @@ impl StepDef for ReleaseInstance {
                     "arn:aws:ec2:*:*:elastic-ip/*",
                 ],
             ),
+            Statement::allow(
+                ["ec2:DeleteNetworkAclEntry"],
+                ["arn:aws:ec2:*:*:network-acl/*"],
+            ),
+            Statement::allow(
+                ["ec2:DeleteSecurityGroup"],
+                ["arn:aws:ec2:*:*:security-group/*"],
+            )
+            .with_condition(serde_json::json!({"StringEquals": {"aws:ResourceTag/firebreak:role": "isolation"}})),
             Statement::allow(["iam:PassRole"], ["arn:aws:iam::*:role/*"]).with_condition(
                 serde_json::json!({"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}),
             ),
             Statement::allow(
-                [
-                    "iam:GetInstanceProfile",
-                    "iam:GetRolePolicy",
-                    "iam:DeleteRolePolicy",
-                ],
-                ["arn:aws:iam::*:instance-profile/*", "arn:aws:iam::*:role/*"],
+                ["iam:DeleteRolePolicy"],
+                ["arn:aws:iam::*:role/*"],
+            ),
+            Statement::allow(
+                ["iam:DeletePolicy"],
+                ["arn:aws:iam::*:policy/firebreak/*"],
+            ),
+            Statement::allow(["iam:DetachRolePolicy"], ["arn:aws:iam::*:role/*"]).with_condition(
+                serde_json::json!({"ArnLike": {"iam:PolicyARN": "arn:aws:iam::*:policy/firebreak/*"}}),
             ),
             Statement::allow(
                 [
                     "autoscaling:ExitStandby",
+                    "autoscaling:EnterStandby",
                     "autoscaling:AttachInstances",
                     "autoscaling:SetInstanceProtection",
                     "autoscaling:UpdateAutoScalingGroup",
+                    "autoscaling:CreateOrUpdateTags",
+                    "autoscaling:DeleteTags",
                 ],
                 ["arn:aws:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/*"],
             ),
             Statement::allow(
-                ["elasticloadbalancing:RegisterTargets"],
+                [
+                    "elasticloadbalancing:RegisterTargets",
+                    "elasticloadbalancing:DeregisterTargets",
+                ],
                 ["arn:aws:elasticloadbalancing:*:*:targetgroup/*/*"],
             ),
+            Statement::allow(
+                [
+                    "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+                    "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
+                ],
+                ["arn:aws:elasticloadbalancing:*:*:loadbalancer/*"],
+            ),
             Statement::allow(["s3:GetObject"], ["arn:aws:s3:::*/cases/*"]),
-        ]
+            Statement::allow(["s3:ListBucket"], ["arn:aws:s3:::*"]),
+        ];
+        v.extend(crate::iam::deny_policy_statements());
+        v
     }
 }
 
@@ -169,6 +208,8 @@ struct Changes<'a> {
     ctx: &'a StepContext,
     log: StepLog<'a>,
     actions: Vec<String>,
+    /// What was left as found, and why.
+    notes: Vec<String>,
 }
 
 impl Changes<'_> {
@@ -186,56 +227,110 @@ fn no_dry_run(service: &str, action: &str) -> String {
     format!("{service} has no dry run; needs {action}")
 }
 
-async fn restore(
+/// Attributes other than termination protection: DeleteOnTermination per
+/// volume, shutdown behaviour, stop protection.
+async fn restore_attributes(
     c: &mut Changes<'_>,
     id: &InstanceId,
     rec: &InstanceStateRecord,
     now: &InstanceStateRecord,
-    deny: DenyOnRelease,
-) -> Result<Option<chrono::DateTime<chrono::Utc>>, StepError> {
-    let mut kept_until = None;
-    let ctx = c.ctx;
-    let ec2 = &ctx.aws.ec2;
-    let dry = ctx.is_dry_run();
-
-    // Elastic IPs, back on the interface and private address they had.
-    for eip in &rec.elastic_ips {
-        let Some(eni) = &eip.network_interface_id else {
-            continue;
-        };
-        let back = now.elastic_ips.iter().any(|e| {
-            e.allocation_id == eip.allocation_id
-                && e.network_interface_id.as_deref() == Some(eni.as_str())
-                && e.private_ip == eip.private_ip
-        });
-        if back {
-            continue;
+    termination: bool,
+) -> Result<(), StepError> {
+    let ec2 = &c.ctx.aws.ec2;
+    let attr = |b: aws_sdk_ec2::operation::modify_instance_attribute::builders::ModifyInstanceAttributeFluentBuilder| b.instance_id(id.as_str());
+    let mut reqs = Vec::new();
+    if termination {
+        if let Some(v) = rec
+            .disable_api_termination
+            .filter(|v| Some(*v) != now.disable_api_termination)
+        {
+            reqs.push((
+                attr(ec2.modify_instance_attribute())
+                    .disable_api_termination(AttributeBooleanValue::builder().value(v).build()),
+                format!("{id} DisableApiTermination={v} (last: everything else is back)"),
+            ));
         }
-        let params = format!(
-            "AllocationId={}, NetworkInterfaceId={eni}, PrivateIpAddress={:?}",
-            eip.allocation_id, eip.private_ip
-        );
-        let req = ec2
-            .associate_address()
-            .allocation_id(&eip.allocation_id)
-            .network_interface_id(eni)
-            .set_private_ip_address(eip.private_ip.clone())
-            .allow_reassociation(false);
-        if dry {
+    } else {
+        let mismatched: Vec<_> = rec
+            .volumes
+            .iter()
+            .filter(|v| {
+                let cur = now
+                    .volumes
+                    .iter()
+                    .find(|n| n.volume_id == v.volume_id)
+                    .and_then(|n| n.delete_on_termination);
+                v.delete_on_termination.is_some()
+                    && v.delete_on_termination != cur
+                    && v.device_name.is_some()
+            })
+            .collect();
+        if !mismatched.is_empty() {
+            let mut b = attr(ec2.modify_instance_attribute());
+            for v in &mismatched {
+                b = b.block_device_mappings(
+                    InstanceBlockDeviceMappingSpecification::builder()
+                        .set_device_name(v.device_name.clone())
+                        .ebs(
+                            EbsInstanceBlockDeviceSpecification::builder()
+                                .set_delete_on_termination(v.delete_on_termination)
+                                .build(),
+                        )
+                        .build(),
+                );
+            }
+            let what: Vec<String> = mismatched
+                .iter()
+                .map(|v| format!("{}={:?}", v.volume_id, v.delete_on_termination))
+                .collect();
+            reqs.push((b, format!("{id} DeleteOnTermination {what:?}")));
+        }
+        if rec.shutdown_behavior.is_some() && rec.shutdown_behavior != now.shutdown_behavior {
+            let v = rec.shutdown_behavior.clone().unwrap_or_default();
+            reqs.push((
+                attr(ec2.modify_instance_attribute()).instance_initiated_shutdown_behavior(
+                    AttributeValue::builder().value(&v).build(),
+                ),
+                format!("{id} InstanceInitiatedShutdownBehavior={v}"),
+            ));
+        }
+        if let Some(v) = rec
+            .disable_api_stop
+            .filter(|v| Some(*v) != now.disable_api_stop)
+        {
+            reqs.push((
+                attr(ec2.modify_instance_attribute())
+                    .disable_api_stop(AttributeBooleanValue::builder().value(v).build()),
+                format!("{id} DisableApiStop={v}"),
+            ));
+        }
+    }
+    for (req, params) in reqs {
+        if c.ctx.is_dry_run() {
             c.log.dry_run(
-                "ec2:AssociateAddress",
+                "ec2:ModifyInstanceAttribute",
                 params,
                 req.dry_run(true).send().await,
             )?;
         } else {
-            req.send().await.map_err(|e| {
-                aws_error(&format!("ec2:AssociateAddress {}", eip.allocation_id), e)
-            })?;
-            c.done("ec2:AssociateAddress", params);
+            req.send()
+                .await
+                .map_err(|e| aws_error(&format!("ec2:ModifyInstanceAttribute ({params})"), e))?;
+            c.done("ec2:ModifyInstanceAttribute", params);
         }
     }
+    Ok(())
+}
 
-    // Instance profile.
+/// The instance profile association, as recorded.
+async fn restore_profile(
+    c: &mut Changes<'_>,
+    id: &InstanceId,
+    rec: &InstanceStateRecord,
+    now: &InstanceStateRecord,
+) -> Result<(), StepError> {
+    let ec2 = &c.ctx.aws.ec2;
+    let dry = c.ctx.is_dry_run();
     let want_profile = rec.instance_profile.as_ref().and_then(|p| p.arn.clone());
     let have = now.instance_profile.as_ref();
     match (&want_profile, have) {
@@ -292,259 +387,184 @@ async fn restore(
         }
         _ => {}
     }
+    Ok(())
+}
 
-    // The inline deny on the profile's role.
-    if let (Some(arn), false) = (&want_profile, deny == DenyOnRelease::Keep) {
-        let name = deny_policy_name(id.as_str());
-        for role in profile_roles(ctx, &c.log, arn).await? {
-            let Some(doc) = role_policy(ctx, &c.log, &role, &name).await? else {
-                continue;
-            };
-            if deny == DenyOnRelease::Auto {
-                let until = crate::iam::deny_cutoff(&doc).map(|t| t + INSTANCE_CREDENTIAL_LIFETIME);
-                if until.is_none_or(|u| u > chrono::Utc::now()) {
-                    kept_until = until.or(kept_until);
-                    continue;
-                }
-            }
-            let params = format!("RoleName={role}, PolicyName={name}");
-            if dry {
-                c.planned(
-                    "iam:DeleteRolePolicy",
-                    params,
-                    &no_dry_run("IAM", "iam:DeleteRolePolicy"),
-                );
-                continue;
-            }
-            match ctx
-                .aws
-                .iam
-                .delete_role_policy()
-                .role_name(&role)
-                .policy_name(&name)
-                .send()
-                .await
-            {
-                Ok(_) => c.done("iam:DeleteRolePolicy", params),
-                Err(e) if error_code(&e).as_deref() == Some("NoSuchEntity") => {}
-                Err(e) => return Err(aws_error(&format!("iam:DeleteRolePolicy {role}"), e)),
+/// The denies on the profile's roles: the outside-VPC deny always goes;
+/// the cut-off deny as `deny` says (by default once every credential it
+/// can block has expired); the role-wide fallback once its cut-off is that
+/// old; an earlier version's inline deny likewise. Returns until when a
+/// kept deny matters.
+async fn remove_denies(
+    c: &mut Changes<'_>,
+    id: &InstanceId,
+    rec: &InstanceStateRecord,
+    deny: DenyOnRelease,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, StepError> {
+    let Some(arn) = rec.instance_profile.as_ref().and_then(|p| p.arn.clone()) else {
+        return Ok(None);
+    };
+    let ctx = c.ctx;
+    let now = chrono::Utc::now();
+    let expired = |t: chrono::DateTime<chrono::Utc>| t + INSTANCE_CREDENTIAL_LIFETIME <= now;
+    let drop_cutoff = |t: chrono::DateTime<chrono::Utc>| match deny {
+        DenyOnRelease::Keep => false,
+        DenyOnRelease::Remove => true,
+        DenyOnRelease::Auto => expired(t),
+    };
+    let mut kept_until: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut keep = |t: chrono::DateTime<chrono::Utc>| {
+        let until = t + INSTANCE_CREDENTIAL_LIFETIME;
+        kept_until = Some(kept_until.map_or(until, |k| k.max(until)));
+    };
+    for role in profile_roles(ctx, &c.log, &arn).await? {
+        let before = policies::read_role(ctx, &c.log, &role).await?;
+        if let Some((_, t)) = before.cutoff_of(id.as_str()) {
+            if !drop_cutoff(t) {
+                keep(t);
             }
         }
-    }
-
-    // Auto Scaling: back in service (or back in the group), then the
-    // recorded scale-in protection.
-    if let Some(asg) = &rec.auto_scaling {
-        let group = &asg.group_name;
-        let current = membership(ctx, &c.log, id).await?;
-        let asc = &ctx.aws.autoscaling;
-        match (&current, asg.lifecycle_state.as_str()) {
-            (Some((_, state, _)), "InService") if state == "Standby" => {
-                let params = format!("AutoScalingGroupName={group}, InstanceIds=[{id}]");
-                if dry {
-                    c.planned(
-                        "autoscaling:ExitStandby",
-                        params,
-                        &no_dry_run("Auto Scaling", "autoscaling:ExitStandby"),
-                    );
-                } else {
-                    asc.exit_standby()
-                        .auto_scaling_group_name(group)
-                        .instance_ids(id.as_str())
-                        .send()
-                        .await
-                        .map_err(|e| aws_error("autoscaling:ExitStandby", e))?;
-                    c.done("autoscaling:ExitStandby", params);
-                }
-            }
-            (None, _) => {
-                let params = format!("AutoScalingGroupName={group}, InstanceIds=[{id}]");
-                if dry {
-                    c.planned(
-                        "autoscaling:AttachInstances",
-                        params,
-                        &no_dry_run("Auto Scaling", "autoscaling:AttachInstances"),
-                    );
-                } else {
-                    asc.attach_instances()
-                        .auto_scaling_group_name(group)
-                        .instance_ids(id.as_str())
-                        .send()
-                        .await
-                        .map_err(|e| aws_error("autoscaling:AttachInstances", e))?;
-                    c.done("autoscaling:AttachInstances", params);
-                }
-            }
-            _ => {}
+        let done =
+            policies::remove_deny(ctx, &c.log, &role, id.as_str(), true, &drop_cutoff).await?;
+        for d in done {
+            c.actions.push(d);
         }
-        if let Some(min) = asg.group_min_size {
-            let now_min = crate::autoscaling::group_sizes(ctx, &c.log, group)
-                .await?
-                .map(|(m, _)| m);
-            if now_min.is_some() && now_min != Some(min) {
-                let params = format!("AutoScalingGroupName={group}, MinSize={min} (as recorded)");
-                if dry {
-                    c.planned(
-                        "autoscaling:UpdateAutoScalingGroup",
-                        params,
-                        &no_dry_run("Auto Scaling", "autoscaling:UpdateAutoScalingGroup"),
-                    );
-                } else {
-                    asc.update_auto_scaling_group()
-                        .auto_scaling_group_name(group)
-                        .min_size(min)
-                        .send()
-                        .await
-                        .map_err(|e| aws_error("autoscaling:UpdateAutoScalingGroup", e))?;
-                    c.done("autoscaling:UpdateAutoScalingGroup", params);
+        // The role-wide fallback denies every instance of the role: it
+        // goes only once every session it can block has expired.
+        if let Some(t) = policies::role_wide(ctx, &c.log, &role).await? {
+            if deny != DenyOnRelease::Keep && expired(t) {
+                if policies::remove_role_wide(ctx, &c.log, &role).await? {
+                    c.actions
+                        .push(format!("iam:DeleteRolePolicy {role} {ROLE_WIDE_POLICY}"));
                 }
-            }
-        }
-        let want = asg.protected_from_scale_in.unwrap_or(false);
-        let have = if dry {
-            current.as_ref().map(|m| m.2)
-        } else {
-            membership(ctx, &c.log, id).await?.map(|m| m.2)
-        };
-        if have != Some(want) {
-            let params = format!(
-                "AutoScalingGroupName={group}, InstanceIds=[{id}], ProtectedFromScaleIn={want}"
-            );
-            if dry {
-                c.planned(
-                    "autoscaling:SetInstanceProtection",
-                    params,
-                    &no_dry_run("Auto Scaling", "autoscaling:SetInstanceProtection"),
-                );
             } else {
-                asc.set_instance_protection()
-                    .auto_scaling_group_name(group)
-                    .instance_ids(id.as_str())
-                    .protected_from_scale_in(want)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("autoscaling:SetInstanceProtection", e))?;
-                c.done("autoscaling:SetInstanceProtection", params);
+                keep(t);
             }
         }
+        // An earlier version's inline deny for this instance.
+        let name = deny_policy_name(id.as_str());
+        let Some(doc) = role_policy(ctx, &c.log, &role, &name).await? else {
+            continue;
+        };
+        if let Some(t) = crate::iam::deny_cutoff(&doc) {
+            if !drop_cutoff(t) {
+                keep(t);
+                continue;
+            }
+        } else if deny != DenyOnRelease::Remove {
+            continue;
+        }
+        let params = format!("RoleName={role}, PolicyName={name}");
+        if ctx.is_dry_run() {
+            c.planned(
+                "iam:DeleteRolePolicy",
+                params,
+                &no_dry_run("IAM", "iam:DeleteRolePolicy"),
+            );
+            continue;
+        }
+        match ctx
+            .aws
+            .iam
+            .delete_role_policy()
+            .role_name(&role)
+            .policy_name(&name)
+            .send()
+            .await
+        {
+            Ok(_) => c.done("iam:DeleteRolePolicy", params),
+            Err(e) if error_code(&e).as_deref() == Some("NoSuchEntity") => {}
+            Err(e) => return Err(aws_error(&format!("iam:DeleteRolePolicy {role}"), e)),
+        }
     }
+    Ok(kept_until)
+}
 
-    // Target groups.
-    for r in &rec.target_groups {
-        if now.target_groups.contains(r) {
+/// Elastic IPs, back on the interface and private address they had.
+async fn restore_eips(
+    c: &mut Changes<'_>,
+    rec: &InstanceStateRecord,
+    now: &InstanceStateRecord,
+) -> Result<(), StepError> {
+    let ec2 = &c.ctx.aws.ec2;
+    for eip in &rec.elastic_ips {
+        let Some(eni) = &eip.network_interface_id else {
+            continue;
+        };
+        let back = now.elastic_ips.iter().any(|e| {
+            e.allocation_id == eip.allocation_id
+                && e.network_interface_id.as_deref() == Some(eni.as_str())
+                && e.private_ip == eip.private_ip
+        });
+        if back {
             continue;
         }
         let params = format!(
-            "TargetGroupArn={}, Targets=[{id}:{:?}]",
-            r.target_group_arn, r.port
+            "AllocationId={}, NetworkInterfaceId={eni}, PrivateIpAddress={:?}",
+            eip.allocation_id, eip.private_ip
         );
-        if dry {
-            c.planned(
-                "elasticloadbalancing:RegisterTargets",
-                params,
-                &no_dry_run("ELBv2", "elasticloadbalancing:RegisterTargets"),
-            );
-            continue;
-        }
-        ctx.aws
-            .elbv2
-            .register_targets()
-            .target_group_arn(&r.target_group_arn)
-            .targets(
-                TargetDescription::builder()
-                    .id(id.as_str())
-                    .set_port(r.port)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| aws_error("elasticloadbalancing:RegisterTargets", e))?;
-        c.done("elasticloadbalancing:RegisterTargets", params);
-    }
-
-    // Attributes last: termination protection stays on until everything
-    // else is back.
-    let attr = |b: aws_sdk_ec2::operation::modify_instance_attribute::builders::ModifyInstanceAttributeFluentBuilder| b.instance_id(id.as_str());
-    let mut reqs = Vec::new();
-    let mismatched: Vec<_> = rec
-        .volumes
-        .iter()
-        .filter(|v| {
-            let cur = now
-                .volumes
-                .iter()
-                .find(|n| n.volume_id == v.volume_id)
-                .and_then(|n| n.delete_on_termination);
-            v.delete_on_termination.is_some()
-                && v.delete_on_termination != cur
-                && v.device_name.is_some()
-        })
-        .collect();
-    if !mismatched.is_empty() {
-        let mut b = attr(ec2.modify_instance_attribute());
-        for v in &mismatched {
-            b = b.block_device_mappings(
-                InstanceBlockDeviceMappingSpecification::builder()
-                    .set_device_name(v.device_name.clone())
-                    .ebs(
-                        EbsInstanceBlockDeviceSpecification::builder()
-                            .set_delete_on_termination(v.delete_on_termination)
-                            .build(),
-                    )
-                    .build(),
-            );
-        }
-        let what: Vec<String> = mismatched
-            .iter()
-            .map(|v| format!("{}={:?}", v.volume_id, v.delete_on_termination))
-            .collect();
-        reqs.push((b, format!("{id} DeleteOnTermination {what:?}")));
-    }
-    if rec.shutdown_behavior.is_some() && rec.shutdown_behavior != now.shutdown_behavior {
-        let v = rec.shutdown_behavior.clone().unwrap_or_default();
-        reqs.push((
-            attr(ec2.modify_instance_attribute())
-                .instance_initiated_shutdown_behavior(AttributeValue::builder().value(&v).build()),
-            format!("{id} InstanceInitiatedShutdownBehavior={v}"),
-        ));
-    }
-    if let Some(v) = rec
-        .disable_api_stop
-        .filter(|v| Some(*v) != now.disable_api_stop)
-    {
-        reqs.push((
-            attr(ec2.modify_instance_attribute())
-                .disable_api_stop(AttributeBooleanValue::builder().value(v).build()),
-            format!("{id} DisableApiStop={v}"),
-        ));
-    }
-    if let Some(v) = rec
-        .disable_api_termination
-        .filter(|v| Some(*v) != now.disable_api_termination)
-    {
-        reqs.push((
-            attr(ec2.modify_instance_attribute())
-                .disable_api_termination(AttributeBooleanValue::builder().value(v).build()),
-            format!("{id} DisableApiTermination={v}"),
-        ));
-    }
-    for (req, params) in reqs {
-        if dry {
+        let req = ec2
+            .associate_address()
+            .allocation_id(&eip.allocation_id)
+            .network_interface_id(eni)
+            .set_private_ip_address(eip.private_ip.clone())
+            .allow_reassociation(false);
+        if c.ctx.is_dry_run() {
             c.log.dry_run(
-                "ec2:ModifyInstanceAttribute",
+                "ec2:AssociateAddress",
                 params,
                 req.dry_run(true).send().await,
             )?;
         } else {
-            req.send()
-                .await
-                .map_err(|e| aws_error(&format!("ec2:ModifyInstanceAttribute ({params})"), e))?;
-            c.done("ec2:ModifyInstanceAttribute", params);
+            req.send().await.map_err(|e| {
+                aws_error(&format!("ec2:AssociateAddress {}", eip.allocation_id), e)
+            })?;
+            c.done("ec2:AssociateAddress", params);
         }
     }
-    // Interfaces last: groups (the whole set in one call) and source/dest
-    // check. Everything else is back before the network opens again, so a
-    // release that fails half-way leaves the instance isolated.
+    Ok(())
+}
+
+/// Sets one interface's groups (the whole set in one call).
+async fn set_interface_groups(
+    c: &mut Changes<'_>,
+    eni: &str,
+    groups: &[String],
+    why: &str,
+) -> Result<(), StepError> {
+    let params = format!("NetworkInterfaceId={eni}, Groups={groups:?} ({why})");
+    let req = c
+        .ctx
+        .aws
+        .ec2
+        .modify_network_interface_attribute()
+        .network_interface_id(eni)
+        .set_groups(Some(groups.to_vec()));
+    if c.ctx.is_dry_run() {
+        return c.log.dry_run(
+            "ec2:ModifyNetworkInterfaceAttribute",
+            params,
+            req.dry_run(true).send().await,
+        );
+    }
+    req.send()
+        .await
+        .map_err(|e| aws_error(&format!("ec2:ModifyNetworkInterfaceAttribute {eni}"), e))?;
+    c.done("ec2:ModifyNetworkInterfaceAttribute", params);
+    Ok(())
+}
+
+/// Interfaces: groups and source/dest check. The network opens here, so
+/// it comes after everything else of the instance. Returns the interfaces
+/// whose groups this run restored (so a later failure can isolate them
+/// again).
+async fn restore_interfaces(
+    c: &mut Changes<'_>,
+    id: &InstanceId,
+    rec: &InstanceStateRecord,
+    now: &InstanceStateRecord,
+    opened: &mut Vec<String>,
+) -> Result<(), StepError> {
     for eni in &rec.network_interfaces {
         let Some(cur) = now
             .network_interfaces
@@ -564,32 +584,14 @@ async fn restore(
         let mut have = cur.security_group_ids.clone();
         have.sort();
         if want != have {
-            let params = format!(
-                "NetworkInterfaceId={}, Groups={:?}",
-                eni.network_interface_id, eni.security_group_ids
-            );
-            let req = ec2
-                .modify_network_interface_attribute()
-                .network_interface_id(&eni.network_interface_id)
-                .set_groups(Some(eni.security_group_ids.clone()));
-            if dry {
-                c.log.dry_run(
-                    "ec2:ModifyNetworkInterfaceAttribute",
-                    params,
-                    req.dry_run(true).send().await,
-                )?;
-            } else {
-                req.send().await.map_err(|e| {
-                    aws_error(
-                        &format!(
-                            "ec2:ModifyNetworkInterfaceAttribute {}",
-                            eni.network_interface_id
-                        ),
-                        e,
-                    )
-                })?;
-                c.done("ec2:ModifyNetworkInterfaceAttribute", params);
-            }
+            set_interface_groups(
+                c,
+                &eni.network_interface_id,
+                &eni.security_group_ids,
+                "as recorded",
+            )
+            .await?;
+            opened.push(eni.network_interface_id.clone());
         }
         if let (Some(want), Some(have)) = (eni.source_dest_check, cur.source_dest_check) {
             if want != have {
@@ -597,11 +599,14 @@ async fn restore(
                     "NetworkInterfaceId={}, SourceDestCheck={want}",
                     eni.network_interface_id
                 );
-                let req = ec2
+                let req = c
+                    .ctx
+                    .aws
+                    .ec2
                     .modify_network_interface_attribute()
                     .network_interface_id(&eni.network_interface_id)
                     .source_dest_check(AttributeBooleanValue::builder().value(want).build());
-                if dry {
+                if c.ctx.is_dry_run() {
                     c.log.dry_run(
                         "ec2:ModifyNetworkInterfaceAttribute",
                         params,
@@ -616,8 +621,433 @@ async fn restore(
             }
         }
     }
+    Ok(())
+}
 
+/// Puts interfaces this run opened back on the groups they had when it
+/// started (the isolation groups): a release that fails leaves the
+/// instance isolated. Says what became of each.
+async fn isolate_again(
+    c: &mut Changes<'_>,
+    now: &InstanceStateRecord,
+    opened: &[String],
+) -> Vec<String> {
+    let mut said = Vec::new();
+    for eni in opened {
+        let Some(cur) = now
+            .network_interfaces
+            .iter()
+            .find(|n| &n.network_interface_id == eni)
+        else {
+            continue;
+        };
+        let groups = cur.security_group_ids.clone();
+        match set_interface_groups(c, eni, &groups, "release failed: isolated again").await {
+            Ok(()) => said.push(format!("{eni} is isolated again ({groups:?})")),
+            Err(e) => said.push(format!(
+                "{eni} could NOT be isolated again ({e}): it is on its recorded groups"
+            )),
+        }
+    }
+    said
+}
+
+/// Auto Scaling: back in service (or back in the group), the minimum as
+/// it was (never above the desired capacity while other instances of the
+/// group are still contained), then the recorded scale-in protection.
+async fn restore_auto_scaling(
+    c: &mut Changes<'_>,
+    id: &InstanceId,
+    rec: &InstanceStateRecord,
+    undo: &mut Vec<Undo>,
+) -> Result<(), StepError> {
+    let Some(asg) = &rec.auto_scaling else {
+        return Ok(());
+    };
+    let ctx = c.ctx;
+    let dry = ctx.is_dry_run();
+    let group = &asg.group_name;
+    let current = membership(ctx, &c.log, id).await?;
+    let asc = &ctx.aws.autoscaling;
+    let params = format!("AutoScalingGroupName={group}, InstanceIds=[{id}]");
+    match (&current, asg.lifecycle_state.as_str()) {
+        (Some((_, state, _)), "InService") if state == "Standby" => {
+            if dry {
+                c.planned(
+                    "autoscaling:ExitStandby",
+                    params,
+                    &no_dry_run("Auto Scaling", "autoscaling:ExitStandby"),
+                );
+            } else {
+                asc.exit_standby()
+                    .auto_scaling_group_name(group)
+                    .instance_ids(id.as_str())
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("autoscaling:ExitStandby", e))?;
+                c.done("autoscaling:ExitStandby", params);
+                undo.push(Undo::Group(group.clone()));
+            }
+        }
+        (None, _) => {
+            if dry {
+                c.planned(
+                    "autoscaling:AttachInstances",
+                    params,
+                    &no_dry_run("Auto Scaling", "autoscaling:AttachInstances"),
+                );
+            } else {
+                asc.attach_instances()
+                    .auto_scaling_group_name(group)
+                    .instance_ids(id.as_str())
+                    .send()
+                    .await
+                    .map_err(|e| aws_error("autoscaling:AttachInstances", e))?;
+                c.done("autoscaling:AttachInstances", params);
+                undo.push(Undo::Group(group.clone()));
+            }
+        }
+        _ => {}
+    }
+    if let Some(g) = crate::autoscaling::group_state(ctx, &c.log, group).await? {
+        if let Some(min) = crate::autoscaling::restored_min(&g, asg.group_min_size) {
+            let why = format!(
+                "the original {} as far as the desired capacity {} allows",
+                g.original_min.or(asg.group_min_size).unwrap_or(min),
+                g.desired
+            );
+            if dry {
+                c.planned(
+                    "autoscaling:UpdateAutoScalingGroup",
+                    format!("AutoScalingGroupName={group}, MinSize={min} ({why})"),
+                    &no_dry_run("Auto Scaling", "autoscaling:UpdateAutoScalingGroup"),
+                );
+            } else {
+                crate::autoscaling::set_min(ctx, &c.log, group, min, &why).await?;
+                c.actions.push(format!(
+                    "autoscaling:UpdateAutoScalingGroup {group} MinSize={min}"
+                ));
+            }
+        }
+        let min_now = crate::autoscaling::restored_min(&g, asg.group_min_size).unwrap_or(g.min);
+        if let Some(orig) = g.original_min.filter(|o| *o == min_now) {
+            if !dry {
+                crate::autoscaling::untag_original_min(ctx, &c.log, group, orig).await?;
+                c.actions.push(format!(
+                    "autoscaling:DeleteTags {group} {}",
+                    crate::autoscaling::MIN_SIZE_TAG
+                ));
+            }
+        }
+    }
+    let want = asg.protected_from_scale_in.unwrap_or(false);
+    let have = if dry {
+        current.as_ref().map(|m| m.2)
+    } else {
+        membership(ctx, &c.log, id).await?.map(|m| m.2)
+    };
+    if have != Some(want) {
+        let params = format!(
+            "AutoScalingGroupName={group}, InstanceIds=[{id}], ProtectedFromScaleIn={want}"
+        );
+        if dry {
+            c.planned(
+                "autoscaling:SetInstanceProtection",
+                params,
+                &no_dry_run("Auto Scaling", "autoscaling:SetInstanceProtection"),
+            );
+        } else {
+            asc.set_instance_protection()
+                .auto_scaling_group_name(group)
+                .instance_ids(id.as_str())
+                .protected_from_scale_in(want)
+                .send()
+                .await
+                .map_err(|e| aws_error("autoscaling:SetInstanceProtection", e))?;
+            c.done("autoscaling:SetInstanceProtection", params);
+        }
+    }
+    Ok(())
+}
+
+/// Load balancers: target groups (instance and IP targets) and Classic
+/// Load Balancers, as recorded.
+async fn restore_load_balancers(
+    c: &mut Changes<'_>,
+    id: &InstanceId,
+    rec: &InstanceStateRecord,
+    now: &InstanceStateRecord,
+    undo: &mut Vec<Undo>,
+) -> Result<(), StepError> {
+    let ctx = c.ctx;
+    for r in &rec.target_groups {
+        if now.target_groups.contains(r) {
+            continue;
+        }
+        let params = crate::elbv2::describe_registration(id.as_str(), r);
+        if ctx.is_dry_run() {
+            c.planned(
+                "elasticloadbalancing:RegisterTargets",
+                params,
+                &no_dry_run("ELBv2", "elasticloadbalancing:RegisterTargets"),
+            );
+            continue;
+        }
+        ctx.aws
+            .elbv2
+            .register_targets()
+            .target_group_arn(&r.target_group_arn)
+            .targets(crate::elbv2::target_of(id.as_str(), r))
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:RegisterTargets", e))?;
+        c.done("elasticloadbalancing:RegisterTargets", params);
+        undo.push(Undo::Target(r.clone()));
+    }
+    for lb in &rec.classic_load_balancers {
+        if now.classic_load_balancers.contains(lb) {
+            continue;
+        }
+        let params = format!("LoadBalancerName={lb}, Instances=[{id}] (Classic)");
+        if ctx.is_dry_run() {
+            c.planned(
+                "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+                params,
+                &no_dry_run(
+                    "ELB",
+                    "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+                ),
+            );
+            continue;
+        }
+        ctx.aws
+            .elb
+            .register_instances_with_load_balancer()
+            .load_balancer_name(lb)
+            .instances(
+                aws_sdk_elasticloadbalancing::types::Instance::builder()
+                    .instance_id(id.as_str())
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| aws_error("elasticloadbalancing:RegisterInstancesWithLoadBalancer", e))?;
+        c.done(
+            "elasticloadbalancing:RegisterInstancesWithLoadBalancer",
+            params,
+        );
+        undo.push(Undo::Classic(lb.clone()));
+    }
+    Ok(())
+}
+
+/// A service change this run made, to take back if release fails later.
+#[derive(Clone, Debug)]
+enum Undo {
+    Group(String),
+    Target(TargetRegistration),
+    Classic(String),
+}
+
+/// Takes the instance out of service again (what this run put back).
+async fn out_of_service_again(c: &mut Changes<'_>, id: &InstanceId, undo: &[Undo]) -> Vec<String> {
+    let ctx = c.ctx;
+    let mut said = Vec::new();
+    for u in undo.iter().rev() {
+        let r = match u {
+            Undo::Target(r) => ctx
+                .aws
+                .elbv2
+                .deregister_targets()
+                .target_group_arn(&r.target_group_arn)
+                .targets(crate::elbv2::target_of(id.as_str(), r))
+                .send()
+                .await
+                .map(|_| format!("deregistered from {} again", r.target_group_arn))
+                .map_err(|e| aws_error("elasticloadbalancing:DeregisterTargets", e)),
+            Undo::Classic(lb) => ctx
+                .aws
+                .elb
+                .deregister_instances_from_load_balancer()
+                .load_balancer_name(lb)
+                .instances(
+                    aws_sdk_elasticloadbalancing::types::Instance::builder()
+                        .instance_id(id.as_str())
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|_| format!("deregistered from {lb} again"))
+                .map_err(|e| {
+                    aws_error(
+                        "elasticloadbalancing:DeregisterInstancesFromLoadBalancer",
+                        e,
+                    )
+                }),
+            Undo::Group(g) => crate::autoscaling::take_out(ctx, &c.log, g, id)
+                .await
+                .map(|_| format!("out of {g} again (Standby)")),
+        };
+        said.push(r.unwrap_or_else(|e| format!("could NOT take it out of service again: {e}")));
+    }
+    said
+}
+
+/// Fails naming the differences left in some areas.
+fn check_areas(
+    id: &InstanceId,
+    rec: &InstanceStateRecord,
+    after: &InstanceStateRecord,
+    areas: &[Area],
+) -> Result<(), StepError> {
+    let d = differences_in(rec, after, areas);
+    if d.is_empty() {
+        Ok(())
+    } else {
+        Err(StepError::verification(format!(
+            "after release {id} differs from the record: {}",
+            d.join("; ")
+        )))
+    }
+}
+
+/// Restores in the order that never puts an isolated instance into
+/// service: the instance itself first (attributes, profile and denies,
+/// addresses, the ACL cut, then its groups), checked; then service (Auto
+/// Scaling, load balancers), checked; termination protection last. A
+/// failure before service is complete isolates the instance again and
+/// takes it out of service again.
+async fn restore(
+    c: &mut Changes<'_>,
+    r: &Restore<'_>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, StepError> {
+    let (id, rec, now) = (r.id, r.rec, r.now);
+    restore_attributes(c, id, rec, now, false).await?;
+    restore_profile(c, id, rec, now).await?;
+    let kept_until = remove_denies(c, id, rec, r.deny).await?;
+    restore_eips(c, rec, now).await?;
+    let (done, left) =
+        super::nacl::remove_cut(c.ctx, &c.log, r.bucket, r.case, id.as_str()).await?;
+    if !c.ctx.is_dry_run() {
+        c.actions.extend(done);
+    }
+    c.notes.extend(left);
+    let mut opened = Vec::new();
+    let mut undo = Vec::new();
+    let result = async {
+        restore_interfaces(c, id, rec, now, &mut opened).await?;
+        if c.ctx.is_dry_run() {
+            restore_auto_scaling(c, id, rec, &mut undo).await?;
+            return restore_load_balancers(c, id, rec, now, &mut undo).await;
+        }
+        let after = read_live_state(c.ctx, &c.log, id).await?;
+        check_areas(id, rec, &after, &[Area::Instance])?;
+        restore_auto_scaling(c, id, rec, &mut undo).await?;
+        restore_load_balancers(c, id, rec, &after, &mut undo).await?;
+        let after = read_live_state(c.ctx, &c.log, id).await?;
+        check_areas(id, rec, &after, &[Area::Service])
+    }
+    .await;
+    if let Err(e) = result {
+        if c.ctx.is_dry_run() {
+            return Err(e);
+        }
+        let mut said = out_of_service_again(c, id, &undo).await;
+        said.extend(isolate_again(c, now, &opened).await);
+        return Err(StepError::new(
+            e.name,
+            if said.is_empty() {
+                e.message
+            } else {
+                format!("{}; so: {}", e.message, said.join("; "))
+            },
+        ));
+    }
+    restore_attributes(c, id, rec, now, true).await?;
+    drop_unused_isolation_groups(c, now).await;
     Ok(kept_until)
+}
+
+/// Deletes the firebreak isolation groups the instance was on that no
+/// interface uses any more, so a release leaves the VPC as it was. One
+/// still in use (another contained instance of the VPC) stays. A
+/// containment in the VPC that found the group a moment before fails that
+/// interface (reported); running it again makes the group anew.
+async fn drop_unused_isolation_groups(c: &mut Changes<'_>, now: &InstanceStateRecord) {
+    let ec2 = &c.ctx.aws.ec2;
+    let ids: BTreeSet<String> = now
+        .network_interfaces
+        .iter()
+        .flat_map(|n| n.security_group_ids.iter().cloned())
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    c.log.read(
+        "ec2:DescribeSecurityGroups",
+        format!(
+            "GroupIds={ids:?}, Filters=[tag:{}=isolation]",
+            crate::tags::ROLE
+        ),
+    );
+    let Ok(out) = ec2
+        .describe_security_groups()
+        .set_group_ids(Some(ids.into_iter().collect()))
+        .filters(super::filter(
+            &format!("tag:{}", crate::tags::ROLE),
+            ["isolation"],
+        ))
+        .send()
+        .await
+    else {
+        return;
+    };
+    for g in out.security_groups() {
+        let Some(id) = g.group_id() else { continue };
+        c.log.read(
+            "ec2:DescribeNetworkInterfaces",
+            format!("Filters=[group-id={id}]"),
+        );
+        let used = ec2
+            .describe_network_interfaces()
+            .filters(super::filter("group-id", [id]))
+            .send()
+            .await
+            .map(|o| !o.network_interfaces().is_empty())
+            .unwrap_or(true);
+        if used {
+            continue;
+        }
+        let params =
+            format!("GroupId={id} (firebreak's isolation group: no interface uses it now)");
+        if c.ctx.is_dry_run() {
+            let r = ec2
+                .delete_security_group()
+                .group_id(id)
+                .dry_run(true)
+                .send()
+                .await;
+            let _ = c.log.dry_run("ec2:DeleteSecurityGroup", params, r);
+            continue;
+        }
+        match ec2.delete_security_group().group_id(id).send().await {
+            Ok(_) => c.done("ec2:DeleteSecurityGroup", params),
+            Err(e) => c.notes.push(format!(
+                "firebreak's isolation group {id} stays: {}",
+                aws_error("ec2:DeleteSecurityGroup", e)
+            )),
+        }
+    }
+}
+
+/// What one release works from.
+struct Restore<'a> {
+    id: &'a InstanceId,
+    case: &'a str,
+    bucket: &'a str,
+    rec: &'a InstanceStateRecord,
+    now: &'a InstanceStateRecord,
+    deny: DenyOnRelease,
 }
 
 #[async_trait]
@@ -653,9 +1083,22 @@ impl Step for ReleaseInstance {
             ctx,
             log: ctx.log(Self::NAME),
             actions: Vec::new(),
+            notes: Vec::new(),
         };
-        let restored = restore(&mut changes, &id, rec, &now, input.credential_deny).await;
+        let restored = restore(
+            &mut changes,
+            &Restore {
+                id: &id,
+                case: case.as_str(),
+                bucket: &input.evidence_bucket,
+                rec,
+                now: &now,
+                deny: input.credential_deny,
+            },
+        )
+        .await;
         let actions = changes.actions;
+        let notes = changes.notes;
         let kept_until = match restored {
             Ok(k) => k,
             Err(e) => {
@@ -693,6 +1136,7 @@ impl Step for ReleaseInstance {
             actions,
             differences,
             credential_deny_kept_until: kept_until,
+            notes,
             dry_run: ctx.is_dry_run(),
         })
     }
