@@ -3,89 +3,23 @@
 //! group, a target group): idempotency of each step, the contained state
 //! read back, release to the recorded state, failure injection, rehearse.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
-use async_trait::async_trait;
-use aws_config::SdkConfig;
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
 use chrono::{DateTime, Utc};
 use firebreak_forensics::instance_state::restorable_differences;
-use firebreak_playbooks::report::{Containment, Report};
-use firebreak_steps::case::{CaseFile, CaseInfo, CaseOptions, InstanceId};
+use firebreak_playbooks::report::Containment;
+use firebreak_steps::case::InstanceId;
 use firebreak_steps::decoy::Decoy;
 use firebreak_steps::ec2::read_live_state;
-use firebreak_steps::{AwsClients, Mode, Registry, StepContext, StepRunner};
-use firebreak_workflows::exec::{
-    Clock, ExecutionConfig, Executor, History, TaskCall, TaskFailure, TaskHandler,
-};
+use firebreak_steps::{AwsClients, Registry};
 use firebreak_workflows::step::StepPayload;
 use serde_json::{json, Value};
 
-use crate::support::{decoy, evidence_bucket, firebreak, s, sdk_config, stderr, stdout, world};
-
-fn context(clients: AwsClients) -> StepContext {
-    StepContext::new(
-        clients,
-        Mode::Live,
-        "123456789012".into(),
-        "us-east-1".into(),
-    )
-}
-
-fn case_file(d: &Value, case: &str) -> CaseFile {
-    CaseFile {
-        case: CaseInfo {
-            case_id: case.into(),
-            instance_id: s(d, "instance_id"),
-            account_id: "123456789012".into(),
-            region: "us-east-1".into(),
-            opened_at: Utc::now(),
-            actor: "arn:aws:iam::123456789012:user/it".into(),
-            evidence_bucket: evidence_bucket().into(),
-            evidence_lock: Default::default(),
-        },
-        options: CaseOptions::default(),
-    }
-}
-
-/// The input each step of the playbooks takes, built from a case file as
-/// the compiled definition builds it.
-fn step_input(step: &str, case: &CaseFile, snapshot_ids: &[String]) -> Value {
-    let c = &case.case;
-    let base = json!({"case_id": c.case_id, "instance_id": c.instance_id});
-    let mut v = base.clone();
-    let o = v.as_object_mut().unwrap();
-    match step {
-        "record_instance_state" | "revoke_instance_credentials" => {
-            o.insert("evidence_bucket".into(), json!(c.evidence_bucket));
-        }
-        "isolate_network" => {
-            o.insert("exemptions".into(), json!([]));
-        }
-        "detach_from_autoscaling" => {
-            o.insert("mode".into(), json!("standby"));
-        }
-        "tag_instance" => {
-            o.insert("status".into(), json!("contained"));
-        }
-        "await_snapshots" => return json!({"snapshot_ids": snapshot_ids}),
-        "release_instance" => {
-            o.insert("evidence_bucket".into(), json!(c.evidence_bucket));
-            o.insert("credential_deny".into(), json!("remove"));
-        }
-        _ => {}
-    }
-    v
-}
+use crate::faults::{
+    case_file, contain_counting_faults, contain_with_fault, context, interface_group_names,
+    inventory, isolated, step_input, Calls, Fault,
+};
+use crate::support::{
+    aws_state, decoy, evidence_bucket, firebreak, s, sdk_config, stderr, stdout, world,
+};
 
 #[tokio::test]
 async fn sandbox_every_step_run_three_times_changes_nothing_the_third_time() {
@@ -195,56 +129,91 @@ async fn sandbox_contain_puts_every_lever_in_its_contained_state() {
     assert!(failed.is_empty(), "{failed:#?}");
     assert!(checks.len() >= 13);
 
-    // AND the inline deny on the shared role names only this instance's
-    // ARN and the containment time (asserted on the stored document)
+    // AND the shared role carries firebreak's managed deny policy, whose
+    // only statement names this instance (not the second one sharing the
+    // role) with a cut-off padded a few minutes past containment; no
+    // inline policy is added
     let iam = aws_sdk_iam::Client::new(&config);
     let role = s(&d, "role_name");
-    let name = format!("firebreak-deny-sessions-{}", s(&d, "instance_id"));
-    let raw = iam
-        .get_role_policy()
+    let attached = iam
+        .list_attached_role_policies()
         .role_name(&role)
-        .policy_name(&name)
         .send()
         .await
         .unwrap();
-    let doc = firebreak_steps::iam::decode_policy(raw.policy_document()).unwrap();
-    let stmt = &doc["Statement"][0];
+    let arns: Vec<&str> = attached
+        .attached_policies()
+        .iter()
+        .filter_map(|p| p.policy_arn())
+        .collect();
+    assert_eq!(
+        arns,
+        [format!(
+            "arn:aws:iam::123456789012:policy/firebreak/firebreak-deny-sessions-{role}"
+        )]
+    );
+    let policy = iam.get_policy().policy_arn(arns[0]).send().await.unwrap();
+    let version = iam
+        .get_policy_version()
+        .policy_arn(arns[0])
+        .version_id(policy.policy().unwrap().default_version_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let doc =
+        firebreak_steps::iam::decode_policy(version.policy_version().unwrap().document().unwrap())
+            .unwrap();
+    let statements = doc["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1, "{doc:#}");
+    let stmt = &statements[0];
     assert_eq!(stmt["Effect"], "Deny");
     assert_eq!(stmt["Action"], "*");
+    assert_eq!(stmt["Resource"], "*");
     assert_eq!(
-        stmt["Condition"]["StringEquals"],
-        json!({"ec2:SourceInstanceARN": format!("arn:aws:ec2:us-east-1:123456789012:instance/{}", s(&d, "instance_id"))})
+        stmt["Condition"]["StringLike"],
+        json!({"ec2:SourceInstanceARN": [format!("*/{}", s(&d, "instance_id"))]})
     );
     let cutoff: DateTime<Utc> = stmt["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
+    let pad = firebreak_steps::iam::denies::CUTOFF_PAD;
+    let quantum = chrono::Duration::seconds(firebreak_steps::iam::denies::CUTOFF_QUANTUM_SECONDS);
     assert!(
-        cutoff >= before - chrono::Duration::seconds(1) && cutoff <= Utc::now(),
+        cutoff >= before + pad - chrono::Duration::seconds(1)
+            && cutoff <= Utc::now() + pad + quantum,
         "{cutoff}"
     );
-    // AND the role holds no other policy and the second instance keeps
-    // its profile (its sessions are not affected by the condition)
-    let names = iam
+    let inline = iam
         .list_role_policies()
         .role_name(&role)
         .send()
         .await
         .unwrap();
-    assert_eq!(names.policy_names(), [name.as_str()]);
-    let second = s(&d, "second_instance_id");
-    assert!(stmt["Condition"].to_string().find(&second).is_none());
+    assert!(inline.policy_names().is_empty(), "{inline:?}");
+    assert!(!doc.to_string().contains(&s(&d, "second_instance_id")));
 }
 
 #[tokio::test]
 async fn sandbox_release_restores_the_recorded_state() {
-    // GIVEN a decoy's state before containment
+    // GIVEN a decoy with two interfaces in two subnets, an Elastic IP, an
+    // instance and an IP target group, a Classic Load Balancer, and an
+    // Auto Scaling group at its minimum; its whole state read from AWS
     let d = decoy();
     let config = sdk_config().await;
     let ctx = context(AwsClients::new(&config));
     let id: InstanceId = s(&d, "instance_id").parse().unwrap();
+    let asg = aws_sdk_autoscaling::Client::new(&config);
+    let group = s(&d, "auto_scaling_group");
+    asg.update_auto_scaling_group()
+        .auto_scaling_group_name(&group)
+        .min_size(1)
+        .send()
+        .await
+        .unwrap();
     let before = read_live_state(&ctx, &ctx.log("test"), &id).await.unwrap();
+    let world_before = aws_state(&config, &d).await;
 
     // WHEN contained, then released
     let out = firebreak(&[
@@ -256,8 +225,17 @@ async fn sandbox_release_restores_the_recorded_state() {
         "-q",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let contained = read_live_state(&ctx, &ctx.log("test"), &id).await.unwrap();
-    assert!(!restorable_differences(&before, &contained).is_empty());
+    let contained = aws_state(&config, &d).await;
+    assert_ne!(
+        contained["network_acl_entries"],
+        world_before["network_acl_entries"]
+    );
+    assert_ne!(contained["target_groups"], world_before["target_groups"]);
+    assert_ne!(
+        contained["classic_load_balancer"],
+        world_before["classic_load_balancer"]
+    );
+    assert_eq!(contained["auto_scaling"]["min"], 0, "{contained:#}");
     let out = firebreak(&[
         "release",
         "--instance",
@@ -276,34 +254,28 @@ async fn sandbox_release_restores_the_recorded_state() {
         stdout(&out)
     );
 
-    // THEN the state equals the one before, except firebreak's case tags
-    let after = read_live_state(&ctx, &ctx.log("test"), &id).await.unwrap();
-    let diff = restorable_differences(&before, &after);
-    assert!(diff.is_empty(), "{diff:#?}");
-    assert_eq!(
-        after.tags.get("firebreak:status").map(String::as_str),
-        Some("released")
-    );
-    // AND the deny on stolen sessions stays until they can have expired,
-    // and the summary says until when
+    // THEN everything read from AWS is as before (ACL entries, target
+    // groups, the Classic Load Balancer, the group's sizes and tags
+    // included), but for the deny on stolen sessions, kept until they can
+    // have expired (the summary says until when)
+    let after = aws_state(&config, &d).await;
+    let mut expected = world_before.clone();
+    expected["role"]["attached"] = after["role"]["attached"].clone();
+    assert_eq!(after, expected);
+    assert_eq!(after["role"]["attached"].as_array().unwrap().len(), 1);
     let released: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
-        released.to_string().contains("credential_deny_kept_until"),
+        released["release"]["credential_deny_kept_until"].is_string(),
         "{released:#}"
     );
-    let iam = aws_sdk_iam::Client::new(&config);
-    let policies = || async {
-        iam.list_role_policies()
-            .role_name(s(&d, "role_name"))
-            .send()
-            .await
-            .unwrap()
-            .policy_names()
-            .to_vec()
-    };
-    assert_eq!(policies().await.len(), 1);
-    // AND releasing again with --remove-credential-deny removes it, and
-    // changes nothing else
+    let live = read_live_state(&ctx, &ctx.log("test"), &id).await.unwrap();
+    assert_eq!(
+        live.tags.get("firebreak:status").map(String::as_str),
+        Some("released")
+    );
+    // AND releasing again with --remove-credential-deny removes it (the
+    // policy is deleted, as it denies nothing else), and the whole state is
+    // then exactly as before
     let out = firebreak(&[
         "release",
         "--instance",
@@ -314,9 +286,22 @@ async fn sandbox_release_restores_the_recorded_state() {
         "-q",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(policies().await.is_empty());
-    let again_after = read_live_state(&ctx, &ctx.log("test"), &id).await.unwrap();
-    assert!(restorable_differences(&before, &again_after).is_empty());
+    assert_eq!(aws_state(&config, &d).await, world_before);
+    let iam = aws_sdk_iam::Client::new(&config);
+    let gone = iam
+        .get_policy()
+        .policy_arn(format!(
+            "arn:aws:iam::123456789012:policy/firebreak/firebreak-deny-sessions-{}",
+            s(&d, "role_name")
+        ))
+        .send()
+        .await;
+    assert!(gone.is_err(), "{gone:?}");
+    assert!(restorable_differences(
+        &before,
+        &read_live_state(&ctx, &ctx.log("test"), &id).await.unwrap()
+    )
+    .is_empty());
     // AND a later respond on the released instance opens a new case
     let again = firebreak(&[
         "respond",
@@ -330,280 +315,14 @@ async fn sandbox_release_restores_the_recorded_state() {
     assert_ne!(again["case_id"], "it-release");
 }
 
-/// Which calls a fault applies to.
-#[derive(Clone, Copy, Debug)]
-enum Calls {
-    All,
-    /// Calls that change something (not Describe/Get/List/Head).
-    Mutating,
-    /// One API operation, by name.
-    Named(&'static str),
-}
-
-impl Calls {
-    fn matches(self, operation: &str) -> bool {
-        match self {
-            Calls::All => true,
-            Calls::Mutating => !["Describe", "Get", "List", "Head"]
-                .iter()
-                .any(|p| operation.starts_with(p)),
-            Calls::Named(n) => operation == n,
-        }
-    }
-}
-
-/// After the call reached AWS (so its work is done), replaces the answer
-/// of the matching calls `skip+1 ..= skip+n` with an empty `status`: a
-/// lost response, or a refusal.
-#[derive(Debug)]
-struct FailFirst {
-    skip: Arc<AtomicUsize>,
-    left: Arc<AtomicUsize>,
-    status: u16,
-    calls: Calls,
-}
-
-impl Intercept for FailFirst {
-    fn name(&self) -> &'static str {
-        "FailFirst"
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _rc: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let operation = cfg
-            .load::<Metadata>()
-            .map(|m| m.name().to_string())
-            .unwrap_or_default();
-        if !self.calls.matches(&operation) {
-            return Ok(());
-        }
-        let dec = |n: usize| n.checked_sub(1);
-        if self
-            .skip
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, dec)
-            .is_ok()
-        {
-            return Ok(());
-        }
-        if self
-            .left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, dec)
-            .is_ok()
-        {
-            *ctx.response_mut() = aws_smithy_runtime_api::http::Response::new(
-                aws_smithy_runtime_api::http::StatusCode::try_from(self.status)?,
-                aws_smithy_types::body::SdkBody::from(""),
-            );
-        }
-        Ok(())
-    }
-}
-
-/// A fault: which calls, how many to let through first, how many to
-/// break, and with what status.
-#[derive(Clone, Copy, Debug)]
-struct Fault {
-    calls: Calls,
-    skip: usize,
-    n: usize,
-    status: u16,
-}
-
-impl Fault {
-    fn first(n: usize, status: u16) -> Fault {
-        Fault {
-            calls: Calls::All,
-            skip: 0,
-            n,
-            status,
-        }
-    }
-}
-
-/// Clients whose calls fail as `fault` says (all services counted
-/// together); the SDK's own retries are off so the fault reaches the step.
-fn faulty_clients(config: &SdkConfig, fault: Fault) -> AwsClients {
-    let skip = Arc::new(AtomicUsize::new(fault.skip));
-    let left = Arc::new(AtomicUsize::new(fault.n));
-    let f = || FailFirst {
-        skip: skip.clone(),
-        left: left.clone(),
-        status: fault.status,
-        calls: fault.calls,
-    };
-    let retry = aws_config::retry::RetryConfig::disabled();
-    AwsClients {
-        ec2: aws_sdk_ec2::Client::from_conf(
-            aws_sdk_ec2::config::Builder::from(config)
-                .interceptor(f())
-                .retry_config(retry.clone())
-                .build(),
-        ),
-        iam: aws_sdk_iam::Client::from_conf(
-            aws_sdk_iam::config::Builder::from(config)
-                .interceptor(f())
-                .retry_config(retry.clone())
-                .build(),
-        ),
-        autoscaling: aws_sdk_autoscaling::Client::from_conf(
-            aws_sdk_autoscaling::config::Builder::from(config)
-                .interceptor(f())
-                .retry_config(retry.clone())
-                .build(),
-        ),
-        elbv2: aws_sdk_elasticloadbalancingv2::Client::from_conf(
-            aws_sdk_elasticloadbalancingv2::config::Builder::from(config)
-                .interceptor(f())
-                .retry_config(retry.clone())
-                .build(),
-        ),
-        s3: aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(config)
-                .force_path_style(true)
-                .interceptor(f())
-                .retry_config(retry.clone())
-                .build(),
-        ),
-        ssm: aws_sdk_ssm::Client::from_conf(
-            aws_sdk_ssm::config::Builder::from(config)
-                .interceptor(f())
-                .retry_config(retry.clone())
-                .build(),
-        ),
-        kms: aws_sdk_kms::Client::from_conf(
-            aws_sdk_kms::config::Builder::from(config)
-                .interceptor(f())
-                .retry_config(retry.clone())
-                .build(),
-        ),
-        ebs: aws_sdk_ebs::Client::from_conf(
-            aws_sdk_ebs::config::Builder::from(config)
-                .interceptor(f())
-                .retry_config(retry)
-                .build(),
-        ),
-        sdk: config.clone(),
-    }
-}
-
-/// Sends one step's calls through faulty clients, the others through
-/// healthy ones.
-struct FaultInOneStep {
-    step: &'static str,
-    healthy: StepRunner,
-    faulty: StepRunner,
-}
-
-#[async_trait]
-impl TaskHandler for FaultInOneStep {
-    async fn invoke(&self, call: TaskCall) -> Result<Value, TaskFailure> {
-        let step = call
-            .input
-            .get("step")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if step == self.step {
-            self.faulty.invoke(call).await
-        } else {
-            self.healthy.invoke(call).await
-        }
-    }
-}
-
-/// Retry delays take no time: the test is about what happens, not when.
-#[derive(Debug)]
-struct NoWait;
-
-impl Clock for NoWait {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-    fn sleep(&self, _: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(async {})
-    }
-    fn deadline(&self, _: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(std::future::pending())
-    }
-}
-
-async fn contain_with_fault(step: &'static str, fault: Fault) -> (Value, Report) {
-    let d = decoy();
-    let config = sdk_config().await;
-    let case = case_file(&d, &format!("it-fault-{step}-{}", fault.status));
-    let registry = Arc::new(Registry::standard());
-    let healthy_ctx = context(AwsClients::new(&config));
-    let faulty_ctx = context(faulty_clients(&config, fault));
-    let handler = FaultInOneStep {
-        step,
-        healthy: StepRunner::new(registry.clone(), healthy_ctx.clone()),
-        faulty: StepRunner::new(registry, faulty_ctx),
-    };
-    let compiled = firebreak_playbooks::compile("ec2-contain").unwrap();
-    let history = History::new();
-    let outcome = Executor::new(Arc::new(handler))
-        .with_clock(Arc::new(NoWait))
-        .run(
-            &compiled.definition,
-            serde_json::to_value(&case).unwrap(),
-            &ExecutionConfig::default(),
-            &history,
-        )
-        .await;
-    let report = Report::build(
-        "ec2-contain",
-        &case.case,
-        Mode::Live,
-        &outcome,
-        &history.events(),
-        vec![],
-        Duration::ZERO,
-    );
-    (d, report)
-}
-
-async fn isolated(d: &Value) -> bool {
-    let config = sdk_config().await;
-    let ec2 = aws_sdk_ec2::Client::new(&config);
-    let enis: Vec<String> = d["network_interface_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    let out = ec2
-        .describe_network_interfaces()
-        .set_network_interface_ids(Some(enis))
-        .send()
-        .await
-        .unwrap();
-    let groups: Vec<Vec<String>> = out
-        .network_interfaces()
-        .iter()
-        .map(|n| {
-            n.groups()
-                .iter()
-                .map(|g| g.group_name().unwrap_or_default().to_string())
-                .collect()
-        })
-        .collect();
-    groups.len() == 2
-        && groups
-            .iter()
-            .all(|g| g == &["firebreak-isolation".to_string()])
-}
-
-const STEPS: [&str; 10] = [
+const STEPS: [&str; 11] = [
     "record_instance_state",
     "protect_instance",
     "detach_from_autoscaling",
-    "isolate_network",
     "disassociate_elastic_ips",
     "deregister_from_target_groups",
+    "isolate_network",
+    "cut_network_acls",
     "revoke_instance_credentials",
     "tag_instance",
     "snapshot_volumes",
@@ -636,36 +355,56 @@ async fn sandbox_transient_faults_in_each_step_are_retried_isolation_happens_and
     }
 }
 
+/// Which case outputs a step leaves (its own, and those of steps that
+/// only run after it succeeded).
+fn outputs_of(step: &str) -> &'static [&'static str] {
+    match step {
+        "record_instance_state" => &["instance_state"],
+        "protect_instance" => &["protection"],
+        "detach_from_autoscaling" => &["auto_scaling"],
+        "disassociate_elastic_ips" => &["elastic_ips"],
+        "deregister_from_target_groups" => &["target_groups"],
+        "isolate_network" => &["isolation", "isolation_recheck"],
+        "cut_network_acls" => &["network_acls"],
+        "revoke_instance_credentials" => &["credentials"],
+        "tag_instance" => &["tags"],
+        "snapshot_volumes" => &["snapshots", "snapshot_progress"],
+        "await_snapshots" => &["snapshot_progress"],
+        _ => &[],
+    }
+}
+
 #[tokio::test]
 async fn sandbox_a_step_that_keeps_failing_is_recorded_and_containment_goes_on() {
     for step in STEPS {
         // GIVEN AWS refuses the step's first call (403: not retried)
         let (d, report) = contain_with_fault(step, Fault::first(1, 403)).await;
-        // THEN the failure is recorded under the step's name, the report
-        // says containment is partial, and every other step still ran:
-        // isolation happens unless isolation itself is the failing step
+        // THEN the failure is recorded under the step's name, and it is
+        // the only failure: the report says containment is partial
         assert_eq!(report.containment, Containment::Partial, "{step}");
         let names: Vec<&str> = report.failures.iter().map(|f| f.step.as_str()).collect();
-        assert!(names.contains(&step), "{step}: failures {names:?}");
-        assert!(
-            report
-                .failures
-                .iter()
-                .all(|f| f.error.as_deref() == Some("Firebreak.AccessDenied")),
+        assert_eq!(names, [step], "{step}: {:#?}", report.failures);
+        assert_eq!(
+            report.failures[0].error.as_deref(),
+            Some("Firebreak.AccessDenied"),
             "{:#?}",
             report.failures
         );
-        assert_eq!(isolated(&d).await, step != "isolate_network", "{step}");
-        if step != "snapshot_volumes" && step != "await_snapshots" {
-            assert!(
-                report
-                    .steps
-                    .snapshot_progress
-                    .as_ref()
-                    .is_some_and(|p| p.all_completed),
-                "{step}: snapshots skipped"
-            );
+        // AND every other step ran and left its output; isolation happens
+        // unless isolation itself is the failing step
+        let out = serde_json::to_value(&report.steps).unwrap();
+        for other in STEPS.iter().filter(|o| **o != step) {
+            for key in outputs_of(other) {
+                let skipped = outputs_of(step).contains(key);
+                assert_eq!(
+                    out[*key].is_null(),
+                    skipped,
+                    "{step} failing: the output {key} of {other}: {}",
+                    out[*key]
+                );
+            }
         }
+        assert_eq!(isolated(&d).await, step != "isolate_network", "{step}");
     }
 }
 
@@ -860,16 +599,28 @@ async fn sandbox_snapshots_are_copied_to_the_forensic_region_with_their_tags() {
 
 #[tokio::test]
 async fn sandbox_lost_answers_to_the_first_mutating_calls_of_each_step_change_nothing_twice() {
+    // GIVEN what a run with no fault leaves in the sandbox
+    let config = sdk_config().await;
+    let (clean_decoy, clean, _) = contain_counting_faults("none", Fault::first(0, 503)).await;
+    assert_eq!(
+        clean.containment,
+        Containment::Complete,
+        "{:#?}",
+        clean.failures
+    );
+    let reference = inventory(&config, &clean_decoy, &clean.case_id).await;
     for step in STEPS {
-        // GIVEN AWS does the step's first 2 changes but the answers are
+        // WHEN AWS does the step's first 2 changes but the answers are
         // lost (503 after the work)
         let fault = Fault {
             calls: Calls::Mutating,
             skip: 0,
             n: 2,
             status: 503,
+            code: None,
+            before_work: false,
         };
-        let (d, report) = contain_with_fault(step, fault).await;
+        let (d, report, injected) = contain_counting_faults(step, fault).await;
         // THEN the retried step finds its own earlier work, the playbook
         // completes and the instance is isolated
         assert_eq!(
@@ -879,127 +630,99 @@ async fn sandbox_lost_answers_to_the_first_mutating_calls_of_each_step_change_no
             report.failures
         );
         assert!(isolated(&d).await, "{step}: not isolated");
-        // AND the faults are reported (await_snapshots only reads)
+        // AND every fault injected is reported, no more (await_snapshots
+        // only reads, so none reaches it)
         let faults = report
             .retried
             .iter()
             .filter(|r| r.error == "Firebreak.AwsUnavailable")
             .count();
+        // (await_snapshots only reads; a step whose retry finds its one
+        // change made has nothing left to break a second time)
         if step == "await_snapshots" {
-            assert_eq!(faults, 0, "{step}");
+            assert_eq!(injected, 0, "{step}");
         } else {
-            assert!(faults >= 1, "{step}: {:#?}", report.retried);
+            assert!(
+                (1..=2).contains(&injected),
+                "{step}: {injected} faults injected"
+            );
         }
-        // AND nothing was made twice: one snapshot per volume, one
-        // isolation group in the VPC and no transition group left
-        let config = sdk_config().await;
-        let ec2 = aws_sdk_ec2::Client::new(&config);
-        let snaps = ec2
-            .describe_snapshots()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("tag:firebreak:case")
-                    .values(format!("it-fault-{step}-503"))
-                    .build(),
-            )
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("volume-id")
-                    .set_values(serde_json::from_value(d["volume_ids"].clone()).ok())
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            snaps.snapshots().len(),
-            d["volume_ids"].as_array().unwrap().len(),
-            "{step}: snapshots"
-        );
-        let groups = ec2
-            .describe_security_groups()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("vpc-id")
-                    .values(s(&d, "vpc_id"))
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        let mut names: Vec<&str> = groups
-            .security_groups()
+        // (a step that goes on after a failed call, as protect_instance
+        // does, reports two faults in one retry)
+        let reported: usize = report
+            .retried
             .iter()
-            .filter_map(|g| g.group_name())
-            .filter(|n| n.starts_with("firebreak-") && !n.starts_with("firebreak-decoy"))
-            .collect();
-        names.sort();
-        assert_eq!(names, ["firebreak-isolation"], "{step}: groups");
+            .filter_map(|r| r.cause.as_deref())
+            .map(|c| c.matches("StatusCode(503)").count())
+            .sum();
+        assert_eq!(reported, injected, "{step}: {:#?}", report.retried);
+        assert!(faults >= usize::from(injected > 0), "{step}");
+        // AND nothing was made twice: the sandbox holds what the run
+        // without faults left (every object and its versions, the custody
+        // chain, snapshots, groups, ACL entries, the role's deny)
+        assert_eq!(
+            inventory(&config, &d, &report.case_id).await,
+            reference,
+            "{step}: the sandbox differs from a run without faults"
+        );
     }
 }
 
-/// The group names on each of the decoy's interfaces.
-async fn interface_group_names(d: &Value) -> Vec<Vec<String>> {
-    let config = sdk_config().await;
-    let ec2 = aws_sdk_ec2::Client::new(&config);
-    let enis: Vec<String> = d["network_interface_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    let out = ec2
-        .describe_network_interfaces()
-        .set_network_interface_ids(Some(enis))
-        .send()
-        .await
-        .unwrap();
-    out.network_interfaces()
-        .iter()
-        .map(|n| {
-            n.groups()
-                .iter()
-                .map(|g| g.group_id().unwrap_or_default().to_string())
-                .collect()
-        })
-        .collect()
-}
-
 #[tokio::test]
-async fn sandbox_a_failed_move_puts_every_interface_back_and_leaves_no_open_group() {
-    // GIVEN the second interface move is refused (after AWS made it)
+async fn sandbox_one_interface_that_cannot_move_leaves_the_others_isolated_and_no_open_group() {
+    // GIVEN the first move of the second interface is refused (after AWS
+    // made it: the answer says 403)
+    let d = decoy();
+    let config = sdk_config().await;
+    let enis: Vec<String> = serde_json::from_value(d["network_interface_ids"].clone()).unwrap();
+    let case = case_file(&d, "it-one-eni");
     let fault = Fault {
-        calls: Calls::Named("ModifyNetworkInterfaceAttribute"),
-        skip: 1,
+        calls: Calls::NamedWith("ModifyNetworkInterfaceAttribute", enis[1].clone()),
+        skip: 0,
         n: 1,
         status: 403,
+        code: None,
+        before_work: false,
     };
-    let (d, report) = contain_with_fault("isolate_network", fault).await;
-    // THEN isolation is recorded as failed, naming what was put back
+    let (handler, injected) = crate::faults::fault_in(&config, "isolate_network", fault);
+    let report = crate::faults::run_contain(&case, handler).await;
+    assert_eq!(injected.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // THEN containment is partial, and the failure names the interface
+    // left out, what became of it, and the one isolated
     assert_eq!(report.containment, Containment::Partial);
     let failure = report
         .failures
         .iter()
         .find(|f| f.step == "isolate_network")
         .expect("isolation failure recorded");
-    assert!(
-        failure
-            .cause
-            .as_deref()
-            .unwrap_or_default()
-            .contains("was put back on its previous groups"),
-        "{failure:#?}"
-    );
-    // AND no interface is left on the allow-all transition group: both are
-    // back on the decoy's own group
-    let own = s(&d, "security_group_id");
     assert_eq!(
-        interface_group_names(&d).await,
-        vec![vec![own.clone()], vec![own]]
+        failure.error.as_deref(),
+        Some("Firebreak.PartiallyContained")
+    );
+    let cause = failure.cause.as_deref().unwrap_or_default();
+    assert!(
+        cause.contains(&format!("not isolated: {}", enis[1]))
+            && cause.contains("was put back on its previous groups")
+            && cause.contains(&format!("isolated: {}", enis[0])),
+        "{cause}"
+    );
+    // AND the first interface is isolated, the second back on the
+    // decoy's own group, never on the allow-all transition group
+    let groups = interface_group_names(&d).await;
+    let own = s(&d, "security_group_id");
+    assert_eq!(groups[1], vec![own.clone()]);
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let iso = ec2
+        .describe_security_groups()
+        .group_ids(&groups[0][0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        iso.security_groups()[0].group_name(),
+        Some("firebreak-isolation")
     );
     // AND the transition group is gone
-    let config = sdk_config().await;
-    let ec2 = aws_sdk_ec2::Client::new(&config);
     let open = ec2
         .describe_security_groups()
         .filters(
@@ -1018,6 +741,16 @@ async fn sandbox_a_failed_move_puts_every_interface_back_and_leaves_no_open_grou
             .any(|g| g.group_name().is_some_and(|n| n.contains("transition"))),
         "{:?}",
         open.security_groups()
+    );
+    // AND the summary tags the instance containment-failed
+    assert_eq!(
+        report
+            .steps
+            .tags
+            .as_ref()
+            .and_then(|t| t.tags.get("firebreak:status"))
+            .map(String::as_str),
+        Some("containment-failed")
     );
 }
 
@@ -1057,7 +790,8 @@ async fn sandbox_exemptions_keep_only_ssh_in_and_https_out_to_the_given_peers() 
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    // THEN every interface is on one group holding exactly those rules
+    // THEN every interface is on one group holding exactly those rules,
+    // every rule of it compared (protocol, ports, peer, direction)
     let groups = interface_group_names(&d).await;
     assert!(groups.iter().all(|g| g.len() == 1 && g == &groups[0]));
     let sg = ec2
@@ -1067,44 +801,40 @@ async fn sandbox_exemptions_keep_only_ssh_in_and_https_out_to_the_given_peers() 
         .await
         .unwrap();
     let sg = &sg.security_groups()[0];
-    let ingress: Vec<String> = sg
-        .ip_permissions()
-        .iter()
-        .map(|p| {
-            format!(
-                "{:?}/{:?}/{:?}/{:?}/{:?}",
-                p.ip_protocol(),
+    let rules = |perms: &[aws_sdk_ec2::types::IpPermission], dir: &str| {
+        let mut v = Vec::new();
+        for p in perms {
+            let head = format!(
+                "{dir} {} {:?}-{:?}",
+                p.ip_protocol().unwrap_or_default(),
                 p.from_port(),
-                p.user_id_group_pairs()
-                    .iter()
-                    .filter_map(|u| u.group_id())
-                    .collect::<Vec<_>>(),
-                p.ipv6_ranges()
-                    .iter()
-                    .filter_map(|r| r.cidr_ipv6())
-                    .collect::<Vec<_>>(),
-                p.ip_ranges()
-                    .iter()
-                    .filter_map(|r| r.cidr_ip())
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .collect();
-    let text = ingress.join(" ");
-    assert!(text.contains(&investigators), "{text}");
-    assert!(text.contains("2001:db8::/32"), "{text}");
-    assert!(sg
-        .ip_permissions()
-        .iter()
-        .all(|p| p.from_port() == Some(22)));
-    assert!(sg
-        .ip_permissions_egress()
-        .iter()
-        .all(|p| p.from_port() == Some(443)
-            && p.ip_ranges()
-                .iter()
-                .all(|r| r.cidr_ip() == Some("10.0.0.0/16"))));
-    assert_eq!(sg.ip_permissions_egress().len(), 1, "{sg:?}");
+                p.to_port()
+            );
+            for r in p.ip_ranges() {
+                v.push(format!("{head} {}", r.cidr_ip().unwrap_or_default()));
+            }
+            for r in p.ipv6_ranges() {
+                v.push(format!("{head} {}", r.cidr_ipv6().unwrap_or_default()));
+            }
+            for g in p.user_id_group_pairs() {
+                v.push(format!("{head} {}", g.group_id().unwrap_or_default()));
+            }
+            for l in p.prefix_list_ids() {
+                v.push(format!("{head} {}", l.prefix_list_id().unwrap_or_default()));
+            }
+        }
+        v
+    };
+    let mut all = rules(sg.ip_permissions(), "in");
+    all.extend(rules(sg.ip_permissions_egress(), "out"));
+    all.sort();
+    let mut expected = vec![
+        format!("in tcp Some(22)-Some(22) {investigators}"),
+        "in tcp Some(22)-Some(22) 2001:db8::/32".to_string(),
+        "out tcp Some(443)-Some(443) 10.0.0.0/16".to_string(),
+    ];
+    expected.sort();
+    assert_eq!(all, expected);
     // AND the report lists the exemptions in canonical form
     assert!(
         report["isolation"]["exemptions"]

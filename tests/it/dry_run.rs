@@ -47,10 +47,13 @@ async fn sandbox_dry_run_changes_nothing_and_lists_verdicts() {
             "record_instance_state",
             "protect_instance",
             "detach_from_autoscaling",
-            "isolate_network",
             "disassociate_elastic_ips",
             "deregister_from_target_groups",
+            "isolate_network",
+            "cut_network_acls",
             "revoke_instance_credentials",
+            // the second look before tagging plans the same moves again
+            "isolate_network",
             "tag_instance",
             "snapshot_volumes"
         ]
@@ -93,7 +96,7 @@ async fn sandbox_dry_run_changes_nothing_and_lists_verdicts() {
         "s3:PutObject",
         "autoscaling:EnterStandby",
         "elasticloadbalancing:DeregisterTargets",
-        "iam:PutRolePolicy",
+        "iam:CreatePolicyVersion",
         "ec2:DisassociateIamInstanceProfile",
     ] {
         assert!(

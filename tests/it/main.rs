@@ -5,6 +5,7 @@
 //! Tests that run external checkers find them through environment
 //! variables set by the same script (`ASL_VALIDATOR`).
 
+mod faults;
 mod support;
 
 mod asl_validator;
@@ -15,6 +16,7 @@ mod differential;
 mod dry_run;
 mod evidence;
 mod graph_cli;
+mod holes;
 mod host;
 mod infra;
 mod memory;

@@ -281,3 +281,322 @@ pub fn same_json(a: &Value, b: &Value) -> bool {
         _ => a == b,
     }
 }
+
+/// What containment and release can change about a decoy, read from AWS
+/// and written out independently of firebreak's own code: the instance
+/// (state, attributes, profile, volumes, tags other than firebreak's),
+/// every interface of its VPC (groups, addresses, source/dest check,
+/// public address), the VPC's security groups (firebreak's too) and their
+/// rules, every network ACL entry, the Elastic IP, the Auto
+/// Scaling group (sizes, tags, the instance's state and protection),
+/// every target group's registrations, the Classic Load Balancer's
+/// instances, and the role's inline and attached policies. Equal before
+/// containment and after release means nothing is left behind.
+pub async fn aws_state(config: &SdkConfig, decoy: &Value) -> Value {
+    use aws_sdk_ec2::types::{Filter, InstanceAttributeName};
+    use serde_json::json;
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let instance = s(decoy, "instance_id");
+    let vpc = s(decoy, "vpc_id");
+    let in_vpc = || Filter::builder().name("vpc-id").values(&vpc).build();
+    let mut out = serde_json::Map::new();
+
+    let r = ec2
+        .describe_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .unwrap();
+    let i = &r.reservations()[0].instances()[0];
+    let mut tags: Vec<(String, String)> = i
+        .tags()
+        .iter()
+        .filter(|t| !t.key().unwrap_or_default().starts_with("firebreak:"))
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().into(),
+                t.value().unwrap_or_default().into(),
+            )
+        })
+        .collect();
+    tags.sort();
+    let mut volumes: Vec<String> = i
+        .block_device_mappings()
+        .iter()
+        .map(|m| {
+            format!(
+                "{:?} {:?} {:?}",
+                m.device_name(),
+                m.ebs().and_then(|e| e.volume_id()),
+                m.ebs().and_then(|e| e.delete_on_termination())
+            )
+        })
+        .collect();
+    volumes.sort();
+    let mut attrs = Vec::new();
+    for a in [
+        InstanceAttributeName::DisableApiTermination,
+        InstanceAttributeName::DisableApiStop,
+        InstanceAttributeName::InstanceInitiatedShutdownBehavior,
+    ] {
+        let v = ec2
+            .describe_instance_attribute()
+            .instance_id(&instance)
+            .attribute(a)
+            .send()
+            .await
+            .unwrap();
+        attrs.push(format!(
+            "{:?} {:?} {:?}",
+            v.disable_api_termination().and_then(|x| x.value()),
+            v.disable_api_stop().and_then(|x| x.value()),
+            v.instance_initiated_shutdown_behavior()
+                .and_then(|x| x.value())
+        ));
+    }
+    let profile = ec2
+        .describe_iam_instance_profile_associations()
+        .filters(
+            Filter::builder()
+                .name("instance-id")
+                .values(&instance)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .iam_instance_profile_associations()
+        .iter()
+        .filter(|a| a.state().map(|s| s.as_str()) == Some("associated"))
+        .filter_map(|a| {
+            a.iam_instance_profile()
+                .and_then(|p| p.arn())
+                .map(str::to_string)
+        })
+        .collect::<Vec<_>>();
+    out.insert(
+        "instance".into(),
+        json!({
+            "state": i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()),
+            "tags": tags,
+            "volumes": volumes,
+            "attributes": attrs,
+            "profile": profile,
+        }),
+    );
+
+    let enis = ec2
+        .describe_network_interfaces()
+        .filters(in_vpc())
+        .send()
+        .await
+        .unwrap();
+    let mut interfaces: Vec<Value> = enis
+        .network_interfaces()
+        .iter()
+        .map(|n| {
+            let mut groups: Vec<&str> = n.groups().iter().filter_map(|g| g.group_id()).collect();
+            groups.sort();
+            let mut ips: Vec<&str> = n
+                .private_ip_addresses()
+                .iter()
+                .filter_map(|p| p.private_ip_address())
+                .collect();
+            ips.sort();
+            let mut v6: Vec<&str> = n
+                .ipv6_addresses()
+                .iter()
+                .filter_map(|a| a.ipv6_address())
+                .collect();
+            v6.sort();
+            json!({
+                "id": n.network_interface_id(),
+                "attached_to": n.attachment().and_then(|a| a.instance_id()),
+                "groups": groups,
+                "source_dest_check": n.source_dest_check(),
+                "ips": ips,
+                "ipv6": v6,
+                "public_ip": n.association().and_then(|a| a.public_ip()),
+                "allocation": n.association().and_then(|a| a.allocation_id()),
+            })
+        })
+        .collect();
+    interfaces.sort_by_key(|v| v["id"].to_string());
+    out.insert("interfaces".into(), json!(interfaces));
+
+    let sgs = ec2
+        .describe_security_groups()
+        .filters(in_vpc())
+        .send()
+        .await
+        .unwrap();
+    let mut groups: Vec<String> = sgs
+        .security_groups()
+        .iter()
+        .map(|g| {
+            format!(
+                "{:?} {:?} {:?} {:?}",
+                g.group_id(),
+                g.group_name(),
+                g.ip_permissions(),
+                g.ip_permissions_egress()
+            )
+        })
+        .collect();
+    groups.sort();
+    out.insert("security_groups".into(), json!(groups));
+
+    let acls = ec2
+        .describe_network_acls()
+        .filters(in_vpc())
+        .send()
+        .await
+        .unwrap();
+    let mut entries: Vec<String> = acls
+        .network_acls()
+        .iter()
+        .flat_map(|a| {
+            a.entries().iter().map(move |e| {
+                format!(
+                    "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                    a.network_acl_id(),
+                    e.rule_number(),
+                    e.egress(),
+                    e.rule_action(),
+                    e.protocol(),
+                    e.cidr_block(),
+                    e.ipv6_cidr_block(),
+                    e.port_range()
+                )
+            })
+        })
+        .collect();
+    entries.sort();
+    out.insert("network_acl_entries".into(), json!(entries));
+
+    if let Some(alloc) = decoy["allocation_id"].as_str() {
+        let a = ec2
+            .describe_addresses()
+            .allocation_ids(alloc)
+            .send()
+            .await
+            .unwrap();
+        let a = &a.addresses()[0];
+        out.insert(
+            "elastic_ip".into(),
+            json!([
+                a.network_interface_id(),
+                a.private_ip_address(),
+                a.public_ip()
+            ]),
+        );
+    }
+
+    if let Some(group) = decoy["auto_scaling_group"].as_str() {
+        let asg = aws_sdk_autoscaling::Client::new(config);
+        let g = asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(group)
+            .send()
+            .await
+            .unwrap();
+        let g = &g.auto_scaling_groups()[0];
+        let mut members: Vec<String> = g
+            .instances()
+            .iter()
+            .map(|m| {
+                format!(
+                    "{:?} {:?} {:?}",
+                    m.instance_id(),
+                    m.lifecycle_state(),
+                    m.protected_from_scale_in()
+                )
+            })
+            .collect();
+        members.sort();
+        let mut tags: Vec<String> = g
+            .tags()
+            .iter()
+            .map(|t| format!("{:?}={:?}", t.key(), t.value()))
+            .collect();
+        tags.sort();
+        out.insert(
+            "auto_scaling".into(),
+            json!({
+                "min": g.min_size(), "max": g.max_size(), "desired": g.desired_capacity(),
+                "members": members, "tags": tags,
+            }),
+        );
+    }
+
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
+    let mut targets = Vec::new();
+    for key in ["target_group_arn", "ip_target_group_arn"] {
+        if let Some(tg) = decoy[key].as_str() {
+            let h = elb
+                .describe_target_health()
+                .target_group_arn(tg)
+                .send()
+                .await
+                .unwrap();
+            let mut t: Vec<String> = h
+                .target_health_descriptions()
+                .iter()
+                .filter(|d| {
+                    d.target_health()
+                        .and_then(|h| h.state())
+                        .map(|s| s.as_str())
+                        != Some("draining")
+                })
+                .filter_map(|d| d.target())
+                .map(|t| format!("{:?}:{:?}", t.id(), t.port()))
+                .collect();
+            t.sort();
+            targets.push(json!({key: t}));
+        }
+    }
+    out.insert("target_groups".into(), json!(targets));
+    if let Some(lb) = decoy["classic_load_balancer"].as_str() {
+        let clb = aws_sdk_elasticloadbalancing::Client::new(config);
+        let d = clb
+            .describe_load_balancers()
+            .load_balancer_names(lb)
+            .send()
+            .await
+            .unwrap();
+        let mut ids: Vec<&str> = d.load_balancer_descriptions()[0]
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id())
+            .collect();
+        ids.sort();
+        out.insert("classic_load_balancer".into(), json!(ids));
+    }
+
+    if let Some(role) = decoy["role_name"].as_str() {
+        let iam = aws_sdk_iam::Client::new(config);
+        let inline = iam
+            .list_role_policies()
+            .role_name(role)
+            .send()
+            .await
+            .unwrap();
+        let attached = iam
+            .list_attached_role_policies()
+            .role_name(role)
+            .send()
+            .await
+            .unwrap();
+        let mut arns: Vec<&str> = attached
+            .attached_policies()
+            .iter()
+            .filter_map(|p| p.policy_arn())
+            .collect();
+        arns.sort();
+        out.insert(
+            "role".into(),
+            json!({"inline": inline.policy_names(), "attached": arns}),
+        );
+    }
+    Value::Object(out)
+}
