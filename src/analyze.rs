@@ -51,6 +51,7 @@ pub struct AnalyzeArgs {
     /// the bucket's).
     #[arg(long)]
     pub retention_days: Option<u32>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
     /// No progress on standard error.

@@ -13,11 +13,13 @@ use crate::{exit, BadInput};
 pub struct CompileArgs {
     /// Playbook name (built-in: ec2-contain).
     pub playbook: String,
-    /// Write the definition here instead of standard output.
-    #[arg(short, long)]
-    pub output: Option<PathBuf>,
-    /// Also write the IAM policy the step-runner needs.
-    #[arg(long)]
+    /// Write the definition to this file instead of standard output
+    /// (`--output` is the output format in every other command, so files
+    /// are `-o/--out`).
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Also write the IAM policy the step-runner needs to this file.
+    #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
     /// Put this Lambda ARN in place of the ${StepRunnerArn} placeholder
     /// (what DefinitionSubstitutions does when deployed).
@@ -53,7 +55,7 @@ pub fn run(args: CompileArgs) -> anyhow::Result<u8> {
         substitute(&mut definition, arn);
     }
     let text = serde_json::to_string_pretty(&definition)? + "\n";
-    match &args.output {
+    match &args.out {
         Some(path) => std::fs::write(path, &text)
             .with_context(|| format!("cannot write {}", path.display()))?,
         None => out!("{text}"),

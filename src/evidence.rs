@@ -53,6 +53,7 @@ pub struct CaseArgs {
     /// Bucket of the case's evidence (default firebreak-evidence-ACCOUNT-REGION).
     #[arg(long, env = "FIREBREAK_EVIDENCE_BUCKET")]
     pub evidence_bucket: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
     /// No progress on standard error.
@@ -96,6 +97,7 @@ pub struct HashSnapshotArgs {
     /// written block) to this file.
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
     /// No progress on standard error.
@@ -110,6 +112,7 @@ pub struct HashArgs {
     /// Files, `-` for standard input, or s3://bucket/key[?versionId=...].
     #[arg(required = true)]
     pub items: Vec<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
     #[command(flatten)]

@@ -18,6 +18,7 @@ pub enum GraphFormat {
 pub struct GraphArgs {
     /// A built-in playbook name or a definition file.
     pub target: String,
+    /// Diagram format.
     #[arg(long, value_enum, default_value = "mermaid")]
     pub format: GraphFormat,
 }

@@ -35,6 +35,7 @@ pub struct CheckArgs {
     /// (implied for AVML's compressed format).
     #[arg(long)]
     pub avml: bool,
+    /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
 }

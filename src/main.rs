@@ -6,6 +6,7 @@
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
+        $crate::live::clear();
         let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
 }
@@ -17,6 +18,7 @@ macro_rules! say {
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
+        $crate::live::clear();
         let mut stdout = std::io::stdout().lock();
         let r = write!(stdout, $($arg)*).and_then(|()| stdout.flush());
         $crate::output_written(r);
@@ -28,6 +30,7 @@ macro_rules! outln {
     () => { out!("\n") };
     ($($arg:tt)*) => {{
         use std::io::Write as _;
+        $crate::live::clear();
         let mut stdout = std::io::stdout().lock();
         let r = writeln!(stdout, $($arg)*).and_then(|()| stdout.flush());
         $crate::output_written(r);
@@ -47,6 +50,7 @@ fn output_written(r: std::io::Result<()>) {
 }
 
 mod analyze;
+mod cases;
 mod compile;
 mod decoy;
 mod evidence;
@@ -103,6 +107,9 @@ enum OnRuntime {
     Respond(respond::RespondArgs),
     /// Undo containment: restore the recorded state of an instance.
     Release(release::ReleaseArgs),
+    /// The account's cases: open, released, failed, with their instance
+    /// and the last run on this machine.
+    Cases(cases::CasesArgs),
     /// Rehearse on a decoy in a sandbox: contain, check, release, check.
     Rehearse(rehearse::RehearseArgs),
     /// Make the evidence bucket (Object Lock, encryption, TLS only).
@@ -133,8 +140,10 @@ enum OnRuntime {
 /// Where AWS is: the standard chain plus these overrides.
 #[derive(Debug, Clone, Args)]
 pub struct AwsArgs {
-    /// Named profile from the AWS config files.
-    #[arg(long, env = "AWS_PROFILE")]
+    /// Named profile from the AWS config files. It wins over credentials
+    /// in the environment, as with the AWS CLI (AWS_PROFILE, read by the
+    /// SDK, does not).
+    #[arg(long)]
     pub profile: Option<String>,
     /// AWS region (default: from the environment or profile).
     #[arg(long)]
@@ -143,6 +152,9 @@ pub struct AwsArgs {
     /// SDK also reads AWS_ENDPOINT_URL.
     #[arg(long)]
     pub endpoint_url: Option<String>,
+    /// On an AWS error, print the SDK's whole error as well.
+    #[arg(long)]
+    pub debug: bool,
 }
 
 impl AwsArgs {
@@ -176,6 +188,83 @@ pub mod exit {
     pub const BAD_INPUT: u8 = 2;
     /// Containment is partial: some steps failed (listed in the summary).
     pub const PARTIAL: u8 = 3;
+    /// Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// The live progress line of long waits on a terminal: one line redrawn
+/// in place (a bar when the step says how far it is, the elapsed time and
+/// what it waits for); piped, or with `--output json`, progress stays one
+/// line per message.
+pub mod live {
+    use std::io::{IsTerminal as _, Write as _};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A live line is on the screen.
+    static SHOWN: AtomicBool = AtomicBool::new(false);
+
+    /// Whether progress is drawn live.
+    pub fn enabled() -> bool {
+        !super::JSON_ERRORS.load(Ordering::Relaxed) && std::io::stderr().is_terminal()
+    }
+
+    /// Erases the live line, if one is shown, before other output.
+    pub fn clear() {
+        if SHOWN.swap(false, Ordering::Relaxed) {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+    }
+
+    /// How far a progress message says its wait is: `3/4` or `40%`.
+    pub fn fraction(message: &str) -> Option<f64> {
+        let words = message.split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')');
+        for w in words {
+            if let Some((a, b)) = w.split_once('/') {
+                if let (Ok(a), Ok(b)) = (a.parse::<f64>(), b.parse::<f64>()) {
+                    if b > 0.0 && a <= b {
+                        return Some(a / b);
+                    }
+                }
+            }
+            if let Some(p) = w.strip_suffix('%').and_then(|p| p.parse::<f64>().ok()) {
+                if (0.0..=100.0).contains(&p) {
+                    return Some(p / 100.0);
+                }
+            }
+        }
+        None
+    }
+
+    /// Draws the live line (cut to the terminal's usual width).
+    pub fn draw(elapsed: &str, step: &str, message: &str) {
+        let bar = fraction(message)
+            .map(|f| {
+                let full = (f * 20.0).round() as usize;
+                format!(
+                    "[{}{}] {:>3.0}% ",
+                    "#".repeat(full),
+                    ".".repeat(20 - full.min(20)),
+                    f * 100.0
+                )
+            })
+            .unwrap_or_default();
+        let mut text = format!("  [{elapsed}] {bar}{step}: {message}");
+        if text.chars().count() > 150 {
+            text = text.chars().take(147).collect::<String>() + "...";
+        }
+        let _ = write!(std::io::stderr(), "\r\x1b[2K{text}");
+        let _ = std::io::stderr().flush();
+        SHOWN.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Set by a command run with `--output json`: its error, too, is a JSON
+/// object on stdout.
+static JSON_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Errors of this command go to stdout as JSON as well (`--output json`).
+pub fn json_errors() {
+    JSON_ERRORS.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn main() -> ExitCode {
@@ -213,6 +302,7 @@ fn main() -> ExitCode {
             OnRuntime::Respond(a) => respond::run(a).await,
             OnRuntime::Decoy(a) => decoy::run(a).await,
             OnRuntime::Release(a) => release::run(a).await,
+            OnRuntime::Cases(a) => cases::run(a).await,
             OnRuntime::Setup(a) => setup::run(a).await,
             OnRuntime::Rehearse(a) => rehearse::run(a).await,
             OnRuntime::Evidence(a) => evidence::run(a).await,
@@ -231,6 +321,7 @@ fn main() -> ExitCode {
 
 /// The exit code for a command's result, printing its error.
 fn finish(result: anyhow::Result<u8>) -> ExitCode {
+    live::clear();
     if let Some(e) = OUTPUT_ERROR.get() {
         say!("firebreak: error: cannot write the output: {e}");
         if matches!(result, Ok(exit::OK)) {
@@ -240,12 +331,26 @@ fn finish(result: anyhow::Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            say!("firebreak: error: {e:#}");
             let code = if e.downcast_ref::<BadInput>().is_some() {
                 exit::BAD_INPUT
+            } else if e.downcast_ref::<session::Interrupted>().is_some() {
+                exit::INTERRUPTED
             } else {
                 exit::FAILED
             };
+            say!("firebreak: error: {e:#}");
+            if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut object = serde_json::json!({
+                    "error": e.to_string(),
+                    "cause": format!("{e:#}"),
+                    "exit": code,
+                });
+                if let Some(i) = e.downcast_ref::<session::Interrupted>() {
+                    object["finished"] = serde_json::json!(i.finished);
+                    object["finish_with"] = serde_json::json!(i.finish_with);
+                }
+                outln!("{object}");
+            }
             ExitCode::from(code)
         }
     }

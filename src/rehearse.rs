@@ -29,10 +29,13 @@ pub struct RehearseArgs {
     /// resources. Not needed against a local sandbox endpoint.
     #[arg(long, value_name = "ACCOUNT_ID")]
     pub sandbox_account: Option<String>,
+    /// Bucket of the case's evidence (default firebreak-evidence-ACCOUNT-REGION).
     #[arg(long, env = "FIREBREAK_EVIDENCE_BUCKET")]
     pub evidence_bucket: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
+    /// No progress lines on standard error.
     #[arg(long, short)]
     pub quiet: bool,
     #[command(flatten)]
@@ -94,8 +97,8 @@ fn result_check(name: &str, s: &Report) -> Check {
         name: name.to_string(),
         passed: summary::exit_code(s) == exit::OK,
         detail: format!(
-            "{:?}{}",
-            s.containment,
+            "{}{}",
+            firebreak_steps::rehearsal::plain(&s.containment),
             s.failures
                 .iter()
                 .map(|f| format!("; {}: {}", f.step, f.cause.as_deref().unwrap_or("")))
@@ -221,6 +224,9 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
             session.region
         );
     }
+    // Ctrl-C from here on stops the rehearsal where nothing is half done,
+    // and the decoy is still deleted on the way out (unless --keep).
+    session.stop_safely_on_interrupt();
     let d = decoy::create(&session.config, &spec)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -236,6 +242,9 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
         )
     );
     let phases = rehearse_phases(&session, &d, &case_id, &bucket, args.quiet).await;
+    let interrupted = phases
+        .as_ref()
+        .is_err_and(|e| e.downcast_ref::<crate::session::Interrupted>().is_some());
     let (contain, release, mut sections) = match phases {
         Ok(p) => p,
         Err(e) => (
@@ -296,7 +305,9 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
             outln!("{}", if report.passed { "PASSED" } else { "FAILED" });
         }
     }
-    Ok(if report.passed {
+    Ok(if interrupted {
+        exit::INTERRUPTED
+    } else if report.passed {
         exit::OK
     } else {
         exit::FAILED

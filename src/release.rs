@@ -33,10 +33,13 @@ pub struct ReleaseArgs {
     /// Change nothing: show the plan with DryRun verdicts.
     #[arg(long)]
     pub dry_run: bool,
+    /// Bucket of the case's evidence (default firebreak-evidence-ACCOUNT-REGION).
     #[arg(long, env = "FIREBREAK_EVIDENCE_BUCKET")]
     pub evidence_bucket: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
+    /// No progress lines on standard error.
     #[arg(long, short)]
     pub quiet: bool,
     #[command(flatten)]
@@ -44,6 +47,9 @@ pub struct ReleaseArgs {
 }
 
 pub async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
+    if args.output == OutputFormat::Json {
+        crate::json_errors();
+    }
     let (instance, given_case) = parse_ids(&args.instance, args.case.as_deref())?;
     let compiled =
         firebreak_playbooks::compile("ec2-release").map_err(|e| BadInput(e.to_string()))?;
@@ -56,8 +62,26 @@ pub async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
     let bucket = session
         .evidence_bucket(args.evidence_bucket.as_deref())
         .await?;
-    let open = session.open_case(&instance).await?;
-    let case = match (given_case, open) {
+    let _lock = match mode {
+        Mode::Live => Some(crate::session::lock_instance(&instance, "release").await?),
+        Mode::DryRun => None,
+    };
+    let tag = session.case_tag(&instance).await?;
+    if let Some(closed) = tag.released() {
+        if given_case.as_ref().is_none_or(|c| c == closed) {
+            say!(
+                "firebreak release: {instance} is already released (case {closed}): nothing to do"
+            );
+            if args.output == OutputFormat::Json {
+                outln!(
+                    "{}",
+                    serde_json::json!({"instance_id": instance.to_string(), "case_id": closed.to_string(), "already_released": true})
+                );
+            }
+            return Ok(crate::exit::OK);
+        }
+    }
+    let case = match (given_case, tag.open().cloned()) {
         (Some(c), _) => c,
         (None, Some(c)) => c,
         (None, None) => {
@@ -94,6 +118,12 @@ pub async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
             session.who.account_id,
             session.region
         );
+    }
+    if mode == Mode::Live {
+        session.finish_with(format!(
+            "firebreak release --instance {instance} --case {case}"
+        ));
+        session.stop_safely_on_interrupt();
     }
     let run = session.run(&compiled, &input).await?;
     let report = run.report("ec2-release", &input.case, mode, session.started.elapsed());

@@ -12,7 +12,7 @@ use firebreak_steps::memory::{MemoryOptions, MAX_URL_EXPIRY_SECONDS};
 use firebreak_steps::tools::default_tools_bucket;
 use firebreak_steps::Mode;
 
-use crate::session::Session;
+use crate::session::{lock_instance, unfinished_run, Session};
 use crate::summary;
 use crate::{AwsArgs, BadInput};
 
@@ -113,6 +113,11 @@ pub struct RespondArgs {
     /// manifest in custody (takes time in proportion to the volumes' size).
     #[arg(long)]
     pub hash_snapshots: bool,
+    /// Go on when the preflight finds the playbook cannot do its job
+    /// (said as warnings): for example ec2-compromise without the
+    /// exemptions memory capture needs, or an SSM agent that is not online.
+    #[arg(long)]
+    pub force: bool,
     /// Summary format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
@@ -121,6 +126,50 @@ pub struct RespondArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub aws: AwsArgs,
+}
+
+/// Checks, before the first change, that the playbook can do its job on
+/// this instance; a problem stops the run with the fix (exit 2), unless
+/// `--force` (or a dry run, which says them and plans on).
+async fn preflight(
+    session: &Session,
+    args: &RespondArgs,
+    instance: &InstanceId,
+    mode: Mode,
+) -> anyhow::Result<()> {
+    let mut problems: Vec<String> = Vec::new();
+    if args.playbook == "ec2-compromise" {
+        if args.allow_https_to.is_empty() {
+            problems.push("ec2-compromise captures memory after isolation, through SSM and S3, but no --allow-https-to keeps them reachable: the host could never answer while the capture waits. Pass --allow-https-to with the security group of the SSM interface endpoints (ssm, ssmmessages, ec2messages) and the S3 gateway endpoint's prefix list (pl-...)".into());
+        }
+        match firebreak_steps::memory::agent_ping_status(&session.ctx, instance.as_str()).await {
+            Ok(Some(s)) if s == "Online" => {}
+            Ok(Some(s)) => problems.push(format!(
+                "the SSM agent of {instance} is {s}, not Online: memory capture cannot reach it; check the agent and its route to SSM, or run ec2-contain instead"
+            )),
+            Ok(None) => problems.push(format!(
+                "{instance} is not registered with SSM (no agent, an instance profile without AmazonSSMManagedInstanceCore, or no route to SSM): memory capture cannot run; fix that, or run ec2-contain instead"
+            )),
+            Err(e) => say!(
+                "firebreak: warning: cannot check the SSM agent of {instance} ({}); going on",
+                e.message
+            ),
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    if args.force || mode == Mode::DryRun {
+        for p in &problems {
+            say!("firebreak: warning (preflight): {p}");
+        }
+        return Ok(());
+    }
+    Err(BadInput(format!(
+        "preflight: nothing was changed: {} (--force goes on anyway)",
+        problems.join("; ")
+    ))
+    .into())
 }
 
 pub fn parse_ids(
@@ -137,10 +186,8 @@ pub fn parse_ids(
     Ok((instance, case))
 }
 
-pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
-    let (instance, given_case) = parse_ids(&args.instance, args.case.as_deref())?;
-    let compiled =
-        firebreak_playbooks::compile(&args.playbook).map_err(|e| BadInput(e.to_string()))?;
+/// The isolation exemptions asked for, each checked.
+fn exemptions(args: &RespondArgs) -> anyhow::Result<Vec<Exemption>> {
     let mut exemptions = Vec::new();
     for p in &args.allow_ssh_from {
         exemptions.push(Exemption::SshFrom(p.clone()));
@@ -152,98 +199,93 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
         e.validate()
             .map_err(|m| BadInput(format!("isolation exemption: {m}")))?;
     }
-    let mode = if args.dry_run {
-        Mode::DryRun
-    } else {
-        Mode::Live
-    };
-    let session = Session::open(&args.aws, mode, args.quiet).await?;
-    let bucket = session
-        .evidence_bucket(args.evidence_bucket.as_deref())
-        .await?;
+    Ok(exemptions)
+}
 
-    // The instance must exist before anything starts; its tags name the
-    // case still open for it.
-    let open = session.open_case(&instance).await?;
-    let (case, continuing) = match (given_case, open) {
+/// The case to run under, and whether it continues the one the instance
+/// is tagged with: a released case stays closed, an open one is named.
+fn choose_case(
+    instance: &InstanceId,
+    given: Option<CaseId>,
+    tag: &firebreak_steps::ec2::CaseTag,
+) -> anyhow::Result<(CaseId, bool)> {
+    if let (Some(c), Some(closed)) = (&given, tag.released()) {
+        if c == closed {
+            return Err(BadInput(format!(
+                "case {c} was released ({instance} is tagged {}=released): a released case stays closed, since its record is the state before an earlier incident; omit --case to open a new case",
+                firebreak_steps::tags::STATUS
+            ))
+            .into());
+        }
+    }
+    Ok(match (given, tag.open().cloned()) {
         (Some(c), Some(o)) if c != o => {
             return Err(BadInput(format!(
                 "{instance} is contained under case {o}: continue that case (omit --case or pass --case {o}), or release it before opening {c}"
             ))
             .into())
         }
-        (Some(c), open) => {
-            let same = open.is_some();
-            (c, same)
-        }
+        (Some(c), open) => (c, open.is_some()),
         (None, Some(c)) => (c, true),
-        (None, None) => (CaseId::generate(Utc::now(), &instance), false),
-    };
-    let evidence_lock = session
-        .evidence_lock(
-            &bucket,
-            args.retention_days,
-            args.kms_key_id.clone(),
-            args.custody_key.as_deref(),
-        )
-        .await?;
-    let input = CaseFile {
-        case: CaseInfo {
-            case_id: case.to_string(),
-            instance_id: instance.to_string(),
-            account_id: session.who.account_id.clone(),
-            region: session.region.clone(),
-            opened_at: Utc::now(),
-            actor: session.who.arn.clone(),
-            evidence_bucket: bucket,
-            evidence_lock,
+        (None, None) => (CaseId::generate(Utc::now(), instance), false),
+    })
+}
+
+fn case_options(args: &RespondArgs, session: &Session, exemptions: Vec<Exemption>) -> CaseOptions {
+    CaseOptions {
+        asg_mode: match args.asg_mode {
+            AsgModeArg::Standby => AsgMode::Standby,
+            AsgModeArg::Detach => AsgMode::Detach,
         },
-        options: CaseOptions {
-            asg_mode: match args.asg_mode {
-                AsgModeArg::Standby => AsgMode::Standby,
-                AsgModeArg::Detach => AsgMode::Detach,
-            },
-            isolation_exemptions: exemptions,
-            credential_deny: DenyOnRelease::Auto,
-            forensic_copy: match (&args.forensic_region, &args.forensic_kms_key) {
-                (Some(region), Some(key)) => Some(ForensicCopy {
-                    region: region.clone(),
-                    kms_key_id: key.clone(),
-                    account_id: args.forensic_account.clone(),
-                    role_arn: args.forensic_role_arn.clone(),
-                }),
-                _ => None,
-            },
-            memory: MemoryOptions {
-                tools_bucket: args.tools_bucket.clone().unwrap_or_else(|| {
-                    default_tools_bucket(&session.who.account_id, &session.region)
-                }),
-                part_size_mib: args.memory_part_size_mib,
-                url_expiry_seconds: args.memory_url_expiry,
-                ..MemoryOptions::default()
-            },
-            hash_snapshots: args.hash_snapshots,
-            skip_nacl_cut: args.no_nacl_cut,
-            nacl_rule_limit: args.nacl_rule_limit,
+        isolation_exemptions: exemptions,
+        credential_deny: DenyOnRelease::Auto,
+        forensic_copy: match (&args.forensic_region, &args.forensic_kms_key) {
+            (Some(region), Some(key)) => Some(ForensicCopy {
+                region: region.clone(),
+                kms_key_id: key.clone(),
+                account_id: args.forensic_account.clone(),
+                role_arn: args.forensic_role_arn.clone(),
+            }),
+            _ => None,
         },
-    };
-    if !args.quiet {
-        say!(
-            "firebreak {}: {} on {instance} (account {}, region {}), case {case}{}",
-            if args.dry_run { "dry run" } else { "respond" },
-            args.playbook,
-            session.who.account_id,
-            session.region,
-            if continuing {
-                " (continuing the case the instance is tagged with)"
-            } else {
-                ""
-            },
-        );
+        memory: MemoryOptions {
+            tools_bucket: args
+                .tools_bucket
+                .clone()
+                .unwrap_or_else(|| default_tools_bucket(&session.who.account_id, &session.region)),
+            part_size_mib: args.memory_part_size_mib,
+            url_expiry_seconds: args.memory_url_expiry,
+            ..MemoryOptions::default()
+        },
+        hash_snapshots: args.hash_snapshots,
+        skip_nacl_cut: args.no_nacl_cut,
+        nacl_rule_limit: args.nacl_rule_limit,
     }
-    let run = match mode {
+}
+
+/// A dry run's refusals for want of the evidence bucket say the remedy.
+fn name_the_remedy(report: &mut firebreak_playbooks::report::Report, bucket: &str) {
+    let remedy = format!(
+        " (refused: the evidence bucket {bucket} does not exist; make it with `firebreak setup`)"
+    );
+    for f in &mut report.failures {
+        if f.cause.as_deref().is_some_and(|c| c.contains(bucket)) {
+            f.cause = f.cause.take().map(|c| c + &remedy);
+        }
+    }
+}
+
+/// Runs the playbook: journaled and safe to interrupt when live.
+async fn run_playbook(
+    session: &Session,
+    args: &RespondArgs,
+    compiled: &firebreak_workflows::compile::Compiled,
+    input: &CaseFile,
+    mode: Mode,
+) -> anyhow::Result<crate::session::Run> {
+    Ok(match mode {
         // A dry run changes nothing: there is nothing to resume.
-        Mode::DryRun => session.run(&compiled, &input).await?,
+        Mode::DryRun => session.run(compiled, input).await?,
         Mode::Live => {
             let runner = RespondRunner {
                 command: "respond".into(),
@@ -260,12 +302,107 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
                 output_json: args.output == OutputFormat::Json,
                 quiet: args.quiet,
             };
+            session.stop_safely_on_interrupt();
             session
-                .run_journaled(&compiled, &input, serde_json::to_value(&runner)?)
+                .run_journaled(compiled, input, serde_json::to_value(&runner)?)
+                .await?
+        }
+    })
+}
+
+pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
+    if args.output == OutputFormat::Json {
+        crate::json_errors();
+    }
+    let (instance, given_case) = parse_ids(&args.instance, args.case.as_deref())?;
+    let compiled =
+        firebreak_playbooks::compile(&args.playbook).map_err(|e| BadInput(e.to_string()))?;
+    let exemptions = exemptions(&args)?;
+    let mode = if args.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Live
+    };
+    let session = Session::open(&args.aws, mode, args.quiet).await?;
+    // One run per instance at a time: a second waits, then continues the
+    // first's case.
+    let _lock = match mode {
+        Mode::Live => Some(lock_instance(&instance, &format!("respond {}", args.playbook)).await?),
+        Mode::DryRun => None,
+    };
+    if mode == Mode::Live {
+        if let Some((path, start)) = unfinished_run(&instance, &session.who.account_id) {
+            return resume_unfinished(&session, &args, given_case, &path, start).await;
+        }
+    }
+    // The instance must exist before anything starts; its tags name the
+    // case still open for it.
+    let tag = session.case_tag(&instance).await?;
+    let (case, continuing) = choose_case(&instance, given_case, &tag)?;
+    preflight(&session, &args, &instance, mode).await?;
+    // A dry run plans without the bucket too: the steps that need it are
+    // refused in the plan, with the remedy.
+    let (bucket, bucket_exists) = match mode {
+        Mode::Live => (
+            session
+                .evidence_bucket(args.evidence_bucket.as_deref())
+                .await?,
+            true,
+        ),
+        Mode::DryRun => {
+            session
+                .evidence_bucket_named(args.evidence_bucket.as_deref())
                 .await?
         }
     };
-    let report = run.report(&args.playbook, &input.case, mode, session.started.elapsed());
+    if !bucket_exists {
+        say!("firebreak: the evidence bucket {bucket} does not exist (account {}, region {}): the plan marks the steps that need it as refused; make it with `firebreak setup` (or pass --evidence-bucket)", session.who.account_id, session.region);
+    }
+    let evidence_lock = if bucket_exists {
+        session
+            .evidence_lock(
+                &bucket,
+                args.retention_days,
+                args.kms_key_id.clone(),
+                args.custody_key.as_deref(),
+            )
+            .await?
+    } else {
+        firebreak_steps::evidence::Lock::default()
+    };
+    let input = CaseFile {
+        case: CaseInfo {
+            case_id: case.to_string(),
+            instance_id: instance.to_string(),
+            account_id: session.who.account_id.clone(),
+            region: session.region.clone(),
+            opened_at: Utc::now(),
+            actor: session.who.arn.clone(),
+            evidence_bucket: bucket,
+            evidence_lock,
+        },
+        options: case_options(&args, &session, exemptions),
+    };
+    if !args.quiet {
+        say!(
+            "firebreak {}: {} on {instance} (account {} as {}, region {}), case {case}{}",
+            if args.dry_run { "dry run" } else { "respond" },
+            args.playbook,
+            session.who.account_id,
+            session.who.arn,
+            session.region,
+            if continuing {
+                " (continuing the case the instance is tagged with)"
+            } else {
+                ""
+            },
+        );
+    }
+    let run = run_playbook(&session, &args, &compiled, &input, mode).await?;
+    let mut report = run.report(&args.playbook, &input.case, mode, session.started.elapsed());
+    if !bucket_exists {
+        name_the_remedy(&mut report, &input.case.evidence_bucket);
+    }
     summary::print(&report, args.output);
     let _ = std::io::stdout().flush();
     Ok(summary::exit_code(&report))
@@ -286,27 +423,32 @@ pub struct RespondRunner {
 /// Finishes a journaled `respond` (`firebreak resume`): the steps that
 /// finished are not run again. The summary is the whole run's, its AWS
 /// calls included (as the journal noted them; see `session::NotingRunner`).
+/// Where AWS is comes from the journal, unless `aws` says otherwise.
 pub async fn resume(
     journal: firebreak_workflows::exec::Journal,
     start: firebreak_workflows::exec::journal::Start,
+    aws: AwsArgs,
 ) -> anyhow::Result<u8> {
     let r: RespondRunner = serde_json::from_value(start.runner.clone())
         .map_err(|e| BadInput(format!("not a journal written by `firebreak respond`: {e}")))?;
+    if r.output_json {
+        crate::json_errors();
+    }
     let input: CaseFile = serde_json::from_value(start.input.clone())
         .map_err(|e| BadInput(format!("the journal's case file does not parse: {e}")))?;
     let aws = AwsArgs {
-        profile: r.profile.clone(),
-        region: r.region.clone(),
-        endpoint_url: r.endpoint_url.clone(),
+        profile: aws.profile.or(r.profile.clone()),
+        region: aws.region.or(r.region.clone()),
+        endpoint_url: aws.endpoint_url.or(r.endpoint_url.clone()),
+        debug: aws.debug,
     };
     let session = Session::open(&aws, Mode::Live, r.quiet).await?;
-    if session.who.account_id != input.case.account_id {
-        return Err(BadInput(format!(
-            "case {} is in account {}, but these credentials are for account {}",
-            input.case.case_id, input.case.account_id, session.who.account_id
-        ))
-        .into());
-    }
+    let instance: InstanceId = input
+        .case
+        .instance_id
+        .parse()
+        .map_err(|e: IdError| BadInput(e.to_string()))?;
+    let _lock = lock_instance(&instance, &format!("resume {}", start.config.name)).await?;
     if !r.quiet {
         say!(
             "firebreak respond (resumed): {} on {}, case {}",
@@ -315,21 +457,85 @@ pub async fn resume(
             input.case.case_id
         );
     }
-    let run = crate::session::resume_run(&session, journal, &start).await?;
-    let report = run.report(
-        &r.playbook,
-        &input.case,
-        Mode::Live,
-        session.started.elapsed(),
+    let output = if r.output_json {
+        OutputFormat::Json
+    } else {
+        OutputFormat::Human
+    };
+    finish_resumed(&session, journal, start, &r.playbook, output).await
+}
+
+/// `respond` on an instance whose earlier run on this machine did not end
+/// (interrupted, killed): that run is resumed, under its case.
+async fn resume_unfinished(
+    session: &Session,
+    args: &RespondArgs,
+    given_case: Option<CaseId>,
+    path: &std::path::Path,
+    start: firebreak_workflows::exec::journal::Start,
+) -> anyhow::Result<u8> {
+    let name = start.config.name.clone();
+    let case = start
+        .input
+        .pointer("/case/case_id")
+        .and_then(|c| c.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let playbook = start
+        .runner
+        .get("playbook")
+        .and_then(|p| p.as_str())
+        .unwrap_or_default()
+        .to_string();
+    if given_case.as_ref().is_some_and(|c| c.as_str() != case) || playbook != args.playbook {
+        return Err(BadInput(format!(
+            "{} has an unfinished {playbook} run {name} of case {case} (started {}): finish it first with `firebreak resume {name}` (or run `firebreak respond --instance {} --playbook {playbook}` without --case)",
+            args.instance, start.start_time, args.instance
+        ))
+        .into());
+    }
+    say!(
+        "firebreak respond: {} has an unfinished run {name} of case {case} (started {}, interrupted or killed): resuming it",
+        args.instance,
+        start.start_time
     );
-    summary::print(
-        &report,
-        if r.output_json {
-            OutputFormat::Json
-        } else {
-            OutputFormat::Human
-        },
-    );
+    let (journal, start) =
+        firebreak_workflows::exec::Journal::open(path).map_err(|e| BadInput(e.to_string()))?;
+    if session.who.account_id
+        != start
+            .input
+            .pointer("/case/account_id")
+            .and_then(|a| a.as_str())
+            .unwrap_or_default()
+    {
+        return Err(BadInput(format!(
+            "case {case} is in another account than these credentials"
+        ))
+        .into());
+    }
+    finish_resumed(session, journal, start, &playbook, args.output).await
+}
+
+async fn finish_resumed(
+    session: &Session,
+    journal: firebreak_workflows::exec::Journal,
+    start: firebreak_workflows::exec::journal::Start,
+    playbook: &str,
+    output: OutputFormat,
+) -> anyhow::Result<u8> {
+    let input: CaseFile = serde_json::from_value(start.input.clone())
+        .map_err(|e| BadInput(format!("the journal's case file does not parse: {e}")))?;
+    if session.who.account_id != input.case.account_id {
+        return Err(BadInput(format!(
+            "case {} is in account {}, but these credentials are for account {}",
+            input.case.case_id, input.case.account_id, session.who.account_id
+        ))
+        .into());
+    }
+    session.stop_safely_on_interrupt();
+    let run = crate::session::resume_run(session, journal, &start).await?;
+    let report = run.report(playbook, &input.case, Mode::Live, session.started.elapsed());
+    summary::print(&report, output);
     let _ = std::io::stdout().flush();
     Ok(summary::exit_code(&report))
 }

@@ -228,15 +228,14 @@ async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
             call.state_name
         )));
     };
-    std::fs::create_dir_all(tokens_dir())
-        .map_err(|e| failed(format!("cannot make {}: {e}", tokens_dir().display())))?;
+    crate::session::private_dir(&tokens_dir()).map_err(|e| failed(format!("{e:#}")))?;
     let record = json!({
         "execution": call.context.context().pointer("/Execution/Name"),
         "state": call.state_name,
         "resource": call.resource,
         "input": call.input,
     });
-    std::fs::write(&pending, record.to_string())
+    crate::session::write_private(&pending, record.to_string().as_bytes())
         .map_err(|e| failed(format!("cannot write {}: {e}", pending.display())))?;
     say!(
         "firebreak: state '{}' waits for its task token; answer with\n  firebreak task-success {token} --output '{{...}}'\n  firebreak task-failure {token} --error ERROR --cause CAUSE{}",
@@ -325,6 +324,7 @@ pub struct TaskFailureArgs {
 /// The file `suffix` of a token that a run is waiting on; bad input when
 /// the token is malformed or nobody waits for it.
 fn waiting_token(token: &str, suffix: &str) -> anyhow::Result<PathBuf> {
+    crate::session::secure_state_dir()?;
     let (Some(pending), Some(file)) = (token_file(token, ".json"), token_file(token, suffix))
     else {
         return Err(bad(format!("{token:?} is not a task token")));
@@ -346,7 +346,7 @@ fn answer_token(token: &str, answer: &Value) -> anyhow::Result<u8> {
     }
     // Written whole, then renamed: the waiting run never reads half of it.
     let tmp = tokens_dir().join(format!("{token}.answer.tmp"));
-    std::fs::write(&tmp, answer.to_string())
+    crate::session::write_private(&tmp, answer.to_string().as_bytes())
         .and_then(|()| std::fs::rename(&tmp, &done))
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", done.display()))?;
     Ok(exit::OK)
@@ -362,7 +362,7 @@ pub struct TaskHeartbeatArgs {
 pub fn task_heartbeat(args: TaskHeartbeatArgs) -> anyhow::Result<u8> {
     let beat = waiting_token(&args.token, ".heartbeat")?;
     // The file's modification time is the heartbeat.
-    std::fs::write(&beat, chrono::Utc::now().to_rfc3339())
+    crate::session::write_private(&beat, chrono::Utc::now().to_rfc3339().as_bytes())
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", beat.display()))?;
     Ok(exit::OK)
 }
@@ -723,6 +723,7 @@ async fn step_runner(r: &Runner) -> anyhow::Result<(StepRunner, Session)> {
         profile: r.profile.clone(),
         region: r.region.clone(),
         endpoint_url: r.endpoint_url.clone(),
+        debug: false,
     };
     let session = Session::open(&aws, Mode::Live, false).await?;
     let mut runner = session.step_runner();
@@ -760,6 +761,33 @@ pub struct ResumeArgs {
     /// Add the execution history to the output.
     #[arg(long)]
     pub history: bool,
+    /// For a `respond` run: where AWS is, when not where the run went
+    /// (by default the run's own profile, region and endpoint).
+    #[command(flatten)]
+    pub aws: crate::AwsArgs,
+}
+
+/// The journal of a case's latest run that did not end (`firebreak resume
+/// CASE`), among those `respond` wrote under the state directory.
+fn latest_unfinished_of_case(case: &str) -> Option<PathBuf> {
+    let prefix = format!("{case}-");
+    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(state_dir().join("executions"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "jsonl")
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .filter_map(|p| {
+            let (start, ended) = Journal::peek(&p).ok()?;
+            (!ended).then_some((start.start_time, p))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p)
 }
 
 /// `firebreak resume`: reads the journal first, since a fast-clock run
@@ -771,6 +799,13 @@ pub fn resume_main(args: ResumeArgs) -> anyhow::Result<u8> {
         check_name(&args.execution)?;
         journal_path(&args.execution)
     };
+    crate::session::secure_state_dir()?;
+    // A case id: its latest run that did not end.
+    let path = if !path.is_file() && !Journal::broken_path(&path).exists() {
+        latest_unfinished_of_case(&args.execution).unwrap_or(path)
+    } else {
+        path
+    };
     if !path.is_file() && !Journal::broken_path(&path).exists() {
         return Err(bad(format!(
             "no journal for execution {:?} at {} (runs are journaled under FIREBREAK_STATE_DIR, now {})",
@@ -781,7 +816,7 @@ pub fn resume_main(args: ResumeArgs) -> anyhow::Result<u8> {
     }
     let (journal, start) = Journal::open(&path).map_err(|e| bad(e.to_string()))?;
     if start.runner.get("command").and_then(Value::as_str) == Some("respond") {
-        return runtime(false)?.block_on(crate::respond::resume(journal, start));
+        return runtime(false)?.block_on(crate::respond::resume(journal, start, args.aws));
     }
     let runner: Runner = serde_json::from_value(start.runner.clone()).map_err(|e| {
         bad(format!(

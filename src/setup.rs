@@ -28,6 +28,7 @@ pub struct SetupArgs {
     /// KMS key for default encryption (SSE-KMS); SSE-S3 otherwise.
     #[arg(long)]
     pub kms_key_id: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
     #[command(flatten)]

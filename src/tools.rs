@@ -17,6 +17,7 @@ pub struct ToolsArgs {
     /// missing).
     #[arg(long, env = "FIREBREAK_TOOLS_BUCKET", global = true)]
     pub tools_bucket: Option<String>,
+    /// Output format.
     #[arg(long, value_enum, default_value = "human", global = true)]
     pub output: OutputFormat,
     #[command(flatten)]

@@ -183,6 +183,9 @@ impl Report {
         line(format!(
             "Result: {} in {:.1} s",
             match self.containment {
+                Containment::Complete if self.playbook == "ec2-release" => "RELEASED",
+                Containment::Partial if self.playbook == "ec2-release" =>
+                    "release PARTIAL (see failures)",
                 Containment::Complete => "containment COMPLETE",
                 Containment::Partial => "containment PARTIAL (see failures)",
                 Containment::Failed => "execution FAILED",
@@ -263,7 +266,14 @@ impl Report {
                         if iso.exemptions.is_empty() {
                             "no rules".to_string()
                         } else {
-                            format!("only {:?}", iso.exemptions)
+                            format!(
+                                "only {}",
+                                iso.exemptions
+                                    .iter()
+                                    .map(ToString::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
                         },
                         match &g.transition_group_id {
                             Some(t) => format!(", through transition group {t} (deleted after)"),
@@ -577,6 +587,12 @@ impl Report {
                 }
                 for n in &r.notes {
                     line(format!("        note: {n}"));
+                }
+                if let Some(until) = r.credential_deny_kept_until {
+                    line(format!(
+                        "        the deny on credentials issued before containment is KEPT until {} (they may be valid until then): release again after it, or with --remove-credential-deny",
+                        until.format("%Y-%m-%d %H:%M:%SZ")
+                    ));
                 }
                 line(
                     "        verified: the instance matches the record (firebreak tags aside)"

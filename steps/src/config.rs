@@ -33,6 +33,36 @@ pub enum ConfigError {
     NoRegion,
     #[error("invalid endpoint URL {url:?}: it must start with http:// or https://")]
     BadEndpoint { url: String },
+    #[error("the AWS profile {name:?} does not exist in the AWS config or credentials files (profiles found: {known}); check --profile or run `aws configure --profile {name}`")]
+    NoProfile { name: String, known: String },
+    #[error("cannot read the AWS config files for profile {name:?}: {message}")]
+    ProfileFiles { name: String, message: String },
+}
+
+/// Checks a named profile exists in the config and credentials files.
+async fn check_profile(name: &str) -> Result<(), ConfigError> {
+    use aws_runtime::env_config::file::EnvConfigFiles;
+    use aws_types::os_shim_internal::{Env, Fs};
+    let set =
+        aws_config::profile::load(&Fs::real(), &Env::real(), &EnvConfigFiles::default(), None)
+            .await
+            .map_err(|e| ConfigError::ProfileFiles {
+                name: name.to_string(),
+                message: e.to_string(),
+            })?;
+    if set.get_profile(name).is_some() {
+        return Ok(());
+    }
+    let mut known: Vec<&str> = set.profiles().collect();
+    known.sort_unstable();
+    Err(ConfigError::NoProfile {
+        name: name.to_string(),
+        known: if known.is_empty() {
+            "none".into()
+        } else {
+            known.join(", ")
+        },
+    })
 }
 
 /// Loads the SDK configuration.
@@ -45,7 +75,14 @@ pub async fn load(opts: &AwsOptions) -> Result<SdkConfig, ConfigError> {
             .build(),
     );
     if let Some(p) = &opts.profile {
-        loader = loader.profile_name(p);
+        // As with the AWS CLI, a named profile wins over credentials in
+        // the environment (the SDK's default chain reads those first).
+        check_profile(p).await?;
+        loader = loader.profile_name(p).credentials_provider(
+            aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .profile_name(p)
+                .build(),
+        );
     }
     if let Some(r) = &opts.region {
         loader = loader.region(Region::new(r.clone()));
@@ -77,8 +114,12 @@ pub struct Identity {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the AWS identity (sts:GetCallerIdentity): {0}; check the credentials, profile and endpoint")]
-pub struct IdentityError(String);
+#[error("cannot read the AWS identity (sts:GetCallerIdentity): {message}")]
+pub struct IdentityError {
+    message: String,
+    /// The SDK's whole error, for `--debug`.
+    pub debug: String,
+}
 
 pub async fn identity(config: &SdkConfig) -> Result<Identity, IdentityError> {
     let out = aws_sdk_sts::Client::new(config)
@@ -86,7 +127,20 @@ pub async fn identity(config: &SdkConfig) -> Result<Identity, IdentityError> {
         .send()
         .await
         .map_err(|e| {
-            IdentityError(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
+            let code = e
+                .as_service_error()
+                .and_then(aws_smithy_types::error::metadata::ProvideErrorMetadata::code)
+                .map(|c| format!("{c}: "))
+                .unwrap_or_default();
+            let message = e
+                .as_service_error()
+                .and_then(aws_smithy_types::error::metadata::ProvideErrorMetadata::message)
+                .map(str::to_string)
+                .unwrap_or_else(|| crate::error::explain(&e));
+            IdentityError {
+                message: format!("{code}{message}"),
+                debug: format!("{e:?}"),
+            }
         })?;
     Ok(Identity {
         account_id: out.account().unwrap_or_default().to_string(),

@@ -122,6 +122,80 @@ impl AwsClients {
     }
 }
 
+/// An operator's interrupt (Ctrl-C, SIGTERM) as the steps see it: a step
+/// marks the moments that must not be cut short (an interface on the
+/// allow-all transition group) as critical; an interrupted run stops only
+/// outside them, and a critical section asked for after the interrupt
+/// never starts.
+#[derive(Debug, Default)]
+pub struct Interrupt {
+    /// (interrupt requested, critical sections open), under one lock so a
+    /// section cannot open between the check and the stop.
+    state: Mutex<(bool, usize)>,
+    changed: tokio::sync::Notify,
+}
+
+/// An open critical section; dropping it closes it.
+#[derive(Debug)]
+pub struct Critical {
+    of: Arc<Interrupt>,
+}
+
+impl Drop for Critical {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.of.state.lock() {
+            s.1 = s.1.saturating_sub(1);
+        }
+        self.of.changed.notify_waiters();
+    }
+}
+
+impl Interrupt {
+    /// Opens a critical section; after an interrupt it waits forever (the
+    /// run is being stopped, and nothing new must start).
+    pub async fn critical(self: &Arc<Self>) -> Critical {
+        {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if !s.0 {
+                s.1 += 1;
+                return Critical { of: self.clone() };
+            }
+        }
+        std::future::pending().await
+    }
+
+    /// Asks the run to stop; says whether a critical section is open.
+    pub fn request(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = true;
+        let busy = s.1 > 0;
+        drop(s);
+        self.changed.notify_waiters();
+        busy
+    }
+
+    pub fn requested(&self) -> bool {
+        self.state.lock().map(|s| s.0).unwrap_or(true)
+    }
+
+    /// Returns once an interrupt was asked for and no critical section is
+    /// open: the moment the run may be dropped.
+    pub async fn stoppable(&self) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if s.0 && s.1 == 0 {
+                    return;
+                }
+            }
+            changed.await;
+        }
+    }
+}
+
 /// Everything a step runs with.
 #[derive(Clone)]
 pub struct StepContext {
@@ -130,6 +204,8 @@ pub struct StepContext {
     pub account_id: String,
     pub region: String,
     pub calls: CallLog,
+    /// The operator's interrupt (see [`Interrupt`]).
+    pub interrupt: Arc<Interrupt>,
     progress: Option<ProgressFn>,
 }
 
@@ -151,6 +227,7 @@ impl StepContext {
             account_id,
             region,
             calls: CallLog::default(),
+            interrupt: Arc::new(Interrupt::default()),
             progress: None,
         }
     }

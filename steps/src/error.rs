@@ -112,7 +112,7 @@ where
         .as_service_error()
         .and_then(|e| e.message())
         .map(str::to_string)
-        .unwrap_or_else(|| aws_smithy_types::error::display::DisplayErrorContext(&err).to_string());
+        .unwrap_or_else(|| explain(&err));
     let name = match (&err, code.as_deref()) {
         (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _) => ErrorName::AwsUnavailable,
         (_, Some(c)) if THROTTLING_CODES.contains(&c) => ErrorName::Throttled,
@@ -132,4 +132,51 @@ where
     };
     let code = code.map(|c| format!("{c}: ")).unwrap_or_default();
     StepError::new(name, format!("{call} failed: {code}{detail}"))
+}
+
+/// The messages of an error and its sources, joined with ": " (a source
+/// whose message the previous one already holds is left out). Unlike the
+/// SDK's `DisplayErrorContext`, no Debug structure is added.
+pub fn error_chain(e: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let m = err.to_string();
+        if !m.is_empty() && !parts.last().is_some_and(|p| p.contains(&m)) {
+            parts.push(m);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
+/// One sentence a person can act on for an AWS error that is not an
+/// answer from the service: no credentials, an expired SSO session, an
+/// endpoint that does not answer (the SDK's own Debug structures are left
+/// to `--debug`).
+pub fn explain<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: StdError + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let chain = error_chain(err);
+    let lower = chain.to_lowercase();
+    match err {
+        _ if lower.contains("sso") && (lower.contains("expired") || lower.contains("token")) => format!(
+            "the SSO session has expired or is missing: sign in again with `aws sso login --profile PROFILE` ({chain})"
+        ),
+        _ if lower.contains("credential") => format!(
+            "no usable AWS credentials: firebreak looked in the environment (AWS_ACCESS_KEY_ID), the profile's entries in ~/.aws/credentials and ~/.aws/config (SSO, credential_process, role), the container and instance metadata; set credentials or pass --profile ({chain})"
+        ),
+        SdkError::TimeoutError(_) => format!(
+            "AWS did not answer within the time limit: check the network and --endpoint-url ({chain})"
+        ),
+        SdkError::DispatchFailure(d) if d.is_timeout() => format!(
+            "the endpoint did not answer within 5 seconds: check the network, the region and --endpoint-url ({chain})"
+        ),
+        SdkError::DispatchFailure(d) if d.is_io() => format!(
+            "cannot connect to the AWS endpoint: check the network, the region and --endpoint-url ({chain})"
+        ),
+        _ => chain,
+    }
 }

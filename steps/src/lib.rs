@@ -8,6 +8,7 @@
 pub mod analysis;
 pub mod autoscaling;
 pub mod case;
+pub mod cases;
 pub mod config;
 pub mod context;
 pub mod custody;

@@ -2012,3 +2012,41 @@ mod tests {
         }
     }
 }
+
+/// Whether the SSM agent of an instance answers (`Online`), as
+/// DescribeInstanceInformation says: `Ok(Some(status))` with its
+/// PingStatus, `Ok(None)` when the instance is not registered with SSM
+/// (no agent, no instance profile allowing it, or no route to SSM).
+pub async fn agent_ping_status(
+    ctx: &StepContext,
+    instance: &str,
+) -> Result<Option<String>, StepError> {
+    let log = ctx.log("preflight");
+    log.read(
+        "ssm:DescribeInstanceInformation",
+        format!("Filters=[InstanceIds={instance}]"),
+    );
+    let out = ctx
+        .aws
+        .ssm
+        .describe_instance_information()
+        .filters(
+            aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
+                .key("InstanceIds")
+                .values(instance)
+                .build()
+                .map_err(|e| StepError::invalid_input(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| crate::error::aws_error("ssm:DescribeInstanceInformation", e))?;
+    Ok(out
+        .instance_information_list()
+        .iter()
+        .find(|i| i.instance_id() == Some(instance))
+        .map(|i| {
+            i.ping_status()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "unknown".into())
+        }))
+}

@@ -111,7 +111,7 @@ pub async fn contained(
     out.push(check(
         "every interface carries only the isolation group (read per interface)",
         one_group && enis.len() == decoy.network_interface_ids.len(),
-        format!("{enis:?}"),
+        plain(&enis),
     ));
     if let Some(g) = iso_groups.first() {
         let d = ec2
@@ -146,13 +146,13 @@ pub async fn contained(
         out.push(check(
             "the Elastic IP is disassociated (allocation kept)",
             assoc.is_none() && !a.addresses().is_empty(),
-            format!("{alloc}: association {assoc:?}"),
+            format!("{alloc}: association {}", plain(&assoc)),
         ));
     }
     out.push(check(
         "the instance profile is no longer associated",
         now.instance_profile.is_none(),
-        format!("{:?}", now.instance_profile),
+        plain(&now.instance_profile),
     ));
     if let Some(role) = &decoy.role_name {
         let r = policies::read_role(ctx, &log, role).await?;
@@ -170,7 +170,7 @@ pub async fn contained(
         out.push(check(
             "the role's deny names this instance with a cut-off at containment, within IAM's quotas",
             cutoff_ok && chars.iter().all(|c| *c <= crate::iam::denies::MANAGED_POLICY_MAX_CHARS),
-            format!("{role}: {cutoff:?}, policy sizes {chars:?}"),
+            format!("{role}: cut-off {}, policy sizes {}", plain(&cutoff), plain(&chars)),
         ));
     }
     if let Some(second) = &decoy.second_instance_id {
@@ -199,14 +199,14 @@ pub async fn contained(
             asg.is_some_and(|a| {
                 a.lifecycle_state == "Standby" && a.protected_from_scale_in == Some(true)
             }),
-            format!("{asg:?}"),
+            plain(&asg),
         ));
     }
     if decoy.target_group_arn.is_some() {
         out.push(check(
             "deregistered from its target group",
             now.target_groups.is_empty(),
-            format!("{:?}", now.target_groups),
+            plain(&now.target_groups),
         ));
     }
     out.push(check(
@@ -214,8 +214,9 @@ pub async fn contained(
         now.disable_api_termination == Some(true)
             && now.shutdown_behavior.as_deref() == Some("stop"),
         format!(
-            "{:?} / {:?}",
-            now.disable_api_termination, now.shutdown_behavior
+            "termination protection {} / shutdown behaviour {}",
+            plain(&now.disable_api_termination),
+            plain(&now.shutdown_behavior)
         ),
     ));
     out.push(check(
@@ -223,19 +224,18 @@ pub async fn contained(
         now.volumes
             .iter()
             .all(|v| v.delete_on_termination == Some(false)),
-        format!(
-            "{:?}",
-            now.volumes
+        plain(
+            &now.volumes
                 .iter()
                 .map(|v| (&v.volume_id, v.delete_on_termination))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>(),
         ),
     ));
     out.push(check(
         "tagged with the case, status contained",
         now.tags.get(crate::tags::CASE).map(String::as_str) == Some(case)
             && now.tags.get(crate::tags::STATUS).map(String::as_str) == Some("contained"),
-        format!("{:?}", now.tags),
+        plain(&now.tags),
     ));
     let snaps = ec2
         .describe_snapshots()
@@ -263,7 +263,7 @@ pub async fn contained(
     out.push(check(
         "every volume has a completed snapshot tagged with the case",
         all && snapped.len() == decoy.volume_ids.len(),
-        format!("{snapped:?}"),
+        plain(&snapped),
     ));
     let record = load_record(ctx, &log, bucket, case, &decoy.instance_id).await;
     out.push(check(
@@ -317,13 +317,44 @@ pub async fn released(
         out.push(check(
             "the deny is removed from the role",
             left.is_empty(),
-            format!("still on {left:?}"),
+            format!("still on {}", plain(&left)),
         ));
     }
     out.push(check(
         "tagged released",
         after.tags.get(crate::tags::STATUS).map(String::as_str) == Some("released"),
-        format!("{:?}", after.tags.get(crate::tags::STATUS)),
+        plain(&after.tags.get(crate::tags::STATUS)),
     ));
     Ok(out)
+}
+
+/// A value as a person reads it, without Rust's Debug syntax: strings
+/// bare, `none` for nothing, a list's items separated by `; `, a pair
+/// `first: second`, an object `key=value`.
+pub fn plain(v: &impl serde::Serialize) -> String {
+    fn render(v: &serde_json::Value, depth: usize) -> String {
+        use serde_json::Value;
+        match v {
+            Value::Null => "none".into(),
+            Value::String(s) => s.clone(),
+            Value::Array(a) if a.is_empty() => "none".into(),
+            Value::Array(a) if depth > 0 && a.len() == 2 && a[0].is_string() => {
+                format!("{}: {}", render(&a[0], depth + 1), render(&a[1], depth + 1))
+            }
+            Value::Array(a) => a
+                .iter()
+                .map(|x| render(x, depth + 1))
+                .collect::<Vec<_>>()
+                .join(if depth == 0 { "; " } else { ", " }),
+            Value::Object(o) => o
+                .iter()
+                .map(|(k, x)| format!("{k}={}", render(x, depth + 1)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => other.to_string(),
+        }
+    }
+    serde_json::to_value(v)
+        .map(|v| render(&v, 0))
+        .unwrap_or_else(|e| format!("(cannot show: {e})"))
 }

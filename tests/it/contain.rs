@@ -430,6 +430,18 @@ fn sandbox_rehearse_passes_every_check() {
         .map(|s| s["checks"].as_array().unwrap().len())
         .sum();
     assert!(n >= 19, "{n} checks");
+    // AND no Rust Debug formatting reaches the reader
+    for detail in report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["checks"].as_array().unwrap())
+        .map(|c| c["detail"].as_str().unwrap())
+    {
+        for debug in ["Some(", "None", "(\"", "\", \"", "{\""] {
+            assert!(!detail.contains(debug), "{debug} in {detail:?}");
+        }
+    }
 }
 
 #[tokio::test]

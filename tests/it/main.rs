@@ -20,6 +20,7 @@ mod holes;
 mod host;
 mod infra;
 mod memory;
+mod operator;
 mod respond;
 mod run_cli;
 mod sfn_moto;

@@ -788,6 +788,9 @@ async fn sandbox_ec2_compromise_contains_captures_memory_and_analyses_it() {
             tools_bucket(),
             "--memory-part-size-mib",
             "5",
+            // The sandbox host needs no route (the test plays it) and moto
+            // has no DescribeInstanceInformation: past the preflight.
+            "--force",
             "--output",
             "json",
             "-q",

@@ -191,6 +191,15 @@ pub enum Exemption {
     HttpsTo(String),
 }
 
+impl std::fmt::Display for Exemption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exemption::SshFrom(p) => write!(f, "SSH in from {p}"),
+            Exemption::HttpsTo(p) => write!(f, "HTTPS out to {p}"),
+        }
+    }
+}
+
 impl Exemption {
     pub fn peer(&self) -> &str {
         match self {
@@ -948,6 +957,9 @@ async fn move_interfaces(
     groups: &[VpcIsolationGroups],
 ) -> Round {
     let mut round = Round::default();
+    // From the first move to the last, an interrupt waits: an interface
+    // must never be left on the allow-all group.
+    let _critical = ctx.interrupt.critical().await;
     let group_of = |vpc: &str| groups.iter().find(|g| g.vpc_id == vpc);
     let mut second: Vec<&Move> = Vec::new();
     for m in moves {
@@ -1432,6 +1444,17 @@ impl Step for IsolateNetwork {
         isolate_rounds(ctx, &log, &w, enis, &mut groups, &mut p).await?;
         let mut transition_groups_left = Vec::new();
         if !ctx.is_dry_run() {
+            // A transition group of this case that an earlier run left
+            // (stopped after its moves, before the delete) goes too.
+            let transition = Role::Transition(case.to_string());
+            for g in groups
+                .iter_mut()
+                .filter(|g| g.transition_group_id.is_none())
+            {
+                if let Some(left) = find_group(ctx, &log, &g.vpc_id, &transition).await? {
+                    g.transition_group_id = left.group_id().map(str::to_string);
+                }
+            }
             for g in &groups {
                 if let Some(tr) = &g.transition_group_id {
                     transition_groups_left.extend(delete_group(ctx, &log, tr).await);

@@ -32,7 +32,7 @@ pub use release::{
 pub use snapshot::{
     AwaitSnapshots, SnapshotIds, SnapshotProgress, SnapshotRef, SnapshotSet, SnapshotVolumes,
 };
-pub use tag::{open_case, CaseStatus, TagInstance, TagInstanceInput, TagOutput};
+pub use tag::{case_tag, open_case, CaseStatus, CaseTag, TagInstance, TagInstanceInput, TagOutput};
 
 use aws_sdk_ec2::types::{Filter, Instance, Tag};
 use firebreak_workflows::ErrorName;

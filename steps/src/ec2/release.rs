@@ -1079,6 +1079,9 @@ impl Step for ReleaseInstance {
         };
         let rec = &sealed.record;
         let now = read_live_state(ctx, &log, &id).await?;
+        // An interrupt waits for the whole restore: stopping between the
+        // groups and the return to service would leave it half released.
+        let critical = ctx.interrupt.critical().await;
         let mut changes = Changes {
             ctx,
             log: ctx.log(Self::NAME),
@@ -1097,6 +1100,7 @@ impl Step for ReleaseInstance {
             },
         )
         .await;
+        drop(critical);
         let actions = changes.actions;
         let notes = changes.notes;
         let kept_until = match restored {

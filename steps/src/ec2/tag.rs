@@ -163,13 +163,42 @@ impl Step for TagInstance {
     }
 }
 
-/// The case an instance is tagged with, if it is still open (contained or
-/// containment failed, not released): lets `respond` without `--case`
-/// continue it. A released instance starts a new case, with new evidence.
-pub async fn open_case(
+/// The case an instance is tagged with and where it stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CaseTag {
+    pub case: Option<crate::case::CaseId>,
+    /// The `firebreak:status` tag (`contained`, `released`, ...).
+    pub status: Option<String>,
+}
+
+impl CaseTag {
+    /// The case, if it is still open (contained or containment failed,
+    /// not released): `respond` without `--case` continues it. A released
+    /// instance starts a new case, with new evidence.
+    pub fn open(&self) -> Option<&crate::case::CaseId> {
+        let open = matches!(
+            self.status.as_deref(),
+            Some(s) if s == CaseStatus::Contained.as_str()
+                || s == CaseStatus::ContainmentFailed.as_str()
+                || s == CaseStatus::ReleaseFailed.as_str()
+        );
+        self.case.as_ref().filter(|_| open)
+    }
+
+    /// The case, if it was released (closed).
+    pub fn released(&self) -> Option<&crate::case::CaseId> {
+        self.case
+            .as_ref()
+            .filter(|_| self.status.as_deref() == Some(CaseStatus::Released.as_str()))
+    }
+}
+
+/// Reads the instance's case tags (failing with `InstanceNotFound` when
+/// there is no such instance).
+pub async fn case_tag(
     ctx: &StepContext,
     id: &crate::case::InstanceId,
-) -> Result<Option<crate::case::CaseId>, StepError> {
+) -> Result<CaseTag, StepError> {
     let log = ctx.log("respond");
     let instance = describe_instance(ctx, &log, id).await?;
     let tag = |key: &str| {
@@ -180,15 +209,17 @@ pub async fn open_case(
             .and_then(|t| t.value())
             .map(str::to_string)
     };
-    let open = matches!(
-        tag(tags::STATUS).as_deref(),
-        Some(s) if s == CaseStatus::Contained.as_str()
-            || s == CaseStatus::ContainmentFailed.as_str()
-            || s == CaseStatus::ReleaseFailed.as_str()
-    );
-    Ok(if open {
-        tag(tags::CASE).and_then(|v| v.parse().ok())
-    } else {
-        None
+    Ok(CaseTag {
+        case: tag(tags::CASE).and_then(|v| v.parse().ok()),
+        status: tag(tags::STATUS),
     })
+}
+
+/// The case an instance is tagged with, if it is still open (see
+/// [`CaseTag::open`]).
+pub async fn open_case(
+    ctx: &StepContext,
+    id: &crate::case::InstanceId,
+) -> Result<Option<crate::case::CaseId>, StepError> {
+    Ok(case_tag(ctx, id).await?.open().cloned())
 }

@@ -46,6 +46,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -229,7 +230,13 @@ impl Journal {
             source,
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            // Journals hold the whole input (a case's account, instance
+            // state, buckets): only their owner reads them.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io)?;
         }
         let broken = Journal::broken_path(path);
         if broken.exists() {
@@ -240,6 +247,7 @@ impl Journal {
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
+            .mode(0o600)
             .open(path)
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -402,6 +410,31 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Reads a journal's start and whether it ended, without opening it
+    /// (no lock is taken: the run may be alive).
+    pub fn peek(path: &Path) -> Result<(Start, bool), JournalError> {
+        let text = std::fs::read_to_string(path).map_err(|source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let start = match lines.next().map(serde_json::from_str::<Entry>) {
+            Some(Ok(Entry::Start(s))) => *s,
+            _ => {
+                return Err(JournalError::NoStart {
+                    path: path.to_path_buf(),
+                })
+            }
+        };
+        // The end entry is the last line written.
+        let ended = lines.next_back().is_some_and(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .is_some_and(|v| v.get("t").and_then(Value::as_str) == Some("end"))
+        });
+        Ok((start, ended))
     }
 
     /// Where a journal whose writing failed is moved (`NAME.jsonl.broken`),

@@ -319,21 +319,32 @@ impl Executor {
         start: &journal::Start,
     ) -> (Outcome, History) {
         let history = History::restore(journal.replay().events.clone());
+        let outcome = self.resume_into(journal, start, &history).await;
+        (outcome, history)
+    }
+
+    /// [`Executor::resume`] into a history the caller made with
+    /// [`History::restore`] from the journal's events (so that it can
+    /// watch it, and read it if it drops the run).
+    pub async fn resume_into(
+        &self,
+        journal: Arc<Journal>,
+        start: &journal::Start,
+        history: &History,
+    ) -> Outcome {
         if let Some(done) = &journal.replay().ended {
-            return (done.clone(), history);
+            return done.clone();
         }
         let at = parse_timestamp(&start.start_time).unwrap_or_else(|| self.clock.now());
-        let outcome = self
-            .execute(
-                &start.definition,
-                start.input.clone(),
-                &start.config,
-                &history,
-                at,
-                Some(journal),
-            )
-            .await;
-        (outcome, history)
+        self.execute(
+            &start.definition,
+            start.input.clone(),
+            &start.config,
+            history,
+            at,
+            Some(journal),
+        )
+        .await
     }
 
     async fn execute(
