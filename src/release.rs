@@ -67,21 +67,16 @@ pub async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
         Mode::DryRun => None,
     };
     let tag = session.case_tag(&instance).await?;
-    if let Some(closed) = tag.released() {
-        if given_case.as_ref().is_none_or(|c| c == closed) {
-            say!(
-                "firebreak release: {instance} is already released (case {closed}): nothing to do"
-            );
-            if args.output == OutputFormat::Json {
-                outln!(
-                    "{}",
-                    serde_json::json!({"instance_id": instance.to_string(), "case_id": closed.to_string(), "already_released": true})
-                );
-            }
-            return Ok(crate::exit::OK);
-        }
+    // Released already: said, and run again (it changes nothing, unless a
+    // credential deny kept at the first release may go now).
+    let released = tag
+        .released()
+        .filter(|closed| given_case.as_ref().is_none_or(|c| c == *closed))
+        .cloned();
+    if let Some(closed) = &released {
+        say!("firebreak release: {instance} is already released (case {closed}); checking it again, and removing a credential deny kept then if it may go now");
     }
-    let case = match (given_case, tag.open().cloned()) {
+    let case = match (given_case, tag.open().cloned().or(released)) {
         (Some(c), _) => c,
         (None, Some(c)) => c,
         (None, None) => {

@@ -112,7 +112,12 @@ where
         .as_service_error()
         .and_then(|e| e.message())
         .map(str::to_string)
-        .unwrap_or_else(|| explain(&err));
+        .unwrap_or_else(|| match status {
+            // An answer without an AWS error code: its HTTP status says
+            // what happened (a 503 from an overloaded endpoint).
+            Some(s) => format!("HTTP {s}: {}", explain(&err)),
+            None => explain(&err),
+        });
     let name = match (&err, code.as_deref()) {
         (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _) => ErrorName::AwsUnavailable,
         (_, Some(c)) if THROTTLING_CODES.contains(&c) => ErrorName::Throttled,

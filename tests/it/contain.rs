@@ -665,7 +665,7 @@ async fn sandbox_lost_answers_to_the_first_mutating_calls_of_each_step_change_no
             .retried
             .iter()
             .filter_map(|r| r.cause.as_deref())
-            .map(|c| c.matches("StatusCode(503)").count())
+            .map(|c| c.matches("HTTP 503").count())
             .sum();
         assert_eq!(reported, injected, "{step}: {:#?}", report.retried);
         assert!(faults >= usize::from(injected > 0), "{step}");
