@@ -179,7 +179,7 @@ impl std::fmt::Display for BadInput {
 
 impl std::error::Error for BadInput {}
 
-/// Exit codes, as documented in the README.
+/// Exit codes, as documented in docs/containment-and-release.md.
 pub mod exit {
     pub const OK: u8 = 0;
     /// The run failed (AWS, environment, or a failed execution).

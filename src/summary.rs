@@ -15,7 +15,7 @@ pub fn print(report: &Report, format: OutputFormat) {
     }
 }
 
-/// Exit codes as the README documents them.
+/// Exit codes as docs/containment-and-release.md documents them.
 pub fn exit_code(report: &Report) -> u8 {
     match report.containment {
         Containment::Complete | Containment::PlanAllowed => exit::OK,
