@@ -192,7 +192,7 @@ impl Session {
             .unwrap_or_else(|| default_evidence_bucket(&self.who.account_id, &self.region));
         let exists = firebreak_steps::evidence::bucket_exists(&self.ctx, &bucket)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| self.aws_failure(e))?;
         Ok((bucket, exists))
     }
 
@@ -263,9 +263,23 @@ impl Session {
                         self.who.account_id, self.region, e.message
                     )))
                 } else {
-                    anyhow::anyhow!("{e}")
+                    self.aws_failure(e)
                 }
             })
+    }
+
+    /// An AWS failure as the CLI says it: access denied names who was
+    /// refused and where the permissions are listed.
+    pub fn aws_failure(&self, e: firebreak_steps::StepError) -> anyhow::Error {
+        if e.name == ErrorName::AccessDenied {
+            anyhow::anyhow!(
+                "access denied: {} ({} may not do this; docs/iam-permissions.md lists what each command needs)",
+                e.message,
+                self.who.arn
+            )
+        } else {
+            anyhow::anyhow!("{e}")
+        }
     }
 
     /// Runs a compiled playbook on a case file; returns its outcome, its

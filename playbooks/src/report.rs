@@ -85,6 +85,9 @@ pub struct Report {
     pub case_id: String,
     pub instance_id: String,
     pub account_id: String,
+    /// The principal that acted (the case file's `actor`).
+    #[serde(default)]
+    pub actor: String,
     pub region: String,
     pub mode: Mode,
     pub containment: Containment,
@@ -157,6 +160,7 @@ impl Report {
             case_id: case.case_id.clone(),
             instance_id: case.instance_id.clone(),
             account_id: case.account_id.clone(),
+            actor: case.actor.clone(),
             region: case.region.clone(),
             mode,
             containment,
@@ -177,8 +181,8 @@ impl Report {
         };
         line(String::new());
         line(format!(
-            "Case {}: {} on {} (account {}, region {})",
-            self.case_id, self.playbook, self.instance_id, self.account_id, self.region
+            "Case {}: {} on {} (account {} as {}, region {})",
+            self.case_id, self.playbook, self.instance_id, self.account_id, self.actor, self.region
         ));
         line(format!(
             "Result: {} in {:.1} s",

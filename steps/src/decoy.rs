@@ -730,7 +730,7 @@ pub async fn delete(
             );
         }
         attempt!(
-            format!("instances {instances:?}"),
+            format!("instances {}", instances.join(", ")),
             ec2.terminate_instances()
                 .set_instance_ids(Some(instances.clone()))
                 .send()

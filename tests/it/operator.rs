@@ -258,6 +258,11 @@ fn sandbox_a_released_case_stays_closed_and_a_second_release_says_so() {
     assert_eq!(contain.status.code(), Some(0), "{}", stderr(&contain));
     let release = firebreak(&["release", "--instance", &instance, "-q"]);
     assert_eq!(release.status.code(), Some(0), "{}", stderr(&release));
+    // (said as released, with the principal and the deny kept until when)
+    let said = stdout(&release);
+    assert!(said.contains("Result: RELEASED"), "{said}");
+    assert!(said.contains("as arn:aws:"), "{said}");
+    assert!(said.contains("is KEPT until"), "{said}");
     // WHEN the released case is named again
     let reopen = firebreak(&[
         "respond",
@@ -916,4 +921,105 @@ fn sandbox_long_waits_draw_a_live_bar_on_a_terminal_and_lines_when_piped() {
         err.contains("await_snapshots: 2/2 snapshots completed"),
         "{err}"
     );
+}
+
+/// A moto server of the test's own that enforces IAM (moto's
+/// `INITIAL_NO_AUTH_ACTION_COUNT`: the first `free` requests go unchecked).
+struct EnforcingMoto {
+    child: Child,
+    url: String,
+}
+
+impl EnforcingMoto {
+    fn start(free: u32) -> EnforcingMoto {
+        let exe = std::env::var("MOTO_SERVER").expect("MOTO_SERVER is set by scripts/test");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(exe)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Dropped (killed and waited for) however the wait below ends.
+        let moto = EnforcingMoto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return moto;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("moto did not start on {}", moto.url);
+    }
+}
+
+impl Drop for EnforcingMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sandbox_access_denied_names_the_action_the_resource_and_the_principal() {
+    // GIVEN an account that enforces IAM, and a user allowed only to say
+    // who it is (the three setup calls below go unchecked)
+    let moto = EnforcingMoto::start(3);
+    let admin = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&moto.url)
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test", "test", None, None, "it",
+        ))
+        .load()
+        .await;
+    let iam = aws_sdk_iam::Client::new(&admin);
+    iam.create_user().user_name("limited").send().await.unwrap();
+    let key = iam
+        .create_access_key()
+        .user_name("limited")
+        .send()
+        .await
+        .unwrap()
+        .access_key
+        .unwrap();
+    iam.put_user_policy()
+        .user_name("limited")
+        .policy_name("whoami")
+        .policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sts:GetCallerIdentity","Resource":"*"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    // WHEN it runs respond
+    let state = fresh_state("denied");
+    let out = command(&state, &["respond", "--instance", "i-0123456789abcdef0"])
+        .env("AWS_ENDPOINT_URL", &moto.url)
+        .env("AWS_ACCESS_KEY_ID", key.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", key.secret_access_key())
+        .output()
+        .unwrap();
+    // THEN one sentence names the action, the resource, the principal and
+    // where the permissions are listed
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for said in [
+        "ec2:DescribeInstances",
+        "i-0123456789abcdef0",
+        "user/limited",
+        "iam-permissions",
+    ] {
+        assert!(err.contains(said), "{said} not in {err}");
+    }
+    for debug in ["DispatchFailure", "Some(", "ServiceError {"] {
+        assert!(!err.contains(debug), "{debug} in {err}");
+    }
 }

@@ -181,7 +181,7 @@ impl Step for CopySnapshots {
         }
         log.read(
             "ec2:DescribeSnapshots",
-            format!("SnapshotIds={:?}", input.snapshot_ids),
+            format!("SnapshotIds=[{}]", input.snapshot_ids.join(", ")),
         );
         let sources = ec2
             .describe_snapshots()
@@ -359,7 +359,11 @@ impl Step for CopySnapshots {
         if !fresh.is_empty() {
             log.read(
                 "ec2:DescribeSnapshots",
-                format!("{target_account}/{}: SnapshotIds={fresh:?}", t.region),
+                format!(
+                    "{target_account}/{}: SnapshotIds=[{}]",
+                    t.region,
+                    fresh.join(", ")
+                ),
             );
             let now = target
                 .describe_snapshots()

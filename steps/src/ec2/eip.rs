@@ -76,7 +76,7 @@ impl Step for DisassociateElasticIps {
         }
         log.read(
             "ec2:DescribeAddresses",
-            format!("Filters=[network-interface-id={enis:?}]"),
+            format!("Filters=[network-interface-id=[{}]]", enis.join(", ")),
         );
         let addrs = ec2
             .describe_addresses()
@@ -117,7 +117,10 @@ impl Step for DisassociateElasticIps {
         }
         if !ctx.is_dry_run() && !taken.is_empty() {
             let ids: Vec<String> = taken.iter().map(|t| t.allocation_id.clone()).collect();
-            log.read("ec2:DescribeAddresses", format!("AllocationIds={ids:?}"));
+            log.read(
+                "ec2:DescribeAddresses",
+                format!("AllocationIds=[{}]", ids.join(", ")),
+            );
             let after = ec2
                 .describe_addresses()
                 .set_allocation_ids(Some(ids))

@@ -736,9 +736,9 @@ async fn ensure_group(
         if &now != wanted {
             let show = |s: &BTreeSet<Rule>| s.iter().map(Rule::describe).collect::<Vec<_>>();
             return Err(StepError::verification(format!(
-                "group {id} ({name}) has rules {:?}, expected {:?}",
-                show(&now),
-                show(wanted)
+                "group {id} ({name}) has rules [{}], expected [{}]",
+                show(&now).join("; "),
+                show(wanted).join("; ")
             )));
         }
     }
@@ -794,7 +794,7 @@ async fn describe_enis(
 ) -> Result<Vec<Eni>, StepError> {
     log.read(
         "ec2:DescribeNetworkInterfaces",
-        format!("NetworkInterfaceIds={ids:?}"),
+        format!("NetworkInterfaceIds=[{}]", ids.join(", ")),
     );
     let out = ctx
         .aws
@@ -1036,9 +1036,13 @@ async fn put_back(ctx: &StepContext, log: &StepLog<'_>, m: &Move) -> String {
     )
     .await
     {
-        Ok(()) => format!("it was put back on its previous groups {previous:?}"),
+        Ok(()) => format!(
+            "it was put back on its previous groups [{}]",
+            previous.join(", ")
+        ),
         Err(b) => format!(
-            "putting it back on {previous:?} failed too ({b}): it may be on the allow-all transition group"
+            "putting it back on [{}] failed too ({b}): it may be on the allow-all transition group",
+            previous.join(", ")
         ),
     }
 }
@@ -1098,7 +1102,10 @@ async fn set_groups(
     groups: Vec<String>,
     why: &str,
 ) -> Result<(), StepError> {
-    let params = format!("NetworkInterfaceId={eni}, Groups={groups:?} ({why})");
+    let params = format!(
+        "NetworkInterfaceId={eni}, Groups=[{}] ({why})",
+        groups.join(", ")
+    );
     let req = ctx
         .aws
         .ec2
@@ -1263,7 +1270,7 @@ async fn plan_moves(
                 vec![target.clone()]
             };
             let params = if planned {
-                format!("NetworkInterfaceId={}, Groups=[{target}] ({why}; checked with the interface's current groups {now:?})", m.eni)
+                format!("NetworkInterfaceId={}, Groups=[{target}] ({why}; checked with the interface's current groups [{}])", m.eni, now.join(", "))
             } else {
                 format!("NetworkInterfaceId={}, Groups=[{target}] ({why})", m.eni)
             };
@@ -1612,7 +1619,11 @@ async fn verify_isolated(
             p.interfaces.remove(&id);
             p.failed.insert(
                 id,
-                format!("read back with groups {now:?}, expected {want:?}"),
+                format!(
+                    "read back with groups [{}], expected [{}]",
+                    now.join(", "),
+                    want.join(", ")
+                ),
             );
         }
     }

@@ -593,7 +593,7 @@ async fn plan_vpc(
         let place = peer_place(ctx, log, vpc, &subnets, ex.peer()).await?;
         if matches!(place, PeerPlace::Outside) {
             warnings.push(format!(
-                "exemption {ex:?}: the peer is not in {vpc}; if it is reached through a NAT gateway, a Transit Gateway or a load balancer in another subnet, the ACL entries block it too (use --no-nacl-cut to keep it)"
+                "exemption {ex}: the peer is not in {vpc}; if it is reached through a NAT gateway, a Transit Gateway or a load balancer in another subnet, the ACL entries block it too (use --no-nacl-cut to keep it)"
             ));
         }
         places.push((ex, place));
@@ -664,7 +664,7 @@ async fn plan_vpc(
                         added = true;
                     } else {
                         warnings.push(format!(
-                            "{id}: its own rules already restrict {} for exemption {ex:?}; no allow entry written there (the rules stay as they are)",
+                            "{id}: its own rules already restrict {} for exemption {ex}; no allow entry written there (the rules stay as they are)",
                             spec.describe()
                         ));
                     }
@@ -673,7 +673,7 @@ async fn plan_vpc(
             if added {
                 for s in served.iter().filter(|s| nat_subnets.contains_key(*s)) {
                     warnings.push(format!(
-                        "{id} also serves subnet {s} of NAT gateway {}: the allow entries of exemption {ex:?} let tracked connections through it on those ports go on",
+                        "{id} also serves subnet {s} of NAT gateway {}: the allow entries of exemption {ex} let tracked connections through it on those ports go on",
                         nat_subnets[s]
                     ));
                 }

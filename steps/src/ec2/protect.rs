@@ -220,7 +220,10 @@ impl Step for ProtectInstance {
                     ctx,
                     &log,
                     req,
-                    format!("{id} BlockDeviceMappings DeleteOnTermination=false for {devices:?}"),
+                    format!(
+                        "{id} BlockDeviceMappings DeleteOnTermination=false for [{}]",
+                        devices.join(", ")
+                    ),
                 )
                 .await,
                 &mut changed,

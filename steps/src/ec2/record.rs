@@ -203,7 +203,7 @@ pub async fn read_live_state(
     if !eni_ids.is_empty() {
         log.read(
             "ec2:DescribeNetworkInterfaces",
-            format!("NetworkInterfaceIds={eni_ids:?}"),
+            format!("NetworkInterfaceIds=[{}]", eni_ids.join(", ")),
         );
         let out = ec2
             .describe_network_interfaces()
@@ -250,7 +250,7 @@ pub async fn read_live_state(
         // not reported under the instance id.
         log.read(
             "ec2:DescribeAddresses",
-            format!("Filters=[network-interface-id={eni_ids:?}]"),
+            format!("Filters=[network-interface-id=[{}]]", eni_ids.join(", ")),
         );
         let addrs = ec2
             .describe_addresses()
@@ -276,7 +276,10 @@ pub async fn read_live_state(
     let mut volume_records = Vec::new();
     if !vols.is_empty() {
         let ids: Vec<String> = vols.iter().map(|(v, _)| v.clone()).collect();
-        log.read("ec2:DescribeVolumes", format!("VolumeIds={ids:?}"));
+        log.read(
+            "ec2:DescribeVolumes",
+            format!("VolumeIds=[{}]", ids.join(", ")),
+        );
         let out = ec2
             .describe_volumes()
             .set_volume_ids(Some(ids))
@@ -656,7 +659,10 @@ async fn refuse_contained(
         .into_iter()
         .collect();
     if !groups.is_empty() {
-        log.read("ec2:DescribeSecurityGroups", format!("GroupIds={groups:?}"));
+        log.read(
+            "ec2:DescribeSecurityGroups",
+            format!("GroupIds=[{}]", groups.join(", ")),
+        );
         let out = ctx
             .aws
             .ec2
@@ -665,18 +671,39 @@ async fn refuse_contained(
             .send()
             .await
             .map_err(|e| aws_error("ec2:DescribeSecurityGroups", e))?;
-        let ours: Vec<&str> = out
+        let tag_of = |g: &aws_sdk_ec2::types::SecurityGroup, k: &str| {
+            g.tags()
+                .iter()
+                .find(|t| t.key() == Some(k))
+                .and_then(|t| t.value())
+                .map(str::to_string)
+        };
+        let ours: Vec<&aws_sdk_ec2::types::SecurityGroup> = out
             .security_groups()
             .iter()
-            .filter(|g| g.tags().iter().any(|t| t.key() == Some(crate::tags::ROLE)))
-            .filter_map(|g| g.group_id())
+            .filter(|g| tag_of(g, crate::tags::ROLE).is_some())
             .collect();
         if !ours.is_empty() {
+            let ids: Vec<&str> = ours.iter().filter_map(|g| g.group_id()).collect();
+            // A transition group belongs to one case; an isolation group
+            // is shared, and carries the case that made it.
+            let mut cases: Vec<String> = ours
+                .iter()
+                .filter(|g| tag_of(g, crate::tags::ROLE).as_deref() == Some("transition"))
+                .chain(ours.iter())
+                .filter_map(|g| tag_of(g, crate::tags::CASE))
+                .collect();
+            cases.dedup();
+            let case = cases
+                .first()
+                .map(|c| format!(" (case {c})"))
+                .unwrap_or_default();
             return Err(StepError::new(
                 ErrorName::AlreadyContained,
                 format!(
-                    "{}'s interfaces are on firebreak's groups {ours:?}: it was contained before and its pre-incident state is no longer there to record; continue the earlier case (its record holds that state) or release it",
-                    record.instance_id
+                    "{}'s interfaces are on firebreak's groups [{}]: it was contained before{case} and its pre-incident state is no longer there to record; continue that case (its record holds that state) or release it",
+                    record.instance_id,
+                    ids.join(", ")
                 ),
             ));
         }

@@ -281,9 +281,16 @@ async fn restore_attributes(
             }
             let what: Vec<String> = mismatched
                 .iter()
-                .map(|v| format!("{}={:?}", v.volume_id, v.delete_on_termination))
+                .map(|v| {
+                    format!(
+                        "{}={}",
+                        v.volume_id,
+                        v.delete_on_termination
+                            .map_or("unknown".to_string(), |d| d.to_string())
+                    )
+                })
                 .collect();
-            reqs.push((b, format!("{id} DeleteOnTermination {what:?}")));
+            reqs.push((b, format!("{id} DeleteOnTermination [{}]", what.join(", "))));
         }
         if rec.shutdown_behavior.is_some() && rec.shutdown_behavior != now.shutdown_behavior {
             let v = rec.shutdown_behavior.clone().unwrap_or_default();
@@ -500,8 +507,9 @@ async fn restore_eips(
             continue;
         }
         let params = format!(
-            "AllocationId={}, NetworkInterfaceId={eni}, PrivateIpAddress={:?}",
-            eip.allocation_id, eip.private_ip
+            "AllocationId={}, NetworkInterfaceId={eni}, PrivateIpAddress={}",
+            eip.allocation_id,
+            eip.private_ip.as_deref().unwrap_or("(the primary)")
         );
         let req = ec2
             .associate_address()
@@ -532,7 +540,10 @@ async fn set_interface_groups(
     groups: &[String],
     why: &str,
 ) -> Result<(), StepError> {
-    let params = format!("NetworkInterfaceId={eni}, Groups={groups:?} ({why})");
+    let params = format!(
+        "NetworkInterfaceId={eni}, Groups=[{}] ({why})",
+        groups.join(", ")
+    );
     let req = c
         .ctx
         .aws
@@ -643,7 +654,7 @@ async fn isolate_again(
         };
         let groups = cur.security_group_ids.clone();
         match set_interface_groups(c, eni, &groups, "release failed: isolated again").await {
-            Ok(()) => said.push(format!("{eni} is isolated again ({groups:?})")),
+            Ok(()) => said.push(format!("{eni} is isolated again ({})", groups.join(", "))),
             Err(e) => said.push(format!(
                 "{eni} could NOT be isolated again ({e}): it is on its recorded groups"
             )),
@@ -986,7 +997,8 @@ async fn drop_unused_isolation_groups(c: &mut Changes<'_>, now: &InstanceStateRe
     c.log.read(
         "ec2:DescribeSecurityGroups",
         format!(
-            "GroupIds={ids:?}, Filters=[tag:{}=isolation]",
+            "GroupIds=[{}], Filters=[tag:{}=isolation]",
+            ids.iter().cloned().collect::<Vec<_>>().join(", "),
             crate::tags::ROLE
         ),
     );

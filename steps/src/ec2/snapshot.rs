@@ -337,7 +337,7 @@ impl Step for AwaitSnapshots {
         }
         log.read(
             "ec2:DescribeSnapshots",
-            format!("SnapshotIds={:?}", input.snapshot_ids),
+            format!("SnapshotIds=[{}]", input.snapshot_ids.join(", ")),
         );
         let out = ctx
             .aws
