@@ -4,13 +4,14 @@
 
 use clap::Args;
 use firebreak_steps::analysis::{AnalysisOptions, AnalyzeInput, AnalyzeMemory, PluginStatus};
-use firebreak_steps::case::{default_evidence_bucket, CaseId};
+use firebreak_steps::case::default_evidence_bucket;
 use firebreak_steps::evidence::S3Uri;
+use firebreak_steps::ids::CaseId;
 use firebreak_steps::{Mode, Step};
 use firebreak_workflows::ErrorName;
 
-use crate::respond::OutputFormat;
 use crate::session::Session;
+use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]
@@ -65,7 +66,7 @@ pub async fn run(a: AnalyzeArgs) -> anyhow::Result<u8> {
     let case: CaseId = a
         .case
         .parse()
-        .map_err(|e: firebreak_steps::case::IdError| BadInput(e.to_string()))?;
+        .map_err(|e: firebreak_steps::ids::IdError| BadInput(e.to_string()))?;
     let _: S3Uri = a.evidence.parse().map_err(BadInput)?;
     let baseline = match &a.module_baseline {
         Some(p) => std::fs::read_to_string(p)

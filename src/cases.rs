@@ -10,8 +10,8 @@ use firebreak_steps::Mode;
 use firebreak_workflows::exec::Journal;
 use serde::Serialize;
 
-use crate::respond::OutputFormat;
 use crate::session::{state_dir, Session};
+use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs};
 
 #[derive(Debug, Args)]

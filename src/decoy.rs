@@ -7,8 +7,8 @@ use firebreak_steps::decoy::{create, delete, Decoy, DecoySpec};
 use firebreak_steps::Mode;
 
 use crate::rehearse::confirm_sandbox;
-use crate::respond::OutputFormat;
 use crate::session::Session;
+use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use firebreak_forensics::custody::CustodyRecord;
 use firebreak_forensics::hash::{sha256_reader, Digest};
-use firebreak_steps::case::{default_evidence_bucket, CaseId};
+use firebreak_steps::case::default_evidence_bucket;
 use firebreak_steps::custody::{read_ledger, verify, ArtifactState, SignatureCheck};
 use firebreak_steps::evidence::{hash_object, hold_case, list_versions, S3Uri};
+use firebreak_steps::ids::CaseId;
 use firebreak_steps::Mode;
 
-use crate::respond::OutputFormat;
 use crate::session::Session;
+use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]
@@ -135,7 +136,7 @@ async fn open(a: &CaseArgs) -> anyhow::Result<(Session, CaseId, String)> {
     let case: CaseId = a
         .case
         .parse()
-        .map_err(|e: firebreak_steps::case::IdError| BadInput(e.to_string()))?;
+        .map_err(|e: firebreak_steps::ids::IdError| BadInput(e.to_string()))?;
     let session = Session::open(&a.aws, Mode::Live, a.quiet).await?;
     let bucket = a
         .evidence_bucket
@@ -471,7 +472,7 @@ async fn hash_snapshot(a: HashSnapshotArgs) -> anyhow::Result<u8> {
         Some(case) => {
             let case: CaseId = case
                 .parse()
-                .map_err(|e: firebreak_steps::case::IdError| BadInput(e.to_string()))?;
+                .map_err(|e: firebreak_steps::ids::IdError| BadInput(e.to_string()))?;
             let bucket = session
                 .evidence_bucket(a.evidence_bucket.as_deref())
                 .await?;

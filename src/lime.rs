@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use firebreak_forensics::coverage::{self, Tool};
 use firebreak_forensics::lime::{self, Format};
 
-use crate::respond::OutputFormat;
+use crate::summary::OutputFormat;
 use crate::{exit, BadInput};
 
 #[derive(Debug, Args)]

@@ -3,16 +3,17 @@
 
 use chrono::Utc;
 use clap::Args;
-use firebreak_steps::case::{CaseFile, CaseId, CaseInfo, CaseOptions, InstanceId};
+use firebreak_steps::case::{CaseFile, CaseInfo, CaseOptions};
 use firebreak_steps::decoy::{self, DecoySpec};
 use firebreak_steps::ec2::read_live_state;
+use firebreak_steps::ids::{CaseId, InstanceId};
 use firebreak_steps::rehearsal::{self, Check};
 use firebreak_steps::Mode;
 use serde::Serialize;
 
-use crate::respond::OutputFormat;
 use crate::session::Session;
 use crate::summary;
+use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs, BadInput};
 use firebreak_playbooks::report::Report;
 
@@ -120,7 +121,7 @@ async fn rehearse_phases(
     let id: InstanceId = d
         .instance_id
         .parse()
-        .map_err(|e: firebreak_steps::case::IdError| anyhow::anyhow!("{e}"))?;
+        .map_err(|e: firebreak_steps::ids::IdError| anyhow::anyhow!("{e}"))?;
     let log = session.ctx.log("rehearse");
     let before = read_live_state(&session.ctx, &log, &id)
         .await
@@ -202,7 +203,7 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
     let like: Option<InstanceId> = match &args.like {
         Some(l) => Some(
             l.parse()
-                .map_err(|e: firebreak_steps::case::IdError| BadInput(e.to_string()))?,
+                .map_err(|e: firebreak_steps::ids::IdError| BadInput(e.to_string()))?,
         ),
         None => None,
     };
@@ -238,7 +239,7 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
             Utc::now(),
             &d.instance_id
                 .parse()
-                .map_err(|e: firebreak_steps::case::IdError| anyhow::anyhow!("{e}"))?
+                .map_err(|e: firebreak_steps::ids::IdError| anyhow::anyhow!("{e}"))?
         )
     );
     let phases = rehearse_phases(&session, &d, &case_id, &bucket, args.quiet).await;

@@ -8,9 +8,10 @@ use firebreak_steps::case::{CaseFile, CaseInfo, CaseOptions};
 use firebreak_steps::ec2::DenyOnRelease;
 use firebreak_steps::Mode;
 
-use crate::respond::{parse_ids, OutputFormat};
+use crate::respond::parse_ids;
 use crate::session::Session;
 use crate::summary;
+use crate::summary::OutputFormat;
 use crate::{AwsArgs, BadInput};
 
 #[derive(Debug, Args)]

@@ -6,21 +6,16 @@ use std::io::Write as _;
 use chrono::Utc;
 use clap::{Args, ValueEnum};
 use firebreak_steps::autoscaling::AsgMode;
-use firebreak_steps::case::{CaseFile, CaseId, CaseInfo, CaseOptions, IdError, InstanceId};
+use firebreak_steps::case::{CaseFile, CaseInfo, CaseOptions};
 use firebreak_steps::ec2::{DenyOnRelease, Exemption, ForensicCopy};
+use firebreak_steps::ids::{CaseId, IdError, InstanceId};
 use firebreak_steps::memory::{MemoryOptions, MAX_URL_EXPIRY_SECONDS};
 use firebreak_steps::tools::default_tools_bucket;
 use firebreak_steps::Mode;
 
 use crate::session::{lock_instance, unfinished_run, Session};
-use crate::summary;
+use crate::summary::{self, OutputFormat};
 use crate::{AwsArgs, BadInput};
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum OutputFormat {
-    Human,
-    Json,
-}
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum AsgModeArg {

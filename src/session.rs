@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use aws_config::SdkConfig;
 use chrono::Utc;
-use firebreak_steps::case::{default_evidence_bucket, CaseFile, InstanceId};
+use firebreak_steps::case::{default_evidence_bucket, CaseFile};
 use firebreak_steps::config::{identity, load, ConfigError, Identity};
 use firebreak_steps::context::CallRecord;
+use firebreak_steps::ids::InstanceId;
 use firebreak_steps::{AwsClients, Mode, Registry, StepContext, StepRunner};
 use firebreak_workflows::compile::Compiled;
 use firebreak_workflows::exec::journal::Start;

@@ -6,8 +6,8 @@ use firebreak_steps::case::default_evidence_bucket;
 use firebreak_steps::evidence::setup_bucket;
 use firebreak_steps::Mode;
 
-use crate::respond::OutputFormat;
 use crate::session::Session;
+use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs, BadInput};
 
 /// Default retention: a year covers most regulatory and litigation holds

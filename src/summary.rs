@@ -1,9 +1,17 @@
-//! Printing a playbook report and turning it into an exit code.
+//! Printing a playbook report and turning it into an exit code, and the
+//! output format every command takes (`--output human|json`).
 
+use clap::ValueEnum;
 use firebreak_playbooks::report::{Containment, Report};
 
 use crate::exit;
-use crate::respond::OutputFormat;
+
+/// How a command prints its result: for a person, or as JSON.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
 
 pub fn print(report: &Report, format: OutputFormat) {
     match format {

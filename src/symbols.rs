@@ -7,8 +7,8 @@ use clap::{Args, Subcommand};
 use firebreak_steps::tools;
 use firebreak_steps::Mode;
 
-use crate::respond::OutputFormat;
 use crate::session::Session;
+use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]

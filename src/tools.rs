@@ -5,8 +5,8 @@ use clap::{Args, Subcommand};
 use firebreak_steps::tools::{self, ToolKind};
 use firebreak_steps::Mode;
 
-use crate::respond::OutputFormat;
 use crate::session::Session;
+use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]

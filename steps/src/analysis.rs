@@ -33,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, StepError};
 use crate::evidence::{self, keys, Lock, Put, S3Uri};
-use crate::registry::Step;
+use crate::step::Step;
 
 /// Runs Volatility 3 on a memory image and stores what it finds.
 #[derive(Debug)]
@@ -516,10 +516,10 @@ impl Store<'_> {
 impl Step for AnalyzeMemory {
     async fn run(ctx: &StepContext, input: AnalyzeInput) -> Result<AnalysisOutput, StepError> {
         let log = ctx.log(Self::NAME);
-        let case: crate::case::CaseId = input
+        let case: crate::ids::CaseId = input
             .case_id
             .parse()
-            .map_err(|e: crate::case::IdError| StepError::invalid_input(e.to_string()))?;
+            .map_err(|e: crate::ids::IdError| StepError::invalid_input(e.to_string()))?;
         let uri: S3Uri = input.evidence.parse().map_err(StepError::invalid_input)?;
         let bucket = input.evidence_bucket.as_str();
         let o = &input.options;
@@ -563,7 +563,7 @@ impl Step for AnalyzeMemory {
             r.evidence_id == evidence_id
                 && (r.event == Event::Rejected
                     || (r.event == Event::Verified
-                        && crate::memory::failed_note(r.note.as_deref()))
+                        && crate::custody::failed_note(r.note.as_deref()))
                     || (r.host_sha256.is_some() && r.host_sha256 != r.sha256))
         });
         // A capture firebreak made is analysed once verified off the
@@ -573,7 +573,7 @@ impl Step for AnalyzeMemory {
         let verified = records.iter().any(|r| {
             r.evidence_id == evidence_id
                 && r.event == Event::Verified
-                && !crate::memory::failed_note(r.note.as_deref())
+                && !crate::custody::failed_note(r.note.as_deref())
         });
         if captured && !verified && mismatch.is_none() {
             return Err(StepError::verification(format!(
@@ -927,10 +927,10 @@ impl Step for ReadAnalysis {
         input: ReadAnalysisInput,
     ) -> Result<AnalysisSummary, StepError> {
         let log = ctx.log(Self::NAME);
-        let case: crate::case::CaseId = input
+        let case: crate::ids::CaseId = input
             .case_id
             .parse()
-            .map_err(|e: crate::case::IdError| StepError::invalid_input(e.to_string()))?;
+            .map_err(|e: crate::ids::IdError| StepError::invalid_input(e.to_string()))?;
         if input.evidence_id.is_empty()
             || !input
                 .evidence_id

@@ -7,11 +7,11 @@ use firebreak_workflows::ErrorName;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::case::InstanceId;
 use crate::context::{StepContext, StepLog};
 use crate::ec2::InstanceRef;
 use crate::error::{aws_error, error_code, StepError};
-use crate::registry::Step;
+use crate::ids::InstanceId;
+use crate::step::Step;
 
 /// Puts the instance in Standby (or detaches it) without the group
 /// launching a replacement (the desired capacity is decremented), and

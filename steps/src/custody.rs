@@ -526,7 +526,7 @@ pub async fn verify(
         .iter()
         .filter(|r| {
             r.event == Event::Rejected
-                || (r.event == Event::Verified && crate::memory::failed_note(r.note.as_deref()))
+                || (r.event == Event::Verified && failed_note(r.note.as_deref()))
         })
         .map(|r| r.evidence_id.as_str())
         .collect();
@@ -1006,4 +1006,11 @@ pub async fn export_ledger(
     .map_err(|e| StepError::with_source(ErrorName::Internal, "versions.json", e))?;
     std::fs::write(dir.join("versions.json"), body).map_err(io)?;
     Ok(out)
+}
+
+/// Whether a verification record's note says the image failed (hashes
+/// that disagree, or checks it did not pass). Records since format 2 say
+/// so with `Event::Rejected`; earlier ones were `verified` with the note.
+pub fn failed_note(note: Option<&str>) -> bool {
+    note.is_some_and(|n| n.starts_with("MISMATCH") || n.starts_with("FAILED"))
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::StepContext;
 use crate::ec2::{classic_registrations, describe_instance, registrations, InstanceRef};
 use crate::error::{aws_error, StepError};
-use crate::registry::Step;
+use crate::step::Step;
 
 /// Deregisters the instance from every ELBv2 target group it is in (every
 /// port), its private addresses from every IP target group of its VPCs,

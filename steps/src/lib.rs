@@ -1,7 +1,7 @@
 //! firebreak's incident-response steps over the AWS SDK.
 //!
 //! Each step is a typed [`firebreak_workflows::step::StepDef`] with an
-//! implementation ([`registry::Step`]) that is idempotent, reads back what
+//! implementation ([`step::Step`]) that is idempotent, reads back what
 //! it changed, and in a dry run only reads and sends EC2 mutations with
 //! `DryRun=true`.
 
@@ -18,9 +18,12 @@ pub mod elbv2;
 pub mod error;
 pub mod evidence;
 pub mod iam;
+pub mod ids;
 pub mod memory;
 pub mod registry;
 pub mod rehearsal;
+pub mod standard;
+pub mod step;
 pub mod tools;
 
 pub use context::{AwsClients, Mode, StepContext};

@@ -36,12 +36,12 @@ use firebreak_workflows::ErrorName;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::case::{CaseId, InstanceId};
 use crate::context::{StepContext, StepLog};
 use crate::ec2::describe_instance;
 use crate::error::{aws_error, error_code, StepError};
 use crate::evidence::{self, keys, Lock, Put, S3Uri};
-use crate::registry::Step;
+use crate::ids::{CaseId, InstanceId};
+use crate::step::Step;
 use crate::tools;
 
 /// The presigned URLs live at least an hour: short enough that a leaked
@@ -556,7 +556,7 @@ async fn attempt_state(
     for r in ledger.readable() {
         if r.evidence_id == c.evidence_id && matches!(r.event, Event::Verified | Event::Rejected) {
             return Ok(
-                if r.event == Event::Rejected || failed_note(r.note.as_deref()) {
+                if r.event == Event::Rejected || crate::custody::failed_note(r.note.as_deref()) {
                     AttemptState::Failed(r.note.clone().unwrap_or_default())
                 } else {
                     AttemptState::Finished
@@ -755,11 +755,11 @@ impl Step for StartMemoryCapture {
         let case: CaseId = input
             .case_id
             .parse()
-            .map_err(|e: crate::case::IdError| StepError::invalid_input(e.to_string()))?;
+            .map_err(|e: crate::ids::IdError| StepError::invalid_input(e.to_string()))?;
         let id: InstanceId = input
             .instance_id
             .parse()
-            .map_err(|e: crate::case::IdError| StepError::invalid_input(e.to_string()))?;
+            .map_err(|e: crate::ids::IdError| StepError::invalid_input(e.to_string()))?;
         let o = &input.options;
         if o.tools_bucket.is_empty() {
             return Err(StepError::invalid_input(
@@ -1367,7 +1367,8 @@ impl Step for ReadMemoryEvidence {
         let rejected = ledger.readable().into_iter().find(|r| {
             r.evidence_id == c.evidence_id
                 && (r.event == Event::Rejected
-                    || (r.event == Event::Verified && failed_note(r.note.as_deref())))
+                    || (r.event == Event::Verified
+                        && crate::custody::failed_note(r.note.as_deref())))
         });
         Err(match rejected {
             Some(r) => StepError::verification(format!(
@@ -1769,13 +1770,6 @@ impl Step for VerifyMemoryCapture {
     }
 }
 
-/// Whether a verification record's note says the image failed (hashes
-/// that disagree, or checks it did not pass). Records since format 2 say
-/// so with `Event::Rejected`; earlier ones were `verified` with the note.
-pub fn failed_note(note: Option<&str>) -> bool {
-    note.is_some_and(|n| n.starts_with("MISMATCH") || n.starts_with("FAILED"))
-}
-
 /// The host's System RAM ranges, from the `/proc/iomem` it reported.
 fn host_memory_map(host: &capture::HostFacts) -> Result<Vec<coverage::RamRange>, String> {
     use base64::Engine as _;
@@ -1862,7 +1856,7 @@ async fn verified_before(
         r.evidence_id == c.evidence_id
             && r.event == Event::Verified
             && r.kind == "memory-image"
-            && !failed_note(r.note.as_deref())
+            && !crate::custody::failed_note(r.note.as_deref())
     }) else {
         return Ok(None);
     };

@@ -7,22 +7,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use firebreak_workflows::exec::{TaskCall, TaskFailure, TaskHandler};
-use firebreak_workflows::step::{
-    StepDef, StepInfo, StepPayload, CONTAINER_RESOURCE, STEP_RUNNER_RESOURCE,
-};
+use firebreak_workflows::step::{StepInfo, StepPayload, CONTAINER_RESOURCE, STEP_RUNNER_RESOURCE};
 use firebreak_workflows::ErrorName;
 use serde_json::Value;
 
 use crate::context::StepContext;
 use crate::error::StepError;
 
-/// A step implementation.
-#[async_trait]
-pub trait Step: StepDef {
-    /// Runs the step. Every step is idempotent: running it again with the
-    /// same input changes nothing more and creates nothing twice.
-    async fn run(ctx: &StepContext, input: Self::Input) -> Result<Self::Output, StepError>;
-}
+pub use crate::step::Step;
 
 #[async_trait]
 trait Erased: Send + Sync {
@@ -76,11 +68,6 @@ impl Registry {
         self.steps
             .insert(S::NAME, Box::new(Entry::<S>(std::marker::PhantomData)));
         self
-    }
-
-    /// Every step firebreak ships.
-    pub fn standard() -> Registry {
-        crate::ec2::register(Registry::new())
     }
 
     pub fn infos(&self) -> Vec<StepInfo> {

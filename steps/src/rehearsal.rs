@@ -6,12 +6,12 @@ use chrono::Utc;
 use firebreak_forensics::instance_state::{restorable_differences, InstanceStateRecord};
 use serde::Serialize;
 
-use crate::case::InstanceId;
 use crate::context::StepContext;
 use crate::decoy::{Decoy, DecoySpec};
 use crate::ec2::{filter, load_record, read_live_state};
 use crate::error::{aws_error, StepError};
 use crate::iam::{policies, profile_roles};
+use crate::ids::InstanceId;
 
 /// One check of a rehearsal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -99,7 +99,7 @@ pub async fn contained(
     let id: InstanceId = decoy
         .instance_id
         .parse()
-        .map_err(|e: crate::case::IdError| StepError::invalid_input(e.to_string()))?;
+        .map_err(|e: crate::ids::IdError| StepError::invalid_input(e.to_string()))?;
     let now = read_live_state(ctx, &log, &id).await?;
     let mut out = Vec::new();
 
@@ -289,7 +289,7 @@ pub async fn released(
     let id: InstanceId = decoy
         .instance_id
         .parse()
-        .map_err(|e: crate::case::IdError| StepError::invalid_input(e.to_string()))?;
+        .map_err(|e: crate::ids::IdError| StepError::invalid_input(e.to_string()))?;
     let after = read_live_state(ctx, &log, &id).await?;
     let diff = restorable_differences(before, &after);
     let mut out = vec![check(

@@ -6,9 +6,9 @@
 use chrono::{DateTime, Utc};
 use firebreak_forensics::instance_state::restorable_differences;
 use firebreak_playbooks::report::Containment;
-use firebreak_steps::case::InstanceId;
 use firebreak_steps::decoy::Decoy;
 use firebreak_steps::ec2::read_live_state;
+use firebreak_steps::ids::InstanceId;
 use firebreak_steps::{AwsClients, Registry};
 use firebreak_workflows::step::StepPayload;
 use serde_json::{json, Value};

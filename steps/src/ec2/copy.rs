@@ -14,10 +14,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{filter, tag};
-use crate::case::CaseId;
 use crate::context::StepContext;
 use crate::error::{aws_error, StepError};
-use crate::registry::Step;
+use crate::ids::CaseId;
+use crate::step::Step;
 use crate::tags;
 
 /// Where forensic copies go.
@@ -134,7 +134,7 @@ impl Step for CopySnapshots {
         let case: CaseId = input
             .case_id
             .parse()
-            .map_err(|e: crate::case::IdError| StepError::invalid_input(e.to_string()))?;
+            .map_err(|e: crate::ids::IdError| StepError::invalid_input(e.to_string()))?;
         let t = &input.target;
         if !valid_region(&t.region) {
             return Err(StepError::invalid_input(format!(

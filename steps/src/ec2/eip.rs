@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{describe_instance, filter, interface_ids, InstanceRef};
 use crate::context::StepContext;
 use crate::error::{aws_error, StepError};
-use crate::registry::Step;
+use crate::step::Step;
 
 /// Disassociates every Elastic IP from the instance's interfaces, so its
 /// public addresses stop reaching it (and cannot be used to reach out).

@@ -21,11 +21,11 @@ use futures::StreamExt as _;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::case::CaseId;
 use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, StepError};
 use crate::evidence::{self, Lock, Put};
-use crate::registry::Step;
+use crate::ids::CaseId;
+use crate::step::Step;
 
 /// Blocks fetched at once: enough to keep one EBS direct connection pool
 /// busy (the API allows about a thousand GetSnapshotBlock requests a
@@ -404,7 +404,7 @@ impl Step for HashSnapshots {
         let case: CaseId = input
             .case_id
             .parse()
-            .map_err(|e: crate::case::IdError| StepError::invalid_input(e.to_string()))?;
+            .map_err(|e: crate::ids::IdError| StepError::invalid_input(e.to_string()))?;
         let log = ctx.log(Self::NAME);
         let bucket = input.evidence_bucket.as_str();
         let mut out = Vec::new();

@@ -31,10 +31,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{describe_instance, filter, interface_ids, load_record, tag, InstanceRef};
-use crate::case::InstanceId;
 use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, error_code, StepError};
-use crate::registry::Step;
+use crate::ids::InstanceId;
+use crate::step::Step;
 use crate::tags;
 
 /// Name of the no-rule group, one per VPC.

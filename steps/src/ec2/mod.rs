@@ -39,35 +39,9 @@ use firebreak_workflows::ErrorName;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::case::{CaseId, InstanceId};
 use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, StepError};
-use crate::registry::Registry;
-
-pub(crate) fn register(r: Registry) -> Registry {
-    r.register::<RecordInstanceState>()
-        .register::<ProtectInstance>()
-        .register::<IsolateNetwork>()
-        .register::<DisassociateElasticIps>()
-        .register::<CutNetworkAcls>()
-        .register::<crate::autoscaling::DetachFromAutoScaling>()
-        .register::<crate::elbv2::DeregisterFromTargetGroups>()
-        .register::<crate::iam::RevokeInstanceCredentials>()
-        .register::<crate::iam::RestrictCredentialsToVpc>()
-        .register::<ReleaseInstance>()
-        .register::<CopySnapshots>()
-        .register::<SnapshotVolumes>()
-        .register::<AwaitSnapshots>()
-        .register::<HashSnapshots>()
-        .register::<ReadSnapshotHashes>()
-        .register::<TagInstance>()
-        .register::<crate::memory::StartMemoryCapture>()
-        .register::<crate::memory::AwaitMemoryCapture>()
-        .register::<crate::memory::VerifyMemoryCapture>()
-        .register::<crate::memory::ReadMemoryEvidence>()
-        .register::<crate::analysis::AnalyzeMemory>()
-        .register::<crate::analysis::ReadAnalysis>()
-}
+use crate::ids::{CaseId, InstanceId};
 
 /// The input of steps that act on one instance for one case.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -38,7 +38,7 @@ use super::{filter, InstanceRef};
 use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, error_code, StepError};
 use crate::evidence::{self, Put};
-use crate::registry::Step;
+use crate::step::Step;
 
 /// Rules per direction an ACL holds unless the account's quota ("Rules per
 /// network ACL") was raised.

@@ -12,10 +12,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{describe_instance, InstanceRef};
-use crate::case::InstanceId;
 use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, StepError};
-use crate::registry::Step;
+use crate::ids::InstanceId;
+use crate::step::Step;
 
 /// Turns termination protection on, sets the shutdown behaviour to `stop`
 /// (a shutdown from inside the instance must not destroy it) and keeps

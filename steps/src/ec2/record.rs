@@ -18,11 +18,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{describe_instance, filter, interface_ids, volumes};
-use crate::case::{CaseId, InstanceId};
 use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, StepError};
 use crate::evidence::{self, keys, Lock, Put};
-use crate::registry::Step;
+use crate::ids::{CaseId, InstanceId};
+use crate::step::Step;
 
 /// Reads the instance's complete state (interfaces with their groups and
 /// source/dest check, Elastic IPs, instance-profile association, Auto

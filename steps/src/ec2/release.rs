@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{load_record, read_live_state, InstanceRef};
 use crate::autoscaling::membership;
-use crate::case::InstanceId;
 use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, error_code, StepError};
 use crate::iam::denies::ROLE_WIDE_POLICY;
 use crate::iam::{deny_policy_name, policies, profile_roles, role_policy};
-use crate::registry::Step;
+use crate::ids::InstanceId;
+use crate::step::Step;
 
 /// Restores what `record_instance_state` recorded for the case: security
 /// groups and source/dest check per interface, Elastic IP associations,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{describe_instance, filter, tag, volumes, InstanceRef};
 use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, StepError};
-use crate::registry::Step;
+use crate::step::Step;
 use crate::tags;
 
 /// Takes crash-consistent snapshots of all the instance's volumes

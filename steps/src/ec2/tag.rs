@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{describe_instance, tag, InstanceRef};
 use crate::context::StepContext;
 use crate::error::{aws_error, StepError};
-use crate::registry::Step;
+use crate::step::Step;
 use crate::tags;
 
 /// Writes `firebreak:case` and `firebreak:status` on the instance, so
@@ -166,7 +166,7 @@ impl Step for TagInstance {
 /// The case an instance is tagged with and where it stands.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CaseTag {
-    pub case: Option<crate::case::CaseId>,
+    pub case: Option<crate::ids::CaseId>,
     /// The `firebreak:status` tag (`contained`, `released`, ...).
     pub status: Option<String>,
 }
@@ -175,7 +175,7 @@ impl CaseTag {
     /// The case, if it is still open (contained or containment failed,
     /// not released): `respond` without `--case` continues it. A released
     /// instance starts a new case, with new evidence.
-    pub fn open(&self) -> Option<&crate::case::CaseId> {
+    pub fn open(&self) -> Option<&crate::ids::CaseId> {
         let open = matches!(
             self.status.as_deref(),
             Some(s) if s == CaseStatus::Contained.as_str()
@@ -186,7 +186,7 @@ impl CaseTag {
     }
 
     /// The case, if it was released (closed).
-    pub fn released(&self) -> Option<&crate::case::CaseId> {
+    pub fn released(&self) -> Option<&crate::ids::CaseId> {
         self.case
             .as_ref()
             .filter(|_| self.status.as_deref() == Some(CaseStatus::Released.as_str()))
@@ -197,7 +197,7 @@ impl CaseTag {
 /// there is no such instance).
 pub async fn case_tag(
     ctx: &StepContext,
-    id: &crate::case::InstanceId,
+    id: &crate::ids::InstanceId,
 ) -> Result<CaseTag, StepError> {
     let log = ctx.log("respond");
     let instance = describe_instance(ctx, &log, id).await?;
@@ -219,7 +219,7 @@ pub async fn case_tag(
 /// [`CaseTag::open`]).
 pub async fn open_case(
     ctx: &StepContext,
-    id: &crate::case::InstanceId,
-) -> Result<Option<crate::case::CaseId>, StepError> {
+    id: &crate::ids::InstanceId,
+) -> Result<Option<crate::ids::CaseId>, StepError> {
     Ok(case_tag(ctx, id).await?.open().cloned())
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::context::{StepContext, StepLog};
 use crate::ec2::{filter, load_record, InstanceRef};
 use crate::error::{aws_error, error_code, StepError};
-use crate::registry::Step;
+use crate::step::Step;
 use policies::{Added, Deny};
 
 /// Removes the instance-profile association (no new credentials reach the
