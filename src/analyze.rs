@@ -3,8 +3,10 @@
 //! forensic instance, a Fargate task).
 
 use clap::Args;
-use firebreak_steps::analysis::{AnalysisOptions, AnalyzeInput, AnalyzeMemory, PluginStatus};
 use firebreak_steps::case::default_evidence_bucket;
+use firebreak_steps::evidence::analysis::{
+    AnalysisOptions, AnalyzeInput, AnalyzeMemory, PluginStatus,
+};
 use firebreak_steps::evidence::S3Uri;
 use firebreak_steps::ids::CaseId;
 use firebreak_steps::{Mode, Step};
@@ -91,7 +93,10 @@ pub async fn run(a: AnalyzeArgs) -> anyhow::Result<u8> {
             .await?,
         evidence_bucket: bucket,
         tools_bucket: Some(a.tools_bucket.clone().unwrap_or_else(|| {
-            firebreak_steps::tools::default_tools_bucket(&session.who.account_id, &session.region)
+            firebreak_steps::evidence::tools::default_tools_bucket(
+                &session.who.account_id,
+                &session.region,
+            )
         })),
         actor: session.who.arn.clone(),
         options: AnalysisOptions {

@@ -3,7 +3,7 @@
 //! (`decoys/INSTANCE.json`), so `delete --instance` finds all of it.
 
 use clap::{Args, Subcommand};
-use firebreak_steps::decoy::{create, delete, Decoy, DecoySpec};
+use firebreak_steps::sandbox::decoy::{create, delete, Decoy, DecoySpec};
 use firebreak_steps::Mode;
 
 use crate::rehearse::confirm_sandbox;
@@ -126,7 +126,7 @@ pub async fn run(args: DecoyArgs) -> anyhow::Result<u8> {
                     // Every field, so nothing made goes unsaid.
                     if let serde_json::Value::Object(fields) = serde_json::to_value(&decoy)? {
                         for (k, v) in fields.iter().filter(|(_, v)| !v.is_null()) {
-                            outln!("  {k}: {}", firebreak_steps::rehearsal::plain(v));
+                            outln!("  {k}: {}", firebreak_steps::sandbox::rehearsal::plain(v));
                         }
                     }
                     outln!(

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use firebreak_forensics::custody::CustodyRecord;
 use firebreak_forensics::hash::{sha256_reader, Digest};
 use firebreak_steps::case::default_evidence_bucket;
-use firebreak_steps::custody::{read_ledger, verify, ArtifactState, SignatureCheck};
+use firebreak_steps::evidence::custody::{read_ledger, verify, ArtifactState, SignatureCheck};
 use firebreak_steps::evidence::{hash_object, hold_case, list_versions, S3Uri};
 use firebreak_steps::ids::CaseId;
 use firebreak_steps::Mode;
@@ -277,12 +277,17 @@ async fn hold(a: CaseArgs, on: bool) -> anyhow::Result<u8> {
 
 async fn export(ea: ExportArgs) -> anyhow::Result<u8> {
     let (session, case, bucket) = open(&ea.case).await?;
-    let e = firebreak_steps::custody::export_ledger(&session.ctx, &bucket, case.as_str(), &ea.out)
-        .await
-        .map_err(|e| match e.name {
-            firebreak_workflows::ErrorName::InvalidInput => anyhow::Error::new(BadInput(e.message)),
-            _ => anyhow::anyhow!("{e}"),
-        })?;
+    let e = firebreak_steps::evidence::custody::export_ledger(
+        &session.ctx,
+        &bucket,
+        case.as_str(),
+        &ea.out,
+    )
+    .await
+    .map_err(|e| match e.name {
+        firebreak_workflows::ErrorName::InvalidInput => anyhow::Error::new(BadInput(e.message)),
+        _ => anyhow::anyhow!("{e}"),
+    })?;
     if e.files == 0 {
         return Err(BadInput(format!(
             "case {case} has no custody record in s3://{bucket}/cases/{case}/custody/"
@@ -450,7 +455,7 @@ async fn hash(a: HashArgs) -> anyhow::Result<u8> {
 }
 
 async fn hash_snapshot(a: HashSnapshotArgs) -> anyhow::Result<u8> {
-    use firebreak_steps::ec2::{HashSnapshots, HashSnapshotsInput};
+    use firebreak_steps::containment::ec2::{HashSnapshots, HashSnapshotsInput};
     use firebreak_steps::Step as _;
     if !a.snapshot_id.starts_with("snap-") {
         return Err(BadInput(format!(
@@ -503,7 +508,7 @@ async fn hash_snapshot(a: HashSnapshotArgs) -> anyhow::Result<u8> {
                 )),
                 None => Box::new(std::io::sink()),
             };
-            firebreak_steps::ec2::hash_snapshot(ctx, &log, &a.snapshot_id, &mut out)
+            firebreak_steps::containment::ec2::hash_snapshot(ctx, &log, &a.snapshot_id, &mut out)
                 .await
                 .map_err(map)?
         }

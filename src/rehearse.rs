@@ -4,10 +4,10 @@
 use chrono::Utc;
 use clap::Args;
 use firebreak_steps::case::{CaseFile, CaseInfo, CaseOptions};
-use firebreak_steps::decoy::{self, DecoySpec};
-use firebreak_steps::ec2::read_live_state;
+use firebreak_steps::containment::ec2::read_live_state;
 use firebreak_steps::ids::{CaseId, InstanceId};
-use firebreak_steps::rehearsal::{self, Check};
+use firebreak_steps::sandbox::decoy::{self, DecoySpec};
+use firebreak_steps::sandbox::rehearsal::{self, Check};
 use firebreak_steps::Mode;
 use serde::Serialize;
 
@@ -99,7 +99,7 @@ fn result_check(name: &str, s: &Report) -> Check {
         passed: summary::exit_code(s) == exit::OK,
         detail: format!(
             "{}{}",
-            firebreak_steps::rehearsal::plain(&s.containment),
+            firebreak_steps::sandbox::rehearsal::plain(&s.containment),
             s.failures
                 .iter()
                 .map(|f| format!("; {}: {}", f.step, f.cause.as_deref().unwrap_or("")))
@@ -139,7 +139,7 @@ async fn rehearse_phases(
         },
         // The rehearsal restores everything, the deny included.
         options: CaseOptions {
-            credential_deny: firebreak_steps::ec2::DenyOnRelease::Remove,
+            credential_deny: firebreak_steps::containment::ec2::DenyOnRelease::Remove,
             ..CaseOptions::default()
         },
     };

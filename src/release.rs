@@ -5,7 +5,7 @@ use std::io::Write as _;
 use chrono::Utc;
 use clap::Args;
 use firebreak_steps::case::{CaseFile, CaseInfo, CaseOptions};
-use firebreak_steps::ec2::DenyOnRelease;
+use firebreak_steps::containment::ec2::DenyOnRelease;
 use firebreak_steps::Mode;
 
 use crate::respond::parse_ids;

@@ -5,12 +5,12 @@ use std::io::Write as _;
 
 use chrono::Utc;
 use clap::{Args, ValueEnum};
-use firebreak_steps::autoscaling::AsgMode;
 use firebreak_steps::case::{CaseFile, CaseInfo, CaseOptions};
-use firebreak_steps::ec2::{DenyOnRelease, Exemption, ForensicCopy};
+use firebreak_steps::containment::autoscaling::AsgMode;
+use firebreak_steps::containment::ec2::{DenyOnRelease, Exemption, ForensicCopy};
+use firebreak_steps::evidence::memory::{MemoryOptions, MAX_URL_EXPIRY_SECONDS};
+use firebreak_steps::evidence::tools::default_tools_bucket;
 use firebreak_steps::ids::{CaseId, IdError, InstanceId};
-use firebreak_steps::memory::{MemoryOptions, MAX_URL_EXPIRY_SECONDS};
-use firebreak_steps::tools::default_tools_bucket;
 use firebreak_steps::Mode;
 
 use crate::session::{lock_instance, unfinished_run, Session};
@@ -137,7 +137,7 @@ async fn preflight(
         if args.allow_https_to.is_empty() {
             problems.push("ec2-compromise captures memory after isolation, through SSM and S3, but no --allow-https-to keeps them reachable: the host could never answer while the capture waits. Pass --allow-https-to with the security group of the SSM interface endpoints (ssm, ssmmessages, ec2messages) and the S3 gateway endpoint's prefix list (pl-...)".into());
         }
-        match firebreak_steps::memory::agent_ping_status(&session.ctx, instance.as_str()).await {
+        match firebreak_steps::evidence::memory::agent_ping_status(&session.ctx, instance.as_str()).await {
             Ok(Some(s)) if s == "Online" => {}
             Ok(Some(s)) => problems.push(format!(
                 "the SSM agent of {instance} is {s}, not Online: memory capture cannot reach it; check the agent and its route to SSM, or run ec2-contain instead"
@@ -202,7 +202,7 @@ fn exemptions(args: &RespondArgs) -> anyhow::Result<Vec<Exemption>> {
 fn choose_case(
     instance: &InstanceId,
     given: Option<CaseId>,
-    tag: &firebreak_steps::ec2::CaseTag,
+    tag: &firebreak_steps::containment::ec2::CaseTag,
 ) -> anyhow::Result<(CaseId, bool)> {
     if let (Some(c), Some(closed)) = (&given, tag.released()) {
         if c == closed {

@@ -228,7 +228,7 @@ impl Session {
         }
         let custody_key = match custody_key {
             Some(k) => Some(
-                firebreak_steps::custody::check_signing_key(&self.ctx, k)
+                firebreak_steps::evidence::custody::check_signing_key(&self.ctx, k)
                     .await
                     .map_err(|e| match e.name {
                         ErrorName::InvalidInput
@@ -254,8 +254,8 @@ impl Session {
     pub async fn case_tag(
         &self,
         instance: &InstanceId,
-    ) -> anyhow::Result<firebreak_steps::ec2::CaseTag> {
-        firebreak_steps::ec2::case_tag(&self.ctx, instance)
+    ) -> anyhow::Result<firebreak_steps::containment::ec2::CaseTag> {
+        firebreak_steps::containment::ec2::case_tag(&self.ctx, instance)
             .await
             .map_err(|e| {
                 if e.name == ErrorName::InstanceNotFound {

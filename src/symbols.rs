@@ -4,7 +4,7 @@
 //! xz -c > REL.json.xz`).
 
 use clap::{Args, Subcommand};
-use firebreak_steps::tools;
+use firebreak_steps::evidence::tools;
 use firebreak_steps::Mode;
 
 use crate::session::Session;

@@ -2,7 +2,7 @@
 //! sends to hosts.
 
 use clap::{Args, Subcommand};
-use firebreak_steps::tools::{self, ToolKind};
+use firebreak_steps::evidence::tools::{self, ToolKind};
 use firebreak_steps::Mode;
 
 use crate::session::Session;

@@ -1,16 +1,16 @@
 //! `ec2-contain`: contain a compromised EC2 instance and preserve its disks.
 
-use firebreak_steps::analysis::{AnalyzeMemory, ReadAnalysis};
-use firebreak_steps::autoscaling::DetachFromAutoScaling;
 use firebreak_steps::case::CaseFile;
-use firebreak_steps::ec2::{
+use firebreak_steps::containment::autoscaling::DetachFromAutoScaling;
+use firebreak_steps::containment::ec2::{
     AwaitSnapshots, CopySnapshots, CutNetworkAcls, DisassociateElasticIps, HashSnapshots,
     IsolateNetwork, ProtectInstance, ReadSnapshotHashes, RecordInstanceState, SnapshotVolumes,
     TagInstance,
 };
-use firebreak_steps::elbv2::DeregisterFromTargetGroups;
-use firebreak_steps::iam::{RestrictCredentialsToVpc, RevokeInstanceCredentials};
-use firebreak_steps::memory::{
+use firebreak_steps::containment::elbv2::DeregisterFromTargetGroups;
+use firebreak_steps::containment::iam::{RestrictCredentialsToVpc, RevokeInstanceCredentials};
+use firebreak_steps::evidence::analysis::{AnalyzeMemory, ReadAnalysis};
+use firebreak_steps::evidence::memory::{
     AwaitMemoryCapture, ReadMemoryEvidence, StartMemoryCapture, VerifyMemoryCapture,
 };
 use firebreak_workflows::builder::{choice, poll, task, Chain, Cond, TaskNode, Workflow};

@@ -1,7 +1,7 @@
 //! `ec2-release`: undo containment once the investigation allows it.
 
 use firebreak_steps::case::CaseFile;
-use firebreak_steps::ec2::{ReleaseInstance, TagInstance};
+use firebreak_steps::containment::ec2::{ReleaseInstance, TagInstance};
 use firebreak_workflows::builder::{fail_with_recorded, task, Chain, Workflow};
 use serde_json::json;
 

@@ -4,15 +4,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use firebreak_steps::autoscaling::DetachOutput;
 use firebreak_steps::case::CaseInfo;
-use firebreak_steps::context::{CallRecord, Verdict};
-use firebreak_steps::ec2::{
+use firebreak_steps::containment::autoscaling::DetachOutput;
+use firebreak_steps::containment::ec2::{
     CopyOutput, ElasticIpsOutput, IsolationOutput, ProtectOutput, RecordOutput, ReleaseOutput,
     SnapshotProgress, SnapshotSet, TagOutput,
 };
-use firebreak_steps::elbv2::DeregisterOutput;
-use firebreak_steps::iam::RevokeOutput;
+use firebreak_steps::containment::elbv2::DeregisterOutput;
+use firebreak_steps::containment::iam::RevokeOutput;
+use firebreak_steps::context::{CallRecord, Verdict};
 use firebreak_steps::Mode;
 use firebreak_workflows::exec::{HistoryEvent, Outcome, Status};
 use serde::{Deserialize, Serialize};
@@ -60,8 +60,8 @@ pub struct CaseOutput {
     pub isolation: Option<IsolationOutput>,
     /// The second look before tagging.
     pub isolation_recheck: Option<IsolationOutput>,
-    pub network_acls: Option<firebreak_steps::ec2::NaclCutOutput>,
-    pub credentials_in_vpc: Option<firebreak_steps::iam::RestrictOutput>,
+    pub network_acls: Option<firebreak_steps::containment::ec2::NaclCutOutput>,
+    pub credentials_in_vpc: Option<firebreak_steps::containment::iam::RestrictOutput>,
     pub elastic_ips: Option<ElasticIpsOutput>,
     pub auto_scaling: Option<DetachOutput>,
     pub target_groups: Option<DeregisterOutput>,
@@ -71,10 +71,10 @@ pub struct CaseOutput {
     pub snapshot_progress: Option<SnapshotProgress>,
     pub release: Option<ReleaseOutput>,
     pub forensic_copies: Option<CopyOutput>,
-    pub snapshot_hashes: Option<firebreak_steps::ec2::SnapshotHashes>,
-    pub memory_capture: Option<firebreak_steps::memory::CaptureStarted>,
-    pub memory_progress: Option<firebreak_steps::memory::CaptureProgress>,
-    pub analysis: Option<firebreak_steps::analysis::AnalysisSummary>,
+    pub snapshot_hashes: Option<firebreak_steps::containment::ec2::SnapshotHashes>,
+    pub memory_capture: Option<firebreak_steps::evidence::memory::CaptureStarted>,
+    pub memory_progress: Option<firebreak_steps::evidence::memory::CaptureProgress>,
+    pub analysis: Option<firebreak_steps::evidence::analysis::AnalysisSummary>,
     #[serde(default, skip_serializing)]
     pub failures: BTreeMap<String, Value>,
 }

@@ -18,18 +18,18 @@ pub struct CaseFile {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CaseOptions {
     /// Standby (default) or detach from an Auto Scaling group.
-    pub asg_mode: crate::autoscaling::AsgMode,
+    pub asg_mode: crate::containment::autoscaling::AsgMode,
     /// Investigator access kept through isolation (SSH in, HTTPS out).
-    pub isolation_exemptions: Vec<crate::ec2::Exemption>,
+    pub isolation_exemptions: Vec<crate::containment::ec2::Exemption>,
     /// On release, what to do with the deny on sessions issued before
     /// containment.
-    pub credential_deny: crate::ec2::DenyOnRelease,
+    pub credential_deny: crate::containment::ec2::DenyOnRelease,
     /// Copy the snapshots to a forensic account/region when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forensic_copy: Option<crate::ec2::ForensicCopy>,
+    pub forensic_copy: Option<crate::containment::ec2::ForensicCopy>,
     /// Memory capture (ec2-compromise).
     #[serde(default)]
-    pub memory: crate::memory::MemoryOptions,
+    pub memory: crate::evidence::memory::MemoryOptions,
     /// Hash every snapshot's whole volume image through the EBS direct
     /// APIs once completed (`hash_snapshots`).
     #[serde(default)]

@@ -1,30 +1,33 @@
-//! firebreak's incident-response steps over the AWS SDK.
+//! firebreak's incident-response steps over the AWS SDK, in one folder
+//! per phase: `containment/` (the instance's network, addresses, load
+//! balancers, Auto Scaling, credentials, snapshots, tags, and release),
+//! `evidence/` (the evidence bucket, custody, memory capture and
+//! analysis, the tools sent to hosts), `sandbox/` (decoys and rehearsals).
+//!
+//! Steps talk to AWS; they may import `firebreak_workflows` and
+//! `firebreak_forensics`, never the playbooks or the CLI.
 //!
 //! Each step is a typed [`firebreak_workflows::step::StepDef`] with an
 //! implementation ([`step::Step`]) that is idempotent, reads back what
 //! it changed, and in a dry run only reads and sends EC2 mutations with
 //! `DryRun=true`.
 
-pub mod analysis;
-pub mod autoscaling;
+// The engine's side: the case file, identifiers, configuration, the step
+// context and errors, the registry.
 pub mod case;
 pub mod cases;
 pub mod config;
 pub mod context;
-pub mod custody;
-pub mod decoy;
-pub mod ec2;
-pub mod elbv2;
 pub mod error;
-pub mod evidence;
-pub mod iam;
 pub mod ids;
-pub mod memory;
 pub mod registry;
-pub mod rehearsal;
 pub mod standard;
 pub mod step;
-pub mod tools;
+
+// The phases, as the playbooks and docs/ name them.
+pub mod containment;
+pub mod evidence;
+pub mod sandbox;
 
 pub use context::{AwsClients, Mode, StepContext};
 pub use error::StepError;

@@ -1,8 +1,9 @@
 //! The steps firebreak ships, registered by name. Kept apart from the
 //! registry and the steps, so that neither imports the other in a loop.
 
+use crate::containment::{autoscaling, ec2, elbv2, iam};
+use crate::evidence::{analysis, memory};
 use crate::registry::Registry;
-use crate::{analysis, autoscaling, ec2, elbv2, iam, memory};
 
 impl Registry {
     /// Every step firebreak ships.

@@ -6,9 +6,9 @@
 use chrono::{DateTime, Utc};
 use firebreak_forensics::instance_state::restorable_differences;
 use firebreak_playbooks::report::Containment;
-use firebreak_steps::decoy::Decoy;
-use firebreak_steps::ec2::read_live_state;
+use firebreak_steps::containment::ec2::read_live_state;
 use firebreak_steps::ids::InstanceId;
+use firebreak_steps::sandbox::decoy::Decoy;
 use firebreak_steps::{AwsClients, Registry};
 use firebreak_workflows::step::StepPayload;
 use serde_json::{json, Value};
@@ -116,7 +116,7 @@ async fn sandbox_contain_puts_every_lever_in_its_contained_state() {
     );
 
     // THEN every lever reads back contained
-    let checks = firebreak_steps::rehearsal::contained(
+    let checks = firebreak_steps::sandbox::rehearsal::contained(
         &ctx,
         &decoy_typed,
         "it-levers",
@@ -160,9 +160,10 @@ async fn sandbox_contain_puts_every_lever_in_its_contained_state() {
         .send()
         .await
         .unwrap();
-    let doc =
-        firebreak_steps::iam::decode_policy(version.policy_version().unwrap().document().unwrap())
-            .unwrap();
+    let doc = firebreak_steps::containment::iam::decode_policy(
+        version.policy_version().unwrap().document().unwrap(),
+    )
+    .unwrap();
     let statements = doc["Statement"].as_array().unwrap();
     assert_eq!(statements.len(), 1, "{doc:#}");
     let stmt = &statements[0];
@@ -178,8 +179,10 @@ async fn sandbox_contain_puts_every_lever_in_its_contained_state() {
         .unwrap()
         .parse()
         .unwrap();
-    let pad = firebreak_steps::iam::denies::CUTOFF_PAD;
-    let quantum = chrono::Duration::seconds(firebreak_steps::iam::denies::CUTOFF_QUANTUM_SECONDS);
+    let pad = firebreak_steps::containment::iam::denies::CUTOFF_PAD;
+    let quantum = chrono::Duration::seconds(
+        firebreak_steps::containment::iam::denies::CUTOFF_QUANTUM_SECONDS,
+    );
     assert!(
         cutoff >= before + pad - chrono::Duration::seconds(1)
             && cutoff <= Utc::now() + pad + quantum,

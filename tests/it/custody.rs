@@ -344,7 +344,7 @@ async fn sandbox_evidence_verify_names_each_tampering_of_a_signed_case() {
         else {
             panic!("{k} existed")
         };
-        firebreak_steps::custody::append(
+        firebreak_steps::evidence::custody::append(
             &ctx,
             &log,
             bucket,

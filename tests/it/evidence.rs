@@ -4,7 +4,7 @@
 use chrono::Utc;
 use firebreak_forensics::custody::{Event, Location, NewRecord, Source};
 use firebreak_forensics::lime::lime_header;
-use firebreak_steps::custody;
+use firebreak_steps::evidence::custody;
 use firebreak_steps::evidence::{self, Lock, Put};
 use serde_json::Value;
 

@@ -594,9 +594,10 @@ pub(crate) async fn inventory(config: &SdkConfig, d: &Value, case: &str) -> Valu
     let mut denied = 0;
     if let Some(role) = d["role_name"].as_str() {
         let ctx = context(AwsClients::new(config));
-        let r = firebreak_steps::iam::policies::read_role(&ctx, &ctx.log("test"), role)
-            .await
-            .unwrap();
+        let r =
+            firebreak_steps::containment::iam::policies::read_role(&ctx, &ctx.log("test"), role)
+                .await
+                .unwrap();
         denied = r
             .policies
             .iter()

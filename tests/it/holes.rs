@@ -11,8 +11,8 @@ use aws_sdk_ec2::types::{Filter, PortRange, RuleAction};
 use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use chrono::Utc;
 use firebreak_playbooks::report::Containment;
-use firebreak_steps::iam::denies::MANAGED_POLICY_MAX_CHARS;
-use firebreak_steps::iam::policies::read_role;
+use firebreak_steps::containment::iam::denies::MANAGED_POLICY_MAX_CHARS;
+use firebreak_steps::containment::iam::policies::read_role;
 use firebreak_steps::{AwsClients, Registry, StepContext, StepRunner};
 use firebreak_workflows::exec::{TaskCall, TaskFailure, TaskHandler};
 use firebreak_workflows::step::StepPayload;
@@ -956,9 +956,11 @@ async fn sandbox_credentials_are_denied_outside_the_vpc_at_isolation_for_this_in
     let r = read_role(&ctx, &ctx.log("test"), &role).await.unwrap();
     let (_, cutoff) = r.cutoff_of(&first).unwrap();
     assert!(
-        cutoff >= before + firebreak_steps::iam::denies::CUTOFF_PAD - chrono::Duration::seconds(1)
+        cutoff
+            >= before + firebreak_steps::containment::iam::denies::CUTOFF_PAD
+                - chrono::Duration::seconds(1)
     );
-    firebreak_steps::iam::policies::remove_deny(
+    firebreak_steps::containment::iam::policies::remove_deny(
         &ctx,
         &ctx.log("test"),
         &role,
@@ -1138,7 +1140,7 @@ async fn sandbox_two_hundred_instances_of_one_role_are_denied_within_iam_quotas_
     let order: Vec<usize> = (0..200).step_by(2).chain((1..200).step_by(2)).collect();
     let mut released = std::collections::BTreeSet::new();
     for k in order {
-        firebreak_steps::iam::policies::remove_deny(
+        firebreak_steps::containment::iam::policies::remove_deny(
             &ctx,
             &ctx.log("test"),
             &role,
@@ -1227,18 +1229,19 @@ async fn sandbox_a_role_without_room_falls_back_to_a_role_wide_deny_and_says_so(
     let (_, attached, inline) = within_quotas(&iam, &role).await;
     assert_eq!(attached, 10);
     assert!(inline > 0);
-    let wide = firebreak_steps::iam::policies::role_wide(&ctx, &ctx.log("test"), &role)
-        .await
-        .unwrap();
+    let wide =
+        firebreak_steps::containment::iam::policies::role_wide(&ctx, &ctx.log("test"), &role)
+            .await
+            .unwrap();
     assert!(wide.is_some_and(|t| t > Utc::now()), "{wide:?}");
     let doc = iam
         .get_role_policy()
         .role_name(&role)
-        .policy_name(firebreak_steps::iam::denies::ROLE_WIDE_POLICY)
+        .policy_name(firebreak_steps::containment::iam::denies::ROLE_WIDE_POLICY)
         .send()
         .await
         .unwrap();
-    let doc = firebreak_steps::iam::decode_policy(doc.policy_document()).unwrap();
+    let doc = firebreak_steps::containment::iam::decode_policy(doc.policy_document()).unwrap();
     assert_eq!(
         doc["Statement"][0]["Condition"].as_object().unwrap().len(),
         1,

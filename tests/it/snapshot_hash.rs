@@ -101,7 +101,7 @@ fn sha256sum_of(dir: &Scratch, blocks: &[(i32, Vec<u8>)]) -> String {
 fn written() -> Vec<(i32, Vec<u8>)> {
     let last = (GIB / BLOCK as u64) as i32 - 1;
     let mut at: Vec<i32> = vec![0, 1, 7, 100_000, 1_048_576, last];
-    at.extend(4096..4096 + 3 * firebreak_steps::ec2::BLOCKS_IN_FLIGHT as i32);
+    at.extend(4096..4096 + 3 * firebreak_steps::containment::ec2::BLOCKS_IN_FLIGHT as i32);
     at.sort();
     at.iter().map(|&i| (i, block(i as u64 + 1))).collect()
 }

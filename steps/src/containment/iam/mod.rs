@@ -12,8 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::containment::ec2::{filter, load_record, InstanceRef};
 use crate::context::{StepContext, StepLog};
-use crate::ec2::{filter, load_record, InstanceRef};
 use crate::error::{aws_error, error_code, StepError};
 use crate::step::Step;
 use policies::{Added, Deny};
@@ -345,7 +345,7 @@ impl Step for RevokeInstanceCredentials {
             instance_id: input.instance_id.clone(),
         }
         .parse()?;
-        crate::ec2::parse_bucket(&input.evidence_bucket)?;
+        crate::containment::ec2::parse_bucket(&input.evidence_bucket)?;
         let log = ctx.log(Self::NAME);
         let current = current_association(ctx, &log, id.as_str()).await?;
         let profile_arn = match &current {
@@ -540,7 +540,7 @@ impl Step for RestrictCredentialsToVpc {
     async fn run(ctx: &StepContext, input: InstanceRef) -> Result<RestrictOutput, StepError> {
         let (_, id) = input.parse()?;
         let log = ctx.log(Self::NAME);
-        let instance = crate::ec2::describe_instance(ctx, &log, &id).await?;
+        let instance = crate::containment::ec2::describe_instance(ctx, &log, &id).await?;
         let mut out = RestrictOutput {
             instance_profile_arn: None,
             roles: Vec::new(),

@@ -393,7 +393,7 @@ async fn bucket_table(
     banner: &str,
     dir: &Path,
 ) -> Result<Option<String>, StepError> {
-    let index = match crate::tools::read_symbols_index(ctx, log, bucket).await {
+    let index = match crate::evidence::tools::read_symbols_index(ctx, log, bucket).await {
         Ok(Some(index)) => index,
         // No tools bucket (or no index in it): nothing to find there.
         Ok(None) => return Ok(None),
@@ -474,7 +474,7 @@ impl Store<'_> {
             key: key.clone(),
             version_id: version.clone(),
         };
-        crate::custody::append(
+        crate::evidence::custody::append(
             ctx,
             log,
             bucket,
@@ -534,7 +534,8 @@ impl Step for AnalyzeMemory {
             .or_else(|| std::env::var("FIREBREAK_SYMBOLS").ok());
 
         // What custody says about the image.
-        let ledger = crate::custody::read_ledger(ctx, &log, bucket, case.as_str()).await?;
+        let ledger =
+            crate::evidence::custody::read_ledger(ctx, &log, bucket, case.as_str()).await?;
         let records = ledger.readable();
         let recorded = records.iter().find(|r| {
             r.event == Event::Acquired
@@ -563,7 +564,7 @@ impl Step for AnalyzeMemory {
             r.evidence_id == evidence_id
                 && (r.event == Event::Rejected
                     || (r.event == Event::Verified
-                        && crate::custody::failed_note(r.note.as_deref()))
+                        && crate::evidence::custody::failed_note(r.note.as_deref()))
                     || (r.host_sha256.is_some() && r.host_sha256 != r.sha256))
         });
         // A capture firebreak made is analysed once verified off the
@@ -573,7 +574,7 @@ impl Step for AnalyzeMemory {
         let verified = records.iter().any(|r| {
             r.evidence_id == evidence_id
                 && r.event == Event::Verified
-                && !crate::custody::failed_note(r.note.as_deref())
+                && !crate::evidence::custody::failed_note(r.note.as_deref())
         });
         if captured && !verified && mismatch.is_none() {
             return Err(StepError::verification(format!(
@@ -637,7 +638,7 @@ impl Step for AnalyzeMemory {
         let run_id = format!(
             "{}-{}",
             Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
-            &crate::memory::new_evidence_id()[..8]
+            &crate::evidence::memory::new_evidence_id()[..8]
         );
         let out_prefix = format!("{}{run_id}/", keys::analysis(case.as_str(), &evidence_id));
         let image_str = image.to_string_lossy().into_owned();

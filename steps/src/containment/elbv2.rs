@@ -9,8 +9,10 @@ use firebreak_workflows::ErrorName;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::containment::ec2::{
+    classic_registrations, describe_instance, registrations, InstanceRef,
+};
 use crate::context::StepContext;
-use crate::ec2::{classic_registrations, describe_instance, registrations, InstanceRef};
 use crate::error::{aws_error, StepError};
 use crate::step::Step;
 

@@ -17,11 +17,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{load_record, read_live_state, InstanceRef};
-use crate::autoscaling::membership;
+use crate::containment::autoscaling::membership;
+use crate::containment::iam::denies::ROLE_WIDE_POLICY;
+use crate::containment::iam::{deny_policy_name, policies, profile_roles, role_policy};
 use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, error_code, StepError};
-use crate::iam::denies::ROLE_WIDE_POLICY;
-use crate::iam::{deny_policy_name, policies, profile_roles, role_policy};
 use crate::ids::InstanceId;
 use crate::step::Step;
 
@@ -198,7 +198,7 @@ impl StepDef for ReleaseInstance {
             Statement::allow(["s3:GetObject"], ["arn:aws:s3:::*/cases/*"]),
             Statement::allow(["s3:ListBucket"], ["arn:aws:s3:::*"]),
         ];
-        v.extend(crate::iam::deny_policy_statements());
+        v.extend(crate::containment::iam::deny_policy_statements());
         v
     }
 }
@@ -453,7 +453,7 @@ async fn remove_denies(
         let Some(doc) = role_policy(ctx, &c.log, &role, &name).await? else {
             continue;
         };
-        if let Some(t) = crate::iam::deny_cutoff(&doc) {
+        if let Some(t) = crate::containment::iam::deny_cutoff(&doc) {
             if !drop_cutoff(t) {
                 keep(t);
                 continue;
@@ -720,8 +720,8 @@ async fn restore_auto_scaling(
         }
         _ => {}
     }
-    if let Some(g) = crate::autoscaling::group_state(ctx, &c.log, group).await? {
-        if let Some(min) = crate::autoscaling::restored_min(&g, asg.group_min_size) {
+    if let Some(g) = crate::containment::autoscaling::group_state(ctx, &c.log, group).await? {
+        if let Some(min) = crate::containment::autoscaling::restored_min(&g, asg.group_min_size) {
             let why = format!(
                 "the original {} as far as the desired capacity {} allows",
                 g.original_min.or(asg.group_min_size).unwrap_or(min),
@@ -734,19 +734,21 @@ async fn restore_auto_scaling(
                     &no_dry_run("Auto Scaling", "autoscaling:UpdateAutoScalingGroup"),
                 );
             } else {
-                crate::autoscaling::set_min(ctx, &c.log, group, min, &why).await?;
+                crate::containment::autoscaling::set_min(ctx, &c.log, group, min, &why).await?;
                 c.actions.push(format!(
                     "autoscaling:UpdateAutoScalingGroup {group} MinSize={min}"
                 ));
             }
         }
-        let min_now = crate::autoscaling::restored_min(&g, asg.group_min_size).unwrap_or(g.min);
+        let min_now =
+            crate::containment::autoscaling::restored_min(&g, asg.group_min_size).unwrap_or(g.min);
         if let Some(orig) = g.original_min.filter(|o| *o == min_now) {
             if !dry {
-                crate::autoscaling::untag_original_min(ctx, &c.log, group, orig).await?;
+                crate::containment::autoscaling::untag_original_min(ctx, &c.log, group, orig)
+                    .await?;
                 c.actions.push(format!(
                     "autoscaling:DeleteTags {group} {}",
-                    crate::autoscaling::MIN_SIZE_TAG
+                    crate::containment::autoscaling::MIN_SIZE_TAG
                 ));
             }
         }
@@ -795,7 +797,7 @@ async fn restore_load_balancers(
         if now.target_groups.contains(r) {
             continue;
         }
-        let params = crate::elbv2::describe_registration(id.as_str(), r);
+        let params = crate::containment::elbv2::describe_registration(id.as_str(), r);
         if ctx.is_dry_run() {
             c.planned(
                 "elasticloadbalancing:RegisterTargets",
@@ -808,7 +810,7 @@ async fn restore_load_balancers(
             .elbv2
             .register_targets()
             .target_group_arn(&r.target_group_arn)
-            .targets(crate::elbv2::target_of(id.as_str(), r))
+            .targets(crate::containment::elbv2::target_of(id.as_str(), r))
             .send()
             .await
             .map_err(|e| aws_error("elasticloadbalancing:RegisterTargets", e))?;
@@ -871,7 +873,7 @@ async fn out_of_service_again(c: &mut Changes<'_>, id: &InstanceId, undo: &[Undo
                 .elbv2
                 .deregister_targets()
                 .target_group_arn(&r.target_group_arn)
-                .targets(crate::elbv2::target_of(id.as_str(), r))
+                .targets(crate::containment::elbv2::target_of(id.as_str(), r))
                 .send()
                 .await
                 .map(|_| format!("deregistered from {} again", r.target_group_arn))
@@ -895,7 +897,7 @@ async fn out_of_service_again(c: &mut Changes<'_>, id: &InstanceId, undo: &[Undo
                         e,
                     )
                 }),
-            Undo::Group(g) => crate::autoscaling::take_out(ctx, &c.log, g, id)
+            Undo::Group(g) => crate::containment::autoscaling::take_out(ctx, &c.log, g, id)
                 .await
                 .map(|_| format!("out of {g} again (Standby)")),
         };

@@ -142,7 +142,7 @@ async fn custody_of(
     note: &str,
 ) -> Result<Option<u64>, StepError> {
     let uri: evidence::S3Uri = location.parse().map_err(StepError::invalid_input)?;
-    let record = crate::custody::append(
+    let record = crate::evidence::custody::append(
         ctx,
         log,
         &input.evidence_bucket,
@@ -378,7 +378,7 @@ pub async fn read_live_state(
     if let Some(a) = auto_scaling.as_mut() {
         // The minimum before firebreak lowered it (kept on the group while
         // any instance of it is contained), else the minimum.
-        a.group_min_size = crate::autoscaling::group_state(ctx, log, &a.group_name)
+        a.group_min_size = crate::containment::autoscaling::group_state(ctx, log, &a.group_name)
             .await?
             .map(|g| g.original_min.unwrap_or(g.min));
     }

@@ -6,12 +6,12 @@ use chrono::Utc;
 use firebreak_forensics::instance_state::{restorable_differences, InstanceStateRecord};
 use serde::Serialize;
 
+use crate::containment::ec2::{filter, load_record, read_live_state};
+use crate::containment::iam::{policies, profile_roles};
 use crate::context::StepContext;
-use crate::decoy::{Decoy, DecoySpec};
-use crate::ec2::{filter, load_record, read_live_state};
 use crate::error::{aws_error, StepError};
-use crate::iam::{policies, profile_roles};
 use crate::ids::InstanceId;
+use crate::sandbox::decoy::{Decoy, DecoySpec};
 
 /// One check of a rehearsal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -163,13 +163,15 @@ pub async fn contained(
             *t >= contained_at - chrono::Duration::seconds(1)
                 && *t
                     <= Utc::now()
-                        + crate::iam::denies::CUTOFF_PAD
-                        + chrono::Duration::seconds(crate::iam::denies::CUTOFF_QUANTUM_SECONDS)
+                        + crate::containment::iam::denies::CUTOFF_PAD
+                        + chrono::Duration::seconds(
+                            crate::containment::iam::denies::CUTOFF_QUANTUM_SECONDS,
+                        )
         });
         let chars: Vec<usize> = r.policies.iter().map(|p| p.chars).collect();
         out.push(check(
             "the role's deny names this instance with a cut-off at containment, within IAM's quotas",
-            cutoff_ok && chars.iter().all(|c| *c <= crate::iam::denies::MANAGED_POLICY_MAX_CHARS),
+            cutoff_ok && chars.iter().all(|c| *c <= crate::containment::iam::denies::MANAGED_POLICY_MAX_CHARS),
             format!("{role}: cut-off {}, policy sizes {}", plain(&cutoff), plain(&chars)),
         ));
     }

@@ -365,7 +365,7 @@ async fn hashed_before(
     case: &str,
     snapshot_id: &str,
 ) -> Result<Option<SnapshotDigest>, StepError> {
-    let ledger = crate::custody::read_ledger(ctx, log, bucket, case).await?;
+    let ledger = crate::evidence::custody::read_ledger(ctx, log, bucket, case).await?;
     Ok(ledger.readable().into_iter().find_map(|r| {
         let same = r.kind == "ebs-snapshot"
             && matches!(&r.location, Location::Snapshot { snapshot_id: s, .. } if s == snapshot_id);
@@ -433,7 +433,7 @@ impl Step for HashSnapshots {
             // gigabytes), then to S3 from it.
             let path = std::env::temp_dir().join(format!(
                 "firebreak-blocks-{id}-{}.txt",
-                crate::memory::new_evidence_id()
+                crate::evidence::memory::new_evidence_id()
             ));
             let file = std::fs::File::create(&path).map_err(|e| {
                 StepError::with_source(ErrorName::Internal, "making the block manifest file", e)
@@ -500,7 +500,7 @@ impl Step for HashSnapshots {
                         signing_key: None,
                     }
                 };
-            crate::custody::append(
+            crate::evidence::custody::append(
                 ctx,
                 &log,
                 bucket,
@@ -519,7 +519,7 @@ impl Step for HashSnapshots {
                 ),
             )
             .await?;
-            let rec = crate::custody::append(
+            let rec = crate::evidence::custody::append(
                 ctx,
                 &log,
                 bucket,

@@ -36,13 +36,13 @@ use firebreak_workflows::ErrorName;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::containment::ec2::describe_instance;
 use crate::context::{StepContext, StepLog};
-use crate::ec2::describe_instance;
 use crate::error::{aws_error, error_code, StepError};
+use crate::evidence::tools;
 use crate::evidence::{self, keys, Lock, Put, S3Uri};
 use crate::ids::{CaseId, InstanceId};
 use crate::step::Step;
-use crate::tools;
 
 /// The presigned URLs live at least an hour: short enough that a leaked
 /// URL is soon worthless, and longer for instances with much memory (see
@@ -552,11 +552,13 @@ async fn attempt_state(
     log: &StepLog<'_>,
     c: &CaptureStarted,
 ) -> Result<AttemptState, StepError> {
-    let ledger = crate::custody::read_ledger(ctx, log, &c.bucket, &c.case_id).await?;
+    let ledger = crate::evidence::custody::read_ledger(ctx, log, &c.bucket, &c.case_id).await?;
     for r in ledger.readable() {
         if r.evidence_id == c.evidence_id && matches!(r.event, Event::Verified | Event::Rejected) {
             return Ok(
-                if r.event == Event::Rejected || crate::custody::failed_note(r.note.as_deref()) {
+                if r.event == Event::Rejected
+                    || crate::evidence::custody::failed_note(r.note.as_deref())
+                {
                     AttemptState::Failed(r.note.clone().unwrap_or_default())
                 } else {
                     AttemptState::Finished
@@ -1363,12 +1365,13 @@ impl Step for ReadMemoryEvidence {
             });
         }
         let ledger =
-            crate::custody::read_ledger(ctx, &log, &input.evidence_bucket, &c.case_id).await?;
+            crate::evidence::custody::read_ledger(ctx, &log, &input.evidence_bucket, &c.case_id)
+                .await?;
         let rejected = ledger.readable().into_iter().find(|r| {
             r.evidence_id == c.evidence_id
                 && (r.event == Event::Rejected
                     || (r.event == Event::Verified
-                        && crate::custody::failed_note(r.note.as_deref())))
+                        && crate::evidence::custody::failed_note(r.note.as_deref())))
         });
         Err(match rejected {
             Some(r) => StepError::verification(format!(
@@ -1585,7 +1588,7 @@ impl Step for VerifyMemoryCapture {
         };
         let lock = &input.evidence_lock;
         let result_digest = sha256_bytes(&report_bytes);
-        crate::custody::append(
+        crate::evidence::custody::append(
             ctx,
             &log,
             bucket,
@@ -1629,7 +1632,7 @@ impl Step for VerifyMemoryCapture {
                 "swap": host.swap,
             },
         });
-        crate::custody::append(
+        crate::evidence::custody::append(
             ctx,
             &log,
             bucket,
@@ -1721,7 +1724,7 @@ impl Step for VerifyMemoryCapture {
             )
         };
         let rejected = !mismatches.is_empty() || !failures.is_empty();
-        let verified = crate::custody::append(
+        let verified = crate::evidence::custody::append(
             ctx,
             &log,
             bucket,
@@ -1850,13 +1853,14 @@ async fn verified_before(
     input: &AwaitCaptureInput,
 ) -> Result<Option<MemoryEvidence>, StepError> {
     let c = &input.capture;
-    let ledger = crate::custody::read_ledger(ctx, log, &input.evidence_bucket, &c.case_id).await?;
+    let ledger =
+        crate::evidence::custody::read_ledger(ctx, log, &input.evidence_bucket, &c.case_id).await?;
     let records = ledger.readable();
     let Some(v) = records.iter().find(|r| {
         r.evidence_id == c.evidence_id
             && r.event == Event::Verified
             && r.kind == "memory-image"
-            && !crate::custody::failed_note(r.note.as_deref())
+            && !crate::evidence::custody::failed_note(r.note.as_deref())
     }) else {
         return Ok(None);
     };

@@ -14,7 +14,7 @@ use aws_sdk_ec2::types::{
 use firebreak_workflows::ErrorName;
 use serde::{Deserialize, Serialize};
 
-use crate::ec2::{filter, tag};
+use crate::containment::ec2::{filter, tag};
 use crate::error::{aws_error, error_code, StepError};
 
 /// What the decoy looks like.
@@ -438,8 +438,8 @@ async fn build(
         )
     })?;
     d.instance_id = instance.instance_id().unwrap_or_default().to_string();
-    d.network_interface_ids = crate::ec2::interface_ids(instance);
-    d.volume_ids = crate::ec2::volumes(instance)
+    d.network_interface_ids = crate::containment::ec2::interface_ids(instance);
+    d.volume_ids = crate::containment::ec2::volumes(instance)
         .into_iter()
         .map(|(v, _)| v)
         .collect();

@@ -1,10 +1,18 @@
-//! The evidence bucket: where records and artifacts of a case are kept.
+//! Evidence: the bucket where records and artifacts of a case are kept
+//! (this module), their custody ledger, memory capture and its analysis,
+//! and the tools sent to hosts (docs/evidence-and-custody.md,
+//! docs/memory-and-analysis.md).
 //!
 //! Objects are written once (`If-None-Match: *`), with a SHA-256 checksum
 //! that S3 verifies on arrival; an existing object is never overwritten,
 //! so a second run finds what the first one preserved. The bucket's Object
 //! Lock default retention (set by `firebreak setup`) applies to every
 //! object.
+
+pub mod analysis;
+pub mod custody;
+pub mod memory;
+pub mod tools;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ChecksumAlgorithm;
@@ -887,7 +895,7 @@ pub async fn setup_bucket(
             actions,
         });
     }
-    let partition = crate::iam::partition(&ctx.region);
+    let partition = crate::containment::iam::partition(&ctx.region);
     let policy = serde_json::json!({
         "Version": "2012-10-17",
         "Statement": [{

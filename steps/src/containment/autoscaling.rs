@@ -7,8 +7,8 @@ use firebreak_workflows::ErrorName;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::containment::ec2::InstanceRef;
 use crate::context::{StepContext, StepLog};
-use crate::ec2::InstanceRef;
 use crate::error::{aws_error, error_code, StepError};
 use crate::ids::InstanceId;
 use crate::step::Step;
