@@ -20,7 +20,10 @@ use async_trait::async_trait;
 use clap::Args;
 use firebreak_steps::{Mode, StepRunner};
 use firebreak_workflows::asl::{QueryLanguage, StateMachine};
-use firebreak_workflows::context::ContextSource;
+use firebreak_workflows::exec::callback::{
+    is_callback, wait_for_answer, Answer as CallbackAnswer, CallbackError, CallbackStore as _,
+    FileStore,
+};
 use firebreak_workflows::exec::journal::Start;
 use firebreak_workflows::exec::{
     Clock, ExecutionConfig, Executor, History, Journal, Outcome, Status, TaskCall, TaskFailure,
@@ -178,126 +181,31 @@ impl TaskHandler for Tasks {
     }
 }
 
-/// Files removed when dropped.
-struct RemoveOnDrop(Vec<PathBuf>);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
+/// The callback tokens of local runs, in the state directory (checked
+/// to be its owner's only).
+fn token_store() -> anyhow::Result<FileStore> {
+    crate::session::secure_state_dir()?;
+    Ok(FileStore::new(state_dir().join("tokens")))
 }
 
-/// A callback task (`.waitForTaskToken`): answered by `firebreak
-/// task-success` / `task-failure` unless mocked.
-fn is_callback(resource: &str) -> bool {
-    resource.ends_with(".waitForTaskToken")
-}
-
-fn tokens_dir() -> PathBuf {
-    state_dir().join("tokens")
-}
-
-/// A token as a file name: the executor's are hex; anything else a user
-/// types is refused before it touches a path.
-fn token_file(token: &str, suffix: &str) -> Option<PathBuf> {
-    let ok = !token.is_empty()
-        && token.len() <= 128
-        && token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    ok.then(|| tokens_dir().join(format!("{token}{suffix}")))
-}
-
-/// Waits (polling the tokens folder) until `task-success` or
-/// `task-failure` answers this attempt's token.
+/// Waits until `task-success` or `task-failure` answers this attempt's
+/// token (see `firebreak_workflows::exec::callback`).
 async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
-    let failed = |cause: String| TaskFailure::new("States.TaskFailed", cause);
-    let token = call
-        .context
-        .context()
-        .pointer("/Task/Token")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let (Some(pending), Some(answer)) = (
-        token_file(&token, ".json"),
-        token_file(&token, ".answer.json"),
-    ) else {
-        return Err(failed(format!(
-            "state '{}' has no usable task token",
-            call.state_name
-        )));
-    };
-    crate::session::private_dir(&tokens_dir()).map_err(|e| failed(format!("{e:#}")))?;
-    let record = json!({
-        "execution": call.context.context().pointer("/Execution/Name"),
-        "state": call.state_name,
-        "resource": call.resource,
-        "input": call.input,
-    });
-    crate::session::write_private(&pending, record.to_string().as_bytes())
-        .map_err(|e| failed(format!("cannot write {}: {e}", pending.display())))?;
-    say!(
-        "firebreak: state '{}' waits for its task token; answer with\n  firebreak task-success {token} --output '{{...}}'\n  firebreak task-failure {token} --error ERROR --cause CAUSE{}",
-        call.state_name,
-        match call.heartbeat_seconds {
-            Some(s) => format!("\n  and send `firebreak task-heartbeat {token}` at least every {s} s"),
-            None => String::new(),
-        }
-    );
-    let heartbeat = token_file(&token, ".heartbeat");
-    // However the wait ends (answer, timeout, the state's Catch), the
-    // token is no longer waited for; a killed process leaves the file for
-    // its resume, which waits on the same token.
-    let _cleanup = RemoveOnDrop(
-        std::iter::once(pending.clone())
-            .chain(heartbeat.clone())
-            .collect(),
-    );
-    let mut last_beat = std::time::Instant::now();
-    let mut last_mtime = None;
+    let store =
+        token_store().map_err(|e| TaskFailure::new("States.TaskFailed", format!("{e:#}")))?;
     // Polling a file: the answer comes from another process, and a file
     // also survives this one being killed and resumed.
-    loop {
-        if let (Some(limit), Some(hb)) = (call.heartbeat_seconds, &heartbeat) {
-            let mtime = std::fs::metadata(hb).and_then(|m| m.modified()).ok();
-            if mtime.is_some() && mtime != last_mtime {
-                last_mtime = mtime;
-                last_beat = std::time::Instant::now();
+    wait_for_answer(&store, call, std::time::Duration::from_millis(100), |token| {
+        say!(
+            "firebreak: state '{}' waits for its task token; answer with\n  firebreak task-success {token} --output '{{...}}'\n  firebreak task-failure {token} --error ERROR --cause CAUSE{}",
+            call.state_name,
+            match call.heartbeat_seconds {
+                Some(s) => format!("\n  and send `firebreak task-heartbeat {token}` at least every {s} s"),
+                None => String::new(),
             }
-            if last_beat.elapsed() > std::time::Duration::from_secs(limit) {
-                let _ = std::fs::remove_file(&pending);
-                let _ = std::fs::remove_file(hb);
-                return Err(TaskFailure {
-                    error: "States.HeartbeatTimeout".into(),
-                    cause: Some(format!(
-                        "no heartbeat for task token {token} within {limit} s"
-                    )),
-                });
-            }
-        }
-        if let Ok(text) = std::fs::read_to_string(&answer) {
-            let _ = std::fs::remove_file(&pending);
-            let _ = std::fs::remove_file(&answer);
-            if let Some(hb) = &heartbeat {
-                let _ = std::fs::remove_file(hb);
-            }
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| failed(format!("{}: not JSON: {e}", answer.display())))?;
-            return match v.get("output") {
-                Some(o) => Ok(o.clone()),
-                None => Err(TaskFailure {
-                    error: v
-                        .get("error")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    cause: v.get("cause").and_then(Value::as_str).map(str::to_string),
-                }),
-            };
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        );
+    })
+    .await
 }
 
 #[derive(Debug, Args)]
@@ -321,35 +229,13 @@ pub struct TaskFailureArgs {
     pub cause: Option<String>,
 }
 
-/// The file `suffix` of a token that a run is waiting on; bad input when
-/// the token is malformed or nobody waits for it.
-fn waiting_token(token: &str, suffix: &str) -> anyhow::Result<PathBuf> {
-    crate::session::secure_state_dir()?;
-    let (Some(pending), Some(file)) = (token_file(token, ".json"), token_file(token, suffix))
-    else {
-        return Err(bad(format!("{token:?} is not a task token")));
-    };
-    if !pending.is_file() {
-        return Err(bad(format!(
-            "no execution waits for task token {token} (under {})",
-            tokens_dir().display()
-        )));
+/// An answer or heartbeat that cannot be given: bad input (exit 2) when
+/// the token is malformed, nobody waits for it, or it was answered.
+fn callback_error(e: CallbackError) -> anyhow::Error {
+    match e {
+        CallbackError::Store(m) => anyhow::anyhow!(m),
+        e => bad(e.to_string()),
     }
-    Ok(file)
-}
-
-/// Answers a waiting callback task.
-fn answer_token(token: &str, answer: &Value) -> anyhow::Result<u8> {
-    let done = waiting_token(token, ".answer.json")?;
-    if done.exists() {
-        return Err(bad(format!("task token {token} has already been answered")));
-    }
-    // Written whole, then renamed: the waiting run never reads half of it.
-    let tmp = tokens_dir().join(format!("{token}.answer.tmp"));
-    crate::session::write_private(&tmp, answer.to_string().as_bytes())
-        .and_then(|()| std::fs::rename(&tmp, &done))
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", done.display()))?;
-    Ok(exit::OK)
 }
 
 #[derive(Debug, Args)]
@@ -360,23 +246,31 @@ pub struct TaskHeartbeatArgs {
 
 /// Tells a waiting callback task its worker is alive (HeartbeatSeconds).
 pub fn task_heartbeat(args: TaskHeartbeatArgs) -> anyhow::Result<u8> {
-    let beat = waiting_token(&args.token, ".heartbeat")?;
-    // The file's modification time is the heartbeat.
-    crate::session::write_private(&beat, chrono::Utc::now().to_rfc3339().as_bytes())
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", beat.display()))?;
+    token_store()?
+        .heartbeat(&args.token)
+        .map_err(callback_error)?;
     Ok(exit::OK)
 }
 
 pub fn task_success(args: TaskSuccessArgs) -> anyhow::Result<u8> {
     let output = json_arg("--output", &args.output)?;
-    answer_token(&args.token, &json!({ "output": output }))
+    token_store()?
+        .answer(&args.token, &CallbackAnswer::Success(output))
+        .map_err(callback_error)?;
+    Ok(exit::OK)
 }
 
 pub fn task_failure(args: TaskFailureArgs) -> anyhow::Result<u8> {
-    answer_token(
-        &args.token,
-        &json!({ "error": args.error, "cause": args.cause }),
-    )
+    token_store()?
+        .answer(
+            &args.token,
+            &CallbackAnswer::Failure {
+                error: args.error,
+                cause: args.cause,
+            },
+        )
+        .map_err(callback_error)?;
+    Ok(exit::OK)
 }
 
 /// Runs a `--mock-command` for one task.

@@ -532,20 +532,7 @@ pub fn secure_state_dir() -> anyhow::Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-/// Writes a file only its owner can read (0600), never through a
-/// symbolic link planted at its path.
-pub fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    f.write_all(contents)
-}
+pub use firebreak_workflows::exec::callback::write_private;
 
 /// A directory of the state directory, made 0700.
 pub fn private_dir(path: &std::path::Path) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@
 //! recorded in a Step Functions-shaped [`History`]; time comes from a
 //! [`Clock`] so tests and `--fast-clock` runs do not sleep.
 
+pub mod callback;
 pub mod choice;
 pub mod clock;
 pub mod history;
