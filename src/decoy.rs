@@ -38,8 +38,7 @@ pub enum DecoyCommand {
         #[command(flatten)]
         aws: AwsArgs,
     },
-    /// Delete a decoy and everything `decoy create` made for it (and the
-    /// snapshots and firebreak groups of rehearsals on it).
+    /// Delete a decoy and everything `decoy create` made for it.
     Delete {
         /// The decoy's instance (as `decoy create` printed it; what was
         /// made is read from the state directory).
@@ -65,7 +64,7 @@ fn saved(instance: &str) -> std::path::PathBuf {
 }
 
 /// Keeps what `decoy create` made, for `decoy delete --instance`.
-fn save(decoy: &Decoy) -> anyhow::Result<()> {
+pub(crate) fn save(decoy: &Decoy) -> anyhow::Result<()> {
     let path = saved(&decoy.instance_id);
     if let Some(dir) = path.parent() {
         crate::session::private_dir(dir)?;

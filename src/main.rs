@@ -203,6 +203,11 @@ pub mod live {
     /// A live line is on the screen.
     static SHOWN: AtomicBool = AtomicBool::new(false);
 
+    /// Whether errors are JSON too (`--output json`).
+    pub fn json() -> bool {
+        super::JSON_ERRORS.load(Ordering::Relaxed)
+    }
+
     /// Whether progress is drawn live.
     pub fn enabled() -> bool {
         !super::JSON_ERRORS.load(Ordering::Relaxed) && std::io::stderr().is_terminal()
@@ -267,11 +272,41 @@ pub fn json_errors() {
     JSON_ERRORS.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Whether the command line asks for JSON output (`--output json`), read
+/// before parsing so that even a parse error is a JSON object.
+fn asks_for_json(args: &[String]) -> bool {
+    args.windows(2)
+        .any(|w| w[0] == "--output" && w[1] == "json")
+        || args.iter().any(|a| a == "--output=json")
+}
+
+/// An error as the JSON object `--output json` promises on stdout.
+pub fn print_json_error(error: &str, cause: &str, code: u8, extra: serde_json::Value) {
+    let mut object = serde_json::json!({ "error": error, "cause": cause, "exit": code });
+    if let (Some(o), serde_json::Value::Object(more)) = (object.as_object_mut(), extra) {
+        o.extend(more);
+    }
+    outln!("{object}");
+}
+
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if asks_for_json(&argv) {
+        json_errors();
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
+            if e.use_stderr() && JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
+                let text = e.to_string();
+                let first = text
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ");
+                print_json_error(first, text.trim(), exit::BAD_INPUT, serde_json::json!({}));
+            }
             return ExitCode::from(if e.use_stderr() {
                 exit::BAD_INPUT
             } else {
@@ -340,16 +375,14 @@ fn finish(result: anyhow::Result<u8>) -> ExitCode {
             };
             say!("firebreak: error: {e:#}");
             if JSON_ERRORS.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut object = serde_json::json!({
-                    "error": e.to_string(),
-                    "cause": format!("{e:#}"),
-                    "exit": code,
-                });
-                if let Some(i) = e.downcast_ref::<session::Interrupted>() {
-                    object["finished"] = serde_json::json!(i.finished);
-                    object["finish_with"] = serde_json::json!(i.finish_with);
-                }
-                outln!("{object}");
+                let extra = match e.downcast_ref::<session::Interrupted>() {
+                    Some(i) => serde_json::json!({
+                        "finished": i.finished,
+                        "finish_with": i.finish_with,
+                    }),
+                    None => serde_json::json!({}),
+                };
+                print_json_error(&e.to_string(), &format!("{e:#}"), code, extra);
             }
             ExitCode::from(code)
         }

@@ -231,6 +231,14 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
     let d = decoy::create(&session.config, &spec)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Err(e) = crate::decoy::save(&d) {
+        say!("firebreak: warning: {e:#}");
+    }
+    // What a second interrupt (which stops at once) leaves behind.
+    session.finish_with(format!(
+        "firebreak decoy delete --instance {} (the rehearsal's decoy)",
+        d.instance_id
+    ));
     // Whatever happens between here and the end, the decoy is deleted
     // (unless --keep): a failed rehearsal must not leave it running.
     let case_id = format!(

@@ -60,6 +60,9 @@ pub async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
         Mode::Live
     };
     let session = Session::open(&args.aws, mode, args.quiet).await?;
+    // The instance first: one in another region is said as such, not as
+    // a missing bucket there.
+    session.case_tag(&instance).await?;
     let bucket = session
         .evidence_bucket(args.evidence_bucket.as_deref())
         .await?;
@@ -123,7 +126,13 @@ pub async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
     }
     let run = session.run(&compiled, &input).await?;
     let report = run.report("ec2-release", &input.case, mode, session.started.elapsed());
+    let code = summary::exit_code(&report);
+    if mode == Mode::Live && code == crate::exit::OK {
+        // The case is closed: an unfinished respond of it must never be
+        // resumed (it would contain the instance again, half way).
+        crate::session::abandon_unfinished(&instance, &session.who.account_id, &case.to_string());
+    }
     summary::print(&report, args.output);
     let _ = std::io::stdout().flush();
-    Ok(summary::exit_code(&report))
+    Ok(code)
 }

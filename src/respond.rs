@@ -181,6 +181,57 @@ pub fn parse_ids(
     Ok((instance, case))
 }
 
+/// Why an unfinished run of the instance must not be resumed: its case
+/// was released since, or the instance is now under another case.
+fn superseded(
+    start: &firebreak_workflows::exec::journal::Start,
+    tag: &firebreak_steps::containment::ec2::CaseTag,
+) -> Option<String> {
+    let its = start.input.pointer("/case/case_id")?.as_str()?;
+    if tag.released().is_some_and(|c| c.as_str() == its) {
+        return Some(format!("its case {its} was released since"));
+    }
+    match tag.open() {
+        Some(other) if other.as_str() != its => {
+            Some(format!("the instance is now under case {other}, not {its}"))
+        }
+        _ => None,
+    }
+}
+
+/// `--case C` naming a case that was closed: the instance has since been
+/// under another case, and C's record (kept) is the state before an
+/// earlier incident.
+async fn refuse_closed_case(
+    session: &Session,
+    bucket: &str,
+    case: &CaseId,
+    instance: &InstanceId,
+    tag: &firebreak_steps::containment::ec2::CaseTag,
+) -> anyhow::Result<()> {
+    let later = match &tag.case {
+        Some(t) if t != case => t,
+        _ => return Ok(()),
+    };
+    let log = session.ctx.log("respond");
+    let record = firebreak_steps::containment::ec2::load_record(
+        &session.ctx,
+        &log,
+        bucket,
+        case.as_str(),
+        instance.as_str(),
+    )
+    .await
+    .map_err(|e| session.aws_failure(e))?;
+    if record.is_some() {
+        return Err(BadInput(format!(
+            "case {case} was closed: {instance} has since been under case {later}, and {case}'s record is the state before an earlier incident; omit --case to open a new case"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 /// The isolation exemptions asked for, each checked.
 fn exemptions(args: &RespondArgs) -> anyhow::Result<Vec<Exemption>> {
     let mut exemptions = Vec::new();
@@ -319,21 +370,29 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
         Mode::Live
     };
     let session = Session::open(&args.aws, mode, args.quiet).await?;
+    // The instance must exist (in this account and region) before
+    // anything starts.
+    session.case_tag(&instance).await?;
     // One run per instance at a time: a second waits, then continues the
     // first's case.
     let _lock = match mode {
         Mode::Live => Some(lock_instance(&instance, &format!("respond {}", args.playbook)).await?),
         Mode::DryRun => None,
     };
+    // Its tags (read again, holding the lock) name the case open for it.
+    let tag = session.case_tag(&instance).await?;
     if mode == Mode::Live {
         if let Some((path, start)) = unfinished_run(&instance, &session.who.account_id) {
-            return resume_unfinished(&session, &args, given_case, &path, start).await;
+            if let Some(why) = superseded(&start, &tag) {
+                let name = &start.config.name;
+                let aside = crate::session::abandon(&path);
+                say!("firebreak respond: the unfinished run {name} is not resumed: {why}; its journal is set aside ({aside})");
+            } else {
+                return resume_unfinished(&session, &args, given_case, &path, start).await;
+            }
         }
     }
-    // The instance must exist before anything starts; its tags name the
-    // case still open for it.
-    let tag = session.case_tag(&instance).await?;
-    let (case, continuing) = choose_case(&instance, given_case, &tag)?;
+    let (case, continuing) = choose_case(&instance, given_case.clone(), &tag)?;
     preflight(&session, &args, &instance, mode).await?;
     // A dry run plans without the bucket too: the steps that need it are
     // refused in the plan, with the remedy.
@@ -350,6 +409,9 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
                 .await?
         }
     };
+    if let (Some(c), true) = (&given_case, bucket_exists) {
+        refuse_closed_case(&session, &bucket, c, &instance, &tag).await?;
+    }
     if !bucket_exists {
         say!("firebreak: the evidence bucket {bucket} does not exist (account {}, region {}): the plan marks the steps that need it as refused; make it with `firebreak setup` (or pass --evidence-bucket)", session.who.account_id, session.region);
     }

@@ -677,7 +677,10 @@ fn latest_unfinished_of_case(case: &str) -> Option<PathBuf> {
         })
         .filter_map(|p| {
             let (start, ended) = Journal::peek(&p).ok()?;
-            (!ended).then_some((start.start_time, p))
+            let of_case = start.input.pointer("/case/case_id").and_then(Value::as_str)
+                == Some(case)
+                && start.runner.get("command").and_then(Value::as_str) == Some("respond");
+            (of_case && !ended).then_some((start.start_time, p))
         })
         .collect();
     found.sort();
@@ -690,7 +693,11 @@ pub fn resume_main(args: ResumeArgs) -> anyhow::Result<u8> {
     let path = if args.execution.ends_with(".jsonl") || args.execution.contains('/') {
         PathBuf::from(&args.execution)
     } else {
-        check_name(&args.execution)?;
+        // A name `respond` made from a long case id may pass 80
+        // characters: its journal is there.
+        if !journal_path(&args.execution).is_file() {
+            check_name(&args.execution)?;
+        }
         journal_path(&args.execution)
     };
     crate::session::secure_state_dir()?;
@@ -702,7 +709,7 @@ pub fn resume_main(args: ResumeArgs) -> anyhow::Result<u8> {
     };
     if !path.is_file() && !Journal::broken_path(&path).exists() {
         return Err(bad(format!(
-            "no journal for execution {:?} at {} (runs are journaled under FIREBREAK_STATE_DIR, now {})",
+            "no journal for execution {:?} at {}, and no unfinished run of a case of that id (runs are journaled under FIREBREAK_STATE_DIR, now {})",
             args.execution,
             path.display(),
             state_dir().display()

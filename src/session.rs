@@ -48,7 +48,7 @@ impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "interrupted; stopped outside any critical moment (no interface is on an allow-all group) after {}",
+            "interrupted; stopped at a safe point (not within an isolation move or a release's restore) after {}",
             if self.finished.is_empty() {
                 "no step had finished".to_string()
             } else {
@@ -159,12 +159,21 @@ impl Session {
                 if first {
                     first = false;
                     if interrupt.request() {
-                        say!("\nfirebreak: interrupt: finishing the isolation move in progress (a few seconds) so no interface is left on an allow-all group, then stopping; interrupt again to stop at once{}", hint());
+                        say!("\nfirebreak: interrupt: finishing the critical part in progress (an isolation move, so no interface is left on an allow-all group, or a release's restore) before stopping; interrupt again to stop at once{}", hint());
                     } else {
                         say!("\nfirebreak: interrupt: stopping");
                     }
                 } else {
                     say!("\nfirebreak: stopped at once (second interrupt){}", hint());
+                    if crate::live::json() {
+                        let finish = finish_with.lock().ok().and_then(|f| f.clone());
+                        crate::print_json_error(
+                            "stopped at once by a second interrupt",
+                            "stopped at once: a step may have been cut short",
+                            crate::exit::INTERRUPTED,
+                            serde_json::json!({ "finish_with": finish }),
+                        );
+                    }
                     std::process::exit(i32::from(crate::exit::INTERRUPTED));
                 }
             }
@@ -498,13 +507,16 @@ pub fn secure_state_dir() -> anyhow::Result<std::path::PathBuf> {
         .mode(0o700)
         .create(&dir)
         .map_err(|e| anyhow::anyhow!("cannot make the state directory {}: {e}", dir.display()))?;
-    for d in [
-        dir.clone(),
-        dir.join("executions"),
-        dir.join("tokens"),
-        dir.join("locks"),
-    ] {
-        let Ok(meta) = std::fs::symlink_metadata(&d) else {
+    let folders = ["executions", "tokens", "locks", "decoys"];
+    for d in std::iter::once(dir.clone()).chain(folders.iter().map(|f| dir.join(f))) {
+        // The state directory itself may be a link to a directory of
+        // yours; the folders in it are checked as they are.
+        let meta = if d == dir {
+            std::fs::metadata(&d)
+        } else {
+            std::fs::symlink_metadata(&d)
+        };
+        let Ok(meta) = meta else {
             continue;
         };
         let me = rustix::process::geteuid().as_raw();
@@ -528,8 +540,27 @@ pub fn secure_state_dir() -> anyhow::Result<std::path::PathBuf> {
             ))
             .into());
         }
+        tighten(&d, &meta);
     }
     Ok(dir)
+}
+
+/// Makes a folder of the state directory and its files its owner's only,
+/// as firebreak makes them now (earlier versions left them 0755 and 0644).
+fn tighten(dir: &std::path::Path, meta: &std::fs::Metadata) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if meta.mode() & 0o077 != 0 {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let Ok(m) = e.metadata() else { continue };
+        if m.is_file() && m.mode() & 0o077 != 0 {
+            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o600));
+        }
+    }
 }
 
 pub use firebreak_workflows::exec::callback::write_private;
@@ -601,6 +632,40 @@ pub async fn lock_instance(instance: &InstanceId, doing: &str) -> anyhow::Result
         Utc::now().format("%H:%M:%S")
     );
     Ok(InstanceLock { _file: file })
+}
+
+/// Sets a journal aside (`NAME.jsonl.abandoned`) so it is never resumed;
+/// says where it went.
+pub fn abandon(path: &std::path::Path) -> String {
+    let mut to = path.as_os_str().to_os_string();
+    to.push(".abandoned");
+    let to = std::path::PathBuf::from(to);
+    match std::fs::rename(path, &to) {
+        Ok(()) => to.display().to_string(),
+        Err(e) => format!("could not move {}: {e}", path.display()),
+    }
+}
+
+/// Sets aside the unfinished `respond` runs of a case on this machine
+/// (its release closed it: resuming one would undo the release).
+pub fn abandon_unfinished(instance: &InstanceId, account: &str, case: &str) {
+    let mut seen = std::collections::HashSet::new();
+    while let Some((path, start)) = unfinished_run(instance, account) {
+        if start
+            .input
+            .pointer("/case/case_id")
+            .and_then(|c| c.as_str())
+            != Some(case)
+            || !seen.insert(path.clone())
+        {
+            break;
+        }
+        let aside = abandon(&path);
+        say!(
+            "firebreak release: the unfinished run {} of case {case} is set aside ({aside}): the case is released",
+            start.config.name
+        );
+    }
 }
 
 /// A journaled run of `respond` on the instance that did not end: its

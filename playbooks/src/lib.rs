@@ -1,4 +1,7 @@
-//! firebreak's built-in playbooks, written with the typed builder.
+//! firebreak's built-in playbooks, written with the typed builder, and
+//! the report of a run. It may import `firebreak_workflows` and the steps'
+//! types from `firebreak_steps`; it makes no AWS call and never imports
+//! the CLI.
 //!
 //! ```
 //! let compiled = firebreak_playbooks::compile("ec2-contain").unwrap();

@@ -708,10 +708,7 @@ async fn sandbox_a_resumed_isolation_puts_back_what_the_record_holds_never_a_tra
     // THEN it goes back to the groups the record holds, not the
     // transition group a live read shows
     let err = failed.unwrap_err();
-    assert!(
-        err.contains(&format!("previous groups [\"{own}\"]")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("previous groups [{own}]")), "{err}");
     let groups = |eni: String| {
         let ec2 = ec2.clone();
         async move {

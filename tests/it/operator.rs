@@ -1023,3 +1023,188 @@ async fn sandbox_access_denied_names_the_action_the_resource_and_the_principal()
         assert!(!err.contains(debug), "{debug} in {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sandbox_a_release_after_an_interrupt_closes_the_case_leaves_no_transition_group_and_is_never_undone(
+) {
+    // GIVEN a respond interrupted while its interfaces are on the
+    // transition group
+    let d = decoy();
+    let instance = s(&d, "instance_id");
+    let vpc = s(&d, "vpc_id");
+    let ec2 = aws_sdk_ec2::Client::new(&sdk_config().await);
+    let state = fresh_state("int-release");
+    let mut child = spawn(
+        &state,
+        &[
+            "respond",
+            "--instance",
+            &instance,
+            "--case",
+            "it-int-release",
+            "-q",
+        ],
+    );
+    loop {
+        let transition = groups_with_role(&ec2, &vpc, "transition").await;
+        if interface_groups(&ec2, &instance)
+            .await
+            .iter()
+            .any(|g| g.iter().any(|id| transition.contains(id)))
+        {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "respond ended first");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Command::new("kill")
+        .args(["-s", "INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    // WHEN the case is released instead of finished
+    let released = run(
+        &state,
+        &[
+            "release",
+            "--instance",
+            &instance,
+            "--case",
+            "it-int-release",
+            "-q",
+        ],
+    );
+    assert_eq!(released.status.code(), Some(0), "{}", stderr(&released));
+    // THEN no transition group is left in the VPC
+    assert!(
+        groups_with_role(&ec2, &vpc, "transition").await.is_empty(),
+        "a transition group is left"
+    );
+    // AND a later respond opens a new case: the released case's
+    // unfinished run is never resumed
+    let again = run(
+        &state,
+        &["respond", "--instance", &instance, "-q", "--output", "json"],
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let report: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_ne!(report["case_id"], "it-int-release", "{report}");
+    assert!(!stderr(&again).contains("resuming"), "{}", stderr(&again));
+}
+
+#[test]
+fn sandbox_a_case_closed_before_a_later_one_cannot_be_reopened() {
+    // GIVEN case A contained and released, then case B contained and
+    // released on the same instance
+    let d = decoy();
+    let instance = s(&d, "instance_id");
+    let state = fresh_state("closed-older");
+    for case in ["it-older-a", "it-older-b"] {
+        let out = run(
+            &state,
+            &["respond", "--instance", &instance, "--case", case, "-q"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{case}: {}", stderr(&out));
+        let out = run(&state, &["release", "--instance", &instance, "-q"]);
+        assert_eq!(out.status.code(), Some(0), "{case}: {}", stderr(&out));
+    }
+    // WHEN case A is named again
+    let out = run(
+        &state,
+        &[
+            "respond",
+            "--instance",
+            &instance,
+            "--case",
+            "it-older-a",
+            "-q",
+        ],
+    );
+    // THEN it is refused (its record is the state before an older incident)
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("it-older-a was closed") && err.contains("it-older-b"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sandbox_a_long_case_id_gives_a_run_that_resume_accepts() {
+    let d = decoy();
+    let instance = s(&d, "instance_id");
+    let state = fresh_state("long-case");
+    let case = format!("it-{}", "l".repeat(61));
+    assert_eq!(case.len(), 64);
+    let out = run(
+        &state,
+        &["respond", "--instance", &instance, "--case", &case, "-q"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let name = std::fs::read_dir(state.join("executions"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path().file_stem().unwrap().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(&case))
+        .unwrap();
+    assert!(name.len() > 80, "{name}");
+    // WHEN the name respond made is given to resume
+    let out = run(&state, &["resume", &name]);
+    // THEN it is accepted (the run had ended: nothing to do)
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn every_command_with_output_json_errs_in_json_parse_errors_too() {
+    let dir = fresh_state("json-errors");
+    std::fs::create_dir_all(&dir).unwrap();
+    for args in [
+        &[
+            "lime",
+            "check",
+            "/nonexistent/memory.lime",
+            "--output",
+            "json",
+        ][..],
+        &["respond", "--output", "json"][..],
+        &["release", "--instance", "nope", "--output", "json"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_firebreak"))
+            .args(args)
+            .env("FIREBREAK_STATE_DIR", &dir)
+            .output()
+            .unwrap();
+        let code = out.status.code().unwrap();
+        assert_ne!(code, 0, "{args:?}");
+        let object: Value = serde_json::from_str(stdout(&out).trim())
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {:?}", stdout(&out)));
+        assert_eq!(object["exit"], code, "{args:?}: {object}");
+        assert!(
+            object["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{object}"
+        );
+    }
+}
+
+#[test]
+fn sandbox_release_in_another_region_names_the_region_not_a_bucket() {
+    let d = decoy();
+    let instance = s(&d, "instance_id");
+    let out = firebreak(&[
+        "release",
+        "--instance",
+        &instance,
+        "--region",
+        "us-west-2",
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("region us-west-2")
+            && err.contains("--region")
+            && !err.contains("firebreak setup"),
+        "{err}"
+    );
+}

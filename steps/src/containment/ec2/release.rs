@@ -978,7 +978,73 @@ async fn restore(
     }
     restore_attributes(c, id, rec, now, true).await?;
     drop_unused_isolation_groups(c, now).await;
+    drop_case_transition_groups(c, r.case).await;
     Ok(kept_until)
+}
+
+/// Deletes the case's allow-all transition groups that no interface uses:
+/// a containment stopped after its moves (Ctrl-C, a kill) and released
+/// without being run again leaves one behind.
+async fn drop_case_transition_groups(c: &mut Changes<'_>, case: &str) {
+    let ec2 = &c.ctx.aws.ec2;
+    c.log.read(
+        "ec2:DescribeSecurityGroups",
+        format!(
+            "Filters=[tag:{}=transition, tag:{}={case}]",
+            crate::tags::ROLE,
+            crate::tags::CASE
+        ),
+    );
+    let Ok(out) = ec2
+        .describe_security_groups()
+        .filters(super::filter(
+            &format!("tag:{}", crate::tags::ROLE),
+            ["transition"],
+        ))
+        .filters(super::filter(&format!("tag:{}", crate::tags::CASE), [case]))
+        .send()
+        .await
+    else {
+        return;
+    };
+    for id in out.security_groups().iter().filter_map(|g| g.group_id()) {
+        c.log.read(
+            "ec2:DescribeNetworkInterfaces",
+            format!("Filters=[group-id={id}]"),
+        );
+        let used = ec2
+            .describe_network_interfaces()
+            .filters(super::filter("group-id", [id]))
+            .send()
+            .await
+            .map(|o| !o.network_interfaces().is_empty())
+            .unwrap_or(true);
+        if used {
+            c.notes.push(format!(
+                "the case's transition group {id} stays: an interface is on it"
+            ));
+            continue;
+        }
+        let params =
+            format!("GroupId={id} (the case's allow-all transition group, left by a stopped run)");
+        if c.ctx.is_dry_run() {
+            let r = ec2
+                .delete_security_group()
+                .group_id(id)
+                .dry_run(true)
+                .send()
+                .await;
+            let _ = c.log.dry_run("ec2:DeleteSecurityGroup", params, r);
+            continue;
+        }
+        match ec2.delete_security_group().group_id(id).send().await {
+            Ok(_) => c.done("ec2:DeleteSecurityGroup", params),
+            Err(e) => c.notes.push(format!(
+                "the case's transition group {id} stays: {}",
+                aws_error("ec2:DeleteSecurityGroup", e)
+            )),
+        }
+    }
 }
 
 /// Deletes the firebreak isolation groups the instance was on that no
