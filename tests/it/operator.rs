@@ -1208,3 +1208,66 @@ fn sandbox_release_in_another_region_names_the_region_not_a_bucket() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sandbox_an_interrupted_rehearsal_deletes_its_decoy_on_the_way_out() {
+    use std::io::{BufRead, BufReader};
+    crate::support::evidence_bucket();
+    let state = fresh_state("int-rehearse");
+    // GIVEN a rehearsal under way (its containment has started)
+    let mut child = spawn(&state, &["rehearse", "--output", "json"]);
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut said = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("the containment never started: {said:#?}"));
+        let started = line.contains("-> RecordInstanceState");
+        said.push(line);
+        if started {
+            break;
+        }
+    }
+    // WHEN it is interrupted
+    Command::new("kill")
+        .args(["-s", "INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    // THEN it stops (exit 130) and the decoy is deleted
+    assert_eq!(out.status.code(), Some(130), "{said:#?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let instance = report["decoy"]["instance_id"].as_str().unwrap().to_string();
+    let cleanup = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["phase"] == "cleanup")
+        .unwrap_or_else(|| panic!("no cleanup: {report:#}"));
+    assert_eq!(cleanup["checks"][0]["passed"], true, "{cleanup}");
+    let ec2 = aws_sdk_ec2::Client::new(&sdk_config().await);
+    let state_name = ec2
+        .describe_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .unwrap()
+        .reservations()[0]
+        .instances()[0]
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string());
+    assert!(
+        matches!(
+            state_name.as_deref(),
+            Some("terminated") | Some("shutting-down")
+        ),
+        "{state_name:?}"
+    );
+}
