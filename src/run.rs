@@ -35,6 +35,7 @@ use serde_json::{json, Value};
 
 use crate::session::{create_journal, journal_path, state_dir, warn_on_journal_failure, Session};
 use crate::{exit, AwsArgs, BadInput};
+use firebreak_workflows::ErrorName;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -174,7 +175,7 @@ impl TaskHandler for Tasks {
             Some(runner) => runner.invoke(call).await,
             // Checked before the run: every resource has a mock or a runner.
             None => Err(TaskFailure::new(
-                "States.Runtime",
+                ErrorName::StatesRuntime.as_str(),
                 format!("no --mock for the resource {:?}", call.resource),
             )),
         }
@@ -191,8 +192,8 @@ fn token_store() -> anyhow::Result<FileStore> {
 /// Waits until `task-success` or `task-failure` answers this attempt's
 /// token (see `firebreak_workflows::exec::callback`).
 async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
-    let store =
-        token_store().map_err(|e| TaskFailure::new("States.TaskFailed", format!("{e:#}")))?;
+    let store = token_store()
+        .map_err(|e| TaskFailure::new(ErrorName::StatesTaskFailed.as_str(), format!("{e:#}")))?;
     // Polling a file: the answer comes from another process, and a file
     // also survives this one being killed and resumed.
     wait_for_answer(&store, call, std::time::Duration::from_millis(100), |token| {
@@ -276,7 +277,7 @@ pub fn task_failure(args: TaskFailureArgs) -> anyhow::Result<u8> {
 /// Runs a `--mock-command` for one task.
 async fn run_command(command: &str, input: &Value) -> Result<Value, TaskFailure> {
     use tokio::io::AsyncWriteExt;
-    let failed = |cause: String| TaskFailure::new("States.TaskFailed", cause);
+    let failed = |cause: String| TaskFailure::new(ErrorName::StatesTaskFailed.as_str(), cause);
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(command)

@@ -174,7 +174,10 @@ impl StepRunner {
             )
             .await
             .map_err(|e| {
-                TaskFailure::new("States.TaskFailed", format!("{}: {}", e.name, e.message))
+                TaskFailure::new(
+                    ErrorName::StatesTaskFailed.as_str(),
+                    format!("{}: {}", e.name, e.message),
+                )
             })?;
         Ok(serde_json::json!({
             "LastStatus": "STOPPED",

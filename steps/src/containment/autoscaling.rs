@@ -66,6 +66,7 @@ impl StepDef for DetachFromAutoScaling {
 
     fn errors() -> Vec<ErrorName> {
         vec![
+            ErrorName::ResourceNotFound,
             ErrorName::InvalidInput,
             ErrorName::AccessDenied,
             ErrorName::Throttled,

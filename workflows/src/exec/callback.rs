@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::{TaskCall, TaskFailure};
 use crate::context::ContextSource;
+use crate::ErrorName;
 
 /// Whether a Task resource is a callback (`.waitForTaskToken`).
 pub fn is_callback(resource: &str) -> bool {
@@ -84,7 +85,7 @@ pub async fn wait_for_answer(
     poll: Duration,
     said: impl FnOnce(&str),
 ) -> Result<Value, TaskFailure> {
-    let failed = |cause: String| TaskFailure::new("States.TaskFailed", cause);
+    let failed = |cause: String| TaskFailure::new(ErrorName::StatesTaskFailed.as_str(), cause);
     let token = call
         .context
         .context()
@@ -123,7 +124,7 @@ pub async fn wait_for_answer(
             }
             if last_beat.elapsed() > Duration::from_secs(limit) {
                 return Err(TaskFailure {
-                    error: "States.HeartbeatTimeout".into(),
+                    error: ErrorName::StatesHeartbeatTimeout.as_str().into(),
                     cause: Some(format!(
                         "no heartbeat for task token {token} within {limit} s"
                     )),

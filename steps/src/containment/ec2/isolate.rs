@@ -130,6 +130,8 @@ impl StepDef for IsolateNetwork {
 
     fn errors() -> Vec<ErrorName> {
         vec![
+            ErrorName::ResourceNotFound,
+            ErrorName::PartiallyContained,
             ErrorName::InvalidInput,
             ErrorName::InstanceNotFound,
             ErrorName::AccessDenied,
@@ -480,6 +482,19 @@ impl Role {
     }
 }
 
+/// The id CreateSecurityGroup answered with: an answer without one is an
+/// error naming the call, never an empty id acted on.
+fn created_id(id: Option<&str>) -> Result<String, StepError> {
+    id.filter(|i| !i.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            StepError::new(
+                ErrorName::AwsRequestFailed,
+                "ec2:CreateSecurityGroup answered without a GroupId",
+            )
+        })
+}
+
 /// Finds firebreak's group for `role` in `vpc` by its tags (not by name:
 /// anyone may create a group with our name, and it would not be ours).
 async fn find_group(
@@ -671,7 +686,7 @@ async fn ensure_group(
             match req.send().await {
                 Ok(out) => {
                     log.done("ec2:CreateSecurityGroup", params);
-                    let id = out.group_id().unwrap_or_default().to_string();
+                    let id = created_id(out.group_id())?;
                     (read_group(ctx, log, &id).await?, true)
                 }
                 Err(e) if error_code(&e).as_deref() == Some("InvalidGroup.Duplicate") => {
@@ -699,7 +714,7 @@ async fn ensure_group(
                                     )
                                 })?;
                             log.done("ec2:CreateSecurityGroup", params);
-                            let id = out.group_id().unwrap_or_default().to_string();
+                            let id = created_id(out.group_id())?;
                             (read_group(ctx, log, &id).await?, true)
                         }
                     }

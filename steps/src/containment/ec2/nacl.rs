@@ -159,6 +159,7 @@ impl StepDef for CutNetworkAcls {
 
     fn errors() -> Vec<ErrorName> {
         vec![
+            ErrorName::Unsupported,
             ErrorName::InvalidInput,
             ErrorName::InstanceNotFound,
             ErrorName::AccessDenied,
