@@ -558,9 +558,8 @@ pub async fn verify(
     // Records of one artifact must agree on its hash.
     for (i, r) in records.iter().enumerate() {
         if let Some(first) = records
-            .get(..i)
-            .unwrap_or_default()
             .iter()
+            .take(i)
             .find(|p| p.location == r.location && p.sha256.is_some())
         {
             if r.sha256.is_some() && r.sha256 != first.sha256 {
@@ -577,58 +576,13 @@ pub async fn verify(
     }
     let signatures = check_signatures(ctx, &log, &records, &ledger, check).await?;
     let mut warnings = Vec::new();
-    let locked = ctx
-        .aws
-        .s3
-        .get_object_lock_configuration()
-        .bucket(bucket)
-        .send()
-        .await
-        .ok()
-        .and_then(|o| o.object_lock_configuration().cloned())
-        .is_some_and(|c| {
-            c.rule()
-                .and_then(|r| r.default_retention())
-                .and_then(|d| d.mode())
-                == Some(&aws_sdk_s3::types::ObjectLockRetentionMode::Compliance)
-        });
-    if !locked {
+    if !compliance_locked(ctx, bucket).await {
         warnings.push(format!(
             "s3://{bucket} has no COMPLIANCE Object Lock default: versions can be deleted there, so records removed from the end of the chain cannot be detected; compare the chain head with the one kept outside the bucket"
         ));
     }
 
-    // Each artifact once: the first record that hashed it holds the
-    // reference hash.
-    let mut artifacts = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for r in &records {
-        let uri = r.location.uri();
-        if !seen.insert(uri.clone()) {
-            continue;
-        }
-        let check = match &r.location {
-            Location::S3 {
-                bucket: b,
-                key,
-                version_id,
-            } => check_object(ctx, &log, r, b, key, version_id.as_deref()).await,
-            Location::Snapshot { snapshot_id, .. } => {
-                check_snapshot(ctx, &log, r, snapshot_id).await
-            }
-        };
-        // One artifact that cannot be read (a record naming a bucket that
-        // does not exist, say) is reported; it does not stop the others.
-        artifacts.push(check.unwrap_or_else(|e| ArtifactCheck {
-            evidence_id: r.evidence_id.clone(),
-            kind: r.kind.clone(),
-            location: uri.clone(),
-            recorded_sha256: r.sha256.clone(),
-            current_sha256: None,
-            state: ArtifactState::Unreadable,
-            detail: format!("cannot be read: {}", e.message),
-        }));
-    }
+    let artifacts = check_artifacts(ctx, &log, &records).await;
     let intact = breaks.is_empty()
         && record_problems.is_empty()
         && signatures.problems.is_empty()
@@ -651,6 +605,65 @@ pub async fn verify(
         warnings,
         intact,
     })
+}
+
+/// Whether the bucket's default retention is COMPLIANCE Object Lock.
+async fn compliance_locked(ctx: &StepContext, bucket: &str) -> bool {
+    ctx.aws
+        .s3
+        .get_object_lock_configuration()
+        .bucket(bucket)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.object_lock_configuration().cloned())
+        .is_some_and(|c| {
+            c.rule()
+                .and_then(|r| r.default_retention())
+                .and_then(|d| d.mode())
+                == Some(&aws_sdk_s3::types::ObjectLockRetentionMode::Compliance)
+        })
+}
+
+/// Each artifact the records name, read once and compared with the hash
+/// its first record holds.
+async fn check_artifacts(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    records: &[CustodyRecord],
+) -> Vec<ArtifactCheck> {
+    // Each artifact once: the first record that hashed it holds the
+    // reference hash.
+    let mut artifacts = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in records {
+        let uri = r.location.uri();
+        if !seen.insert(uri.clone()) {
+            continue;
+        }
+        let check = match &r.location {
+            Location::S3 {
+                bucket: b,
+                key,
+                version_id,
+            } => check_object(ctx, log, r, b.as_str(), key.as_str(), version_id.as_deref()).await,
+            Location::Snapshot { snapshot_id, .. } => {
+                check_snapshot(ctx, log, r, snapshot_id.as_str()).await
+            }
+        };
+        // One artifact that cannot be read (a record naming a bucket that
+        // does not exist, say) is reported; it does not stop the others.
+        artifacts.push(check.unwrap_or_else(|e| ArtifactCheck {
+            evidence_id: r.evidence_id.clone(),
+            kind: r.kind.clone(),
+            location: uri.clone(),
+            recorded_sha256: r.sha256.clone(),
+            current_sha256: None,
+            state: ArtifactState::Unreadable,
+            detail: format!("cannot be read: {}", e.message),
+        }));
+    }
+    artifacts
 }
 
 /// The signed-case rules on what is stored, then each signature checked

@@ -154,46 +154,7 @@ pub async fn contained(
         now.instance_profile.is_none(),
         plain(&now.instance_profile),
     ));
-    if let Some(role) = &decoy.role_name {
-        let r = policies::read_role(ctx, &log, role).await?;
-        let cutoff = r.cutoff_of(&decoy.instance_id);
-        // Padded and rounded up: a few minutes after containment, never
-        // before it.
-        let cutoff_ok = cutoff.as_ref().is_some_and(|(_, t)| {
-            *t >= contained_at - chrono::Duration::seconds(1)
-                && *t
-                    <= Utc::now()
-                        + crate::containment::iam::denies::CUTOFF_PAD
-                        + chrono::Duration::seconds(
-                            crate::containment::iam::denies::CUTOFF_QUANTUM_SECONDS,
-                        )
-        });
-        let chars: Vec<usize> = r.policies.iter().map(|p| p.chars).collect();
-        out.push(check(
-            "the role's deny names this instance with a cut-off at containment, within IAM's quotas",
-            cutoff_ok && chars.iter().all(|c| *c <= crate::containment::iam::denies::MANAGED_POLICY_MAX_CHARS),
-            format!("{role}: cut-off {}, policy sizes {}", plain(&cutoff), plain(&chars)),
-        ));
-    }
-    if let Some(second) = &decoy.second_instance_id {
-        let a = ec2
-            .describe_iam_instance_profile_associations()
-            .filters(filter("instance-id", [second.as_str()]))
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:DescribeIamInstanceProfileAssociations", e))?;
-        let kept = a.iam_instance_profile_associations().iter().any(|x| {
-            matches!(
-                x.state().map(|s| s.as_str()),
-                Some("associated") | Some("associating")
-            )
-        });
-        out.push(check(
-            "the second instance sharing the role keeps its profile",
-            kept,
-            second.to_string(),
-        ));
-    }
+    out.extend(credential_checks(ctx, &log, decoy, contained_at).await?);
     if decoy.auto_scaling_group.is_some() {
         let asg = now.auto_scaling.as_ref();
         out.push(check(
@@ -239,6 +200,74 @@ pub async fn contained(
             && now.tags.get(crate::tags::STATUS).map(String::as_str) == Some("contained"),
         plain(&now.tags),
     ));
+    out.extend(evidence_checks(ctx, &log, decoy, case, bucket).await?);
+    Ok(out)
+}
+
+/// The role's deny names the instance with a cut-off at containment, and
+/// the second instance sharing the role keeps its profile.
+async fn credential_checks(
+    ctx: &StepContext,
+    log: &crate::context::StepLog<'_>,
+    decoy: &Decoy,
+    contained_at: chrono::DateTime<Utc>,
+) -> Result<Vec<Check>, StepError> {
+    let ec2 = &ctx.aws.ec2;
+    let mut out = Vec::new();
+    if let Some(role) = &decoy.role_name {
+        let r = policies::read_role(ctx, log, role).await?;
+        let cutoff = r.cutoff_of(&decoy.instance_id);
+        // Padded and rounded up: a few minutes after containment, never
+        // before it.
+        let cutoff_ok = cutoff.as_ref().is_some_and(|(_, t)| {
+            *t >= contained_at - chrono::Duration::seconds(1)
+                && *t
+                    <= Utc::now()
+                        + crate::containment::iam::denies::CUTOFF_PAD
+                        + chrono::Duration::seconds(
+                            crate::containment::iam::denies::CUTOFF_QUANTUM_SECONDS,
+                        )
+        });
+        let chars: Vec<usize> = r.policies.iter().map(|p| p.chars).collect();
+        out.push(check(
+            "the role's deny names this instance with a cut-off at containment, within IAM's quotas",
+            cutoff_ok && chars.iter().all(|c| *c <= crate::containment::iam::denies::MANAGED_POLICY_MAX_CHARS),
+            format!("{role}: cut-off {}, policy sizes {}", plain(&cutoff), plain(&chars)),
+        ));
+    }
+    if let Some(second) = &decoy.second_instance_id {
+        let a = ec2
+            .describe_iam_instance_profile_associations()
+            .filters(filter("instance-id", [second.as_str()]))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeIamInstanceProfileAssociations", e))?;
+        let kept = a.iam_instance_profile_associations().iter().any(|x| {
+            matches!(
+                x.state().map(|s| s.as_str()),
+                Some("associated") | Some("associating")
+            )
+        });
+        out.push(check(
+            "the second instance sharing the role keeps its profile",
+            kept,
+            second.to_string(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Every volume has a completed snapshot of the case, and the case's
+/// record is stored and verifies.
+async fn evidence_checks(
+    ctx: &StepContext,
+    log: &crate::context::StepLog<'_>,
+    decoy: &Decoy,
+    case: &str,
+    bucket: &str,
+) -> Result<Vec<Check>, StepError> {
+    let ec2 = &ctx.aws.ec2;
+    let mut out = Vec::new();
     let snaps = ec2
         .describe_snapshots()
         .owner_ids("self")
@@ -267,7 +296,7 @@ pub async fn contained(
         all && snapped.len() == decoy.volume_ids.len(),
         plain(&snapped),
     ));
-    let record = load_record(ctx, &log, bucket, case, &decoy.instance_id).await;
+    let record = load_record(ctx, log, bucket, case, &decoy.instance_id).await;
     out.push(check(
         "the pre-incident record is stored and its SHA-256 verifies",
         matches!(record, Ok(Some(_))),

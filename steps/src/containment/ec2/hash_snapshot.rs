@@ -449,29 +449,8 @@ impl Step for HashSnapshots {
                 }
             };
             let key = format!("cases/{case}/snapshots/{id}/blocks.txt");
-            let stored = evidence::put_new_file_locked(
-                ctx,
-                &log,
-                bucket,
-                &key,
-                &path,
-                "text/plain",
-                &input.evidence_lock,
-            )
-            .await;
-            let _ = std::fs::remove_file(&path);
-            let (stored, m) = stored?;
-            let location = match stored {
-                Put::Created(s) => s.location(),
-                // An earlier run stored it and died before its custody
-                // record: the first version stands.
-                Put::Exists | Put::Planned => {
-                    match evidence::get_first_version(ctx, &log, bucket, &key).await? {
-                        Some((_, Some(v))) => format!("s3://{bucket}/{key}?versionId={v}"),
-                        _ => format!("s3://{bucket}/{key}"),
-                    }
-                }
-            };
+            let (location, m) =
+                store_manifest(ctx, &log, bucket, &key, &path, &input.evidence_lock).await?;
             let uri: evidence::S3Uri = location.parse().map_err(StepError::invalid_input)?;
             let source = Source {
                 account_id: ctx.account_id.clone(),
@@ -557,6 +536,33 @@ impl Step for HashSnapshots {
         }
         Ok(SnapshotHashes { snapshots: out })
     }
+}
+
+/// Stores a snapshot's block manifest (then removes the local file);
+/// gives where it is (the first version, when an earlier run stored it and
+/// died before its custody record) and its digest.
+async fn store_manifest(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    key: &str,
+    path: &std::path::Path,
+    lock: &evidence::Lock,
+) -> Result<(String, firebreak_forensics::hash::Digest), StepError> {
+    let stored =
+        evidence::put_new_file_locked(ctx, log, bucket, key, path, "text/plain", lock).await;
+    let _ = std::fs::remove_file(path);
+    let (stored, m) = stored?;
+    let location = match stored {
+        Put::Created(s) => s.location(),
+        Put::Exists | Put::Planned => {
+            match evidence::get_first_version(ctx, log, bucket, key).await? {
+                Some((_, Some(v))) => format!("s3://{bucket}/{key}?versionId={v}"),
+                _ => format!("s3://{bucket}/{key}"),
+            }
+        }
+    };
+    Ok((location, m))
 }
 
 /// Reads the hashes `hash_snapshots` recorded in the case's custody: that
