@@ -740,15 +740,40 @@ pub async fn setup_bucket(
     kms_key_id: Option<&str>,
     plain_http: bool,
 ) -> Result<BucketSetup, StepError> {
-    use aws_sdk_s3::types::{
-        BucketLocationConstraint, CreateBucketConfiguration, DefaultRetention,
-        ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode, ObjectLockRule,
-        PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
-        ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
-    };
-    let s3 = &ctx.aws.s3;
     let mut actions = Vec::new();
-    let created = if bucket_exists(ctx, bucket).await? {
+    let created = create_locked_bucket(ctx, bucket, &mut actions).await?;
+    let retention_days =
+        set_default_retention(ctx, bucket, retention_days, default_days, &mut actions).await?;
+    let encryption = set_encryption(ctx, bucket, kms_key_id, &mut actions).await?;
+    block_public_access(ctx, bucket, &mut actions).await?;
+    if plain_http {
+        // A sandbox reached over plain HTTP (moto) would refuse every
+        // request under a TLS-only policy. Say so rather than pretend.
+        actions.push(
+            "TLS-only bucket policy NOT applied: the endpoint is plain HTTP (a sandbox)".into(),
+        );
+    } else {
+        deny_plain_http(ctx, bucket, &mut actions).await?;
+    }
+    Ok(BucketSetup {
+        bucket: bucket.to_string(),
+        created,
+        retention_days,
+        encryption,
+        actions,
+    })
+}
+
+/// Makes the bucket with Object Lock enabled, unless it exists; says
+/// whether it made it.
+async fn create_locked_bucket(
+    ctx: &StepContext,
+    bucket: &str,
+    actions: &mut Vec<String>,
+) -> Result<bool, StepError> {
+    use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+    let s3 = &ctx.aws.s3;
+    Ok(if bucket_exists(ctx, bucket).await? {
         false
     } else {
         let mut req = s3
@@ -768,7 +793,23 @@ pub async fn setup_bucket(
             .map_err(|e| aws_error(&format!("s3:CreateBucket {bucket}"), e))?;
         actions.push(format!("created bucket {bucket} with Object Lock enabled"));
         true
+    })
+}
+
+/// Sets the COMPLIANCE default retention (the given days, else the
+/// bucket's, else the default); gives the days in force.
+async fn set_default_retention(
+    ctx: &StepContext,
+    bucket: &str,
+    retention_days: Option<i32>,
+    default_days: i32,
+    actions: &mut Vec<String>,
+) -> Result<i32, StepError> {
+    use aws_sdk_s3::types::{
+        DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled, ObjectLockRetentionMode,
+        ObjectLockRule,
     };
+    let s3 = &ctx.aws.s3;
     // Only written when it differs: rewriting it is pointless, and some
     // implementations refuse it on a bucket that holds objects.
     let current = s3
@@ -834,6 +875,22 @@ pub async fn setup_bucket(
         Some(_) => format!("default retention: COMPLIANCE, {retention_days} days (unchanged)"),
         None => format!("default retention: COMPLIANCE, {retention_days} days"),
     });
+    Ok(retention_days)
+}
+
+/// Sets default encryption (SSE-KMS with the key, else SSE-S3); gives
+/// what it set.
+async fn set_encryption(
+    ctx: &StepContext,
+    bucket: &str,
+    kms_key_id: Option<&str>,
+    actions: &mut Vec<String>,
+) -> Result<String, StepError> {
+    use aws_sdk_s3::types::{
+        ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration,
+        ServerSideEncryptionRule,
+    };
+    let s3 = &ctx.aws.s3;
     let (sse, encryption) = match kms_key_id {
         Some(k) => (
             ServerSideEncryptionByDefault::builder()
@@ -867,7 +924,19 @@ pub async fn setup_bucket(
         .await
         .map_err(|e| aws_error(&format!("s3:PutBucketEncryption {bucket}"), e))?;
     actions.push(format!("default encryption: {encryption}"));
-    s3.put_public_access_block()
+    Ok(encryption)
+}
+
+/// Blocks every kind of public access.
+async fn block_public_access(
+    ctx: &StepContext,
+    bucket: &str,
+    actions: &mut Vec<String>,
+) -> Result<(), StepError> {
+    use aws_sdk_s3::types::PublicAccessBlockConfiguration;
+    ctx.aws
+        .s3
+        .put_public_access_block()
         .bucket(bucket)
         .public_access_block_configuration(
             PublicAccessBlockConfiguration::builder()
@@ -881,20 +950,15 @@ pub async fn setup_bucket(
         .await
         .map_err(|e| aws_error(&format!("s3:PutPublicAccessBlock {bucket}"), e))?;
     actions.push("all public access blocked".into());
-    if plain_http {
-        // A sandbox reached over plain HTTP (moto) would refuse every
-        // request under a TLS-only policy. Say so rather than pretend.
-        actions.push(
-            "TLS-only bucket policy NOT applied: the endpoint is plain HTTP (a sandbox)".into(),
-        );
-        return Ok(BucketSetup {
-            bucket: bucket.to_string(),
-            created,
-            retention_days,
-            encryption,
-            actions,
-        });
-    }
+    Ok(())
+}
+
+/// A bucket policy that denies every request made without TLS.
+async fn deny_plain_http(
+    ctx: &StepContext,
+    bucket: &str,
+    actions: &mut Vec<String>,
+) -> Result<(), StepError> {
     let partition = crate::containment::iam::partition(&ctx.region);
     let policy = serde_json::json!({
         "Version": "2012-10-17",
@@ -907,20 +971,16 @@ pub async fn setup_bucket(
             "Condition": {"Bool": {"aws:SecureTransport": "false"}}
         }]
     });
-    s3.put_bucket_policy()
+    ctx.aws
+        .s3
+        .put_bucket_policy()
         .bucket(bucket)
         .policy(policy.to_string())
         .send()
         .await
         .map_err(|e| aws_error(&format!("s3:PutBucketPolicy {bucket}"), e))?;
     actions.push("bucket policy: requests without TLS are denied".into());
-    Ok(BucketSetup {
-        bucket: bucket.to_string(),
-        created,
-        retention_days,
-        encryption,
-        actions,
-    })
+    Ok(())
 }
 
 /// Whether the bucket has Object Lock enabled (legal holds need it).
