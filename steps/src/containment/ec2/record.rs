@@ -198,115 +198,15 @@ pub async fn read_live_state(
     // Groups are read per interface: the instance-level list can be stale
     // or merged across interfaces.
     let eni_ids = interface_ids(&instance);
-    let mut network_interfaces = Vec::new();
-    let mut elastic_ips = Vec::new();
-    if !eni_ids.is_empty() {
-        log.read(
-            "ec2:DescribeNetworkInterfaces",
-            format!("NetworkInterfaceIds=[{}]", eni_ids.join(", ")),
-        );
-        let out = ec2
-            .describe_network_interfaces()
-            .set_network_interface_ids(Some(eni_ids.clone()))
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:DescribeNetworkInterfaces", e))?;
-        for eni_id in &eni_ids {
-            let Some(eni) = out
-                .network_interfaces()
-                .iter()
-                .find(|n| n.network_interface_id() == Some(eni_id.as_str()))
-            else {
-                continue;
-            };
-            network_interfaces.push(NetworkInterfaceRecord {
-                network_interface_id: eni_id.clone(),
-                device_index: eni.attachment().and_then(|a| a.device_index()),
-                vpc_id: eni.vpc_id().map(str::to_string),
-                subnet_id: eni.subnet_id().map(str::to_string),
-                security_group_ids: eni
-                    .groups()
-                    .iter()
-                    .filter_map(|g| g.group_id().map(str::to_string))
-                    .collect(),
-                source_dest_check: eni.source_dest_check(),
-                private_ip_addresses: eni
-                    .private_ip_addresses()
-                    .iter()
-                    .filter_map(|p| p.private_ip_address().map(str::to_string))
-                    .collect(),
-                ipv6_addresses: eni
-                    .ipv6_addresses()
-                    .iter()
-                    .filter_map(|a| a.ipv6_address().map(str::to_string))
-                    .collect(),
-                public_ip: eni
-                    .association()
-                    .and_then(|a| a.public_ip())
-                    .map(str::to_string),
-            });
-        }
-        // Elastic IPs by interface: an address on a secondary interface is
-        // not reported under the instance id.
-        log.read(
-            "ec2:DescribeAddresses",
-            format!("Filters=[network-interface-id=[{}]]", eni_ids.join(", ")),
-        );
-        let addrs = ec2
-            .describe_addresses()
-            .filters(filter("network-interface-id", eni_ids.clone()))
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:DescribeAddresses", e))?;
-        for a in addrs.addresses() {
-            if let Some(alloc) = a.allocation_id() {
-                elastic_ips.push(ElasticIpRecord {
-                    allocation_id: alloc.to_string(),
-                    public_ip: a.public_ip().map(str::to_string),
-                    association_id: a.association_id().map(str::to_string),
-                    network_interface_id: a.network_interface_id().map(str::to_string),
-                    private_ip: a.private_ip_address().map(str::to_string),
-                });
-            }
-        }
-        elastic_ips.sort_by(|a, b| a.allocation_id.cmp(&b.allocation_id));
-    }
-
-    let vols = volumes(&instance);
-    let mut volume_records = Vec::new();
-    if !vols.is_empty() {
-        let ids: Vec<String> = vols.iter().map(|(v, _)| v.clone()).collect();
-        log.read(
-            "ec2:DescribeVolumes",
-            format!("VolumeIds=[{}]", ids.join(", ")),
-        );
-        let out = ec2
-            .describe_volumes()
-            .set_volume_ids(Some(ids))
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:DescribeVolumes", e))?;
-        for (vid, dev) in &vols {
-            let v = out
-                .volumes()
-                .iter()
-                .find(|v| v.volume_id() == Some(vid.as_str()));
-            let delete_on_termination = instance
-                .block_device_mappings()
-                .iter()
-                .find(|m| m.ebs().and_then(|e| e.volume_id()) == Some(vid.as_str()))
-                .and_then(|m| m.ebs())
-                .and_then(|e| e.delete_on_termination());
-            volume_records.push(VolumeRecord {
-                volume_id: vid.clone(),
-                device_name: dev.clone(),
-                delete_on_termination,
-                size_gib: v.and_then(|v| v.size()),
-                encrypted: v.and_then(|v| v.encrypted()),
-                kms_key_id: v.and_then(|v| v.kms_key_id()).map(str::to_string),
-            });
-        }
-    }
+    let (network_interfaces, elastic_ips) = if eni_ids.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        (
+            read_interfaces(ctx, log, &eni_ids).await?,
+            read_elastic_ips(ctx, log, &eni_ids).await?,
+        )
+    };
+    let volume_records = read_volumes(ctx, log, &instance).await?;
 
     log.read(
         "ec2:DescribeIamInstanceProfileAssociations",
@@ -428,6 +328,143 @@ pub async fn read_live_state(
         tags,
         console_output: None,
     })
+}
+
+/// Each interface as it is now, read per interface (the instance-level
+/// list of groups can be stale or merged across interfaces).
+async fn read_interfaces(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    eni_ids: &[String],
+) -> Result<Vec<NetworkInterfaceRecord>, StepError> {
+    let ec2 = &ctx.aws.ec2;
+    let mut network_interfaces = Vec::new();
+    log.read(
+        "ec2:DescribeNetworkInterfaces",
+        format!("NetworkInterfaceIds=[{}]", eni_ids.join(", ")),
+    );
+    let out = ec2
+        .describe_network_interfaces()
+        .set_network_interface_ids(Some(eni_ids.to_vec()))
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeNetworkInterfaces", e))?;
+    for eni_id in eni_ids {
+        let Some(eni) = out
+            .network_interfaces()
+            .iter()
+            .find(|n| n.network_interface_id() == Some(eni_id.as_str()))
+        else {
+            continue;
+        };
+        network_interfaces.push(NetworkInterfaceRecord {
+            network_interface_id: eni_id.clone(),
+            device_index: eni.attachment().and_then(|a| a.device_index()),
+            vpc_id: eni.vpc_id().map(str::to_string),
+            subnet_id: eni.subnet_id().map(str::to_string),
+            security_group_ids: eni
+                .groups()
+                .iter()
+                .filter_map(|g| g.group_id().map(str::to_string))
+                .collect(),
+            source_dest_check: eni.source_dest_check(),
+            private_ip_addresses: eni
+                .private_ip_addresses()
+                .iter()
+                .filter_map(|p| p.private_ip_address().map(str::to_string))
+                .collect(),
+            ipv6_addresses: eni
+                .ipv6_addresses()
+                .iter()
+                .filter_map(|a| a.ipv6_address().map(str::to_string))
+                .collect(),
+            public_ip: eni
+                .association()
+                .and_then(|a| a.public_ip())
+                .map(str::to_string),
+        });
+    }
+    Ok(network_interfaces)
+}
+
+/// The Elastic IPs on the interfaces.
+async fn read_elastic_ips(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    eni_ids: &[String],
+) -> Result<Vec<ElasticIpRecord>, StepError> {
+    let ec2 = &ctx.aws.ec2;
+    let mut elastic_ips = Vec::new();
+    // Elastic IPs by interface: an address on a secondary interface is
+    // not reported under the instance id.
+    log.read(
+        "ec2:DescribeAddresses",
+        format!("Filters=[network-interface-id=[{}]]", eni_ids.join(", ")),
+    );
+    let addrs = ec2
+        .describe_addresses()
+        .filters(filter("network-interface-id", eni_ids.to_vec()))
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeAddresses", e))?;
+    for a in addrs.addresses() {
+        if let Some(alloc) = a.allocation_id() {
+            elastic_ips.push(ElasticIpRecord {
+                allocation_id: alloc.to_string(),
+                public_ip: a.public_ip().map(str::to_string),
+                association_id: a.association_id().map(str::to_string),
+                network_interface_id: a.network_interface_id().map(str::to_string),
+                private_ip: a.private_ip_address().map(str::to_string),
+            });
+        }
+    }
+    elastic_ips.sort_by(|a, b| a.allocation_id.cmp(&b.allocation_id));
+    Ok(elastic_ips)
+}
+
+/// The instance's volumes, with their DeleteOnTermination.
+async fn read_volumes(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    instance: &aws_sdk_ec2::types::Instance,
+) -> Result<Vec<VolumeRecord>, StepError> {
+    let ec2 = &ctx.aws.ec2;
+    let vols = volumes(instance);
+    let mut volume_records = Vec::new();
+    if !vols.is_empty() {
+        let ids: Vec<String> = vols.iter().map(|(v, _)| v.clone()).collect();
+        log.read(
+            "ec2:DescribeVolumes",
+            format!("VolumeIds=[{}]", ids.join(", ")),
+        );
+        let out = ec2
+            .describe_volumes()
+            .set_volume_ids(Some(ids))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeVolumes", e))?;
+        for (vid, dev) in &vols {
+            let v = out
+                .volumes()
+                .iter()
+                .find(|v| v.volume_id() == Some(vid.as_str()));
+            let delete_on_termination = instance
+                .block_device_mappings()
+                .iter()
+                .find(|m| m.ebs().and_then(|e| e.volume_id()) == Some(vid.as_str()))
+                .and_then(|m| m.ebs())
+                .and_then(|e| e.delete_on_termination());
+            volume_records.push(VolumeRecord {
+                volume_id: vid.clone(),
+                device_name: dev.clone(),
+                delete_on_termination,
+                size_gib: v.and_then(|v| v.size()),
+                encrypted: v.and_then(|v| v.encrypted()),
+                kms_key_id: v.and_then(|v| v.kms_key_id()).map(str::to_string),
+            });
+        }
+    }
+    Ok(volume_records)
 }
 
 /// The instance's private addresses (IPv4 and IPv6) and VPCs, from its
