@@ -1014,6 +1014,10 @@ impl Cx {
         }
     }
 
+    /// Compiles a poll loop: an entry Pass that sets the attempt counter to
+    /// 1, the check task, a `done?` Choice, a Wait and a counting Pass that
+    /// loop back to the check, and a `gave up` state for when the attempts
+    /// run out. Returns the scope after the check task.
     fn poll(&mut self, p: &PollNode, follow: &Follow, scope: Shape, g: &mut Graph) -> Shape {
         let Some(key) = p.check.result_at.clone() else {
             self.problem(
@@ -1025,35 +1029,14 @@ impl Cx {
         if p.max_attempts == 0 {
             self.problem(&p.name, "a poll loop needs at least one attempt");
         }
-        let counter = format!("$.{POLLS_KEY}.{}", key.replace('.', "_"));
-        let counter_attempts = format!("{counter}.attempts");
-        let done_name = format!("{} done?", p.name);
-        let wait_name = format!("{} wait", p.name);
-        let count_name = format!("{} count", p.name);
-        let gave_up_name = format!("{} gave up", p.name);
+        let names = PollNames::of(p, &key);
         self.claim(&p.name);
-
-        // Entry: set the attempt counter to 1.
-        g.states.insert(
-            p.name.clone(),
-            State::Pass(PassState {
-                comment: Some(p.comment.clone().unwrap_or_else(|| {
-                    format!(
-                        "Poll {} every {} s, at most {} times.",
-                        p.check.name, p.interval_seconds, p.max_attempts
-                    )
-                })),
-                input_path: None,
-                parameters: None,
-                result: Some(json!({"attempts": 1})),
-                result_path: Some(NullablePath::Path(counter.clone())),
-                output_path: None,
-                next: Some(p.check.name.clone()),
-                end: None,
-            }),
-        );
-        let Some(counter_path) = reference(&counter) else {
-            self.problem(&p.name, format!("{counter} is not a reference path"));
+        g.states.insert(p.name.clone(), poll_entry(p, &names));
+        let Some(counter_path) = reference(&names.counter) else {
+            self.problem(
+                &p.name,
+                format!("{} is not a reference path", names.counter),
+            );
             return scope;
         };
         let counted = scope.with_path(
@@ -1066,26 +1049,40 @@ impl Cx {
         // failure leaves the loop like any task failure.
         let after_check = self.task(
             &p.check,
-            &Follow::Next(done_name.clone()),
+            &Follow::Next(names.done.clone()),
             follow,
             counted.clone(),
             g,
         );
-        let counted_scope = counted;
+        self.poll_done(p, &key, &names, follow, &counted, g);
+        self.poll_wait_and_count(p, &names, g);
+        self.poll_gave_up(p, &names, follow, g);
+        after_check
+    }
 
-        // done? -> follow | gave up | wait
-        self.claim(&done_name);
+    /// The `done?` Choice of a poll loop: leave to `follow` when the
+    /// condition holds, give up after the last attempt, wait otherwise.
+    fn poll_done(
+        &mut self,
+        p: &PollNode,
+        key: &str,
+        names: &PollNames,
+        follow: &Follow,
+        counted_scope: &Shape,
+        g: &mut Graph,
+    ) {
+        self.claim(&names.done);
         // The condition is read only after a successful check.
-        let checked = match reference(&key_path(&key)) {
+        let checked = match reference(&key_path(key)) {
             Some(rp) => {
                 counted_scope.with_path(&rp, Shape::from_schema(&p.check.step.output_schema), true)
             }
             None => counted_scope.clone(),
         };
-        let cond = self.cond(&done_name, &p.done, &checked);
+        let cond = self.cond(&names.done, &p.done, &checked);
         let exit = g.target(follow);
         g.states.insert(
-            done_name.clone(),
+            names.done.clone(),
             State::Choice(ChoiceState {
                 comment: Some(format!(
                     "Stop when done, or after {} attempts.",
@@ -1101,20 +1098,25 @@ impl Cx {
                     },
                     ChoiceRule {
                         condition: Condition::Compare {
-                            variable: counter_attempts.clone(),
+                            variable: names.counter_attempts.clone(),
                             op: Comparison::NumericGreaterThanEquals,
                             operand: Operand::Literal(json!(p.max_attempts)),
                         },
-                        next: Some(gave_up_name.clone()),
+                        next: Some(names.gave_up.clone()),
                         comment: None,
                     },
                 ],
-                default: Some(wait_name.clone()),
+                default: Some(names.wait.clone()),
             }),
         );
-        self.claim(&wait_name);
+    }
+
+    /// The Wait of a poll loop and the Pass after it that adds one to the
+    /// attempt counter and goes back to the check task.
+    fn poll_wait_and_count(&mut self, p: &PollNode, names: &PollNames, g: &mut Graph) {
+        self.claim(&names.wait);
         g.states.insert(
-            wait_name.clone(),
+            names.wait.clone(),
             State::Wait(WaitState {
                 comment: None,
                 input_path: None,
@@ -1123,46 +1125,45 @@ impl Cx {
                 seconds_path: None,
                 timestamp: None,
                 timestamp_path: None,
-                next: Some(count_name.clone()),
+                next: Some(names.count.clone()),
                 end: None,
             }),
         );
-        self.claim(&count_name);
+        self.claim(&names.count);
         g.states.insert(
-            count_name.clone(),
+            names.count.clone(),
             State::Pass(PassState {
                 comment: None,
                 input_path: None,
                 parameters: Some(json!({
-                    "attempts.$": format!("States.MathAdd({counter_attempts}, 1)")
+                    "attempts.$": format!("States.MathAdd({}, 1)", names.counter_attempts)
                 })),
                 result: None,
-                result_path: Some(NullablePath::Path(counter.clone())),
+                result_path: Some(NullablePath::Path(names.counter.clone())),
                 output_path: None,
                 next: Some(p.check.name.clone()),
                 end: None,
             }),
         );
-        // gave up: handled like a failure of the check task.
-        self.claim(&gave_up_name);
+    }
+
+    /// The `gave up` state of a poll loop, handled like a failure of the
+    /// check task: a Fail when failures propagate, else a Pass that records
+    /// the failure key and joins the check task's catcher.
+    fn poll_gave_up(&mut self, p: &PollNode, names: &PollNames, follow: &Follow, g: &mut Graph) {
+        self.claim(&names.gave_up);
         let cause = format!(
             "{} was not done after {} attempts, {} s apart",
             p.check.name, p.max_attempts, p.interval_seconds
         );
-        match &p.check.on_failure {
-            OnFailure::Propagate => {
-                g.states.insert(
-                    gave_up_name,
-                    State::Fail(FailState {
-                        comment: None,
-                        error: Some(ErrorName::WaitExhausted.as_str().into()),
-                        error_path: None,
-                        cause: Some(cause),
-                        cause_path: None,
-                    }),
-                );
-                after_check
-            }
+        let state = match &p.check.on_failure {
+            OnFailure::Propagate => State::Fail(FailState {
+                comment: None,
+                error: Some(ErrorName::WaitExhausted.as_str().into()),
+                error_path: None,
+                cause: Some(cause),
+                cause_path: None,
+            }),
             OnFailure::Handle { key, .. } => {
                 // The catcher of the check task already leads to the
                 // handler (or the follow-up); the give-up records the same
@@ -1171,26 +1172,70 @@ impl Cx {
                     Some(t) => t.clone(),
                     None => g.target(follow),
                 };
-                g.states.insert(
-                    gave_up_name,
-                    State::Pass(PassState {
-                        comment: Some("Record that the wait ran out, and go on.".into()),
-                        input_path: None,
-                        parameters: None,
-                        result: Some(json!({
-                            "Error": ErrorName::WaitExhausted.as_str(),
-                            "Cause": cause,
-                        })),
-                        result_path: Some(NullablePath::Path(format!("$.{FAILURES_KEY}.{key}"))),
-                        output_path: None,
-                        next: Some(target),
-                        end: None,
-                    }),
-                );
-                after_check
+                State::Pass(PassState {
+                    comment: Some("Record that the wait ran out, and go on.".into()),
+                    input_path: None,
+                    parameters: None,
+                    result: Some(json!({
+                        "Error": ErrorName::WaitExhausted.as_str(),
+                        "Cause": cause,
+                    })),
+                    result_path: Some(NullablePath::Path(format!("$.{FAILURES_KEY}.{key}"))),
+                    output_path: None,
+                    next: Some(target),
+                    end: None,
+                })
             }
+        };
+        g.states.insert(names.gave_up.clone(), state);
+    }
+}
+
+/// The states a poll loop adds next to its check task, and the path of
+/// its attempt counter (one per result key, under `$.polls`).
+struct PollNames {
+    /// `$.polls.<key>`: the counter object.
+    counter: String,
+    /// `$.polls.<key>.attempts`: the count itself.
+    counter_attempts: String,
+    done: String,
+    wait: String,
+    count: String,
+    gave_up: String,
+}
+
+impl PollNames {
+    fn of(p: &PollNode, key: &str) -> PollNames {
+        let counter = format!("$.{POLLS_KEY}.{}", key.replace('.', "_"));
+        PollNames {
+            counter_attempts: format!("{counter}.attempts"),
+            counter,
+            done: format!("{} done?", p.name),
+            wait: format!("{} wait", p.name),
+            count: format!("{} count", p.name),
+            gave_up: format!("{} gave up", p.name),
         }
     }
+}
+
+/// The entry Pass of a poll loop: sets the attempt counter to 1 and goes
+/// to the check task.
+fn poll_entry(p: &PollNode, names: &PollNames) -> State {
+    State::Pass(PassState {
+        comment: Some(p.comment.clone().unwrap_or_else(|| {
+            format!(
+                "Poll {} every {} s, at most {} times.",
+                p.check.name, p.interval_seconds, p.max_attempts
+            )
+        })),
+        input_path: None,
+        parameters: None,
+        result: Some(json!({"attempts": 1})),
+        result_path: Some(NullablePath::Path(names.counter.clone())),
+        output_path: None,
+        next: Some(p.check.name.clone()),
+        end: None,
+    })
 }
 
 /// Inside a branch taken because `IsPresent(p)` held, `p` is present;

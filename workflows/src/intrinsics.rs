@@ -211,206 +211,253 @@ fn format_arg(v: &Value) -> String {
     }
 }
 
+/// Runs one intrinsic on its evaluated arguments: a dispatch table, one
+/// helper per function that needs more than a line.
 fn apply(f: Function, args: Vec<Value>) -> Result<Value, IntrinsicError> {
     match f {
-        Function::Format => {
-            if args.is_empty() {
-                return fail("States.Format needs a template");
-            }
-            let template = as_str(f, &args[0], "the template")?;
-            let mut out = String::new();
-            let mut rest = args[1..].iter();
-            let mut chars = template.chars().peekable();
-            while let Some(c) = chars.next() {
-                if c == '\\' && matches!(chars.peek(), Some('{') | Some('}')) {
-                    out.extend(chars.next());
-                } else if c == '{' && chars.peek() == Some(&'}') {
-                    chars.next();
-                    match rest.next() {
-                        Some(v) => out.push_str(&format_arg(v)),
-                        None => {
-                            return fail("States.Format: the template has more {} than arguments")
-                        }
-                    }
-                } else {
-                    out.push(c);
-                }
-            }
-            if rest.next().is_some() {
-                return fail("States.Format: more arguments than {} in the template");
-            }
-            Ok(Value::String(out))
-        }
-        Function::StringToJson => {
-            arity(f, &args, 1, 1)?;
-            let s = as_str(f, &args[0], "the argument")?;
-            serde_json::from_str(s)
-                .or_else(|e| fail(format!("States.StringToJson: not valid JSON: {e}")))
-        }
+        Function::Format => states_format(f, &args),
+        Function::StringToJson => string_to_json(f, &args),
         Function::JsonToString => {
             arity(f, &args, 1, 1)?;
             Ok(Value::String(args[0].to_string()))
         }
         Function::Array => Ok(Value::Array(args)),
-        Function::ArrayPartition => {
-            arity(f, &args, 2, 2)?;
-            let a = as_array(f, &args[0], "the first argument")?;
-            let size = as_int(f, &args[1], "the chunk size")?;
-            if size <= 0 {
-                return fail("States.ArrayPartition: the chunk size must be positive");
-            }
-            let size = usize::try_from(size).unwrap_or(usize::MAX);
-            Ok(Value::Array(
-                a.chunks(size).map(|c| Value::Array(c.to_vec())).collect(),
-            ))
-        }
+        Function::ArrayPartition => array_partition(f, &args),
         Function::ArrayContains => {
             arity(f, &args, 2, 2)?;
             let a = as_array(f, &args[0], "the first argument")?;
             Ok(Value::Bool(a.iter().any(|v| json_eq(v, &args[1]))))
         }
-        Function::ArrayRange => {
-            arity(f, &args, 3, 3)?;
-            let start = as_int(f, &args[0], "the start")?;
-            let end = as_int(f, &args[1], "the end")?;
-            let step = as_int(f, &args[2], "the step")?;
-            if step == 0 {
-                return fail("States.ArrayRange: the step must not be 0");
-            }
-            let mut out = Vec::new();
-            let mut i = start;
-            while (step > 0 && i <= end) || (step < 0 && i >= end) {
-                out.push(Value::from(i));
-                if out.len() > MAX_ARRAY_RANGE_ITEMS {
-                    return fail(format!(
-                        "States.ArrayRange: more than {MAX_ARRAY_RANGE_ITEMS} items"
-                    ));
-                }
-                i += step;
-            }
-            Ok(Value::Array(out))
-        }
-        Function::ArrayGetItem => {
-            arity(f, &args, 2, 2)?;
-            let a = as_array(f, &args[0], "the first argument")?;
-            let i = as_int(f, &args[1], "the index")?;
-            usize::try_from(i)
-                .ok()
-                .and_then(|i| a.get(i))
-                .cloned()
-                .ok_or_else(|| {
-                    IntrinsicError::Failure(format!(
-                        "States.ArrayGetItem: index {i} is out of bounds"
-                    ))
-                })
-        }
+        Function::ArrayRange => array_range(f, &args),
+        Function::ArrayGetItem => array_get_item(f, &args),
         Function::ArrayLength => {
             arity(f, &args, 1, 1)?;
             Ok(Value::from(as_array(f, &args[0], "the argument")?.len()))
         }
-        Function::ArrayUnique => {
-            arity(f, &args, 1, 1)?;
-            let a = as_array(f, &args[0], "the argument")?;
-            let mut out: Vec<Value> = Vec::new();
-            for v in a {
-                if !out.iter().any(|o| json_eq(o, v)) {
-                    out.push(v.clone());
-                }
-            }
-            Ok(Value::Array(out))
-        }
-        Function::Base64Encode => {
-            arity(f, &args, 1, 1)?;
-            let s = as_str(f, &args[0], "the argument")?;
-            if s.chars().count() > MAX_BASE64_INPUT_CHARS {
-                return fail("States.Base64Encode: the input is over 10000 characters");
-            }
-            Ok(Value::String(
-                base64::engine::general_purpose::STANDARD.encode(s.as_bytes()),
-            ))
-        }
-        Function::Base64Decode => {
-            arity(f, &args, 1, 1)?;
-            let s = as_str(f, &args[0], "the argument")?;
-            if s.chars().count() > MAX_BASE64_INPUT_CHARS {
-                return fail("States.Base64Decode: the input is over 10000 characters");
-            }
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .or_else(|e| fail(format!("States.Base64Decode: {e}")))?;
-            String::from_utf8(bytes)
-                .map(Value::String)
-                .or_else(|_| fail("States.Base64Decode: the decoded data is not UTF-8"))
-        }
-        Function::Hash => {
-            arity(f, &args, 2, 2)?;
-            let data = match &args[0] {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            if data.chars().count() > MAX_HASH_INPUT_CHARS {
-                return fail("States.Hash: the input is over 10000 characters");
-            }
-            let algo = as_str(f, &args[1], "the algorithm")?;
-            Ok(Value::String(hash(algo, data.as_bytes())?))
-        }
-        Function::JsonMerge => {
-            arity(f, &args, 3, 3)?;
-            let (Value::Object(a), Value::Object(b)) = (&args[0], &args[1]) else {
-                return fail("States.JsonMerge: the first two arguments must be objects");
-            };
-            if args[2] != Value::Bool(false) {
-                return fail("States.JsonMerge: only shallow merge (false) is supported");
-            }
-            let mut out: Map<String, Value> = a.clone();
-            for (k, v) in b {
-                out.insert(k.clone(), v.clone());
-            }
-            Ok(Value::Object(out))
-        }
-        Function::MathRandom => {
-            arity(f, &args, 2, 3)?;
-            let start = as_int(f, &args[0], "the start")?;
-            let end = as_int(f, &args[1], "the end")?;
-            if start >= end {
-                return fail("States.MathRandom: the start must be below the end");
-            }
-            use rand::{Rng, SeedableRng};
-            let n = if let Some(seed) = args.get(2) {
-                let seed = as_int(f, seed, "the seed")?;
-                rand::rngs::StdRng::seed_from_u64(seed as u64).random_range(start..end)
-            } else {
-                rand::rng().random_range(start..end)
-            };
-            Ok(Value::from(n))
-        }
-        Function::MathAdd => {
-            arity(f, &args, 2, 2)?;
-            let a = as_rounded_int(f, &args[0], "the first argument")?;
-            let b = as_rounded_int(f, &args[1], "the second argument")?;
-            a.checked_add(b)
-                .map(Value::from)
-                .ok_or_else(|| IntrinsicError::Failure("States.MathAdd: overflow".into()))
-        }
-        Function::StringSplit => {
-            arity(f, &args, 2, 2)?;
-            let s = as_str(f, &args[0], "the first argument")?;
-            let d = as_str(f, &args[1], "the delimiter")?;
-            let parts: Vec<Value> = if d.is_empty() {
-                vec![Value::String(s.to_string())]
-            } else {
-                s.split(|c| d.contains(c))
-                    .filter(|p| !p.is_empty())
-                    .map(|p| Value::String(p.to_string()))
-                    .collect()
-            };
-            Ok(Value::Array(parts))
-        }
+        Function::ArrayUnique => array_unique(f, &args),
+        Function::Base64Encode => base64_encode(f, &args),
+        Function::Base64Decode => base64_decode(f, &args),
+        Function::Hash => hash_of(f, &args),
+        Function::JsonMerge => json_merge(f, &args),
+        Function::MathRandom => math_random(f, &args),
+        Function::MathAdd => math_add(f, &args),
+        Function::StringSplit => string_split(f, &args),
         Function::Uuid => {
             arity(f, &args, 0, 0)?;
             Ok(Value::String(uuid::Uuid::new_v4().to_string()))
         }
     }
+}
+
+/// `States.Format`: fills each `{}` of the template with the next
+/// argument; `\{` and `\}` are literal braces. Placeholders and arguments
+/// must match in number.
+fn states_format(f: Function, args: &[Value]) -> Result<Value, IntrinsicError> {
+    let Some((template, args)) = args.split_first() else {
+        return fail("States.Format needs a template");
+    };
+    let template = as_str(f, template, "the template")?;
+    let mut out = String::new();
+    let mut rest = args.iter();
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' && matches!(chars.peek(), Some('{') | Some('}')) {
+            out.extend(chars.next());
+        } else if c == '{' && chars.peek() == Some(&'}') {
+            chars.next();
+            match rest.next() {
+                Some(v) => out.push_str(&format_arg(v)),
+                None => return fail("States.Format: the template has more {} than arguments"),
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    if rest.next().is_some() {
+        return fail("States.Format: more arguments than {} in the template");
+    }
+    Ok(Value::String(out))
+}
+
+/// `States.StringToJson`: parses its one string argument as JSON.
+fn string_to_json(f: Function, args: &[Value]) -> Result<Value, IntrinsicError> {
+    arity(f, args, 1, 1)?;
+    let s = as_str(f, &args[0], "the argument")?;
+    serde_json::from_str(s).or_else(|e| fail(format!("States.StringToJson: not valid JSON: {e}")))
+}
+
+/// `States.ArrayPartition`: splits an array into chunks of a positive
+/// size, the last one possibly shorter.
+fn array_partition(f: Function, args: &[Value]) -> Result<Value, IntrinsicError> {
+    arity(f, args, 2, 2)?;
+    let a = as_array(f, &args[0], "the first argument")?;
+    let size = as_int(f, &args[1], "the chunk size")?;
+    if size <= 0 {
+        return fail("States.ArrayPartition: the chunk size must be positive");
+    }
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    Ok(Value::Array(
+        a.chunks(size).map(|c| Value::Array(c.to_vec())).collect(),
+    ))
+}
+
+/// `States.ArrayRange`: the integers from start to end inclusive, by a
+/// non-zero step, at most `MAX_ARRAY_RANGE_ITEMS` of them.
+fn array_range(f: Function, args: &[Value]) -> Result<Value, IntrinsicError> {
+    arity(f, args, 3, 3)?;
+    let start = as_int(f, &args[0], "the start")?;
+    let end = as_int(f, &args[1], "the end")?;
+    let step = as_int(f, &args[2], "the step")?;
+    if step == 0 {
+        return fail("States.ArrayRange: the step must not be 0");
+    }
+    let mut out = Vec::new();
+    let mut i = start;
+    while (step > 0 && i <= end) || (step < 0 && i >= end) {
+        out.push(Value::from(i));
+        if out.len() > MAX_ARRAY_RANGE_ITEMS {
+            return fail(format!(
+                "States.ArrayRange: more than {MAX_ARRAY_RANGE_ITEMS} items"
+            ));
+        }
+        i += step;
+    }
+    Ok(Value::Array(out))
+}
+
+/// `States.ArrayGetItem`: the item at a zero-based index, an error when
+/// the index is negative or past the end.
+fn array_get_item(f: Function, args: &[Value]) -> Result<Value, IntrinsicError> {
+    arity(f, args, 2, 2)?;
+    let a = as_array(f, &args[0], "the first argument")?;
+    let i = as_int(f, &args[1], "the index")?;
+    usize::try_from(i)
+        .ok()
+        .and_then(|i| a.get(i))
+        .cloned()
+        .ok_or_else(|| {
+            IntrinsicError::Failure(format!("States.ArrayGetItem: index {i} is out of bounds"))
+        })
+}
+
+/// `States.ArrayUnique`: the array without repeated values, first
+/// occurrences kept in order.
+fn array_unique(f: Function, args: &[Value]) -> Result<Value, IntrinsicError> {
+    arity(f, args, 1, 1)?;
+    let a = as_array(f, &args[0], "the argument")?;
+    let mut out: Vec<Value> = Vec::new();
+    for v in a {
+        if !out.iter().any(|o| json_eq(o, v)) {
+            out.push(v.clone());
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+/// `States.Base64Encode`: the standard base64 of a string's UTF-8 bytes.
+fn base64_encode(f: Function, args: &[Value]) -> Result<Value, IntrinsicError> {
+    arity(f, args, 1, 1)?;
+    let s = as_str(f, &args[0], "the argument")?;
+    if s.chars().count() > MAX_BASE64_INPUT_CHARS {
+        return fail("States.Base64Encode: the input is over 10000 characters");
+    }
+    Ok(Value::String(
+        base64::engine::general_purpose::STANDARD.encode(s.as_bytes()),
+    ))
+}
+
+/// `States.Base64Decode`: decodes standard base64 that must hold UTF-8.
+fn base64_decode(f: Function, args: &[Value]) -> Result<Value, IntrinsicError> {
+    arity(f, args, 1, 1)?;
+    let s = as_str(f, &args[0], "the argument")?;
+    if s.chars().count() > MAX_BASE64_INPUT_CHARS {
+        return fail("States.Base64Decode: the input is over 10000 characters");
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .or_else(|e| fail(format!("States.Base64Decode: {e}")))?;
+    String::from_utf8(bytes)
+        .map(Value::String)
+        .or_else(|_| fail("States.Base64Decode: the decoded data is not UTF-8"))
+}
+
+/// `States.Hash`: the hex digest of a value (a string as is, anything else
+/// as compact JSON) under a named algorithm.
+fn hash_of(f: Function, args: &[Value]) -> Result<Value, IntrinsicError> {
+    arity(f, args, 2, 2)?;
+    let data = match &args[0] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if data.chars().count() > MAX_HASH_INPUT_CHARS {
+        return fail("States.Hash: the input is over 10000 characters");
+    }
+    let algo = as_str(f, &args[1], "the algorithm")?;
+    Ok(Value::String(hash(algo, data.as_bytes())?))
+}
+
+/// `States.JsonMerge`: a shallow merge of two objects, the second one's
+/// keys winning; deep merge (`true`) is refused.
+fn json_merge(f: Function, args: &[Value]) -> Result<Value, IntrinsicError> {
+    arity(f, args, 3, 3)?;
+    let (Value::Object(a), Value::Object(b)) = (&args[0], &args[1]) else {
+        return fail("States.JsonMerge: the first two arguments must be objects");
+    };
+    if args[2] != Value::Bool(false) {
+        return fail("States.JsonMerge: only shallow merge (false) is supported");
+    }
+    let mut out: Map<String, Value> = a.clone();
+    for (k, v) in b {
+        out.insert(k.clone(), v.clone());
+    }
+    Ok(Value::Object(out))
+}
+
+/// `States.MathRandom`: an integer in `start..end`, reproducible when a
+/// seed is given.
+fn math_random(f: Function, args: &[Value]) -> Result<Value, IntrinsicError> {
+    use rand::{Rng, SeedableRng};
+    arity(f, args, 2, 3)?;
+    let start = as_int(f, &args[0], "the start")?;
+    let end = as_int(f, &args[1], "the end")?;
+    if start >= end {
+        return fail("States.MathRandom: the start must be below the end");
+    }
+    let n = if let Some(seed) = args.get(2) {
+        let seed = as_int(f, seed, "the seed")?;
+        rand::rngs::StdRng::seed_from_u64(seed as u64).random_range(start..end)
+    } else {
+        rand::rng().random_range(start..end)
+    };
+    Ok(Value::from(n))
+}
+
+/// `States.MathAdd`: the sum of two integers (fractions rounded as AWS
+/// does), an error on overflow.
+fn math_add(f: Function, args: &[Value]) -> Result<Value, IntrinsicError> {
+    arity(f, args, 2, 2)?;
+    let a = as_rounded_int(f, &args[0], "the first argument")?;
+    let b = as_rounded_int(f, &args[1], "the second argument")?;
+    a.checked_add(b)
+        .map(Value::from)
+        .ok_or_else(|| IntrinsicError::Failure("States.MathAdd: overflow".into()))
+}
+
+/// `States.StringSplit`: splits on any character of the delimiter,
+/// dropping empty parts; an empty delimiter leaves the string whole.
+fn string_split(f: Function, args: &[Value]) -> Result<Value, IntrinsicError> {
+    arity(f, args, 2, 2)?;
+    let s = as_str(f, &args[0], "the first argument")?;
+    let d = as_str(f, &args[1], "the delimiter")?;
+    let parts: Vec<Value> = if d.is_empty() {
+        vec![Value::String(s.to_string())]
+    } else {
+        s.split(|c| d.contains(c))
+            .filter(|p| !p.is_empty())
+            .map(|p| Value::String(p.to_string()))
+            .collect()
+    };
+    Ok(Value::Array(parts))
 }
 
 fn hash(algo: &str, data: &[u8]) -> Result<String, IntrinsicError> {

@@ -1064,6 +1064,10 @@ impl Run {
         (result, last)
     }
 
+    /// Runs one attempt of a Task state: reads its time limits, records
+    /// its Scheduled and Started events, invokes the handler under the
+    /// timeout and records how the attempt ended. Returns the result and
+    /// the id of the last event.
     #[allow(clippy::too_many_arguments)]
     async fn task(
         &self,
@@ -1076,89 +1080,12 @@ impl Run {
         // The journal key of this attempt, for its Scheduled/Started.
         attempt: Option<&str>,
     ) -> (Result<Value, Failure>, u64) {
-        let key = |suffix: &str| attempt.map(|a| format!("{a}{suffix}"));
         let kind = TaskKind::of(&t.resource);
-        // TimeoutSecondsPath / HeartbeatSecondsPath must select a positive
-        // integer; anything else fails the state (not "no limit").
-        let seconds = |field: &str, literal: Option<u64>, path: &Option<String>| {
-            match (
-            literal, path,
-        ) {
-            (Some(s), _) => Ok(Some(s)),
-            (None, Some(p)) => match io::select(field, p, &input, ctx) {
-                Ok(v) => match v.as_u64() {
-                    Some(n) if n > 0 => Ok(Some(n)),
-                    _ => Err(Failure::runtime(
-                        name,
-                        prev,
-                        format!(
-                            "The {field} field refers to value \"{}\" which is not a valid positive integer: {p}",
-                            io::compact(&v)
-                        ),
-                    )),
-                },
-                Err(e) => Err(Failure::from_io(name, prev, &e)),
-            },
-            (None, None) => Ok(None),
-        }
-        };
-        let limits = seconds(
-            "TimeoutSecondsPath",
-            t.timeout_seconds,
-            &t.timeout_seconds_path,
-        )
-        .and_then(|timeout| {
-            let heartbeat = seconds(
-                "HeartbeatSecondsPath",
-                t.heartbeat_seconds,
-                &t.heartbeat_seconds_path,
-            )?;
-            Ok((timeout, heartbeat))
-        });
-        let (timeout, heartbeat_seconds) = match limits {
+        let (timeout, heartbeat_seconds) = match task_limits(name, t, &input, ctx, prev) {
             Ok(l) => l,
             Err(f) => return (Err(f), prev),
         };
-        let scheduled = match &kind {
-            TaskKind::Lambda => {
-                let mut d = json!({"resource": t.resource, "input": payload(&input), "inputDetails": not_truncated()});
-                if let (Some(s), Some(o)) = (timeout, d.as_object_mut()) {
-                    o.insert("timeoutInSeconds".into(), json!(s));
-                }
-                self.record_keyed(
-                    key("#scheduled").as_deref(),
-                    "LambdaFunctionScheduled",
-                    prev,
-                    details(&d),
-                )
-            }
-            TaskKind::Service { service, action } => {
-                let mut d = json!({"resourceType": service, "resource": action, "region": "us-east-1", "parameters": payload(&input)});
-                if let (Some(s), Some(o)) = (timeout, d.as_object_mut()) {
-                    o.insert("timeoutInSeconds".into(), json!(s));
-                }
-                self.record_keyed(
-                    key("#scheduled").as_deref(),
-                    "TaskScheduled",
-                    prev,
-                    details(&d),
-                )
-            }
-        };
-        let started = match &kind {
-            TaskKind::Lambda => self.record_keyed(
-                key("#started").as_deref(),
-                "LambdaFunctionStarted",
-                scheduled,
-                None,
-            ),
-            TaskKind::Service { service, action } => self.record_keyed(
-                key("#started").as_deref(),
-                "TaskStarted",
-                scheduled,
-                details(&json!({"resourceType": service, "resource": action})),
-            ),
-        };
+        let started = self.record_task_start(&kind, t, &input, timeout, prev, attempt);
         let call = TaskCall {
             resource: t.resource.clone(),
             input,
@@ -1176,9 +1103,76 @@ impl Run {
             },
             None => Some(invoke.await),
         };
+        self.record_task_end(&kind, started, result)
+    }
+
+    /// Records the Scheduled and Started events of a task attempt (keyed by
+    /// the attempt, so a resume does not schedule it twice). Returns the id
+    /// of the Started event.
+    fn record_task_start(
+        &self,
+        kind: &TaskKind,
+        t: &crate::asl::TaskState,
+        input: &Value,
+        timeout: Option<u64>,
+        prev: u64,
+        attempt: Option<&str>,
+    ) -> u64 {
+        let key = |suffix: &str| attempt.map(|a| format!("{a}{suffix}"));
+        let scheduled = match kind {
+            TaskKind::Lambda => {
+                let mut d = json!({"resource": t.resource, "input": payload(input), "inputDetails": not_truncated()});
+                if let (Some(s), Some(o)) = (timeout, d.as_object_mut()) {
+                    o.insert("timeoutInSeconds".into(), json!(s));
+                }
+                self.record_keyed(
+                    key("#scheduled").as_deref(),
+                    "LambdaFunctionScheduled",
+                    prev,
+                    details(&d),
+                )
+            }
+            TaskKind::Service { service, action } => {
+                let mut d = json!({"resourceType": service, "resource": action, "region": "us-east-1", "parameters": payload(input)});
+                if let (Some(s), Some(o)) = (timeout, d.as_object_mut()) {
+                    o.insert("timeoutInSeconds".into(), json!(s));
+                }
+                self.record_keyed(
+                    key("#scheduled").as_deref(),
+                    "TaskScheduled",
+                    prev,
+                    details(&d),
+                )
+            }
+        };
+        match kind {
+            TaskKind::Lambda => self.record_keyed(
+                key("#started").as_deref(),
+                "LambdaFunctionStarted",
+                scheduled,
+                None,
+            ),
+            TaskKind::Service { service, action } => self.record_keyed(
+                key("#started").as_deref(),
+                "TaskStarted",
+                scheduled,
+                details(&json!({"resourceType": service, "resource": action})),
+            ),
+        }
+    }
+
+    /// Records how a task attempt ended (`None`: it timed out) and turns
+    /// the handler's answer into the state's result. Returns it with the
+    /// id of the event recorded.
+    fn record_task_end(
+        &self,
+        kind: &TaskKind,
+        started: u64,
+        result: Option<Result<Value, TaskFailure>>,
+    ) -> (Result<Value, Failure>, u64) {
         match result {
             Some(Ok(output)) => {
-                let last = match &kind {
+                let last = match kind {
                     TaskKind::Lambda => self.record(
                         "LambdaFunctionSucceeded",
                         started,
@@ -1194,7 +1188,7 @@ impl Run {
             }
             Some(Err(f)) => {
                 let mut d = Map::new();
-                if let TaskKind::Service { service, action } = &kind {
+                if let TaskKind::Service { service, action } = kind {
                     d.insert("resourceType".into(), json!(service));
                     d.insert("resource".into(), json!(action));
                 }
@@ -1323,6 +1317,10 @@ impl Run {
         }
     }
 
+    /// Runs an inline Map state: selects its items, builds each item's
+    /// input, runs the iterations at most `MaxConcurrency` at a time, and
+    /// decides, with the tolerated failures, whether the state failed.
+    /// Returns the result and the id of the last event.
     #[allow(clippy::too_many_arguments)]
     async fn map(
         &self,
@@ -1344,25 +1342,9 @@ impl Run {
                 prev,
             );
         }
-        let items = match &m.items_path {
-            Some(p) => match io::select("ItemsPath", p, &input, ctx) {
-                Ok(v) => v,
-                Err(e) => return (Err(Failure::from_io(name, entered, &e)), prev),
-            },
-            None => input.clone(),
-        };
-        let Value::Array(items) = items else {
-            return (
-                Err(Failure::runtime(
-                    name,
-                    entered,
-                    format!(
-                        "Items of the Map state must be an array, found {}",
-                        crate::asl::kind_of(&items)
-                    ),
-                )),
-                prev,
-            );
+        let items = match map_items(name, m, &input, ctx, entered) {
+            Ok(items) => items,
+            Err(f) => return (Err(f), prev),
         };
         let Some((_, start_at, states)) = m.processor() else {
             return (
@@ -1374,76 +1356,21 @@ impl Run {
                 prev,
             );
         };
-        let max = match (&m.max_concurrency, &m.max_concurrency_path) {
-            (Some(n), _) => *n,
-            (None, Some(p)) => {
-                let v = match io::select("MaxConcurrencyPath", p, &input, ctx) {
-                    Ok(v) => v,
-                    Err(e) => return (Err(Failure::from_io(name, entered, &e)), prev),
-                };
-                match v.as_u64() {
-                    Some(n) => n,
-                    None => {
-                        return (
-                            Err(Failure::runtime(
-                                name,
-                                entered,
-                                format!(
-                                    "The MaxConcurrencyPath field refers to value \"{}\" which is not a valid integer: {p}",
-                                    io::compact(&v)
-                                ),
-                            )),
-                            prev,
-                        )
-                    }
-                }
-            }
-            _ => 0,
+        let limit = match map_concurrency(name, m, &input, ctx, entered) {
+            Ok(limit) => limit,
+            Err(f) => return (Err(f), prev),
         };
-        let limit = if max == 0 {
-            INLINE_MAP_CONCURRENCY
-        } else {
-            usize::try_from(max).unwrap_or(INLINE_MAP_CONCURRENCY)
-        };
-        let tolerated_count = m.tolerated_failure_count.or_else(|| {
-            m.tolerated_failure_count_path
-                .as_ref()
-                .and_then(|p| io::select("ToleratedFailureCountPath", p, &input, ctx).ok())
-                .and_then(|v| v.as_u64())
-        });
-        let tolerated_pct = m
-            .tolerated_failure_percentage
-            .as_ref()
-            .and_then(|n| n.as_f64())
-            .or_else(|| {
-                m.tolerated_failure_percentage_path
-                    .as_ref()
-                    .and_then(|p| io::select("ToleratedFailurePercentagePath", p, &input, ctx).ok())
-                    .and_then(|v| v.as_f64())
-            });
-        let tolerant = tolerated_count.is_some() || tolerated_pct.is_some();
+        let tolerance = Tolerance::of(m, &input, ctx);
         let started = self.record_keyed(
             Some(&format!("{scope}#started")),
             "MapStateStarted",
             prev,
             details(&json!({"length": items.len()})),
         );
-        // Item inputs are built up front: a selector error fails the state
-        // before any iteration starts.
-        let mut inputs = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let item_input = match m.selector() {
-                Some(sel) => {
-                    let c = ctx.with_map(json!({"Item": {"Index": i, "Value": item}}));
-                    match apply_template(sel, &input, &c) {
-                        Ok(v) => v,
-                        Err(e) => return (Err(Failure::from_io(name, entered, &e)), started),
-                    }
-                }
-                None => item.clone(),
-            };
-            inputs.push(item_input);
-        }
+        let inputs = match map_inputs(name, m, &items, &input, ctx, entered) {
+            Ok(inputs) => inputs,
+            Err(f) => return (Err(f), started),
+        };
         let total = inputs.len();
         let iterations = inputs
             .into_iter()
@@ -1469,36 +1396,10 @@ impl Run {
                 self.record_keyed(Some(&done_key), kind, last, iteration_details(name, i));
                 r
             });
-        let mut results: Vec<Result<Value, Failure>> = Vec::with_capacity(total);
-        let mut stream = stream::iter(iterations).buffered(limit);
-        let mut failures = 0u64;
-        while let Some(r) = stream.next().await {
-            if r.is_err() {
-                failures += 1;
-                if !tolerant {
-                    // One failed iteration fails the Map; the rest stop.
-                    results.push(r);
-                    break;
-                }
-            }
-            results.push(r);
-        }
-        drop(stream);
-        let over_threshold = tolerant && {
-            let over_count = tolerated_count.is_some_and(|c| failures > c);
-            let pct = if total == 0 {
-                0.0
-            } else {
-                failures as f64 * 100.0 / total as f64
-            };
-            let over_pct = tolerated_pct.is_some_and(|p| pct > p);
-            match (tolerated_count, tolerated_pct) {
-                (Some(_), Some(_)) => over_count && over_pct,
-                _ => over_count || over_pct,
-            }
-        };
-        let failed: Option<Failure> = if tolerant {
-            over_threshold.then(|| {
+        let (results, failures) =
+            collect_iterations(iterations, limit, total, tolerance.any()).await;
+        let failed: Option<Failure> = if tolerance.any() {
+            tolerance.exceeded(failures, total).then(|| {
                 Failure::named(
                     ErrorName::StatesExceedToleratedFailureThreshold,
                     "The specified tolerated failure threshold was exceeded",
@@ -1507,6 +1408,19 @@ impl Run {
         } else {
             results.iter().find_map(|r| r.as_ref().err().cloned())
         };
+        self.record_map_end(failed, results, started, scope)
+    }
+
+    /// Records how a Map state ended: failed with `failed`, or succeeded
+    /// with every iteration's output (a tolerated failure as its
+    /// `{"Error", "Cause"}`).
+    fn record_map_end(
+        &self,
+        failed: Option<Failure>,
+        results: Vec<Result<Value, Failure>>,
+        started: u64,
+        scope: &str,
+    ) -> (Result<Value, Failure>, u64) {
         match failed {
             Some(f) => {
                 let last = self.record_keyed(
@@ -1530,6 +1444,175 @@ impl Run {
                 );
                 (Ok(Value::Array(outputs)), last)
             }
+        }
+    }
+}
+
+/// The items of a Map state: what `ItemsPath` selects (the whole input
+/// without one), which must be an array.
+fn map_items(
+    name: &str,
+    m: &crate::asl::MapState,
+    input: &Value,
+    ctx: &LazyContext,
+    entered: u64,
+) -> Result<Vec<Value>, Failure> {
+    let items = match &m.items_path {
+        Some(p) => io::select("ItemsPath", p, input, ctx)
+            .map_err(|e| Failure::from_io(name, entered, &e))?,
+        None => input.clone(),
+    };
+    match items {
+        Value::Array(items) => Ok(items),
+        other => Err(Failure::runtime(
+            name,
+            entered,
+            format!(
+                "Items of the Map state must be an array, found {}",
+                crate::asl::kind_of(&other)
+            ),
+        )),
+    }
+}
+
+/// How many iterations of a Map state run at once: `MaxConcurrency` or
+/// what `MaxConcurrencyPath` selects (an integer), with 0 or neither
+/// meaning `INLINE_MAP_CONCURRENCY`.
+fn map_concurrency(
+    name: &str,
+    m: &crate::asl::MapState,
+    input: &Value,
+    ctx: &LazyContext,
+    entered: u64,
+) -> Result<usize, Failure> {
+    let max = match (&m.max_concurrency, &m.max_concurrency_path) {
+        (Some(n), _) => *n,
+        (None, Some(p)) => {
+            let v = io::select("MaxConcurrencyPath", p, input, ctx)
+                .map_err(|e| Failure::from_io(name, entered, &e))?;
+            v.as_u64().ok_or_else(|| {
+                Failure::runtime(
+                    name,
+                    entered,
+                    format!(
+                        "The MaxConcurrencyPath field refers to value \"{}\" which is not a valid integer: {p}",
+                        io::compact(&v)
+                    ),
+                )
+            })?
+        }
+        _ => 0,
+    };
+    Ok(if max == 0 {
+        INLINE_MAP_CONCURRENCY
+    } else {
+        usize::try_from(max).unwrap_or(INLINE_MAP_CONCURRENCY)
+    })
+}
+
+/// The input of each Map iteration: the item, or the `ItemSelector` (or
+/// `Parameters`) applied with `$$.Map.Item` set. Built up front, so a
+/// selector error fails the state before any iteration starts.
+fn map_inputs(
+    name: &str,
+    m: &crate::asl::MapState,
+    items: &[Value],
+    input: &Value,
+    ctx: &LazyContext,
+    entered: u64,
+) -> Result<Vec<Value>, Failure> {
+    let mut inputs = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let item_input = match m.selector() {
+            Some(sel) => {
+                let c = ctx.with_map(json!({"Item": {"Index": i, "Value": item}}));
+                apply_template(sel, input, &c).map_err(|e| Failure::from_io(name, entered, &e))?
+            }
+            None => item.clone(),
+        };
+        inputs.push(item_input);
+    }
+    Ok(inputs)
+}
+
+/// Runs Map iterations, at most `limit` at once, and gathers their results
+/// in item order with the number that failed. Without a tolerance the
+/// first failure stops the rest (their futures are dropped) and is the
+/// last result.
+async fn collect_iterations<F>(
+    iterations: impl Iterator<Item = F>,
+    limit: usize,
+    total: usize,
+    tolerant: bool,
+) -> (Vec<Result<Value, Failure>>, u64)
+where
+    F: Future<Output = Result<Value, Failure>>,
+{
+    let mut results: Vec<Result<Value, Failure>> = Vec::with_capacity(total);
+    let mut stream = stream::iter(iterations).buffered(limit);
+    let mut failures = 0u64;
+    while let Some(r) = stream.next().await {
+        if r.is_err() {
+            failures += 1;
+            if !tolerant {
+                // One failed iteration fails the Map; the rest stop.
+                results.push(r);
+                break;
+            }
+        }
+        results.push(r);
+    }
+    (results, failures)
+}
+
+/// The failures a Map state tolerates: `ToleratedFailureCount` and
+/// `ToleratedFailurePercentage`, or what their paths select. A path that
+/// selects nothing usable counts as not set.
+struct Tolerance {
+    count: Option<u64>,
+    percentage: Option<f64>,
+}
+
+impl Tolerance {
+    fn of(m: &crate::asl::MapState, input: &Value, ctx: &LazyContext) -> Tolerance {
+        let count = m.tolerated_failure_count.or_else(|| {
+            m.tolerated_failure_count_path
+                .as_ref()
+                .and_then(|p| io::select("ToleratedFailureCountPath", p, input, ctx).ok())
+                .and_then(|v| v.as_u64())
+        });
+        let percentage = m
+            .tolerated_failure_percentage
+            .as_ref()
+            .and_then(|n| n.as_f64())
+            .or_else(|| {
+                m.tolerated_failure_percentage_path
+                    .as_ref()
+                    .and_then(|p| io::select("ToleratedFailurePercentagePath", p, input, ctx).ok())
+                    .and_then(|v| v.as_f64())
+            });
+        Tolerance { count, percentage }
+    }
+
+    /// Whether any failure is tolerated: if not, the first one fails the
+    /// Map state.
+    fn any(&self) -> bool {
+        self.count.is_some() || self.percentage.is_some()
+    }
+
+    /// Whether `failures` out of `total` iterations is over the threshold:
+    /// over both limits when both are set, over the one set otherwise.
+    fn exceeded(&self, failures: u64, total: usize) -> bool {
+        let over_count = self.count.is_some_and(|c| failures > c);
+        let pct = if total == 0 {
+            0.0
+        } else {
+            failures as f64 * 100.0 / total as f64
+        };
+        let over_pct = self.percentage.is_some_and(|p| pct > p);
+        match (self.count, self.percentage) {
+            (Some(_), Some(_)) => over_count && over_pct,
+            _ => over_count || over_pct,
         }
     }
 }
@@ -1581,6 +1664,49 @@ fn common(state: &State) -> Option<Common<'_>> {
         },
         _ => return None,
     })
+}
+
+/// The timeout and heartbeat of a Task attempt, in seconds (`None`: no
+/// limit), from the literal fields or their paths. A path must select a
+/// positive integer; anything else fails the state (not "no limit").
+fn task_limits(
+    name: &str,
+    t: &crate::asl::TaskState,
+    input: &Value,
+    ctx: &LazyContext,
+    prev: u64,
+) -> Result<(Option<u64>, Option<u64>), Failure> {
+    let seconds = |field: &str, literal: Option<u64>, path: &Option<String>| {
+        match (literal, path) {
+        (Some(s), _) => Ok(Some(s)),
+        (None, Some(p)) => match io::select(field, p, input, ctx) {
+            Ok(v) => match v.as_u64() {
+                Some(n) if n > 0 => Ok(Some(n)),
+                _ => Err(Failure::runtime(
+                    name,
+                    prev,
+                    format!(
+                        "The {field} field refers to value \"{}\" which is not a valid positive integer: {p}",
+                        io::compact(&v)
+                    ),
+                )),
+            },
+            Err(e) => Err(Failure::from_io(name, prev, &e)),
+        },
+        (None, None) => Ok(None),
+    }
+    };
+    let timeout = seconds(
+        "TimeoutSecondsPath",
+        t.timeout_seconds,
+        &t.timeout_seconds_path,
+    )?;
+    let heartbeat = seconds(
+        "HeartbeatSecondsPath",
+        t.heartbeat_seconds,
+        &t.heartbeat_seconds_path,
+    )?;
+    Ok((timeout, heartbeat))
 }
 
 /// How a Task resource shows up in the history.
