@@ -659,25 +659,55 @@ pub async fn delete(
     case: Option<&str>,
 ) -> (Vec<String>, Vec<String>) {
     let ec2 = aws_sdk_ec2::Client::new(config);
-    let iam = aws_sdk_iam::Client::new(config);
+    let mut t = Tally::default();
+    delete_service(config, &mut t, decoy).await;
+    delete_instances(&ec2, &mut t, decoy, case).await;
+    delete_role(config, &mut t, decoy).await;
+    delete_network(&ec2, &mut t, decoy).await;
+    (t.done, t.failed)
+}
+
+/// What a deletion did and what it could not do.
+#[derive(Default)]
+struct Tally {
+    done: Vec<String>,
+    failed: Vec<String>,
+}
+
+impl Tally {
+    fn note<T, E, R>(
+        &mut self,
+        what: String,
+        r: Result<T, aws_smithy_runtime_api::client::result::SdkError<E, R>>,
+    ) where
+        E: std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        match r {
+            Ok(_) => self.done.push(what),
+            Err(e) => self
+                .failed
+                .push(format!("{what}: {}", crate::error::explain(&e))),
+        }
+    }
+}
+
+/// One deletion, noted in the tally.
+macro_rules! attempt {
+    ($t:expr, $what:expr, $call:expr) => {
+        $t.note($what.to_string(), $call.await)
+    };
+}
+
+/// The Auto Scaling group, launch template, target groups and Classic
+/// Load Balancer.
+async fn delete_service(config: &aws_config::SdkConfig, t: &mut Tally, decoy: &Decoy) {
+    let ec2 = aws_sdk_ec2::Client::new(config);
     let asc = aws_sdk_autoscaling::Client::new(config);
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
-    let mut done = Vec::new();
-    let mut failed = Vec::new();
-    macro_rules! attempt {
-        ($what:expr, $call:expr) => {
-            match $call.await {
-                Ok(_) => done.push($what.to_string()),
-                Err(e) => failed.push(format!(
-                    "{}: {}",
-                    $what,
-                    aws_smithy_types::error::display::DisplayErrorContext(&e)
-                )),
-            }
-        };
-    }
     if let Some(g) = &decoy.auto_scaling_group {
         attempt!(
+            t,
             format!("Auto Scaling group {g}"),
             asc.delete_auto_scaling_group()
                 .auto_scaling_group_name(g)
@@ -687,6 +717,7 @@ pub async fn delete(
     }
     if let Some(lt) = &decoy.launch_template {
         attempt!(
+            t,
             format!("launch template {lt}"),
             ec2.delete_launch_template().launch_template_name(lt).send()
         );
@@ -697,12 +728,14 @@ pub async fn delete(
         .chain(decoy.ip_target_group_arn.iter())
     {
         attempt!(
+            t,
             format!("target group {tg}"),
             elb.delete_target_group().target_group_arn(tg).send()
         );
     }
     if let Some(lb) = &decoy.classic_load_balancer {
         attempt!(
+            t,
             format!("Classic Load Balancer {lb}"),
             aws_sdk_elasticloadbalancing::Client::new(config)
                 .delete_load_balancer()
@@ -710,6 +743,16 @@ pub async fn delete(
                 .send()
         );
     }
+}
+
+/// The instances (waited for until terminated), the Elastic IP and the
+/// case's snapshots.
+async fn delete_instances(
+    ec2: &aws_sdk_ec2::Client,
+    t: &mut Tally,
+    decoy: &Decoy,
+    case: Option<&str>,
+) {
     let mut instances: Vec<String> = Vec::new();
     if !decoy.instance_id.is_empty() {
         instances.push(decoy.instance_id.clone());
@@ -718,6 +761,7 @@ pub async fn delete(
     if !instances.is_empty() {
         for i in &instances {
             attempt!(
+                t,
                 format!("termination protection off on {i}"),
                 ec2.modify_instance_attribute()
                     .instance_id(i)
@@ -730,6 +774,7 @@ pub async fn delete(
             );
         }
         attempt!(
+            t,
             format!("instances {}", instances.join(", ")),
             ec2.terminate_instances()
                 .set_instance_ids(Some(instances.clone()))
@@ -759,6 +804,7 @@ pub async fn delete(
     }
     if let Some(alloc) = &decoy.allocation_id {
         attempt!(
+            t,
             format!("Elastic IP {alloc}"),
             ec2.release_address().allocation_id(alloc).send()
         );
@@ -774,6 +820,7 @@ pub async fn delete(
             for s in out.snapshots() {
                 if let Some(id) = s.snapshot_id() {
                     attempt!(
+                        t,
                         format!("snapshot {id}"),
                         ec2.delete_snapshot().snapshot_id(id).send()
                     );
@@ -781,6 +828,12 @@ pub async fn delete(
             }
         }
     }
+}
+
+/// firebreak's policies on the role, its inline policies, the instance
+/// profile and the role.
+async fn delete_role(config: &aws_config::SdkConfig, t: &mut Tally, decoy: &Decoy) {
+    let iam = aws_sdk_iam::Client::new(config);
     if let Some(role) = &decoy.role_name {
         // firebreak's managed deny policies, left when a rehearsal kept them.
         if let Ok(out) = iam
@@ -792,6 +845,7 @@ pub async fn delete(
             for p in out.attached_policies() {
                 let Some(arn) = p.policy_arn() else { continue };
                 attempt!(
+                    t,
                     format!("detach {arn} from {role}"),
                     iam.detach_role_policy()
                         .role_name(role)
@@ -803,6 +857,7 @@ pub async fn delete(
                         for ver in v.versions().iter().filter(|v| !v.is_default_version()) {
                             if let Some(id) = ver.version_id() {
                                 attempt!(
+                                    t,
                                     format!("version {id} of {arn}"),
                                     iam.delete_policy_version()
                                         .policy_arn(arn)
@@ -813,6 +868,7 @@ pub async fn delete(
                         }
                     }
                     attempt!(
+                        t,
                         format!("policy {arn}"),
                         iam.delete_policy().policy_arn(arn).send()
                     );
@@ -822,6 +878,7 @@ pub async fn delete(
         if let Ok(out) = iam.list_role_policies().role_name(role).send().await {
             for p in out.policy_names() {
                 attempt!(
+                    t,
                     format!("inline policy {p} of {role}"),
                     iam.delete_role_policy()
                         .role_name(role)
@@ -832,6 +889,7 @@ pub async fn delete(
         }
         if let Some(profile) = &decoy.instance_profile_name {
             attempt!(
+                t,
                 format!("role {role} out of {profile}"),
                 iam.remove_role_from_instance_profile()
                     .instance_profile_name(profile)
@@ -839,6 +897,7 @@ pub async fn delete(
                     .send()
             );
             attempt!(
+                t,
                 format!("instance profile {profile}"),
                 iam.delete_instance_profile()
                     .instance_profile_name(profile)
@@ -846,10 +905,16 @@ pub async fn delete(
             );
         }
         attempt!(
+            t,
             format!("role {role}"),
             iam.delete_role().role_name(role).send()
         );
     }
+}
+
+/// Every non-default group of the VPC, the internet gateway, the subnets
+/// and the VPC.
+async fn delete_network(ec2: &aws_sdk_ec2::Client, t: &mut Tally, decoy: &Decoy) {
     if !decoy.vpc_id.is_empty() {
         // Every non-default group of the decoy's VPC: its own and firebreak's.
         if let Ok(out) = ec2
@@ -864,6 +929,7 @@ pub async fn delete(
                 }
                 if let Some(id) = g.group_id() {
                     attempt!(
+                        t,
                         format!("security group {id}"),
                         ec2.delete_security_group().group_id(id).send()
                     );
@@ -872,6 +938,7 @@ pub async fn delete(
         }
         if let Some(igw) = &decoy.internet_gateway_id {
             attempt!(
+                t,
                 format!("detach {igw}"),
                 ec2.detach_internet_gateway()
                     .internet_gateway_id(igw)
@@ -879,6 +946,7 @@ pub async fn delete(
                     .send()
             );
             attempt!(
+                t,
                 format!("internet gateway {igw}"),
                 ec2.delete_internet_gateway()
                     .internet_gateway_id(igw)
@@ -890,14 +958,15 @@ pub async fn delete(
             .filter(|s| !s.is_empty())
         {
             attempt!(
+                t,
                 format!("subnet {subnet}"),
                 ec2.delete_subnet().subnet_id(subnet).send()
             );
         }
         attempt!(
+            t,
             format!("VPC {}", decoy.vpc_id),
             ec2.delete_vpc().vpc_id(&decoy.vpc_id).send()
         );
     }
-    (done, failed)
 }
