@@ -14,7 +14,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{filter, tag};
-use crate::context::StepContext;
+use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, StepError};
 use crate::ids::CaseId;
 use crate::step::Step;
@@ -136,39 +136,7 @@ impl Step for CopySnapshots {
             .parse()
             .map_err(|e: crate::ids::IdError| StepError::invalid_input(e.to_string()))?;
         let t = &input.target;
-        if !valid_region(&t.region) {
-            return Err(StepError::invalid_input(format!(
-                "{:?} is not a region",
-                t.region
-            )));
-        }
-        if t.kms_key_id.trim().is_empty() {
-            return Err(StepError::invalid_input(
-                "a KMS key is needed to re-encrypt the copies",
-            ));
-        }
-        let target_account = t
-            .account_id
-            .clone()
-            .unwrap_or_else(|| ctx.account_id.clone());
-        let cross_account = target_account != ctx.account_id;
-        if cross_account && t.role_arn.is_none() {
-            return Err(StepError::invalid_input(format!(
-                "copying to account {target_account} needs a role to assume there (role_arn)"
-            )));
-        }
-        if !cross_account && t.region == ctx.region {
-            return Err(StepError::invalid_input(
-                "the forensic copy must go to another account or another region",
-            ));
-        }
-        for s in &input.snapshot_ids {
-            if !s.starts_with("snap-") {
-                return Err(StepError::invalid_input(format!(
-                    "{s:?} is not a snapshot id"
-                )));
-            }
-        }
+        let (target_account, cross_account) = check_target(ctx, &input)?;
         let log = ctx.log(Self::NAME);
         let ec2 = &ctx.aws.ec2;
         if input.snapshot_ids.is_empty() {
@@ -193,75 +161,10 @@ impl Step for CopySnapshots {
 
         // Share with the target account (once).
         if cross_account {
-            for id in &input.snapshot_ids {
-                log.read(
-                    "ec2:DescribeSnapshotAttribute",
-                    format!("{id} createVolumePermission"),
-                );
-                let attr = ec2
-                    .describe_snapshot_attribute()
-                    .snapshot_id(id)
-                    .attribute(SnapshotAttributeName::CreateVolumePermission)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("ec2:DescribeSnapshotAttribute", e))?;
-                let shared = attr
-                    .create_volume_permissions()
-                    .iter()
-                    .any(|p| p.user_id() == Some(target_account.as_str()));
-                if shared {
-                    continue;
-                }
-                let params =
-                    format!("SnapshotId={id}, CreateVolumePermission add {target_account}");
-                let req = ec2
-                    .modify_snapshot_attribute()
-                    .snapshot_id(id)
-                    .attribute(SnapshotAttributeName::CreateVolumePermission)
-                    .create_volume_permission(
-                        CreateVolumePermissionModifications::builder()
-                            .add(
-                                CreateVolumePermission::builder()
-                                    .user_id(&target_account)
-                                    .build(),
-                            )
-                            .build(),
-                    );
-                if ctx.is_dry_run() {
-                    log.dry_run(
-                        "ec2:ModifySnapshotAttribute",
-                        params,
-                        req.dry_run(true).send().await,
-                    )?;
-                } else {
-                    req.send().await.map_err(|e| {
-                        let mut err = aws_error(&format!("ec2:ModifySnapshotAttribute {id}"), e);
-                        err.message.push_str(" (snapshots encrypted with the default aws/ebs key cannot be shared: encrypt the volumes with a customer managed key shared with the forensic account)");
-                        err
-                    })?;
-                    log.done("ec2:ModifySnapshotAttribute", params);
-                    changed = true;
-                }
-            }
+            changed |= share_with(ctx, &log, &input.snapshot_ids, &target_account).await?;
         }
 
-        // A client in the target account and region.
-        let mut builder = ctx
-            .aws
-            .sdk
-            .to_builder()
-            .region(Region::new(t.region.clone()));
-        if let Some(role) = &t.role_arn {
-            let provider = aws_config::sts::AssumeRoleProvider::builder(role)
-                .session_name(format!("firebreak-{case}"))
-                .configure(&ctx.aws.sdk)
-                .build()
-                .await;
-            builder = builder.credentials_provider(
-                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
-            );
-        }
-        let target = aws_sdk_ec2::Client::new(&builder.build());
+        let target = target_client(ctx, t, &case).await;
 
         let mut copies = Vec::new();
         for src in sources.snapshots() {
@@ -349,41 +252,7 @@ impl Step for CopySnapshots {
                 progress: None,
             });
         }
-        // Read the new copies' state rather than assume it: a small copy
-        // may already be done, which saves the poll loop a wait.
-        let fresh: Vec<String> = copies
-            .iter()
-            .filter(|c| c.state == "pending" && !c.snapshot_id.is_empty())
-            .map(|c| c.snapshot_id.clone())
-            .collect();
-        if !fresh.is_empty() {
-            log.read(
-                "ec2:DescribeSnapshots",
-                format!(
-                    "{target_account}/{}: SnapshotIds=[{}]",
-                    t.region,
-                    fresh.join(", ")
-                ),
-            );
-            let now = target
-                .describe_snapshots()
-                .set_snapshot_ids(Some(fresh))
-                .send()
-                .await
-                .map_err(|e| aws_error("ec2:DescribeSnapshots (forensic)", e))?;
-            for s in now.snapshots() {
-                if let Some(c) = copies
-                    .iter_mut()
-                    .find(|c| Some(c.snapshot_id.as_str()) == s.snapshot_id())
-                {
-                    c.state = s
-                        .state()
-                        .map(|x| x.as_str().to_string())
-                        .unwrap_or_default();
-                    c.progress = s.progress().map(str::to_string);
-                }
-            }
-        }
+        refresh_copies(&log, &target, &target_account, &t.region, &mut copies).await?;
         if let Some(bad) = copies.iter().find(|c| c.state == "error") {
             return Err(StepError::verification(format!(
                 "the forensic copy {} of {} failed",
@@ -406,4 +275,172 @@ impl Step for CopySnapshots {
             dry_run: ctx.is_dry_run(),
         })
     }
+}
+
+/// Reads the new copies' state rather than assume it: a small copy may
+/// already be done, which saves the poll loop a wait.
+async fn refresh_copies(
+    log: &StepLog<'_>,
+    target: &aws_sdk_ec2::Client,
+    target_account: &str,
+    region: &str,
+    copies: &mut [SnapshotCopy],
+) -> Result<(), StepError> {
+    // Read the new copies' state rather than assume it: a small copy
+    // may already be done, which saves the poll loop a wait.
+    let fresh: Vec<String> = copies
+        .iter()
+        .filter(|c| c.state == "pending" && !c.snapshot_id.is_empty())
+        .map(|c| c.snapshot_id.clone())
+        .collect();
+    if !fresh.is_empty() {
+        log.read(
+            "ec2:DescribeSnapshots",
+            format!(
+                "{target_account}/{region}: SnapshotIds=[{}]",
+                fresh.join(", ")
+            ),
+        );
+        let now = target
+            .describe_snapshots()
+            .set_snapshot_ids(Some(fresh))
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeSnapshots (forensic)", e))?;
+        for s in now.snapshots() {
+            if let Some(c) = copies
+                .iter_mut()
+                .find(|c| Some(c.snapshot_id.as_str()) == s.snapshot_id())
+            {
+                c.state = s
+                    .state()
+                    .map(|x| x.as_str().to_string())
+                    .unwrap_or_default();
+                c.progress = s.progress().map(str::to_string);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the copy's target; gives the target account and whether it is
+/// another account than the caller's.
+fn check_target(ctx: &StepContext, input: &CopyInput) -> Result<(String, bool), StepError> {
+    let t = &input.target;
+    if !valid_region(&t.region) {
+        return Err(StepError::invalid_input(format!(
+            "{:?} is not a region",
+            t.region
+        )));
+    }
+    if t.kms_key_id.trim().is_empty() {
+        return Err(StepError::invalid_input(
+            "a KMS key is needed to re-encrypt the copies",
+        ));
+    }
+    let target_account = t
+        .account_id
+        .clone()
+        .unwrap_or_else(|| ctx.account_id.clone());
+    let cross_account = target_account != ctx.account_id;
+    if cross_account && t.role_arn.is_none() {
+        return Err(StepError::invalid_input(format!(
+            "copying to account {target_account} needs a role to assume there (role_arn)"
+        )));
+    }
+    if !cross_account && t.region == ctx.region {
+        return Err(StepError::invalid_input(
+            "the forensic copy must go to another account or another region",
+        ));
+    }
+    for s in &input.snapshot_ids {
+        if !s.starts_with("snap-") {
+            return Err(StepError::invalid_input(format!(
+                "{s:?} is not a snapshot id"
+            )));
+        }
+    }
+    Ok((target_account, cross_account))
+}
+
+/// Shares each snapshot with the target account (once); says whether it
+/// changed anything.
+async fn share_with(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    snapshot_ids: &[String],
+    target_account: &str,
+) -> Result<bool, StepError> {
+    let ec2 = &ctx.aws.ec2;
+    let mut changed = false;
+    for id in snapshot_ids {
+        log.read(
+            "ec2:DescribeSnapshotAttribute",
+            format!("{id} createVolumePermission"),
+        );
+        let attr = ec2
+            .describe_snapshot_attribute()
+            .snapshot_id(id)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:DescribeSnapshotAttribute", e))?;
+        let shared = attr
+            .create_volume_permissions()
+            .iter()
+            .any(|p| p.user_id() == Some(target_account));
+        if shared {
+            continue;
+        }
+        let params = format!("SnapshotId={id}, CreateVolumePermission add {target_account}");
+        let req = ec2
+            .modify_snapshot_attribute()
+            .snapshot_id(id)
+            .attribute(SnapshotAttributeName::CreateVolumePermission)
+            .create_volume_permission(
+                CreateVolumePermissionModifications::builder()
+                    .add(
+                        CreateVolumePermission::builder()
+                            .user_id(target_account)
+                            .build(),
+                    )
+                    .build(),
+            );
+        if ctx.is_dry_run() {
+            log.dry_run(
+                "ec2:ModifySnapshotAttribute",
+                params,
+                req.dry_run(true).send().await,
+            )?;
+        } else {
+            req.send().await.map_err(|e| {
+                let mut err = aws_error(&format!("ec2:ModifySnapshotAttribute {id}"), e);
+                err.message.push_str(" (snapshots encrypted with the default aws/ebs key cannot be shared: encrypt the volumes with a customer managed key shared with the forensic account)");
+                err
+            })?;
+            log.done("ec2:ModifySnapshotAttribute", params);
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// An EC2 client in the target account (through the role) and region.
+async fn target_client(ctx: &StepContext, t: &ForensicCopy, case: &CaseId) -> aws_sdk_ec2::Client {
+    let mut builder = ctx
+        .aws
+        .sdk
+        .to_builder()
+        .region(Region::new(t.region.clone()));
+    if let Some(role) = &t.role_arn {
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role)
+            .session_name(format!("firebreak-{case}"))
+            .configure(&ctx.aws.sdk)
+            .build()
+            .await;
+        builder = builder.credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        );
+    }
+    aws_sdk_ec2::Client::new(&builder.build())
 }
