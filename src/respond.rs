@@ -522,6 +522,28 @@ pub async fn resume(
     finish_resumed(&session, journal, start, &r.playbook, output).await
 }
 
+/// The options that shape a run, as given on this command line (a
+/// resumed run keeps the ones it started with).
+fn options_given(args: &RespondArgs) -> Vec<&'static str> {
+    [
+        (!args.allow_ssh_from.is_empty(), "--allow-ssh-from"),
+        (!args.allow_https_to.is_empty(), "--allow-https-to"),
+        (args.no_nacl_cut, "--no-nacl-cut"),
+        (args.nacl_rule_limit.is_some(), "--nacl-rule-limit"),
+        (args.evidence_bucket.is_some(), "--evidence-bucket"),
+        (args.forensic_region.is_some(), "--forensic-region"),
+        (args.tools_bucket.is_some(), "--tools-bucket"),
+        (args.retention_days.is_some(), "--retention-days"),
+        (args.kms_key_id.is_some(), "--kms-key-id"),
+        (args.custody_key.is_some(), "--custody-key"),
+        (args.hash_snapshots, "--hash-snapshots"),
+        (args.asg_mode != AsgModeArg::Standby, "--asg-mode"),
+    ]
+    .into_iter()
+    .filter_map(|(given, flag)| given.then_some(flag))
+    .collect()
+}
+
 /// `respond` on an instance whose earlier run on this machine did not end
 /// (interrupted, killed): that run is resumed, under its case.
 async fn resume_unfinished(
@@ -556,6 +578,13 @@ async fn resume_unfinished(
         args.instance,
         start.start_time
     );
+    let ignored = options_given(args);
+    if !ignored.is_empty() {
+        say!(
+            "firebreak respond: the run goes on with the options it started with; not applied now: {} (release the case and respond again to use them)",
+            ignored.join(", ")
+        );
+    }
     let (journal, start) =
         firebreak_workflows::exec::Journal::open(path).map_err(|e| BadInput(e.to_string()))?;
     if session.who.account_id

@@ -148,13 +148,28 @@ async fn sandbox_an_interrupted_respond_leaves_no_interface_open_and_running_it_
         );
     }
 
-    // WHEN respond is run again on the instance
+    // WHEN respond is run again on the instance (with an option the run
+    // did not start with)
     let again = run(
         &state,
-        &["respond", "--instance", &instance, "-q", "--output", "json"],
+        &[
+            "respond",
+            "--instance",
+            &instance,
+            "-q",
+            "--output",
+            "json",
+            "--no-nacl-cut",
+        ],
     );
-    // THEN it finishes the same case (no second case)
+    // THEN it finishes the same case (no second case), saying the new
+    // option is not applied
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("not applied now: --no-nacl-cut"),
+        "{}",
+        stderr(&again)
+    );
     let report: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(report["containment"], "complete", "{report}");
     let case = report["case_id"].as_str().unwrap().to_string();
