@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use firebreak_steps::sandbox::decoy::{create, delete, Decoy, DecoySpec};
 use firebreak_steps::Mode;
 
-use crate::rehearse::confirm_sandbox;
+use crate::session::confirm_sandbox;
 use crate::session::Session;
 use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs, BadInput};

@@ -43,40 +43,6 @@ pub struct RehearseArgs {
     pub aws: AwsArgs,
 }
 
-/// Refuses to create and delete resources outside a sandbox: a local
-/// endpoint (moto), or an account the user names explicitly.
-pub fn confirm_sandbox(session: &Session, account: Option<&str>) -> anyhow::Result<()> {
-    // Only an endpoint on this machine is taken for a sandbox: a custom
-    // endpoint may also be a real one (FIPS, VPC endpoints).
-    let local = session.config.endpoint_url().is_some_and(|u| {
-        [
-            "http://127.0.0.1",
-            "http://localhost",
-            "http://[::1]",
-            "https://127.0.0.1",
-            "https://localhost",
-        ]
-        .iter()
-        .any(|p| u.starts_with(p))
-    });
-    if local {
-        return Ok(());
-    }
-    match account {
-        Some(a) if a == session.who.account_id => Ok(()),
-        Some(a) => Err(BadInput(format!(
-            "--sandbox-account {a} is not the account these credentials are for ({})",
-            session.who.account_id
-        ))
-        .into()),
-        None => Err(BadInput(format!(
-            "this creates and deletes resources: pass --sandbox-account {} to confirm the account is a sandbox",
-            session.who.account_id
-        ))
-        .into()),
-    }
-}
-
 #[derive(Serialize)]
 struct Rehearsal {
     decoy: decoy::Decoy,
@@ -208,7 +174,7 @@ pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
         None => None,
     };
     let session = Session::open(&args.aws, Mode::Live, args.quiet).await?;
-    confirm_sandbox(&session, args.sandbox_account.as_deref())?;
+    crate::session::confirm_sandbox(&session, args.sandbox_account.as_deref())?;
     let bucket = session
         .evidence_bucket(args.evidence_bucket.as_deref())
         .await?;
