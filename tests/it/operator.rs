@@ -87,6 +87,55 @@ async fn interface_groups(ec2: &aws_sdk_ec2::Client, instance: &str) -> Vec<Vec<
         .collect()
 }
 
+/// Waits (while `child` runs) until an interface of the instance is on
+/// its case's transition group: the moment to interrupt.
+async fn wait_for_transition(
+    ec2: &aws_sdk_ec2::Client,
+    vpc: &str,
+    instance: &str,
+    child: &mut Child,
+) {
+    for _ in 0..3000 {
+        let transition = groups_with_role(ec2, vpc, "transition").await;
+        if interface_groups(ec2, instance)
+            .await
+            .iter()
+            .any(|g| g.iter().any(|id| transition.contains(id)))
+        {
+            return;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "respond ended before its interfaces reached the transition group"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the interfaces never reached the transition group");
+}
+
+/// The instance is terminated (or on its way).
+async fn assert_terminated(instance: &str) {
+    let ec2 = aws_sdk_ec2::Client::new(&sdk_config().await);
+    let state_name = ec2
+        .describe_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .unwrap()
+        .reservations()[0]
+        .instances()[0]
+        .state()
+        .and_then(|s| s.name())
+        .map(|n| n.as_str().to_string());
+    assert!(
+        matches!(
+            state_name.as_deref(),
+            Some("terminated") | Some("shutting-down")
+        ),
+        "{state_name:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sandbox_an_interrupted_respond_leaves_no_interface_open_and_running_it_again_finishes_the_case(
 ) {
@@ -102,27 +151,7 @@ async fn sandbox_an_interrupted_respond_leaves_no_interface_open_and_running_it_
         &["respond", "--instance", &instance, "-q", "--output", "json"],
     );
     // WHEN SIGINT arrives while its interfaces are on the transition group
-    let mut tries = 0;
-    loop {
-        let transition = groups_with_role(&ec2, &vpc, "transition").await;
-        let on_it = interface_groups(&ec2, &instance)
-            .await
-            .iter()
-            .any(|g| g.iter().any(|id| transition.contains(id)));
-        if on_it {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "respond ended before its interfaces reached the transition group"
-        );
-        tries += 1;
-        assert!(
-            tries < 3000,
-            "the interfaces never reached the transition group"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_for_transition(&ec2, &vpc, &instance, &mut child).await;
     let pid = child.id().to_string();
     Command::new("kill")
         .args(["-s", "INT", &pid])
@@ -863,25 +892,7 @@ async fn sandbox_decoy_create_says_everything_it_made_and_decoy_delete_removes_i
     let out = run(&state, &["decoy", "delete", "--instance", &instance]);
     // THEN the instance is terminated
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let ec2 = aws_sdk_ec2::Client::new(&sdk_config().await);
-    let state_name = ec2
-        .describe_instances()
-        .instance_ids(&instance)
-        .send()
-        .await
-        .unwrap()
-        .reservations()[0]
-        .instances()[0]
-        .state()
-        .and_then(|s| s.name())
-        .map(|n| n.as_str().to_string());
-    assert!(
-        matches!(
-            state_name.as_deref(),
-            Some("terminated") | Some("shutting-down")
-        ),
-        "{state_name:?}"
-    );
+    assert_terminated(&instance).await;
 }
 
 #[test]
@@ -1060,18 +1071,7 @@ async fn sandbox_a_release_after_an_interrupt_closes_the_case_leaves_no_transiti
             "-q",
         ],
     );
-    loop {
-        let transition = groups_with_role(&ec2, &vpc, "transition").await;
-        if interface_groups(&ec2, &instance)
-            .await
-            .iter()
-            .any(|g| g.iter().any(|id| transition.contains(id)))
-        {
-            break;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "respond ended first");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_for_transition(&ec2, &vpc, &instance, &mut child).await;
     Command::new("kill")
         .args(["-s", "INT", &child.id().to_string()])
         .status()
@@ -1266,23 +1266,5 @@ async fn sandbox_an_interrupted_rehearsal_deletes_its_decoy_on_the_way_out() {
         .find(|s| s["phase"] == "cleanup")
         .unwrap_or_else(|| panic!("no cleanup: {report:#}"));
     assert_eq!(cleanup["checks"][0]["passed"], true, "{cleanup}");
-    let ec2 = aws_sdk_ec2::Client::new(&sdk_config().await);
-    let state_name = ec2
-        .describe_instances()
-        .instance_ids(&instance)
-        .send()
-        .await
-        .unwrap()
-        .reservations()[0]
-        .instances()[0]
-        .state()
-        .and_then(|s| s.name())
-        .map(|n| n.as_str().to_string());
-    assert!(
-        matches!(
-            state_name.as_deref(),
-            Some("terminated") | Some("shutting-down")
-        ),
-        "{state_name:?}"
-    );
+    assert_terminated(&instance).await;
 }

@@ -1008,42 +1008,14 @@ async fn drop_case_transition_groups(c: &mut Changes<'_>, case: &str) {
         return;
     };
     for id in out.security_groups().iter().filter_map(|g| g.group_id()) {
-        c.log.read(
-            "ec2:DescribeNetworkInterfaces",
-            format!("Filters=[group-id={id}]"),
-        );
-        let used = ec2
-            .describe_network_interfaces()
-            .filters(super::filter("group-id", [id]))
-            .send()
-            .await
-            .map(|o| !o.network_interfaces().is_empty())
-            .unwrap_or(true);
-        if used {
-            c.notes.push(format!(
-                "the case's transition group {id} stays: an interface is on it"
-            ));
-            continue;
-        }
-        let params =
-            format!("GroupId={id} (the case's allow-all transition group, left by a stopped run)");
-        if c.ctx.is_dry_run() {
-            let r = ec2
-                .delete_security_group()
-                .group_id(id)
-                .dry_run(true)
-                .send()
-                .await;
-            let _ = c.log.dry_run("ec2:DeleteSecurityGroup", params, r);
-            continue;
-        }
-        match ec2.delete_security_group().group_id(id).send().await {
-            Ok(_) => c.done("ec2:DeleteSecurityGroup", params),
-            Err(e) => c.notes.push(format!(
-                "the case's transition group {id} stays: {}",
-                aws_error("ec2:DeleteSecurityGroup", e)
-            )),
-        }
+        delete_group_if_unused(
+            c,
+            id,
+            "the case's transition group",
+            "the case's allow-all transition group, left by a stopped run",
+            true,
+        )
+        .await;
     }
 }
 
@@ -1082,41 +1054,64 @@ async fn drop_unused_isolation_groups(c: &mut Changes<'_>, now: &InstanceStateRe
     else {
         return;
     };
-    for g in out.security_groups() {
-        let Some(id) = g.group_id() else { continue };
-        c.log.read(
-            "ec2:DescribeNetworkInterfaces",
-            format!("Filters=[group-id={id}]"),
-        );
-        let used = ec2
-            .describe_network_interfaces()
-            .filters(super::filter("group-id", [id]))
+    for id in out.security_groups().iter().filter_map(|g| g.group_id()) {
+        delete_group_if_unused(
+            c,
+            id,
+            "firebreak's isolation group",
+            "firebreak's isolation group: no interface uses it now",
+            false,
+        )
+        .await;
+    }
+}
+
+/// Deletes one of firebreak's groups when no interface uses it (a dry run
+/// checks the delete); a group that stays is noted, with why, and one in
+/// use only when `note_in_use`.
+async fn delete_group_if_unused(
+    c: &mut Changes<'_>,
+    id: &str,
+    what: &str,
+    why: &str,
+    note_in_use: bool,
+) {
+    let ec2 = &c.ctx.aws.ec2;
+    c.log.read(
+        "ec2:DescribeNetworkInterfaces",
+        format!("Filters=[group-id={id}]"),
+    );
+    let used = ec2
+        .describe_network_interfaces()
+        .filters(super::filter("group-id", [id]))
+        .send()
+        .await
+        .map(|o| !o.network_interfaces().is_empty())
+        .unwrap_or(true);
+    if used {
+        if note_in_use {
+            c.notes
+                .push(format!("{what} {id} stays: an interface is on it"));
+        }
+        return;
+    }
+    let params = format!("GroupId={id} ({why})");
+    if c.ctx.is_dry_run() {
+        let r = ec2
+            .delete_security_group()
+            .group_id(id)
+            .dry_run(true)
             .send()
-            .await
-            .map(|o| !o.network_interfaces().is_empty())
-            .unwrap_or(true);
-        if used {
-            continue;
-        }
-        let params =
-            format!("GroupId={id} (firebreak's isolation group: no interface uses it now)");
-        if c.ctx.is_dry_run() {
-            let r = ec2
-                .delete_security_group()
-                .group_id(id)
-                .dry_run(true)
-                .send()
-                .await;
-            let _ = c.log.dry_run("ec2:DeleteSecurityGroup", params, r);
-            continue;
-        }
-        match ec2.delete_security_group().group_id(id).send().await {
-            Ok(_) => c.done("ec2:DeleteSecurityGroup", params),
-            Err(e) => c.notes.push(format!(
-                "firebreak's isolation group {id} stays: {}",
-                aws_error("ec2:DeleteSecurityGroup", e)
-            )),
-        }
+            .await;
+        let _ = c.log.dry_run("ec2:DeleteSecurityGroup", params, r);
+        return;
+    }
+    match ec2.delete_security_group().group_id(id).send().await {
+        Ok(_) => c.done("ec2:DeleteSecurityGroup", params),
+        Err(e) => c.notes.push(format!(
+            "{what} {id} stays: {}",
+            aws_error("ec2:DeleteSecurityGroup", e)
+        )),
     }
 }
 
