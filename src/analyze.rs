@@ -17,7 +17,7 @@ use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]
-pub struct AnalyzeArgs {
+pub(crate) struct AnalyzeArgs {
     /// The case the image belongs to.
     #[arg(long)]
     pub case: String,
@@ -64,7 +64,7 @@ pub struct AnalyzeArgs {
     pub aws: AwsArgs,
 }
 
-pub async fn run(a: AnalyzeArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(a: AnalyzeArgs) -> anyhow::Result<u8> {
     let case: CaseId = a
         .case
         .parse()

@@ -15,7 +15,7 @@ use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs};
 
 #[derive(Debug, Args)]
-pub struct CasesArgs {
+pub(crate) struct CasesArgs {
     /// Bucket of the cases' evidence (default firebreak-evidence-ACCOUNT-REGION).
     #[arg(long, env = "FIREBREAK_EVIDENCE_BUCKET")]
     pub evidence_bucket: Option<String>,
@@ -80,7 +80,7 @@ fn local_runs(account: &str) -> BTreeMap<String, (String, LocalRun)> {
     runs
 }
 
-pub async fn run(args: CasesArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(args: CasesArgs) -> anyhow::Result<u8> {
     if args.output == OutputFormat::Json {
         crate::json_errors();
     }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::{exit, BadInput};
 
 #[derive(Debug, Args)]
-pub struct CompileArgs {
+pub(crate) struct CompileArgs {
     /// Playbook name (built-in: ec2-contain).
     pub playbook: String,
     /// Write the definition to this file instead of standard output
@@ -28,7 +28,7 @@ pub struct CompileArgs {
 }
 
 /// Replaces the step-runner placeholder in every Task `Resource`.
-pub fn substitute(definition: &mut Value, arn: &str) {
+pub(crate) fn substitute(definition: &mut Value, arn: &str) {
     match definition {
         Value::Object(o) => {
             for (k, v) in o.iter_mut() {
@@ -44,7 +44,7 @@ pub fn substitute(definition: &mut Value, arn: &str) {
     }
 }
 
-pub fn run(args: CompileArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: CompileArgs) -> anyhow::Result<u8> {
     let compiled =
         firebreak_playbooks::compile(&args.playbook).map_err(|e| BadInput(e.to_string()))?;
     let mut definition = serde_json::to_value(&compiled.definition)?;

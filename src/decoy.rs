@@ -12,13 +12,13 @@ use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]
-pub struct DecoyArgs {
+pub(crate) struct DecoyArgs {
     #[command(subcommand)]
     pub command: DecoyCommand,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum DecoyCommand {
+pub(crate) enum DecoyCommand {
     /// Create a decoy: its own VPC (with IPv6), an open security group, two
     /// network interfaces, two volumes and an instance profile.
     Create {
@@ -95,7 +95,7 @@ fn load(instance: Option<&str>, from: Option<&std::path::Path>) -> anyhow::Resul
         .map_err(|e| BadInput(format!("{} is not a decoy's JSON: {e}", path.display())).into())
 }
 
-pub async fn run(args: DecoyArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(args: DecoyArgs) -> anyhow::Result<u8> {
     match args.command {
         DecoyCommand::Create {
             name,

@@ -17,13 +17,13 @@ use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]
-pub struct EvidenceArgs {
+pub(crate) struct EvidenceArgs {
     #[command(subcommand)]
     pub command: EvidenceCommand,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum EvidenceCommand {
+pub(crate) enum EvidenceCommand {
     /// Every object of a case and the custody chain that covers it.
     List(CaseArgs),
     /// Verify the custody chain and re-hash every artifact (exit 0 intact,
@@ -47,7 +47,7 @@ pub enum EvidenceCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct CaseArgs {
+pub(crate) struct CaseArgs {
     /// The case id.
     #[arg(long)]
     pub case: String,
@@ -65,7 +65,7 @@ pub struct CaseArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
+pub(crate) struct VerifyArgs {
     #[command(flatten)]
     pub case: CaseArgs,
     /// Check the signatures of a signed case offline with this public key
@@ -76,7 +76,7 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     #[command(flatten)]
     pub case: CaseArgs,
     /// The directory to write (made when missing).
@@ -85,7 +85,7 @@ pub struct ExportArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct HashSnapshotArgs {
+pub(crate) struct HashSnapshotArgs {
     /// The snapshot (snap-...).
     pub snapshot_id: String,
     /// Record the hash and the block manifest in this case's custody.
@@ -109,7 +109,7 @@ pub struct HashSnapshotArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct HashArgs {
+pub(crate) struct HashArgs {
     /// Files, `-` for standard input, or s3://bucket/key[?versionId=...].
     #[arg(required = true)]
     pub items: Vec<String>,
@@ -120,7 +120,7 @@ pub struct HashArgs {
     pub aws: AwsArgs,
 }
 
-pub async fn run(args: EvidenceArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(args: EvidenceArgs) -> anyhow::Result<u8> {
     match args.command {
         EvidenceCommand::List(a) => list(a).await,
         EvidenceCommand::Verify(a) => verify_case(a).await,

@@ -9,13 +9,13 @@ use firebreak_workflows::validate::validate_json;
 use crate::{exit, BadInput};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum GraphFormat {
+pub(crate) enum GraphFormat {
     Mermaid,
     Dot,
 }
 
 #[derive(Debug, Args)]
-pub struct GraphArgs {
+pub(crate) struct GraphArgs {
     /// A built-in playbook name or a definition file.
     pub target: String,
     /// Diagram format.
@@ -23,7 +23,7 @@ pub struct GraphArgs {
     pub format: GraphFormat,
 }
 
-pub fn run(args: GraphArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: GraphArgs) -> anyhow::Result<u8> {
     let machine = if firebreak_playbooks::BUILT_IN.contains(&args.target.as_str()) {
         firebreak_playbooks::compile(&args.target)
             .map_err(|e| BadInput(e.to_string()))?

@@ -9,13 +9,13 @@ use crate::summary::OutputFormat;
 use crate::{exit, BadInput};
 
 #[derive(Debug, Args)]
-pub struct LimeArgs {
+pub(crate) struct LimeArgs {
     #[command(subcommand)]
     pub command: LimeCommand,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum LimeCommand {
+pub(crate) enum LimeCommand {
     /// Walk every range and print them with their zero pages; exit 1
     /// naming the range and offset of the first problem, or, with
     /// --iomem, each System RAM range the image lacks.
@@ -23,7 +23,7 @@ pub enum LimeCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// The image.
     pub file: std::path::PathBuf,
     /// A copy of the host's /proc/iomem (read as root): every top-level
@@ -40,7 +40,7 @@ pub struct CheckArgs {
     pub output: OutputFormat,
 }
 
-pub async fn run(args: LimeArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(args: LimeArgs) -> anyhow::Result<u8> {
     let LimeCommand::Check(a) = args.command;
     let ram = match &a.iomem {
         Some(p) => {

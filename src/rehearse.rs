@@ -18,7 +18,7 @@ use crate::{exit, AwsArgs, BadInput};
 use firebreak_playbooks::report::Report;
 
 #[derive(Debug, Args)]
-pub struct RehearseArgs {
+pub(crate) struct RehearseArgs {
     /// Shape the decoy like this instance (interfaces, volumes, profile,
     /// EIP, ASG, target groups); read only. Default: a decoy with all of them.
     #[arg(long, value_name = "INSTANCE")]
@@ -165,7 +165,7 @@ async fn rehearse_phases(
     ))
 }
 
-pub async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
     let like: Option<InstanceId> = match &args.like {
         Some(l) => Some(
             l.parse()

@@ -15,7 +15,7 @@ use crate::summary::OutputFormat;
 use crate::{AwsArgs, BadInput};
 
 #[derive(Debug, Args)]
-pub struct ReleaseArgs {
+pub(crate) struct ReleaseArgs {
     /// The contained instance.
     #[arg(long)]
     pub instance: String,
@@ -47,7 +47,7 @@ pub struct ReleaseArgs {
     pub aws: AwsArgs,
 }
 
-pub async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
     if args.output == OutputFormat::Json {
         crate::json_errors();
     }

@@ -18,13 +18,13 @@ use crate::summary::{self, OutputFormat};
 use crate::{AwsArgs, BadInput};
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum AsgModeArg {
+pub(crate) enum AsgModeArg {
     Standby,
     Detach,
 }
 
 #[derive(Debug, Args)]
-pub struct RespondArgs {
+pub(crate) struct RespondArgs {
     /// The compromised instance (i-...).
     #[arg(long)]
     pub instance: String,
@@ -167,7 +167,7 @@ async fn preflight(
     .into())
 }
 
-pub fn parse_ids(
+pub(crate) fn parse_ids(
     instance: &str,
     case: Option<&str>,
 ) -> anyhow::Result<(InstanceId, Option<CaseId>)> {
@@ -356,7 +356,7 @@ async fn run_playbook(
     })
 }
 
-pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(args: RespondArgs) -> anyhow::Result<u8> {
     if args.output == OutputFormat::Json {
         crate::json_errors();
     }
@@ -467,7 +467,7 @@ pub async fn run(args: RespondArgs) -> anyhow::Result<u8> {
 
 /// What `firebreak resume` needs to finish a killed `respond`.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct RespondRunner {
+pub(crate) struct RespondRunner {
     pub command: String,
     pub playbook: String,
     pub profile: Option<String>,
@@ -481,7 +481,7 @@ pub struct RespondRunner {
 /// finished are not run again. The summary is the whole run's, its AWS
 /// calls included (as the journal noted them; see `session::NotingRunner`).
 /// Where AWS is comes from the journal, unless `aws` says otherwise.
-pub async fn resume(
+pub(crate) async fn resume(
     journal: firebreak_workflows::exec::Journal,
     start: firebreak_workflows::exec::journal::Start,
     aws: AwsArgs,

@@ -38,7 +38,7 @@ use crate::{exit, AwsArgs, BadInput};
 use firebreak_workflows::ErrorName;
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The definition: a JSON file in JSONPath mode.
     pub definition: PathBuf,
     /// The execution input: JSON text, or @FILE to read it from a file.
@@ -104,7 +104,7 @@ fn runtime(fast_clock: bool) -> anyhow::Result<tokio::runtime::Runtime> {
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
 }
 
-pub fn main(args: RunArgs) -> anyhow::Result<u8> {
+pub(crate) fn main(args: RunArgs) -> anyhow::Result<u8> {
     runtime(args.fast_clock)?.block_on(run(args))
 }
 
@@ -210,7 +210,7 @@ async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
 }
 
 #[derive(Debug, Args)]
-pub struct TaskSuccessArgs {
+pub(crate) struct TaskSuccessArgs {
     /// The task token (`$$.Task.Token`, as `run` printed it).
     pub token: String,
     /// The task's result: JSON text, or @FILE.
@@ -219,7 +219,7 @@ pub struct TaskSuccessArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct TaskFailureArgs {
+pub(crate) struct TaskFailureArgs {
     /// The task token (`$$.Task.Token`, as `run` printed it).
     pub token: String,
     /// The error name (matched by the state's Retry and Catch).
@@ -240,20 +240,20 @@ fn callback_error(e: CallbackError) -> anyhow::Error {
 }
 
 #[derive(Debug, Args)]
-pub struct TaskHeartbeatArgs {
+pub(crate) struct TaskHeartbeatArgs {
     /// The task token (`$$.Task.Token`, as `run` printed it).
     pub token: String,
 }
 
 /// Tells a waiting callback task its worker is alive (HeartbeatSeconds).
-pub fn task_heartbeat(args: TaskHeartbeatArgs) -> anyhow::Result<u8> {
+pub(crate) fn task_heartbeat(args: TaskHeartbeatArgs) -> anyhow::Result<u8> {
     token_store()?
         .heartbeat(&args.token)
         .map_err(callback_error)?;
     Ok(exit::OK)
 }
 
-pub fn task_success(args: TaskSuccessArgs) -> anyhow::Result<u8> {
+pub(crate) fn task_success(args: TaskSuccessArgs) -> anyhow::Result<u8> {
     let output = json_arg("--output", &args.output)?;
     token_store()?
         .answer(&args.token, &CallbackAnswer::Success(output))
@@ -261,7 +261,7 @@ pub fn task_success(args: TaskSuccessArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-pub fn task_failure(args: TaskFailureArgs) -> anyhow::Result<u8> {
+pub(crate) fn task_failure(args: TaskFailureArgs) -> anyhow::Result<u8> {
     token_store()?
         .answer(
             &args.token,
@@ -650,7 +650,7 @@ fn finish(
 }
 
 #[derive(Debug, Args)]
-pub struct ResumeArgs {
+pub(crate) struct ResumeArgs {
     /// The execution's name (as `run` printed it) or its journal file.
     pub execution: String,
     /// Add the execution history to the output.
@@ -690,7 +690,7 @@ fn latest_unfinished_of_case(case: &str) -> Option<PathBuf> {
 
 /// `firebreak resume`: reads the journal first, since a fast-clock run
 /// needs its own runtime.
-pub fn resume_main(args: ResumeArgs) -> anyhow::Result<u8> {
+pub(crate) fn resume_main(args: ResumeArgs) -> anyhow::Result<u8> {
     let path = if args.execution.ends_with(".jsonl") || args.execution.contains('/') {
         PathBuf::from(&args.execution)
     } else {

@@ -23,7 +23,7 @@ use firebreak_workflows::ErrorName;
 
 use crate::{AwsArgs, BadInput};
 
-pub struct Session {
+pub(crate) struct Session {
     pub config: SdkConfig,
     pub who: Identity,
     pub region: String,
@@ -37,7 +37,7 @@ pub struct Session {
 /// A run stopped by Ctrl-C or SIGTERM at a point where nothing was left
 /// half done (exit 130).
 #[derive(Debug)]
-pub struct Interrupted {
+pub(crate) struct Interrupted {
     /// The states that finished, in order.
     pub finished: Vec<String>,
     /// The command that finishes the run.
@@ -65,7 +65,7 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 impl Session {
-    pub async fn open(aws: &AwsArgs, mode: Mode, quiet: bool) -> anyhow::Result<Session> {
+    pub(crate) async fn open(aws: &AwsArgs, mode: Mode, quiet: bool) -> anyhow::Result<Session> {
         let config = load(&aws.options()).await.map_err(|e| match e {
             ConfigError::NoRegion
             | ConfigError::BadEndpoint { .. }
@@ -130,7 +130,7 @@ impl Session {
     /// first asks the run to stop at the next point where nothing is half
     /// done (an isolation move in progress is finished first); a second
     /// stops at once. Both say how to finish the run.
-    pub fn stop_safely_on_interrupt(&self) {
+    pub(crate) fn stop_safely_on_interrupt(&self) {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term)) = (
             signal(SignalKind::interrupt()),
@@ -181,19 +181,19 @@ impl Session {
     }
 
     /// The command said on an interrupt to finish the run.
-    pub fn finish_with(&self, command: String) {
+    pub(crate) fn finish_with(&self, command: String) {
         if let Ok(mut f) = self.finish_with.lock() {
             *f = Some(command);
         }
     }
 
     /// firebreak's steps, run with this session's AWS access.
-    pub fn step_runner(&self) -> StepRunner {
+    pub(crate) fn step_runner(&self) -> StepRunner {
         StepRunner::new(Arc::new(Registry::standard()), self.ctx.clone())
     }
 
     /// The evidence bucket to use, and whether it exists.
-    pub async fn evidence_bucket_named(
+    pub(crate) async fn evidence_bucket_named(
         &self,
         given: Option<&str>,
     ) -> anyhow::Result<(String, bool)> {
@@ -207,7 +207,7 @@ impl Session {
     }
 
     /// The evidence bucket to use; it must exist (`firebreak setup` makes it).
-    pub async fn evidence_bucket(&self, given: Option<&str>) -> anyhow::Result<String> {
+    pub(crate) async fn evidence_bucket(&self, given: Option<&str>) -> anyhow::Result<String> {
         let (bucket, exists) = self.evidence_bucket_named(given).await?;
         if !exists {
             return Err(BadInput(format!(
@@ -222,7 +222,7 @@ impl Session {
     /// How the case's evidence is locked: legal holds where the bucket has
     /// Object Lock (else said on stderr), and the custody key checked and
     /// named by its ARN.
-    pub async fn evidence_lock(
+    pub(crate) async fn evidence_lock(
         &self,
         bucket: &str,
         retention_days: Option<u32>,
@@ -260,7 +260,7 @@ impl Session {
 
     /// The instance's case tags, failing with bad input when the instance
     /// does not exist.
-    pub async fn case_tag(
+    pub(crate) async fn case_tag(
         &self,
         instance: &InstanceId,
     ) -> anyhow::Result<firebreak_steps::containment::ec2::CaseTag> {
@@ -280,7 +280,7 @@ impl Session {
 
     /// An AWS failure as the CLI says it: access denied names who was
     /// refused and where the permissions are listed.
-    pub fn aws_failure(&self, e: firebreak_steps::StepError) -> anyhow::Error {
+    pub(crate) fn aws_failure(&self, e: firebreak_steps::StepError) -> anyhow::Error {
         if e.name == ErrorName::AccessDenied {
             anyhow::anyhow!(
                 "access denied: {} ({} may not do this; docs/iam-permissions.md lists what each command needs)",
@@ -294,14 +294,14 @@ impl Session {
 
     /// Runs a compiled playbook on a case file; returns its outcome, its
     /// history and the AWS calls it made.
-    pub async fn run(&self, compiled: &Compiled, input: &CaseFile) -> anyhow::Result<Run> {
+    pub(crate) async fn run(&self, compiled: &Compiled, input: &CaseFile) -> anyhow::Result<Run> {
         self.run_with(compiled, input, None).await
     }
 
     /// Runs like [`Session::run`], journaled (under `runner`, the record
     /// `firebreak resume` rebuilds the run from), so a killed run can be
     /// finished with `firebreak resume`.
-    pub async fn run_journaled(
+    pub(crate) async fn run_journaled(
         &self,
         compiled: &Compiled,
         input: &CaseFile,
@@ -408,7 +408,11 @@ impl Session {
 
 /// Resumes a journaled playbook run (opened from its journal), with this
 /// session's AWS access.
-pub async fn resume_run(session: &Session, journal: Journal, start: &Start) -> anyhow::Result<Run> {
+pub(crate) async fn resume_run(
+    session: &Session,
+    journal: Journal,
+    start: &Start,
+) -> anyhow::Result<Run> {
     let calls_before = session.ctx.calls.records().len();
     let runner = Arc::new(NotingRunner::new(session, calls_before));
     let executor = Executor::new(runner.clone());
@@ -483,7 +487,7 @@ impl TaskHandler for NotingRunner {
 
 /// Where journals are kept: `FIREBREAK_STATE_DIR`, else
 /// `$XDG_STATE_HOME/firebreak`, else `~/.local/state/firebreak`.
-pub fn state_dir() -> std::path::PathBuf {
+pub(crate) fn state_dir() -> std::path::PathBuf {
     // Hand-written: three environment variables do not justify a crate.
     use std::path::PathBuf;
     if let Some(d) = std::env::var_os("FIREBREAK_STATE_DIR").filter(|d| !d.is_empty()) {
@@ -499,7 +503,7 @@ pub fn state_dir() -> std::path::PathBuf {
 /// The state directory (made 0700 if missing), refused when another user
 /// owns it or others may write to it: a planted journal would run its
 /// `--mock-command` on resume, a planted token file would answer a task.
-pub fn secure_state_dir() -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn secure_state_dir() -> anyhow::Result<std::path::PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let dir = state_dir();
     std::fs::DirBuilder::new()
@@ -563,10 +567,10 @@ fn tighten(dir: &std::path::Path, meta: &std::fs::Metadata) {
     }
 }
 
-pub use firebreak_workflows::exec::callback::write_private;
+pub(crate) use firebreak_workflows::exec::callback::write_private;
 
 /// A directory of the state directory, made 0700.
-pub fn private_dir(path: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn private_dir(path: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     secure_state_dir()?;
     std::fs::DirBuilder::new()
@@ -582,13 +586,16 @@ pub fn private_dir(path: &std::path::Path) -> anyhow::Result<()> {
 /// (released when dropped, or when the process dies): two runs on one
 /// instance go one after the other, the second continuing the first's
 /// case.
-pub struct InstanceLock {
+pub(crate) struct InstanceLock {
     _file: std::fs::File,
 }
 
 /// Takes the instance's lock, waiting (and saying so) while another run
 /// holds it.
-pub async fn lock_instance(instance: &InstanceId, doing: &str) -> anyhow::Result<InstanceLock> {
+pub(crate) async fn lock_instance(
+    instance: &InstanceId,
+    doing: &str,
+) -> anyhow::Result<InstanceLock> {
     use std::io::{Seek, Write};
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let dir = secure_state_dir()?.join("locks");
@@ -636,7 +643,7 @@ pub async fn lock_instance(instance: &InstanceId, doing: &str) -> anyhow::Result
 
 /// Sets a journal aside (`NAME.jsonl.abandoned`) so it is never resumed;
 /// says where it went.
-pub fn abandon(path: &std::path::Path) -> String {
+pub(crate) fn abandon(path: &std::path::Path) -> String {
     let mut to = path.as_os_str().to_os_string();
     to.push(".abandoned");
     let to = std::path::PathBuf::from(to);
@@ -648,7 +655,7 @@ pub fn abandon(path: &std::path::Path) -> String {
 
 /// Sets aside the unfinished `respond` runs of a case on this machine
 /// (its release closed it: resuming one would undo the release).
-pub fn abandon_unfinished(instance: &InstanceId, account: &str, case: &str) {
+pub(crate) fn abandon_unfinished(instance: &InstanceId, account: &str, case: &str) {
     let mut seen = std::collections::HashSet::new();
     while let Some((path, start)) = unfinished_run(instance, account) {
         if start
@@ -670,7 +677,10 @@ pub fn abandon_unfinished(instance: &InstanceId, account: &str, case: &str) {
 
 /// A journaled run of `respond` on the instance that did not end: its
 /// journal's path and start.
-pub fn unfinished_run(instance: &InstanceId, account: &str) -> Option<(std::path::PathBuf, Start)> {
+pub(crate) fn unfinished_run(
+    instance: &InstanceId,
+    account: &str,
+) -> Option<(std::path::PathBuf, Start)> {
     let dir = state_dir().join("executions");
     let mut found: Vec<(std::path::PathBuf, Start)> = std::fs::read_dir(&dir)
         .ok()?
@@ -693,7 +703,7 @@ pub fn unfinished_run(instance: &InstanceId, account: &str) -> Option<(std::path
 
 /// Creates the journal of a new run (a name already taken is bad input,
 /// exit 2), warning on stderr if writing it fails later.
-pub fn create_journal(start: &Start) -> anyhow::Result<(Arc<Journal>, std::path::PathBuf)> {
+pub(crate) fn create_journal(start: &Start) -> anyhow::Result<(Arc<Journal>, std::path::PathBuf)> {
     secure_state_dir()?;
     let path = journal_path(&start.config.name);
     let journal = Journal::create(&path, start).map_err(|e| match e {
@@ -708,25 +718,25 @@ pub fn create_journal(start: &Start) -> anyhow::Result<(Arc<Journal>, std::path:
 
 /// Warns on stderr as soon as a journal write fails: the run goes on (a
 /// containment must not stop for a full disk), but cannot be resumed.
-pub fn warn_on_journal_failure(journal: &Journal) {
+pub(crate) fn warn_on_journal_failure(journal: &Journal) {
     journal.on_failure(|e| {
         say!("firebreak: warning: cannot write the journal: {e}; the run goes on, but cannot be resumed")
     });
 }
 
-pub fn journal_path(name: &str) -> std::path::PathBuf {
+pub(crate) fn journal_path(name: &str) -> std::path::PathBuf {
     state_dir().join("executions").join(format!("{name}.jsonl"))
 }
 
 /// One playbook run.
-pub struct Run {
+pub(crate) struct Run {
     pub outcome: Outcome,
     pub history: Vec<HistoryEvent>,
     pub calls: Vec<firebreak_steps::context::CallRecord>,
 }
 
 impl Run {
-    pub fn report(
+    pub(crate) fn report(
         &self,
         playbook: &str,
         case: &firebreak_steps::case::CaseInfo,
@@ -745,7 +755,7 @@ impl Run {
     }
 }
 
-pub fn elapsed(since: Instant) -> String {
+pub(crate) fn elapsed(since: Instant) -> String {
     let s = since.elapsed().as_secs_f64();
     format!("{:02}:{:04.1}", (s / 60.0) as u64, s % 60.0)
 }
@@ -823,7 +833,7 @@ impl Progress {
 
 /// Refuses to create and delete resources outside a sandbox: a local
 /// endpoint (moto), or an account the user names explicitly.
-pub fn confirm_sandbox(session: &Session, account: Option<&str>) -> anyhow::Result<()> {
+pub(crate) fn confirm_sandbox(session: &Session, account: Option<&str>) -> anyhow::Result<()> {
     // Only an endpoint on this machine is taken for a sandbox: a custom
     // endpoint may also be a real one (FIPS, VPC endpoints).
     let local = session.config.endpoint_url().is_some_and(|u| {

@@ -15,7 +15,7 @@ use crate::{exit, AwsArgs, BadInput};
 const DEFAULT_RETENTION_DAYS: i32 = 365;
 
 #[derive(Debug, Args)]
-pub struct SetupArgs {
+pub(crate) struct SetupArgs {
     /// Bucket name (default firebreak-evidence-ACCOUNT-REGION).
     #[arg(long, env = "FIREBREAK_EVIDENCE_BUCKET")]
     pub evidence_bucket: Option<String>,
@@ -35,7 +35,7 @@ pub struct SetupArgs {
     pub aws: AwsArgs,
 }
 
-pub async fn run(args: SetupArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(args: SetupArgs) -> anyhow::Result<u8> {
     if let Some(d) = args.retention_days.filter(|d| !(1..=36_500).contains(d)) {
         return Err(BadInput(format!("--retention-days {d} is not between 1 and 36500")).into());
     }

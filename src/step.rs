@@ -12,7 +12,7 @@ use crate::session::Session;
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]
-pub struct StepArgs {
+pub(crate) struct StepArgs {
     /// The step (see `firebreak compile --policy` for what each needs).
     pub name: String,
     /// The step's input, as JSON.
@@ -33,7 +33,7 @@ pub struct StepArgs {
     pub aws: AwsArgs,
 }
 
-pub async fn run(a: StepArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(a: StepArgs) -> anyhow::Result<u8> {
     let registry = Registry::standard();
     if !registry.contains(&a.name) {
         return Err(BadInput(format!("no step named {:?}", a.name)).into());

@@ -8,12 +8,12 @@ use crate::exit;
 
 /// How a command prints its result: for a person, or as JSON.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum OutputFormat {
+pub(crate) enum OutputFormat {
     Human,
     Json,
 }
 
-pub fn print(report: &Report, format: OutputFormat) {
+pub(crate) fn print(report: &Report, format: OutputFormat) {
     match format {
         OutputFormat::Json => outln!(
             "{}",
@@ -24,7 +24,7 @@ pub fn print(report: &Report, format: OutputFormat) {
 }
 
 /// Exit codes as docs/containment-and-release.md documents them.
-pub fn exit_code(report: &Report) -> u8 {
+pub(crate) fn exit_code(report: &Report) -> u8 {
     match report.containment {
         Containment::Complete | Containment::PlanAllowed => exit::OK,
         Containment::Partial | Containment::PlanDenied => exit::PARTIAL,

@@ -12,7 +12,7 @@ use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]
-pub struct SymbolsArgs {
+pub(crate) struct SymbolsArgs {
     #[command(subcommand)]
     pub command: SymbolsCommand,
     /// The tools bucket (default firebreak-tools-ACCOUNT-REGION; made when
@@ -27,7 +27,7 @@ pub struct SymbolsArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum SymbolsCommand {
+pub(crate) enum SymbolsCommand {
     /// Add an ISF table (`.json` or `.json.xz`); it is indexed by the
     /// banner it names, and analysis of any image with that banner finds it.
     Add { file: std::path::PathBuf },
@@ -35,7 +35,7 @@ pub enum SymbolsCommand {
     List,
 }
 
-pub async fn run(args: SymbolsArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(args: SymbolsArgs) -> anyhow::Result<u8> {
     let session = Session::open(&args.aws, Mode::Live, true).await?;
     let bucket = args
         .tools_bucket

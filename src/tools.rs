@@ -10,7 +10,7 @@ use crate::summary::OutputFormat;
 use crate::{exit, AwsArgs, BadInput};
 
 #[derive(Debug, Args)]
-pub struct ToolsArgs {
+pub(crate) struct ToolsArgs {
     #[command(subcommand)]
     pub command: ToolsCommand,
     /// The tools bucket (default firebreak-tools-ACCOUNT-REGION; made when
@@ -25,7 +25,7 @@ pub struct ToolsArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ToolsCommand {
+pub(crate) enum ToolsCommand {
     /// Add a LiME module built for one kernel release, or AVML.
     Add {
         #[command(subcommand)]
@@ -36,7 +36,7 @@ pub enum ToolsCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum AddTool {
+pub(crate) enum AddTool {
     /// A LiME kernel module (lime.ko) built for exactly this kernel.
     Lime {
         /// The kernel release it was built for, as `uname -r` prints it.
@@ -48,7 +48,7 @@ pub enum AddTool {
     Avml { file: std::path::PathBuf },
 }
 
-pub async fn run(args: ToolsArgs) -> anyhow::Result<u8> {
+pub(crate) async fn run(args: ToolsArgs) -> anyhow::Result<u8> {
     let session = Session::open(&args.aws, Mode::Live, true).await?;
     let bucket = args
         .tools_bucket

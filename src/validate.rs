@@ -8,13 +8,13 @@ use firebreak_workflows::validate::validate_json;
 use crate::exit;
 
 #[derive(Debug, Args)]
-pub struct ValidateArgs {
+pub(crate) struct ValidateArgs {
     /// Definition files (JSON).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 }
 
-pub fn run(args: ValidateArgs) -> anyhow::Result<u8> {
+pub(crate) fn run(args: ValidateArgs) -> anyhow::Result<u8> {
     let mut code = exit::OK;
     for path in &args.files {
         let shown = path.display();

@@ -132,7 +132,7 @@ mod tests {
 
     /// A minimal ELF64 little-endian file: header, the given sections
     /// (name, data) and a section-name string table.
-    pub fn elf(
+    pub(super) fn elf(
         e_type: FileType,
         machine: object::elf::Machine,
         sections: &[(&str, &[u8])],

@@ -223,7 +223,7 @@ pub(crate) struct Fault {
 }
 
 impl Fault {
-    pub fn first(n: usize, status: u16) -> Fault {
+    pub(crate) fn first(n: usize, status: u16) -> Fault {
         Fault {
             calls: Calls::All,
             skip: 0,
@@ -317,7 +317,7 @@ pub(crate) struct Rendezvous {
 }
 
 impl Rendezvous {
-    pub fn new(operation: &'static str, needle: &str, parties: usize) -> Rendezvous {
+    pub(crate) fn new(operation: &'static str, needle: &str, parties: usize) -> Rendezvous {
         Rendezvous {
             operation,
             needle: needle.to_string(),

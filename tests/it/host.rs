@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use crate::memory::{Scratch, KERNEL};
 
 /// A vermagic as Debian's 6.1 kernel prints it.
-pub const VERMAGIC: &str = "6.1.0-13-amd64 SMP preempt mod_unload modversions ";
+pub(crate) const VERMAGIC: &str = "6.1.0-13-amd64 SMP preempt mod_unload modversions ";
 
 /// The stand-in programs, compiled once per test run.
 struct Built {
@@ -61,18 +61,18 @@ fn built() -> &'static Path {
 }
 
 /// A real ELF LiME module object for [`KERNEL`] (for `tools add lime`).
-pub fn lime_module() -> PathBuf {
+pub(crate) fn lime_module() -> PathBuf {
     built().join("lime.ko")
 }
 
 /// The AVML stand-in, an ELF executable (for `tools add avml`).
-pub fn avml_binary() -> PathBuf {
+pub(crate) fn avml_binary() -> PathBuf {
     built().join("avml")
 }
 
 /// How the host behaves.
 #[derive(Clone, Debug)]
-pub struct HostSetup {
+pub(crate) struct HostSetup {
     /// `ok`, `vermagic`, `key` or `exists`: what the stand-in insmod does.
     pub lime: &'static str,
     /// `acquire` (AVML 0.19+) or `legacy`.
@@ -115,7 +115,7 @@ impl Default for HostSetup {
 
 /// One run of the script.
 #[derive(Debug)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -123,7 +123,7 @@ pub struct Delivery {
 
 impl Delivery {
     /// The script's last output line: its result (or failure) as JSON.
-    pub fn report(&self) -> serde_json::Value {
+    pub(crate) fn report(&self) -> serde_json::Value {
         let line = self.stdout.lines().last().unwrap_or_default();
         serde_json::from_str(line).unwrap_or_else(|e| {
             panic!(
@@ -136,7 +136,7 @@ impl Delivery {
 
 /// What the host was left with after the deliveries.
 #[derive(Debug)]
-pub struct Played {
+pub(crate) struct Played {
     pub deliveries: Vec<Delivery>,
     /// Every stand-in call, in order.
     pub calls: String,
@@ -148,7 +148,7 @@ pub struct Played {
 
 /// The host's /proc/iomem for an image's ranges, with the reserved and
 /// nested entries a real one has.
-pub fn iomem_for(ranges: &[(u64, u64)]) -> String {
+pub(crate) fn iomem_for(ranges: &[(u64, u64)]) -> String {
     let mut out = String::from("00000000-00000fff : Reserved\n");
     for (i, (start, size)) in ranges.iter().enumerate() {
         let end = start + size - 1;
@@ -172,7 +172,7 @@ pub fn iomem_for(ranges: &[(u64, u64)]) -> String {
 /// Plays the host: runs `script` `deliveries` times (as SSM would deliver
 /// it again) in one private mount namespace, with `image` as the memory
 /// and `ranges` as its System RAM.
-pub fn play(
+pub(crate) fn play(
     dir: &Scratch,
     setup: &HostSetup,
     image: &Path,

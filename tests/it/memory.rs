@@ -26,22 +26,22 @@ use serde_json::{json, Value};
 
 use crate::support::{decoy, evidence_bucket, firebreak, s, sandbox_url, stderr, stdout, REGION};
 
-pub const KERNEL: &str = "6.1.0-13-amd64";
-pub const BANNER: &str = "Linux version 6.1.0-13-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.55-1 (2023-09-29)";
+pub(crate) const KERNEL: &str = "6.1.0-13-amd64";
+pub(crate) const BANNER: &str = "Linux version 6.1.0-13-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.55-1 (2023-09-29)";
 
 const ACCESS_KEY: &str = "AKIAFIREBREAKTEST777";
 const SECRET_KEY: &str = "fbSecretKeyThatMustNeverReachTheHost0000";
 const SESSION_TOKEN: &str = "FwoFirebreakSessionTokenThatMayOnlyBeInsidePresignedUrls";
 
-pub fn tools_bucket() -> &'static str {
+pub(crate) fn tools_bucket() -> &'static str {
     "firebreak-tools-it"
 }
 
 /// A scratch directory, removed at the end.
-pub struct Scratch(pub PathBuf);
+pub(crate) struct Scratch(pub PathBuf);
 
 impl Scratch {
-    pub fn new(name: &str) -> Scratch {
+    pub(crate) fn new(name: &str) -> Scratch {
         let p = std::env::temp_dir().join(format!(
             "firebreak-it-{name}-{}-{}",
             std::process::id(),
@@ -72,7 +72,7 @@ fn filler(seed: u64, n: usize) -> Vec<u8> {
 }
 
 /// The ranges (start, bytes) of [`synthetic_image`].
-pub fn synthetic_ranges(range_bytes: usize) -> Vec<(u64, u64)> {
+pub(crate) fn synthetic_ranges(range_bytes: usize) -> Vec<(u64, u64)> {
     [0x0010_0000u64, 0x0400_0000, 0x1000_0000]
         .iter()
         .map(|s| (*s, range_bytes as u64))
@@ -81,7 +81,7 @@ pub fn synthetic_ranges(range_bytes: usize) -> Vec<(u64, u64)> {
 
 /// A LiME image of the given ranges, random bytes with the banner in the
 /// second.
-pub fn image_of(seed: u64, ranges: &[(u64, u64)]) -> Vec<u8> {
+pub(crate) fn image_of(seed: u64, ranges: &[(u64, u64)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, (start, size)) in ranges.iter().enumerate() {
         let mut data = filler(seed + i as u64, *size as usize);
@@ -96,7 +96,7 @@ pub fn image_of(seed: u64, ranges: &[(u64, u64)]) -> Vec<u8> {
 }
 
 /// A LiME image of three ranges with the banner in the second.
-pub fn synthetic_image(seed: u64, range_bytes: usize) -> Vec<u8> {
+pub(crate) fn synthetic_image(seed: u64, range_bytes: usize) -> Vec<u8> {
     image_of(seed, &synthetic_ranges(range_bytes))
 }
 
@@ -142,7 +142,7 @@ impl Intercept for SentRequests {
     }
 }
 
-pub fn context(config: &SdkConfig) -> StepContext {
+pub(crate) fn context(config: &SdkConfig) -> StepContext {
     StepContext::new(
         AwsClients::new(config),
         Mode::Live,
@@ -153,7 +153,7 @@ pub fn context(config: &SdkConfig) -> StepContext {
 
 /// Puts a LiME module for [`KERNEL`] and AVML in the tools bucket, once
 /// per test run (both real ELF files: `tools add` checks them).
-pub fn tools_ready() {
+pub(crate) fn tools_ready() {
     static READY: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     READY.get_or_init(|| {
         let lime = crate::host::lime_module();
@@ -182,7 +182,7 @@ pub fn tools_ready() {
 }
 
 /// The script of an SSM command, as moto kept its parameters.
-pub async fn sent_script(config: &SdkConfig, command_id: &str) -> (String, Value) {
+pub(crate) async fn sent_script(config: &SdkConfig, command_id: &str) -> (String, Value) {
     let ssm = aws_sdk_ssm::Client::new(config);
     let out = ssm
         .list_commands()
@@ -256,7 +256,7 @@ fn percent(s: &str) -> String {
 }
 
 /// Runs shellcheck on a script, as CI does.
-pub fn shellcheck(path: &Path) {
+pub(crate) fn shellcheck(path: &Path) {
     let out = Command::new(std::env::var("SHELLCHECK").unwrap_or_else(|_| "shellcheck".into()))
         .args(["-s", "bash", "-f", "gcc"])
         .arg(path)

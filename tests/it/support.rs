@@ -6,16 +6,16 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use serde_json::Value;
 
 /// The sandbox endpoint set by `scripts/test`.
-pub fn sandbox_url() -> String {
+pub(crate) fn sandbox_url() -> String {
     std::env::var("FIREBREAK_SANDBOX_URL").unwrap_or_else(|_| {
         panic!("FIREBREAK_SANDBOX_URL is not set: run the tests with scripts/test, which starts the sandbox (moto server)")
     })
 }
 
-pub const REGION: &str = "us-east-1";
+pub(crate) const REGION: &str = "us-east-1";
 
 /// SDK configuration for the sandbox.
-pub async fn sdk_config() -> SdkConfig {
+pub(crate) async fn sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(sandbox_url())
         .region(Region::new(REGION))
@@ -31,12 +31,12 @@ pub async fn sdk_config() -> SdkConfig {
 }
 
 /// Journals of the runs the tests start (never the user's own).
-pub fn state_dir() -> std::path::PathBuf {
+pub(crate) fn state_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("firebreak-it-state-{}", std::process::id()))
 }
 
 /// Runs the firebreak binary against the sandbox.
-pub fn firebreak(args: &[&str]) -> Output {
+pub(crate) fn firebreak(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_firebreak"))
         .args(args)
         .env("FIREBREAK_STATE_DIR", state_dir())
@@ -51,7 +51,7 @@ pub fn firebreak(args: &[&str]) -> Output {
 }
 
 /// Runs the firebreak binary without any AWS environment.
-pub fn firebreak_offline(args: &[&str]) -> Output {
+pub(crate) fn firebreak_offline(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_firebreak"))
         .args(args)
         .env_remove("AWS_ENDPOINT_URL")
@@ -59,17 +59,17 @@ pub fn firebreak_offline(args: &[&str]) -> Output {
         .expect("the firebreak binary runs")
 }
 
-pub fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-pub fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// The sandbox's evidence bucket, made once per test run with
 /// `firebreak setup` (idempotent).
-pub fn evidence_bucket() -> &'static str {
+pub(crate) fn evidence_bucket() -> &'static str {
     static SETUP: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     SETUP.get_or_init(|| {
         let out = firebreak(&["setup"]);
@@ -84,7 +84,7 @@ pub fn evidence_bucket() -> &'static str {
 
 /// A fresh decoy in the sandbox (its own VPC), made by the CLI, with the
 /// evidence bucket ready.
-pub fn decoy() -> Value {
+pub(crate) fn decoy() -> Value {
     evidence_bucket();
     let out = firebreak(&["decoy", "create", "--output", "json"]);
     assert!(
@@ -95,7 +95,7 @@ pub fn decoy() -> Value {
     serde_json::from_slice(&out.stdout).expect("decoy JSON")
 }
 
-pub fn s(v: &Value, k: &str) -> String {
+pub(crate) fn s(v: &Value, k: &str) -> String {
     v[k].as_str()
         .unwrap_or_else(|| panic!("{k} missing in {v}"))
         .to_string()
@@ -104,7 +104,7 @@ pub fn s(v: &Value, k: &str) -> String {
 /// Everything containment or release could change about a decoy, as the
 /// SDK describes it (Debug output covers every field AWS returned). Two
 /// equal worlds mean nothing changed.
-pub async fn world(config: &SdkConfig, decoy: &Value, case: &str) -> String {
+pub(crate) async fn world(config: &SdkConfig, decoy: &Value, case: &str) -> String {
     use aws_sdk_ec2::types::{Filter, InstanceAttributeName};
     let ec2 = aws_sdk_ec2::Client::new(config);
     let instance = s(decoy, "instance_id");
@@ -261,7 +261,7 @@ pub async fn world(config: &SdkConfig, decoy: &Value, case: &str) -> String {
 }
 
 /// JSON equality with numbers compared by value (1 equals 1.0).
-pub fn same_json(a: &Value, b: &Value) -> bool {
+pub(crate) fn same_json(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
             (Some(i), Some(j)) => i == j,
@@ -292,7 +292,7 @@ pub fn same_json(a: &Value, b: &Value) -> bool {
 /// every target group's registrations, the Classic Load Balancer's
 /// instances, and the role's inline and attached policies. Equal before
 /// containment and after release means nothing is left behind.
-pub async fn aws_state(config: &SdkConfig, decoy: &Value) -> Value {
+pub(crate) async fn aws_state(config: &SdkConfig, decoy: &Value) -> Value {
     use aws_sdk_ec2::types::{Filter, InstanceAttributeName};
     use serde_json::json;
     let ec2 = aws_sdk_ec2::Client::new(config);

@@ -1995,22 +1995,6 @@ async fn complete_upload(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parts_hold_the_whole_memory_and_stay_few() {
-        for mib in [512, 1024, 8192, 65_536, 786_432] {
-            let size = part_size_for(mib);
-            let count = part_count_for(mib, size);
-            assert!(size >= 8 * MIB && size % MIB == 0, "{mib}");
-            assert!(count * size >= mib * MIB + mib * MIB / 20, "{mib}");
-            assert!(count <= 1000, "{mib}: {count} parts");
-        }
-    }
-}
-
 /// Whether the SSM agent of an instance answers (`Online`), as
 /// DescribeInstanceInformation says: `Ok(Some(status))` with its
 /// PingStatus, `Ok(None)` when the instance is not registered with SSM
@@ -2047,4 +2031,20 @@ pub async fn agent_ping_status(
                 .map(|p| p.as_str().to_string())
                 .unwrap_or_else(|| "unknown".into())
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_hold_the_whole_memory_and_stay_few() {
+        for mib in [512, 1024, 8192, 65_536, 786_432] {
+            let size = part_size_for(mib);
+            let count = part_count_for(mib, size);
+            assert!(size >= 8 * MIB && size.is_multiple_of(MIB), "{mib}");
+            assert!(count * size >= mib * MIB + mib * MIB / 20, "{mib}");
+            assert!(count <= 1000, "{mib}: {count} parts");
+        }
+    }
 }

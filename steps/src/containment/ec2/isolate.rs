@@ -38,10 +38,10 @@ use crate::step::Step;
 use crate::tags;
 
 /// Name of the no-rule group, one per VPC.
-pub const ISOLATION_GROUP_NAME: &str = "firebreak-isolation";
+pub(super) const ISOLATION_GROUP_NAME: &str = "firebreak-isolation";
 /// Name prefix of the allow-all group used for the first move, one per
 /// case while it moves interfaces.
-pub const TRANSITION_GROUP_NAME: &str = "firebreak-transition";
+pub(super) const TRANSITION_GROUP_NAME: &str = "firebreak-transition";
 
 /// Between the two moves: lets the allow-all rules reach the interfaces'
 /// existing flows (turning them untracked) before the no-rule group cuts

@@ -1420,7 +1420,7 @@ mod tests {
         let (kept, again) = entries_to_write(&retry_acl, &wanted, &new, 20).unwrap();
         assert_eq!(kept.len(), 1);
         let mut rest = new.clone();
-        rest.retain(|e| !(e.rule_number == 99 && !e.spec.egress));
+        rest.retain(|e| e.rule_number != 99 || e.spec.egress);
         let mut again = again;
         again.sort();
         rest.sort();
