@@ -158,6 +158,7 @@ pub struct AwsArgs {
 }
 
 impl AwsArgs {
+    /// The AWS options (profile, region, endpoint) these arguments give.
     pub fn options(&self) -> firebreak_steps::config::AwsOptions {
         firebreak_steps::config::AwsOptions {
             profile: self.profile.clone(),
@@ -181,6 +182,7 @@ impl std::error::Error for BadInput {}
 
 /// Exit codes, as documented in docs/containment-and-release.md.
 pub mod exit {
+    /// Success.
     pub const OK: u8 = 0;
     /// The run failed (AWS, environment, or a failed execution).
     pub const FAILED: u8 = 1;

@@ -25,7 +25,11 @@ pub const MIN_PART_SIZE: u64 = 5 * MIB;
 /// A LiME module for one kernel release.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Module {
+    /// The `uname -r` this module was built for; the script loads the one
+    /// whose release matches the host's.
     pub kernel_release: String,
+    /// Hex SHA-256 of the `.ko` file; the script refuses a download that
+    /// does not match.
     pub sha256: String,
     /// Presigned GET.
     pub url: String,
@@ -34,6 +38,8 @@ pub struct Module {
 /// A tool fetched by URL and checked by hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tool {
+    /// Hex SHA-256 of the binary; the script refuses a download that does
+    /// not match.
     pub sha256: String,
     /// Presigned GET.
     pub url: String,
@@ -42,7 +48,11 @@ pub struct Tool {
 /// What the host is given, behind the plan URL: every URL it may use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
+    /// LiME modules on offer, one per kernel release (may be empty if AVML
+    /// is given).
     pub modules: Vec<Module>,
+    /// AVML, the fallback when no module fits or loads; `None` leaves LiME
+    /// the only way to capture.
     pub avml: Option<Tool>,
     /// Presigned UploadPart URLs, part 1 first.
     pub part_urls: Vec<String>,
@@ -54,9 +64,13 @@ pub struct Plan {
 /// (of the plan) and the plan's key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CaptureScript {
+    /// The case the capture belongs to, echoed in the result line (letters,
+    /// digits and `._+-` only).
     pub case_id: String,
     /// A UUID: the script runs at most once per evidence id on a host.
     pub evidence_id: String,
+    /// Bytes per uploaded part: a whole number of MiB, at least
+    /// [`MIN_PART_SIZE`].
     pub part_size: u64,
     /// Presigned GET of the encrypted plan.
     pub plan_url: String,
@@ -112,6 +126,8 @@ pub fn encrypt_plan(plan: &[u8], password: &str, salt: [u8; 8]) -> Vec<u8> {
     out
 }
 
+/// Why [`render`] or [`render_plan`] refused its input: which value was
+/// missing or unsafe to write into the script.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot build the capture script: {0}")]
 pub struct ScriptError(pub String);
@@ -214,9 +230,13 @@ pub fn render(s: &CaptureScript) -> Result<String, ScriptError> {
 /// One uploaded part, as the host reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PartReport {
+    /// S3 part number, from 1.
     pub number: i32,
+    /// The ETag S3 returned for the upload, without its quotes.
     pub etag: String,
+    /// Part length in bytes.
     pub size: u64,
+    /// Hex SHA-256 of the part, computed on the host before upload.
     pub sha256: String,
 }
 
@@ -224,24 +244,38 @@ pub struct PartReport {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum CaptureReport {
+    /// The image was captured and every part uploaded.
     Done {
+        /// The case id the script was rendered with.
         case_id: String,
+        /// The host's `uname -r`.
         kernel_release: String,
+        /// `lime` or `avml`: the tool that wrote the image.
         tool: String,
+        /// Hex SHA-256 of the tool used (the LiME module or AVML binary).
         tool_sha256: String,
+        /// Image length in bytes: the sum of the parts' sizes.
         image_size: u64,
+        /// Hex SHA-256 of the whole image stream, hashed as it passed.
         image_sha256: String,
+        /// Every uploaded part, in part-number order.
         parts: Vec<PartReport>,
+        /// When the script started, UTC, as `YYYY-MM-DDThh:mm:ssZ`.
         started_at: String,
+        /// When the capture and every upload had ended, UTC, as `YYYY-MM-DDThh:mm:ssZ`.
         finished_at: String,
         /// What the host says of itself, for the off-host checks (boxed:
         /// the variants stay of a size).
         #[serde(flatten)]
         host: Box<HostFacts>,
     },
+    /// The script stopped before a complete capture.
     Failed {
+        /// The case id the script was rendered with.
         case_id: String,
+        /// Why it stopped, in words (may quote a tool's stderr).
         error: String,
+        /// When the script started, UTC, as `YYYY-MM-DDThh:mm:ssZ`.
         started_at: String,
         /// `none`, `integrity`, `confidentiality` or `unknown`.
         #[serde(default)]
@@ -262,6 +296,7 @@ pub struct HostFacts {
     /// `acquire` (AVML 0.19+) or `legacy`.
     #[serde(default)]
     pub avml_syntax: Option<String>,
+    /// The LiME `timeout` (milliseconds) the script was rendered with.
     #[serde(default)]
     pub lime_timeout_ms: Option<u32>,
     /// Parts the host uploaded at once.

@@ -45,6 +45,7 @@ pub const AVML_BLOCK_BYTES: u64 = 16 << 20;
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Tool {
+    /// LiME: it writes every range whole, so any gap is lost memory.
     #[default]
     Lime,
     /// AVML writing LiME format (what firebreak's capture asks of it).
@@ -57,7 +58,9 @@ pub enum Tool {
 /// there).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RamRange {
+    /// First physical address of the range.
     pub start: u64,
+    /// Last physical address of the range (inclusive).
     pub end: u64,
 }
 
@@ -71,12 +74,28 @@ impl RamRange {
 /// Why a memory map could not be read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IomemError {
+    /// A line that is not `START-END : NAME` with hex addresses.
     #[error("line {line}: {text:?} is not `START-END : NAME` with hexadecimal addresses")]
-    Malformed { line: usize, text: String },
+    Malformed {
+        /// 1-based line number in the text.
+        line: usize,
+        /// The offending line, cut to its first 120 characters.
+        text: String,
+    },
+    /// A top-level System RAM range whose end is below its start.
     #[error("line {line}: the range ends (0x{end:x}) before it starts (0x{start:x})")]
-    Backwards { line: usize, start: u64, end: u64 },
+    Backwards {
+        /// 1-based line number in the text.
+        line: usize,
+        /// The range's start address as written.
+        start: u64,
+        /// The range's end address as written.
+        end: u64,
+    },
+    /// Every address is zero: the map was read without root.
     #[error("every address is zero: /proc/iomem was read without root, which hides the addresses")]
     Hidden,
+    /// No top-level "System RAM" line at all (also for an empty text).
     #[error("no top-level \"System RAM\" range: this is not a /proc/iomem of a Linux host")]
     NoRam,
 }
@@ -206,9 +225,11 @@ impl ZeroScan {
 /// One range of an image with what the pass over it saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ImageRange {
+    /// First physical address the range holds.
     pub start: u64,
     /// Inclusive.
     pub end: u64,
+    /// The zero-page counts of the range's bytes.
     #[serde(flatten)]
     pub zeros: ZeroStats,
 }
@@ -216,18 +237,22 @@ pub struct ImageRange {
 /// A System RAM range, or the part of it, that the image lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Missing {
+    /// First physical address the image lacks.
     pub start: u64,
     /// Inclusive.
     pub end: u64,
+    /// Bytes lacking: `end - start + 1`.
     pub missing_bytes: u64,
 }
 
 /// An image range that ends in a long run of zero pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ZeroTail {
+    /// Physical address where the zero run begins.
     pub start: u64,
     /// Inclusive.
     pub end: u64,
+    /// Bytes in the zero run (the range's `trailing_zero_bytes`).
     pub zero_bytes: u64,
 }
 

@@ -68,9 +68,13 @@ pub enum Event {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
+    /// The AWS account (12 digits) the evidence was taken in.
     pub account_id: String,
+    /// The AWS region it was taken in, e.g. `eu-west-1`.
     pub region: String,
+    /// The EC2 instance (`i-...`) it came from; `None` if not from one.
     pub instance_id: Option<String>,
+    /// The EBS volume (`vol-...`) it came from; `None` if not from one.
     pub volume_id: Option<String>,
 }
 
@@ -78,14 +82,22 @@ pub struct Source {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Location {
+    /// An S3 object.
     S3 {
+        /// The bucket's name.
         bucket: String,
+        /// The object key within the bucket.
         key: String,
+        /// The S3 object version; `None` when no version was recorded.
         version_id: Option<String>,
     },
+    /// An EBS snapshot.
     Snapshot {
+        /// The snapshot id (`snap-...`).
         snapshot_id: String,
+        /// The AWS account that owns the snapshot.
         account_id: String,
+        /// The region the snapshot is in.
         region: String,
     },
 }
@@ -122,18 +134,24 @@ pub enum RecordFormat {
 /// One custody record, as read or as made.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CustodyRecord {
+    /// Whether the record was stored in the legacy or the canonical format.
     pub format: RecordFormat,
     /// Position in the case's chain, from 0.
     pub sequence: u64,
+    /// The case the record belongs to; every record of a chain has the same.
     pub case_id: String,
     /// The same id in every record about one piece of evidence.
     pub evidence_id: String,
+    /// What happened to the evidence.
     pub event: Event,
     /// `memory-image`, `instance-state`, `console-output`, `ebs-snapshot`,
     /// `volatility-output`, ...
     pub kind: String,
+    /// Where the evidence came from.
     pub source: Source,
+    /// Where the evidence is kept.
     pub location: Location,
+    /// The evidence's size in bytes, when known.
     pub size: Option<u64>,
     /// Computed off the suspect host, by firebreak.
     pub sha256: Option<String>,
@@ -143,8 +161,11 @@ pub struct CustodyRecord {
     pub at: DateTime<Utc>,
     /// The principal or execution ARN that acted.
     pub actor: String,
+    /// The program that handled the evidence (`lime`, a firebreak step, ...).
     pub tool: String,
+    /// That program's version.
     pub tool_version: String,
+    /// Free text for the reader, if any.
     pub note: Option<String>,
     /// Structured facts about the evidence (the coverage of a memory
     /// image, the block manifest of a disk image). Integers only: no
@@ -153,6 +174,8 @@ pub struct CustodyRecord {
     pub details: Option<Value>,
     /// The KMS key whose signature must accompany this record.
     pub signing_key: Option<String>,
+    /// Hex SHA-256 of the record before it in the chain ([`GENESIS`] for
+    /// the first).
     pub previous_hash: String,
     /// The record's hash: the SHA-256 of its stored bytes (a legacy
     /// record: its `hash` field).
@@ -217,35 +240,59 @@ struct Legacy {
 /// when it is appended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewRecord {
+    /// The case the record belongs to.
     pub case_id: String,
+    /// The same id in every record about one piece of evidence.
     pub evidence_id: String,
+    /// What happened to the evidence.
     pub event: Event,
+    /// `memory-image`, `instance-state`, `console-output`, ... (see
+    /// [`CustodyRecord::kind`]).
     pub kind: String,
+    /// Where the evidence came from.
     pub source: Source,
+    /// Where the evidence is kept.
     pub location: Location,
+    /// The evidence's size in bytes, when known.
     pub size: Option<u64>,
+    /// Hex SHA-256 computed off the suspect host, by firebreak.
     pub sha256: Option<String>,
+    /// Hex SHA-256 the suspect host reported, when it reported one.
     pub host_sha256: Option<String>,
+    /// When it happened (UTC).
     pub at: DateTime<Utc>,
+    /// The principal or execution ARN that acted.
     pub actor: String,
+    /// The program that handled the evidence.
     pub tool: String,
+    /// That program's version.
     pub tool_version: String,
+    /// Free text for the reader, if any.
     pub note: Option<String>,
+    /// Structured facts about the evidence: integers only, none above
+    /// [`MAX_SAFE_INTEGER`] ([`NewRecord::chain_after`] refuses others).
     pub details: Option<Value>,
+    /// The KMS key that will sign the record; `None` for an unsigned case.
     pub signing_key: Option<String>,
 }
 
 /// Why a record cannot be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    /// The record could not be turned into JSON or its canonical form.
     #[error("cannot serialise a custody record")]
     Serialise(#[source] serde_json::Error),
+    /// The bytes are not JSON, or not the fields of a record.
     #[error("not a custody record: {0}")]
     Parse(#[source] serde_json::Error),
+    /// A floating-point number in the record; the JSON path of the first
+    /// (`$.details...` when a record is made).
     #[error("a custody record holds a floating-point number at {0}: records hold integers only")]
     Float(String),
+    /// An integer above [`MAX_SAFE_INTEGER`]; the JSON path of the first.
     #[error("a custody record holds an integer above 2^53-1 at {0}: JSON readers that use doubles (and RFC 8785) would change it; write it as a string")]
     Unsafe(String),
+    /// The new record, read back, has a defect (the first one given).
     #[error("the record would not verify: {0}")]
     Defective(String),
 }
@@ -435,6 +482,7 @@ pub struct Break {
     pub position: usize,
     /// The sequence number the record claims.
     pub sequence: u64,
+    /// What is wrong, in words.
     pub problem: String,
 }
 
@@ -490,10 +538,16 @@ pub fn verify_chain(case_id: &str, records: &[CustodyRecord]) -> Vec<Break> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordSignature {
+    /// [`SIGNATURE_FORMAT`].
     pub format: String,
+    /// The `sequence` of the signed record.
     pub sequence: u64,
+    /// The signed record's hash (hex SHA-256 of its stored bytes): the
+    /// message signed.
     pub record_sha256: String,
+    /// The KMS key that signed, as the record's `signing_key` names it.
     pub key_id: String,
+    /// [`SIGNING_ALGORITHM`].
     pub algorithm: String,
     /// Base64 of the DER signature.
     pub signature: String,
@@ -525,10 +579,14 @@ impl RecordSignature {
 /// Why a signature could not be checked or does not hold.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    /// The public key could not be read; the parser's message.
     #[error("the public key is neither a PEM nor a DER SubjectPublicKeyInfo of a P-256 key: {0}")]
     Key(String),
+    /// The signature is not base64 or not DER, or the record hash is not
+    /// hex; says which.
     #[error("{0}")]
     Encoding(String),
+    /// Well-formed, but not a signature of the hash by this key.
     #[error("the signature does not verify with the public key")]
     Invalid,
 }

@@ -12,23 +12,42 @@ use object::Endianness;
 /// Why a file is not the tool it claims to be.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ToolError {
+    /// Not a readable 64-bit ELF file (or its sections cannot be read);
+    /// the parser's message.
     #[error("not an ELF file ({0})")]
     NotElf(String),
+    /// An ELF file for another architecture than x86-64.
     #[error("an ELF file for machine {machine}, not x86-64 (EM_X86_64)")]
-    Machine { machine: u16 },
+    Machine {
+        /// The header's `e_machine` value.
+        machine: u16,
+    },
+    /// An ELF file of the wrong `e_type` (an executable where a module is
+    /// wanted, or the reverse).
     #[error("an ELF file of type {found}, not {wanted}")]
     Type {
+        /// The file's type, in words (e.g. `executable (ET_EXEC)`).
         found: &'static str,
+        /// The type the check wanted, in words.
         wanted: &'static str,
     },
+    /// A relocatable object without a `.modinfo` section.
     #[error("no .modinfo section: not a Linux kernel module")]
     NoModinfo,
+    /// A module whose `.modinfo` has no `vermagic=` entry.
     #[error("the module has no vermagic in .modinfo")]
     NoVermagic,
+    /// A module whose `.modinfo` `name=` is not `lime`; holds that name.
     #[error("the module is named {0:?}, not \"lime\" (the capture unloads it with `rmmod lime`)")]
     Name(String),
+    /// A module built for another kernel release.
     #[error("the module was built for {vermagic:?}, not for kernel {release}: the kernel would refuse it")]
-    Vermagic { vermagic: String, release: String },
+    Vermagic {
+        /// The module's whole `vermagic` string.
+        vermagic: String,
+        /// The kernel release (`uname -r`) it was offered for.
+        release: String,
+    },
 }
 
 fn type_name(t: FileType) -> &'static str {
@@ -67,7 +86,10 @@ pub fn check_avml(bytes: &[u8]) -> Result<(), ToolError> {
 /// What a module says of itself in `.modinfo`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ModuleInfo {
+    /// The `name=` entry; `None` when `.modinfo` has none.
     pub name: Option<String>,
+    /// The `vermagic=` entry: the kernel release, a space, then build
+    /// flags such as `SMP mod_unload`.
     pub vermagic: String,
 }
 

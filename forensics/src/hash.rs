@@ -12,7 +12,9 @@ pub const HASH_BUFFER_BYTES: usize = 1 << 20;
 /// A SHA-256 digest (lowercase hex) with the number of bytes hashed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Digest {
+    /// The SHA-256 as 64 lowercase hex digits.
     pub sha256: String,
+    /// The number of bytes hashed.
     pub size: u64,
 }
 
@@ -126,13 +128,16 @@ pub struct Hasher {
 }
 
 impl Hasher {
+    /// A hash of no bytes yet.
     pub fn new() -> Hasher {
         Hasher::default()
     }
+    /// Hashes the next bytes and counts them.
     pub fn update(&mut self, bytes: &[u8]) {
         self.inner.update(bytes);
         self.size += bytes.len() as u64;
     }
+    /// The digest and byte count of everything given to [`Hasher::update`].
     pub fn finish(self) -> Digest {
         Digest {
             sha256: hex::encode(self.inner.finalize()),

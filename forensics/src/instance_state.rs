@@ -12,23 +12,35 @@ use crate::hash::{sha256_bytes, Digest};
 /// What an instance looked like at one moment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct InstanceStateRecord {
+    /// The EC2 instance id (`i-...`).
     pub instance_id: String,
+    /// The AWS account (12 digits) that owns the instance.
     pub account_id: String,
+    /// The instance's region, e.g. `us-east-1`.
     pub region: String,
     /// When the state was read (UTC).
     pub captured_at: DateTime<Utc>,
     /// `pending`, `running`, `stopped`, ...
     pub state: String,
+    /// The instance type, e.g. `t3.micro`.
     pub instance_type: Option<String>,
+    /// The AMI it was launched from (`ami-...`).
     pub image_id: Option<String>,
+    /// The instance's VPC (`vpc-...`).
     pub vpc_id: Option<String>,
+    /// The subnet of its primary interface (`subnet-...`).
     pub subnet_id: Option<String>,
+    /// When EC2 last launched (or started) the instance (UTC).
     pub launch_time: Option<DateTime<Utc>>,
+    /// The attached network interfaces.
     pub network_interfaces: Vec<NetworkInterfaceRecord>,
+    /// The attached EBS volumes.
     pub volumes: Vec<VolumeRecord>,
     /// The IAM instance profile association, if any.
     pub instance_profile: Option<InstanceProfileRecord>,
+    /// The `DisableApiTermination` attribute (termination protection).
     pub disable_api_termination: Option<bool>,
+    /// The `DisableApiStop` attribute (stop protection).
     pub disable_api_stop: Option<bool>,
     /// `stop` or `terminate`.
     pub shutdown_behavior: Option<String>,
@@ -42,25 +54,37 @@ pub struct InstanceStateRecord {
     /// Classic Load Balancers the instance is registered with (names).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classic_load_balancers: Vec<String>,
+    /// The instance's tags, key to value (firebreak's own included).
     pub tags: BTreeMap<String, String>,
     /// The console output at capture time, stored as its own artifact.
     pub console_output: Option<ArtifactRef>,
 }
 
+/// An Elastic IP on one of the instance's interfaces (from
+/// `DescribeAddresses`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ElasticIpRecord {
+    /// The address's allocation id (`eipalloc-...`).
     pub allocation_id: String,
+    /// The public IPv4 address.
     pub public_ip: Option<String>,
+    /// The association id (`eipassoc-...`); a new one is issued on
+    /// re-association, so it is not compared after release.
     pub association_id: Option<String>,
+    /// The interface the address is associated with (`eni-...`).
     pub network_interface_id: Option<String>,
+    /// The private IPv4 address it maps to.
     pub private_ip: Option<String>,
 }
 
+/// The instance's membership of an Auto Scaling group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AutoScalingRecord {
+    /// The Auto Scaling group's name.
     pub group_name: String,
     /// `InService`, `Standby`, ...
     pub lifecycle_state: String,
+    /// Whether the instance is protected from scale-in.
     pub protected_from_scale_in: Option<bool>,
     /// The group's MinSize (containment may lower it to take the instance
     /// out without a replacement; release puts it back).
@@ -81,9 +105,14 @@ impl AutoScalingRecord {
     }
 }
 
+/// One registration of the instance, or of one of its addresses, in an
+/// ELBv2 target group.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 pub struct TargetRegistration {
+    /// The target group's ARN.
     pub target_group_arn: String,
+    /// The port the target is registered on, as `DescribeTargetHealth`
+    /// reports it.
     pub port: Option<i32>,
     /// For an IP target group, the instance's address registered; none
     /// for an instance target (the instance id).
@@ -98,54 +127,86 @@ pub struct TargetRegistration {
 /// An artifact stored elsewhere, by digest and location.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ArtifactRef {
+    /// SHA-256 and size in bytes of the artifact's content.
     pub digest: Digest,
     /// `s3://bucket/key` (with `?versionId=` when versioned), when stored.
     pub location: Option<String>,
 }
 
+/// A network interface attached to the instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NetworkInterfaceRecord {
+    /// The interface id (`eni-...`).
     pub network_interface_id: String,
+    /// The attachment's device index (0 for the primary interface).
     pub device_index: Option<i32>,
+    /// The interface's VPC.
     pub vpc_id: Option<String>,
+    /// The interface's subnet.
     pub subnet_id: Option<String>,
     /// Security group ids, in the order EC2 reports them.
     pub security_group_ids: Vec<String>,
+    /// The source/destination check flag.
     pub source_dest_check: Option<bool>,
+    /// Every private IPv4 address of the interface.
     pub private_ip_addresses: Vec<String>,
+    /// Every IPv6 address of the interface.
     pub ipv6_addresses: Vec<String>,
+    /// The public IPv4 address associated with the interface, if any.
     pub public_ip: Option<String>,
 }
 
+/// An EBS volume attached to the instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VolumeRecord {
+    /// The volume id (`vol-...`).
     pub volume_id: String,
+    /// The device it is attached as, e.g. `/dev/xvda`.
     pub device_name: Option<String>,
+    /// The attachment's `DeleteOnTermination` flag.
     pub delete_on_termination: Option<bool>,
+    /// The volume's size in GiB.
     pub size_gib: Option<i32>,
+    /// Whether the volume is encrypted.
     pub encrypted: Option<bool>,
+    /// The KMS key that encrypts it, when encrypted.
     pub kms_key_id: Option<String>,
 }
 
+/// The instance's IAM instance profile association.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct InstanceProfileRecord {
+    /// The association id (`iip-assoc-...`); a new one is issued on
+    /// re-association, so it is not compared after release.
     pub association_id: Option<String>,
+    /// The instance profile's ARN.
     pub arn: Option<String>,
 }
 
 /// A record together with the digest of its canonical JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SealedRecord<T> {
+    /// The record itself.
     pub record: T,
+    /// SHA-256 and size of the record's [`canonical_json`] bytes.
     pub digest: Digest,
 }
 
+/// Why a record could not be sealed or does not verify.
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
+    /// The record could not be serialised to JSON.
     #[error("cannot serialise the record: {0}")]
     Serialise(#[from] serde_json::Error),
+    /// The record's canonical bytes no longer hash to its digest: it was
+    /// edited after sealing.
     #[error("the record does not match its digest: recorded {recorded}, computed {computed}")]
-    Mismatch { recorded: String, computed: String },
+    Mismatch {
+        /// The hex SHA-256 stored in the sealed record.
+        recorded: String,
+        /// The hex SHA-256 of the record as it is now.
+        computed: String,
+    },
 }
 
 /// The canonical bytes of a record: compact JSON in field order. Field
@@ -201,10 +262,12 @@ pub enum Area {
     Instance,
     /// Auto Scaling membership, target groups, Classic Load Balancers.
     Service,
+    /// The `DisableApiTermination` attribute, restored last.
     TerminationProtection,
 }
 
 impl Area {
+    /// Every area, in the order release restores them.
     pub const ALL: [Area; 3] = [Area::Instance, Area::Service, Area::TerminationProtection];
 }
 

@@ -24,18 +24,26 @@ use crate::coverage::{ImageRange, ZeroScan, ZeroStats};
 pub const LIME_MAGIC: u32 = 0x4C69_4D45;
 /// `AVML` read as a little-endian u32.
 pub const AVML_MAGIC: u32 = 0x4C4D_5641;
+/// The header `version` of a LiME range.
 pub const LIME_VERSION: u32 = 1;
+/// The header `version` of an AVML compressed range.
 pub const AVML_VERSION: u32 = 2;
+/// Bytes in a range header, LiME or AVML.
 pub const HEADER_LEN: u64 = 32;
 
 /// Copy buffer for range data: large enough to be fast, small enough to
 /// keep memory flat for images of any size.
 const COPY_BUFFER_BYTES: usize = 1 << 20;
 
+/// The on-disk format of an image, from its range headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
+    /// Plain LiME: magic [`LIME_MAGIC`], version 1, raw range bytes (also
+    /// what AVML writes when asked for LiME).
     Lime,
+    /// AVML's compressed variant: magic [`AVML_MAGIC`], version 2, snappy
+    /// frames per range.
     AvmlCompressed,
 }
 
@@ -106,7 +114,9 @@ fn copy_counting<R: Read, W: Write>(
 /// A structurally sound image.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
+    /// The format every range header has.
     pub format: Format,
+    /// Every range, in file order (which is address order).
     pub ranges: Vec<Range>,
     /// Bytes read from the file.
     pub file_size: u64,
@@ -117,35 +127,61 @@ pub struct Summary {
 /// What is wrong with an image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Problem {
+    /// An I/O error reading the image (or writing the LiME copy); its
+    /// message.
     Io(String),
+    /// No range at all: the file is empty.
     Empty,
+    /// A header whose magic is neither LiME's nor AVML's; the magic read.
     BadMagic(u32),
+    /// A known magic with a version other than its format's.
     BadVersion {
+        /// The header's magic ([`LIME_MAGIC`] or [`AVML_MAGIC`]).
         magic: u32,
+        /// The version read.
         version: u32,
     },
     /// An AVML range in a LiME image or the other way round.
     MixedFormats,
+    /// A header whose (inclusive) end address is below its start.
     EndBeforeStart {
+        /// The header's start address.
         start: u64,
+        /// The header's end address.
         end: u64,
     },
+    /// A range that starts at or before the previous range's end: ranges
+    /// must be in address order and disjoint.
     Overlap {
+        /// The previous range's end address (inclusive).
         previous_end: u64,
+        /// This range's start address.
         start: u64,
     },
+    /// The header's 8 reserved bytes are not all zero.
     ReservedNotZero,
+    /// The file ends inside a range's data (or an AVML range's length
+    /// footer).
     Truncated {
+        /// Bytes the range (or footer) should hold.
         expected: u64,
+        /// Bytes there were.
         available: u64,
     },
+    /// Fewer than 32 bytes after the last range: not a header.
     TrailingGarbage {
+        /// How many bytes are left over.
         bytes: u64,
     },
+    /// An AVML range's u64 footer disagrees with the length of its
+    /// compressed data.
     BadCompressedLength {
+        /// The length the footer records, in bytes.
         recorded: u64,
+        /// The bytes the snappy stream actually took.
         actual: u64,
     },
+    /// An AVML range's snappy data does not decode; the decoder's message.
     Decompression(String),
 }
 
@@ -156,7 +192,10 @@ pub struct LimeError {
     /// The range (0-based) whose header or data is wrong; None for
     /// problems of the file as a whole.
     pub range: Option<usize>,
+    /// Byte offset in the file where the problem was found (the header,
+    /// the field within it, or the range's data).
     pub offset: u64,
+    /// What is wrong.
     pub problem: Problem,
 }
 

@@ -55,6 +55,8 @@ const EBPF: &str = "linux.ebpf.EBPF";
 /// The `source` of findings that compare several plugins' outputs.
 pub const CROSS_VIEW: &str = "cross-view";
 
+/// The plugin run first: it finds the Linux banners in the image, needs no
+/// symbols, and its banner picks the symbol table.
 pub const BANNERS: &str = "banners.Banners";
 
 /// `banners` scans the whole image: about a minute per 10 GiB on this
@@ -83,25 +85,35 @@ pub fn command(
     args
 }
 
+/// How urgently a finding wants an analyst; ordered, `Info` lowest.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
+    /// Context only, nothing suspicious.
     Info,
+    /// Worth a look, often benign (e.g. a connection to the internet).
     Low,
+    /// Unusual and worth checking (e.g. a module not in the baseline, no
+    /// symbol table).
     Medium,
+    /// A strong sign of compromise (e.g. a known rootkit, a hidden process).
     High,
 }
 
 /// Something an analyst should look at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Finding {
+    /// How urgent it is.
     pub severity: Severity,
     /// The plugin whose output shows it (or `symbols`, or `cross-view` when
     /// it comes from comparing several plugins' outputs).
     pub source: String,
+    /// What was found, in one line of plain words.
     pub title: String,
+    /// The evidence for it (PIDs, names, addresses, the rows involved); may
+    /// span several lines.
     pub detail: String,
 }
 
@@ -117,10 +129,16 @@ fn finding(severity: Severity, source: &str, title: &str, detail: String) -> Fin
 /// A banner `banners.Banners` found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Banner {
+    /// Where the banner is in the memory layer Volatility scanned (its
+    /// `Offset` column; 0 when the row has none).
     pub offset: u64,
+    /// The banner text (`Linux version ...`), trailing newlines and NULs
+    /// removed.
     pub banner: String,
 }
 
+/// Volatility's JSON output is not what the parser expects (not an array
+/// of rows), or no rules exist for the plugin; says which.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unexpected Volatility output: {0}")]
 pub struct OutputError(pub String);
@@ -204,10 +222,14 @@ pub fn isf_banner(isf: &Value) -> Option<String> {
 /// Why an ISF file's banner could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum IsfError {
+    /// A `.json.xz` file that does not decompress.
     #[error("cannot decompress the .xz table")]
     Xz(#[source] lzma_rs::error::Error),
+    /// The (decompressed) bytes are not a JSON object whose `symbols`, if
+    /// present, is an object.
     #[error("not an ISF symbol table (JSON)")]
     Json(#[source] serde_json::Error),
+    /// A file name ending in neither `.json` nor `.json.xz`; holds the name.
     #[error("{0}: only .json and .json.xz tables can be read")]
     Compression(String),
 }

@@ -21,10 +21,16 @@ pub use ec2_release::ec2_release;
 /// The names of the built-in playbooks.
 pub const BUILT_IN: &[&str] = &["ec2-contain", "ec2-compromise", "ec2-release"];
 
+/// Why a playbook could not be found or compiled.
 #[derive(Debug, thiserror::Error)]
 pub enum PlaybookError {
+    /// The name is not one of [`BUILT_IN`].
     #[error("no playbook named {name:?} (built-in playbooks: {})", BUILT_IN.join(", "))]
-    Unknown { name: String },
+    Unknown {
+        /// The name asked for.
+        name: String,
+    },
+    /// The playbook's workflow did not compile to a state machine.
     #[error(transparent)]
     Compile(#[from] CompileError),
 }

@@ -39,15 +39,26 @@ pub enum Containment {
 /// though the step succeeded in the end).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Retried {
+    /// The Task state that failed and was tried again (empty if the
+    /// history named none).
     pub state: String,
+    /// The failure's error name (`States.Timeout` for a timeout).
     pub error: String,
+    /// The failure's cause, if the history gave one.
     pub cause: Option<String>,
 }
 
+/// A step that failed for good: recorded on the case (`$.failures`), or the
+/// execution itself.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StepFailure {
+    /// The key the failure was recorded under (e.g. `isolate_network`);
+    /// `execution` when the execution failed with nothing recorded, `summary`
+    /// when its output was not a case file.
     pub step: String,
+    /// The recorded `Error` name, when there is one.
     pub error: Option<String>,
+    /// The recorded `Cause`, when there is one.
     pub cause: Option<String>,
 }
 
@@ -55,46 +66,89 @@ pub struct StepFailure {
 /// under its own key.
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct CaseOutput {
+    /// `RecordInstanceState`: the recorded pre-containment state.
     pub instance_state: Option<RecordOutput>,
+    /// `ProtectInstance`: termination protection and volumes kept.
     pub protection: Option<ProtectOutput>,
+    /// `IsolateNetwork`: the isolation security groups and interfaces moved.
     pub isolation: Option<IsolationOutput>,
     /// The second look before tagging.
     pub isolation_recheck: Option<IsolationOutput>,
+    /// `CutNetworkAcls`: the network ACL entries added (`None` also when
+    /// the case turned the cut off).
     pub network_acls: Option<firebreak_steps::containment::ec2::NaclCutOutput>,
+    /// `RestrictCredentialsToVpc` (`ec2-compromise` only): the role's
+    /// credentials denied outside the VPC while memory is captured.
     pub credentials_in_vpc: Option<firebreak_steps::containment::iam::RestrictOutput>,
+    /// `DisassociateElasticIps`: the Elastic IPs taken off.
     pub elastic_ips: Option<ElasticIpsOutput>,
+    /// `DetachFromAutoScaling`: the group and lifecycle states.
     pub auto_scaling: Option<DetachOutput>,
+    /// `DeregisterFromTargetGroups`: target groups and Classic Load
+    /// Balancers left.
     pub target_groups: Option<DeregisterOutput>,
+    /// `RevokeInstanceCredentials`: the instance profile removed and the
+    /// deny on older sessions.
     pub credentials: Option<RevokeOutput>,
+    /// The last `TagInstance`: the tags written (status `contained`,
+    /// `released`, ...).
     pub tags: Option<TagOutput>,
+    /// `SnapshotVolumes`: the snapshots started (or found from an earlier
+    /// run).
     pub snapshots: Option<SnapshotSet>,
+    /// The last `CheckSnapshots` poll: each snapshot's state.
     pub snapshot_progress: Option<SnapshotProgress>,
+    /// `ReleaseInstance` (`ec2-release`): what was restored.
     pub release: Option<ReleaseOutput>,
+    /// The last `CopySnapshotsToForensics` poll: copies to the forensic
+    /// account or region; `None` unless the case asked for them.
     pub forensic_copies: Option<CopyOutput>,
+    /// `ReadSnapshotHashes`: each disk image's SHA-256; `None` unless the
+    /// case asked for hashing.
     pub snapshot_hashes: Option<firebreak_steps::containment::ec2::SnapshotHashes>,
+    /// `StartMemoryCapture` (`ec2-compromise` only): the capture sent to
+    /// the host.
     pub memory_capture: Option<firebreak_steps::evidence::memory::CaptureStarted>,
+    /// The last `CheckMemoryCapture` poll or `ReadMemoryEvidence`: the
+    /// capture's state and, once verified, the evidence.
     pub memory_progress: Option<firebreak_steps::evidence::memory::CaptureProgress>,
+    /// `ReadAnalysis`: the Volatility findings.
     pub analysis: Option<firebreak_steps::evidence::analysis::AnalysisSummary>,
+    /// Failures recorded by `continue_on_failure`, by key, each
+    /// `{"Error", "Cause"}`; read only, reported as [`Report::failures`].
     #[serde(default, skip_serializing)]
     pub failures: BTreeMap<String, Value>,
 }
 
+/// Everything about one playbook run, printed by [`Report::human`] or
+/// serialised as JSON.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The playbook's name, e.g. `ec2-contain`.
     pub playbook: String,
+    /// The case the run belongs to.
     pub case_id: String,
+    /// The instance the playbook acted on (`i-...`).
     pub instance_id: String,
+    /// The instance's AWS account.
     pub account_id: String,
     /// The principal that acted (the case file's `actor`).
     #[serde(default)]
     pub actor: String,
+    /// The instance's region.
     pub region: String,
+    /// Live, or a dry run that changed nothing.
     pub mode: Mode,
+    /// Where containment stands, from the outcome, failures and verdicts.
     pub containment: Containment,
+    /// How the execution ended: status, output, error and cause.
     pub execution: Outcome,
+    /// Wall-clock time of the run, in seconds.
     pub duration_seconds: f64,
+    /// Each step's output, at the top level of the JSON.
     #[serde(flatten)]
     pub steps: CaseOutput,
+    /// Steps that failed for good (see [`StepFailure`]).
     pub failures: Vec<StepFailure>,
     /// Faults that retries recovered from.
     pub retried: Vec<Retried>,
@@ -103,6 +157,10 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report of a finished run: parses the execution's output as the
+    /// case file, gathers its recorded failures and the retries in
+    /// `history`, and decides [`Containment`]; an output that is not a case
+    /// file makes the run [`Containment::Failed`].
     pub fn build(
         playbook: &str,
         case: &CaseInfo,

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 /// The execution input of a playbook.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CaseFile {
+    /// Who, what and when: the case and the instance it is about.
     pub case: CaseInfo,
+    /// How the steps act in this case (Auto Scaling mode, exemptions, evidence).
     pub options: CaseOptions,
 }
 
@@ -46,10 +48,18 @@ pub struct CaseOptions {
 /// Who, what and when: set once when the case is opened.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CaseInfo {
+    /// The validated case id ([`crate::ids::CaseId`]): it goes into tags, S3
+    /// keys and execution names.
     pub case_id: String,
+    /// The EC2 instance the case is about (`i-...`), validated as an
+    /// [`crate::ids::InstanceId`].
     pub instance_id: String,
+    /// The 12-digit AWS account the instance lives in (the caller's, from STS).
     pub account_id: String,
+    /// The AWS region the instance lives in (`eu-west-1`).
     pub region: String,
+    /// When this run started (UTC): `respond` and `rehearse` set it when they
+    /// open the case, `release` when it starts the release.
     pub opened_at: DateTime<Utc>,
     /// The principal (ARN) that started the response.
     pub actor: String,

@@ -14,6 +14,8 @@ use crate::tags;
 /// One case as AWS shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CaseSummary {
+    /// The case id, from the record's S3 key or the instance's
+    /// `firebreak:case` tag.
     pub case_id: String,
     /// The instance its record is of (none when only a tag names it).
     pub instance_id: Option<String>,

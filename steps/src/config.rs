@@ -20,23 +20,48 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// What the user may override on the command line.
 #[derive(Clone, Debug, Default)]
 pub struct AwsOptions {
+    /// `--profile`: a named profile of the AWS config and credentials files,
+    /// whose credentials then win over those in the environment. Must exist.
     pub profile: Option<String>,
+    /// `--region`: overrides the region of the environment and the profile.
     pub region: Option<String>,
+    /// `--endpoint-url`: an `http://` or `https://` endpoint for every
+    /// service (a sandbox such as moto); S3 then uses path-style addressing.
     pub endpoint_url: Option<String>,
 }
 
+/// Why the AWS configuration could not be loaded; each message tells the
+/// user what to pass or fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// Neither `--region`, the environment nor the profile gives a region.
     #[error(
         "no AWS region is configured: pass --region or set AWS_REGION (or a region in the profile)"
     )]
     NoRegion,
+    /// `--endpoint-url` is not an `http://` or `https://` URL.
     #[error("invalid endpoint URL {url:?}: it must start with http:// or https://")]
-    BadEndpoint { url: String },
+    BadEndpoint {
+        /// The `--endpoint-url` as given.
+        url: String,
+    },
+    /// The `--profile` is in neither the config nor the credentials file.
     #[error("the AWS profile {name:?} does not exist in the AWS config or credentials files (profiles found: {known}); check --profile or run `aws configure --profile {name}`")]
-    NoProfile { name: String, known: String },
+    NoProfile {
+        /// The profile name given to `--profile`.
+        name: String,
+        /// The profiles the files do hold, sorted and comma-separated
+        /// (`none` when there are none).
+        known: String,
+    },
+    /// The AWS config or credentials files could not be read or parsed.
     #[error("cannot read the AWS config files for profile {name:?}: {message}")]
-    ProfileFiles { name: String, message: String },
+    ProfileFiles {
+        /// The profile name given to `--profile`.
+        name: String,
+        /// The SDK's reason the files could not be loaded.
+        message: String,
+    },
 }
 
 /// Checks a named profile exists in the config and credentials files.
@@ -109,10 +134,16 @@ pub fn has_custom_endpoint(config: &SdkConfig) -> bool {
 /// The caller's account and principal, from STS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
+    /// The caller's 12-digit account id (empty if STS did not return one).
     pub account_id: String,
+    /// The caller's principal ARN, e.g. an assumed role's session
+    /// (`arn:aws:sts::123456789012:assumed-role/ROLE/SESSION`); empty if STS
+    /// did not return one.
     pub arn: String,
 }
 
+/// `sts:GetCallerIdentity` failed: no or expired credentials, no access,
+/// or an endpoint that does not answer; the message says which.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the AWS identity (sts:GetCallerIdentity): {message}")]
 pub struct IdentityError {
@@ -121,6 +152,8 @@ pub struct IdentityError {
     pub debug: String,
 }
 
+/// Who the configuration's credentials are, from `sts:GetCallerIdentity`;
+/// fails when there are no usable credentials or STS does not answer.
 pub async fn identity(config: &SdkConfig) -> Result<Identity, IdentityError> {
     let out = aws_sdk_sts::Client::new(config)
         .get_caller_identity()

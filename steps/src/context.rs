@@ -14,7 +14,10 @@ use crate::error::{aws_error, error_code, StepError};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
+    /// Calls are made for real and change the account.
     Live,
+    /// Nothing changes: only reads are made, and EC2 mutations are sent
+    /// with `DryRun=true` to learn whether they would be allowed.
     DryRun,
 }
 
@@ -38,12 +41,15 @@ pub enum Verdict {
 /// One AWS call made (or planned) by a step.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallRecord {
+    /// The step that made the call, as given to [`StepContext::log`].
     pub step: String,
     /// `ec2:CreateSecurityGroup`.
     pub action: String,
     /// The call's parameters, summarised for people.
     pub parameters: String,
+    /// Whether the call changes the account (false only for reads).
     pub mutating: bool,
+    /// What happened to it; flattened into `verdict` and `detail` in JSON.
     #[serde(flatten)]
     pub verdict: Verdict,
 }
@@ -53,11 +59,14 @@ pub struct CallRecord {
 pub struct CallLog(Arc<Mutex<Vec<CallRecord>>>);
 
 impl CallLog {
+    /// Appends a record (dropped silently if the log's lock is poisoned).
     pub fn push(&self, r: CallRecord) {
         if let Ok(mut v) = self.0.lock() {
             v.push(r);
         }
     }
+    /// A copy of every record so far, in call order (empty if the log's lock
+    /// is poisoned).
     pub fn records(&self) -> Vec<CallRecord> {
         self.0.lock().map(|v| v.clone()).unwrap_or_default()
     }
@@ -71,15 +80,24 @@ const EBS_ATTEMPTS: u32 = 12;
 /// The AWS clients steps use.
 #[derive(Clone, Debug)]
 pub struct AwsClients {
+    /// EC2: instances, interfaces, security groups, ACLs, addresses,
+    /// snapshots, tags.
     pub ec2: aws_sdk_ec2::Client,
+    /// IAM: the instance role's policies and the deny on its credentials.
     pub iam: aws_sdk_iam::Client,
+    /// EC2 Auto Scaling: membership, scale-in protection, Standby or
+    /// detach, and the group's minimum.
     pub autoscaling: aws_sdk_autoscaling::Client,
+    /// ELBv2 (Application, Network, Gateway Load Balancers): the
+    /// instance's target group registrations, read and deregistered.
     pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     /// Classic Load Balancers.
     pub elb: aws_sdk_elasticloadbalancing::Client,
     /// Route 53 Resolver: whether DNS queries from the VPC are logged.
     pub route53resolver: aws_sdk_route53resolver::Client,
+    /// S3: the evidence and tools buckets.
     pub s3: aws_sdk_s3::Client,
+    /// Systems Manager: Run Command for memory capture on the instance.
     pub ssm: aws_sdk_ssm::Client,
     /// Signs custody records (asymmetric keys) and checks signatures.
     pub kms: aws_sdk_kms::Client,
@@ -91,6 +109,9 @@ pub struct AwsClients {
 }
 
 impl AwsClients {
+    /// Clients for every service from one configuration: S3 uses path-style
+    /// addresses with a custom endpoint, and EBS direct calls are tried 12
+    /// times.
     pub fn new(config: &aws_config::SdkConfig) -> AwsClients {
         // With a custom endpoint (a sandbox) S3 needs path-style addresses:
         // `bucket.127.0.0.1` does not resolve.
@@ -174,6 +195,7 @@ impl Interrupt {
         busy
     }
 
+    /// Whether an interrupt was asked for (true if the lock is poisoned).
     pub fn requested(&self) -> bool {
         self.state.lock().map(|s| s.0).unwrap_or(true)
     }
@@ -199,10 +221,15 @@ impl Interrupt {
 /// Everything a step runs with.
 #[derive(Clone)]
 pub struct StepContext {
+    /// The clients every AWS call goes through.
     pub aws: AwsClients,
+    /// Live, or a dry run that changes nothing.
     pub mode: Mode,
+    /// The caller's 12-digit account id, from STS.
     pub account_id: String,
+    /// The region the clients call (`eu-west-1`).
     pub region: String,
+    /// Every AWS call made or planned in this run, shared by all steps.
     pub calls: CallLog,
     /// The operator's interrupt (see [`Interrupt`]).
     pub interrupt: Arc<Interrupt>,
@@ -220,6 +247,8 @@ impl std::fmt::Debug for StepContext {
 }
 
 impl StepContext {
+    /// A context with an empty call log, no interrupt and no progress
+    /// reporting.
     pub fn new(aws: AwsClients, mode: Mode, account_id: String, region: String) -> StepContext {
         StepContext {
             aws,
@@ -238,6 +267,7 @@ impl StepContext {
         self
     }
 
+    /// Whether this is a dry run: mutations must not be made.
     pub fn is_dry_run(&self) -> bool {
         self.mode == Mode::DryRun
     }
@@ -266,14 +296,19 @@ impl StepLog<'_> {
         });
     }
 
+    /// Records a read (made for real in both modes).
     pub fn read(&self, action: &str, parameters: impl Into<String>) {
         self.push(action, parameters.into(), false, Verdict::Read);
     }
 
+    /// Records a change that was made (live mode).
     pub fn done(&self, action: &str, parameters: impl Into<String>) {
         self.push(action, parameters.into(), true, Verdict::Done);
     }
 
+    /// Records a change that a dry run could not check, with why (it depends
+    /// on a resource an earlier planned call would create, or the API has no
+    /// `DryRun`).
     pub fn not_checked(&self, action: &str, parameters: impl Into<String>, why: impl Into<String>) {
         self.push(
             action,
@@ -323,6 +358,8 @@ impl StepLog<'_> {
         }
     }
 
+    /// Reports a message on a long wait, tagged with the step's name, to the
+    /// [`StepContext::with_progress`] callback; nothing without one.
     pub fn progress(&self, message: &str) {
         if let Some(p) = &self.ctx.progress {
             p(self.step, message);

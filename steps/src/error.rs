@@ -11,11 +11,14 @@ use firebreak_workflows::ErrorName;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{name}: {message}")]
 pub struct StepError {
+    /// The error name from the shared list, which Retry and Catch match on.
     pub name: ErrorName,
+    /// The cause in words, with the failed call and its target when from AWS.
     pub message: String,
 }
 
 impl StepError {
+    /// A step error with this name and message.
     pub fn new(name: ErrorName, message: impl Into<String>) -> StepError {
         StepError {
             name,
@@ -23,10 +26,14 @@ impl StepError {
         }
     }
 
+    /// An `InvalidInput` error: the case file or the step's input is wrong,
+    /// not AWS.
     pub fn invalid_input(message: impl Into<String>) -> StepError {
         StepError::new(ErrorName::InvalidInput, message)
     }
 
+    /// A `VerificationFailed` error: what was read back from AWS (after a
+    /// change, or of evidence) is not what was expected; never retried.
     pub fn verification(message: impl Into<String>) -> StepError {
         StepError::new(ErrorName::VerificationFailed, message)
     }

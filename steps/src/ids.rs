@@ -17,10 +17,14 @@ pub struct InstanceId(String);
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CaseId(String);
 
+/// Why a string was refused as an identifier; the message says what a
+/// valid one looks like.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
+    /// Not an EC2 instance id: the refused string.
     #[error("{0:?} is not an EC2 instance id (expected i- followed by 8 or 17 hexadecimal digits, like i-0abc123def4567890)")]
     Instance(String),
+    /// Not a valid case id: the refused string.
     #[error("{0:?} is not a valid case id (1 to 64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit)")]
     Case(String),
 }
@@ -61,12 +65,14 @@ impl FromStr for CaseId {
 }
 
 impl InstanceId {
+    /// The id as given, e.g. `i-0abc123def4567890`.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
 impl CaseId {
+    /// The id as given, e.g. `INC-2024.001_a`.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -60,20 +60,26 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// An empty registry; add steps with [`Registry::register`].
     pub fn new() -> Registry {
         Registry::default()
     }
 
+    /// Adds step `S` under its `NAME` (a step already under that name is
+    /// replaced).
     pub fn register<S: Step>(mut self) -> Registry {
         self.steps
             .insert(S::NAME, Box::new(Entry::<S>(std::marker::PhantomData)));
         self
     }
 
+    /// What each registered step is, sorted by name: summary, input and
+    /// output schemas, errors and the IAM it needs.
     pub fn infos(&self) -> Vec<StepInfo> {
         self.steps.values().map(|s| s.info()).collect()
     }
 
+    /// Whether a step of this name is registered.
     pub fn contains(&self, name: &str) -> bool {
         self.steps.contains_key(name)
     }
@@ -110,6 +116,8 @@ pub struct StepRunner {
 }
 
 impl StepRunner {
+    /// A runner that dispatches to `registry` with `ctx`, accepting the
+    /// step-runner and container placeholders as resources.
     pub fn new(registry: Arc<Registry>, ctx: StepContext) -> StepRunner {
         StepRunner {
             registry,
@@ -118,11 +126,16 @@ impl StepRunner {
         }
     }
 
+    /// Also accepts `arn` (a deployed step-runner function's ARN) as a Task
+    /// resource.
     pub fn accept_resource(mut self, arn: impl Into<String>) -> StepRunner {
         self.extra_resources.push(arn.into());
         self
     }
 
+    /// Whether a Task state with this resource is run here: the step-runner
+    /// or container placeholder, or an ARN given to
+    /// [`StepRunner::accept_resource`].
     pub fn handles(&self, resource: &str) -> bool {
         resource == STEP_RUNNER_RESOURCE
             || resource == CONTAINER_RESOURCE

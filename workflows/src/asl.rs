@@ -18,14 +18,27 @@ use serde_json::{Map, Number, Value};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct StateMachine {
+    /// `Comment`: a human-readable description of the state machine; no effect
+    /// on the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `QueryLanguage`: absent means `JSONPath`, the AWS default (see
+    /// [`QueryLanguage`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query_language: Option<QueryLanguage>,
+    /// `StartAt`: the name of the top-level state the execution begins with.
     pub start_at: String,
+    /// `States`: the top-level states by name, in document order. Names are
+    /// unique across the whole definition (branches and Map processors
+    /// included), 1 to 80 characters.
     pub states: IndexMap<String, State>,
+    /// `TimeoutSeconds`: the most the whole execution may run, in seconds (1 to
+    /// 99999999); past it the execution times out with `States.Timeout`.
+    /// `None`: no limit but the execution type's own (one year for Standard).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// `Version`: the States Language version; `"1.0"`, the only one, is also
+    /// what absent means.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 }
@@ -35,8 +48,12 @@ pub struct StateMachine {
 /// value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueryLanguage {
+    /// `"JSONPath"` (the default): paths, `Parameters` and `ResultSelector`
+    /// select and shape data.
     #[serde(rename = "JSONPath")]
     JsonPath,
+    /// `"JSONata"`: JSONata expressions with `Arguments` and `Output` instead
+    /// of paths; the validator rejects it.
     #[serde(rename = "JSONata")]
     Jsonata,
 }
@@ -45,9 +62,14 @@ pub enum QueryLanguage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Branch {
+    /// `Comment`: a human-readable description of the branch; no effect on the
+    /// run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `StartAt`: the state this graph begins with; one of its own `states`.
     pub start_at: String,
+    /// `States`: the states of this graph by name; their transitions cannot
+    /// leave it, and their names are used nowhere else in the definition.
     pub states: IndexMap<String, State>,
 }
 
@@ -55,34 +77,57 @@ pub struct Branch {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ItemProcessor {
+    /// `Comment`: a human-readable description of the processor; no effect on
+    /// the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `ProcessorConfig`: how the iterations run; `None` means an Inline Map.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processor_config: Option<ProcessorConfig>,
+    /// `StartAt`: the state each iteration begins with; one of `states`.
     pub start_at: String,
+    /// `States`: the states run for each item; their transitions cannot leave
+    /// this graph.
     pub states: IndexMap<String, State>,
 }
 
+/// `ProcessorConfig` of an `ItemProcessor`: the Map's mode and, when
+/// Distributed, the type of its child executions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ProcessorConfig {
+    /// `Mode`: `INLINE` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<ProcessorMode>,
+    /// `ExecutionType`: the kind of child execution; AWS requires it with
+    /// `DISTRIBUTED` (the validator checks it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_type: Option<ExecutionType>,
 }
 
+/// `ProcessorConfig.Mode`: how a Map state runs its iterations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ProcessorMode {
+    /// `"INLINE"` (the default): iterations run inside the parent execution, in
+    /// its history, at most 40 at a time.
     Inline,
+    /// `"DISTRIBUTED"`: each iteration is a child workflow execution with its
+    /// own history; the mode that allows `ItemReader`, `ItemBatcher`,
+    /// `ResultWriter` and `Label`.
     Distributed,
 }
 
+/// `ProcessorConfig.ExecutionType`: the kind of child executions a Distributed
+/// Map starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ExecutionType {
+    /// `"STANDARD"`: child executions that may run up to a year, each with a
+    /// full history.
     Standard,
+    /// `"EXPRESS"`: short child executions (at most 5 minutes each), cheaper,
+    /// without a full history.
     Express,
 }
 
@@ -93,13 +138,27 @@ pub enum ExecutionType {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "Type")]
 pub enum State {
+    /// `"Task"`: runs one unit of work named by its `Resource`.
     Task(TaskState),
+    /// `"Pass"`: passes its input on, optionally with a fixed `Result` or a
+    /// `Parameters` template; does no work.
     Pass(PassState),
+    /// `"Choice"`: goes to the `Next` of the first rule that holds, else to its
+    /// `Default`.
     Choice(ChoiceState),
+    /// `"Wait"`: pauses for some seconds or until a timestamp.
     Wait(WaitState),
+    /// `"Succeed"`: ends its graph (the execution, a branch or an iteration)
+    /// successfully.
     Succeed(SucceedState),
+    /// `"Fail"`: fails with an error name and a cause, ending the execution
+    /// unless an enclosing Parallel or Map catches it.
     Fail(FailState),
+    /// `"Parallel"`: runs every branch on the same input; its result is the
+    /// array of their outputs.
     Parallel(ParallelState),
+    /// `"Map"`: runs its item processor for each element of an array; its
+    /// result is the array of their outputs.
     Map(MapState),
 }
 
@@ -118,6 +177,7 @@ impl State {
         }
     }
 
+    /// The state's `Comment`, whatever its type.
     pub fn comment(&self) -> Option<&str> {
         match self {
             State::Task(s) => s.comment.as_deref(),
@@ -149,6 +209,8 @@ impl State {
         self.next_end().and_then(|(n, _)| n)
     }
 
+    /// The `Retry` rules of a Task, Parallel or Map state; empty when absent or
+    /// for the other types.
     pub fn retry(&self) -> &[Retrier] {
         let r = match self {
             State::Task(s) => &s.retry,
@@ -159,6 +221,8 @@ impl State {
         r.as_deref().unwrap_or(&[])
     }
 
+    /// The `Catch` rules of a Task, Parallel or Map state; empty when absent or
+    /// for the other types.
     pub fn catch(&self) -> &[Catcher] {
         let c = match self {
             State::Task(s) => &s.catch,
@@ -207,11 +271,16 @@ impl State {
 /// the result, `OutputPath: null` = empty output).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NullablePath {
+    /// JSON `null`: `{}` as input (`InputPath`) or output (`OutputPath`), or
+    /// the result discarded (`ResultPath`).
     Null,
+    /// A path as written (`$`, `$.case.id`); `ResultPath` needs a reference
+    /// path (no `$$`, no wildcards).
     Path(String),
 }
 
 impl NullablePath {
+    /// The path, or `None` for `null`.
     pub fn as_path(&self) -> Option<&str> {
         match self {
             NullablePath::Null => None,
@@ -239,66 +308,118 @@ fn nullable_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NullablePath>
     }))
 }
 
+/// A `Task` state: runs its `Resource` on the input `Parameters` builds, with
+/// `Retry` and `Catch` for its errors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct TaskState {
+    /// `Comment`: a human-readable description of the state; no effect on the
+    /// run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `Resource`: what runs: an ARN (a Lambda function, an activity, or
+    /// `arn:aws:states:::service:action` with an optional `.sync` or
+    /// `.waitForTaskToken`), or a `${Placeholder}` that
+    /// `DefinitionSubstitutions` fills in on deployment.
     pub resource: String,
+    /// `Credentials`: the role Step Functions assumes to run the task
+    /// (`{"RoleArn": ...}`, e.g. cross-account); kept as raw JSON, neither
+    /// checked nor used by the local executor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<Value>,
+    /// `InputPath`: the part of the state's input it works on. `None`: absent,
+    /// so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub input_path: Option<NullablePath>,
+    /// `Parameters`: the template that builds the task's payload from the
+    /// effective input (keys ending in `.$` take a path or an intrinsic call);
+    /// `None`: the effective input itself is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
+    /// `ResultSelector`: a template applied to the raw result before
+    /// `ResultPath`; `None`: the raw result is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_selector: Option<Value>,
+    /// `ResultPath`: where the result goes in the state's input. `None`:
+    /// absent, so `$` (the result replaces the input); `Some(Null)`: the result
+    /// is discarded and the input passes on unchanged.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub result_path: Option<NullablePath>,
+    /// `OutputPath`: the part of the state's output passed on to the next
+    /// state. `None`: absent, so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub output_path: Option<NullablePath>,
+    /// `TimeoutSeconds`: the most one attempt may run, in seconds (1 to
+    /// 99999999), before it fails with `States.Timeout`. `None` and no
+    /// `TimeoutSecondsPath`: no limit of the task's own (AWS documents a
+    /// default of 99999999 seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// `TimeoutSecondsPath`: a path into the state's input that selects the
+    /// timeout, a positive integer of seconds; exclusive with `TimeoutSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds_path: Option<String>,
+    /// `HeartbeatSeconds`: the longest a running attempt may go without a
+    /// heartbeat (`SendTaskHeartbeat`), in seconds, before it fails with
+    /// `States.HeartbeatTimeout`; must be smaller than `TimeoutSeconds`.
+    /// `None`: no heartbeat is needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_seconds: Option<u64>,
+    /// `HeartbeatSecondsPath`: a path into the state's input that selects the
+    /// heartbeat interval, a positive integer of seconds; exclusive with
+    /// `HeartbeatSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_seconds_path: Option<String>,
     /// `None` when absent; `Some(vec![])` keeps an explicit `[]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Vec<Retrier>>,
+    /// `Catch`: tried in order once retries are exhausted; the first whose
+    /// `ErrorEquals` matches goes to its `Next`. `None` when absent;
+    /// `Some(vec![])` keeps an explicit `[]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch: Option<Vec<Catcher>>,
+    /// `Next`: the state to go to on success; exactly one of `Next` and
+    /// `End: true` is needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// `End`: `true` makes this the last state of its graph; kept as written,
+    /// so an explicit `false` round-trips.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<bool>,
 }
 
+/// A `Pass` state: puts a fixed `Result`, a `Parameters` template's output or
+/// its own input at `ResultPath`; does no work.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct PassState {
+    /// `Comment`: a human-readable description of the state; no effect on the
+    /// run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `InputPath`: the part of the state's input it works on. `None`: absent,
+    /// so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub input_path: Option<NullablePath>,
+    /// `Parameters`: a template applied to the effective input (keys ending in
+    /// `.$` take a path or an intrinsic call); its output is the result when
+    /// there is no `Result`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
     /// `Result` may legitimately be `null`; keep it apart from absent.
@@ -308,20 +429,29 @@ pub struct PassState {
         skip_serializing_if = "Option::is_none"
     )]
     pub result: Option<Value>,
+    /// `ResultPath`: where the result goes in the state's input. `None`:
+    /// absent, so `$` (the result replaces the input); `Some(Null)`: the result
+    /// is discarded and the input passes on unchanged.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub result_path: Option<NullablePath>,
+    /// `OutputPath`: the part of the state's output passed on to the next
+    /// state. `None`: absent, so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub output_path: Option<NullablePath>,
+    /// `Next`: the state to go to on success; exactly one of `Next` and
+    /// `End: true` is needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// `End`: `true` makes this the last state of its graph; kept as written,
+    /// so an explicit `false` round-trips.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<bool>,
 }
@@ -330,17 +460,25 @@ fn present_value<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Er
     Value::deserialize(d).map(Some)
 }
 
+/// A `Choice` state: goes to the `Next` of the first rule in `Choices` that
+/// holds, else to `Default`; it has no `Next` or `End` of its own.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ChoiceState {
+    /// `Comment`: a human-readable description of the state; no effect on the
+    /// run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `InputPath`: the part of the state's input the rules test and pass on.
+    /// `None`: absent, so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub input_path: Option<NullablePath>,
+    /// `OutputPath`: the part of the state's output passed on to the next
+    /// state. `None`: absent, so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
@@ -351,52 +489,81 @@ pub struct ChoiceState {
     /// validator can name the state; AWS requires at least one rule.
     #[serde(default)]
     pub choices: Vec<ChoiceRule>,
+    /// `Default`: where to go when no rule holds; `None`: the state then fails
+    /// with `States.NoChoiceMatched`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
 }
 
+/// A `Wait` state: waits as exactly one of `Seconds`, `SecondsPath`,
+/// `Timestamp` and `TimestampPath` says, then passes its input on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct WaitState {
+    /// `Comment`: a human-readable description of the state; no effect on the
+    /// run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `InputPath`: the part of the state's input it works on. `None`: absent,
+    /// so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub input_path: Option<NullablePath>,
+    /// `OutputPath`: the part of the state's output passed on to the next
+    /// state. `None`: absent, so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub output_path: Option<NullablePath>,
+    /// `Seconds`: how long to wait, in seconds (0 to 99999999).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<u64>,
+    /// `SecondsPath`: a path into the state's input that selects the wait in
+    /// seconds, a non-negative integer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds_path: Option<String>,
+    /// `Timestamp`: wait until this RFC 3339 time (`2024-03-14T01:59:00Z`); a
+    /// time already past does not wait.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
+    /// `TimestampPath`: a path into the state's input that selects an RFC 3339
+    /// timestamp to wait until.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_path: Option<String>,
+    /// `Next`: the state to go to on success; exactly one of `Next` and
+    /// `End: true` is needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// `End`: `true` makes this the last state of its graph; kept as written,
+    /// so an explicit `false` round-trips.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<bool>,
 }
 
+/// A `Succeed` state: ends its graph successfully, with its input (through
+/// `InputPath` and `OutputPath`) as output.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct SucceedState {
+    /// `Comment`: a human-readable description of the state; no effect on the
+    /// run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `InputPath`: the part of the state's input it works on. `None`: absent,
+    /// so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub input_path: Option<NullablePath>,
+    /// `OutputPath`: the part of the state's output passed on to the next
+    /// state. `None`: absent, so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
@@ -405,43 +572,73 @@ pub struct SucceedState {
     pub output_path: Option<NullablePath>,
 }
 
+/// A `Fail` state: fails with an error name and a cause, ending the execution
+/// unless an enclosing Parallel or Map catches it; it has no `Next` or `End`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct FailState {
+    /// `Comment`: a human-readable description of the state; no effect on the
+    /// run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `Error`: the error name reported (what an enclosing `ErrorEquals`
+    /// matches); exclusive with `ErrorPath`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `ErrorPath`: a path or intrinsic call on the state's input that gives
+    /// the error name at run time; exclusive with `Error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_path: Option<String>,
+    /// `Cause`: a human-readable explanation of the failure; exclusive with
+    /// `CausePath`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
+    /// `CausePath`: a path or intrinsic call on the state's input that gives
+    /// the cause at run time; exclusive with `Cause`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause_path: Option<String>,
 }
 
+/// A `Parallel` state: runs every branch at once on the same input; its result
+/// is the array of the branches' outputs, in branch order. One failed branch
+/// fails it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ParallelState {
+    /// `Comment`: a human-readable description of the state; no effect on the
+    /// run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `Branches`: the graphs run at once, each given the same effective input.
     pub branches: Vec<Branch>,
+    /// `InputPath`: the part of the state's input it works on. `None`: absent,
+    /// so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub input_path: Option<NullablePath>,
+    /// `Parameters`: a template that builds the input every branch receives
+    /// (keys ending in `.$` take a path or an intrinsic call); `None`: the
+    /// effective input.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
+    /// `ResultSelector`: a template applied to the array of branch outputs
+    /// before `ResultPath`; `None`: the array is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_selector: Option<Value>,
+    /// `ResultPath`: where the result goes in the state's input. `None`:
+    /// absent, so `$` (the result replaces the input); `Some(Null)`: the result
+    /// is discarded and the input passes on unchanged.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub result_path: Option<NullablePath>,
+    /// `OutputPath`: the part of the state's output passed on to the next
+    /// state. `None`: absent, so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
@@ -451,48 +648,92 @@ pub struct ParallelState {
     /// `None` when absent; `Some(vec![])` keeps an explicit `[]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Vec<Retrier>>,
+    /// `Catch`: tried in order once retries are exhausted; the first whose
+    /// `ErrorEquals` matches goes to its `Next`. `None` when absent;
+    /// `Some(vec![])` keeps an explicit `[]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch: Option<Vec<Catcher>>,
+    /// `Next`: the state to go to on success; exactly one of `Next` and
+    /// `End: true` is needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// `End`: `true` makes this the last state of its graph; kept as written,
+    /// so an explicit `false` round-trips.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<bool>,
 }
 
+/// A `Map` state: runs its item processor for each element of an array of its
+/// input; its result is the array of the iterations' outputs, in item order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct MapState {
+    /// `Comment`: a human-readable description of the state; no effect on the
+    /// run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `ItemProcessor`: the graph run for each item, with its mode; exactly one
+    /// of it and the legacy `Iterator` is given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_processor: Option<ItemProcessor>,
     /// Legacy form of `ItemProcessor`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iterator: Option<Branch>,
+    /// `ItemsPath`: a path to the array iterated over; `None` means `$` (the
+    /// effective input must be the array).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items_path: Option<String>,
+    /// `ItemReader` (Distributed only): reads the items from S3 instead of the
+    /// input; raw JSON, not run locally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_reader: Option<Value>,
+    /// `ItemSelector`: a template that builds each iteration's input
+    /// (`$$.Map.Item.Value` is the item, `$$.Map.Item.Index` its position);
+    /// `None`: the item itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_selector: Option<Value>,
+    /// `ItemBatcher` (Distributed only): gives each iteration a batch
+    /// (`{"Items": [...]}`) instead of one item; raw JSON, not run locally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_batcher: Option<Value>,
+    /// `ResultWriter` (Distributed only): writes the iterations' results to S3
+    /// instead of the state's result; raw JSON, not run locally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_writer: Option<Value>,
+    /// `MaxConcurrency`: the most iterations run at once; `None` or 0: no limit
+    /// set (AWS runs at most 40 Inline iterations at a time, and so does the
+    /// local executor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u64>,
+    /// `MaxConcurrencyPath`: a path into the state's input that selects
+    /// `MaxConcurrency`, a non-negative integer; exclusive with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency_path: Option<String>,
+    /// `ToleratedFailureCount`: how many iterations may fail before the Map
+    /// fails with `States.ExceedToleratedFailureThreshold`; `None`: none may,
+    /// unless a percentage is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerated_failure_count: Option<u64>,
+    /// `ToleratedFailureCountPath`: a path into the state's input that selects
+    /// `ToleratedFailureCount`; exclusive with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerated_failure_count_path: Option<String>,
+    /// `ToleratedFailurePercentage`: the share of iterations, 0 to 100, that
+    /// may fail before the Map fails with
+    /// `States.ExceedToleratedFailureThreshold`; a JSON number, so `2.5` is
+    /// kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerated_failure_percentage: Option<Number>,
+    /// `ToleratedFailurePercentagePath`: a path into the state's input that
+    /// selects `ToleratedFailurePercentage`; exclusive with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerated_failure_percentage_path: Option<String>,
+    /// `Label` (Distributed only): up to 40 characters that AWS adds to the
+    /// Map Run's ARN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// `InputPath`: the part of the state's input it works on. `None`: absent,
+    /// so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
@@ -502,14 +743,21 @@ pub struct MapState {
     /// Legacy form of `ItemSelector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Value>,
+    /// `ResultSelector`: a template applied to the array of iteration outputs
+    /// before `ResultPath`; `None`: the array is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_selector: Option<Value>,
+    /// `ResultPath`: where the result goes in the state's input. `None`:
+    /// absent, so `$` (the result replaces the input); `Some(Null)`: the result
+    /// is discarded and the input passes on unchanged.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub result_path: Option<NullablePath>,
+    /// `OutputPath`: the part of the state's output passed on to the next
+    /// state. `None`: absent, so `$` (all of it); `Some(Null)`: `{}`.
     #[serde(
         default,
         deserialize_with = "nullable_path",
@@ -519,10 +767,17 @@ pub struct MapState {
     /// `None` when absent; `Some(vec![])` keeps an explicit `[]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Vec<Retrier>>,
+    /// `Catch`: tried in order once retries are exhausted; the first whose
+    /// `ErrorEquals` matches goes to its `Next`. `None` when absent;
+    /// `Some(vec![])` keeps an explicit `[]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch: Option<Vec<Catcher>>,
+    /// `Next`: the state to go to on success; exactly one of `Next` and
+    /// `End: true` is needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// `End`: `true` makes this the last state of its graph; kept as written,
+    /// so an explicit `false` round-trips.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<bool>,
 }
@@ -564,35 +819,53 @@ impl MapState {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Retrier {
+    /// `Comment`: a human-readable description of the retrier; no effect on the
+    /// run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `ErrorEquals`: the error names this retrier handles (at least one);
+    /// `States.ALL` matches any error but `States.Runtime`, and must be alone,
+    /// in the last retrier.
     pub error_equals: Vec<String>,
+    /// `IntervalSeconds`: the wait before the first retry, in seconds (1 to
+    /// 99999999); `None`: 1 (see [`Retrier::interval`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_seconds: Option<u64>,
+    /// `MaxAttempts`: the most retries after the first attempt (0 never
+    /// retries); `None`: 3 (see [`Retrier::attempts`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u64>,
     /// Kept as a JSON number so `2` round-trips as `2`, not `2.0`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_rate: Option<Number>,
+    /// `MaxDelaySeconds`: a cap on any single wait between attempts, in seconds
+    /// (1 to 31622400); `None`: no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_delay_seconds: Option<u64>,
+    /// `JitterStrategy`: whether the waits are randomised; `None`: `NONE`, the
+    /// computed waits exactly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter_strategy: Option<JitterStrategy>,
 }
 
 /// Defaults from the States Language specification.
 pub const DEFAULT_RETRY_INTERVAL_SECONDS: u64 = 1;
+/// `MaxAttempts` when absent: three retries after the first attempt.
 pub const DEFAULT_RETRY_MAX_ATTEMPTS: u64 = 3;
+/// `BackoffRate` when absent: each wait is twice the one before.
 pub const DEFAULT_RETRY_BACKOFF_RATE: f64 = 2.0;
 
 impl Retrier {
+    /// `IntervalSeconds`, or its default of 1 s when absent.
     pub fn interval(&self) -> u64 {
         self.interval_seconds
             .unwrap_or(DEFAULT_RETRY_INTERVAL_SECONDS)
     }
+    /// `MaxAttempts`, or its default of 3 retries when absent.
     pub fn attempts(&self) -> u64 {
         self.max_attempts.unwrap_or(DEFAULT_RETRY_MAX_ATTEMPTS)
     }
+    /// `BackoffRate` as a float, or its default of 2.0 when absent.
     pub fn backoff(&self) -> f64 {
         self.backoff_rate
             .as_ref()
@@ -601,10 +874,15 @@ impl Retrier {
     }
 }
 
+/// `JitterStrategy` of a retrier: whether the waits are randomised, so that
+/// many failed executions do not retry in lockstep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum JitterStrategy {
+    /// `"FULL"`: each wait is a random time between 0 and the computed
+    /// interval.
     Full,
+    /// `"NONE"` (the default): each wait is the computed interval.
     None,
 }
 
@@ -612,36 +890,59 @@ pub enum JitterStrategy {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct Catcher {
+    /// `Comment`: a human-readable description of the catcher; no effect on the
+    /// run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// `ErrorEquals`: the error names this catcher handles (at least one);
+    /// `States.ALL` matches any error but `States.Runtime`, and must be alone,
+    /// in the last catcher.
     pub error_equals: Vec<String>,
+    /// `ResultPath`: where the error output (`{"Error", "Cause"}`) goes in the
+    /// state's input. `None`: absent, so `$` (it replaces the input);
+    /// `Some(Null)`: the input passes on unchanged.
     #[serde(
         default,
         deserialize_with = "nullable_path",
         skip_serializing_if = "Option::is_none"
     )]
     pub result_path: Option<NullablePath>,
+    /// `Next`: the state to go to when this catcher matches.
     pub next: String,
 }
 
 /// A top-level Choice rule: a condition plus where to go when it holds.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChoiceRule {
+    /// What the rule tests: a comparison, or `And`/`Or`/`Not` of nested rules.
     pub condition: Condition,
     /// Required on top-level rules, absent inside And/Or/Not.
     pub next: Option<String>,
+    /// `Comment`: a human-readable description of the rule; no effect on the
+    /// run.
     pub comment: Option<String>,
 }
 
 /// A Boolean expression of a Choice rule.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Condition {
+    /// `And`: every nested rule holds (tested in order, stopping at the first
+    /// that does not); at least one.
     And(Vec<ChoiceRule>),
+    /// `Or`: some nested rule holds (tested in order, stopping at the first
+    /// that does); at least one.
     Or(Vec<ChoiceRule>),
+    /// `Not`: the nested rule does not hold.
     Not(Box<ChoiceRule>),
+    /// A comparison, such as `{"Variable": "$.n", "NumericLessThan": 3}`.
     Compare {
+        /// `Variable`: the path of the value tested; any operator but
+        /// `IsPresent` fails the state (`States.Runtime`) when it selects
+        /// nothing.
         variable: String,
+        /// The operator, without its `Path` suffix (which `operand` records).
         op: Comparison,
+        /// What the value is compared with.
         operand: Operand,
     },
 }
@@ -650,39 +951,75 @@ pub enum Condition {
 /// form of the operator) into the state's input.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Operand {
+    /// A literal of the operator's JSON type (see
+    /// [`Comparison::literal_kind`]): `"NumericEquals": 3`.
     Literal(Value),
+    /// The value at this path, in the input or the context object:
+    /// `"NumericEqualsPath": "$.limit"`.
     Path(String),
 }
 
 /// The comparison operators of Choice rules, without their `Path` suffix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Comparison {
+    /// The string equals the operand.
     StringEquals,
+    /// The string sorts before the operand (by UTF-16 code units, as Step
+    /// Functions compares).
     StringLessThan,
+    /// The string sorts after the operand.
     StringGreaterThan,
+    /// The string sorts before the operand or equals it.
     StringLessThanEquals,
+    /// The string sorts after the operand or equals it.
     StringGreaterThanEquals,
+    /// The string matches a pattern in which `*` is any run of characters and
+    /// `\*` a literal star; no `Path` form.
     StringMatches,
+    /// The number equals the operand.
     NumericEquals,
+    /// The number is less than the operand.
     NumericLessThan,
+    /// The number is greater than the operand.
     NumericGreaterThan,
+    /// The number is less than or equal to the operand.
     NumericLessThanEquals,
+    /// The number is greater than or equal to the operand.
     NumericGreaterThanEquals,
+    /// The Boolean equals the operand.
     BooleanEquals,
+    /// The RFC 3339 timestamp is the same instant as the operand.
     TimestampEquals,
+    /// The timestamp is earlier than the operand.
     TimestampLessThan,
+    /// The timestamp is later than the operand.
     TimestampGreaterThan,
+    /// The timestamp is earlier than the operand or the same instant.
     TimestampLessThanEquals,
+    /// The timestamp is later than the operand or the same instant.
     TimestampGreaterThanEquals,
+    /// With `true`, the value is JSON `null`; with `false`, it is not. No
+    /// `Path` form.
     IsNull,
+    /// With `true`, the `Variable` path selects something; with `false`, it
+    /// selects nothing. No `Path` form.
     IsPresent,
+    /// With `true`, the value is a JSON number; with `false`, it is not. No
+    /// `Path` form.
     IsNumeric,
+    /// With `true`, the value is a JSON string; with `false`, it is not. No
+    /// `Path` form.
     IsString,
+    /// With `true`, the value is a JSON Boolean; with `false`, it is not. No
+    /// `Path` form.
     IsBoolean,
+    /// With `true`, the value is a string holding an RFC 3339 timestamp; with
+    /// `false`, it is not. No `Path` form.
     IsTimestamp,
 }
 
 impl Comparison {
+    /// Every operator, in declaration order.
     pub const ALL: [Comparison; 23] = [
         Comparison::StringEquals,
         Comparison::StringLessThan,
@@ -709,6 +1046,7 @@ impl Comparison {
         Comparison::IsTimestamp,
     ];
 
+    /// The operator's key in a rule, without the `Path` suffix.
     pub fn name(self) -> &'static str {
         match self {
             Comparison::StringEquals => "StringEquals",
@@ -789,10 +1127,16 @@ impl Comparison {
     }
 }
 
+/// The JSON type of a comparison's literal operand (see
+/// [`Comparison::literal_kind`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LiteralKind {
+    /// A string: the String and Timestamp operators.
     String,
+    /// A number: the Numeric operators.
     Number,
+    /// A Boolean: `BooleanEquals` and the type tests (`IsNull`, `IsPresent`,
+    /// ...).
     Boolean,
 }
 

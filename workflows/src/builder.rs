@@ -32,16 +32,23 @@ use crate::step::{StepDef, StepInfo};
 /// A whole playbook before compilation.
 #[derive(Clone, Debug)]
 pub struct Workflow {
+    /// The playbook's name (`ec2-contain`), carried to the compiled playbook
+    /// and named in compile errors.
     pub name: String,
+    /// A one-line description, written as the definition's top-level `Comment`.
     pub comment: String,
     /// JSON Schema of the execution input (the case file as it starts).
     pub input_schema: Value,
+    /// The nodes, run in order; the first one is the `StartAt` state.
     pub chain: Chain,
     /// Upper bound on the whole execution (`TimeoutSeconds`).
     pub timeout_seconds: Option<u64>,
 }
 
 impl Workflow {
+    /// A workflow named `name` whose execution input has type `I` (its JSON
+    /// Schema types the paths the compiler checks), with no nodes and no
+    /// timeout yet.
     pub fn new<I: JsonSchema>(name: &str, comment: &str) -> Workflow {
         Workflow {
             name: name.to_string(),
@@ -52,11 +59,14 @@ impl Workflow {
         }
     }
 
+    /// Sets the nodes to run, replacing any set before.
     pub fn chain(mut self, chain: Chain) -> Workflow {
         self.chain = chain;
         self
     }
 
+    /// Bounds the whole execution to `seconds` (`TimeoutSeconds`; 1 to
+    /// 99999999, checked when compiling).
     pub fn timeout_seconds(mut self, seconds: u64) -> Workflow {
         self.timeout_seconds = Some(seconds);
         self
@@ -66,6 +76,8 @@ impl Workflow {
 /// A sequence of nodes; each runs after the previous one.
 #[derive(Clone, Debug, Default)]
 pub struct Chain {
+    /// The nodes in running order; after the last one the chain goes on with
+    /// whatever follows it (at the top level, the execution ends).
     pub nodes: Vec<Node>,
     /// Mistakes made while building (reported by the compiler with the
     /// others, rather than panicking in a builder call).
@@ -73,6 +85,7 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// An empty chain.
     pub fn new() -> Chain {
         Chain::default()
     }
@@ -100,25 +113,39 @@ impl Chain {
         self
     }
 
+    /// True when the chain has no nodes (recorded build errors do not count).
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }
 }
 
+/// One element of a chain: a state, or a poll loop that compiles into several.
 #[derive(Clone, Debug)]
 pub enum Node {
+    /// A step, run by a Task state ([`task`]).
     Task(TaskNode),
+    /// A Pass state ([`pass`]).
     Pass(PassNode),
+    /// A Wait state ([`wait`]).
     Wait(WaitNode),
+    /// A Choice state and the chains of its branches ([`choice`]).
     Choice(ChoiceNode),
+    /// A Parallel state ([`parallel`]).
     Parallel(ParallelNode),
+    /// A Map state ([`map`]).
     Map(MapNode),
+    /// A bounded poll loop: a Pass, the check Task, a Choice, a Wait and more
+    /// ([`poll`]).
     Poll(PollNode),
+    /// A Succeed state ([`succeed`]); nothing may follow it in its chain.
     Succeed(SucceedNode),
+    /// A Fail state ([`fail`], [`fail_with_recorded`]); nothing may follow it
+    /// in its chain.
     Fail(FailNode),
 }
 
 impl Node {
+    /// The node's state name (for a poll loop, the name of its entry state).
     pub fn name(&self) -> &str {
         match self {
             Node::Task(n) => &n.name,
@@ -133,6 +160,7 @@ impl Node {
         }
     }
 
+    /// True for Succeed and Fail, after which nothing runs in the chain.
     pub fn is_terminal(&self) -> bool {
         matches!(self, Node::Succeed(_) | Node::Fail(_))
     }
@@ -167,10 +195,18 @@ pub enum OnFailure {
     /// the `handler` chain runs (it may be empty), and the playbook goes on
     /// with the next node unless the handler ends it. This is how a failed
     /// evidence step never prevents containment.
-    Handle { key: String, handler: Chain },
+    Handle {
+        /// Where the failure is recorded: `$.failures.<key>`.
+        key: String,
+        /// The chain run after recording it; empty to go straight on with the
+        /// next node.
+        handler: Chain,
+    },
 }
 
 impl OnFailure {
+    /// Records the failure at `$.failures.<key>` and goes on with the next
+    /// node, with no handler.
     pub fn record_and_continue(key: &str) -> OnFailure {
         OnFailure::Handle {
             key: key.to_string(),
@@ -182,11 +218,20 @@ impl OnFailure {
 /// A Retry rule expressed with error names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
+    /// `ErrorEquals`: the error names retried.
     pub errors: Vec<ErrorName>,
+    /// `IntervalSeconds`: the wait before the first retry, in seconds.
     pub interval_seconds: u64,
+    /// `MaxAttempts`: the most retries after the first attempt; 0 never
+    /// retries.
     pub max_attempts: u64,
+    /// `BackoffRate`: what each wait is multiplied by for the next one (at
+    /// least 1.0).
     pub backoff_rate: f64,
+    /// `MaxDelaySeconds`: a cap on any single wait, in seconds; `None`: no cap.
     pub max_delay_seconds: Option<u64>,
+    /// `JitterStrategy`: `Some(Full)` randomises the waits; `None` leaves the
+    /// field out (AWS then uses `NONE`).
     pub jitter: Option<JitterStrategy>,
 }
 
@@ -202,6 +247,8 @@ const TRANSIENT_BACKOFF_RATE: f64 = 2.0;
 const TRANSIENT_MAX_DELAY_SECONDS: u64 = 30;
 
 impl RetryPolicy {
+    /// Retries `errors` with the States Language defaults: a first wait of
+    /// 1 s, 3 retries, backoff 2.0, no cap, no jitter.
     pub fn on(errors: impl IntoIterator<Item = ErrorName>) -> RetryPolicy {
         RetryPolicy {
             errors: errors.into_iter().collect(),
@@ -231,22 +278,32 @@ impl RetryPolicy {
         }
     }
 
+    /// Sets the wait before the first retry, in seconds (`IntervalSeconds`; 0
+    /// is refused when compiling).
     pub fn interval(mut self, seconds: u64) -> Self {
         self.interval_seconds = seconds;
         self
     }
+    /// Sets how many retries may follow the first attempt (`MaxAttempts`; 0
+    /// turns the rule off).
     pub fn max_attempts(mut self, n: u64) -> Self {
         self.max_attempts = n;
         self
     }
+    /// Sets what each wait is multiplied by (`BackoffRate`; below 1.0 is
+    /// refused when compiling).
     pub fn backoff(mut self, rate: f64) -> Self {
         self.backoff_rate = rate;
         self
     }
+    /// Caps every wait at `seconds` (`MaxDelaySeconds`; 1 to 31622400, checked
+    /// when compiling).
     pub fn max_delay(mut self, seconds: u64) -> Self {
         self.max_delay_seconds = Some(seconds);
         self
     }
+    /// Picks each wait at random between 0 and its computed value
+    /// (`JitterStrategy: FULL`).
     pub fn jitter_full(mut self) -> Self {
         self.jitter = Some(JitterStrategy::Full);
         self
@@ -256,8 +313,13 @@ impl RetryPolicy {
 /// Runs one firebreak step.
 #[derive(Clone, Debug)]
 pub struct TaskNode {
+    /// The state name: unique in the workflow, 1 to 80 characters (checked when
+    /// compiling).
     pub name: String,
+    /// `Comment` of the state; `None`: the step's name and summary.
     pub comment: Option<String>,
+    /// The step run, with the schemas of its input and output (from [`task`]'s
+    /// type parameter).
     pub step: StepInfo,
     /// Input fields, in the order given.
     pub bindings: Vec<(String, Binding)>,
@@ -265,10 +327,19 @@ pub struct TaskNode {
     pub input_from: Option<String>,
     /// Key of the case file the output is written to; `None` discards it.
     pub result_at: Option<String>,
+    /// Retry rules, tried in order; [`task`] starts with
+    /// [`RetryPolicy::transient`], and [`TaskNode::in_container`] clears them.
     pub retry: Vec<RetryPolicy>,
+    /// What happens once retries are exhausted; [`OnFailure::Propagate`] by
+    /// default.
     pub on_failure: OnFailure,
+    /// `TimeoutSeconds` of each attempt; [`DEFAULT_TASK_TIMEOUT_SECONDS`] by
+    /// default, [`CONTAINER_TASK_TIMEOUT_SECONDS`] in a container; `None`: no
+    /// limit.
     pub timeout_seconds: Option<u64>,
+    /// `HeartbeatSeconds`; `None` (the default): no heartbeat is required.
     pub heartbeat_seconds: Option<u64>,
+    /// Where the step runs: [`Runner::Lambda`] by default.
     pub runner: Runner,
 }
 
@@ -311,6 +382,7 @@ pub fn task<S: StepDef>(name: &str) -> TaskNode {
 }
 
 impl TaskNode {
+    /// Sets the state's `Comment` (instead of the step's name and summary).
     pub fn comment(mut self, c: &str) -> Self {
         self.comment = Some(c.to_string());
         self
@@ -356,10 +428,14 @@ impl TaskNode {
         };
         self
     }
+    /// Sets the timeout of each attempt, in seconds (`TimeoutSeconds`; 1 to
+    /// 99999999, checked when compiling).
     pub fn timeout_seconds(mut self, s: u64) -> Self {
         self.timeout_seconds = Some(s);
         self
     }
+    /// Sets `HeartbeatSeconds`: the longest an attempt may go without a
+    /// heartbeat; it must be below the timeout (checked when compiling).
     pub fn heartbeat_seconds(mut self, s: u64) -> Self {
         self.heartbeat_seconds = Some(s);
         self
@@ -379,13 +455,24 @@ impl TaskNode {
 /// key of the case file.
 #[derive(Clone, Debug)]
 pub struct PassNode {
+    /// The state name: unique in the workflow, 1 to 80 characters (checked when
+    /// compiling).
     pub name: String,
+    /// `Comment` of the state.
     pub comment: Option<String>,
+    /// `Result`: a fixed value that is the state's result (at run time it wins
+    /// over `parameters`).
     pub result: Option<Value>,
+    /// `Parameters`: a template over the case file whose output is the result
+    /// when there is no `result`; its `.$` paths are checked when compiling.
     pub parameters: Option<Value>,
+    /// Key of the case file the result is written to (`ResultPath: $.<key>`);
+    /// `None` discards it (`ResultPath: null`), so the state changes nothing.
     pub result_at: Option<String>,
 }
 
+/// A Pass state named `name`; it changes nothing until given a `result` or
+/// `parameters` and a `result_at`.
 pub fn pass(name: &str) -> PassNode {
     PassNode {
         name: name.to_string(),
@@ -397,38 +484,55 @@ pub fn pass(name: &str) -> PassNode {
 }
 
 impl PassNode {
+    /// Sets the state's `Comment`.
     pub fn comment(mut self, c: &str) -> Self {
         self.comment = Some(c.to_string());
         self
     }
+    /// Sets the fixed result (`Result`).
     pub fn result(mut self, v: Value) -> Self {
         self.result = Some(v);
         self
     }
+    /// Sets the template whose output is the result (`Parameters`).
     pub fn parameters(mut self, v: Value) -> Self {
         self.parameters = Some(v);
         self
     }
+    /// Writes the result to `$.<key>` of the case file.
     pub fn result_at(mut self, key: &str) -> Self {
         self.result_at = Some(key.to_string());
         self
     }
 }
 
+/// How long a Wait node waits.
 #[derive(Clone, Debug)]
 pub enum WaitFor {
+    /// A fixed number of seconds (`Seconds`).
     Seconds(u64),
+    /// The number of seconds at a path of the case file (`SecondsPath`; checked
+    /// to be a present integer when compiling).
     SecondsPath(String),
+    /// Until the RFC 3339 timestamp at a path of the case file
+    /// (`TimestampPath`; checked to be a present string when compiling).
     TimestampPath(String),
 }
 
+/// A Wait state: pauses, then goes on with the next node; the case file is
+/// unchanged.
 #[derive(Clone, Debug)]
 pub struct WaitNode {
+    /// The state name: unique in the workflow, 1 to 80 characters (checked when
+    /// compiling).
     pub name: String,
+    /// `Comment` of the state.
     pub comment: Option<String>,
+    /// What to wait for.
     pub wait: WaitFor,
 }
 
+/// A Wait state named `name` that waits as `wait` says.
 pub fn wait(name: &str, wait: WaitFor) -> WaitNode {
     WaitNode {
         name: name.to_string(),
@@ -440,31 +544,49 @@ pub fn wait(name: &str, wait: WaitFor) -> WaitNode {
 /// A condition over the case file, compiled into a Choice rule.
 #[derive(Clone, Debug)]
 pub enum Cond {
+    /// The string at the path (first) equals the value (second).
     StringEquals(String, String),
+    /// The number at the path equals the value.
     NumericEquals(String, f64),
+    /// The number at the path is greater than or equal to the value.
     NumericGreaterThanEquals(String, f64),
+    /// The number at the path is less than the value.
     NumericLessThan(String, f64),
+    /// The Boolean at the path equals the value.
     BooleanEquals(String, bool),
+    /// `IsPresent`: the path selects something (`true`) or nothing (`false`);
+    /// the one test that may read a field that can be absent.
     IsPresent(String, bool),
+    /// `IsNull`: the value at the path is `null` (`true`) or is not (`false`);
+    /// the path must be present.
     IsNull(String, bool),
+    /// Every condition holds; they are tested in order, so later ones may rely
+    /// on what earlier ones established (present, not `null`).
     And(Vec<Cond>),
+    /// At least one of the conditions holds.
     Or(Vec<Cond>),
+    /// The condition does not hold.
     Not(Box<Cond>),
 }
 
 impl Cond {
+    /// The string at `path` equals `v`.
     pub fn string_equals(path: &str, v: &str) -> Cond {
         Cond::StringEquals(path.into(), v.into())
     }
+    /// The Boolean at `path` is `true`.
     pub fn is_true(path: &str) -> Cond {
         Cond::BooleanEquals(path.into(), true)
     }
+    /// The Boolean at `path` is `false`.
     pub fn is_false(path: &str) -> Cond {
         Cond::BooleanEquals(path.into(), false)
     }
+    /// `path` is present in the case file (it may still be `null`).
     pub fn present(path: &str) -> Cond {
         Cond::IsPresent(path.into(), true)
     }
+    /// `path` is absent from the case file.
     pub fn absent(path: &str) -> Cond {
         Cond::IsPresent(path.into(), false)
     }
@@ -475,21 +597,27 @@ impl Cond {
             Cond::IsNull(path.into(), false),
         ])
     }
+    /// The number at `path` equals `v`.
     pub fn numeric_equals(path: &str, v: f64) -> Cond {
         Cond::NumericEquals(path.into(), v)
     }
+    /// The number at `path` is at least `v` (`NumericGreaterThanEquals`).
     pub fn at_least(path: &str, v: f64) -> Cond {
         Cond::NumericGreaterThanEquals(path.into(), v)
     }
+    /// The number at `path` is below `v` (`NumericLessThan`).
     pub fn less_than(path: &str, v: f64) -> Cond {
         Cond::NumericLessThan(path.into(), v)
     }
+    /// All of `c` hold, tested in order (see [`Cond::And`]).
     pub fn and(c: Vec<Cond>) -> Cond {
         Cond::And(c)
     }
+    /// At least one of `c` holds.
     pub fn or(c: Vec<Cond>) -> Cond {
         Cond::Or(c)
     }
+    /// `c` does not hold.
     #[allow(clippy::should_implement_trait)]
     pub fn not(c: Cond) -> Cond {
         Cond::Not(Box::new(c))
@@ -500,13 +628,20 @@ impl Cond {
 /// the node after the Choice unless it ends.
 #[derive(Clone, Debug)]
 pub struct ChoiceNode {
+    /// The state name: unique in the workflow, 1 to 80 characters (checked when
+    /// compiling).
     pub name: String,
+    /// `Comment` of the state.
     pub comment: Option<String>,
+    /// The conditions with their chains, tested in order: the first that holds
+    /// runs its chain (an empty chain goes straight on with the next node).
     pub branches: Vec<(Cond, Chain)>,
     /// `None`: when no condition holds, go on with the next node.
     pub otherwise: Option<Chain>,
 }
 
+/// A Choice named `name` with no branch yet: add them with [`ChoiceNode::when`]
+/// (compiling refuses a Choice without one).
 pub fn choice(name: &str) -> ChoiceNode {
     ChoiceNode {
         name: name.to_string(),
@@ -517,14 +652,19 @@ pub fn choice(name: &str) -> ChoiceNode {
 }
 
 impl ChoiceNode {
+    /// Sets the state's `Comment`.
     pub fn comment(mut self, c: &str) -> Self {
         self.comment = Some(c.to_string());
         self
     }
+    /// Adds a branch: when `cond` holds (and no earlier one did), `chain` runs;
+    /// in it, the paths `cond` found present or not `null` are known to be so.
     pub fn when(mut self, cond: Cond, chain: Chain) -> Self {
         self.branches.push((cond, chain));
         self
     }
+    /// Sets the chain run when no condition holds (`Default`); without it, the
+    /// playbook goes on with the next node.
     pub fn otherwise(mut self, chain: Chain) -> Self {
         self.otherwise = Some(chain);
         self
@@ -535,14 +675,25 @@ impl ChoiceNode {
 /// in branch order) go to `$.<result_at>`.
 #[derive(Clone, Debug)]
 pub struct ParallelNode {
+    /// The state name: unique in the workflow, 1 to 80 characters (checked when
+    /// compiling).
     pub name: String,
+    /// `Comment` of the state.
     pub comment: Option<String>,
+    /// The chains run at once, each on the whole case file; none may be empty.
     pub branches: Vec<Chain>,
+    /// Key of the case file the array of branch outputs is written to; `None`
+    /// discards it.
     pub result_at: Option<String>,
+    /// Retry rules of the whole state (a retry runs every branch again); empty
+    /// by default.
     pub retry: Vec<RetryPolicy>,
+    /// What happens when a branch fails; [`OnFailure::Propagate`] by default.
     pub on_failure: OnFailure,
 }
 
+/// A Parallel state named `name` with no branch yet: add them with
+/// [`ParallelNode::branch`] (compiling refuses a Parallel without one).
 pub fn parallel(name: &str) -> ParallelNode {
     ParallelNode {
         name: name.to_string(),
@@ -555,18 +706,23 @@ pub fn parallel(name: &str) -> ParallelNode {
 }
 
 impl ParallelNode {
+    /// Sets the state's `Comment`.
     pub fn comment(mut self, c: &str) -> Self {
         self.comment = Some(c.to_string());
         self
     }
+    /// Adds a branch, run at the same time as the others; it must not be empty.
     pub fn branch(mut self, chain: Chain) -> Self {
         self.branches.push(chain);
         self
     }
+    /// Writes the array of branch outputs, in branch order, to `$.<key>`.
     pub fn result_at(mut self, key: &str) -> Self {
         self.result_at = Some(key.to_string());
         self
     }
+    /// When a branch fails, records the failure at `$.failures.<key>` and goes
+    /// on with the next node.
     pub fn continue_on_failure(mut self, key: &str) -> Self {
         self.on_failure = OnFailure::record_and_continue(key);
         self
@@ -576,17 +732,32 @@ impl ParallelNode {
 /// Runs `body` for each item of the array at `items_path`.
 #[derive(Clone, Debug)]
 pub struct MapNode {
+    /// The state name: unique in the workflow, 1 to 80 characters (checked when
+    /// compiling).
     pub name: String,
+    /// `Comment` of the state.
     pub comment: Option<String>,
+    /// `ItemsPath`: the path of the array iterated over, checked to be a
+    /// present array when compiling.
     pub items_path: String,
     /// Template for each item's input (`$$.Map.Item.Value` is the item).
     pub item_selector: Option<Value>,
+    /// The chain run for each item, on the item itself or on what
+    /// `item_selector` builds.
     pub body: Chain,
+    /// `MaxConcurrency`: the most items processed at once; `None`: no limit set
+    /// (AWS runs at most 40 at a time).
     pub max_concurrency: Option<u64>,
+    /// Key of the case file the array of results, in item order, is written to;
+    /// `None` discards it.
     pub result_at: Option<String>,
+    /// What happens when an iteration fails; [`OnFailure::Propagate`] by
+    /// default.
     pub on_failure: OnFailure,
 }
 
+/// An Inline Map named `name` that runs `body` for each item of the array at
+/// `items_path`.
 pub fn map(name: &str, items_path: &str, body: Chain) -> MapNode {
     MapNode {
         name: name.to_string(),
@@ -601,22 +772,30 @@ pub fn map(name: &str, items_path: &str, body: Chain) -> MapNode {
 }
 
 impl MapNode {
+    /// Sets the state's `Comment`.
     pub fn comment(mut self, c: &str) -> Self {
         self.comment = Some(c.to_string());
         self
     }
+    /// Sets the template that builds each item's input (`ItemSelector`):
+    /// `$$.Map.Item.Value` is the item, `$$.Map.Item.Index` its position.
     pub fn item_selector(mut self, v: Value) -> Self {
         self.item_selector = Some(v);
         self
     }
+    /// Processes at most `n` items at once (`MaxConcurrency`; 0 means no
+    /// limit).
     pub fn max_concurrency(mut self, n: u64) -> Self {
         self.max_concurrency = Some(n);
         self
     }
+    /// Writes the array of results, in item order, to `$.<key>`.
     pub fn result_at(mut self, key: &str) -> Self {
         self.result_at = Some(key.to_string());
         self
     }
+    /// When an iteration fails, records the failure at `$.failures.<key>` and
+    /// goes on with the next node.
     pub fn continue_on_failure(mut self, key: &str) -> Self {
         self.on_failure = OnFailure::record_and_continue(key);
         self
@@ -629,11 +808,22 @@ impl MapNode {
 /// failure of `check` (its `on_failure`). No loop is unbounded.
 #[derive(Clone, Debug)]
 pub struct PollNode {
+    /// The name of the loop's entry state; its other states are named after it
+    /// (`<name> done?`, `<name> wait`, `<name> count`, `<name> gave up`).
     pub name: String,
+    /// `Comment` of the entry state; `None`: a sentence saying what is polled,
+    /// how often and how many times.
     pub comment: Option<String>,
+    /// The task run on each attempt; it needs a `result_at` (where `done` reads
+    /// its result), and its `on_failure` also handles giving up.
     pub check: TaskNode,
+    /// Once this holds after a check, the loop ends and the playbook goes on.
     pub done: Cond,
+    /// Seconds waited between two checks; [`DEFAULT_POLL_INTERVAL_SECONDS`] by
+    /// default.
     pub interval_seconds: u64,
+    /// The most checks run before giving up (at least 1);
+    /// [`DEFAULT_POLL_MAX_ATTEMPTS`] by default.
     pub max_attempts: u64,
 }
 
@@ -643,6 +833,8 @@ pub const DEFAULT_POLL_INTERVAL_SECONDS: u64 = 15;
 /// Default attempts: 40 x 15 s = 10 minutes before giving up.
 pub const DEFAULT_POLL_MAX_ATTEMPTS: u64 = 40;
 
+/// A poll loop named `name` that runs `check` until `done` holds, with the
+/// default interval and attempts.
 pub fn poll(name: &str, check: TaskNode, done: Cond) -> PollNode {
     PollNode {
         name: name.to_string(),
@@ -655,26 +847,35 @@ pub fn poll(name: &str, check: TaskNode, done: Cond) -> PollNode {
 }
 
 impl PollNode {
+    /// Sets the `Comment` of the loop's entry state.
     pub fn comment(mut self, c: &str) -> Self {
         self.comment = Some(c.to_string());
         self
     }
+    /// Waits `seconds` between two checks.
     pub fn every(mut self, seconds: u64) -> Self {
         self.interval_seconds = seconds;
         self
     }
+    /// Gives up after `attempts` checks (0 is refused when compiling).
     pub fn at_most(mut self, attempts: u64) -> Self {
         self.max_attempts = attempts;
         self
     }
 }
 
+/// A Succeed state: ends the playbook (or its branch or Map iteration)
+/// successfully.
 #[derive(Clone, Debug)]
 pub struct SucceedNode {
+    /// The state name: unique in the workflow, 1 to 80 characters (checked when
+    /// compiling).
     pub name: String,
+    /// `Comment` of the state.
     pub comment: Option<String>,
 }
 
+/// A Succeed state named `name`.
 pub fn succeed(name: &str) -> SucceedNode {
     SucceedNode {
         name: name.to_string(),
@@ -682,17 +883,25 @@ pub fn succeed(name: &str) -> SucceedNode {
     }
 }
 
+/// A Fail state: ends the execution (or fails the enclosing Parallel or Map)
+/// with an error name and a cause.
 #[derive(Clone, Debug)]
 pub struct FailNode {
+    /// The state name: unique in the workflow, 1 to 80 characters (checked when
+    /// compiling).
     pub name: String,
+    /// `Comment` of the state.
     pub comment: Option<String>,
+    /// `Error`: the error name reported; unused when `from_paths` is set.
     pub error: ErrorName,
+    /// `Cause`: the explanation reported; unused when `from_paths` is set.
     pub cause: String,
     /// When set, the error and cause are read from these paths instead
     /// (a handler passing on the failure it caught).
     pub from_paths: Option<(String, String)>,
 }
 
+/// A Fail state named `name` that fails with `error` and `cause`.
 pub fn fail(name: &str, error: ErrorName, cause: &str) -> FailNode {
     FailNode {
         name: name.to_string(),

@@ -33,9 +33,13 @@ use crate::step::{
 /// policy the step-runner needs for them.
 #[derive(Clone, Debug)]
 pub struct Compiled {
+    /// The workflow's name.
     pub name: String,
+    /// The ASL state machine, already passed by the validator.
     pub definition: StateMachine,
+    /// Each step the workflow uses, once, in the order first met.
     pub steps: Vec<StepInfo>,
+    /// The IAM policy the step-runner needs: the steps' statements gathered.
     pub policy: PolicyDocument,
 }
 
@@ -43,7 +47,9 @@ pub struct Compiled {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("workflow {workflow:?} does not compile:\n  {}", .problems.join("\n  "))]
 pub struct CompileError {
+    /// The workflow's name.
     pub workflow: String,
+    /// Every problem found, one message each.
     pub problems: Vec<String>,
 }
 
@@ -52,6 +58,10 @@ pub const FAILURES_KEY: &str = "failures";
 /// Where poll loops keep their attempt counters.
 pub const POLLS_KEY: &str = "polls";
 
+/// Compiles a workflow to ASL, checking every path a state reads against the
+/// case file's shape at that point, and gathers the IAM statements of its
+/// steps. Fails with every problem at once, including any the validator finds
+/// in the output.
 pub fn compile(wf: &Workflow) -> Result<Compiled, CompileError> {
     let mut cx = Cx {
         problems: Vec::new(),

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 /// Anything that can give the context object.
 pub trait ContextSource {
+    /// The context object (`$$`) as a JSON value.
     fn context(&self) -> &Value;
 }
 
@@ -24,7 +25,10 @@ impl ContextSource for Value {
 /// do, and a JSON object per state was a visible cost in a large Map).
 #[derive(Clone, Debug)]
 pub struct StateContext {
+    /// `$$.State.Name`: the state's name.
     pub name: String,
+    /// `$$.State.EnteredTime`: when the state was entered
+    /// (`2024-01-01T12:00:00.123Z`).
     pub entered_time: String,
     /// Only where retries exist (Task, Parallel, Map): AWS gives a Pass
     /// state's context none.
@@ -71,6 +75,8 @@ impl Clone for LazyContext {
 }
 
 impl LazyContext {
+    /// The context of the execution-wide part `base` (`Execution`,
+    /// `StateMachine`), without `State`, `Map` or `Task`.
     pub fn new(base: Arc<Value>) -> LazyContext {
         LazyContext {
             base,

@@ -53,26 +53,49 @@ error_names! {
     /// Matches every error (except `States.Runtime`); must stand alone and
     /// last in a Retry/Catch list.
     StatesAll => "States.ALL", retriable: false;
+    /// A Task sent no heartbeat within its `HeartbeatSeconds`.
     StatesHeartbeatTimeout => "States.HeartbeatTimeout", retriable: false;
+    /// A Task ran longer than its `TimeoutSeconds`, or the execution longer
+    /// than its own.
     StatesTimeout => "States.Timeout", retriable: false;
+    /// A Task failed. In `ErrorEquals` it matches every error not named
+    /// `States.*`, so never `States.Timeout`.
     StatesTaskFailed => "States.TaskFailed", retriable: false;
+    /// A Task lacked the privileges to run its code.
     StatesPermissions => "States.Permissions", retriable: false;
+    /// A state's `ResultPath` could not be applied to its input.
     StatesResultPathMatchFailure => "States.ResultPathMatchFailure", retriable: false;
+    /// A `.$` path in a state's `Parameters` could not be resolved.
     StatesParameterPathFailure => "States.ParameterPathFailure", retriable: false;
+    /// A branch of a Parallel state failed.
     StatesBranchFailed => "States.BranchFailed", retriable: false;
+    /// No Choice rule matched and the Choice state has no `Default`.
     StatesNoChoiceMatched => "States.NoChoiceMatched", retriable: false;
+    /// An intrinsic function call in a payload template failed.
     StatesIntrinsicFailure => "States.IntrinsicFailure", retriable: false;
+    /// More Map iterations failed than the state tolerates.
     StatesExceedToleratedFailureThreshold => "States.ExceedToleratedFailureThreshold", retriable: false;
+    /// A Map state could not read its items through its `ItemReader`.
     StatesItemReaderFailed => "States.ItemReaderFailed", retriable: false;
+    /// A Map state could not write its results through its `ResultWriter`.
     StatesResultWriterFailed => "States.ResultWriterFailed", retriable: false;
+    /// A payload was over Step Functions' size quota (256 KiB); the executor
+    /// lets no Retry or Catch handle it.
     StatesDataLimitExceeded => "States.DataLimitExceeded", retriable: false;
+    /// An error the execution cannot recover from (a path that selects nothing,
+    /// a value of the wrong type); no Retry or Catch handles it, not even
+    /// `States.ALL`.
     StatesRuntime => "States.Runtime", retriable: false;
 
     // --- Transient errors of the Lambda service itself (AWS recommends
     // retrying these on every Lambda task) ---------------------------------
+    /// The Lambda service had an internal error.
     LambdaServiceException => "Lambda.ServiceException", retriable: true;
+    /// The Lambda service failed the invocation for another reason.
     LambdaAwsLambdaException => "Lambda.AWSLambdaException", retriable: true;
+    /// Step Functions could not reach the Lambda service.
     LambdaSdkClientException => "Lambda.SdkClientException", retriable: true;
+    /// Lambda throttled the invocation (concurrency or request rate).
     LambdaTooManyRequests => "Lambda.TooManyRequestsException", retriable: true;
 
     // --- firebreak's own ---------------------------------------------------
@@ -147,6 +170,8 @@ impl<'de> Deserialize<'de> for ErrorName {
     }
 }
 
+/// A string that is none of the [`ErrorName`]s (from parsing or deserializing
+/// one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown error name {0:?}")]
 pub struct UnknownErrorName(pub String);

@@ -12,9 +12,12 @@ use serde_json::Value;
 
 use crate::asl::{ChoiceRule, Comparison, Condition, Operand, State, StateMachine};
 
+/// The output language of [`render`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// A Mermaid `flowchart TD` (for Markdown pages).
     Mermaid,
+    /// A Graphviz DOT `digraph`.
     Dot,
 }
 

@@ -5,9 +5,12 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Whether a statement allows or denies its actions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Effect {
+    /// Grants the actions.
     Allow,
+    /// Refuses the actions, overriding any `Allow`.
     Deny,
 }
 
@@ -15,11 +18,16 @@ pub enum Effect {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Statement {
+    /// An optional statement id (`Sid`), left out when `None`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sid: Option<String>,
+    /// Whether the statement allows or denies.
     pub effect: Effect,
+    /// The actions (`ec2:DescribeInstances`), wildcards allowed.
     pub action: Vec<String>,
+    /// The resource ARNs the actions apply to (`*` for all).
     pub resource: Vec<String>,
+    /// The `Condition` block as JSON, left out when `None`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub condition: Option<Value>,
 }
@@ -42,6 +50,7 @@ impl Statement {
         }
     }
 
+    /// The same statement with `condition` as its `Condition` block.
     pub fn with_condition(mut self, condition: Value) -> Statement {
         self.condition = Some(condition);
         self
@@ -55,7 +64,11 @@ type Merged = (Effect, Vec<String>, Option<Value>, BTreeSet<String>);
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PolicyDocument {
+    /// The policy language version (`2012-10-17` from
+    /// [`PolicyDocument::gather`]).
     pub version: String,
+    /// The statements; [`PolicyDocument::gather`] sorts them by effect,
+    /// resources and first action.
     pub statement: Vec<Statement>,
 }
 

@@ -14,24 +14,34 @@ use crate::path::{JsonPath, PathError};
 /// A parsed intrinsic call.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Call {
+    /// The function called.
     pub function: Function,
+    /// Its arguments as written, evaluated left to right when the call is.
     pub args: Vec<Arg>,
 }
 
+/// One argument of an intrinsic call.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Arg {
+    /// A string, number, `true`, `false` or `null` (a string keeps its `\{` and
+    /// `\}` escapes until evaluated).
     Literal(Value),
+    /// A path into the input (`$...`) or the context object (`$$...`); the call
+    /// fails when a definite one selects nothing.
     Path(JsonPath),
+    /// A nested call, evaluated before the call that holds it.
     Call(Box<Call>),
 }
 
 macro_rules! functions {
-    ($( $variant:ident => $name:literal ),* $(,)?) => {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal ),* $(,)?) => {
         /// The intrinsic functions of the States Language.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub enum Function { $( $variant, )* }
+        pub enum Function { $( $(#[$doc])* $variant, )* }
 
         impl Function {
+            /// The function's name as written in a definition
+            /// (`States.Format`).
             pub const fn name(self) -> &'static str {
                 match self { $( Function::$variant => $name, )* }
             }
@@ -43,23 +53,43 @@ macro_rules! functions {
 }
 
 functions! {
+    /// Fills each `{}` of a template string with the next argument.
     Format => "States.Format",
+    /// Parses a string as JSON.
     StringToJson => "States.StringToJson",
+    /// A value as compact JSON text.
     JsonToString => "States.JsonToString",
+    /// An array of its arguments.
     Array => "States.Array",
+    /// An array split into chunks of a given size.
     ArrayPartition => "States.ArrayPartition",
+    /// Whether an array holds a value.
     ArrayContains => "States.ArrayContains",
+    /// The integers from a start to an end (both included) by a step.
     ArrayRange => "States.ArrayRange",
+    /// The item of an array at an index.
     ArrayGetItem => "States.ArrayGetItem",
+    /// The number of items of an array.
     ArrayLength => "States.ArrayLength",
+    /// An array without its repeated values.
     ArrayUnique => "States.ArrayUnique",
+    /// A string's UTF-8 bytes in base64.
     Base64Encode => "States.Base64Encode",
+    /// Base64 decoded into a (UTF-8) string.
     Base64Decode => "States.Base64Decode",
+    /// The hex digest of a value (`MD5`, `SHA-1`, `SHA-256`, `SHA-384` or
+    /// `SHA-512`).
     Hash => "States.Hash",
+    /// Two objects merged, the second one's keys winning (shallow only).
     JsonMerge => "States.JsonMerge",
+    /// A random integer from a start (included) to an end (excluded),
+    /// optionally seeded.
     MathRandom => "States.MathRandom",
+    /// The sum of two integers.
     MathAdd => "States.MathAdd",
+    /// A string split on any of the delimiter's characters.
     StringSplit => "States.StringSplit",
+    /// A random version 4 UUID.
     Uuid => "States.UUID",
 }
 
@@ -68,10 +98,13 @@ const MAX_BASE64_INPUT_CHARS: usize = 10_000;
 const MAX_ARRAY_RANGE_ITEMS: usize = 1_000;
 const MAX_HASH_INPUT_CHARS: usize = 10_000;
 
+/// An intrinsic call that could not be parsed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid intrinsic function call {text:?}: {reason}")]
 pub struct IntrinsicSyntaxError {
+    /// The call as written.
     pub text: String,
+    /// What is wrong, and at which character (counted from 0).
     pub reason: String,
 }
 
@@ -79,8 +112,11 @@ pub struct IntrinsicSyntaxError {
 /// for a missing path, `States.Runtime`) in the executor.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum IntrinsicError {
+    /// The function refused its arguments (their number, a type, a value out of
+    /// range); the message says why.
     #[error("{0}")]
     Failure(String),
+    /// A path argument selected nothing.
     #[error(transparent)]
     Path(#[from] PathError),
 }
@@ -91,6 +127,10 @@ pub fn looks_like_call(s: &str) -> bool {
 }
 
 impl Call {
+    /// Parses one call, such as `States.Format('{}', $.id)`. Fails on an
+    /// unknown function, bad syntax, text after the call, or calls nested more
+    /// than 32 deep; the number and types of the arguments are checked when the
+    /// call is evaluated.
     pub fn parse(text: &str) -> Result<Call, IntrinsicSyntaxError> {
         let mut p = P {
             text,

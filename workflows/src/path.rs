@@ -16,10 +16,12 @@ use serde_json::{Map, Value};
 pub struct JsonPath {
     /// `$$` (the context object) rather than `$`.
     pub context: bool,
+    /// What follows the `$` or `$$`, in order (empty for the root itself).
     pub segments: Vec<Segment>,
     text: String,
 }
 
+/// One step of a path.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Segment {
     /// `.name` or `['name']`.
@@ -34,8 +36,12 @@ pub enum Segment {
     Indexes(Vec<i64>),
     /// `[start:end:step]`.
     Slice {
+        /// The first index (negative: from the end); `None` for 0.
         start: Option<i64>,
+        /// The index to stop before (negative: from the end); `None` for the
+        /// length.
         end: Option<i64>,
+        /// The stride; `None` for 1. A step of 0 or below selects nothing.
         step: Option<i64>,
     },
     /// `..` followed by what it looks for, at any depth.
@@ -53,31 +59,46 @@ impl Segment {
 /// A filter expression inside `[?( )]`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FilterExpr {
+    /// `a || b`.
     Or(Box<FilterExpr>, Box<FilterExpr>),
+    /// `a && b`.
     And(Box<FilterExpr>, Box<FilterExpr>),
+    /// `!a`.
     Not(Box<FilterExpr>),
     /// `@.a.b` alone: true when the path exists (and is not `false`/null
     /// for booleans, as Jayway does for existence checks on values).
     Exists(FilterOperand),
+    /// `left op right`: false when either side selects nothing. Numbers compare
+    /// by value and strings by code point; other values only with `==` and
+    /// `!=`.
     Compare(FilterOperand, CompareOp, FilterOperand),
 }
 
+/// One side of a filter comparison; a path gives the first value it selects.
 #[derive(Clone, Debug, PartialEq)]
 pub enum FilterOperand {
     /// `@...`: relative to the current item.
     Current(Vec<Segment>),
     /// `$...`: relative to the document root.
     Root(Vec<Segment>),
+    /// A quoted string, a number, `true`, `false` or `null`.
     Literal(Value),
 }
 
+/// A filter's comparison operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CompareOp {
+    /// `==`: equal.
     Eq,
+    /// `!=`: not equal (true for values of different kinds).
     Ne,
+    /// `<`: less than.
     Lt,
+    /// `<=`: less than or equal.
     Le,
+    /// `>`: greater than.
     Gt,
+    /// `>=`: greater than or equal.
     Ge,
 }
 
@@ -85,8 +106,12 @@ pub enum CompareOp {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid JSONPath {path:?}: {reason} (at character {offset})")]
 pub struct PathSyntaxError {
+    /// The whole text that was parsed.
     pub path: String,
+    /// What is wrong.
     pub reason: String,
+    /// The character (counted from 0) where parsing stopped; 0 when the path as
+    /// a whole is at fault.
     pub offset: usize,
 }
 
@@ -95,10 +120,19 @@ pub struct PathSyntaxError {
 pub enum PathError {
     /// A definite path named something the document does not have.
     #[error("path {path} not found in the input")]
-    NotFound { path: String },
+    NotFound {
+        /// The path as written.
+        path: String,
+    },
     /// A reference path could not be written into the document.
     #[error("unable to apply {path} to the input: {reason}")]
-    CannotSet { path: String, reason: String },
+    CannotSet {
+        /// The reference path as written.
+        path: String,
+        /// Why: a field of something not an object, an index of something
+        /// not an array, or an index out of bounds.
+        reason: String,
+    },
 }
 
 impl fmt::Display for JsonPath {
@@ -147,6 +181,7 @@ impl JsonPath {
         Ok(path)
     }
 
+    /// The path as it was written.
     pub fn as_str(&self) -> &str {
         &self.text
     }

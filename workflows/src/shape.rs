@@ -13,17 +13,26 @@ use serde_json::Value;
 
 use crate::path::{JsonPath, Segment};
 
+/// The shape of a JSON value, as far as the compiler checks paths against it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Shape {
     /// Anything (an untyped `serde_json::Value`, or a schema we do not read).
     Any,
+    /// Only `null`.
     Null,
+    /// `true` or `false`.
     Bool,
+    /// A whole number (accepted where a `Number` is expected).
     Integer,
+    /// Any number.
     Number,
+    /// Any string (a schema's `format` is not kept).
     String,
+    /// An array whose items all have this shape.
     Array(Box<Shape>),
+    /// An object with known fields.
     Object {
+        /// The listed properties, each with whether it is always present.
         fields: BTreeMap<String, Field>,
         /// Shape of fields not listed (`additionalProperties`), when allowed.
         open: Option<Box<Shape>>,
@@ -32,8 +41,10 @@ pub enum Shape {
     Union(Vec<Shape>),
 }
 
+/// One field of an object shape.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Field {
+    /// The shape of its value.
     pub shape: Shape,
     /// Always present (not `Option`, not written by a step that may fail).
     pub required: bool,
@@ -43,6 +54,7 @@ pub struct Field {
 const MAX_SCHEMA_DEPTH: usize = 32;
 
 impl Shape {
+    /// An object with no fields that allows no others.
     pub fn object() -> Shape {
         Shape::Object {
             fields: BTreeMap::new(),
@@ -207,6 +219,8 @@ impl Shape {
         }
     }
 
+    /// One of `members`: `Any` if one of them is (or there are none), the
+    /// member itself if there is one. Adjacent duplicates are dropped.
     pub fn union(mut members: Vec<Shape>) -> Shape {
         members.dedup();
         if members.contains(&Shape::Any) {

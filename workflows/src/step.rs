@@ -24,7 +24,11 @@ pub trait StepDef: 'static {
     /// Whether the step changes anything in the account (dry-run shows
     /// these calls as planned rather than made).
     const MUTATES: bool;
+    /// What the step takes: the Task's input, deserialized. Its JSON Schema is
+    /// what the compiler checks the step's input against.
     type Input: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
+    /// What the step returns; its JSON Schema types what the compiler adds to
+    /// the case file.
     type Output: Serialize + DeserializeOwned + JsonSchema + Send + 'static;
     /// The error names the step reports (beyond the transient Lambda
     /// ones every task can see).
@@ -37,16 +41,25 @@ pub trait StepDef: 'static {
 /// graphs and the step-runner registry keep.
 #[derive(Clone, Debug)]
 pub struct StepInfo {
+    /// The stable name the step-runner dispatches on ([`StepDef::NAME`]).
     pub name: &'static str,
+    /// One sentence describing the step ([`StepDef::SUMMARY`]).
     pub summary: &'static str,
+    /// Whether the step changes anything in the account ([`StepDef::MUTATES`]).
     pub mutates: bool,
+    /// The JSON Schema of [`StepDef::Input`].
     pub input_schema: Value,
+    /// The JSON Schema of [`StepDef::Output`].
     pub output_schema: Value,
+    /// The error names the step can report ([`StepDef::errors`]).
     pub errors: Vec<ErrorName>,
+    /// The IAM statements the step-runner needs for it ([`StepDef::iam`]).
     pub iam: Vec<Statement>,
 }
 
 impl StepInfo {
+    /// The description of step `S`, with its input and output schemas
+    /// generated.
     pub fn of<S: StepDef>() -> StepInfo {
         StepInfo {
             name: S::NAME,
@@ -73,11 +86,16 @@ pub const CONTAINER_RESOURCE: &str = "arn:aws:states:::ecs:runTask.sync";
 /// environment variables that carry a container step's input fields (each
 /// holds one field as JSON: `FIREBREAK_INPUT_CASE_ID` is `case_id`).
 pub const CONTAINER_NAME: &str = "firebreak";
+/// The prefix of the environment variables of a container step:
+/// `FIREBREAK_INPUT_` and a field's name in upper case holds that input field
+/// as JSON (`FIREBREAK_INPUT` alone, the whole input when one path gives it).
 pub const CONTAINER_INPUT_PREFIX: &str = "FIREBREAK_INPUT_";
 
 /// The payload the step-runner receives: which step, and its input.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct StepPayload {
+    /// The name of the step to run ([`StepDef::NAME`]).
     pub step: String,
+    /// The step's input, as JSON.
     pub input: Value,
 }

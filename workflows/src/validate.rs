@@ -29,6 +29,7 @@ use crate::path::JsonPath;
 pub struct Problem {
     /// Where: `States.Isolate.Retry[0]`, `States.Par.Branches[1].States.X`.
     pub location: String,
+    /// What is wrong, in a sentence.
     pub message: String,
 }
 

@@ -32,27 +32,43 @@ pub enum AsgMode {
     Detach,
 }
 
+/// Input of [`DetachFromAutoScaling`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DetachInput {
+    /// The case, validated as a [`crate::ids::CaseId`].
     pub case_id: String,
+    /// The instance to take out (`i-...`), validated as an
+    /// [`crate::ids::InstanceId`].
     pub instance_id: String,
+    /// Standby (stays a member) or detach (leaves the group).
     pub mode: AsgMode,
 }
 
+/// What [`DetachFromAutoScaling`] did, read back from Auto Scaling.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DetachOutput {
     /// None when the instance is in no Auto Scaling group.
     pub group_name: Option<String>,
+    /// The mode asked for, echoed.
     pub mode: AsgMode,
+    /// The instance's lifecycle state before the step (`InService`,
+    /// `Standby`, ...); None when it is in no group.
     pub lifecycle_state_before: Option<String>,
     /// `Standby`, or None once detached.
     pub lifecycle_state_after: Option<String>,
+    /// Whether the instance is protected from scale-in after the step (as
+    /// before it in a dry run). Reported true once detached, when no group
+    /// protects it any more.
     pub protected_from_scale_in: bool,
     /// When the group was at its minimum, its MinSize was lowered by one so
     /// the instance could leave without a replacement; this is the old
     /// value (release restores it from the record).
     pub lowered_min_size_from: Option<i32>,
+    /// Whether the step changed anything: scale-in protection, the group's
+    /// minimum, or the instance's membership. Always false in a dry run.
     pub changed: bool,
+    /// Whether this was a dry run: nothing was changed, and the Auto Scaling
+    /// calls (which have no dry run) are logged as not checked.
     pub dry_run: bool,
 }
 
@@ -141,7 +157,9 @@ pub const MIN_SIZE_TAG: &str = "firebreak:min-size-before";
 /// What release and containment read of a group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupSizes {
+    /// The group's current MinSize (0 if AWS omitted it).
     pub min: i32,
+    /// The group's current DesiredCapacity (0 if AWS omitted it).
     pub desired: i32,
     /// [`MIN_SIZE_TAG`], when firebreak lowered the minimum.
     pub original_min: Option<i32>,

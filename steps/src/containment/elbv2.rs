@@ -24,13 +24,21 @@ use crate::step::Step;
 #[derive(Debug)]
 pub struct DeregisterFromTargetGroups;
 
+/// What [`DeregisterFromTargetGroups`] took the instance out of.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DeregisterOutput {
+    /// The ELBv2 target registrations found before the step (the instance,
+    /// or its private addresses in IP target groups, by port); all deregistered
+    /// unless this is a dry run. Targets already draining are not listed.
     pub deregistered: Vec<TargetRegistration>,
     /// Classic Load Balancers the instance was taken out of.
     #[serde(default)]
     pub classic_load_balancers: Vec<String>,
+    /// Whether anything was deregistered (false in a dry run, or when the
+    /// instance was in no target group or Classic Load Balancer).
     pub changed: bool,
+    /// Whether this was a dry run: ELB has no dry run, so the
+    /// deregistrations are only logged as not checked.
     pub dry_run: bool,
 }
 

@@ -442,14 +442,27 @@ pub enum ArtifactState {
     Unreadable,
 }
 
+/// One artifact the ledger names, as `evidence verify` found it now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ArtifactCheck {
+    /// The evidence id of the first record naming it (`instance-state:i-...`,
+    /// `ebs-snapshot:snap-...`).
     pub evidence_id: String,
+    /// What it is: `instance-state`, `console-output`, `memory-image`,
+    /// `ebs-snapshot`, ...
     pub kind: String,
+    /// Where it is: `s3://bucket/key?versionId=...`, or
+    /// `snapshot:ACCOUNT/REGION/snap-...`.
     pub location: String,
+    /// The SHA-256 its first record gave it (hex); None when none was
+    /// recorded.
     pub recorded_sha256: Option<String>,
+    /// The SHA-256 of the recorded version as read now; None for a snapshot
+    /// (its blocks are not re-read) or what could not be read.
     pub current_sha256: Option<String>,
+    /// Intact, replaced, modified, missing, present or unreadable.
     pub state: ArtifactState,
+    /// The finding in words, for the operator.
     pub detail: String,
 }
 
@@ -469,8 +482,11 @@ pub struct Signatures {
 /// The result of `evidence verify`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Verification {
+    /// The case verified.
     pub case_id: String,
+    /// The evidence bucket that holds its ledger.
     pub bucket: String,
+    /// How many records could be read (the first version of each).
     pub records: usize,
     /// Broken links of the chain, the first one first.
     pub breaks: Vec<Break>,
@@ -479,7 +495,10 @@ pub struct Verification {
     /// Evidence firebreak checked and rejected (hashes that disagree, an
     /// image not whole): recorded honestly, not a break of custody.
     pub rejected: Vec<String>,
+    /// The signatures: the case's key (none for an unsigned case), how they
+    /// were checked, how many verified, and every problem.
     pub signatures: Signatures,
+    /// Every artifact the records name, once each, in the order first named.
     pub artifacts: Vec<ArtifactCheck>,
     /// The last record: keep its hash outside the bucket (the ticket, the
     /// case notes) to detect a chain cut short.
@@ -487,12 +506,18 @@ pub struct Verification {
     /// What verification cannot vouch for (a bucket without COMPLIANCE
     /// Object Lock).
     pub warnings: Vec<String>,
+    /// True only when the chain has no break, no record was overwritten,
+    /// hidden or unreadable, every signature holds, and every artifact is
+    /// intact or present. Rejected evidence and warnings do not count.
     pub intact: bool,
 }
 
+/// The last record of the chain, to keep outside the bucket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChainHead {
+    /// Its sequence number (`NNNNNNNN` of its key).
     pub sequence: u64,
+    /// Its hash: the SHA-256 of its stored bytes, hex.
     pub hash: String,
 }
 
@@ -945,8 +970,11 @@ async fn check_snapshot(
 /// What `evidence export` wrote.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Export {
+    /// The case exported.
     pub case_id: String,
+    /// The evidence bucket read.
     pub bucket: String,
+    /// The directory written to, as given.
     pub dir: String,
     /// Records and signatures written (their first versions).
     pub files: usize,

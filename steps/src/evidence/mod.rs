@@ -26,9 +26,13 @@ use crate::error::{aws_error, error_code, StepError};
 /// A stored object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stored {
+    /// The bucket's name.
     pub bucket: String,
+    /// The object's key (`cases/CASE/...`).
     pub key: String,
+    /// The version S3 gave the write; None when the bucket keeps no versions.
     pub version_id: Option<String>,
+    /// SHA-256 and size of the bytes written, which S3 checked on arrival.
     pub digest: Digest,
 }
 
@@ -44,9 +48,12 @@ impl Stored {
 
 /// Keys of a case's objects.
 pub mod keys {
+    /// The pre-incident record of an instance: `cases/CASE/instance-state/INSTANCE.json`.
     pub fn instance_state(case: &str, instance: &str) -> String {
         format!("cases/{case}/instance-state/{instance}.json")
     }
+    /// The console output taken before containment:
+    /// `cases/CASE/console-output/INSTANCE.txt`.
     pub fn console_output(case: &str, instance: &str) -> String {
         format!("cases/{case}/console-output/{instance}.txt")
     }
@@ -54,6 +61,7 @@ pub mod keys {
     pub fn memory_attempt(case: &str, instance: &str, attempt: u32) -> String {
         format!("cases/{case}/memory/{instance}/attempt-{attempt:03}/")
     }
+    /// The prefix under which a case's custody records and signatures lie.
     pub fn custody_prefix(case: &str) -> String {
         format!("cases/{case}/custody/")
     }
@@ -65,6 +73,8 @@ pub mod keys {
     pub fn custody_signature(case: &str, sequence: u64) -> String {
         format!("cases/{case}/custody/{sequence:08}.sig")
     }
+    /// The prefix of one evidence item's analysis results:
+    /// `cases/CASE/analysis/EVIDENCE_ID/`.
     pub fn analysis(case: &str, evidence_id: &str) -> String {
         format!("cases/{case}/analysis/{evidence_id}/")
     }
@@ -95,6 +105,8 @@ pub struct Lock {
 }
 
 impl Lock {
+    /// When an object written now must be retained until (now plus
+    /// `retention_days`); None leaves it to the bucket's default retention.
     pub fn retain_until(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         self.retention_days
             .map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d)))
@@ -104,8 +116,12 @@ impl Lock {
 /// `s3://bucket/key` (with an optional `?versionId=`) split up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct S3Uri {
+    /// The bucket's name.
     pub bucket: String,
+    /// The object's key (non-empty).
     pub key: String,
+    /// The version named by `?versionId=`; None when the URI names none (the
+    /// latest version).
     pub version_id: Option<String>,
 }
 
@@ -146,6 +162,7 @@ impl std::fmt::Display for S3Uri {
 /// The outcome of a create-only write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Put {
+    /// Written now; where it is and the digest of what was written.
     Created(Stored),
     /// The key already holds an object (written by an earlier run).
     Exists,
@@ -630,10 +647,16 @@ pub async fn list_keys(
 /// One version (or delete marker) of an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Version {
+    /// The object's key.
     pub key: String,
+    /// S3's version id, or `null` for the version written while the bucket
+    /// kept no versions.
     pub version_id: String,
+    /// Whether it is the key's current version (or delete marker).
     pub is_latest: bool,
+    /// Whether this is a delete marker rather than a version holding data.
     pub delete_marker: bool,
+    /// When it was written, to the second, as S3 reports it.
     pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
@@ -717,10 +740,15 @@ pub async fn bucket_exists(ctx: &StepContext, bucket: &str) -> Result<bool, Step
 /// What `setup` found or did for the evidence bucket.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BucketSetup {
+    /// The bucket's name.
     pub bucket: String,
+    /// Whether `setup` created the bucket (false when it existed).
     pub created: bool,
+    /// The COMPLIANCE default retention in force, in days.
     pub retention_days: i32,
+    /// The default encryption set: `SSE-KMS (KEY)` or `SSE-S3`.
     pub encryption: String,
+    /// What was done or found, one line each, for the operator.
     pub actions: Vec<String>,
 }
 
@@ -1082,8 +1110,11 @@ pub async fn legal_hold(
 /// What `evidence hold|unhold` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Holds {
+    /// The case whose objects were held or released.
     pub case_id: String,
+    /// The evidence bucket that holds them.
     pub bucket: String,
+    /// Whether holds were put on (`hold`) or lifted (`unhold`).
     pub on: bool,
     /// Object versions changed.
     pub versions: usize,

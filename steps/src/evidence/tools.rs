@@ -20,6 +20,8 @@ use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, StepError};
 use crate::evidence;
 
+/// Where the manifest lives in the tools bucket: the only object the
+/// capture trusts to name the others and their hashes.
 pub const MANIFEST_KEY: &str = "manifest.json";
 
 /// The default tools bucket of an account and region.
@@ -30,10 +32,17 @@ pub fn default_tools_bucket(account: &str, region: &str) -> String {
 /// One tool object.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ToolObject {
+    /// The object's key: `lime/KERNEL_RELEASE/lime.ko` or `avml/avml`.
     pub key: String,
+    /// The version S3 gave the upload (the tools bucket is versioned), so
+    /// the capture fetches exactly that one; None if S3 gave none.
     pub version_id: Option<String>,
+    /// SHA-256 of the object's bytes (hex), which the capture script checks
+    /// before loading it.
     pub sha256: String,
+    /// Size in bytes.
     pub size: u64,
+    /// When it was added (UTC).
     pub added_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -51,7 +60,13 @@ pub struct Manifest {
 /// Which tool is added.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToolKind {
-    Lime { kernel_release: String },
+    /// A LiME kernel module, for one kernel release.
+    Lime {
+        /// The release it was built for, as `uname -r` prints it on the
+        /// host (`5.10.0-28-cloud-amd64`).
+        kernel_release: String,
+    },
+    /// The AVML binary, used when no module matches the kernel.
     Avml,
 }
 
@@ -236,16 +251,23 @@ pub const SYMBOLS_INDEX_KEY: &str = "symbols/index.json";
 pub struct SymbolTable {
     /// The `linux_banner` it was built for: Volatility matches tables by it.
     pub banner: String,
+    /// Its key: `symbols/linux/RELEASE-BANNERHASH.json` (or `.json.xz`).
     pub key: String,
+    /// The version S3 gave the upload; None if S3 gave none.
     pub version_id: Option<String>,
+    /// SHA-256 of the file's bytes as stored (hex).
     pub sha256: String,
+    /// Size in bytes as stored.
     pub size: u64,
+    /// When it was added (UTC).
     pub added_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The symbol tables in the tools bucket, by banner.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SymbolsIndex {
+    /// Each table by its full `linux_banner`; a later table for the same
+    /// banner replaces the earlier one.
     #[serde(default)]
     pub tables: BTreeMap<String, SymbolTable>,
 }

@@ -16,8 +16,13 @@ use crate::sandbox::decoy::{Decoy, DecoySpec};
 /// One check of a rehearsal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Check {
+    /// What was checked, as a sentence shown to the operator ("the
+    /// instance profile is no longer associated").
     pub name: String,
+    /// Whether AWS, read back, shows the lever in the expected state.
     pub passed: bool,
+    /// What was read, in plain words (see [`plain`]), to show why it passed or
+    /// failed.
     pub detail: String,
 }
 

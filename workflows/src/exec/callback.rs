@@ -26,7 +26,9 @@ pub enum Answer {
     Success(Value),
     /// `SendTaskFailure`.
     Failure {
+        /// The error name, matched by the state's Retry and Catch.
         error: String,
+        /// A human-readable cause, if one was given.
         cause: Option<String>,
     },
 }
@@ -34,6 +36,7 @@ pub enum Answer {
 /// What a waiting task finds when it looks.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Look {
+    /// The answer, once one has been given; `None` while the task waits.
     pub answer: Option<Answer>,
     /// When the worker last said it is alive, if it did.
     pub heartbeat: Option<SystemTime>,
@@ -42,12 +45,23 @@ pub struct Look {
 /// An answer or heartbeat that cannot be given.
 #[derive(Debug, thiserror::Error)]
 pub enum CallbackError {
+    /// The token cannot be one: empty, over 128 characters, or with characters
+    /// other than ASCII letters, digits and `-`.
     #[error("{0:?} is not a task token")]
     BadToken(String),
+    /// No task waits on the token (never opened, or closed since).
     #[error("no execution waits for task token {token} (under {place})")]
-    NotWaiting { token: String, place: String },
+    NotWaiting {
+        /// The token given.
+        token: String,
+        /// Where the store looked (its folder).
+        place: String,
+    },
+    /// The token was answered already: a task takes one answer.
     #[error("task token {0} has already been answered")]
     Answered(String),
+    /// The store could not be read or written (the message says which file and
+    /// why).
     #[error("{0}")]
     Store(String),
 }
@@ -147,10 +161,12 @@ pub struct FileStore {
 }
 
 impl FileStore {
+    /// A store in `dir`, created (mode 0700) when a task first waits.
     pub fn new(dir: impl Into<PathBuf>) -> FileStore {
         FileStore { dir: dir.into() }
     }
 
+    /// The folder holding the token files.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

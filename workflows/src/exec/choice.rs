@@ -38,6 +38,9 @@ fn lookup<C: ContextSource + ?Sized>(
     Ok(p.select(root).ok())
 }
 
+/// Whether one Choice rule holds (`And`, `Or` and `Not` evaluated left to
+/// right, stopping once decided). Fails when a path does not parse, or when
+/// `Variable` (or a `...Path` operand) selects nothing, except for `IsPresent`.
 pub fn holds<C: ContextSource + ?Sized>(
     rule: &ChoiceRule,
     input: &Value,

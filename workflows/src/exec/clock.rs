@@ -12,7 +12,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+/// Where the executor gets the time and waits. [`TokioClock`] is the one
+/// firebreak runs on, in real or tokio-paused time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// The current time: event timestamps, `EnteredTime`, the execution's
+    /// start, and how long a Wait or timeout has left.
     fn now(&self) -> DateTime<Utc>;
     /// Waits: Wait states and retry delays.
     fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -32,6 +36,7 @@ pub struct TokioClock {
 }
 
 impl TokioClock {
+    /// A clock that starts at the current wall time.
     pub fn new() -> TokioClock {
         TokioClock::starting_at(Utc::now())
     }

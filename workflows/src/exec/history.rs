@@ -26,10 +26,15 @@ use crate::time::{format_timestamp, parse_timestamp};
 /// text is what the journal and `--history` write anyway.
 #[derive(Clone, Debug)]
 pub struct HistoryEvent {
+    /// The event's position in the history, from 1.
     pub id: u64,
+    /// The id of the event before it on the same path of execution (0 for
+    /// `ExecutionStarted`).
     pub previous_event_id: u64,
     /// Whole milliseconds, as Step Functions shows them.
     pub timestamp: DateTime<Utc>,
+    /// The event type (`TaskStateEntered`, `LambdaFunctionSucceeded`...),
+    /// written as `type`.
     pub kind: String,
     details: Option<Box<RawValue>>,
 }
@@ -197,6 +202,7 @@ fn details_key(kind: &str) -> Option<String> {
 }
 
 impl History {
+    /// An empty history.
     pub fn new() -> History {
         History::default()
     }
@@ -266,14 +272,17 @@ impl History {
         }
     }
 
+    /// How many events have been recorded (0 if the lock was poisoned).
     pub fn len(&self) -> usize {
         self.events.lock().map(|e| e.len()).unwrap_or(0)
     }
 
+    /// Whether no event has been recorded yet.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// A copy of every event, in id order.
     pub fn events(&self) -> Vec<HistoryEvent> {
         self.events.lock().map(|e| e.clone()).unwrap_or_default()
     }

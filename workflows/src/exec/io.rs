@@ -14,22 +14,46 @@ use crate::path::{JsonPath, PathError};
 pub enum IoError {
     /// A path in InputPath/OutputPath/ItemsPath matched nothing.
     PathNotFound {
+        /// The field the path came from (`InputPath`, `ItemsPath`...).
         field: String,
+        /// The path as written.
         path: String,
+        /// The value it was applied to (the context object for a `$$` path).
         input: Value,
     },
     /// A `.$` path in a template matched nothing.
     TemplatePath {
+        /// The template key, with its `.$`.
         field: String,
+        /// The path as written.
         path: String,
+        /// The value it was applied to: the state's input, or the context
+        /// object for a `$$` path (but the input for a path inside an intrinsic
+        /// call).
         input: Value,
     },
     /// A path or intrinsic call did not parse.
-    Syntax { field: String, message: String },
+    Syntax {
+        /// The field (`InputPath`...) or template key that holds it.
+        field: String,
+        /// What the parser said.
+        message: String,
+    },
     /// An intrinsic call failed.
-    Intrinsic { field: String, message: String },
+    Intrinsic {
+        /// The template key that holds the call.
+        field: String,
+        /// Why the call failed.
+        message: String,
+    },
     /// ResultPath could not be applied.
-    ResultPath { path: String, message: String },
+    ResultPath {
+        /// The `ResultPath` as written.
+        path: String,
+        /// Why: not a reference path, or it cannot be written into the
+        /// input.
+        message: String,
+    },
 }
 
 impl IoError {
@@ -81,6 +105,8 @@ fn bracketed(path: &str) -> String {
     }
 }
 
+/// A value as compact JSON text, as Step Functions quotes values in error
+/// causes.
 pub fn compact(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }

@@ -60,8 +60,12 @@ use crate::asl::StateMachine;
 /// What a journal starts with.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Start {
+    /// The definition run: a resume runs this one, whatever the file it came
+    /// from holds now.
     pub definition: StateMachine,
+    /// The execution input (`$$.Execution.Input`).
     pub input: Value,
+    /// The execution's name, state machine, region, account and role.
     pub config: ExecutionConfig,
     /// `$$.Execution.StartTime`, kept on resume.
     pub start_time: String,
@@ -74,41 +78,73 @@ pub struct Start {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum Entry {
+    /// The first line: what runs, and how (see [`Start`]).
     Start(Box<Start>),
+    /// A history event, buffered and written with the next other entry.
     Event {
+        /// The event as recorded.
         event: HistoryEvent,
+        /// The logical key of an event a resume must not record twice
+        /// (`3#entered`, `3#0#scheduled`); `None` for the others.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
     },
+    /// A state finished (as [`Journal::append_exit`] writes it): a resume takes
+    /// its output and transition instead of running it.
     Exit {
+        /// The state's logical position (`3`, `3.a0.b1.2`).
         key: String,
+        /// The state's output, the next state's input.
         output: Value,
+        /// The state it went to; `None` when it ended its graph.
         next: Option<String>,
+        /// The id of the state's last history event, which the next event names
+        /// as its `previousEventId`.
         last: u64,
     },
+    /// A Task attempt finished (synced to the disk): a resume takes its result
+    /// instead of calling the task again.
     Attempt {
+        /// The Task state's logical position.
         key: String,
+        /// Which attempt: 0 for the first try, then 1, 2, ... for retries.
         n: u64,
+        /// The Task's `Resource`, counted in [`Replay::attempts_per_resource`].
         resource: String,
+        /// The task's result, or its failure (`States.Timeout` when it timed
+        /// out).
         result: Result<Value, TaskFailure>,
+        /// The id of the last history event the attempt recorded.
         last: u64,
     },
+    /// A Wait state or a retry delay started: a resume waits only what is left
+    /// of it.
     Wait {
+        /// The Wait state's logical position, or `KEY.rN` for the delay after
+        /// attempt N of the state at `KEY`.
         key: String,
+        /// When the wait ends: an RFC 3339 UTC time, to the nanosecond.
         until: String,
     },
     /// A Parallel attempt failed with this error: on resume it fails the
     /// same way at once (which branch fails first depends on timing).
     Failed {
+        /// The Parallel attempt's key with `#failed` (`3.a0.#failed`).
         key: String,
+        /// The error name; `None` only from a Fail state without one.
         error: Option<String>,
+        /// The cause, if the failure gave one.
         cause: Option<String>,
     },
     /// The caller's note (buffered like an event).
     Note {
+        /// Whatever the caller recorded (the CLI: an AWS call a step made).
         note: Value,
     },
+    /// The execution ended: resuming the journal returns this outcome without
+    /// running anything.
     End {
+        /// How it ended.
         outcome: Outcome,
     },
 }
@@ -116,27 +152,40 @@ pub enum Entry {
 /// A finished state.
 #[derive(Clone, Debug)]
 pub struct Exit {
+    /// The state's output.
     pub output: Value,
+    /// The state it went to; `None` when its graph ended there.
     pub next: Option<String>,
+    /// The id of its last history event (the next event's `previousEventId`).
     pub last: u64,
 }
 
 /// A finished Task attempt.
 #[derive(Clone, Debug)]
 pub struct Attempt {
+    /// The task's result or failure.
     pub result: Result<Value, TaskFailure>,
+    /// The id of the last history event the attempt recorded.
     pub last: u64,
 }
 
 /// What a journal on disk says happened.
 #[derive(Clone, Debug, Default)]
 pub struct Replay {
+    /// Finished states, by logical key.
     pub exits: HashMap<String, Exit>,
+    /// Finished Task attempts, by state key and attempt number (0 for the first
+    /// try).
     pub attempts: HashMap<(String, u64), Attempt>,
+    /// When each started Wait or retry delay ends (RFC 3339), by key.
     pub waits: HashMap<String, String>,
     /// Parallel attempts that failed: (error, cause).
     pub failures: HashMap<String, (Option<String>, Option<String>)>,
+    /// The id of each keyed event kept, by key: a resume that passes that
+    /// position again takes the id instead of recording the event twice.
     pub keyed_events: HashMap<String, u64>,
+    /// The history events kept, sorted by id and without gaps from 1: the
+    /// resumed history continues from them.
     pub events: Vec<HistoryEvent>,
     /// Finished attempts per Task resource (to continue scripted mocks:
     /// their answers are given at once, so an attempt that got one has
@@ -144,38 +193,72 @@ pub struct Replay {
     pub attempts_per_resource: HashMap<String, usize>,
     /// The caller's notes, in order.
     pub notes: Vec<Value>,
+    /// The outcome of the `end` entry, if the execution ended.
     pub ended: Option<Outcome>,
 }
 
+/// Why a journal cannot be created, opened or read.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
+    /// The file (or its folder) could not be created, read, written or locked.
     #[error("{path}: {source}")]
     Io {
+        /// The journal file.
         path: PathBuf,
+        /// The error from the system.
         source: std::io::Error,
     },
+    /// A line before the last is not a journal entry (a torn last line is
+    /// ignored instead).
     #[error("{path}: line {line} is not a journal entry: {message}")]
     Corrupt {
+        /// The journal file.
         path: PathBuf,
+        /// The line's number, from 1.
         line: usize,
+        /// What the JSON parser said.
         message: String,
     },
+    /// The file is empty or does not begin with a `start` entry.
     #[error("{path}: the journal does not start with a start entry")]
-    NoStart { path: PathBuf },
+    NoStart {
+        /// The journal file.
+        path: PathBuf,
+    },
+    /// [`Journal::create`] found a journal at the path already.
     #[error(
         "{path}: a journal for this execution already exists (resume it, or choose another name)"
     )]
-    Exists { path: PathBuf },
+    Exists {
+        /// The journal file.
+        path: PathBuf,
+    },
+    /// Another process holds the journal's lock.
     #[error("{path}: another process is running this execution (a run or a resume still alive)")]
-    Busy { path: PathBuf },
+    Busy {
+        /// The journal file.
+        path: PathBuf,
+    },
+    /// The journal was set aside after a failed write, so it cannot be resumed.
     #[error(
         "{path}: the run could not write its journal completely (see {broken}); resuming from it could run finished tasks again, so it cannot be resumed"
     )]
-    Broken { path: PathBuf, broken: PathBuf },
+    Broken {
+        /// The journal asked for.
+        path: PathBuf,
+        /// The `.broken` file that marks it (the path itself when that is
+        /// the `.broken` file).
+        broken: PathBuf,
+    },
+    /// [`Journal::create`] refused a name whose earlier journal was set aside
+    /// as broken.
     #[error(
         "{broken}: an earlier run of this name could not write its journal completely (see that file); choose another name"
     )]
-    NameTaken { broken: PathBuf },
+    NameTaken {
+        /// The set-aside journal, or the marker left in its place.
+        broken: PathBuf,
+    },
 }
 
 /// Takes the journal's exclusive lock for as long as it is open, so two
@@ -408,6 +491,7 @@ impl Journal {
         ))
     }
 
+    /// The journal file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -48,6 +48,7 @@ pub struct TaskCall {
     pub resource: String,
     /// The effective input (after InputPath and Parameters).
     pub input: Value,
+    /// The Task state's name in its graph.
     pub state_name: String,
     /// 0 for the first try, then 1, 2, ... for retries.
     pub retry_count: u64,
@@ -64,11 +65,14 @@ pub struct TaskCall {
 /// A failed task: the error name (matched by Retry/Catch) and its cause.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskFailure {
+    /// The error name, matched against `ErrorEquals`.
     pub error: String,
+    /// A human-readable cause, if the task gave one.
     pub cause: Option<String>,
 }
 
 impl TaskFailure {
+    /// A failure named `error`, with `cause`.
     pub fn new(error: impl Into<String>, cause: impl Into<String>) -> TaskFailure {
         TaskFailure {
             error: error.into(),
@@ -80,6 +84,9 @@ impl TaskFailure {
 /// Runs Task states.
 #[async_trait]
 pub trait TaskHandler: Send + Sync {
+    /// Runs one attempt of a Task state: its result, or a failure for the
+    /// state's Retry and Catch. The future is dropped if the state's timeout
+    /// passes first.
     async fn invoke(&self, call: TaskCall) -> Result<Value, TaskFailure>;
 }
 
@@ -87,27 +94,41 @@ pub trait TaskHandler: Send + Sync {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
+    /// The top-level graph reached a Succeed state or a state with `End`.
     Succeeded,
+    /// A Fail state, or an error that no Catch handled.
     Failed,
+    /// The state machine's `TimeoutSeconds` passed first.
     TimedOut,
 }
 
 /// The result of an execution, shaped like `DescribeExecution`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
+    /// How it ended.
     pub status: Status,
+    /// The final output; `None` unless it succeeded.
     pub output: Option<Value>,
+    /// The error name: `None` when it succeeded, or failed in a Fail state
+    /// without one; `States.Timeout` when it timed out.
     pub error: Option<String>,
+    /// The failure's cause, if it gave one.
     pub cause: Option<String>,
 }
 
 /// Identity of an execution, for the context object and ARNs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExecutionConfig {
+    /// The execution's name (`$$.Execution.Name`, the end of its ARN); a random
+    /// UUID by default.
     pub name: String,
+    /// The state machine's name in both ARNs (`firebreak-local` by default).
     pub state_machine_name: String,
+    /// The AWS region in the ARNs (`us-east-1` by default).
     pub region: String,
+    /// The AWS account id in the ARNs (`123456789012` by default).
     pub account: String,
+    /// The execution role (`$$.Execution.RoleArn`).
     pub role_arn: String,
 }
 
@@ -124,12 +145,15 @@ impl Default for ExecutionConfig {
 }
 
 impl ExecutionConfig {
+    /// The state machine's ARN (`$$.StateMachine.Id`).
     pub fn state_machine_arn(&self) -> String {
         format!(
             "arn:aws:states:{}:{}:stateMachine:{}",
             self.region, self.account, self.state_machine_name
         )
     }
+    /// The execution's ARN (`$$.Execution.Id`):
+    /// `arn:aws:states:REGION:ACCOUNT:execution:MACHINE:NAME`.
     pub fn execution_arn(&self) -> String {
         format!(
             "arn:aws:states:{}:{}:execution:{}:{}",
@@ -254,6 +278,8 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
+    /// An executor that hands Task states to `tasks`, on a [`TokioClock`],
+    /// failing an execution at [`MAX_HISTORY_EVENTS`] events.
     pub fn new(tasks: Arc<dyn TaskHandler>) -> Executor {
         Executor {
             tasks,
@@ -270,6 +296,8 @@ impl Executor {
         self
     }
 
+    /// Takes time from `clock` instead (a paused one makes Waits and retry
+    /// delays take no real time).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Executor {
         self.clock = clock;
         self

@@ -44,28 +44,50 @@ pub struct ForensicCopy {
 #[derive(Debug)]
 pub struct CopySnapshots;
 
+/// Input of [`CopySnapshots`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CopyInput {
+    /// The case, validated as a [`crate::ids::CaseId`]; tagged on each copy
+    /// and part of the assumed role's session name.
     pub case_id: String,
+    /// The case's snapshots to copy (`snap-...`); empty means nothing to do.
     pub snapshot_ids: Vec<String>,
+    /// Where the copies go: another account, another region, or both.
     pub target: ForensicCopy,
 }
 
+/// One forensic copy of one of the case's snapshots.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SnapshotCopy {
+    /// The snapshot in the case's account and region it was copied from
+    /// (`snap-...`).
     pub source_snapshot_id: String,
+    /// The copy's snapshot id in the target account and region (`snap-...`).
     pub snapshot_id: String,
+    /// The 12-digit account that holds the copy.
     pub account_id: String,
+    /// The region that holds the copy.
     pub region: String,
+    /// The copy's EC2 state: `pending`, `completed` or `error` (an `error`
+    /// fails the step).
     pub state: String,
+    /// `0%` to `100%`, as EC2 reports it; None before EC2 reports any.
     pub progress: Option<String>,
 }
 
+/// What [`CopySnapshots`] made or found in the forensic account/region.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CopyOutput {
+    /// One per source snapshot with a copy, made now or by an earlier run; in
+    /// a dry run only those of earlier runs.
     pub copies: Vec<SnapshotCopy>,
+    /// Whether every source snapshot has a completed copy (always true in a
+    /// dry run, and for no snapshots): ends the poll loop.
     pub all_completed: bool,
+    /// Whether a snapshot was shared or a copy started (false in a dry run).
     pub changed: bool,
+    /// Whether this was a dry run: sharing and copying were only sent with
+    /// `DryRun=true`.
     pub dry_run: bool,
 }
 

@@ -20,11 +20,17 @@ use crate::step::Step;
 #[derive(Debug)]
 pub struct DisassociateElasticIps;
 
+/// What [`DisassociateElasticIps`] took away, for the report (release
+/// associates the addresses again from the pre-incident record).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ElasticIpsOutput {
     /// The addresses taken away by this run.
     pub disassociated: Vec<ElasticIpRecord>,
+    /// Whether any address was disassociated (false in a dry run, or when
+    /// none was associated).
     pub changed: bool,
+    /// Whether this was a dry run: each disassociation was only sent with
+    /// `DryRun=true`, and `disassociated` lists what would be taken.
     pub dry_run: bool,
 }
 

@@ -44,11 +44,19 @@ const GIB: u64 = 1 << 30;
 #[derive(Debug)]
 pub struct HashSnapshots;
 
+/// Input of [`HashSnapshots`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct HashSnapshotsInput {
+    /// The case, validated as a [`crate::ids::CaseId`]; its custody ledger
+    /// receives the hashes.
     pub case_id: String,
+    /// The snapshots to hash (`snap-...`), in this account and region.
     pub snapshot_ids: Vec<String>,
+    /// The evidence bucket that holds the block manifests and the case's
+    /// custody ledger.
     pub evidence_bucket: String,
+    /// Retention, encryption, legal hold and custody signing of what is
+    /// written (the bucket's defaults when unset).
     #[serde(default)]
     pub evidence_lock: Lock,
     /// Who acts, for the custody records.
@@ -59,8 +67,12 @@ pub struct HashSnapshotsInput {
 /// The SHA-256 of one snapshot's volume image.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SnapshotDigest {
+    /// The snapshot hashed (`snap-...`).
     pub snapshot_id: String,
+    /// The volume's size in GiB, as `ListSnapshotBlocks` gives it (0 when
+    /// read from a custody record that lacks it).
     pub volume_size_gib: u64,
+    /// Bytes per block, as `ListSnapshotBlocks` gives it (524288 on EBS).
     pub block_size: u64,
     /// Blocks in the volume image.
     pub blocks: u64,
@@ -68,11 +80,13 @@ pub struct SnapshotDigest {
     pub blocks_written: u64,
     /// Bytes hashed: the volume's size.
     pub size: u64,
+    /// SHA-256 of the whole volume image, lowercase hex.
     pub sha256: String,
     /// `s3://.../blocks.txt?versionId=..`: one line per written block,
     /// `INDEX SHA256`.
     #[serde(default)]
     pub manifest: Option<String>,
+    /// SHA-256 (hex) of the stored block manifest.
     #[serde(default)]
     pub manifest_sha256: Option<String>,
     /// The custody record of the image's hash.
@@ -83,8 +97,13 @@ pub struct SnapshotDigest {
     pub reused: bool,
 }
 
+/// The image hashes of the case's snapshots, from [`HashSnapshots`] or
+/// [`ReadSnapshotHashes`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SnapshotHashes {
+    /// One digest per snapshot, in the order asked. In a dry run
+    /// [`HashSnapshots`] gives none (nothing is read), and
+    /// [`ReadSnapshotHashes`] only those already recorded.
     pub snapshots: Vec<SnapshotDigest>,
 }
 
@@ -571,10 +590,15 @@ async fn store_manifest(
 #[derive(Debug)]
 pub struct ReadSnapshotHashes;
 
+/// Input of [`ReadSnapshotHashes`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReadHashesInput {
+    /// The case whose custody ledger is read (not validated here).
     pub case_id: String,
+    /// The evidence bucket that holds the case's custody ledger.
     pub evidence_bucket: String,
+    /// The snapshots whose hashes are wanted (`snap-...`); one without a
+    /// hash fails the step, except in a dry run.
     pub snapshot_ids: Vec<String>,
 }
 

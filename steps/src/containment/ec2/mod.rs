@@ -46,7 +46,10 @@ use crate::ids::{CaseId, InstanceId};
 /// The input of steps that act on one instance for one case.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct InstanceRef {
+    /// The case, validated as a [`crate::ids::CaseId`] by [`InstanceRef::parse`].
     pub case_id: String,
+    /// The instance (`i-...`), validated as a [`crate::ids::InstanceId`] by
+    /// [`InstanceRef::parse`].
     pub instance_id: String,
 }
 
@@ -65,6 +68,8 @@ impl InstanceRef {
     }
 }
 
+/// An EC2 describe filter: `name` (`tag-key`, `vpc-id`, ...) matching any
+/// of `values`.
 pub fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Filter {
     let mut b = Filter::builder().name(name);
     for v in values {
@@ -73,6 +78,7 @@ pub fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -
     b.build()
 }
 
+/// An EC2 tag of `key` and `value`.
 pub fn tag(key: &str, value: &str) -> Tag {
     Tag::builder().key(key).value(value).build()
 }

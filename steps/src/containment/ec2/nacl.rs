@@ -53,12 +53,23 @@ const EPHEMERAL: (i32, i32) = (1024, 65535);
 /// takes back what it wrote, reads again and retries this often.
 const CONFLICT_RETRIES: usize = 4;
 
+/// Denies all traffic to and from the instance's addresses on every
+/// network ACL of its VPCs that serves another subnet, numbered ahead of
+/// the ACL's rules, with the exemptions' allow entries ahead of the denies.
+/// Each entry is recorded in the case before it is written (release removes
+/// exactly those), and read back. An ACL that cannot be cut is left as it
+/// was, and the step fails `PartiallyContained` naming it. Idempotent.
 #[derive(Debug)]
 pub struct CutNetworkAcls;
 
+/// Input of [`CutNetworkAcls`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NaclCutInput {
+    /// The case, validated as a [`crate::ids::CaseId`]; the entries are
+    /// recorded under `cases/CASE/network-acl-cut/INSTANCE/`.
     pub case_id: String,
+    /// The instance to cut off (`i-...`), validated as a
+    /// [`crate::ids::InstanceId`]; it needs an interface in a VPC.
     pub instance_id: String,
     /// Where the case records the entries (release reads them there).
     pub evidence_bucket: String,
@@ -75,16 +86,22 @@ pub struct NaclCutInput {
 /// What the cut reads of the case's options (the rest is ignored).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CutOptions {
+    /// Rules per direction an ACL may hold, 1 to 40 (AWS's default quota,
+    /// 20, when None).
     #[serde(default)]
     pub nacl_rule_limit: Option<u32>,
 }
 
+/// What an ACL entry does to the packets it matches.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum AclAction {
+    /// Lets them through. Firebreak writes one only for an exemption, and
+    /// only where the ACL's own rules already let that traffic through.
     Allow,
+    /// Drops them: the cut itself.
     Deny,
 }
 
@@ -93,13 +110,20 @@ pub enum AclAction {
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 pub struct EntrySpec {
+    /// Whether the entry applies to outbound packets (true) or inbound ones
+    /// (false).
     pub egress: bool,
+    /// Allow (an exemption) or deny (the cut).
     pub action: AclAction,
     /// `-1` (all) or `6` (TCP), as EC2 writes them.
     pub protocol: String,
     /// `/32` or `/128` of an instance address (or a delegated prefix).
     pub cidr: String,
+    /// First port of the range, for TCP (or UDP, in a live entry); None
+    /// for all traffic.
     pub from_port: Option<i32>,
+    /// Last port of the range (inclusive), for TCP (or UDP, in a live
+    /// entry); None for all traffic.
     pub to_port: Option<i32>,
 }
 
@@ -108,8 +132,12 @@ pub struct EntrySpec {
     Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
 pub struct AclEntry {
+    /// The network ACL it is on (`acl-...`).
     pub network_acl_id: String,
+    /// Its rule number: rules apply in ascending order and the first match
+    /// decides; firebreak's go just below the ACL's lowest rule.
     pub rule_number: i32,
+    /// What the entry matches and does.
     #[serde(flatten)]
     pub spec: EntrySpec,
 }
@@ -117,12 +145,17 @@ pub struct AclEntry {
 /// An ACL left alone, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AclNote {
+    /// The network ACL left alone (`acl-...`).
     pub network_acl_id: String,
+    /// Why, for the operator: it serves no subnet, or only the instance's own
+    /// subnet, where entries naming the instance's addresses match nothing.
     pub reason: String,
 }
 
+/// What [`CutNetworkAcls`] has in force on the VPC's network ACLs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NaclCutOutput {
+    /// The instance cut off (`i-...`).
     pub instance_id: String,
     /// The instance's addresses the entries name.
     pub addresses: Vec<String>,
@@ -135,7 +168,12 @@ pub struct NaclCutOutput {
     pub warnings: Vec<String>,
     /// The case's record of the entries.
     pub record_location: Option<String>,
+    /// Whether an entry was written by this run (false in a dry run, or when
+    /// every entry was already in force).
     pub changed: bool,
+    /// Whether this was a dry run: each entry was only sent with
+    /// `DryRun=true` (an endpoint that ignores it has the entry taken back),
+    /// and nothing was recorded.
     pub dry_run: bool,
 }
 
@@ -143,9 +181,15 @@ pub struct NaclCutOutput {
 /// holding every entry of the case for the instance so far.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NaclCutRecord {
+    /// The case the entries belong to.
     pub case_id: String,
+    /// The instance whose addresses the entries name (`i-...`).
     pub instance_id: String,
+    /// When this record was written (UTC).
     pub written_at: chrono::DateTime<chrono::Utc>,
+    /// Every entry the case has planned for the instance so far, on every
+    /// ACL, whether or not writing it succeeded; release removes those still as
+    /// recorded.
     pub entries: Vec<AclEntry>,
 }
 
@@ -193,11 +237,14 @@ impl StepDef for CutNetworkAcls {
     }
 }
 
+/// S3 keys of the ACL-cut records in the evidence bucket.
 pub mod keys {
     /// The prefix of one instance's ACL records in a case.
     pub fn prefix(case: &str, instance: &str) -> String {
         format!("cases/{case}/network-acl-cut/{instance}/")
     }
+    /// The key of the `n`th record (`.../0001.json`): each change to the
+    /// cut writes the next number, never overwriting one.
     pub fn record(case: &str, instance: &str, n: u32) -> String {
         format!("{}{n:04}.json", prefix(case, instance))
     }
@@ -250,6 +297,8 @@ impl EntrySpec {
         })
     }
 
+    /// The entry in words, for logs and reports (`ingress deny all traffic
+    /// from 10.0.1.5/32`).
     pub fn describe(&self) -> String {
         let what = match (self.protocol.as_str(), self.from_port, self.to_port) {
             ("-1", _, _) => "all traffic".to_string(),

@@ -24,19 +24,35 @@ use crate::step::Step;
 #[derive(Debug)]
 pub struct ProtectInstance;
 
+/// One EBS volume of the instance and whether it is deleted with it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct KeptVolume {
+    /// The EBS volume id (`vol-...`).
     pub volume_id: String,
+    /// The device it is attached at (`/dev/xvda`), by which its
+    /// DeleteOnTermination is changed.
     pub device_name: String,
+    /// Whether terminating the instance deletes the volume; false for every
+    /// volume after a live run.
     pub delete_on_termination: bool,
 }
 
+/// The protection [`ProtectInstance`] read back after its changes (as
+/// found, in a dry run).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ProtectOutput {
+    /// Whether termination protection (`disableApiTermination`) is on.
     pub termination_protection: bool,
+    /// The instance-initiated shutdown behaviour: `stop` after a live run
+    /// (`terminate` may show in a dry run).
     pub shutdown_behavior: String,
+    /// The instance's EBS volumes by device, root included.
     pub volumes: Vec<KeptVolume>,
+    /// Whether any attribute was written (false in a dry run, or when all
+    /// were already right).
     pub changed: bool,
+    /// Whether this was a dry run: each change was only sent with
+    /// `DryRun=true`, and the output shows the instance as found.
     pub dry_run: bool,
 }
 

@@ -38,11 +38,20 @@ use crate::step::Step;
 #[derive(Debug)]
 pub struct RecordInstanceState;
 
+/// Input of [`RecordInstanceState`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RecordInput {
+    /// The case, validated as a [`crate::ids::CaseId`]; the record is kept
+    /// under `cases/CASE/instance-state/`.
     pub case_id: String,
+    /// The instance to record (`i-...`), validated as a
+    /// [`crate::ids::InstanceId`].
     pub instance_id: String,
+    /// The evidence bucket's name (3 to 63 of `a-z 0-9 . -`), checked before
+    /// anything is read.
     pub evidence_bucket: String,
+    /// Retention, encryption and legal hold of the objects written (the
+    /// bucket's defaults when unset).
     #[serde(default)]
     pub evidence_lock: Lock,
     /// Who acts, for the custody records.
@@ -50,8 +59,12 @@ pub struct RecordInput {
     pub actor: String,
 }
 
+/// The sealed pre-incident record [`RecordInstanceState`] stored or found.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RecordOutput {
+    /// The record with the SHA-256 of its canonical JSON: the state release
+    /// restores. In a dry run with no stored record, the state as read,
+    /// sealed but not stored.
     pub record: SealedRecord<InstanceStateRecord>,
     /// Where the sealed record is kept (none in a dry run).
     pub location: Option<String>,

@@ -26,10 +26,16 @@ pub struct SnapshotVolumes;
 #[derive(Debug)]
 pub struct AwaitSnapshots;
 
+/// One snapshot of one of the instance's volumes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SnapshotRef {
+    /// The EBS snapshot id (`snap-...`); in a dry run a placeholder,
+    /// `(planned) snapshot of vol-...`.
     pub snapshot_id: String,
+    /// The volume it was taken from (`vol-...`).
     pub volume_id: String,
+    /// The device the volume is attached at (`/dev/xvda`); None from
+    /// [`AwaitSnapshots`], and for a volume no longer attached.
     pub device_name: Option<String>,
     /// `pending`, `completed` or `error`.
     pub state: String,
@@ -37,27 +43,44 @@ pub struct SnapshotRef {
     pub progress: Option<String>,
 }
 
+/// What [`SnapshotVolumes`] took or found for the instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SnapshotSet {
+    /// The instance the volumes belong to (`i-...`).
     pub instance_id: String,
+    /// The case's snapshots of the instance's volumes, root volume first:
+    /// those of earlier runs and those taken now; in a dry run, those that
+    /// would be taken, with state `planned`.
     pub snapshots: Vec<SnapshotRef>,
     /// All snapshot ids, for the wait that follows.
     pub snapshot_ids: Vec<String>,
     /// Snapshots created by this run (empty when all existed already).
     pub created_snapshot_ids: Vec<String>,
+    /// Whether this was a dry run: the create calls were only sent with
+    /// `DryRun=true`, and `snapshot_ids` is empty.
     pub dry_run: bool,
 }
 
+/// Input of [`AwaitSnapshots`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SnapshotIds {
+    /// The snapshots to read (`snap-...`), as [`SnapshotSet::snapshot_ids`]
+    /// gives them; empty means nothing to wait for.
     pub snapshot_ids: Vec<String>,
 }
 
+/// Where the snapshots stand, read from EC2.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SnapshotProgress {
+    /// Whether every snapshot is `completed` (true for an empty set): ends
+    /// the wait.
     pub all_completed: bool,
+    /// How many are `completed`.
     pub completed: usize,
+    /// How many were asked about.
     pub total: usize,
+    /// Each snapshot's state and progress, in the order asked (without
+    /// device names).
     pub snapshots: Vec<SnapshotRef>,
 }
 

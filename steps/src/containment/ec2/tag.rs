@@ -22,6 +22,8 @@ use crate::tags;
 #[derive(Debug)]
 pub struct TagInstance;
 
+/// Where a case stands for an instance: the value of its
+/// `firebreak:status` tag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CaseStatus {
@@ -29,6 +31,8 @@ pub enum CaseStatus {
     Contained,
     /// Network isolation did not succeed: the instance may still talk.
     ContainmentFailed,
+    /// Release finished: the instance is back in its recorded state; a new
+    /// `respond` opens a new case.
     Released,
     /// A release stopped half-way: the instance is not in its recorded
     /// state (the report lists what was done).
@@ -36,6 +40,8 @@ pub enum CaseStatus {
 }
 
 impl CaseStatus {
+    /// The tag value: `contained`, `containment-failed`, `released` or
+    /// `release-failed`.
     pub fn as_str(self) -> &'static str {
         match self {
             CaseStatus::Contained => "contained",
@@ -46,16 +52,27 @@ impl CaseStatus {
     }
 }
 
+/// Input of [`TagInstance`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TagInstanceInput {
+    /// The case written to `firebreak:case`, validated as a
+    /// [`crate::ids::CaseId`].
     pub case_id: String,
+    /// The instance to tag (`i-...`), validated as a
+    /// [`crate::ids::InstanceId`].
     pub instance_id: String,
+    /// The status written to `firebreak:status`.
     pub status: CaseStatus,
 }
 
+/// What [`TagInstance`] wrote (or, in a dry run, would write).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TagOutput {
+    /// The `firebreak:case` and `firebreak:status` tags the instance carries
+    /// after the step (read back when written; in a dry run, the tags asked for).
     pub tags: BTreeMap<String, String>,
+    /// Whether a tag was written (false when both were already right, and in
+    /// a dry run).
     pub changed: bool,
 }
 
@@ -166,6 +183,8 @@ impl Step for TagInstance {
 /// The case an instance is tagged with and where it stands.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CaseTag {
+    /// The `firebreak:case` tag, when the instance has one that is a valid
+    /// case id (an invalid value reads as None).
     pub case: Option<crate::ids::CaseId>,
     /// The `firebreak:status` tag (`contained`, `released`, ...).
     pub status: Option<String>,

@@ -16,7 +16,11 @@ use serde_json::{json, Value};
 
 /// IAM's quotas (whitespace is not counted, and firebreak writes none).
 pub const MANAGED_POLICY_MAX_CHARS: usize = 6144;
+/// Characters all inline policies of one role may hold together; the
+/// role-wide fallback must fit beside the role's own.
 pub const ROLE_INLINE_MAX_CHARS: usize = 10240;
+/// Managed policies attached to one role (IAM's default quota; an account
+/// whose quota was raised is still held to 10).
 pub const ROLE_MANAGED_POLICIES_MAX: usize = 10;
 /// Versions IAM keeps per managed policy.
 pub const POLICY_VERSIONS_MAX: usize = 5;
@@ -78,6 +82,8 @@ pub struct Denies {
 }
 
 impl Denies {
+    /// Whether no instance is denied, either way (its document would then be
+    /// None).
     pub fn is_empty(&self) -> bool {
         self.outside_vpc.is_empty() && self.before.values().all(BTreeSet::is_empty)
     }

@@ -31,18 +31,28 @@ use policies::{Added, Deny};
 #[derive(Debug)]
 pub struct RevokeInstanceCredentials;
 
+/// Input of [`RevokeInstanceCredentials`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RevokeInput {
+    /// The case, validated as a [`crate::ids::CaseId`]; names the record read
+    /// when the profile is no longer associated.
     pub case_id: String,
+    /// The instance whose credentials are revoked (`i-...`), validated as an
+    /// [`crate::ids::InstanceId`].
     pub instance_id: String,
     /// Where the case's record is: after a first run the association is
     /// gone, and the record says which profile it was.
     pub evidence_bucket: String,
 }
 
+/// What [`RevokeInstanceCredentials`] took away and denied.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RevokeOutput {
+    /// The instance profile's ARN: the one associated now, else the one in
+    /// the pre-incident record. None when the instance has no profile, and
+    /// then nothing is done.
     pub instance_profile_arn: Option<String>,
+    /// The IAM roles of that profile (by name), each given the deny.
     pub roles: Vec<String>,
     /// The managed policies that hold the deny.
     #[serde(default)]
@@ -54,8 +64,14 @@ pub struct RevokeOutput {
     /// instances sharing it fetch new credentials).
     #[serde(default)]
     pub role_wide: Vec<String>,
+    /// The profile association (`iip-assoc-...`) removed, or in a dry run
+    /// the one that would be; None when none was associated (a re-run).
     pub disassociated_association_id: Option<String>,
+    /// Whether anything was disassociated, written or created (false in a
+    /// dry run).
     pub changed: bool,
+    /// Whether this was a dry run: IAM and the disassociation have no dry
+    /// run, so the changes are only logged as not checked.
     pub dry_run: bool,
 }
 
@@ -139,6 +155,8 @@ pub fn partition(region: &str) -> &'static str {
     }
 }
 
+/// The ARN of an EC2 instance in the region's partition
+/// (`arn:aws:ec2:REGION:ACCOUNT:instance/i-...`).
 pub fn instance_arn(region: &str, account: &str, instance: &str) -> String {
     format!(
         "arn:{}:ec2:{region}:{account}:instance/{instance}",
@@ -454,15 +472,26 @@ impl Step for RevokeInstanceCredentials {
 #[derive(Debug)]
 pub struct RestrictCredentialsToVpc;
 
+/// What [`RestrictCredentialsToVpc`] denied, and what it could not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RestrictOutput {
+    /// The instance profile associated now; None when there is none, and then
+    /// nothing is done.
     pub instance_profile_arn: Option<String>,
+    /// The IAM roles of that profile (by name), each given the outside-VPC
+    /// deny.
     pub roles: Vec<String>,
+    /// The managed policies that hold the outside-VPC deny (empty in a dry
+    /// run).
     pub policy_arns: Vec<String>,
     /// What the deny leaves open or breaks (missing SSM endpoints, no
     /// room in a role's policies).
     pub warnings: Vec<String>,
+    /// Whether a policy version was written or a policy created (false in a
+    /// dry run, or when every role already had the deny).
     pub changed: bool,
+    /// Whether this was a dry run: IAM has no dry run, so the writes are only
+    /// logged as not checked.
     pub dry_run: bool,
 }
 
