@@ -24,6 +24,9 @@ use crate::context::{StepContext, StepLog};
 use crate::error::{aws_error, error_code, StepError};
 use crate::ids::InstanceId;
 use crate::step::Step;
+use plan::{ProfileChange, ReleasePlan};
+
+mod plan;
 
 /// Restores what `record_instance_state` recorded for the case: security
 /// groups and source/dest check per interface, Elastic IP associations,
@@ -37,10 +40,14 @@ use crate::step::Step;
 #[derive(Debug)]
 pub struct ReleaseInstance;
 
+/// What `release_instance` is asked to release.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReleaseInput {
+    /// The case whose record is restored.
     pub case_id: String,
+    /// The instance to release (`i-...`).
     pub instance_id: String,
+    /// The evidence bucket that holds the case's record of the instance.
     pub evidence_bucket: String,
     /// What to do with the deny on sessions issued before containment.
     pub credential_deny: DenyOnRelease,
@@ -56,7 +63,9 @@ pub enum DenyOnRelease {
     /// (and say until when) before that.
     #[default]
     Auto,
+    /// Keep it until a later release removes it.
     Keep,
+    /// Remove it now, even if credentials it blocks may still be valid.
     Remove,
 }
 
@@ -65,10 +74,12 @@ pub enum DenyOnRelease {
 /// the window in which a stolen one may still work.
 pub const INSTANCE_CREDENTIAL_LIFETIME: chrono::Duration = chrono::Duration::hours(12);
 
+/// What release restored and what it left.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReleaseOutput {
     /// The record restored, and where it is kept.
     pub record_location: String,
+    /// The SHA-256 of the record's canonical JSON, as sealed at containment.
     pub record_sha256: String,
     /// What this run changed, in order.
     pub actions: Vec<String>,
@@ -82,7 +93,9 @@ pub struct ReleaseOutput {
     /// replaced, for example).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// True when this run changed anything.
     pub changed: bool,
+    /// True in a dry run: nothing was changed, the calls were checked.
     pub dry_run: bool,
 }
 
@@ -227,172 +240,164 @@ fn no_dry_run(service: &str, action: &str) -> String {
     format!("{service} has no dry run; needs {action}")
 }
 
+/// Sends one ModifyInstanceAttribute (or checks it in a dry run).
+async fn modify_attribute(
+    c: &mut Changes<'_>,
+    req: aws_sdk_ec2::operation::modify_instance_attribute::builders::ModifyInstanceAttributeFluentBuilder,
+    params: String,
+) -> Result<(), StepError> {
+    if c.ctx.is_dry_run() {
+        return c.log.dry_run(
+            "ec2:ModifyInstanceAttribute",
+            params,
+            req.dry_run(true).send().await,
+        );
+    }
+    req.send()
+        .await
+        .map_err(|e| aws_error(&format!("ec2:ModifyInstanceAttribute ({params})"), e))?;
+    c.done("ec2:ModifyInstanceAttribute", params);
+    Ok(())
+}
+
 /// Attributes other than termination protection: DeleteOnTermination per
 /// volume, shutdown behaviour, stop protection.
 async fn restore_attributes(
     c: &mut Changes<'_>,
     id: &InstanceId,
-    rec: &InstanceStateRecord,
-    now: &InstanceStateRecord,
-    termination: bool,
+    plan: &ReleasePlan,
 ) -> Result<(), StepError> {
-    let ec2 = &c.ctx.aws.ec2;
-    let attr = |b: aws_sdk_ec2::operation::modify_instance_attribute::builders::ModifyInstanceAttributeFluentBuilder| b.instance_id(id.as_str());
-    let mut reqs = Vec::new();
-    if termination {
-        if let Some(v) = rec
-            .disable_api_termination
-            .filter(|v| Some(*v) != now.disable_api_termination)
-        {
-            reqs.push((
-                attr(ec2.modify_instance_attribute())
-                    .disable_api_termination(AttributeBooleanValue::builder().value(v).build()),
-                format!("{id} DisableApiTermination={v} (last: everything else is back)"),
-            ));
-        }
-    } else {
-        let mismatched: Vec<_> = rec
-            .volumes
-            .iter()
-            .filter(|v| {
-                let cur = now
-                    .volumes
-                    .iter()
-                    .find(|n| n.volume_id == v.volume_id)
-                    .and_then(|n| n.delete_on_termination);
-                v.delete_on_termination.is_some()
-                    && v.delete_on_termination != cur
-                    && v.device_name.is_some()
-            })
-            .collect();
-        if !mismatched.is_empty() {
-            let mut b = attr(ec2.modify_instance_attribute());
-            for v in &mismatched {
-                b = b.block_device_mappings(
-                    InstanceBlockDeviceMappingSpecification::builder()
-                        .set_device_name(v.device_name.clone())
-                        .ebs(
-                            EbsInstanceBlockDeviceSpecification::builder()
-                                .set_delete_on_termination(v.delete_on_termination)
-                                .build(),
-                        )
-                        .build(),
-                );
-            }
-            let what: Vec<String> = mismatched
-                .iter()
-                .map(|v| {
-                    format!(
-                        "{}={}",
-                        v.volume_id,
-                        v.delete_on_termination
-                            .map_or("unknown".to_string(), |d| d.to_string())
+    let ec2 = c.ctx.aws.ec2.clone();
+    let attr = || ec2.modify_instance_attribute().instance_id(id.as_str());
+    if !plan.delete_on_termination.is_empty() {
+        let mut b = attr();
+        for v in &plan.delete_on_termination {
+            b = b.block_device_mappings(
+                InstanceBlockDeviceMappingSpecification::builder()
+                    .device_name(&v.device_name)
+                    .ebs(
+                        EbsInstanceBlockDeviceSpecification::builder()
+                            .delete_on_termination(v.delete_on_termination)
+                            .build(),
                     )
-                })
-                .collect();
-            reqs.push((b, format!("{id} DeleteOnTermination [{}]", what.join(", "))));
+                    .build(),
+            );
         }
-        if rec.shutdown_behavior.is_some() && rec.shutdown_behavior != now.shutdown_behavior {
-            let v = rec.shutdown_behavior.clone().unwrap_or_default();
-            reqs.push((
-                attr(ec2.modify_instance_attribute()).instance_initiated_shutdown_behavior(
-                    AttributeValue::builder().value(&v).build(),
-                ),
-                format!("{id} InstanceInitiatedShutdownBehavior={v}"),
-            ));
-        }
-        if let Some(v) = rec
-            .disable_api_stop
-            .filter(|v| Some(*v) != now.disable_api_stop)
-        {
-            reqs.push((
-                attr(ec2.modify_instance_attribute())
-                    .disable_api_stop(AttributeBooleanValue::builder().value(v).build()),
-                format!("{id} DisableApiStop={v}"),
-            ));
-        }
+        let what: Vec<String> = plan
+            .delete_on_termination
+            .iter()
+            .map(|v| format!("{}={}", v.volume_id, v.delete_on_termination))
+            .collect();
+        let params = format!("{id} DeleteOnTermination [{}]", what.join(", "));
+        modify_attribute(c, b, params).await?;
     }
-    for (req, params) in reqs {
-        if c.ctx.is_dry_run() {
-            c.log.dry_run(
-                "ec2:ModifyInstanceAttribute",
-                params,
-                req.dry_run(true).send().await,
-            )?;
-        } else {
-            req.send()
-                .await
-                .map_err(|e| aws_error(&format!("ec2:ModifyInstanceAttribute ({params})"), e))?;
-            c.done("ec2:ModifyInstanceAttribute", params);
-        }
+    if let Some(v) = &plan.shutdown_behavior {
+        let b =
+            attr().instance_initiated_shutdown_behavior(AttributeValue::builder().value(v).build());
+        modify_attribute(c, b, format!("{id} InstanceInitiatedShutdownBehavior={v}")).await?;
+    }
+    if let Some(v) = plan.disable_api_stop {
+        let b = attr().disable_api_stop(AttributeBooleanValue::builder().value(v).build());
+        modify_attribute(c, b, format!("{id} DisableApiStop={v}")).await?;
     }
     Ok(())
+}
+
+/// Termination protection, last: everything else is back.
+async fn restore_termination(
+    c: &mut Changes<'_>,
+    id: &InstanceId,
+    plan: &ReleasePlan,
+) -> Result<(), StepError> {
+    let Some(v) = plan.disable_api_termination else {
+        return Ok(());
+    };
+    let b = c
+        .ctx
+        .aws
+        .ec2
+        .modify_instance_attribute()
+        .instance_id(id.as_str())
+        .disable_api_termination(AttributeBooleanValue::builder().value(v).build());
+    let params = format!("{id} DisableApiTermination={v} (last: everything else is back)");
+    modify_attribute(c, b, params).await
+}
+
+/// The live association a profile change acts on; an error naming the
+/// call when EC2 did not report one (never an empty id sent to AWS).
+fn association<'p>(
+    id: &InstanceId,
+    a: &'p Option<String>,
+    call: &str,
+) -> Result<&'p str, StepError> {
+    a.as_deref().filter(|a| !a.is_empty()).ok_or_else(|| {
+        StepError::new(
+            ErrorName::AwsRequestFailed,
+            format!("{call}: ec2:DescribeIamInstanceProfileAssociations gave {id}'s profile no association id"),
+        )
+    })
 }
 
 /// The instance profile association, as recorded.
 async fn restore_profile(
     c: &mut Changes<'_>,
     id: &InstanceId,
-    rec: &InstanceStateRecord,
-    now: &InstanceStateRecord,
+    plan: &ReleasePlan,
 ) -> Result<(), StepError> {
-    let ec2 = &c.ctx.aws.ec2;
+    let ec2 = c.ctx.aws.ec2.clone();
     let dry = c.ctx.is_dry_run();
-    let want_profile = rec.instance_profile.as_ref().and_then(|p| p.arn.clone());
-    let have = now.instance_profile.as_ref();
-    match (&want_profile, have) {
-        (Some(arn), None) => {
+    let profile = |arn: &str| IamInstanceProfileSpecification::builder().arn(arn).build();
+    match &plan.profile {
+        None => {}
+        Some(ProfileChange::Associate { arn }) => {
+            let call = "ec2:AssociateIamInstanceProfile";
             let params = format!("InstanceId={id}, IamInstanceProfile={arn}");
             if dry {
-                c.planned("ec2:AssociateIamInstanceProfile", params, "this API has no DryRun; needs ec2:AssociateIamInstanceProfile and iam:PassRole");
-            } else {
-                ec2.associate_iam_instance_profile()
-                    .instance_id(id.as_str())
-                    .iam_instance_profile(
-                        IamInstanceProfileSpecification::builder().arn(arn).build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("ec2:AssociateIamInstanceProfile", e))?;
-                c.done("ec2:AssociateIamInstanceProfile", params);
+                c.planned(call, params, "this API has no DryRun; needs ec2:AssociateIamInstanceProfile and iam:PassRole");
+                return Ok(());
             }
+            ec2.associate_iam_instance_profile()
+                .instance_id(id.as_str())
+                .iam_instance_profile(profile(arn))
+                .send()
+                .await
+                .map_err(|e| aws_error(call, e))?;
+            c.done(call, params);
         }
-        (Some(arn), Some(cur)) if cur.arn.as_deref() != Some(arn.as_str()) => {
-            let assoc = cur.association_id.clone().unwrap_or_default();
+        Some(ProfileChange::Replace {
+            association_id,
+            arn,
+        }) => {
+            let call = "ec2:ReplaceIamInstanceProfileAssociation";
+            let assoc = association(id, association_id, call)?;
             let params = format!("AssociationId={assoc}, IamInstanceProfile={arn}");
             if dry {
-                c.planned("ec2:ReplaceIamInstanceProfileAssociation", params, "this API has no DryRun; needs ec2:ReplaceIamInstanceProfileAssociation and iam:PassRole");
-            } else {
-                ec2.replace_iam_instance_profile_association()
-                    .association_id(&assoc)
-                    .iam_instance_profile(
-                        IamInstanceProfileSpecification::builder().arn(arn).build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("ec2:ReplaceIamInstanceProfileAssociation", e))?;
-                c.done("ec2:ReplaceIamInstanceProfileAssociation", params);
+                c.planned(call, params, "this API has no DryRun; needs ec2:ReplaceIamInstanceProfileAssociation and iam:PassRole");
+                return Ok(());
             }
+            ec2.replace_iam_instance_profile_association()
+                .association_id(assoc)
+                .iam_instance_profile(profile(arn))
+                .send()
+                .await
+                .map_err(|e| aws_error(call, e))?;
+            c.done(call, params);
         }
-        (None, Some(cur)) => {
-            let assoc = cur.association_id.clone().unwrap_or_default();
+        Some(ProfileChange::Disassociate { association_id }) => {
+            let call = "ec2:DisassociateIamInstanceProfile";
+            let assoc = association(id, association_id, call)?;
             let params = format!("AssociationId={assoc} (no profile was recorded)");
             if dry {
-                c.planned(
-                    "ec2:DisassociateIamInstanceProfile",
-                    params,
-                    "this API has no DryRun",
-                );
-            } else {
-                ec2.disassociate_iam_instance_profile()
-                    .association_id(&assoc)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("ec2:DisassociateIamInstanceProfile", e))?;
-                c.done("ec2:DisassociateIamInstanceProfile", params);
+                c.planned(call, params, "this API has no DryRun");
+                return Ok(());
             }
+            ec2.disassociate_iam_instance_profile()
+                .association_id(assoc)
+                .send()
+                .await
+                .map_err(|e| aws_error(call, e))?;
+            c.done(call, params);
         }
-        _ => {}
     }
     Ok(())
 }
@@ -488,24 +493,12 @@ async fn remove_denies(
 }
 
 /// Elastic IPs, back on the interface and private address they had.
-async fn restore_eips(
-    c: &mut Changes<'_>,
-    rec: &InstanceStateRecord,
-    now: &InstanceStateRecord,
-) -> Result<(), StepError> {
-    let ec2 = &c.ctx.aws.ec2;
-    for eip in &rec.elastic_ips {
+async fn restore_eips(c: &mut Changes<'_>, plan: &ReleasePlan) -> Result<(), StepError> {
+    let ec2 = c.ctx.aws.ec2.clone();
+    for eip in &plan.addresses {
         let Some(eni) = &eip.network_interface_id else {
             continue;
         };
-        let back = now.elastic_ips.iter().any(|e| {
-            e.allocation_id == eip.allocation_id
-                && e.network_interface_id.as_deref() == Some(eni.as_str())
-                && e.private_ip == eip.private_ip
-        });
-        if back {
-            continue;
-        }
         let params = format!(
             "AllocationId={}, NetworkInterfaceId={eni}, PrivateIpAddress={}",
             eip.allocation_id,
@@ -572,64 +565,40 @@ async fn set_interface_groups(
 async fn restore_interfaces(
     c: &mut Changes<'_>,
     id: &InstanceId,
-    rec: &InstanceStateRecord,
-    now: &InstanceStateRecord,
+    plan: &ReleasePlan,
     opened: &mut Vec<String>,
 ) -> Result<(), StepError> {
-    for eni in &rec.network_interfaces {
-        let Some(cur) = now
-            .network_interfaces
-            .iter()
-            .find(|n| n.network_interface_id == eni.network_interface_id)
-        else {
-            return Err(StepError::new(
-                ErrorName::ResourceNotFound,
-                format!(
-                    "interface {} is no longer attached to {id}",
-                    eni.network_interface_id
-                ),
-            ));
-        };
-        let mut want = eni.security_group_ids.clone();
-        want.sort();
-        let mut have = cur.security_group_ids.clone();
-        have.sort();
-        if want != have {
-            set_interface_groups(
-                c,
-                &eni.network_interface_id,
-                &eni.security_group_ids,
-                "as recorded",
-            )
-            .await?;
-            opened.push(eni.network_interface_id.clone());
-        }
-        if let (Some(want), Some(have)) = (eni.source_dest_check, cur.source_dest_check) {
-            if want != have {
-                let params = format!(
-                    "NetworkInterfaceId={}, SourceDestCheck={want}",
-                    eni.network_interface_id
-                );
-                let req = c
-                    .ctx
-                    .aws
-                    .ec2
-                    .modify_network_interface_attribute()
-                    .network_interface_id(&eni.network_interface_id)
-                    .source_dest_check(AttributeBooleanValue::builder().value(want).build());
-                if c.ctx.is_dry_run() {
-                    c.log.dry_run(
-                        "ec2:ModifyNetworkInterfaceAttribute",
-                        params,
-                        req.dry_run(true).send().await,
-                    )?;
-                } else {
-                    req.send()
-                        .await
-                        .map_err(|e| aws_error("ec2:ModifyNetworkInterfaceAttribute", e))?;
-                    c.done("ec2:ModifyNetworkInterfaceAttribute", params);
-                }
-            }
+    if let Some(gone) = plan.missing_interfaces.first() {
+        return Err(StepError::new(
+            ErrorName::ResourceNotFound,
+            format!("interface {gone} is no longer attached to {id}"),
+        ));
+    }
+    for g in &plan.interface_groups {
+        set_interface_groups(c, &g.network_interface_id, &g.groups, "as recorded").await?;
+        opened.push(g.network_interface_id.clone());
+    }
+    for s in &plan.source_dest_checks {
+        let (eni, want) = (&s.network_interface_id, s.value);
+        let params = format!("NetworkInterfaceId={eni}, SourceDestCheck={want}");
+        let req = c
+            .ctx
+            .aws
+            .ec2
+            .modify_network_interface_attribute()
+            .network_interface_id(eni)
+            .source_dest_check(AttributeBooleanValue::builder().value(want).build());
+        if c.ctx.is_dry_run() {
+            c.log.dry_run(
+                "ec2:ModifyNetworkInterfaceAttribute",
+                params,
+                req.dry_run(true).send().await,
+            )?;
+        } else {
+            req.send()
+                .await
+                .map_err(|e| aws_error("ec2:ModifyNetworkInterfaceAttribute", e))?;
+            c.done("ec2:ModifyNetworkInterfaceAttribute", params);
         }
     }
     Ok(())
@@ -793,10 +762,8 @@ async fn restore_load_balancers(
     undo: &mut Vec<Undo>,
 ) -> Result<(), StepError> {
     let ctx = c.ctx;
-    for r in &rec.target_groups {
-        if now.target_groups.contains(r) {
-            continue;
-        }
+    let (targets, classics) = plan::load_balancers(rec, now);
+    for r in &targets {
         let params = crate::containment::elbv2::describe_registration(id.as_str(), r);
         if ctx.is_dry_run() {
             c.planned(
@@ -817,10 +784,7 @@ async fn restore_load_balancers(
         c.done("elasticloadbalancing:RegisterTargets", params);
         undo.push(Undo::Target(r.clone()));
     }
-    for lb in &rec.classic_load_balancers {
-        if now.classic_load_balancers.contains(lb) {
-            continue;
-        }
+    for lb in &classics {
         let params = format!("LoadBalancerName={lb}, Instances=[{id}] (Classic)");
         if ctx.is_dry_run() {
             c.planned(
@@ -935,10 +899,11 @@ async fn restore(
     r: &Restore<'_>,
 ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StepError> {
     let (id, rec, now) = (r.id, r.rec, r.now);
-    restore_attributes(c, id, rec, now, false).await?;
-    restore_profile(c, id, rec, now).await?;
+    let plan = ReleasePlan::of(rec, now);
+    restore_attributes(c, id, &plan).await?;
+    restore_profile(c, id, &plan).await?;
     let kept_until = remove_denies(c, id, rec, r.deny).await?;
-    restore_eips(c, rec, now).await?;
+    restore_eips(c, &plan).await?;
     let (done, left) =
         super::nacl::remove_cut(c.ctx, &c.log, r.bucket, r.case, id.as_str()).await?;
     if !c.ctx.is_dry_run() {
@@ -948,7 +913,7 @@ async fn restore(
     let mut opened = Vec::new();
     let mut undo = Vec::new();
     let result = async {
-        restore_interfaces(c, id, rec, now, &mut opened).await?;
+        restore_interfaces(c, id, &plan, &mut opened).await?;
         if c.ctx.is_dry_run() {
             restore_auto_scaling(c, id, rec, &mut undo).await?;
             return restore_load_balancers(c, id, rec, now, &mut undo).await;
@@ -976,7 +941,7 @@ async fn restore(
             },
         ));
     }
-    restore_attributes(c, id, rec, now, true).await?;
+    restore_termination(c, id, &plan).await?;
     drop_unused_isolation_groups(c, now).await;
     drop_case_transition_groups(c, r.case).await;
     Ok(kept_until)
