@@ -51,13 +51,20 @@ const TRANSITION_SETTLE: std::time::Duration = std::time::Duration::from_secs(2)
 /// What a dry run shows for a group it would create.
 const PLANNED_GROUP: &str = "(planned)";
 
+/// Moves every network interface of the instance onto firebreak's
+/// isolation group of its VPC, in two moves (an allow-all group first, so
+/// that tracked connections become untracked and are cut), and reads each
+/// interface back.
 #[derive(Debug)]
 pub struct IsolateNetwork;
 
 /// The groups firebreak uses in one VPC.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VpcIsolationGroups {
+    /// The VPC (`vpc-...`).
     pub vpc_id: String,
+    /// The isolation group of the VPC (`sg-...`; a `(planned) ...` name in a
+    /// dry run when it does not exist yet).
     pub isolation_group_id: String,
     /// The case's transition group, while interfaces had to move (deleted
     /// after).
@@ -69,8 +76,12 @@ pub struct VpcIsolationGroups {
 /// One interface, before and after.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IsolatedInterface {
+    /// The interface (`eni-...`).
     pub network_interface_id: String,
+    /// Its VPC (`vpc-...`).
     pub vpc_id: String,
+    /// Its security groups before the case (from the record when there is
+    /// one): what release puts back. Empty when unknown.
     pub previous_group_ids: Vec<String>,
     /// Read back after the change.
     pub group_ids: Vec<String>,
@@ -81,9 +92,12 @@ pub struct IsolatedInterface {
     pub trunk_interface_id: Option<String>,
 }
 
+/// What `isolate_network` is asked to isolate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IsolateInput {
+    /// The case (validated as a case id).
     pub case_id: String,
+    /// The instance to isolate (`i-...`).
     pub instance_id: String,
     /// Investigator access kept open (SSH in, HTTPS out to SSM); empty
     /// means no traffic at all.
@@ -95,15 +109,19 @@ pub struct IsolateInput {
     pub evidence_bucket: Option<String>,
 }
 
+/// What isolation did, interface by interface.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IsolationOutput {
+    /// The instance isolated (`i-...`).
     pub instance_id: String,
     /// The exemptions in force (canonical form).
     pub exemptions: Vec<Exemption>,
     /// Why the asked-for exemptions could not be applied (the instance
     /// was isolated without them).
     pub exemption_error: Option<String>,
+    /// firebreak's groups in each VPC of the instance.
     pub groups: Vec<VpcIsolationGroups>,
+    /// Every interface, with its groups before and after.
     pub interfaces: Vec<IsolatedInterface>,
     /// Transition groups (allow-all) that could not be deleted, with why.
     #[serde(default)]
@@ -117,6 +135,7 @@ pub struct IsolationOutput {
     pub dns_query_logging: Vec<DnsLogging>,
     /// True when this run changed anything.
     pub changed: bool,
+    /// True in a dry run: nothing was changed, the calls were checked.
     pub dry_run: bool,
 }
 
@@ -203,6 +222,7 @@ impl std::fmt::Display for Exemption {
 }
 
 impl Exemption {
+    /// The address range or the group/prefix list the exemption opens to.
     pub fn peer(&self) -> &str {
         match self {
             Exemption::SshFrom(p) | Exemption::HttpsTo(p) => p,
@@ -298,7 +318,7 @@ fn canonical_peer(p: &str) -> Result<String, String> {
 
 /// One security group rule, flattened (a permission with several ranges
 /// is several rules).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 struct Rule {
     egress: bool,
     protocol: String,
@@ -307,7 +327,7 @@ struct Rule {
     peer: Peer,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 enum Peer {
     V4(String),
     V6(String),
@@ -728,7 +748,18 @@ async fn ensure_group(
             }
         }
     };
-    let id = group.group_id().unwrap_or_default().to_string();
+    let id = group
+        .group_id()
+        .filter(|i| !i.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            StepError::new(
+                ErrorName::AwsRequestFailed,
+                format!(
+                    "ec2:DescribeSecurityGroups gave firebreak's group {name} in {vpc} no GroupId"
+                ),
+            )
+        })?;
     let have = rules_of(&group);
     // Revoke before authorizing: an isolation group never has more than
     // it should, even for a moment.
@@ -942,7 +973,7 @@ async fn transition_groups(
 }
 
 /// One interface on its way to isolation.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 struct Move {
     eni: String,
     vpc: String,
@@ -982,9 +1013,12 @@ async fn move_interfaces(
             second.push(m);
             continue;
         }
-        let tr = group_of(&m.vpc)
-            .and_then(|g| g.transition_group_id.clone())
-            .unwrap_or_default();
+        let Some(tr) = group_of(&m.vpc).and_then(|g| g.transition_group_id.clone()) else {
+            // Never sent to an empty group id: not moved at all.
+            let why = format!("no transition group in {}: not moved", m.vpc);
+            round.failed.push((m.eni.clone(), why));
+            continue;
+        };
         match set_groups(
             ctx,
             log,
@@ -1010,9 +1044,12 @@ async fn move_interfaces(
     // before they are cut.
     tokio::time::sleep(TRANSITION_SETTLE).await;
     for m in second {
-        let iso = group_of(&m.vpc)
-            .map(|g| g.isolation_group_id.clone())
-            .unwrap_or_default();
+        let Some(iso) = group_of(&m.vpc).map(|g| g.isolation_group_id.clone()) else {
+            let back = put_back(ctx, log, m).await;
+            let why = format!("no isolation group in {}; {back}", m.vpc);
+            round.failed.push((m.eni.clone(), why));
+            continue;
+        };
         match set_groups(
             ctx,
             log,
@@ -1138,11 +1175,13 @@ async fn set_groups(
 /// of DNS from the instance, which neither groups nor ACLs stop.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DnsLogging {
+    /// The VPC (`vpc-...`).
     pub vpc_id: String,
     /// None when it could not be read (the reason in `error`).
     pub logged: Option<bool>,
     /// The query-logging configurations associated with the VPC.
     pub configs: Vec<String>,
+    /// Why the logging could not be read (None when it was).
     pub error: Option<String>,
 }
 
@@ -1319,7 +1358,7 @@ async fn plan_moves(
 const LISTING_ROUNDS: usize = 3;
 
 /// Everything isolation learnt about the interfaces.
-#[derive(Default)]
+#[derive(Debug, Default, Serialize)]
 struct Progress {
     interfaces: BTreeMap<String, IsolatedInterface>,
     failed: BTreeMap<String, String>,
@@ -1341,11 +1380,18 @@ fn plan_round(
         if p.interfaces.contains_key(&e.id) || p.failed.contains_key(&e.id) {
             continue;
         }
-        let iso = groups
+        let Some(iso) = groups
             .iter()
             .find(|g| g.vpc_id == e.vpc)
             .map(|g| g.isolation_group_id.clone())
-            .unwrap_or_default();
+        else {
+            // Never moved to a group that does not exist (an empty id).
+            p.failed.insert(
+                e.id.clone(),
+                format!("no isolation group in {}: not isolated", e.vpc),
+            );
+            continue;
+        };
         let trs = transitions.get(&e.vpc).cloned().unwrap_or_default();
         let on_transition = e.groups.iter().any(|g| trs.contains(g));
         // The record's groups, never a live read that may show a
@@ -1648,6 +1694,63 @@ async fn verify_isolated(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn eni(id: &str, vpc: &str, groups: &[&str], public_ip: Option<&str>) -> Eni {
+        Eni {
+            id: id.into(),
+            vpc: vpc.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            kind: "interface".into(),
+            trunk: None,
+            public_ip: public_ip.map(str::to_string),
+        }
+    }
+
+    /// One listing of a resumed isolation: an interface on its own groups
+    /// with EC2's public address (moved, warned about), one already
+    /// isolated (kept), one left on the transition group by the run that
+    /// died (moved on, its groups from the record), one on the transition
+    /// group with no record (moved, previous groups unknown), a branch of a
+    /// trunk, and one in a VPC with no isolation group (failed, never sent
+    /// to an empty group id). Plus the isolation group's rules with
+    /// exemptions.
+    #[test]
+    fn a_listing_is_planned_into_moves() {
+        let groups = vec![VpcIsolationGroups {
+            vpc_id: "vpc-1".into(),
+            isolation_group_id: "sg-iso".into(),
+            transition_group_id: Some("sg-transition".into()),
+            created_group_ids: vec![],
+        }];
+        let mut branch = eni("eni-branch", "vpc-1", &["sg-pod"], None);
+        branch.kind = "branch".into();
+        branch.trunk = Some("eni-trunk".into());
+        let enis = vec![
+            eni(
+                "eni-web",
+                "vpc-1",
+                &["sg-web", "sg-admin"],
+                Some("198.51.100.7"),
+            ),
+            eni("eni-done", "vpc-1", &["sg-iso"], Some("198.51.100.8")),
+            eni("eni-resumed", "vpc-1", &["sg-transition"], None),
+            eni("eni-unknown", "vpc-1", &["sg-transition"], None),
+            branch,
+            eni("eni-elsewhere", "vpc-2", &["sg-other"], None),
+        ];
+        let recorded = [("eni-resumed".to_string(), vec!["sg-db".to_string()])].into();
+        let transitions = [("vpc-1".to_string(), ["sg-transition".to_string()].into())].into();
+        let mut p = Progress::default();
+        let moves = plan_round(&enis, &groups, &recorded, &transitions, &mut p, false);
+        let again = plan_round(&enis, &groups, &recorded, &transitions, &mut p, false);
+        assert!(again.is_empty(), "a second listing moves nothing twice");
+        let rules = Role::Isolation(vec![
+            Exemption::SshFrom("203.0.113.0/24".into()),
+            Exemption::HttpsTo("pl-63a5400a".into()),
+        ])
+        .wanted();
+        insta::assert_json_snapshot!((moves, p, rules));
+    }
 
     #[test]
     fn rules_round_trip_through_permissions() {
