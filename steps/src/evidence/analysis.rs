@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use firebreak_forensics::custody::{Event, Location, NewRecord, Source};
+use firebreak_forensics::custody::{CustodyRecord, Event, Location, NewRecord, Source};
 use firebreak_forensics::hash::Hasher;
 use firebreak_forensics::lime::{self, Format};
 use firebreak_forensics::volatility::{self, Banner, Finding, Severity};
@@ -61,15 +61,21 @@ pub struct AnalysisOptions {
     pub plugin_timeout_seconds: Option<u64>,
 }
 
+/// What `analyze_memory` is asked to analyse.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AnalyzeInput {
+    /// The case the image belongs to.
     pub case_id: String,
     /// `s3://bucket/key?versionId=...` of the image.
     pub evidence: String,
+    /// The evidence bucket of the case (its custody ledger and the outputs).
     pub evidence_bucket: String,
+    /// How the outputs are locked (retention, KMS key, legal hold).
     #[serde(default)]
     pub evidence_lock: Lock,
+    /// Who runs the analysis, for the custody records.
     pub actor: String,
+    /// Where Volatility, the symbols and the work directory are.
     #[serde(default)]
     pub options: AnalysisOptions,
     /// The tools bucket, where `firebreak symbols add` keeps symbol
@@ -78,51 +84,77 @@ pub struct AnalyzeInput {
     pub tools_bucket: Option<String>,
 }
 
+/// What the image's LiME structure says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ImageSummary {
     /// `lime` or `avml_compressed` (converted to LiME before analysis).
     pub format: String,
+    /// Memory ranges in the image.
     pub ranges: usize,
+    /// Bytes of memory the ranges hold.
     pub memory_bytes: u64,
+    /// The image file's size in bytes (headers included).
     pub file_size: u64,
 }
 
+/// How one Volatility plugin ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginStatus {
+    /// It ran and printed JSON.
     Ok,
+    /// It failed (its last lines of stderr in `detail`).
     Failed,
+    /// It ran past its time limit and was stopped.
     TimedOut,
     /// Not run: no symbol table for the kernel.
     Skipped,
 }
 
+/// One Volatility plugin's run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PluginRun {
+    /// The plugin (`linux.pslist.PsList`, ...).
     pub plugin: String,
+    /// How it ended.
     pub status: PluginStatus,
     /// Where its JSON output is kept.
     pub output: Option<String>,
+    /// Rows of its JSON output, when it gave any.
     pub rows: Option<usize>,
+    /// How long it ran, in seconds.
     pub seconds: f64,
+    /// Why it failed or was skipped, or what its output did not say.
     pub detail: Option<String>,
 }
 
+/// What an analysis found, and where its outputs are.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AnalysisOutput {
+    /// The evidence id of the image analysed.
     pub evidence_id: String,
+    /// The image as `s3://bucket/key?versionId=...`.
     pub image: String,
+    /// The SHA-256 of the copy analysed (equal to custody's).
     pub sha256: String,
+    /// The image's structure.
     pub image_summary: ImageSummary,
+    /// Volatility's version, as it printed it.
     pub volatility_version: Option<String>,
+    /// The kernel banners found in the image.
     pub banners: Vec<Banner>,
+    /// The kernel release (`uname -r`) of the Linux banner, when found.
     pub kernel_release: Option<String>,
+    /// True when a symbol table fitted the image and the plugins that need
+    /// one ran.
     pub symbols_found: bool,
     /// The symbol table used: a path under the symbols directory, or the
     /// tools bucket's `s3://` location.
     #[serde(default)]
     pub symbols_table: Option<String>,
+    /// Every plugin, in the order run (skipped ones included).
     pub plugins: Vec<PluginRun>,
+    /// What the plugins show, most severe first.
     pub findings: Vec<Finding>,
     /// Where the findings are kept.
     pub findings_location: Option<String>,
@@ -512,6 +544,334 @@ impl Store<'_> {
     }
 }
 
+/// The acquired image a request names, from custody, with its version
+/// pinned; refused unless it was verified off the host (when firebreak
+/// captured it) and no record says it failed its checks.
+fn admissible(
+    records: &[CustodyRecord],
+    uri: &S3Uri,
+    case: &str,
+) -> Result<(CustodyRecord, S3Uri), StepError> {
+    let recorded = records.iter().find(|r| {
+        r.event == Event::Acquired
+            && match &r.location {
+                Location::S3 {
+                    bucket: b,
+                    key,
+                    version_id,
+                } => {
+                    *b == uri.bucket
+                        && *key == uri.key
+                        && (uri.version_id.is_none() || *version_id == uri.version_id)
+                }
+                Location::Snapshot { .. } => false,
+            }
+    });
+    let Some(recorded) = recorded.cloned() else {
+        return Err(StepError::new(
+            ErrorName::ResourceNotFound,
+            format!("case {case} has no custody record of {uri}: only acquired evidence is analysed (see `firebreak evidence list --case {case}`)"),
+        ));
+    };
+    let evidence_id = &recorded.evidence_id;
+    // An image whose host and off-host hashes differ is not examined.
+    let mismatch = records.iter().find(|r| {
+        &r.evidence_id == evidence_id
+            && (r.event == Event::Rejected
+                || (r.event == Event::Verified
+                    && crate::evidence::custody::failed_note(r.note.as_deref()))
+                || (r.host_sha256.is_some() && r.host_sha256 != r.sha256))
+    });
+    // A capture firebreak made is analysed once verified off the host: an
+    // image with only its acquisition record (the wait died before
+    // checking it) has not been shown to be whole.
+    let captured = recorded.kind == "memory-image" && recorded.host_sha256.is_some();
+    let verified = records.iter().any(|r| {
+        &r.evidence_id == evidence_id
+            && r.event == Event::Verified
+            && !crate::evidence::custody::failed_note(r.note.as_deref())
+    });
+    if captured && !verified && mismatch.is_none() {
+        return Err(StepError::verification(format!(
+            "{uri} was never verified off the host (case {case} holds no verification record for evidence {evidence_id}): run the wait again (`firebreak resume` of the response) before analysing"
+        )));
+    }
+    if let Some(m) = mismatch {
+        return Err(StepError::verification(format!(
+            "custody record {} says the image failed its checks ({}): not analysed",
+            m.sequence,
+            m.note
+                .as_deref()
+                .unwrap_or("host and off-host SHA-256 differ")
+        )));
+    }
+    let image_uri = S3Uri {
+        version_id: match (&uri.version_id, &recorded.location) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Location::S3 { version_id, .. }) => version_id.clone(),
+            _ => None,
+        },
+        ..uri.clone()
+    };
+    Ok((recorded, image_uri))
+}
+
+/// Copies the image into the work directory and checks the copy against
+/// custody and LiME's structure; gives its digest, summary and the path
+/// Volatility reads.
+async fn verified_copy(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    recorded: &CustodyRecord,
+    image_uri: &S3Uri,
+    work: &WorkDir,
+) -> Result<(firebreak_forensics::hash::Digest, lime::Summary, PathBuf), StepError> {
+    let local = work.0.join("memory.img");
+    log.progress(&format!("copying {image_uri} for analysis"));
+    let digest = download(ctx, log, image_uri, &local).await?;
+    if recorded.sha256.as_deref() != Some(digest.sha256.as_str()) {
+        return Err(StepError::verification(format!(
+            "the copy of {image_uri} hashes to {} ({} bytes); custody record {} says {}: not analysed",
+            digest.sha256,
+            digest.size,
+            recorded.sequence,
+            recorded.sha256.as_deref().unwrap_or("nothing")
+        )));
+    }
+    let (summary, image) = validate(&local).await?;
+    log.progress(&format!(
+        "{image_uri}: {} ranges, {} bytes of memory, SHA-256 verified",
+        summary.ranges.len(),
+        summary.memory_bytes
+    ));
+    Ok((digest, summary, image))
+}
+
+/// Where the operator can put a symbol table, as the finding says it.
+fn symbols_location(symbols_dir: Option<&str>, tools_bucket: Option<&str>) -> String {
+    match (symbols_dir, tools_bucket) {
+        (Some(d), Some(b)) => format!("{d} or s3://{b}/symbols/ (`firebreak symbols add`)"),
+        (Some(d), None) => d.to_string(),
+        (None, Some(b)) => format!("s3://{b}/symbols/ (`firebreak symbols add`)"),
+        (None, None) => {
+            "a symbols directory (--symbols-dir) or the tools bucket (`firebreak symbols add`)"
+                .into()
+        }
+    }
+}
+
+/// The symbol table Volatility is given for the image's kernel.
+struct Symbols {
+    /// The directory Volatility searches (`-s`).
+    dir: Option<String>,
+    /// The table that matched the banner, where it came from.
+    table: Option<String>,
+    /// Where the operator can put one, for the finding that none fits.
+    location: String,
+}
+
+/// How Volatility is run on one image.
+struct Vol<'a> {
+    /// The `vol` program.
+    program: &'a str,
+    /// The image's path.
+    image: String,
+    /// Volatility's cache directory.
+    cache: String,
+    /// The limit per plugin.
+    plugin_timeout: Duration,
+}
+
+/// What the plugins that need symbols gave.
+#[derive(Default)]
+struct PluginResults {
+    plugins: Vec<PluginRun>,
+    findings: Vec<Finding>,
+    /// Each plugin's parsed output, for the cross-view comparisons.
+    outputs: Vec<(String, Value)>,
+    /// False when Volatility could not use the symbol table.
+    symbols_fit: bool,
+}
+
+/// banners.Banners: the kernel the image holds; stored as evidence.
+async fn run_banners(
+    vol: &Vol<'_>,
+    timeout: Duration,
+    store: &Store<'_>,
+) -> Result<(Vec<Banner>, Option<String>, PluginRun), StepError> {
+    store.log.progress("Volatility 3: banners.Banners");
+    let args = volatility::command(&vol.image, &vol.cache, None, volatility::BANNERS);
+    let run = run_vol(vol.program, &args, timeout).await?;
+    let version = volatility_version(&run.stderr);
+    if run.status != PluginStatus::Ok {
+        return Err(StepError::new(
+            ErrorName::AnalysisFailed,
+            format!(
+                "banners.Banners {} after {:.0} s: {}",
+                if run.status == PluginStatus::TimedOut {
+                    "timed out"
+                } else {
+                    "failed"
+                },
+                run.seconds,
+                run.stderr.trim()
+            ),
+        ));
+    }
+    let json: Value = serde_json::from_slice(&run.stdout).map_err(|e| {
+        StepError::new(
+            ErrorName::AnalysisFailed,
+            format!(
+                "banners.Banners printed no JSON ({e}): {}",
+                run.stderr.trim()
+            ),
+        )
+    })?;
+    let banners = volatility::parse_banners(&json)
+        .map_err(|e| StepError::new(ErrorName::AnalysisFailed, e.to_string()))?;
+    let entry = PluginRun {
+        plugin: volatility::BANNERS.into(),
+        status: PluginStatus::Ok,
+        output: Some(
+            store
+                .put(volatility::BANNERS, run.stdout, version.clone())
+                .await?,
+        ),
+        rows: Some(banners.len()),
+        seconds: run.seconds,
+        detail: None,
+    };
+    Ok((banners, version, entry))
+}
+
+/// A plugin's run as the output says it: its rows and findings when it
+/// gave JSON, why not otherwise.
+fn plugin_entry(
+    plugin: &str,
+    run: &VolRun,
+    parsed: Option<&Value>,
+    timeout: Duration,
+    baseline: &[String],
+    findings: &mut Vec<Finding>,
+) -> PluginRun {
+    let mut entry = PluginRun {
+        plugin: plugin.into(),
+        status: run.status.clone(),
+        output: None,
+        rows: None,
+        seconds: run.seconds,
+        detail: None,
+    };
+    match (&run.status, parsed) {
+        (PluginStatus::Ok, Some(v)) => {
+            entry.rows = v.as_array().map(Vec::len);
+            match volatility::findings(plugin, v, baseline) {
+                Ok(f) => findings.extend(f),
+                Err(e) => entry.detail = Some(e.to_string()),
+            }
+        }
+        (PluginStatus::TimedOut, _) => {
+            entry.detail = Some(format!("stopped after {} s", timeout.as_secs()));
+        }
+        (_, _) => {
+            entry.status = PluginStatus::Failed;
+            let tail: String = run
+                .stderr
+                .lines()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" | ");
+            entry.detail = Some(tail);
+        }
+    }
+    entry
+}
+
+/// Runs the plugins that need the kernel's symbols, storing each output;
+/// stops at the first that says the table does not fit the image.
+async fn run_plugins(
+    vol: &Vol<'_>,
+    symbols: &Symbols,
+    banner: &str,
+    store: &Store<'_>,
+    baseline: &[String],
+    version: Option<&String>,
+) -> Result<PluginResults, StepError> {
+    let (use_dir, table) = (symbols.dir.as_deref(), symbols.table.as_deref());
+    let mut r = PluginResults {
+        symbols_fit: true,
+        ..PluginResults::default()
+    };
+    for plugin in volatility::PLUGINS {
+        store.log.progress(&format!("Volatility 3: {plugin}"));
+        let args = volatility::command(&vol.image, &vol.cache, use_dir, plugin);
+        let run = run_vol(vol.program, &args, vol.plugin_timeout).await?;
+        if run.status == PluginStatus::Failed && unsatisfied_symbols(&run) {
+            r.symbols_fit = false;
+            r.findings.push(match table {
+                // The table matched the banner, yet does not fit the
+                // image: another build, or a bad table.
+                Some(t) => Finding {
+                    severity: Severity::Medium,
+                    source: "symbols".into(),
+                    title: "the symbol table for this kernel's banner does not fit the image: process, module, network and code-injection analysis did not run".into(),
+                    detail: format!("banner: {banner}\ntable: {t}\nVolatility could not satisfy its kernel requirements with it (the table may come from another build of the same release, or be incomplete): build it again from this kernel's own debug symbols"),
+                },
+                None => volatility::missing_symbols(banner, &symbols.location),
+            });
+            break;
+        }
+        let parsed: Option<Value> = serde_json::from_slice(&run.stdout).ok();
+        let mut entry = plugin_entry(
+            plugin,
+            &run,
+            parsed.as_ref(),
+            vol.plugin_timeout,
+            baseline,
+            &mut r.findings,
+        );
+        if let (PluginStatus::Ok, Some(v)) = (&entry.status, parsed) {
+            r.outputs.push((plugin.to_string(), v));
+            entry.output = Some(store.put(plugin, run.stdout, version.cloned()).await?);
+        }
+        r.plugins.push(entry);
+    }
+    Ok(r)
+}
+
+/// Finds the symbol table for the banner's kernel: the symbols directory
+/// first, then the tools bucket (fetched into the work directory).
+async fn find_symbols(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    input: &AnalyzeInput,
+    symbols_dir: Option<&str>,
+    banner: &str,
+    work: &WorkDir,
+) -> Result<(Symbols, bool), StepError> {
+    let tools_bucket = input.tools_bucket.as_deref().filter(|b| !b.is_empty());
+    let mut s = Symbols {
+        dir: symbols_dir.map(str::to_string),
+        table: None,
+        location: symbols_location(symbols_dir, tools_bucket),
+    };
+    let local = local_tables(symbols_dir, banner);
+    if let Some(p) = &local.matched {
+        s.table = Some(p.display().to_string());
+    } else if let Some(tb) = tools_bucket {
+        let fetched = work.0.join("symbols");
+        if let Some(at) = bucket_table(ctx, log, tb, banner, &fetched).await? {
+            log.progress(&format!("symbol table for this kernel from {at}"));
+            s.table = Some(at);
+            s.dir = Some(fetched.to_string_lossy().into_owned());
+        }
+    }
+    // An unreadable table still goes to Volatility, which says why.
+    let usable = s.table.is_some() || local.unreadable;
+    Ok((s, usable))
+}
+
 #[async_trait]
 impl Step for AnalyzeMemory {
     async fn run(ctx: &StepContext, input: AnalyzeInput) -> Result<AnalysisOutput, StepError> {
@@ -533,72 +893,10 @@ impl Step for AnalyzeMemory {
             .clone()
             .or_else(|| std::env::var("FIREBREAK_SYMBOLS").ok());
 
-        // What custody says about the image.
         let ledger =
             crate::evidence::custody::read_ledger(ctx, &log, bucket, case.as_str()).await?;
-        let records = ledger.readable();
-        let recorded = records.iter().find(|r| {
-            r.event == Event::Acquired
-                && match &r.location {
-                    Location::S3 {
-                        bucket: b,
-                        key,
-                        version_id,
-                    } => {
-                        *b == uri.bucket
-                            && *key == uri.key
-                            && (uri.version_id.is_none() || *version_id == uri.version_id)
-                    }
-                    Location::Snapshot { .. } => false,
-                }
-        });
-        let Some(recorded) = recorded.cloned() else {
-            return Err(StepError::new(
-                ErrorName::ResourceNotFound,
-                format!("case {case} has no custody record of {uri}: only acquired evidence is analysed (see `firebreak evidence list --case {case}`)"),
-            ));
-        };
+        let (recorded, image_uri) = admissible(&ledger.readable(), &uri, case.as_str())?;
         let evidence_id = recorded.evidence_id.clone();
-        // An image whose host and off-host hashes differ is not examined.
-        let mismatch = records.iter().find(|r| {
-            r.evidence_id == evidence_id
-                && (r.event == Event::Rejected
-                    || (r.event == Event::Verified
-                        && crate::evidence::custody::failed_note(r.note.as_deref()))
-                    || (r.host_sha256.is_some() && r.host_sha256 != r.sha256))
-        });
-        // A capture firebreak made is analysed once verified off the
-        // host: an image with only its acquisition record (the wait died
-        // before checking it) has not been shown to be whole.
-        let captured = recorded.kind == "memory-image" && recorded.host_sha256.is_some();
-        let verified = records.iter().any(|r| {
-            r.evidence_id == evidence_id
-                && r.event == Event::Verified
-                && !crate::evidence::custody::failed_note(r.note.as_deref())
-        });
-        if captured && !verified && mismatch.is_none() {
-            return Err(StepError::verification(format!(
-                "{uri} was never verified off the host (case {case} holds no verification record for evidence {evidence_id}): run the wait again (`firebreak resume` of the response) before analysing"
-            )));
-        }
-        if let Some(m) = mismatch {
-            return Err(StepError::verification(format!(
-                "custody record {} says the image failed its checks ({}): not analysed",
-                m.sequence,
-                m.note
-                    .as_deref()
-                    .unwrap_or("host and off-host SHA-256 differ")
-            )));
-        }
-        let image_uri = S3Uri {
-            version_id: match (&uri.version_id, &recorded.location) {
-                (Some(v), _) => Some(v.clone()),
-                (None, Location::S3 { version_id, .. }) => version_id.clone(),
-                _ => None,
-            },
-            ..uri.clone()
-        };
-
         if ctx.is_dry_run() {
             log.not_checked(
                 "s3:GetObject",
@@ -609,30 +907,10 @@ impl Step for AnalyzeMemory {
                 "analysis has no dry run: it only reads the image and writes its own outputs",
             ));
         }
-
-        // A verified copy.
         let work = work_dir(o.work_dir.as_deref(), &evidence_id)?;
-        let local = work.0.join("memory.img");
-        log.progress(&format!("copying {image_uri} for analysis"));
-        let digest = download(ctx, &log, &image_uri, &local).await?;
-        if recorded.sha256.as_deref() != Some(digest.sha256.as_str()) {
-            return Err(StepError::verification(format!(
-                "the copy of {image_uri} hashes to {} ({} bytes); custody record {} says {}: not analysed",
-                digest.sha256,
-                digest.size,
-                recorded.sequence,
-                recorded.sha256.as_deref().unwrap_or("nothing")
-            )));
-        }
-        let (summary, image) = validate(&local).await?;
-        log.progress(&format!(
-            "{image_uri}: {} ranges, {} bytes of memory, SHA-256 verified",
-            summary.ranges.len(),
-            summary.memory_bytes
-        ));
+        let (digest, summary, image) =
+            verified_copy(ctx, &log, &recorded, &image_uri, &work).await?;
 
-        let source = recorded.source.clone();
-        let lock = &input.evidence_lock;
         // Each analysis run keeps its own outputs: a later run (with the
         // symbols built, say) never touches an earlier one's.
         let run_id = format!(
@@ -640,186 +918,59 @@ impl Step for AnalyzeMemory {
             Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
             &crate::evidence::memory::new_evidence_id()[..8]
         );
-        let out_prefix = format!("{}{run_id}/", keys::analysis(case.as_str(), &evidence_id));
-        let image_str = image.to_string_lossy().into_owned();
-        let cache = work.0.join("volcache").to_string_lossy().into_owned();
-        let plugin_timeout = o
-            .plugin_timeout_seconds
-            .map_or(volatility::PLUGIN_TIMEOUT, Duration::from_secs);
-        let banners_timeout = o
-            .plugin_timeout_seconds
-            .map_or(volatility::BANNERS_TIMEOUT, Duration::from_secs);
-
         let store = Store {
             ctx,
             log: &log,
             bucket,
-            lock,
-            prefix: out_prefix,
-            source: &source,
+            lock: &input.evidence_lock,
+            prefix: format!("{}{run_id}/", keys::analysis(case.as_str(), &evidence_id)),
+            source: &recorded.source,
             evidence_id: &evidence_id,
             image_uri: image_uri.to_string(),
             case_id: &input.case_id,
             actor: &input.actor,
         };
-
-        // banners.Banners: the kernel.
-        log.progress("Volatility 3: banners.Banners");
-        let run = run_vol(
-            &program,
-            &volatility::command(&image_str, &cache, None, volatility::BANNERS),
-            banners_timeout,
-        )
-        .await?;
-        let version = volatility_version(&run.stderr);
-        if run.status != PluginStatus::Ok {
-            return Err(StepError::new(
-                ErrorName::AnalysisFailed,
-                format!(
-                    "banners.Banners {} after {:.0} s: {}",
-                    if run.status == PluginStatus::TimedOut {
-                        "timed out"
-                    } else {
-                        "failed"
-                    },
-                    run.seconds,
-                    run.stderr.trim()
-                ),
-            ));
-        }
-        let json: Value = serde_json::from_slice(&run.stdout).map_err(|e| {
-            StepError::new(
-                ErrorName::AnalysisFailed,
-                format!(
-                    "banners.Banners printed no JSON ({e}): {}",
-                    run.stderr.trim()
-                ),
-            )
-        })?;
-        let banners = volatility::parse_banners(&json)
-            .map_err(|e| StepError::new(ErrorName::AnalysisFailed, e.to_string()))?;
-        let mut plugins = vec![PluginRun {
-            plugin: volatility::BANNERS.into(),
-            status: PluginStatus::Ok,
-            output: Some(
-                store
-                    .put(volatility::BANNERS, run.stdout, version.clone())
-                    .await?,
-            ),
-            rows: Some(banners.len()),
-            seconds: run.seconds,
-            detail: None,
-        }];
-        let mut findings = Vec::new();
+        let vol = Vol {
+            program: &program,
+            image: image.to_string_lossy().into_owned(),
+            cache: work.0.join("volcache").to_string_lossy().into_owned(),
+            plugin_timeout: o
+                .plugin_timeout_seconds
+                .map_or(volatility::PLUGIN_TIMEOUT, Duration::from_secs),
+        };
+        let banners_timeout = o
+            .plugin_timeout_seconds
+            .map_or(volatility::BANNERS_TIMEOUT, Duration::from_secs);
+        let (banners, version, banners_run) = run_banners(&vol, banners_timeout, &store).await?;
         let banner = banners
             .iter()
             .find(|b| b.banner.starts_with("Linux version "))
             .map(|b| b.banner.clone());
         let kernel_release = banner.as_deref().and_then(volatility::kernel_release);
-        let tools_bucket = input.tools_bucket.clone().filter(|b| !b.is_empty());
-        let symbols_location = match (&symbols_dir, &tools_bucket) {
-            (Some(d), Some(b)) => format!("{d} or s3://{b}/symbols/ (`firebreak symbols add`)"),
-            (Some(d), None) => d.clone(),
-            (None, Some(b)) => format!("s3://{b}/symbols/ (`firebreak symbols add`)"),
-            (None, None) => {
-                "a symbols directory (--symbols-dir) or the tools bucket (`firebreak symbols add`)"
-                    .into()
-            }
-        };
-        let mut symbols_found = false;
+        let mut r = PluginResults::default();
         let mut symbols_table = None;
-        let mut outputs: Vec<(String, Value)> = Vec::new();
         match &banner {
-            None => findings.push(Finding {
+            None => r.findings.push(Finding {
                 severity: Severity::High,
                 source: volatility::BANNERS.into(),
                 title: "no Linux banner in the image".into(),
                 detail: "the image holds no `Linux version ...` string: it may be empty, encrypted or not a memory image of a Linux host".into(),
             }),
             Some(b) => {
-                let local = local_tables(symbols_dir.as_deref(), b);
-                let mut use_dir = symbols_dir.clone();
-                if let Some(p) = &local.matched {
-                    symbols_table = Some(p.display().to_string());
-                } else if let Some(tb) = &tools_bucket {
-                    let fetched = work.0.join("symbols");
-                    if let Some(at) = bucket_table(ctx, &log, tb, b, &fetched).await? {
-                        log.progress(&format!("symbol table for this kernel from {at}"));
-                        symbols_table = Some(at);
-                        use_dir = Some(fetched.to_string_lossy().into_owned());
-                    }
-                }
-                if symbols_table.is_none() && !local.unreadable {
-                    findings.push(volatility::missing_symbols(b, &symbols_location));
-                } else {
-                    symbols_found = true;
-                    for plugin in volatility::PLUGINS {
-                        log.progress(&format!("Volatility 3: {plugin}"));
-                        let run = run_vol(
-                            &program,
-                            &volatility::command(&image_str, &cache, use_dir.as_deref(), plugin),
-                            plugin_timeout,
-                        )
+                let (symbols, usable) =
+                    find_symbols(ctx, &log, &input, symbols_dir.as_deref(), b, &work).await?;
+                symbols_table = symbols.table.clone();
+                if usable {
+                    r = run_plugins(&vol, &symbols, b, &store, &o.module_baseline, version.as_ref())
                         .await?;
-                        if run.status == PluginStatus::Failed && unsatisfied_symbols(&run) {
-                            symbols_found = false;
-                            findings.push(match &symbols_table {
-                                // The table matched the banner, yet does not
-                                // fit the image: another build, or a bad table.
-                                Some(t) => Finding {
-                                    severity: Severity::Medium,
-                                    source: "symbols".into(),
-                                    title: "the symbol table for this kernel's banner does not fit the image: process, module, network and code-injection analysis did not run".into(),
-                                    detail: format!("banner: {b}\ntable: {t}\nVolatility could not satisfy its kernel requirements with it (the table may come from another build of the same release, or be incomplete): build it again from this kernel's own debug symbols"),
-                                },
-                                None => volatility::missing_symbols(b, &symbols_location),
-                            });
-                            break;
-                        }
-                        let parsed: Option<Value> = serde_json::from_slice(&run.stdout).ok();
-                        let mut entry = PluginRun {
-                            plugin: plugin.into(),
-                            status: run.status.clone(),
-                            output: None,
-                            rows: None,
-                            seconds: run.seconds,
-                            detail: None,
-                        };
-                        match (&run.status, parsed) {
-                            (PluginStatus::Ok, Some(v)) => {
-                                entry.rows = v.as_array().map(Vec::len);
-                                match volatility::findings(plugin, &v, &o.module_baseline) {
-                                    Ok(f) => findings.extend(f),
-                                    Err(e) => entry.detail = Some(e.to_string()),
-                                }
-                                outputs.push((plugin.to_string(), v));
-                                entry.output =
-                                    Some(store.put(plugin, run.stdout, version.clone()).await?);
-                            }
-                            (PluginStatus::TimedOut, _) => {
-                                entry.detail = Some(format!(
-                                    "stopped after {} s",
-                                    plugin_timeout.as_secs()
-                                ));
-                            }
-                            (_, _) => {
-                                entry.status = PluginStatus::Failed;
-                                let tail: String = run
-                                    .stderr
-                                    .lines()
-                                    .rev()
-                                    .take(3)
-                                    .collect::<Vec<_>>()
-                                    .join(" | ");
-                                entry.detail = Some(tail);
-                            }
-                        }
-                        plugins.push(entry);
-                    }
+                } else {
+                    r.findings.push(volatility::missing_symbols(b, &symbols.location));
                 }
             }
         }
-        if !symbols_found {
+        let mut plugins = vec![banners_run];
+        plugins.append(&mut r.plugins);
+        if !r.symbols_fit {
             for plugin in volatility::PLUGINS {
                 if !plugins.iter().any(|p| p.plugin == plugin) {
                     plugins.push(PluginRun {
@@ -833,8 +984,9 @@ impl Step for AnalyzeMemory {
                 }
             }
         }
+        let mut findings = r.findings;
         // Views compared: what one plugin hides another shows.
-        findings.extend(volatility::cross_view(&outputs));
+        findings.extend(volatility::cross_view(&r.outputs));
         findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
         let findings_json = serde_json::to_vec_pretty(&serde_json::json!({
             "case_id": input.case_id,
@@ -863,7 +1015,7 @@ impl Step for AnalyzeMemory {
             volatility_version: version,
             banners,
             kernel_release,
-            symbols_found,
+            symbols_found: r.symbols_fit,
             symbols_table,
             plugins,
             findings,
@@ -877,19 +1029,29 @@ impl Step for AnalyzeMemory {
 #[derive(Debug)]
 pub struct ReadAnalysis;
 
+/// Which analysis to read back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ReadAnalysisInput {
+    /// The case.
     pub case_id: String,
+    /// The evidence bucket of the case.
     pub evidence_bucket: String,
+    /// The evidence id of the image analysed.
     pub evidence_id: String,
 }
 
+/// An analysis's findings as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AnalysisSummary {
+    /// The evidence id of the image analysed.
     pub evidence_id: String,
+    /// The image as `s3://bucket/key?versionId=...`.
     pub image: String,
+    /// The kernel release (`uname -r`), when a banner named it.
     pub kernel_release: Option<String>,
+    /// The kernel banners found in the image.
     pub banners: Vec<Banner>,
+    /// What the plugins showed, most severe first.
     pub findings: Vec<Finding>,
     /// Where the findings are kept.
     pub location: String,

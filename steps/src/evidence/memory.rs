@@ -28,7 +28,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use chrono::{DateTime, Utc};
 use firebreak_forensics::capture::{self, CaptureReport, Module, PartReport, Plan, Tool, MIB};
 use firebreak_forensics::custody::{Event, Location, NewRecord, Source};
-use firebreak_forensics::hash::sha256_bytes;
+use firebreak_forensics::hash::{sha256_bytes, Digest};
 use firebreak_forensics::{coverage, lime};
 use firebreak_workflows::iam::Statement;
 use firebreak_workflows::step::StepDef;
@@ -43,6 +43,7 @@ use crate::evidence::tools;
 use crate::evidence::{self, keys, Lock, Put, S3Uri};
 use crate::ids::{CaseId, InstanceId};
 use crate::step::Step;
+use aws_sdk_ec2::types::Instance;
 
 /// The presigned URLs live at least an hour: short enough that a leaked
 /// URL is soon worthless, and longer for instances with much memory (see
@@ -128,13 +129,19 @@ pub struct VerifyMemoryCapture;
 #[derive(Debug)]
 pub struct ReadMemoryEvidence;
 
+/// What `start_memory_capture` is asked to capture.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StartCaptureInput {
+    /// The case.
     pub case_id: String,
+    /// The instance whose memory is captured (`i-...`).
     pub instance_id: String,
+    /// The evidence bucket the image goes to.
     pub evidence_bucket: String,
+    /// How the image and its records are locked.
     #[serde(default)]
     pub evidence_lock: Lock,
+    /// The tools bucket, part size, URL lifetime and the host's limits.
     #[serde(default)]
     pub options: MemoryOptions,
 }
@@ -142,26 +149,41 @@ pub struct StartCaptureInput {
 /// What was started (stored as `capture.json` of the attempt).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CaptureStarted {
+    /// The image's evidence id (new for each attempt).
     pub evidence_id: String,
+    /// The attempt number, from 1.
     pub attempt: u32,
+    /// The case.
     pub case_id: String,
+    /// The instance (`i-...`).
     pub instance_id: String,
+    /// The evidence bucket.
     pub bucket: String,
+    /// Where the image goes (`.../attempt-NNN/memory.lime`).
     pub image_key: String,
+    /// Where the host writes its report (`result.json`).
     pub result_key: String,
+    /// Where the encrypted plan of presigned URLs is (`plan.enc`).
     pub plan_key: String,
+    /// The image's S3 multipart upload (empty in a dry run).
     pub upload_id: String,
+    /// Bytes per part.
     pub part_size: u64,
+    /// Parts presigned (enough for the memory, LiME's headers and spare).
     pub part_count: u64,
+    /// The instance's memory, from its instance type, in MiB.
     pub memory_mib: u64,
     /// Kernel releases a LiME module is offered for.
     pub lime_kernels: Vec<String>,
+    /// True when AVML is offered (for kernels with no LiME module).
     pub avml: bool,
     /// The SHA-256 of each tool offered (`lime:RELEASE`, `avml`): the
     /// host's report must name one of them.
     #[serde(default)]
     pub offered: std::collections::BTreeMap<String, String>,
+    /// When the capture was started.
     pub started_at: DateTime<Utc>,
+    /// When the host's URLs expire.
     pub expires_at: DateTime<Utc>,
     /// The signing credentials are temporary and said no expiry: the URLs
     /// may die before `expires_at` (said in the summary).
@@ -170,6 +192,7 @@ pub struct CaptureStarted {
     /// LiME's timeout and the parts in flight the host was asked for.
     #[serde(default)]
     pub lime_timeout_ms: u32,
+    /// Parts the host uploads at once.
     #[serde(default)]
     pub upload_slots: u32,
     /// The SSM command (set once sent).
@@ -178,36 +201,47 @@ pub struct CaptureStarted {
     /// True when an attempt already under way was continued.
     #[serde(default)]
     pub reused: bool,
+    /// True in a dry run: nothing was created or sent.
     #[serde(default)]
     pub dry_run: bool,
 }
 
+/// What the wait and the verification of a capture are given.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct AwaitCaptureInput {
+    /// The case.
     pub case_id: String,
+    /// The evidence bucket (must be the capture's).
     pub evidence_bucket: String,
+    /// How the image and its records are locked.
     #[serde(default)]
     pub evidence_lock: Lock,
     /// Who acts, for the custody records.
     pub actor: String,
+    /// What `start_memory_capture` started.
     pub capture: CaptureStarted,
 }
 
 /// A captured, verified memory image.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MemoryEvidence {
+    /// The image's evidence id.
     pub evidence_id: String,
     /// `s3://bucket/key?versionId=...`
     pub location: String,
+    /// The image's size in bytes, as stored.
     pub size: u64,
     /// Computed off the host, from the stored object.
     pub sha256: String,
     /// What the host reported.
     pub host_sha256: String,
+    /// The kernel release (`uname -r`) of the host.
     pub kernel_release: String,
     /// `lime` or `avml`.
     pub tool: String,
+    /// The SHA-256 of the tool the host ran.
     pub tool_sha256: String,
+    /// Until when Object Lock retains the image, when it does.
     pub retained_until: Option<DateTime<Utc>>,
     /// The custody record of the verification.
     pub custody_sequence: u64,
@@ -222,11 +256,14 @@ pub struct MemoryEvidence {
     pub lockdown: Option<String>,
 }
 
+/// Where a capture is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CaptureProgress {
+    /// True once the host has reported (or the dry run is done).
     pub done: bool,
     /// The SSM command's status (`Pending`, `InProgress`, `Success`, ...).
     pub command_status: Option<String>,
+    /// The verified image, once verified.
     pub evidence: Option<MemoryEvidence>,
 }
 
@@ -751,6 +788,510 @@ async fn presign_get(
         .to_string())
 }
 
+/// Checks the capture options; gives the upload slots to use.
+fn check_options(o: &MemoryOptions) -> Result<u32, StepError> {
+    if o.tools_bucket.is_empty() {
+        return Err(StepError::invalid_input(
+            "no tools bucket: memory capture needs the LiME modules and AVML (`firebreak tools add`)",
+        ));
+    }
+    if let Some(e) = o
+        .url_expiry_seconds
+        .filter(|e| !(60..=MAX_URL_EXPIRY_SECONDS).contains(e))
+    {
+        return Err(StepError::invalid_input(format!(
+            "url_expiry_seconds {e} is not between 60 and {MAX_URL_EXPIRY_SECONDS}"
+        )));
+    }
+    let upload_slots = o.upload_slots.unwrap_or(DEFAULT_UPLOAD_SLOTS);
+    if !(1..=capture::MAX_UPLOAD_SLOTS).contains(&upload_slots) {
+        return Err(StepError::invalid_input(format!(
+            "upload_slots {upload_slots} is not between 1 and {}",
+            capture::MAX_UPLOAD_SLOTS
+        )));
+    }
+    if o.part_size_mib.is_some_and(|p| p < 5) {
+        return Err(StepError::invalid_input(
+            "part_size_mib must be at least 5 (S3's smallest part)",
+        ));
+    }
+    Ok(upload_slots)
+}
+
+/// A running Linux instance, or why its memory cannot be captured; gives
+/// its instance type.
+fn check_capturable(id: &InstanceId, instance: &Instance) -> Result<String, StepError> {
+    if instance
+        .platform()
+        .is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows"))
+    {
+        return Err(StepError::new(
+            ErrorName::Unsupported,
+            format!("{id} runs Windows: LiME and AVML capture Linux memory"),
+        ));
+    }
+    let state = instance
+        .state()
+        .and_then(|s| s.name())
+        .map_or("in an unknown state", |s| s.as_str());
+    if state != "running" {
+        return Err(StepError::new(
+            ErrorName::Unsupported,
+            format!("{id} is {state}: memory can only be captured from a running instance"),
+        ));
+    }
+    instance
+        .instance_type()
+        .map(|t| t.as_str().to_string())
+        .ok_or_else(|| {
+            StepError::new(
+                ErrorName::AwsRequestFailed,
+                format!(
+                    "ec2:DescribeInstances gave {id} no instance type: its memory size is unknown"
+                ),
+            )
+        })
+}
+
+/// What the earlier attempts leave to do.
+enum Earlier {
+    /// An attempt that finished or may still finish: followed, not redone.
+    Continue(Box<CaptureStarted>),
+    /// Start this attempt (1 when there was none).
+    Start(u32),
+}
+
+/// Continues the latest attempt while it can still finish; otherwise
+/// clears what a failed one left and names the next attempt.
+async fn earlier_attempts(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    bucket: &str,
+    case: &CaseId,
+    id: &InstanceId,
+) -> Result<Earlier, StepError> {
+    let (n, mut prev) = match latest_attempt(ctx, log, bucket, case.as_str(), id.as_str()).await? {
+        None => return Ok(Earlier::Start(1)),
+        Some((n, claimed_at, None)) => {
+            let stale = claimed_at.is_none_or(|t| Utc::now() - t > STALE_CLAIM);
+            if !stale {
+                return Err(StepError::new(
+                    ErrorName::Throttled,
+                    format!(
+                        "capture attempt {n} is being started by another run; retry to follow it"
+                    ),
+                ));
+            }
+            log.progress(&format!(
+                "attempt {n} was claimed but never started: starting attempt {}",
+                n + 1
+            ));
+            return Ok(Earlier::Start(n + 1));
+        }
+        Some((n, _, Some(prev))) => (n, prev),
+    };
+    let mut state = attempt_state(ctx, log, &prev).await?;
+    if matches!(state, AttemptState::InProgress) && !ctx.is_dry_run() {
+        // The plan's key lives only in the command sent: an attempt whose
+        // command never went cannot be sent now.
+        match find_command(ctx, log, &prev.instance_id, &prev.evidence_id).await? {
+            Some((id, _)) => prev.command_id = Some(id),
+            None => {
+                state = AttemptState::Failed(
+                    "its command was never sent (the run starting it died)".into(),
+                )
+            }
+        }
+    }
+    match state {
+        AttemptState::Finished | AttemptState::InProgress => {
+            prev.reused = true;
+            prev.dry_run = ctx.is_dry_run();
+            log.progress(&format!(
+                "continuing capture attempt {} ({})",
+                prev.attempt, prev.evidence_id
+            ));
+            Ok(Earlier::Continue(Box::new(prev)))
+        }
+        AttemptState::Failed(why) => {
+            if !ctx.is_dry_run() && !exists(ctx, log, bucket, &prev.image_key).await? {
+                // Best effort: an upload left open only costs storage.
+                let _ = ctx
+                    .aws
+                    .s3
+                    .abort_multipart_upload()
+                    .bucket(bucket)
+                    .key(&prev.image_key)
+                    .upload_id(&prev.upload_id)
+                    .send()
+                    .await;
+            }
+            log.progress(&format!(
+                "attempt {} failed ({why}): starting attempt {}",
+                prev.attempt,
+                n + 1
+            ));
+            Ok(Earlier::Start(n + 1))
+        }
+    }
+}
+
+/// What a capture is decided from, besides its input.
+#[derive(Debug)]
+struct CaptureFacts<'a> {
+    /// The attempt to start.
+    attempt: u32,
+    /// The new evidence id of the image.
+    evidence_id: String,
+    /// The instance's memory, from its type.
+    memory_mib: u64,
+    /// The tools the tools bucket offers.
+    manifest: &'a tools::Manifest,
+    /// Now.
+    started_at: DateTime<Utc>,
+    /// The URLs' lifetime (`url_lifetime`), seconds.
+    lifetime: u64,
+    /// The signing credentials are temporary and say no expiry.
+    expiry_unknown: bool,
+    /// Parts the host uploads at once (checked).
+    upload_slots: u32,
+    /// A dry run.
+    dry_run: bool,
+}
+
+/// The capture to start, decided without AWS: its keys, parts, tools and
+/// deadline. Refuses parts too few to hold the memory.
+fn plan_capture(
+    input: &StartCaptureInput,
+    case: &CaseId,
+    id: &InstanceId,
+    f: &CaptureFacts<'_>,
+) -> Result<CaptureStarted, StepError> {
+    let o = &input.options;
+    let memory_mib = f.memory_mib;
+    let part_size = o
+        .part_size_mib
+        .map_or_else(|| part_size_for(memory_mib), |p| u64::from(p) * MIB);
+    let part_count = part_count_for(memory_mib, part_size);
+    if part_count * part_size < memory_mib * MIB {
+        return Err(StepError::invalid_input(format!(
+            "{part_count} parts of {} MiB cannot hold {memory_mib} MiB of memory: use larger parts",
+            part_size / MIB
+        )));
+    }
+    let prefix = keys::memory_attempt(case.as_str(), id.as_str(), f.attempt);
+    let lime = f.manifest.lime.iter();
+    Ok(CaptureStarted {
+        evidence_id: f.evidence_id.clone(),
+        attempt: f.attempt,
+        case_id: case.to_string(),
+        instance_id: id.to_string(),
+        bucket: input.evidence_bucket.clone(),
+        image_key: format!("{prefix}memory.lime"),
+        result_key: format!("{prefix}result.json"),
+        plan_key: format!("{prefix}plan.enc"),
+        upload_id: String::new(),
+        part_size,
+        part_count,
+        memory_mib,
+        lime_kernels: f.manifest.lime.keys().cloned().collect(),
+        avml: f.manifest.avml.is_some(),
+        offered: lime
+            .map(|(r, t)| (format!("lime:{r}"), t.sha256.clone()))
+            .chain(
+                f.manifest
+                    .avml
+                    .iter()
+                    .map(|t| ("avml".to_string(), t.sha256.clone())),
+            )
+            .collect(),
+        started_at: f.started_at,
+        expires_at: f.started_at
+            + chrono::Duration::seconds(i64::try_from(f.lifetime).unwrap_or(i64::MAX)),
+        credentials_expiry_unknown: f.expiry_unknown,
+        lime_timeout_ms: o.lime_timeout_ms,
+        upload_slots: f.upload_slots,
+        command_id: None,
+        reused: false,
+        dry_run: f.dry_run,
+    })
+}
+
+/// What a dry run shows of a capture: none of its calls has a dry run.
+fn show_dry_run(log: &StepLog<'_>, id: &InstanceId, started: &CaptureStarted) {
+    let why = "S3 and SSM have no dry run";
+    let bucket = &started.bucket;
+    log.not_checked(
+        "s3:CreateMultipartUpload",
+        format!(
+            "s3://{bucket}/{} ({} parts of {} MiB)",
+            started.image_key,
+            started.part_count,
+            started.part_size / MIB
+        ),
+        format!("{why}; needs s3:PutObject on arn:aws:s3:::{bucket}/cases/*"),
+    );
+    log.not_checked(
+        "s3:PutObject",
+        format!(
+            "s3://{bucket}/{} (the plan: presigned URLs only, encrypted for the host)",
+            started.plan_key
+        ),
+        why,
+    );
+    log.not_checked(
+        "ssm:SendCommand",
+        format!("InstanceIds=[{id}], DocumentName=AWS-RunShellScript (the capture script)"),
+        format!("{why}; needs ssm:SendCommand on {id} and document AWS-RunShellScript, and the instance's SSM agent must reach SSM"),
+    );
+}
+
+/// Claims the attempt: of two runs starting at once, one goes on, the
+/// other retries and follows it.
+async fn claim_attempt(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    input: &StartCaptureInput,
+    started: &CaptureStarted,
+) -> Result<(), StepError> {
+    let claim = serde_json::to_vec(&serde_json::json!({
+        "claimed_at": Utc::now(),
+        "evidence_id": started.evidence_id,
+    }))
+    .map_err(internal)?;
+    let prefix = keys::memory_attempt(&started.case_id, &started.instance_id, started.attempt);
+    match evidence::put_new_locked(
+        ctx,
+        log,
+        &started.bucket,
+        &format!("{prefix}claim.json"),
+        claim,
+        "application/json",
+        &input.evidence_lock,
+    )
+    .await?
+    {
+        Put::Exists => Err(StepError::new(
+            ErrorName::Throttled,
+            format!(
+                "another run claimed capture attempt {} at the same moment; retry to follow it",
+                started.attempt
+            ),
+        )),
+        Put::Created(_) | Put::Planned => Ok(()),
+    }
+}
+
+/// Opens the image's multipart upload, locked like every piece of
+/// evidence; gives its upload id.
+async fn open_upload(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    lock: &Lock,
+    started: &CaptureStarted,
+) -> Result<String, StepError> {
+    let bucket = &started.bucket;
+    let mut mpu = ctx
+        .aws
+        .s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(&started.image_key)
+        .content_type("application/octet-stream");
+    if let Some(until) = lock.retain_until() {
+        mpu = mpu
+            .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Compliance)
+            .object_lock_retain_until_date(aws_smithy_types::DateTime::from_secs(
+                until.timestamp(),
+            ));
+    }
+    if let Some(k) = &lock.kms_key_id {
+        mpu = mpu
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+            .ssekms_key_id(k);
+    }
+    if lock.legal_hold {
+        mpu = mpu.object_lock_legal_hold_status(aws_sdk_s3::types::ObjectLockLegalHoldStatus::On);
+    }
+    let mpu = mpu
+        .send()
+        .await
+        .map_err(|e| aws_error("s3:CreateMultipartUpload", e))?;
+    let upload_id = mpu
+        .upload_id()
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            StepError::new(
+                ErrorName::AwsRequestFailed,
+                format!(
+                    "s3:CreateMultipartUpload s3://{bucket}/{} returned no upload id",
+                    started.image_key
+                ),
+            )
+        })?
+        .to_string();
+    log.done(
+        "s3:CreateMultipartUpload",
+        format!(
+            "s3://{bucket}/{} ({} parts of {} MiB)",
+            started.image_key,
+            started.part_count,
+            started.part_size / MIB
+        ),
+    );
+    Ok(upload_id)
+}
+
+/// Every URL the host may use, all expiring together: a part each, the
+/// result, the tools.
+async fn sign_urls(
+    signer: &Signer,
+    tools_bucket: &str,
+    manifest: &tools::Manifest,
+    started: &CaptureStarted,
+    expiry: Duration,
+) -> Result<Plan, StepError> {
+    let cfg = || PresigningConfig::expires_in(expiry).map_err(internal);
+    let bucket = &started.bucket;
+    let mut part_urls = Vec::with_capacity(usize::try_from(started.part_count).unwrap_or(0));
+    for n in 1..=started.part_count {
+        let number = i32::try_from(n).map_err(internal)?;
+        let url = signer
+            .s3
+            .upload_part()
+            .bucket(bucket)
+            .key(&started.image_key)
+            .upload_id(&started.upload_id)
+            .part_number(number)
+            .presigned(cfg()?)
+            .await
+            .map_err(|e| aws_error("presigning UploadPart", e))?;
+        part_urls.push(url.uri().to_string());
+    }
+    let result_url = signer
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key(&started.result_key)
+        .presigned(cfg()?)
+        .await
+        .map_err(|e| aws_error("presigning PutObject", e))?
+        .uri()
+        .to_string();
+    let mut modules = Vec::new();
+    for (release, t) in &manifest.lime {
+        modules.push(Module {
+            kernel_release: release.clone(),
+            sha256: t.sha256.clone(),
+            url: presign_get(
+                &signer.s3,
+                tools_bucket,
+                &t.key,
+                t.version_id.as_deref(),
+                expiry,
+            )
+            .await?,
+        });
+    }
+    let avml = match &manifest.avml {
+        Some(t) => Some(Tool {
+            sha256: t.sha256.clone(),
+            url: presign_get(
+                &signer.s3,
+                tools_bucket,
+                &t.key,
+                t.version_id.as_deref(),
+                expiry,
+            )
+            .await?,
+        }),
+        None => None,
+    };
+    Ok(Plan {
+        modules,
+        avml,
+        part_urls,
+        result_url,
+    })
+}
+
+/// Stores the plan encrypted for the host alone (the case's objects are
+/// readable by whoever may read evidence, and these URLs let one upload
+/// parts and the result in the host's place until they expire); gives the
+/// script that fetches and decrypts it.
+async fn seal_plan(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    input: &StartCaptureInput,
+    signer: &Signer,
+    started: &CaptureStarted,
+    plan: &Plan,
+    expiry: Duration,
+) -> Result<String, StepError> {
+    let plan = capture::render_plan(plan).map_err(|e| StepError::invalid_input(e.to_string()))?;
+    let plan_secret = hex::encode(rand::random::<[u8; 32]>());
+    let sealed_plan = capture::encrypt_plan(plan.as_bytes(), &plan_secret, rand::random());
+    let bucket = &started.bucket;
+    let plan_version = match evidence::put_new_locked(
+        ctx,
+        log,
+        bucket,
+        &started.plan_key,
+        sealed_plan,
+        "application/octet-stream",
+        &input.evidence_lock,
+    )
+    .await?
+    {
+        Put::Created(s) => s.version_id,
+        Put::Exists | Put::Planned => None,
+    };
+    let plan_url = presign_get(
+        &signer.s3,
+        bucket,
+        &started.plan_key,
+        plan_version.as_deref(),
+        expiry,
+    )
+    .await?;
+    capture::render(&capture::CaptureScript {
+        case_id: started.case_id.clone(),
+        evidence_id: started.evidence_id.clone(),
+        part_size: started.part_size,
+        plan_url,
+        plan_key: plan_secret,
+        lime_timeout_ms: input.options.lime_timeout_ms,
+        upload_slots: started.upload_slots,
+    })
+    .map_err(|e| StepError::invalid_input(e.to_string()))
+}
+
+/// Stores what was started before the command goes, so that a retry finds
+/// it and never starts a second capture.
+async fn store_started(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    lock: &Lock,
+    started: &CaptureStarted,
+) -> Result<(), StepError> {
+    let prefix = keys::memory_attempt(&started.case_id, &started.instance_id, started.attempt);
+    let state_key = format!("{prefix}capture.json");
+    let body = serde_json::to_vec_pretty(started).map_err(internal)?;
+    let bucket = &started.bucket;
+    match evidence::put_new_locked(ctx, log, bucket, &state_key, body, "application/json", lock)
+        .await?
+    {
+        Put::Exists => Err(StepError::new(
+            ErrorName::Internal,
+            format!(
+                "s3://{bucket}/{state_key} exists although this run claimed attempt {}",
+                started.attempt
+            ),
+        )),
+        Put::Created(_) | Put::Planned => Ok(()),
+    }
+}
+
 #[async_trait]
 impl Step for StartMemoryCapture {
     async fn run(ctx: &StepContext, input: StartCaptureInput) -> Result<CaptureStarted, StepError> {
@@ -763,121 +1304,15 @@ impl Step for StartMemoryCapture {
             .parse()
             .map_err(|e: crate::ids::IdError| StepError::invalid_input(e.to_string()))?;
         let o = &input.options;
-        if o.tools_bucket.is_empty() {
-            return Err(StepError::invalid_input(
-                "no tools bucket: memory capture needs the LiME modules and AVML (`firebreak tools add`)",
-            ));
-        }
-        if let Some(e) = o
-            .url_expiry_seconds
-            .filter(|e| !(60..=MAX_URL_EXPIRY_SECONDS).contains(e))
-        {
-            return Err(StepError::invalid_input(format!(
-                "url_expiry_seconds {e} is not between 60 and {MAX_URL_EXPIRY_SECONDS}"
-            )));
-        }
-        let upload_slots = o.upload_slots.unwrap_or(DEFAULT_UPLOAD_SLOTS);
-        if !(1..=capture::MAX_UPLOAD_SLOTS).contains(&upload_slots) {
-            return Err(StepError::invalid_input(format!(
-                "upload_slots {upload_slots} is not between 1 and {}",
-                capture::MAX_UPLOAD_SLOTS
-            )));
-        }
-        if o.part_size_mib.is_some_and(|p| p < 5) {
-            return Err(StepError::invalid_input(
-                "part_size_mib must be at least 5 (S3's smallest part)",
-            ));
-        }
+        let upload_slots = check_options(o)?;
         let log = ctx.log(Self::NAME);
         let bucket = input.evidence_bucket.as_str();
         let instance = describe_instance(ctx, &log, &id).await?;
-        if instance
-            .platform()
-            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("windows"))
-        {
-            return Err(StepError::new(
-                ErrorName::Unsupported,
-                format!("{id} runs Windows: LiME and AVML capture Linux memory"),
-            ));
-        }
-        let state = instance
-            .state()
-            .and_then(|s| s.name())
-            .map(|s| s.as_str().to_string())
-            .unwrap_or_default();
-        if state != "running" {
-            return Err(StepError::new(
-                ErrorName::Unsupported,
-                format!("{id} is {state}: memory can only be captured from a running instance"),
-            ));
-        }
-
-        // Continue the latest attempt while it can still finish.
-        let mut attempt = 1;
-        match latest_attempt(ctx, &log, bucket, case.as_str(), id.as_str()).await? {
-            None => {}
-            Some((n, claimed_at, None)) => {
-                let stale = claimed_at.is_none_or(|t| Utc::now() - t > STALE_CLAIM);
-                if !stale {
-                    return Err(StepError::new(
-                        ErrorName::Throttled,
-                        format!("capture attempt {n} is being started by another run; retry to follow it"),
-                    ));
-                }
-                log.progress(&format!(
-                    "attempt {n} was claimed but never started: starting attempt {}",
-                    n + 1
-                ));
-                attempt = n + 1;
-            }
-            Some((n, _, Some(mut prev))) => {
-                attempt = n + 1;
-                let mut state = attempt_state(ctx, &log, &prev).await?;
-                if matches!(state, AttemptState::InProgress) && !ctx.is_dry_run() {
-                    // The plan's key lives only in the command sent: an
-                    // attempt whose command never went cannot be sent now.
-                    match find_command(ctx, &log, &prev.instance_id, &prev.evidence_id).await? {
-                        Some((id, _)) => prev.command_id = Some(id),
-                        None => {
-                            state = AttemptState::Failed(
-                                "its command was never sent (the run starting it died)".into(),
-                            )
-                        }
-                    }
-                }
-                match state {
-                    AttemptState::Finished | AttemptState::InProgress => {
-                        prev.reused = true;
-                        prev.dry_run = ctx.is_dry_run();
-                        log.progress(&format!(
-                            "continuing capture attempt {} ({})",
-                            prev.attempt, prev.evidence_id
-                        ));
-                        return Ok(prev);
-                    }
-                    AttemptState::Failed(why) => {
-                        if !ctx.is_dry_run() && !exists(ctx, &log, bucket, &prev.image_key).await? {
-                            // Best effort: an upload left open only costs
-                            // storage.
-                            let _ = ctx
-                                .aws
-                                .s3
-                                .abort_multipart_upload()
-                                .bucket(bucket)
-                                .key(&prev.image_key)
-                                .upload_id(&prev.upload_id)
-                                .send()
-                                .await;
-                        }
-                        log.progress(&format!(
-                            "attempt {} failed ({why}): starting attempt {attempt}",
-                            prev.attempt
-                        ));
-                    }
-                }
-            }
-        }
-
+        let instance_type = check_capturable(&id, &instance)?;
+        let attempt = match earlier_attempts(ctx, &log, bucket, &case, &id).await? {
+            Earlier::Continue(prev) => return Ok(*prev),
+            Earlier::Start(n) => n,
+        };
         let manifest = tools::read_manifest(ctx, &log, &o.tools_bucket)
             .await?
             .filter(|m| !m.lime.is_empty() || m.avml.is_some())
@@ -891,23 +1326,7 @@ impl Step for StartMemoryCapture {
                     ),
                 )
             })?;
-        let instance_type = instance
-            .instance_type()
-            .map(|t| t.as_str().to_string())
-            .unwrap_or_default();
         let memory_mib = memory_mib(ctx, &log, &instance_type).await?;
-        let part_size = o
-            .part_size_mib
-            .map_or_else(|| part_size_for(memory_mib), |p| u64::from(p) * MIB);
-        let part_count = part_count_for(memory_mib, part_size);
-        if part_count * part_size < memory_mib * MIB {
-            return Err(StepError::invalid_input(format!(
-                "{part_count} parts of {} MiB cannot hold {memory_mib} MiB of memory: use larger parts",
-                part_size / MIB
-            )));
-        }
-        let evidence_id = new_evidence_id();
-        let prefix = keys::memory_attempt(case.as_str(), id.as_str(), attempt);
         let started_at = Utc::now();
         let signer = Signer::resolve(ctx).await?;
         let lifetime = url_lifetime(o.url_expiry_seconds, memory_mib, signer.expires, started_at)?;
@@ -917,267 +1336,28 @@ impl Step for StartMemoryCapture {
                 lifetime / 60
             ));
         }
-        let expiry = Duration::from_secs(lifetime);
-        let mut started = CaptureStarted {
-            evidence_id: evidence_id.clone(),
+        let facts = CaptureFacts {
             attempt,
-            case_id: case.to_string(),
-            instance_id: id.to_string(),
-            bucket: bucket.to_string(),
-            image_key: format!("{prefix}memory.lime"),
-            result_key: format!("{prefix}result.json"),
-            plan_key: format!("{prefix}plan.enc"),
-            upload_id: String::new(),
-            part_size,
-            part_count,
+            evidence_id: new_evidence_id(),
             memory_mib,
-            lime_kernels: manifest.lime.keys().cloned().collect(),
-            avml: manifest.avml.is_some(),
-            offered: manifest
-                .lime
-                .iter()
-                .map(|(r, t)| (format!("lime:{r}"), t.sha256.clone()))
-                .chain(
-                    manifest
-                        .avml
-                        .iter()
-                        .map(|t| ("avml".to_string(), t.sha256.clone())),
-                )
-                .collect(),
+            manifest: &manifest,
             started_at,
-            expires_at: started_at
-                + chrono::Duration::seconds(i64::try_from(lifetime).unwrap_or(i64::MAX)),
-            credentials_expiry_unknown: signer.expiry_unknown,
-            lime_timeout_ms: o.lime_timeout_ms,
+            lifetime,
+            expiry_unknown: signer.expiry_unknown,
             upload_slots,
-            command_id: None,
-            reused: false,
             dry_run: ctx.is_dry_run(),
         };
+        let mut started = plan_capture(&input, &case, &id, &facts)?;
         if ctx.is_dry_run() {
-            let why = "S3 and SSM have no dry run";
-            log.not_checked(
-                "s3:CreateMultipartUpload",
-                format!(
-                    "s3://{bucket}/{} ({part_count} parts of {} MiB)",
-                    started.image_key,
-                    part_size / MIB
-                ),
-                format!("{why}; needs s3:PutObject on arn:aws:s3:::{bucket}/cases/*"),
-            );
-            log.not_checked(
-                "s3:PutObject",
-                format!(
-                    "s3://{bucket}/{} (the plan: presigned URLs only, encrypted for the host)",
-                    started.plan_key
-                ),
-                why,
-            );
-            log.not_checked(
-                "ssm:SendCommand",
-                format!("InstanceIds=[{id}], DocumentName=AWS-RunShellScript (the capture script)"),
-                format!("{why}; needs ssm:SendCommand on {id} and document AWS-RunShellScript, and the instance's SSM agent must reach SSM"),
-            );
+            show_dry_run(&log, &id, &started);
             return Ok(started);
         }
-
-        // Claim the attempt first: of two runs starting at once, one goes
-        // on, the other retries and follows it.
-        let claim = serde_json::to_vec(&serde_json::json!({
-            "claimed_at": Utc::now(),
-            "evidence_id": evidence_id,
-        }))
-        .map_err(internal)?;
-        if let Put::Exists = evidence::put_new_locked(
-            ctx,
-            &log,
-            bucket,
-            &format!("{prefix}claim.json"),
-            claim,
-            "application/json",
-            &input.evidence_lock,
-        )
-        .await?
-        {
-            return Err(StepError::new(
-                ErrorName::Throttled,
-                format!("another run claimed capture attempt {attempt} at the same moment; retry to follow it"),
-            ));
-        }
-
-        // The upload, locked like every piece of evidence.
-        let mut mpu = ctx
-            .aws
-            .s3
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(&started.image_key)
-            .content_type("application/octet-stream");
-        if let Some(until) = input.evidence_lock.retain_until() {
-            mpu = mpu
-                .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Compliance)
-                .object_lock_retain_until_date(aws_smithy_types::DateTime::from_secs(
-                    until.timestamp(),
-                ));
-        }
-        if let Some(k) = &input.evidence_lock.kms_key_id {
-            mpu = mpu
-                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
-                .ssekms_key_id(k);
-        }
-        if input.evidence_lock.legal_hold {
-            mpu =
-                mpu.object_lock_legal_hold_status(aws_sdk_s3::types::ObjectLockLegalHoldStatus::On);
-        }
-        let mpu = mpu
-            .send()
-            .await
-            .map_err(|e| aws_error("s3:CreateMultipartUpload", e))?;
-        started.upload_id = mpu
-            .upload_id()
-            .filter(|u| !u.is_empty())
-            .ok_or_else(|| {
-                StepError::new(
-                    ErrorName::AwsRequestFailed,
-                    format!(
-                        "s3:CreateMultipartUpload s3://{bucket}/{} returned no upload id",
-                        started.image_key
-                    ),
-                )
-            })?
-            .to_string();
-        log.done(
-            "s3:CreateMultipartUpload",
-            format!(
-                "s3://{bucket}/{} ({part_count} parts of {} MiB)",
-                started.image_key,
-                part_size / MIB
-            ),
-        );
-
-        // Every URL the host may use, all expiring together.
-        let cfg = || PresigningConfig::expires_in(expiry).map_err(internal);
-        let mut part_urls = Vec::with_capacity(usize::try_from(part_count).unwrap_or(0));
-        for n in 1..=part_count {
-            let number = i32::try_from(n).map_err(internal)?;
-            let url = signer
-                .s3
-                .upload_part()
-                .bucket(bucket)
-                .key(&started.image_key)
-                .upload_id(&started.upload_id)
-                .part_number(number)
-                .presigned(cfg()?)
-                .await
-                .map_err(|e| aws_error("presigning UploadPart", e))?;
-            part_urls.push(url.uri().to_string());
-        }
-        let result_url = signer
-            .s3
-            .put_object()
-            .bucket(bucket)
-            .key(&started.result_key)
-            .presigned(cfg()?)
-            .await
-            .map_err(|e| aws_error("presigning PutObject", e))?
-            .uri()
-            .to_string();
-        let mut modules = Vec::new();
-        for (release, t) in &manifest.lime {
-            modules.push(Module {
-                kernel_release: release.clone(),
-                sha256: t.sha256.clone(),
-                url: presign_get(
-                    &signer.s3,
-                    &o.tools_bucket,
-                    &t.key,
-                    t.version_id.as_deref(),
-                    expiry,
-                )
-                .await?,
-            });
-        }
-        let avml = match &manifest.avml {
-            Some(t) => Some(Tool {
-                sha256: t.sha256.clone(),
-                url: presign_get(
-                    &signer.s3,
-                    &o.tools_bucket,
-                    &t.key,
-                    t.version_id.as_deref(),
-                    expiry,
-                )
-                .await?,
-            }),
-            None => None,
-        };
-        let plan = capture::render_plan(&Plan {
-            modules,
-            avml,
-            part_urls,
-            result_url,
-        })
-        .map_err(|e| StepError::invalid_input(e.to_string()))?;
-        // Encrypted for the host alone: the case's objects are readable
-        // by whoever may read evidence, and these URLs let one upload
-        // parts and the result in the host's place until they expire.
-        let plan_secret = hex::encode(rand::random::<[u8; 32]>());
-        let sealed_plan = capture::encrypt_plan(plan.as_bytes(), &plan_secret, rand::random());
-        let plan_version = match evidence::put_new_locked(
-            ctx,
-            &log,
-            bucket,
-            &started.plan_key,
-            sealed_plan,
-            "application/octet-stream",
-            &input.evidence_lock,
-        )
-        .await?
-        {
-            Put::Created(s) => s.version_id,
-            Put::Exists | Put::Planned => None,
-        };
-        let plan_url = presign_get(
-            &signer.s3,
-            bucket,
-            &started.plan_key,
-            plan_version.as_deref(),
-            expiry,
-        )
-        .await?;
-        let script = capture::render(&capture::CaptureScript {
-            case_id: case.to_string(),
-            evidence_id: evidence_id.clone(),
-            part_size,
-            plan_url,
-            plan_key: plan_secret,
-            lime_timeout_ms: o.lime_timeout_ms,
-            upload_slots,
-        })
-        .map_err(|e| StepError::invalid_input(e.to_string()))?;
-
-        // What was started is stored before the command goes, so that a
-        // retry finds it and never starts a second capture.
-        let state_key = format!("{prefix}capture.json");
-        let body = serde_json::to_vec_pretty(&started).map_err(internal)?;
-        if let Put::Exists = evidence::put_new_locked(
-            ctx,
-            &log,
-            bucket,
-            &state_key,
-            body,
-            "application/json",
-            &input.evidence_lock,
-        )
-        .await?
-        {
-            return Err(StepError::new(
-                ErrorName::Internal,
-                format!(
-                    "s3://{bucket}/{state_key} exists although this run claimed attempt {attempt}"
-                ),
-            ));
-        }
+        claim_attempt(ctx, &log, &input, &started).await?;
+        started.upload_id = open_upload(ctx, &log, &input.evidence_lock, &started).await?;
+        let expiry = Duration::from_secs(lifetime);
+        let plan = sign_urls(&signer, &o.tools_bucket, &manifest, &started, expiry).await?;
+        let script = seal_plan(ctx, &log, &input, &signer, &started, &plan, expiry).await?;
+        store_started(ctx, &log, &input.evidence_lock, &started).await?;
         started.command_id = Some(send(ctx, &log, &started, &script).await?);
         Ok(started)
     }
@@ -1387,59 +1567,50 @@ impl Step for ReadMemoryEvidence {
     }
 }
 
-#[async_trait]
-impl Step for VerifyMemoryCapture {
-    async fn run(
-        ctx: &StepContext,
-        input: AwaitCaptureInput,
-    ) -> Result<CaptureProgress, StepError> {
-        let log = ctx.log(Self::NAME);
-        let c = &input.capture;
-        if c.dry_run || ctx.is_dry_run() {
-            log.not_checked(
-                "s3:CompleteMultipartUpload",
-                format!(
-                    "s3://{}/{} (then re-hashed and checked off the host)",
-                    c.bucket, c.image_key
-                ),
-                "S3 has no dry run",
-            );
-            return Ok(CaptureProgress {
-                done: true,
-                command_status: None,
-                evidence: None,
-            });
+/// A finished capture as the host reported it.
+#[derive(Debug)]
+struct HostDone {
+    /// `uname -r` of the host.
+    kernel_release: String,
+    /// `lime` or `avml`.
+    tool: String,
+    /// The SHA-256 of the tool the host ran.
+    tool_sha256: String,
+    /// The image's size and SHA-256, computed on the host.
+    image_size: u64,
+    image_sha256: String,
+    /// The parts uploaded, with their hashes on the host.
+    parts: Vec<PartReport>,
+    /// When the host started and finished writing (its clock).
+    started_at: String,
+    finished_at: String,
+    /// What the host says of itself.
+    host: Box<capture::HostFacts>,
+}
+
+/// The host's report of a finished capture of this case, or why there is
+/// nothing to verify.
+fn accept_report(report: CaptureReport, c: &CaptureStarted) -> Result<HostDone, StepError> {
+    match report {
+        CaptureReport::Failed {
+            error, lockdown, ..
+        } => Err(StepError::new(
+            ErrorName::CaptureFailed,
+            format!(
+                "the host reported: {error}{}",
+                lockdown
+                    .filter(|l| l != "none" && l != "unknown")
+                    .map(|l| format!(" (kernel lockdown: {l})"))
+                    .unwrap_or_default()
+            ),
+        )),
+        CaptureReport::Done { case_id, .. } if case_id != c.case_id => {
+            Err(StepError::verification(format!(
+                "the host's result names case {case_id}, not {}",
+                c.case_id
+            )))
         }
-        let bucket = input.evidence_bucket.as_str();
-        if c.bucket != bucket {
-            return Err(StepError::invalid_input(format!(
-                "the capture was started in bucket {}, not {bucket}",
-                c.bucket
-            )));
-        }
-        let image = S3Uri {
-            bucket: bucket.to_string(),
-            key: c.image_key.clone(),
-            version_id: None,
-        };
-        if let Some(done) = verified_before(ctx, &log, &input).await? {
-            return Ok(CaptureProgress {
-                done: true,
-                command_status: None,
-                evidence: Some(done),
-            });
-        }
-        let status: Option<String> = None;
-        let Some((report, report_bytes, report_version)) = read_report(ctx, &log, c).await? else {
-            return Err(StepError::new(
-                ErrorName::CaptureFailed,
-                format!(
-                    "the host has not reported for capture {}: nothing to verify yet",
-                    c.evidence_id
-                ),
-            ));
-        };
-        let (
+        CaptureReport::Done {
             kernel_release,
             tool,
             tool_sha256,
@@ -1449,325 +1620,440 @@ impl Step for VerifyMemoryCapture {
             started_at,
             finished_at,
             host,
-        ) = match report {
-            CaptureReport::Failed {
-                error, lockdown, ..
-            } => {
-                return Err(StepError::new(
-                    ErrorName::CaptureFailed,
-                    format!(
-                        "the host reported: {error}{}",
-                        lockdown
-                            .filter(|l| l != "none" && l != "unknown")
-                            .map(|l| format!(" (kernel lockdown: {l})"))
-                            .unwrap_or_default()
-                    ),
-                ))
-            }
-            CaptureReport::Done {
-                case_id,
-                kernel_release,
-                tool,
-                tool_sha256,
-                image_size,
-                image_sha256,
-                parts,
-                started_at,
-                finished_at,
-                host,
-            } => {
-                if case_id != c.case_id {
-                    return Err(StepError::verification(format!(
-                        "the host's result names case {case_id}, not {}",
-                        c.case_id
-                    )));
-                }
-                (
-                    kernel_release,
-                    tool,
-                    tool_sha256,
-                    image_size,
-                    image_sha256,
-                    parts,
-                    started_at,
-                    finished_at,
-                    host,
-                )
-            }
-        };
-        // The host wrote its result through a presigned PUT that carries no
-        // legal hold: it gets one now, like every object of the case.
-        if input.evidence_lock.legal_hold {
-            evidence::set_legal_hold(
-                ctx,
-                &log,
-                bucket,
-                &c.result_key,
-                report_version.as_deref(),
-                true,
-            )
-            .await?;
-        }
+            ..
+        } => Ok(HostDone {
+            kernel_release,
+            tool,
+            tool_sha256,
+            image_size,
+            image_sha256,
+            parts,
+            started_at,
+            finished_at,
+            host,
+        }),
+    }
+}
 
-        let version = complete_upload(ctx, &log, c, &parts).await?;
-        let image = S3Uri {
-            version_id: version.clone(),
-            ..image
-        };
-        log.progress(&format!(
-            "re-hashing {image} off the host and checking its ranges ({image_size} bytes)"
+/// What was measured off the host, from the stored image.
+#[derive(Debug)]
+struct OffHost {
+    /// The whole image.
+    digest: Digest,
+    /// Each part, in order.
+    part_digests: Vec<Digest>,
+    /// Why the image is not a sound LiME image (None: it is).
+    unsound: Option<String>,
+    /// Why the host's memory map cannot be read (None: it was).
+    no_memory_map: Option<String>,
+    /// The image's ranges against the host's System RAM (None when the
+    /// image is unsound).
+    cover: Option<coverage::Coverage>,
+}
+
+/// The verdict on a capture: hashes that disagree (MISMATCH), then checks
+/// the image fails (FAILED); either way never "verified".
+#[derive(Debug, Serialize)]
+struct Verdict {
+    mismatches: Vec<String>,
+    failures: Vec<String>,
+    /// The custody record's note.
+    note: String,
+}
+
+impl Verdict {
+    fn rejected(&self) -> bool {
+        !self.mismatches.is_empty() || !self.failures.is_empty()
+    }
+}
+
+/// Judges a capture from what the host reported and what was measured off
+/// it (no AWS call).
+fn judge(c: &CaptureStarted, done: &HostDone, off: &OffHost) -> Verdict {
+    let (tool, tool_sha256, kernel) = (&done.tool, &done.tool_sha256, &done.kernel_release);
+    let mut mismatches = Vec::new();
+    let offered_key = match tool.as_str() {
+        "lime" => format!("lime:{kernel}"),
+        other => other.to_string(),
+    };
+    if !c.offered.is_empty() && c.offered.get(&offered_key) != Some(tool_sha256) {
+        mismatches.push(format!(
+            "the host reports running {tool} with SHA-256 {tool_sha256} for kernel {kernel}, which is not a tool the plan offered"
         ));
-        let sizes: Vec<u64> = parts.iter().map(|p| p.size).collect();
-        let (digest, part_digests, structure) = scan_image(ctx, &log, &image, &sizes).await?;
-        let ram = host_memory_map(&host);
-        let capture_tool = if tool == "avml" {
-            coverage::Tool::Avml
-        } else {
-            coverage::Tool::Lime
-        };
-        let cover = structure.as_ref().ok().map(|summary| {
-            let ranges: Vec<coverage::ImageRange> =
-                summary.ranges.iter().map(|r| r.image_range()).collect();
-            coverage::coverage(&ranges, ram.as_ref().ok().map(Vec::as_slice), capture_tool)
-        });
-
-        // Retention read back, set where missing.
-        let until = match input.evidence_lock.retain_until() {
-            Some(u) => Some(u),
-            None => evidence::default_retention_days(ctx, bucket)
-                .await?
-                .map(|d| c.started_at + chrono::Duration::days(i64::from(d))),
-        };
-        let retained_until = match (until, &version) {
-            (Some(u), Some(v)) => {
-                Some(evidence::ensure_retention(ctx, &log, bucket, &c.image_key, v, u).await?)
-            }
-            _ => None,
-        };
-        // The upload asked for a legal hold; read back rather than assumed
-        // (an object assembled from parts may not carry it everywhere).
-        if input.evidence_lock.legal_hold
-            && !evidence::legal_hold(ctx, bucket, &c.image_key, version.as_deref()).await?
-        {
-            evidence::set_legal_hold(ctx, &log, bucket, &c.image_key, version.as_deref(), true)
-                .await?;
+    }
+    let d = &off.digest;
+    if d.sha256 != done.image_sha256 || d.size != done.image_size {
+        mismatches.push(format!(
+            "the stored image hashes to {} ({} bytes); the host reported {} ({} bytes)",
+            d.sha256, d.size, done.image_sha256, done.image_size
+        ));
+    }
+    for (p, d) in done.parts.iter().zip(&off.part_digests) {
+        if p.sha256 != d.sha256 {
+            mismatches.push(format!(
+                "part {} hashes to {} off the host, {} on it",
+                p.number, d.sha256, p.sha256
+            ));
         }
+    }
+    let mut failures = Vec::new();
+    if let Some(e) = &off.unsound {
+        failures.push(format!("the image is not a sound LiME image: {e}"));
+    }
+    // The script always sends the memory map: without one (or one that
+    // does not parse) nothing says the image holds all of memory.
+    if let (Some(why), None) = (&off.no_memory_map, &off.unsound) {
+        failures.push(format!(
+            "the coverage of the image cannot be checked: {why}"
+        ));
+    }
+    if let Some(cv) = off.cover.as_ref().filter(|cv| !cv.complete()) {
+        let missing: Vec<String> = cv
+            .missing
+            .iter()
+            .take(5)
+            .map(|m| format!("0x{:x}-0x{:x} ({} bytes)", m.start, m.end, m.missing_bytes))
+            .collect();
+        failures.push(format!(
+            "the image lacks System RAM the host has: {}{}",
+            missing.join(", "),
+            if cv.missing.len() > 5 { ", ..." } else { "" }
+        ));
+    }
+    let coverage_note = match (&off.cover, &off.no_memory_map) {
+        (Some(cv), None) => cv.summary(),
+        (Some(cv), Some(why)) => format!("{}; coverage not checked: {why}", cv.summary()),
+        (None, _) => "structure invalid: coverage not computed".to_string(),
+    };
+    let note = if !mismatches.is_empty() {
+        format!("MISMATCH: {}", mismatches.join("; "))
+    } else if !failures.is_empty() {
+        format!("FAILED: {}", failures.join("; "))
+    } else {
+        format!(
+            "SHA-256 computed off the host from the stored object equals the host's, whole and per part; LiME structure sound; {coverage_note}"
+        )
+    };
+    Verdict {
+        mismatches,
+        failures,
+        note,
+    }
+}
 
-        let source = Source {
+/// Completes the upload and measures the stored image off the host.
+async fn measure(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    c: &CaptureStarted,
+    done: &HostDone,
+) -> Result<(Option<String>, OffHost), StepError> {
+    let version = complete_upload(ctx, log, c, &done.parts).await?;
+    let image = S3Uri {
+        bucket: c.bucket.clone(),
+        key: c.image_key.clone(),
+        version_id: version.clone(),
+    };
+    log.progress(&format!(
+        "re-hashing {image} off the host and checking its ranges ({} bytes)",
+        done.image_size
+    ));
+    let sizes: Vec<u64> = done.parts.iter().map(|p| p.size).collect();
+    let (digest, part_digests, structure) = scan_image(ctx, log, &image, &sizes).await?;
+    let ram = host_memory_map(&done.host);
+    let capture_tool = if done.tool == "avml" {
+        coverage::Tool::Avml
+    } else {
+        coverage::Tool::Lime
+    };
+    let cover = structure.as_ref().ok().map(|summary| {
+        let ranges: Vec<coverage::ImageRange> =
+            summary.ranges.iter().map(|r| r.image_range()).collect();
+        coverage::coverage(&ranges, ram.as_ref().ok().map(Vec::as_slice), capture_tool)
+    });
+    Ok((
+        version,
+        OffHost {
+            digest,
+            part_digests,
+            unsound: structure.err().map(|e| e.to_string()),
+            no_memory_map: ram.err(),
+            cover,
+        },
+    ))
+}
+
+/// Retention read back and set where missing, and the legal hold the
+/// upload asked for read back rather than assumed (an object assembled
+/// from parts may not carry it everywhere). Gives until when the image is
+/// retained.
+async fn lock_image(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    input: &AwaitCaptureInput,
+    version: Option<&str>,
+) -> Result<Option<DateTime<Utc>>, StepError> {
+    let (c, bucket) = (&input.capture, input.evidence_bucket.as_str());
+    let until = match input.evidence_lock.retain_until() {
+        Some(u) => Some(u),
+        None => evidence::default_retention_days(ctx, bucket)
+            .await?
+            .map(|d| c.started_at + chrono::Duration::days(i64::from(d))),
+    };
+    let retained_until = match (until, version) {
+        (Some(u), Some(v)) => {
+            Some(evidence::ensure_retention(ctx, log, bucket, &c.image_key, v, u).await?)
+        }
+        _ => None,
+    };
+    if input.evidence_lock.legal_hold
+        && !evidence::legal_hold(ctx, bucket, &c.image_key, version).await?
+    {
+        evidence::set_legal_hold(ctx, log, bucket, &c.image_key, version, true).await?;
+    }
+    Ok(retained_until)
+}
+
+/// A custody record of the capture, by firebreak unless said otherwise.
+fn capture_record(
+    ctx: &StepContext,
+    input: &AwaitCaptureInput,
+    event: Event,
+    kind: &str,
+    location: Location,
+) -> NewRecord {
+    let c = &input.capture;
+    NewRecord {
+        case_id: c.case_id.clone(),
+        evidence_id: c.evidence_id.clone(),
+        event,
+        kind: kind.to_string(),
+        source: Source {
             account_id: ctx.account_id.clone(),
             region: ctx.region.clone(),
             instance_id: Some(c.instance_id.clone()),
             volume_id: None,
-        };
-        let record = |event,
-                      kind: &str,
-                      location: Location,
-                      size,
-                      sha256: Option<String>,
-                      host_hash: Option<String>,
-                      tool: &str,
-                      version: &str,
-                      note: String,
-                      details: Option<serde_json::Value>| NewRecord {
-            case_id: c.case_id.clone(),
-            evidence_id: c.evidence_id.clone(),
-            event,
-            kind: kind.to_string(),
-            source: source.clone(),
-            location,
-            size,
-            sha256,
-            host_sha256: host_hash,
-            at: Utc::now(),
-            actor: input.actor.clone(),
-            tool: tool.to_string(),
-            tool_version: version.to_string(),
-            note: Some(note),
-            details,
-            signing_key: None,
-        };
-        let lock = &input.evidence_lock;
-        let result_digest = sha256_bytes(&report_bytes);
-        crate::evidence::custody::append(
-            ctx,
-            &log,
-            bucket,
-            lock,
-            record(
-                Event::Acquired,
-                "capture-report",
-                Location::S3 {
-                    bucket: bucket.to_string(),
-                    key: c.result_key.clone(),
-                    version_id: report_version,
-                },
-                Some(result_digest.size),
-                Some(result_digest.sha256),
-                None,
-                "firebreak capture script",
-                env!("CARGO_PKG_VERSION"),
-                format!(
-                    "what the host reported; SSM command {}",
-                    c.command_id.as_deref().unwrap_or("?")
-                ),
-                None,
-            ),
-        )
-        .await?;
-        let image_location = Location::S3 {
-            bucket: bucket.to_string(),
-            key: c.image_key.clone(),
-            version_id: version.clone(),
-        };
-        let details = serde_json::json!({
-            // Addresses as hex strings: custody records hold no integer a
-            // JSON double cannot (and a host chooses its /proc/iomem).
-            "coverage": cover.as_ref().map(coverage::Coverage::to_record),
-            "host": {
-                "lockdown": host.lockdown,
-                "fallback_reason": host.fallback_reason,
-                "avml_syntax": host.avml_syntax,
-                "lime_timeout_ms": host.lime_timeout_ms,
-                "upload_slots": host.upload_slots,
-                "swap": host.swap,
-            },
-        });
-        crate::evidence::custody::append(
-            ctx,
-            &log,
-            bucket,
-            lock,
-            record(
-                Event::Acquired,
-                "memory-image",
-                image_location.clone(),
-                Some(digest.size),
-                Some(digest.sha256.clone()),
-                Some(image_sha256.clone()),
-                &tool,
-                &format!("sha256:{tool_sha256}"),
-                format!(
-                    "kernel {kernel_release}; written on the host from {started_at} to {finished_at}; uploaded in {} parts through presigned URLs{}",
-                    parts.len(),
-                    host.fallback_reason
-                        .as_deref()
-                        .map(|w| format!("; AVML because {w}"))
-                        .unwrap_or_default()
-                ),
-                Some(details.clone()),
-            ),
-        )
-        .await?;
+        },
+        location,
+        size: None,
+        sha256: None,
+        host_sha256: None,
+        at: Utc::now(),
+        actor: input.actor.clone(),
+        tool: "firebreak".to_string(),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        note: None,
+        details: None,
+        signing_key: None,
+    }
+}
 
-        // Hashes that disagree (MISMATCH), then checks the image fails
-        // (FAILED): either way never "verified".
-        let mut mismatches = Vec::new();
-        let offered_key = match tool.as_str() {
-            "lime" => format!("lime:{kernel_release}"),
-            other => other.to_string(),
-        };
-        if !c.offered.is_empty() && c.offered.get(&offered_key) != Some(&tool_sha256) {
-            mismatches.push(format!(
-                "the host reports running {tool} with SHA-256 {tool_sha256} for kernel {kernel_release}, which is not a tool the plan offered"
-            ));
-        }
-        if digest.sha256 != image_sha256 || digest.size != image_size {
-            mismatches.push(format!(
-                "the stored image hashes to {} ({} bytes); the host reported {image_sha256} ({image_size} bytes)",
-                digest.sha256, digest.size
-            ));
-        }
-        for (p, d) in parts.iter().zip(&part_digests) {
-            if p.sha256 != d.sha256 {
-                mismatches.push(format!(
-                    "part {} hashes to {} off the host, {} on it",
-                    p.number, d.sha256, p.sha256
-                ));
-            }
-        }
-        let mut failures = Vec::new();
-        if let Err(e) = &structure {
-            failures.push(format!("the image is not a sound LiME image: {e}"));
-        }
-        // The script always sends the memory map: without one (or one that
-        // does not parse) nothing says the image holds all of memory.
-        if let (Err(why), Ok(_)) = (&ram, &structure) {
-            failures.push(format!(
-                "the coverage of the image cannot be checked: {why}"
-            ));
-        }
-        if let Some(cv) = cover.as_ref().filter(|cv| !cv.complete()) {
-            let missing: Vec<String> = cv
-                .missing
-                .iter()
-                .take(5)
-                .map(|m| format!("0x{:x}-0x{:x} ({} bytes)", m.start, m.end, m.missing_bytes))
-                .collect();
-            failures.push(format!(
-                "the image lacks System RAM the host has: {}{}",
-                missing.join(", "),
-                if cv.missing.len() > 5 { ", ..." } else { "" }
-            ));
-        }
-        let coverage_note = match (&cover, &ram) {
-            (Some(cv), Ok(_)) => cv.summary(),
-            (Some(cv), Err(why)) => format!("{}; coverage not checked: {why}", cv.summary()),
-            (None, _) => "structure invalid: coverage not computed".to_string(),
-        };
-        let note = if !mismatches.is_empty() {
-            format!("MISMATCH: {}", mismatches.join("; "))
-        } else if !failures.is_empty() {
-            format!("FAILED: {}", failures.join("; "))
-        } else {
+/// Custody of the acquisition: the host's report as stored, then the image
+/// with both hashes. Gives the image's record, for the verdict.
+async fn record_acquired(
+    ctx: &StepContext,
+    log: &StepLog<'_>,
+    input: &AwaitCaptureInput,
+    report: (&[u8], Option<String>),
+    done: &HostDone,
+    off: &OffHost,
+    version: Option<String>,
+) -> Result<impl Fn(Event, String) -> NewRecord, StepError> {
+    let (c, bucket, lock) = (
+        &input.capture,
+        input.evidence_bucket.as_str(),
+        &input.evidence_lock,
+    );
+    let (report_bytes, report_version) = report;
+    let result_digest = sha256_bytes(report_bytes);
+    let report_location = Location::S3 {
+        bucket: bucket.to_string(),
+        key: c.result_key.clone(),
+        version_id: report_version,
+    };
+    let acquired_report = NewRecord {
+        size: Some(result_digest.size),
+        sha256: Some(result_digest.sha256),
+        tool: "firebreak capture script".to_string(),
+        note: Some(format!(
+            "what the host reported; SSM command {}",
+            c.command_id.as_deref().unwrap_or("?")
+        )),
+        ..capture_record(
+            ctx,
+            input,
+            Event::Acquired,
+            "capture-report",
+            report_location,
+        )
+    };
+    crate::evidence::custody::append(ctx, log, bucket, lock, acquired_report).await?;
+    let image_location = Location::S3 {
+        bucket: bucket.to_string(),
+        key: c.image_key.clone(),
+        version_id: version,
+    };
+    let host = &done.host;
+    let details = serde_json::json!({
+        // Addresses as hex strings: custody records hold no integer a
+        // JSON double cannot (and a host chooses its /proc/iomem).
+        "coverage": off.cover.as_ref().map(coverage::Coverage::to_record),
+        "host": {
+            "lockdown": host.lockdown,
+            "fallback_reason": host.fallback_reason,
+            "avml_syntax": host.avml_syntax,
+            "lime_timeout_ms": host.lime_timeout_ms,
+            "upload_slots": host.upload_slots,
+            "swap": host.swap,
+        },
+    });
+    let base = capture_record(ctx, input, Event::Acquired, "memory-image", image_location);
+    let (size, sha256, host_sha256) = (
+        off.digest.size,
+        off.digest.sha256.clone(),
+        done.image_sha256.clone(),
+    );
+    let measured = move |event, note: String| NewRecord {
+        event,
+        size: Some(size),
+        sha256: Some(sha256.clone()),
+        host_sha256: Some(host_sha256.clone()),
+        note: Some(note),
+        details: Some(details.clone()),
+        at: Utc::now(),
+        ..base.clone()
+    };
+    let acquired_image = NewRecord {
+        tool: done.tool.clone(),
+        tool_version: format!("sha256:{}", done.tool_sha256),
+        ..measured(
+            Event::Acquired,
             format!(
-                "SHA-256 computed off the host from the stored object equals the host's, whole and per part; LiME structure sound; {coverage_note}"
-            )
+                "kernel {}; written on the host from {} to {}; uploaded in {} parts through presigned URLs{}",
+                done.kernel_release,
+                done.started_at,
+                done.finished_at,
+                done.parts.len(),
+                host.fallback_reason
+                    .as_deref()
+                    .map(|w| format!("; AVML because {w}"))
+                    .unwrap_or_default()
+            ),
+        )
+    };
+    crate::evidence::custody::append(ctx, log, bucket, lock, acquired_image).await?;
+    Ok(measured)
+}
+
+/// What the dry run shows of verification.
+fn verify_dry_run(log: &StepLog<'_>, c: &CaptureStarted) -> CaptureProgress {
+    log.not_checked(
+        "s3:CompleteMultipartUpload",
+        format!(
+            "s3://{}/{} (then re-hashed and checked off the host)",
+            c.bucket, c.image_key
+        ),
+        "S3 has no dry run",
+    );
+    CaptureProgress {
+        done: true,
+        command_status: None,
+        evidence: None,
+    }
+}
+
+#[async_trait]
+impl Step for VerifyMemoryCapture {
+    async fn run(
+        ctx: &StepContext,
+        input: AwaitCaptureInput,
+    ) -> Result<CaptureProgress, StepError> {
+        let log = ctx.log(Self::NAME);
+        let c = &input.capture;
+        if c.dry_run || ctx.is_dry_run() {
+            return Ok(verify_dry_run(&log, c));
+        }
+        let bucket = input.evidence_bucket.as_str();
+        if c.bucket != bucket {
+            return Err(StepError::invalid_input(format!(
+                "the capture was started in bucket {}, not {bucket}",
+                c.bucket
+            )));
+        }
+        if let Some(done) = verified_before(ctx, &log, &input).await? {
+            return Ok(CaptureProgress {
+                done: true,
+                command_status: None,
+                evidence: Some(done),
+            });
+        }
+        let Some((report, report_bytes, report_version)) = read_report(ctx, &log, c).await? else {
+            return Err(StepError::new(
+                ErrorName::CaptureFailed,
+                format!(
+                    "the host has not reported for capture {}: nothing to verify yet",
+                    c.evidence_id
+                ),
+            ));
         };
-        let rejected = !mismatches.is_empty() || !failures.is_empty();
+        let done = accept_report(report, c)?;
+        // The host wrote its result through a presigned PUT that carries no
+        // legal hold: it gets one now, like every object of the case.
+        if input.evidence_lock.legal_hold {
+            let v = report_version.as_deref();
+            evidence::set_legal_hold(ctx, &log, bucket, &c.result_key, v, true).await?;
+        }
+        let (version, off) = measure(ctx, &log, c, &done).await?;
+        let retained_until = lock_image(ctx, &log, &input, version.as_deref()).await?;
+
+        let report = (report_bytes.as_slice(), report_version);
+        let measured =
+            record_acquired(ctx, &log, &input, report, &done, &off, version.clone()).await?;
+        let lock = &input.evidence_lock;
+        let verdict = judge(c, &done, &off);
+        let event = if verdict.rejected() {
+            Event::Rejected
+        } else {
+            Event::Verified
+        };
         let verified = crate::evidence::custody::append(
             ctx,
             &log,
             bucket,
             lock,
-            record(
-                if rejected {
-                    Event::Rejected
-                } else {
-                    Event::Verified
-                },
-                "memory-image",
-                image_location,
-                Some(digest.size),
-                Some(digest.sha256.clone()),
-                Some(image_sha256.clone()),
-                "firebreak",
-                env!("CARGO_PKG_VERSION"),
-                note,
-                Some(details),
-            ),
+            measured(event, verdict.note.clone()),
         )
         .await?;
-        if !mismatches.is_empty() || !failures.is_empty() {
-            let all: Vec<String> = mismatches.into_iter().chain(failures).collect();
+        if verdict.rejected() {
+            let all: Vec<String> = verdict
+                .mismatches
+                .into_iter()
+                .chain(verdict.failures)
+                .collect();
             return Err(StepError::verification(all.join("; ")));
         }
+        let image = S3Uri {
+            bucket: bucket.to_string(),
+            key: c.image_key.clone(),
+            version_id: version,
+        };
         Ok(CaptureProgress {
             done: true,
-            command_status: status,
+            command_status: None,
             evidence: Some(MemoryEvidence {
                 evidence_id: c.evidence_id.clone(),
                 location: image.to_string(),
-                size: digest.size,
-                sha256: digest.sha256,
-                host_sha256: image_sha256,
-                kernel_release,
-                tool,
-                tool_sha256,
+                size: off.digest.size,
+                sha256: off.digest.sha256,
+                host_sha256: done.image_sha256,
+                kernel_release: done.kernel_release,
+                tool: done.tool,
+                tool_sha256: done.tool_sha256,
                 retained_until,
                 custody_sequence: verified.sequence,
-                coverage: cover,
-                fallback_reason: host.fallback_reason,
-                lockdown: host.lockdown,
+                coverage: off.cover,
+                fallback_reason: done.host.fallback_reason.clone(),
+                lockdown: done.host.lockdown.clone(),
             }),
         })
     }
@@ -2036,6 +2322,207 @@ pub async fn agent_ping_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn started(offered: &[(&str, char)]) -> CaptureStarted {
+        let input = start_input(MemoryOptions {
+            tools_bucket: "tools".into(),
+            ..MemoryOptions::default()
+        });
+        let manifest = tools::Manifest::default();
+        let at = "2026-12-06T07:00:00Z".parse().expect("time");
+        let facts = CaptureFacts {
+            attempt: 1,
+            evidence_id: "ev-0001".into(),
+            memory_mib: 1024,
+            manifest: &manifest,
+            started_at: at,
+            lifetime: 3600,
+            expiry_unknown: false,
+            upload_slots: 4,
+            dry_run: false,
+        };
+        let (case, id) = (
+            input.case_id.parse().expect("case"),
+            input.instance_id.parse().expect("id"),
+        );
+        let mut c = plan_capture(&input, &case, &id, &facts).expect("plan");
+        c.offered = offered
+            .iter()
+            .map(|(k, h)| (k.to_string(), h.to_string().repeat(64)))
+            .collect();
+        c
+    }
+
+    fn host_done(image_sha: char, parts: &[char]) -> HostDone {
+        HostDone {
+            kernel_release: "6.1.0-13-amd64".into(),
+            tool: "lime".into(),
+            tool_sha256: "a".repeat(64),
+            image_size: 3 * MIB,
+            image_sha256: image_sha.to_string().repeat(64),
+            parts: parts
+                .iter()
+                .enumerate()
+                .map(|(n, h)| PartReport {
+                    number: i32::try_from(n + 1).expect("few"),
+                    etag: format!("etag{n}"),
+                    size: MIB,
+                    sha256: h.to_string().repeat(64),
+                })
+                .collect(),
+            started_at: "2026-12-06T07:01:00Z".into(),
+            finished_at: "2026-12-06T07:02:00Z".into(),
+            host: Box::default(),
+        }
+    }
+
+    fn off_host(image_sha: char, parts: &[char], ram_end: u64) -> OffHost {
+        let zeros = coverage::ZeroStats::default();
+        let image = [coverage::ImageRange {
+            start: 0x1000,
+            end: 0x1000 + 3 * MIB - 1,
+            zeros,
+        }];
+        let ram = [coverage::RamRange {
+            start: 0x1000,
+            end: ram_end,
+        }];
+        OffHost {
+            digest: Digest {
+                sha256: image_sha.to_string().repeat(64),
+                size: 3 * MIB,
+            },
+            part_digests: parts
+                .iter()
+                .map(|h| Digest {
+                    sha256: h.to_string().repeat(64),
+                    size: MIB,
+                })
+                .collect(),
+            unsound: None,
+            no_memory_map: None,
+            cover: Some(coverage::coverage(&image, Some(&ram), coverage::Tool::Lime)),
+        }
+    }
+
+    /// The verdicts on a capture: verified when every hash agrees and the
+    /// image holds the host's RAM; MISMATCH (a tool not offered, a part
+    /// changed on the way) before FAILED (RAM missing, no memory map).
+    #[test]
+    fn a_capture_is_judged_from_the_host_and_the_stored_image() {
+        let c = started(&[("lime:6.1.0-13-amd64", 'a')]);
+        let full = 0x1000 + 3 * MIB - 1;
+        let sound = judge(
+            &c,
+            &host_done('f', &['1', '2', '3']),
+            &off_host('f', &['1', '2', '3'], full),
+        );
+        assert!(!sound.rejected(), "{}", sound.note);
+        let mut changed = host_done('f', &['1', '2', '3']);
+        changed.tool_sha256 = "e".repeat(64);
+        let mismatch = judge(&c, &changed, &off_host('d', &['1', '9', '3'], full));
+        let mut short = off_host('f', &['1', '2', '3'], full + 2 * MIB);
+        let short_verdict = judge(&c, &host_done('f', &['1', '2', '3']), &short);
+        short.no_memory_map = Some("the host reported no /proc/iomem".into());
+        short.cover = None;
+        short.unsound = None;
+        let unmapped = judge(&c, &host_done('f', &['1', '2', '3']), &short);
+        insta::assert_json_snapshot!([sound, mismatch, short_verdict, unmapped]);
+    }
+
+    fn tool(key: &str, sha: char) -> tools::ToolObject {
+        tools::ToolObject {
+            key: key.into(),
+            version_id: Some("v1".into()),
+            sha256: sha.to_string().repeat(64),
+            size: 1 << 20,
+            added_at: "2026-11-30T08:00:00Z".parse().expect("time"),
+        }
+    }
+
+    fn start_input(options: MemoryOptions) -> StartCaptureInput {
+        StartCaptureInput {
+            case_id: "case-2026-12-06".into(),
+            instance_id: "i-0123456789abcdef0".into(),
+            evidence_bucket: "evidence".into(),
+            evidence_lock: Lock::default(),
+            options,
+        }
+    }
+
+    /// The capture of a 16 GiB instance, second attempt, with one LiME
+    /// module and AVML: keys, parts, tools offered and deadline.
+    #[test]
+    fn a_capture_is_planned_from_memory_and_tools() {
+        let manifest = tools::Manifest {
+            lime: [(
+                "6.1.0-13-amd64".to_string(),
+                tool("lime/6.1.0-13-amd64.ko", 'a'),
+            )]
+            .into(),
+            avml: Some(tool("avml/avml", 'b')),
+        };
+        let input = start_input(MemoryOptions {
+            tools_bucket: "tools".into(),
+            lime_timeout_ms: 1000,
+            ..MemoryOptions::default()
+        });
+        let started_at = "2026-12-06T07:00:00Z".parse().expect("time");
+        let facts = CaptureFacts {
+            attempt: 2,
+            evidence_id: "ev-0001".into(),
+            memory_mib: 16_384,
+            manifest: &manifest,
+            started_at,
+            lifetime: url_lifetime(None, 16_384, None, started_at).expect("lifetime"),
+            expiry_unknown: false,
+            upload_slots: check_options(&input.options).expect("options"),
+            dry_run: false,
+        };
+        let (case, id) = (
+            input.case_id.parse().expect("case"),
+            input.instance_id.parse().expect("id"),
+        );
+        insta::assert_json_snapshot!(plan_capture(&input, &case, &id, &facts).expect("plan"));
+    }
+
+    /// Parts asked too small for the memory are refused before anything
+    /// is created; so are options out of range.
+    #[test]
+    fn a_capture_that_cannot_hold_the_memory_is_refused() {
+        let manifest = tools::Manifest::default();
+        let mut input = start_input(MemoryOptions {
+            tools_bucket: "tools".into(),
+            part_size_mib: Some(5),
+            ..MemoryOptions::default()
+        });
+        let facts = CaptureFacts {
+            attempt: 1,
+            evidence_id: "ev".into(),
+            memory_mib: 786_432,
+            manifest: &manifest,
+            started_at: Utc::now(),
+            lifetime: 3600,
+            expiry_unknown: false,
+            upload_slots: 4,
+            dry_run: false,
+        };
+        let (case, id) = (
+            input.case_id.parse().expect("case"),
+            input.instance_id.parse().expect("id"),
+        );
+        let e = plan_capture(&input, &case, &id, &facts).expect_err("too small");
+        assert!(
+            e.message.contains("cannot hold 786432 MiB"),
+            "{}",
+            e.message
+        );
+        input.options.upload_slots = Some(0);
+        assert!(check_options(&input.options).is_err());
+        input.options.upload_slots = None;
+        input.options.tools_bucket.clear();
+        assert!(check_options(&input.options).is_err());
+    }
 
     #[test]
     fn parts_hold_the_whole_memory_and_stay_few() {

@@ -71,27 +71,44 @@ impl Default for DecoySpec {
 /// What was made (filled in as it is made, so a failure can undo it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decoy {
+    /// The decoy instance (`i-...`).
     pub instance_id: String,
+    /// Its VPC, made for it.
     pub vpc_id: String,
+    /// Its subnet.
     pub subnet_id: String,
+    /// Its security group, open on the ports asked for.
     pub security_group_id: String,
+    /// Its network interfaces, first the primary.
     pub network_interface_ids: Vec<String>,
+    /// Its EBS volumes.
     pub volume_ids: Vec<String>,
+    /// Its instance profile, when one was asked for.
     pub instance_profile_name: Option<String>,
+    /// The role in that profile.
     pub role_name: Option<String>,
+    /// The internet gateway made for an Elastic IP.
     pub internet_gateway_id: Option<String>,
+    /// The Elastic IP's allocation (`eipalloc-...`).
     pub allocation_id: Option<String>,
+    /// The Elastic IP's address.
     pub public_ip: Option<String>,
+    /// The Auto Scaling group it was attached to.
     pub auto_scaling_group: Option<String>,
+    /// The launch template of that group.
     pub launch_template: Option<String>,
+    /// The instance target group it is registered in.
     pub target_group_arn: Option<String>,
     /// The second interface's subnet (same Availability Zone).
     #[serde(default)]
     pub second_subnet_id: Option<String>,
+    /// The IP target group its first interface's address is registered in.
     #[serde(default)]
     pub ip_target_group_arn: Option<String>,
+    /// The Classic Load Balancer it is registered with.
     #[serde(default)]
     pub classic_load_balancer: Option<String>,
+    /// A second instance sharing its profile.
     pub second_instance_id: Option<String>,
 }
 
@@ -166,7 +183,7 @@ async fn pick_image(ec2: &aws_sdk_ec2::Client) -> Result<(String, String), StepE
         images.sort_by(|a, b| b.creation_date().cmp(&a.creation_date()));
         if let Some(i) = images.first() {
             return Ok((
-                i.image_id().unwrap_or_default().to_string(),
+                created("ec2:DescribeImages", i.image_id())?,
                 i.root_device_name().unwrap_or("/dev/xvda").to_string(),
             ));
         }
@@ -177,39 +194,57 @@ async fn pick_image(ec2: &aws_sdk_ec2::Client) -> Result<(String, String), StepE
     ))
 }
 
-async fn build(
-    config: &aws_config::SdkConfig,
-    spec: &DecoySpec,
-    d: &mut Decoy,
-) -> Result<(), StepError> {
-    let ec2 = aws_sdk_ec2::Client::new(config);
-    let name = format!("{}-{}", spec.name, unique_suffix());
-    let tags = |rt: ResourceType| {
+/// The tags of everything a decoy is made of: its name and the decoy's.
+struct Tags<'a> {
+    name: &'a str,
+    decoy: &'a str,
+}
+
+impl Tags<'_> {
+    fn on(&self, rt: ResourceType) -> TagSpecification {
         TagSpecification::builder()
             .resource_type(rt)
-            .tags(tag("Name", &name))
-            .tags(tag("firebreak:decoy", &spec.name))
+            .tags(tag("Name", self.name))
+            .tags(tag("firebreak:decoy", self.decoy))
             .build()
-    };
+    }
+}
 
+/// The id a create call returned, or an error naming the call (never an
+/// empty id kept for the teardown to trip on).
+fn created(call: &str, id: Option<&str>) -> Result<String, StepError> {
+    id.filter(|i| !i.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            StepError::new(
+                ErrorName::AwsRequestFailed,
+                format!("{call} returned no id"),
+            )
+        })
+}
+
+/// The VPC, its subnets (a second one for a second interface) and, for an
+/// Elastic IP, an internet gateway.
+async fn build_network(
+    ec2: &aws_sdk_ec2::Client,
+    spec: &DecoySpec,
+    tags: &Tags<'_>,
+    d: &mut Decoy,
+) -> Result<(), StepError> {
     let vpc = ec2
         .create_vpc()
         .cidr_block("10.99.0.0/16")
         .amazon_provided_ipv6_cidr_block(spec.ipv6)
-        .tag_specifications(tags(ResourceType::Vpc))
+        .tag_specifications(tags.on(ResourceType::Vpc))
         .send()
         .await
         .map_err(|e| aws_error("ec2:CreateVpc", e))?;
-    d.vpc_id = vpc
-        .vpc()
-        .and_then(|v| v.vpc_id())
-        .unwrap_or_default()
-        .to_string();
+    d.vpc_id = created("ec2:CreateVpc", vpc.vpc().and_then(|v| v.vpc_id()))?;
     let mut subnet = ec2
         .create_subnet()
         .vpc_id(&d.vpc_id)
         .cidr_block("10.99.1.0/24")
-        .tag_specifications(tags(ResourceType::Subnet));
+        .tag_specifications(tags.on(ResourceType::Subnet));
     if spec.ipv6 {
         let described = ec2
             .describe_vpcs()
@@ -232,20 +267,8 @@ async fn build(
         .send()
         .await
         .map_err(|e| aws_error("ec2:CreateSubnet", e))?;
-    d.subnet_id = subnet
-        .subnet()
-        .and_then(|s| s.subnet_id())
-        .unwrap_or_default()
-        .to_string();
-    let zone = subnet
-        .subnet()
-        .and_then(|s| s.availability_zone())
-        .map(str::to_string);
-    let first_v6 = subnet
-        .subnet()
-        .and_then(|s| s.ipv6_cidr_block_association_set().first())
-        .and_then(|a| a.ipv6_cidr_block())
-        .map(str::to_string);
+    let subnet = subnet.subnet();
+    d.subnet_id = created("ec2:CreateSubnet", subnet.and_then(|s| s.subnet_id()))?;
     if spec.interfaces > 1 {
         // The second interface in a subnet of its own (an interface must
         // be in the instance's Availability Zone).
@@ -253,35 +276,40 @@ async fn build(
             .create_subnet()
             .vpc_id(&d.vpc_id)
             .cidr_block("10.99.2.0/24")
-            .set_availability_zone(zone)
-            .tag_specifications(tags(ResourceType::Subnet));
+            .set_availability_zone(
+                subnet
+                    .and_then(|s| s.availability_zone())
+                    .map(str::to_string),
+            )
+            .tag_specifications(tags.on(ResourceType::Subnet));
+        let first_v6 = subnet
+            .and_then(|s| s.ipv6_cidr_block_association_set().first())
+            .and_then(|a| a.ipv6_cidr_block());
         if let Some(v6) = first_v6 {
-            second = second.ipv6_cidr_block(next_v6_subnet(&v6)?);
+            second = second.ipv6_cidr_block(next_v6_subnet(v6)?);
         }
         let second = second
             .send()
             .await
             .map_err(|e| aws_error("ec2:CreateSubnet (second)", e))?;
-        d.second_subnet_id = second
-            .subnet()
-            .and_then(|s| s.subnet_id())
-            .map(str::to_string);
+        d.second_subnet_id = Some(created(
+            "ec2:CreateSubnet (second)",
+            second.subnet().and_then(|s| s.subnet_id()),
+        )?);
     }
-
     if spec.elastic_ip {
         // An Elastic IP can only be associated in a VPC with an internet
         // gateway.
         let igw = ec2
             .create_internet_gateway()
-            .tag_specifications(tags(ResourceType::InternetGateway))
+            .tag_specifications(tags.on(ResourceType::InternetGateway))
             .send()
             .await
             .map_err(|e| aws_error("ec2:CreateInternetGateway", e))?;
-        let igw_id = igw
-            .internet_gateway()
-            .and_then(|g| g.internet_gateway_id())
-            .unwrap_or_default()
-            .to_string();
+        let igw_id = created(
+            "ec2:CreateInternetGateway",
+            igw.internet_gateway().and_then(|g| g.internet_gateway_id()),
+        )?;
         d.internet_gateway_id = Some(igw_id.clone());
         ec2.attach_internet_gateway()
             .internet_gateway_id(&igw_id)
@@ -290,94 +318,115 @@ async fn build(
             .await
             .map_err(|e| aws_error("ec2:AttachInternetGateway", e))?;
     }
+    Ok(())
+}
 
+/// The decoy's security group, open on its ports to the world.
+async fn open_group(
+    ec2: &aws_sdk_ec2::Client,
+    spec: &DecoySpec,
+    tags: &Tags<'_>,
+    d: &mut Decoy,
+) -> Result<(), StepError> {
     let sg = ec2
         .create_security_group()
-        .group_name(format!("{name}-web"))
+        .group_name(format!("{}-web", tags.name))
         .description("firebreak decoy: open ingress, like a careless workload")
         .vpc_id(&d.vpc_id)
-        .tag_specifications(tags(ResourceType::SecurityGroup))
+        .tag_specifications(tags.on(ResourceType::SecurityGroup))
         .send()
         .await
         .map_err(|e| aws_error("ec2:CreateSecurityGroup", e))?;
-    d.security_group_id = sg.group_id().unwrap_or_default().to_string();
-    if !spec.open_ports.is_empty() {
-        let mut ingress = ec2
-            .authorize_security_group_ingress()
-            .group_id(&d.security_group_id);
-        for port in &spec.open_ports {
-            let mut p = IpPermission::builder()
-                .ip_protocol("tcp")
-                .from_port(*port)
-                .to_port(*port)
-                .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build());
-            if spec.ipv6 {
-                p = p.ipv6_ranges(Ipv6Range::builder().cidr_ipv6("::/0").build());
-            }
-            ingress = ingress.ip_permissions(p.build());
-        }
-        ingress
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:AuthorizeSecurityGroupIngress", e))?;
+    d.security_group_id = created("ec2:CreateSecurityGroup", sg.group_id())?;
+    if spec.open_ports.is_empty() {
+        return Ok(());
     }
-
-    if spec.instance_profile {
-        let iam = aws_sdk_iam::Client::new(config);
-        let role = format!("{name}-role");
-        let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
-        iam.create_role()
-            .role_name(&role)
-            .assume_role_policy_document(trust)
-            .send()
-            .await
-            .map_err(|e| aws_error("iam:CreateRole", e))?;
-        d.role_name = Some(role.clone());
-        iam.create_instance_profile()
-            .instance_profile_name(&role)
-            .send()
-            .await
-            .map_err(|e| aws_error("iam:CreateInstanceProfile", e))?;
-        d.instance_profile_name = Some(role.clone());
-        iam.add_role_to_instance_profile()
-            .instance_profile_name(&role)
-            .role_name(&role)
-            .send()
-            .await
-            .map_err(|e| aws_error("iam:AddRoleToInstanceProfile", e))?;
-    }
-
-    let (image, root_device) = match &spec.image_id {
-        Some(i) => {
-            let out = ec2
-                .describe_images()
-                .image_ids(i)
-                .send()
-                .await
-                .map_err(|e| aws_error("ec2:DescribeImages", e))?;
-            let root = out
-                .images()
-                .first()
-                .and_then(|im| im.root_device_name())
-                .unwrap_or("/dev/xvda")
-                .to_string();
-            (i.clone(), root)
+    let mut ingress = ec2
+        .authorize_security_group_ingress()
+        .group_id(&d.security_group_id);
+    for port in &spec.open_ports {
+        let mut p = IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(*port)
+            .to_port(*port)
+            .ip_ranges(IpRange::builder().cidr_ip("0.0.0.0/0").build());
+        if spec.ipv6 {
+            p = p.ipv6_ranges(Ipv6Range::builder().cidr_ipv6("::/0").build());
         }
-        None => pick_image(&ec2).await?,
+        ingress = ingress.ip_permissions(p.build());
+    }
+    ingress
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:AuthorizeSecurityGroupIngress", e))?;
+    Ok(())
+}
+
+/// A role EC2 may assume, in an instance profile of the same name.
+async fn build_role(iam: &aws_sdk_iam::Client, name: &str, d: &mut Decoy) -> Result<(), StepError> {
+    let role = format!("{name}-role");
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    iam.create_role()
+        .role_name(&role)
+        .assume_role_policy_document(trust)
+        .send()
+        .await
+        .map_err(|e| aws_error("iam:CreateRole", e))?;
+    d.role_name = Some(role.clone());
+    iam.create_instance_profile()
+        .instance_profile_name(&role)
+        .send()
+        .await
+        .map_err(|e| aws_error("iam:CreateInstanceProfile", e))?;
+    d.instance_profile_name = Some(role.clone());
+    iam.add_role_to_instance_profile()
+        .instance_profile_name(&role)
+        .role_name(&role)
+        .send()
+        .await
+        .map_err(|e| aws_error("iam:AddRoleToInstanceProfile", e))?;
+    Ok(())
+}
+
+/// The image to launch and its root device: the one asked for, or the
+/// newest Amazon image.
+async fn image_of(
+    ec2: &aws_sdk_ec2::Client,
+    spec: &DecoySpec,
+) -> Result<(String, String), StepError> {
+    let Some(i) = &spec.image_id else {
+        return pick_image(ec2).await;
     };
+    let out = ec2
+        .describe_images()
+        .image_ids(i)
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeImages", e))?;
+    let root = out
+        .images()
+        .first()
+        .and_then(|im| im.root_device_name())
+        .unwrap_or("/dev/xvda")
+        .to_string();
+    Ok((i.clone(), root))
+}
 
-    let mut mappings = Vec::new();
-    for (i, size) in spec.volume_gib.iter().enumerate() {
-        // The root volume goes where the image says its root device is.
-        let device = if i == 0 {
-            root_device.clone()
-        } else {
-            format!(
-                "/dev/sd{}",
-                DATA_DEVICE_LETTERS.chars().nth(i - 1).unwrap_or('z')
-            )
-        };
-        mappings.push(
+/// One mapping per volume asked for: the root where the image says its
+/// root device is, the others on `/dev/sdb`, `/dev/sdc`, ...
+fn mappings(spec: &DecoySpec, root_device: &str) -> Vec<BlockDeviceMapping> {
+    spec.volume_gib
+        .iter()
+        .enumerate()
+        .map(|(i, size)| {
+            let device = if i == 0 {
+                root_device.to_string()
+            } else {
+                format!(
+                    "/dev/sd{}",
+                    DATA_DEVICE_LETTERS.chars().nth(i - 1).unwrap_or('z')
+                )
+            };
             BlockDeviceMapping::builder()
                 .device_name(device)
                 .ebs(
@@ -386,21 +435,33 @@ async fn build(
                         .delete_on_termination(true)
                         .build(),
                 )
-                .build(),
-        );
-    }
+                .build()
+        })
+        .collect()
+}
+
+/// Runs the decoy instance (retrying while a new instance profile is not
+/// yet visible to EC2) and notes its interfaces and volumes.
+async fn launch(
+    ec2: &aws_sdk_ec2::Client,
+    spec: &DecoySpec,
+    tags: &Tags<'_>,
+    image: &str,
+    root_device: &str,
+    d: &mut Decoy,
+) -> Result<(), StepError> {
     let mut tries = 0;
     let run = loop {
         tries += 1;
         let mut req = ec2
             .run_instances()
-            .image_id(&image)
+            .image_id(image)
             .instance_type(InstanceType::T3Micro)
             .min_count(1)
             .max_count(1)
-            .set_block_device_mappings(Some(mappings.clone()))
-            .tag_specifications(tags(ResourceType::Instance))
-            .tag_specifications(tags(ResourceType::Volume));
+            .set_block_device_mappings(Some(mappings(spec, root_device)))
+            .tag_specifications(tags.on(ResourceType::Instance))
+            .tag_specifications(tags.on(ResourceType::Volume));
         for idx in 0..spec.interfaces {
             let subnet = match (idx, &d.second_subnet_id) {
                 (1, Some(s)) => s.clone(),
@@ -437,7 +498,7 @@ async fn build(
             "RunInstances returned no instance",
         )
     })?;
-    d.instance_id = instance.instance_id().unwrap_or_default().to_string();
+    d.instance_id = created("ec2:RunInstances", instance.instance_id())?;
     d.network_interface_ids = crate::containment::ec2::interface_ids(instance);
     d.volume_ids = crate::containment::ec2::volumes(instance)
         .into_iter()
@@ -453,196 +514,258 @@ async fn build(
                 .map_err(|e| aws_error("ec2:AssignIpv6Addresses", e))?;
         }
     }
+    Ok(())
+}
 
+/// An Elastic IP on the first interface.
+async fn add_address(
+    ec2: &aws_sdk_ec2::Client,
+    tags: &Tags<'_>,
+    d: &mut Decoy,
+) -> Result<(), StepError> {
+    let alloc = ec2
+        .allocate_address()
+        .domain(aws_sdk_ec2::types::DomainType::Vpc)
+        .tag_specifications(tags.on(ResourceType::ElasticIp))
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:AllocateAddress", e))?;
+    let id = created("ec2:AllocateAddress", alloc.allocation_id())?;
+    d.allocation_id = Some(id.clone());
+    d.public_ip = alloc.public_ip().map(str::to_string);
+    if let Some(eni) = d.network_interface_ids.first() {
+        ec2.associate_address()
+            .allocation_id(&id)
+            .network_interface_id(eni)
+            .send()
+            .await
+            .map_err(|e| aws_error("ec2:AssociateAddress", e))?;
+    }
+    Ok(())
+}
+
+/// Creates a target group in the decoy's VPC and registers one target.
+async fn target_group(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    d: &Decoy,
+    kind: aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum,
+    port: i32,
+    target: &str,
+) -> Result<String, StepError> {
+    use aws_sdk_elasticloadbalancingv2::types::{ProtocolEnum, TargetDescription, TargetTypeEnum};
+    let ip = kind == TargetTypeEnum::Ip;
+    let what = if ip { " (ip)" } else { "" };
+    // Target group names are at most 32 characters.
+    let tg = elb
+        .create_target_group()
+        .name(format!(
+            "fb-{}-{}",
+            unique_suffix(),
+            if ip { "ip" } else { "tg" }
+        ))
+        .protocol(ProtocolEnum::Http)
+        .port(port)
+        .vpc_id(&d.vpc_id)
+        .target_type(kind)
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("elasticloadbalancing:CreateTargetGroup{what}"), e))?;
+    let arn = created(
+        "elasticloadbalancing:CreateTargetGroup",
+        tg.target_groups()
+            .first()
+            .and_then(|t| t.target_group_arn()),
+    )?;
+    elb.register_targets()
+        .target_group_arn(&arn)
+        .targets(TargetDescription::builder().id(target).port(port).build())
+        .send()
+        .await
+        .map_err(|e| aws_error(&format!("elasticloadbalancing:RegisterTargets{what}"), e))?;
+    Ok(arn)
+}
+
+/// The instance in an instance target group, and its first interface's
+/// address in an IP target group.
+async fn add_target_groups(
+    config: &aws_config::SdkConfig,
+    ec2: &aws_sdk_ec2::Client,
+    d: &mut Decoy,
+) -> Result<(), StepError> {
+    use aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum;
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
+    d.target_group_arn =
+        Some(target_group(&elb, d, TargetTypeEnum::Instance, 80, &d.instance_id).await?);
+    let ip = ec2
+        .describe_network_interfaces()
+        .set_network_interface_ids(Some(
+            d.network_interface_ids.iter().take(1).cloned().collect(),
+        ))
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:DescribeNetworkInterfaces", e))?
+        .network_interfaces()
+        .first()
+        .and_then(|n| n.private_ip_address())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            StepError::new(
+                ErrorName::AwsRequestFailed,
+                format!(
+                    "ec2:DescribeNetworkInterfaces gave {}'s first interface no private address",
+                    d.instance_id
+                ),
+            )
+        })?;
+    d.ip_target_group_arn = Some(target_group(&elb, d, TargetTypeEnum::Ip, 8080, &ip).await?);
+    Ok(())
+}
+
+/// A Classic Load Balancer with the instance registered.
+async fn add_classic(config: &aws_config::SdkConfig, d: &mut Decoy) -> Result<(), StepError> {
+    let elb = aws_sdk_elasticloadbalancing::Client::new(config);
+    // Classic names are at most 32 characters.
+    let lb = format!("fb-{}-clb", unique_suffix());
+    elb.create_load_balancer()
+        .load_balancer_name(&lb)
+        .listeners(
+            aws_sdk_elasticloadbalancing::types::Listener::builder()
+                .protocol("HTTP")
+                .load_balancer_port(80)
+                .instance_port(80)
+                .build()
+                .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?,
+        )
+        .subnets(&d.subnet_id)
+        .send()
+        .await
+        .map_err(|e| aws_error("elasticloadbalancing:CreateLoadBalancer (Classic)", e))?;
+    d.classic_load_balancer = Some(lb.clone());
+    elb.register_instances_with_load_balancer()
+        .load_balancer_name(&lb)
+        .instances(
+            aws_sdk_elasticloadbalancing::types::Instance::builder()
+                .instance_id(&d.instance_id)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| aws_error("elasticloadbalancing:RegisterInstancesWithLoadBalancer", e))?;
+    Ok(())
+}
+
+/// An empty Auto Scaling group (0 desired) the decoy joins: nothing else
+/// runs in it.
+async fn add_auto_scaling(
+    config: &aws_config::SdkConfig,
+    ec2: &aws_sdk_ec2::Client,
+    name: &str,
+    image: &str,
+    d: &mut Decoy,
+) -> Result<(), StepError> {
+    let lt = format!("{name}-lt");
+    ec2.create_launch_template()
+        .launch_template_name(&lt)
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(image)
+                .instance_type(InstanceType::T3Micro)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:CreateLaunchTemplate", e))?;
+    d.launch_template = Some(lt.clone());
+    let asc = aws_sdk_autoscaling::Client::new(config);
+    let group = format!("{name}-asg");
+    asc.create_auto_scaling_group()
+        .auto_scaling_group_name(&group)
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_name(&lt)
+                .build(),
+        )
+        .min_size(0)
+        .max_size(2)
+        .desired_capacity(0)
+        .vpc_zone_identifier(&d.subnet_id)
+        .send()
+        .await
+        .map_err(|e| aws_error("autoscaling:CreateAutoScalingGroup", e))?;
+    d.auto_scaling_group = Some(group.clone());
+    asc.attach_instances()
+        .auto_scaling_group_name(&group)
+        .instance_ids(&d.instance_id)
+        .send()
+        .await
+        .map_err(|e| aws_error("autoscaling:AttachInstances", e))?;
+    Ok(())
+}
+
+/// A second instance in the decoy's subnet, with the same profile (the
+/// one role two instances share).
+async fn add_second_instance(
+    ec2: &aws_sdk_ec2::Client,
+    tags: &Tags<'_>,
+    image: &str,
+    d: &mut Decoy,
+) -> Result<(), StepError> {
+    let mut req = ec2
+        .run_instances()
+        .image_id(image)
+        .instance_type(InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(&d.subnet_id)
+        .tag_specifications(tags.on(ResourceType::Instance));
+    if let Some(p) = &d.instance_profile_name {
+        req = req.iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
+    }
+    let out = req
+        .send()
+        .await
+        .map_err(|e| aws_error("ec2:RunInstances (second)", e))?;
+    d.second_instance_id = Some(created(
+        "ec2:RunInstances (second)",
+        out.instances().first().and_then(|i| i.instance_id()),
+    )?);
+    Ok(())
+}
+
+/// Builds the decoy `spec` describes, noting in `d` each thing as soon as
+/// it exists (so that a failure part way can still be torn down).
+async fn build(
+    config: &aws_config::SdkConfig,
+    spec: &DecoySpec,
+    d: &mut Decoy,
+) -> Result<(), StepError> {
+    let ec2 = aws_sdk_ec2::Client::new(config);
+    let name = format!("{}-{}", spec.name, unique_suffix());
+    let tags = Tags {
+        name: &name,
+        decoy: &spec.name,
+    };
+    build_network(&ec2, spec, &tags, d).await?;
+    open_group(&ec2, spec, &tags, d).await?;
+    if spec.instance_profile {
+        build_role(&aws_sdk_iam::Client::new(config), &name, d).await?;
+    }
+    let (image, root_device) = image_of(&ec2, spec).await?;
+    launch(&ec2, spec, &tags, &image, &root_device, d).await?;
     if spec.elastic_ip {
-        let alloc = ec2
-            .allocate_address()
-            .domain(aws_sdk_ec2::types::DomainType::Vpc)
-            .tag_specifications(tags(ResourceType::ElasticIp))
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:AllocateAddress", e))?;
-        let id = alloc.allocation_id().unwrap_or_default().to_string();
-        d.allocation_id = Some(id.clone());
-        d.public_ip = alloc.public_ip().map(str::to_string);
-        if let Some(eni) = d.network_interface_ids.first() {
-            ec2.associate_address()
-                .allocation_id(&id)
-                .network_interface_id(eni)
-                .send()
-                .await
-                .map_err(|e| aws_error("ec2:AssociateAddress", e))?;
-        }
+        add_address(&ec2, &tags, d).await?;
     }
-
     if spec.target_group {
-        let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
-        // Target group names are at most 32 characters.
-        let tg = elb
-            .create_target_group()
-            .name(format!("fb-{}-tg", unique_suffix()))
-            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
-            .port(80)
-            .vpc_id(&d.vpc_id)
-            .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
-            .send()
-            .await
-            .map_err(|e| aws_error("elasticloadbalancing:CreateTargetGroup", e))?;
-        let arn = tg
-            .target_groups()
-            .first()
-            .and_then(|t| t.target_group_arn())
-            .unwrap_or_default()
-            .to_string();
-        d.target_group_arn = Some(arn.clone());
-        elb.register_targets()
-            .target_group_arn(&arn)
-            .targets(
-                aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
-                    .id(&d.instance_id)
-                    .port(80)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| aws_error("elasticloadbalancing:RegisterTargets", e))?;
-        // The first interface's address in an IP target group.
-        let ip = ec2
-            .describe_network_interfaces()
-            .set_network_interface_ids(Some(
-                d.network_interface_ids.iter().take(1).cloned().collect(),
-            ))
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:DescribeNetworkInterfaces", e))?
-            .network_interfaces()
-            .first()
-            .and_then(|n| n.private_ip_address())
-            .map(str::to_string)
-            .unwrap_or_default();
-        let tg = elb
-            .create_target_group()
-            .name(format!("fb-{}-ip", unique_suffix()))
-            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
-            .port(8080)
-            .vpc_id(&d.vpc_id)
-            .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
-            .send()
-            .await
-            .map_err(|e| aws_error("elasticloadbalancing:CreateTargetGroup (ip)", e))?;
-        let arn = tg
-            .target_groups()
-            .first()
-            .and_then(|t| t.target_group_arn())
-            .unwrap_or_default()
-            .to_string();
-        d.ip_target_group_arn = Some(arn.clone());
-        elb.register_targets()
-            .target_group_arn(&arn)
-            .targets(
-                aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder()
-                    .id(ip)
-                    .port(8080)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| aws_error("elasticloadbalancing:RegisterTargets (ip)", e))?;
+        add_target_groups(config, &ec2, d).await?;
     }
-
     if spec.classic_load_balancer {
-        let elb = aws_sdk_elasticloadbalancing::Client::new(config);
-        // Classic names are at most 32 characters.
-        let lb = format!("fb-{}-clb", unique_suffix());
-        elb.create_load_balancer()
-            .load_balancer_name(&lb)
-            .listeners(
-                aws_sdk_elasticloadbalancing::types::Listener::builder()
-                    .protocol("HTTP")
-                    .load_balancer_port(80)
-                    .instance_port(80)
-                    .build()
-                    .map_err(|e| StepError::new(ErrorName::Internal, e.to_string()))?,
-            )
-            .subnets(&d.subnet_id)
-            .send()
-            .await
-            .map_err(|e| aws_error("elasticloadbalancing:CreateLoadBalancer (Classic)", e))?;
-        d.classic_load_balancer = Some(lb.clone());
-        elb.register_instances_with_load_balancer()
-            .load_balancer_name(&lb)
-            .instances(
-                aws_sdk_elasticloadbalancing::types::Instance::builder()
-                    .instance_id(&d.instance_id)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| aws_error("elasticloadbalancing:RegisterInstancesWithLoadBalancer", e))?;
+        add_classic(config, d).await?;
     }
-
     if spec.auto_scaling {
-        let lt = format!("{name}-lt");
-        ec2.create_launch_template()
-            .launch_template_name(&lt)
-            .launch_template_data(
-                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                    .image_id(&image)
-                    .instance_type(InstanceType::T3Micro)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:CreateLaunchTemplate", e))?;
-        d.launch_template = Some(lt.clone());
-        let asc = aws_sdk_autoscaling::Client::new(config);
-        let group = format!("{name}-asg");
-        // An empty group (0 desired): the decoy joins it, nothing else runs.
-        asc.create_auto_scaling_group()
-            .auto_scaling_group_name(&group)
-            .launch_template(
-                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
-                    .launch_template_name(&lt)
-                    .build(),
-            )
-            .min_size(0)
-            .max_size(2)
-            .desired_capacity(0)
-            .vpc_zone_identifier(&d.subnet_id)
-            .send()
-            .await
-            .map_err(|e| aws_error("autoscaling:CreateAutoScalingGroup", e))?;
-        d.auto_scaling_group = Some(group.clone());
-        asc.attach_instances()
-            .auto_scaling_group_name(&group)
-            .instance_ids(&d.instance_id)
-            .send()
-            .await
-            .map_err(|e| aws_error("autoscaling:AttachInstances", e))?;
+        add_auto_scaling(config, &ec2, &name, &image, d).await?;
     }
-
     if spec.second_instance {
-        let mut req = ec2
-            .run_instances()
-            .image_id(&image)
-            .instance_type(InstanceType::T3Micro)
-            .min_count(1)
-            .max_count(1)
-            .subnet_id(&d.subnet_id)
-            .tag_specifications(tags(ResourceType::Instance));
-        if let Some(p) = &d.instance_profile_name {
-            req = req
-                .iam_instance_profile(IamInstanceProfileSpecification::builder().name(p).build());
-        }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| aws_error("ec2:RunInstances (second)", e))?;
-        d.second_instance_id = out
-            .instances()
-            .first()
-            .and_then(|i| i.instance_id())
-            .map(str::to_string);
+        add_second_instance(&ec2, &tags, &image, d).await?;
     }
     Ok(())
 }
