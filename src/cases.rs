@@ -90,7 +90,7 @@ pub(crate) async fn run(args: CasesArgs) -> anyhow::Result<u8> {
         .await?;
     let cases = list_cases(&session.ctx, &bucket)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(anyhow::Error::new)?;
     let mut local = local_runs(&session.who.account_id);
     let mut listed: Vec<Listed> = cases
         .into_iter()

@@ -112,9 +112,7 @@ pub(crate) async fn run(args: DecoyArgs) -> anyhow::Result<u8> {
                 image_id,
                 ..DecoySpec::default()
             };
-            let decoy = create(&config, &spec)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let decoy = create(&config, &spec).await.map_err(anyhow::Error::new)?;
             if let Err(e) = save(&decoy) {
                 say!("firebreak: warning: {e:#}; delete the decoy with `firebreak decoy delete --from FILE` and its JSON (--output json)");
             }

@@ -144,7 +144,7 @@ async fn open(a: &CaseArgs) -> anyhow::Result<(Session, CaseId, String)> {
         .unwrap_or_else(|| default_evidence_bucket(&session.who.account_id, &session.region));
     if !firebreak_steps::evidence::bucket_exists(&session.ctx, &bucket)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .map_err(anyhow::Error::new)?
     {
         return Err(BadInput(format!(
             "the evidence bucket {bucket} does not exist (or these credentials cannot see it)"
@@ -160,11 +160,11 @@ async fn list(a: CaseArgs) -> anyhow::Result<u8> {
     let log = ctx.log("evidence_list");
     let ledger = read_ledger(ctx, &log, &bucket, case.as_str())
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(anyhow::Error::new)?;
     let records: Vec<CustodyRecord> = ledger.readable();
     let versions = list_versions(ctx, &log, &bucket, &format!("cases/{case}/"))
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(anyhow::Error::new)?;
     let objects: Vec<_> = versions
         .iter()
         .filter(|v| v.is_latest && !v.delete_marker && !v.key.contains("/custody/"))
@@ -248,7 +248,7 @@ async fn hold(a: CaseArgs, on: bool) -> anyhow::Result<u8> {
     let (session, case, bucket) = open(&a).await?;
     let h = hold_case(&session.ctx, &bucket, case.as_str(), on)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(anyhow::Error::new)?;
     if h.versions == 0 && h.failed.is_empty() {
         return Err(BadInput(format!(
             "case {case} has nothing in s3://{bucket}/cases/{case}/"
@@ -286,7 +286,7 @@ async fn export(ea: ExportArgs) -> anyhow::Result<u8> {
     .await
     .map_err(|e| match e.name {
         firebreak_workflows::ErrorName::InvalidInput => anyhow::Error::new(BadInput(e.message)),
-        _ => anyhow::anyhow!("{e}"),
+        _ => anyhow::Error::new(e),
     })?;
     if e.files == 0 {
         return Err(BadInput(format!(
@@ -329,7 +329,7 @@ async fn verify_case(va: VerifyArgs) -> anyhow::Result<u8> {
     let (session, case, bucket) = open(a).await?;
     let v = verify(&session.ctx, &bucket, case.as_str(), &check)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(anyhow::Error::new)?;
     if v.records == 0 && v.record_problems.is_empty() {
         return Err(BadInput(format!(
             "case {case} has no custody record in s3://{bucket}/cases/{case}/custody/"
@@ -421,7 +421,7 @@ async fn hash(a: HashArgs) -> anyhow::Result<u8> {
             let log = s.ctx.log("evidence_hash");
             hash_object(&s.ctx, &log, &uri, &[])
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .map_err(anyhow::Error::new)?
                 .0
         } else if item == "-" {
             tokio::task::spawn_blocking(|| sha256_reader(std::io::stdin())).await??
@@ -471,7 +471,7 @@ async fn hash_snapshot(a: HashSnapshotArgs) -> anyhow::Result<u8> {
         | firebreak_workflows::ErrorName::ResourceNotFound => {
             anyhow::Error::new(BadInput(e.message))
         }
-        _ => anyhow::anyhow!("{e}"),
+        _ => anyhow::Error::new(e),
     };
     let digest = match &a.case {
         Some(case) => {

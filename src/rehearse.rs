@@ -87,11 +87,11 @@ async fn rehearse_phases(
     let id: InstanceId = d
         .instance_id
         .parse()
-        .map_err(|e: firebreak_steps::ids::IdError| anyhow::anyhow!("{e}"))?;
+        .map_err(|e: firebreak_steps::ids::IdError| anyhow::Error::new(e))?;
     let log = session.ctx.log("rehearse");
     let before = read_live_state(&session.ctx, &log, &id)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(anyhow::Error::new)?;
     let input = CaseFile {
         case: CaseInfo {
             case_id: case_id.to_string(),
@@ -113,8 +113,7 @@ async fn rehearse_phases(
         say!("decoy {} ready; case {case_id}: ec2-contain", d.instance_id);
     }
     let contained_at = Utc::now();
-    let contain_pb =
-        firebreak_playbooks::compile("ec2-contain").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let contain_pb = firebreak_playbooks::compile("ec2-contain").map_err(anyhow::Error::new)?;
     let run = session.run(&contain_pb, &input).await?;
     let contain = run.report(
         "ec2-contain",
@@ -129,13 +128,12 @@ async fn rehearse_phases(
     contained.extend(
         rehearsal::contained(&session.ctx, d, case_id, bucket, contained_at)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            .map_err(anyhow::Error::new)?,
     );
     if !quiet {
         say!("ec2-release");
     }
-    let release_pb =
-        firebreak_playbooks::compile("ec2-release").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let release_pb = firebreak_playbooks::compile("ec2-release").map_err(anyhow::Error::new)?;
     let run = session.run(&release_pb, &input).await?;
     let release = run.report(
         "ec2-release",
@@ -147,7 +145,7 @@ async fn rehearse_phases(
     released.extend(
         rehearsal::released(&session.ctx, d, &before, false)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            .map_err(anyhow::Error::new)?,
     );
     Ok((
         Some(contain),
@@ -181,7 +179,7 @@ pub(crate) async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
     let spec = match &like {
         Some(i) => rehearsal::spec_like(&session.ctx, i)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            .map_err(anyhow::Error::new)?,
         None => DecoySpec::default(),
     };
     if !args.quiet {
@@ -196,7 +194,7 @@ pub(crate) async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
     session.stop_safely_on_interrupt();
     let d = decoy::create(&session.config, &spec)
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(anyhow::Error::new)?;
     if let Err(e) = crate::decoy::save(&d) {
         say!("firebreak: warning: {e:#}");
     }
@@ -213,7 +211,7 @@ pub(crate) async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
             Utc::now(),
             &d.instance_id
                 .parse()
-                .map_err(|e: firebreak_steps::ids::IdError| anyhow::anyhow!("{e}"))?
+                .map_err(|e: firebreak_steps::ids::IdError| anyhow::Error::new(e))?
         )
     );
     let phases = rehearse_phases(&session, &d, &case_id, &bucket, args.quiet).await;

@@ -231,7 +231,7 @@ impl Session {
     ) -> anyhow::Result<firebreak_steps::evidence::Lock> {
         let legal_hold = firebreak_steps::evidence::object_lock_enabled(&self.ctx, bucket)
             .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(anyhow::Error::new)?;
         if !legal_hold {
             say!("warning: s3://{bucket} has no Object Lock: evidence cannot be put under legal hold or retention (make the bucket with `firebreak setup`)");
         }
@@ -245,7 +245,7 @@ impl Session {
                         | ErrorName::AwsRequestFailed => {
                             anyhow::Error::new(BadInput(format!("--custody-key: {}", e.message)))
                         }
-                        _ => anyhow::anyhow!("{e}"),
+                        _ => anyhow::Error::new(e),
                     })?,
             ),
             None => None,
@@ -288,7 +288,7 @@ impl Session {
                 self.who.arn
             )
         } else {
-            anyhow::anyhow!("{e}")
+            anyhow::Error::new(e)
         }
     }
 

@@ -57,7 +57,7 @@ pub(crate) async fn run(args: SetupArgs) -> anyhow::Result<u8> {
         plain_http,
     )
     .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .map_err(anyhow::Error::new)?;
     match args.output {
         OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&done)?),
         OutputFormat::Human => {

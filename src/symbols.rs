@@ -63,7 +63,7 @@ pub(crate) async fn run(args: SymbolsArgs) -> anyhow::Result<u8> {
                     firebreak_workflows::ErrorName::InvalidInput => {
                         anyhow::Error::new(BadInput(e.message))
                     }
-                    _ => anyhow::anyhow!("{e}"),
+                    _ => anyhow::Error::new(e),
                 })?;
             match args.output {
                 OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&t)?),
@@ -82,7 +82,7 @@ pub(crate) async fn run(args: SymbolsArgs) -> anyhow::Result<u8> {
             let log = ctx.log("symbols");
             let index = tools::read_symbols_index(ctx, &log, &bucket)
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .map_err(anyhow::Error::new)?
                 .unwrap_or_default();
             match args.output {
                 OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&index)?),

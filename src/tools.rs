@@ -83,7 +83,7 @@ pub(crate) async fn run(args: ToolsArgs) -> anyhow::Result<u8> {
                     firebreak_workflows::ErrorName::InvalidInput => {
                         anyhow::Error::new(BadInput(format!("{}: {}", file.display(), e.message)))
                     }
-                    _ => anyhow::anyhow!("{e}"),
+                    _ => anyhow::Error::new(e),
                 })?;
             match args.output {
                 OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&entry)?),
@@ -99,7 +99,7 @@ pub(crate) async fn run(args: ToolsArgs) -> anyhow::Result<u8> {
             let log = ctx.log("tools");
             let manifest = tools::read_manifest(ctx, &log, &bucket)
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .map_err(anyhow::Error::new)?
                 .unwrap_or_default();
             match args.output {
                 OutputFormat::Json => outln!("{}", serde_json::to_string_pretty(&manifest)?),

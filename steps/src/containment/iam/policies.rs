@@ -27,8 +27,13 @@ const WRITE_ROUNDS: usize = 6;
 /// One of firebreak's managed policies on a role.
 #[derive(Clone, Debug)]
 pub struct RolePolicy {
+    /// The policy's ARN (`arn:aws:iam::ACCOUNT:policy/firebreak/NAME`).
     pub arn: String,
+    /// Its name: `firebreak-deny-sessions-ROLE`, or with `-2`, `-3`, ... when
+    /// an earlier one was full.
     pub name: String,
+    /// What its default version denies (nothing, if the document could not
+    /// be decoded).
     pub denies: Denies,
     /// The default version's size as IAM counts it.
     pub chars: usize,
@@ -37,17 +42,23 @@ pub struct RolePolicy {
 /// What a role's policies deny, as read.
 #[derive(Clone, Debug, Default)]
 pub struct RoleDenies {
+    /// Firebreak's managed policies attached to the role (under the
+    /// `/firebreak/` path, named for the role), sorted by name.
     pub policies: Vec<RolePolicy>,
     /// Managed policies attached to the role, firebreak's and others'.
     pub attached: usize,
 }
 
 impl RoleDenies {
+    /// The policy denying this instance's sessions issued before a cut-off,
+    /// with that cut-off; None when none does.
     pub fn cutoff_of(&self, instance: &str) -> Option<(String, DateTime<Utc>)> {
         self.policies
             .iter()
             .find_map(|p| p.denies.cutoff_of(instance).map(|t| (p.arn.clone(), t)))
     }
+    /// The ARN of the policy denying this instance's credentials outside its
+    /// VPC; None when none does.
     pub fn outside_vpc(&self, instance: &str) -> Option<String> {
         self.policies
             .iter()
@@ -71,14 +82,32 @@ pub enum Added {
     /// In a managed policy (`changed` false when it already was); the
     /// cut-off in force for [`Deny::Before`] (an earlier one is kept).
     Managed {
+        /// The policy that holds the deny.
         arn: String,
+        /// For [`Deny::Before`], the cut-off in force (an earlier one already in
+        /// the policy is kept); None for [`Deny::OutsideVpc`].
         cutoff: Option<DateTime<Utc>>,
+        /// Whether a policy version was written or a policy created.
         changed: bool,
     },
     /// No room left within IAM's quotas (why).
     NoRoom(String),
     /// Dry run: what would be written.
     Planned,
+}
+
+/// The denies of one of firebreak's policies. A document that does not
+/// parse is an error: read as "denies nothing", the next change would write
+/// a version without the denies it holds.
+fn denies_of(arn: &str, text: &str) -> Result<Denies, StepError> {
+    decode_policy(text)
+        .map(|d| Denies::from_document(&d))
+        .ok_or_else(|| {
+            StepError::new(
+                ErrorName::AwsRequestFailed,
+                format!("the default version of firebreak's policy {arn} is not a JSON policy document: not changed (its denies would be lost); fix or delete it by hand"),
+            )
+        })
 }
 
 /// Firebreak's managed policies on a role, with their default documents.
@@ -117,9 +146,7 @@ pub async fn read_role(
         let Some(text) = default_document(ctx, log, arn).await? else {
             continue;
         };
-        let denies = decode_policy(&text)
-            .map(|d| Denies::from_document(&d))
-            .unwrap_or_default();
+        let denies = denies_of(arn, &text)?;
         out.policies.push(RolePolicy {
             arn: arn.to_string(),
             name: name.to_string(),
@@ -259,8 +286,14 @@ async fn create_and_attach(
             );
             o.policy()
                 .and_then(|p| p.arn())
-                .unwrap_or_default()
-                .to_string()
+                .filter(|a| !a.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    StepError::new(
+                        ErrorName::AwsRequestFailed,
+                        format!("iam:CreatePolicy {name} answered without an Arn"),
+                    )
+                })?
         }
         // Left by a run that died before attaching it: take it over.
         Err(e) if error_code(&e).as_deref() == Some("EntityAlreadyExists") => {
@@ -622,5 +655,22 @@ pub async fn remove_role_wide(
         }
         Err(e) if error_code(&e).as_deref() == Some("NoSuchEntity") => Ok(false),
         Err(e) => Err(aws_error(&format!("iam:DeleteRolePolicy {role}"), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_that_does_not_parse_is_an_error_not_no_denies() {
+        let arn = "arn:aws:iam::123456789012:policy/firebreak/x";
+        let e = denies_of(arn, "%7B%22Version").expect_err("not JSON");
+        assert!(e.message.contains(arn), "{}", e.message);
+        assert!(denies_of(
+            arn,
+            "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%5D%7D"
+        )
+        .is_ok());
     }
 }
