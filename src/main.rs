@@ -49,6 +49,7 @@ fn output_written(r: std::io::Result<()>) {
     }
 }
 
+mod alert;
 mod analyze;
 mod cases;
 mod compile;
@@ -105,6 +106,8 @@ enum OnRuntime {
     Graph(graph::GraphArgs),
     /// Run a playbook against an instance now, locally.
     Respond(respond::RespondArgs),
+    /// What a GuardDuty, Security Hub or other alert starts (and start it).
+    Alert(alert::AlertArgs),
     /// Undo containment: restore the recorded state of an instance.
     Release(release::ReleaseArgs),
     /// The account's cases: open, released, failed, with their instance
@@ -337,6 +340,7 @@ fn main() -> ExitCode {
             OnRuntime::Validate(a) => validate::run(a),
             OnRuntime::Graph(a) => graph::run(a),
             OnRuntime::Respond(a) => respond::run(a).await,
+            OnRuntime::Alert(a) => alert::run(a).await,
             OnRuntime::Decoy(a) => decoy::run(a).await,
             OnRuntime::Release(a) => release::run(a).await,
             OnRuntime::Cases(a) => cases::run(a).await,

@@ -8,6 +8,7 @@
 //! assert_eq!(compiled.definition.start_at, "RecordInstanceState");
 //! ```
 
+pub mod alerts;
 mod ec2_contain;
 mod ec2_release;
 pub mod report;

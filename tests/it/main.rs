@@ -8,6 +8,7 @@
 mod faults;
 mod support;
 
+mod alerts;
 mod asl_validator;
 mod compile_cli;
 mod contain;
@@ -20,6 +21,7 @@ mod holes;
 mod host;
 mod infra;
 mod memory;
+mod notify;
 mod operator;
 mod respond;
 mod run_cli;

@@ -1,0 +1,65 @@
+//! The step runner: `{"step": NAME, "input": {...}}`, the payload the
+//! compiled definitions send, runs that step; a failed step's error name
+//! is the invocation's `errorType`, so the compiled Retry and Catch behave
+//! in AWS as in the local executor.
+
+use firebreak_steps::config::{self, AwsOptions};
+use firebreak_steps::context::AwsClients;
+use firebreak_steps::{Mode, Registry, StepContext};
+use firebreak_workflows::step::StepPayload;
+use firebreak_workflows::ErrorName;
+use lambda_runtime::Diagnostic;
+use serde_json::Value;
+
+use crate::diagnostic;
+
+/// The steps and the AWS context they run in, made once per Lambda
+/// instance (cold start) and reused by every invocation.
+#[derive(Debug)]
+pub struct Runner {
+    registry: Registry,
+    ctx: StepContext,
+}
+
+impl Runner {
+    /// The runner of the function's own account and region (from the
+    /// Lambda environment: its role's credentials, `AWS_REGION`, and
+    /// `AWS_ENDPOINT_URL` for a sandbox).
+    pub async fn from_env() -> Result<Runner, Diagnostic> {
+        let sdk = config::load(&AwsOptions::default())
+            .await
+            .map_err(|e| diagnostic(ErrorName::InvalidInput, e.to_string()))?;
+        let who = config::identity(&sdk)
+            .await
+            .map_err(|e| diagnostic(ErrorName::AccessDenied, e.to_string()))?;
+        let region = sdk
+            .region()
+            .map(|r| r.to_string())
+            .ok_or_else(|| diagnostic(ErrorName::InvalidInput, "no AWS region (AWS_REGION)"))?;
+        let ctx = StepContext::new(AwsClients::new(&sdk), Mode::Live, who.account_id, region);
+        Ok(Runner {
+            registry: Registry::standard(),
+            ctx,
+        })
+    }
+
+    /// Runs the step the payload names.
+    pub async fn handle(&self, payload: Value) -> Result<Value, Diagnostic> {
+        let payload: StepPayload = serde_json::from_value(payload).map_err(|e| {
+            diagnostic(
+                ErrorName::InvalidInput,
+                format!("the payload is not {{\"step\": NAME, \"input\": {{...}}}}: {e}"),
+            )
+        })?;
+        if !self.registry.contains(&payload.step) {
+            return Err(diagnostic(
+                ErrorName::InvalidInput,
+                format!("no step named {:?}", payload.step),
+            ));
+        }
+        self.registry
+            .dispatch(&self.ctx, payload)
+            .await
+            .map_err(|e| diagnostic(e.name, e.message))
+    }
+}

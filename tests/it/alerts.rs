@@ -1,0 +1,178 @@
+//! `firebreak alert`: events written from AWS's documented formats
+//! (tests/fixtures/alerts, README there) pick exactly the expected
+//! playbooks, or none with the reason; bad events exit 2 naming the fault.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::support::{firebreak_offline, stderr, stdout};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/alerts")
+}
+
+fn expected() -> serde_json::Map<String, Value> {
+    let text = std::fs::read_to_string(fixtures().join("expected.json")).expect("expected.json");
+    match serde_json::from_str(&text).expect("expected.json is JSON") {
+        Value::Object(m) => m,
+        other => panic!("expected.json is {other}"),
+    }
+}
+
+fn alert(file: &str, extra: &[&str]) -> std::process::Output {
+    let path = fixtures().join(file);
+    let path = path.to_str().expect("utf-8 path");
+    let mut args = vec!["alert", path, "--dry-run", "--output", "json"];
+    args.extend_from_slice(extra);
+    firebreak_offline(&args)
+}
+
+/// (playbook, instance) pairs of a JSON list of triggers.
+fn pairs(v: &Value) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|t| {
+                    (
+                        t["playbook"].as_str().unwrap_or_default().to_string(),
+                        t["instance"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn every_fixture_triggers_exactly_what_the_default_rules_say() {
+    let cases = expected();
+    assert_eq!(cases.len(), 18, "one expectation per fixture");
+    for (file, want) in &cases {
+        let out = alert(file, &[]);
+        if let Some(needle) = want.get("error").and_then(Value::as_str) {
+            assert_eq!(out.status.code(), Some(2), "{file}: {}", stderr(&out));
+            assert!(
+                stderr(&out).contains(needle),
+                "{file}: error should name {needle}: {}",
+                stderr(&out)
+            );
+            assert!(
+                stdout(&out).is_empty() || stdout(&out).contains("\"error\""),
+                "{file}: no decision on a bad event"
+            );
+            continue;
+        }
+        assert_eq!(out.status.code(), Some(0), "{file}: {}", stderr(&out));
+        let got: Value = serde_json::from_str(&stdout(&out))
+            .unwrap_or_else(|e| panic!("{file}: {e}: {}", stdout(&out)));
+        assert_eq!(
+            pairs(&got["triggers"]),
+            pairs(&want["triggers"]),
+            "{file}: {}",
+            stdout(&out)
+        );
+        if want["triggers"].as_array().is_some_and(Vec::is_empty) {
+            let category = want["reason"].as_str().expect("a reason category");
+            let reasons: Vec<&str> = got["skipped"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s["reason"].as_str()).collect())
+                .unwrap_or_default();
+            assert!(
+                reasons.contains(&category),
+                "{file}: reasons {reasons:?}, want {category}"
+            );
+            assert!(
+                got["reason"].as_str().is_some_and(|r| !r.is_empty()),
+                "{file}: says why in words"
+            );
+        }
+        for skip in want
+            .get("skipped")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let found = got["skipped"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|s| s["finding"] == skip["finding"] && s["reason"] == skip["reason"]);
+            assert!(found, "{file}: expected skip {skip} in {}", got["skipped"]);
+        }
+    }
+}
+
+#[test]
+fn a_finding_delivered_again_or_updated_gets_the_same_execution_name() {
+    let name = |file: &str| -> Value {
+        let out = alert(file, &[]);
+        let v: Value = serde_json::from_str(&stdout(&out)).expect("json");
+        v["triggers"][0]["execution_name"].clone()
+    };
+    let first = name("01-guardduty-backdoor-ec2.json");
+    assert!(
+        first
+            .as_str()
+            .is_some_and(|n| n.starts_with("fb-ec2-compromise-i-0123456789abcdef0-")),
+        "{first}"
+    );
+    assert_eq!(first, name("18-guardduty-updated.json"));
+}
+
+#[test]
+fn rules_from_a_file_decide_and_their_errors_name_file_line_and_key() {
+    let dir = std::env::temp_dir().join(format!("firebreak-alert-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let rules = dir.join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"alarms\"\nsources = [\"aws.cloudwatch\"]\nplaybook = \"ec2-contain\"\napproval = true\n\n[[rule]]\nname = \"custom\"\nsources = [\"custom\"]\ntypes = [\"EDR:*\"]\nmin_severity = 8.5\nplaybook = \"ec2-contain\"\n",
+    )
+    .expect("write");
+    let out = alert(
+        "10-cloudwatch-alarm.json",
+        &["--triggers", rules.to_str().expect("utf-8")],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(
+        pairs(&v["triggers"]),
+        vec![("ec2-contain".to_string(), "i-0123456789abcdef4".to_string())]
+    );
+    assert_eq!(v["triggers"][0]["approval"], true, "{v}");
+
+    std::fs::write(
+        &rules,
+        "[guard]\nmax_per_hour = 2\n\n[[rule]]\nname = \"typo\"\nplaybook = \"ec2-compromize\"\n",
+    )
+    .expect("write");
+    let out = alert(
+        "01-guardduty-backdoor-ec2.json",
+        &["--triggers", rules.to_str().expect("utf-8")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("rules.toml:4: rule \"typo\", key `playbook`"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_triggers_schema_and_the_default_rules_print() {
+    let out = firebreak_offline(&["alert", "--triggers-schema"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let schema: Value = serde_json::from_str(&stdout(&out)).expect("schema is JSON");
+    assert!(schema["properties"]["rule"].is_object(), "{schema}");
+    let out = firebreak_offline(&["alert", "--show-triggers"]);
+    assert!(
+        stdout(&out).contains("min_severity = 7.0"),
+        "{}",
+        stdout(&out)
+    );
+}
