@@ -289,6 +289,8 @@ async fn start(args: &AlertArgs, t: &Trigger, ledger: &Ledger) -> anyhow::Result
         "--playbook".into(),
         t.playbook.clone(),
         "--quiet".into(),
+        "--output".into(),
+        if args.output == OutputFormat::Json { "json" } else { "human" }.into(),
     ];
     let aws = &args.aws;
     for (flag, v) in [

@@ -176,3 +176,102 @@ fn the_triggers_schema_and_the_default_rules_print() {
         stdout(&out)
     );
 }
+
+/// A finding about a fresh decoy, written into fixture 01's shape.
+fn finding_about(instance: &str, id: &str) -> PathBuf {
+    let mut event: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("01-guardduty-backdoor-ec2.json"))
+            .expect("fixture"),
+    )
+    .expect("JSON");
+    event["detail"]["id"] = Value::String(id.into());
+    event["detail"]["accountId"] = Value::String("123456789012".into());
+    event["detail"]["region"] = Value::String(crate::support::REGION.into());
+    event["detail"]["resource"]["instanceDetails"]["instanceId"] = Value::String(instance.into());
+    let path =
+        std::env::temp_dir().join(format!("firebreak-alert-{id}-{}.json", std::process::id()));
+    std::fs::write(&path, event.to_string()).expect("write event");
+    path
+}
+
+#[test]
+fn sandbox_an_alert_contains_its_instance_once() {
+    let decoy = crate::support::decoy();
+    let instance = crate::support::s(&decoy, "instance_id");
+    let event = finding_about(&instance, &format!("alert-once-{instance}"));
+    let rules = std::env::temp_dir().join(format!(
+        "firebreak-alert-contain-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"contain\"\nsources = [\"aws.guardduty\"]\nmin_severity = 7.0\nplaybook = \"ec2-contain\"\n",
+    )
+    .expect("rules");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "alert",
+            event.to_str().expect("utf-8"),
+            "--triggers",
+            rules.to_str().expect("utf-8"),
+            "--output",
+            "json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        crate::support::firebreak(&refs)
+    };
+    let first = run(&[]);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let out = stdout(&first);
+    // respond's own summary comes first; the alert's answer is the last
+    // JSON document.
+    let answer: Value =
+        serde_json::from_str(&out[out.rfind("{\n  \"alerts\"").expect("the answer")..])
+            .expect("answer JSON");
+    assert_eq!(answer["started"][0]["outcome"], "started", "{answer}");
+    assert_eq!(answer["started"][0]["exit_code"], 0, "{answer}");
+
+    // The instance is isolated: every interface on firebreak's group.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let groups = rt.block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&crate::support::sdk_config().await);
+        let d = ec2
+            .describe_instances()
+            .instance_ids(&instance)
+            .send()
+            .await
+            .expect("describe");
+        d.reservations()[0].instances()[0]
+            .network_interfaces()
+            .iter()
+            .flat_map(|n| {
+                n.groups()
+                    .iter()
+                    .filter_map(|g| g.group_name().map(str::to_string))
+            })
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        !groups.is_empty() && groups.iter().all(|g| g.starts_with("firebreak-isolation")),
+        "{groups:?}"
+    );
+
+    // The same finding again starts nothing.
+    let again = run(&[]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let answer: Value = serde_json::from_str(&stdout(&again)).expect("only the answer");
+    assert_eq!(
+        answer["started"][0]["outcome"], "already-started",
+        "{answer}"
+    );
+    let _ = std::fs::remove_file(&event);
+    let _ = std::fs::remove_file(&rules);
+}
