@@ -290,7 +290,12 @@ async fn start(args: &AlertArgs, t: &Trigger, ledger: &Ledger) -> anyhow::Result
         t.playbook.clone(),
         "--quiet".into(),
         "--output".into(),
-        if args.output == OutputFormat::Json { "json" } else { "human" }.into(),
+        if args.output == OutputFormat::Json {
+            "json"
+        } else {
+            "human"
+        }
+        .into(),
     ];
     let aws = &args.aws;
     for (flag, v) in [

@@ -499,6 +499,53 @@ pub fn decide(alerts: &[Alert], triggers: &Triggers) -> Decision {
     d
 }
 
+/// Why no rule takes an alert: its severity (for the rules of its
+/// source), something else a rule asks, or no rule for its source.
+fn no_rule_takes(a: &Alert, misses: &[(&Rule, Miss)]) -> Skip {
+    let what = format!(
+        "{} finding {} ({})",
+        a.source.as_str(),
+        a.finding_id,
+        a.finding_type
+    );
+    let why = |pick: fn(&Miss) -> Option<&String>| -> Vec<String> {
+        misses
+            .iter()
+            .filter_map(|(r, m)| pick(m).map(|why| format!("rule {}: {why}", r.name)))
+            .collect()
+    };
+    let severity = why(|m| match m {
+        Miss::Severity(w) => Some(w),
+        _ => None,
+    });
+    let other = why(|m| match m {
+        Miss::Other(w) => Some(w),
+        _ => None,
+    });
+    let (reason, detail) = if !severity.is_empty() {
+        (
+            SkipReason::BelowThreshold,
+            format!("{what}: {}", severity.join("; ")),
+        )
+    } else if !other.is_empty() {
+        (
+            SkipReason::NotMatched,
+            format!("{what}: {}", other.join("; ")),
+        )
+    } else {
+        (
+            SkipReason::NoRule,
+            format!("{what}: no rule takes {} alerts", a.source.as_str()),
+        )
+    };
+    Skip {
+        finding: a.finding_id.clone(),
+        instance: None,
+        reason,
+        detail,
+    }
+}
+
 fn decide_one(a: &Alert, triggers: &Triggers, d: &mut Decision) {
     let skip = |reason, instance: Option<&str>, detail: String| Skip {
         finding: a.finding_id.clone(),
@@ -515,45 +562,7 @@ fn decide_one(a: &Alert, triggers: &Triggers, d: &mut Decision) {
         }
     }
     if taking.is_empty() {
-        let what = format!(
-            "{} finding {} ({})",
-            a.source.as_str(),
-            a.finding_id,
-            a.finding_type
-        );
-        let severity: Vec<String> = misses
-            .iter()
-            .filter_map(|(r, m)| match m {
-                Miss::Severity(why) => Some(format!("rule {}: {why}", r.name)),
-                _ => None,
-            })
-            .collect();
-        let other: Vec<String> = misses
-            .iter()
-            .filter_map(|(r, m)| match m {
-                Miss::Other(why) => Some(format!("rule {}: {why}", r.name)),
-                _ => None,
-            })
-            .collect();
-        d.skipped.push(if !severity.is_empty() {
-            skip(
-                SkipReason::BelowThreshold,
-                None,
-                format!("{what}: {}", severity.join("; ")),
-            )
-        } else if !other.is_empty() {
-            skip(
-                SkipReason::NotMatched,
-                None,
-                format!("{what}: {}", other.join("; ")),
-            )
-        } else {
-            skip(
-                SkipReason::NoRule,
-                None,
-                format!("{what}: no rule takes {} alerts", a.source.as_str()),
-            )
-        });
+        d.skipped.push(no_rule_takes(a, &misses));
         return;
     }
     let instances = a.instances();
