@@ -23,6 +23,7 @@ mod infra;
 mod memory;
 mod notify;
 mod operator;
+mod permissions;
 mod respond;
 mod run_cli;
 mod sfn_moto;

@@ -1,7 +1,9 @@
-//! The notification handler against the sandbox's Step Functions: the
-//! state machine is the compiled `ec2-compromise`, created in moto; the
-//! handler starts it once per finding and instance, and the sixth
-//! automatic containment within an hour waits for approval.
+//! The notification handler against Step Functions in moto: the state
+//! machine is the compiled `ec2-compromise`; the handler starts it once
+//! per finding and instance, and the sixth automatic containment within an
+//! hour waits for approval. Each test has a moto server of its own, which
+//! does not run executions: run in the shared sandbox, they would invoke
+//! the step runner and take the Lambda results other tests queued there.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +11,7 @@ use firebreak_lambdas::notify::Notifier;
 use firebreak_playbooks::alerts::triggers::Triggers;
 use serde_json::Value;
 
-use crate::support::{firebreak_offline, sdk_config, stderr, stdout, REGION};
+use crate::support::{firebreak_offline, stderr, stdout, EnforcingMoto, REGION};
 
 fn fixture(name: &str) -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,8 +20,16 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("fixture is JSON")
 }
 
-async fn notifier(tag: &str) -> (Notifier, aws_sdk_sfn::Client, String) {
-    let sfn = aws_sdk_sfn::Client::new(&sdk_config().await);
+async fn notifier(tag: &str, moto: &EnforcingMoto) -> (Notifier, aws_sdk_sfn::Client, String) {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&moto.url)
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test", "test", None, None, "it",
+        ))
+        .load()
+        .await;
+    let sfn = aws_sdk_sfn::Client::new(&config);
     // As deployed: the step runner's ARN substituted into the definition.
     let out = firebreak_offline(&[
         "compile",
@@ -66,7 +76,8 @@ async fn executions(sfn: &aws_sdk_sfn::Client, arn: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn sandbox_the_same_finding_twice_starts_one_execution() {
-    let (n, sfn, arn) = notifier("once").await;
+    let moto = EnforcingMoto::start(u32::MAX);
+    let (n, sfn, arn) = notifier("once", &moto).await;
     let now = chrono::Utc::now();
     let first = n
         .handle(&fixture("01-guardduty-backdoor-ec2.json"), now)
@@ -106,7 +117,8 @@ async fn sandbox_the_same_finding_twice_starts_one_execution() {
 
 #[tokio::test]
 async fn sandbox_the_sixth_automatic_containment_within_an_hour_waits_for_approval() {
-    let (n, sfn, arn) = notifier("limit").await;
+    let moto = EnforcingMoto::start(u32::MAX);
+    let (n, sfn, arn) = notifier("limit", &moto).await;
     let now = chrono::Utc::now();
     let mut outcomes = Vec::new();
     for i in 0..6 {

@@ -9,7 +9,9 @@ use std::process::{Child, Command, Output, Stdio};
 use aws_sdk_ec2::types::Filter;
 use serde_json::Value;
 
-use crate::support::{decoy, firebreak, s, sandbox_url, sdk_config, stderr, stdout, REGION};
+use crate::support::{
+    decoy, firebreak, s, sandbox_url, sdk_config, stderr, stdout, EnforcingMoto, REGION,
+};
 
 /// A state directory of the test's own.
 fn fresh_state(name: &str) -> PathBuf {
@@ -947,50 +949,6 @@ fn sandbox_long_waits_draw_a_live_bar_on_a_terminal_and_lines_when_piped() {
         err.contains("await_snapshots: 2/2 snapshots completed"),
         "{err}"
     );
-}
-
-/// A moto server of the test's own that enforces IAM (moto's
-/// `INITIAL_NO_AUTH_ACTION_COUNT`: the first `free` requests go unchecked).
-struct EnforcingMoto {
-    child: Child,
-    url: String,
-}
-
-impl EnforcingMoto {
-    fn start(free: u32) -> EnforcingMoto {
-        let exe = std::env::var("MOTO_SERVER").expect("MOTO_SERVER is set by scripts/test");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(exe)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Dropped (killed and waited for) however the wait below ends.
-        let moto = EnforcingMoto {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return moto;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("moto did not start on {}", moto.url);
-    }
-}
-
-impl Drop for EnforcingMoto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -600,3 +600,50 @@ pub(crate) async fn aws_state(config: &SdkConfig, decoy: &Value) -> Value {
     }
     Value::Object(out)
 }
+
+/// A moto server of the test's own that enforces IAM (moto's
+/// `INITIAL_NO_AUTH_ACTION_COUNT`: the first `free` requests go unchecked;
+/// `u32::MAX` for a server that checks nothing). It runs no Step
+/// Functions executions (moto's default).
+pub(crate) struct EnforcingMoto {
+    child: std::process::Child,
+    /// Its endpoint.
+    pub(crate) url: String,
+}
+
+impl EnforcingMoto {
+    pub(crate) fn start(free: u32) -> EnforcingMoto {
+        let exe = std::env::var("MOTO_SERVER").expect("MOTO_SERVER is set by scripts/test");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(exe)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", free.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Dropped (killed and waited for) however the wait below ends.
+        let moto = EnforcingMoto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return moto;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("moto did not start on {}", moto.url);
+    }
+}
+
+impl Drop for EnforcingMoto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

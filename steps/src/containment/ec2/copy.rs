@@ -447,6 +447,18 @@ async fn share_with(
     Ok(changed)
 }
 
+/// STS allows role session names of at most 64 characters; a case id may
+/// have 64 of its own.
+const SESSION_NAME_MAX: usize = 64;
+
+/// The session name of the forensic account's role: `firebreak-` and as
+/// much of the case id as fits (case ids are ASCII, which STS allows).
+fn session_name(case: &CaseId) -> String {
+    let mut name = format!("firebreak-{case}");
+    name.truncate(SESSION_NAME_MAX);
+    name
+}
+
 /// An EC2 client in the target account (through the role) and region.
 async fn target_client(ctx: &StepContext, t: &ForensicCopy, case: &CaseId) -> aws_sdk_ec2::Client {
     let mut builder = ctx
@@ -456,7 +468,7 @@ async fn target_client(ctx: &StepContext, t: &ForensicCopy, case: &CaseId) -> aw
         .region(Region::new(t.region.clone()));
     if let Some(role) = &t.role_arn {
         let provider = aws_config::sts::AssumeRoleProvider::builder(role)
-            .session_name(format!("firebreak-{case}"))
+            .session_name(session_name(case))
             .configure(&ctx.aws.sdk)
             .build()
             .await;
@@ -465,4 +477,19 @@ async fn target_client(ctx: &StepContext, t: &ForensicCopy, case: &CaseId) -> aw
         );
     }
     aws_sdk_ec2::Client::new(&builder.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_names_fit_sts_limit_for_the_longest_case_ids() {
+        let longest: CaseId = "c".repeat(64).parse().expect("a valid case id");
+        let name = session_name(&longest);
+        assert_eq!(name.len(), SESSION_NAME_MAX);
+        assert!(name.starts_with("firebreak-ccc"));
+        let short: CaseId = "INC-42".parse().expect("valid");
+        assert_eq!(session_name(&short), "firebreak-INC-42");
+    }
 }

@@ -117,8 +117,12 @@ impl StepDef for RecordInstanceState {
                     "ec2:DescribeAddresses",
                     "ec2:DescribeSecurityGroups",
                     "autoscaling:DescribeAutoScalingInstances",
+                    // The group's MinSize, recorded for release.
+                    "autoscaling:DescribeAutoScalingGroups",
                     "elasticloadbalancing:DescribeTargetGroups",
                     "elasticloadbalancing:DescribeTargetHealth",
+                    // Classic Load Balancers the instance is registered with.
+                    "elasticloadbalancing:DescribeLoadBalancers",
                 ],
                 ["*"],
             ),
