@@ -114,8 +114,15 @@ pub(crate) async fn run(args: AlertArgs) -> anyhow::Result<u8> {
         decision.limit(&rules.guard, |account| {
             ledger.started_within_hour(account, now)
         });
-        for t in &decision.triggers {
-            started.push(start(&args, t, &ledger).await?);
+        // Every trigger's respond command is checked before any starts:
+        // a rule whose params respond refuses stops the event whole.
+        let commands = decision
+            .triggers
+            .iter()
+            .map(|t| respond_command(&args, t))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (t, cmd) in decision.triggers.iter().zip(commands) {
+            started.push(start(t, cmd, &ledger).await?);
         }
     }
     print(&args, &alerts, &decision, &started);
@@ -248,40 +255,9 @@ struct RespondCommand {
     respond: crate::respond::RespondArgs,
 }
 
-/// Starts one trigger with `respond`, unless this finding already started
-/// it or it waits for approval.
-async fn start(args: &AlertArgs, t: &Trigger, ledger: &Ledger) -> anyhow::Result<Started> {
-    let mut s = Started {
-        execution_name: t.execution_name.clone(),
-        instance: t.instance.clone(),
-        playbook: t.playbook.clone(),
-        outcome: String::new(),
-        exit_code: None,
-        account: t.account.clone(),
-        at: chrono::Utc::now(),
-    };
-    if let Some(before) = ledger.already(&t.execution_name) {
-        s.outcome = "already-started".into();
-        s.at = before.at;
-        return Ok(s);
-    }
-    if t.approval {
-        // The approval gate (a paused run that `firebreak approve`
-        // continues) is not built yet: nothing is started, and the
-        // operator is told how to act.
-        s.outcome = "held-for-approval".into();
-        say!(
-            "{}: {} on {} needs approval ({}): nothing started; to act now, run `firebreak respond --playbook {} --instance {}`",
-            t.execution_name,
-            t.playbook,
-            t.instance,
-            t.approval_reason.as_deref().unwrap_or("rule"),
-            t.playbook,
-            t.instance
-        );
-        ledger.append(&s)?;
-        return Ok(s);
-    }
+/// The respond command of a trigger: its instance and playbook, the AWS
+/// options `alert` was given, and the rule's params as options.
+fn respond_command(args: &AlertArgs, t: &Trigger) -> anyhow::Result<RespondCommand> {
     let mut argv: Vec<String> = vec![
         "firebreak-respond".into(),
         "--instance".into(),
@@ -317,19 +293,67 @@ async fn start(args: &AlertArgs, t: &Trigger, ledger: &Ledger) -> anyhow::Result
                 argv.push(format!("--{k}"));
                 argv.push(s.clone());
             }
+            // A repeatable option (`allow-ssh-from = ["a", "b"]`).
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    argv.push(format!("--{k}"));
+                    argv.push(
+                        item.as_str()
+                            .map_or_else(|| item.to_string(), str::to_string),
+                    );
+                }
+            }
             other => {
                 argv.push(format!("--{k}"));
                 argv.push(other.to_string());
             }
         }
     }
-    let cmd = RespondCommand::try_parse_from(&argv).map_err(|e| {
-        BadInput(format!(
-            "rule {}: its params do not make a respond command: {}",
-            t.rule,
-            e.to_string().lines().next().unwrap_or_default()
-        ))
-    })?;
+    RespondCommand::try_parse_from(&argv)
+        .map_err(|e| {
+            BadInput(format!(
+                "rule {}: its params do not make a respond command: {}",
+                t.rule,
+                e.to_string().lines().next().unwrap_or_default()
+            ))
+        })
+        .map_err(anyhow::Error::from)
+}
+
+/// Starts one trigger with `respond`, unless this finding already started
+/// it or it waits for approval.
+async fn start(t: &Trigger, cmd: RespondCommand, ledger: &Ledger) -> anyhow::Result<Started> {
+    let mut s = Started {
+        execution_name: t.execution_name.clone(),
+        instance: t.instance.clone(),
+        playbook: t.playbook.clone(),
+        outcome: String::new(),
+        exit_code: None,
+        account: t.account.clone(),
+        at: chrono::Utc::now(),
+    };
+    if let Some(before) = ledger.already(&t.execution_name) {
+        s.outcome = "already-started".into();
+        s.at = before.at;
+        return Ok(s);
+    }
+    if t.approval {
+        // The approval gate (a paused run that `firebreak approve`
+        // continues) is not built yet: nothing is started, and the
+        // operator is told how to act.
+        s.outcome = "held-for-approval".into();
+        say!(
+            "{}: {} on {} needs approval ({}): nothing started; to act now, run `firebreak respond --playbook {} --instance {}`",
+            t.execution_name,
+            t.playbook,
+            t.instance,
+            t.approval_reason.as_deref().unwrap_or("rule"),
+            t.playbook,
+            t.instance
+        );
+        ledger.append(&s)?;
+        return Ok(s);
+    }
     // Recorded before the run: a run that dies still counts, and the same
     // finding never starts a second one.
     s.outcome = "started".into();

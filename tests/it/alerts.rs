@@ -275,3 +275,38 @@ fn sandbox_an_alert_contains_its_instance_once() {
     let _ = std::fs::remove_file(&event);
     let _ = std::fs::remove_file(&rules);
 }
+
+#[test]
+fn a_rule_whose_params_respond_refuses_starts_nothing() {
+    // Two findings: the first rule's trigger is sound, the second rule's
+    // params are not an option of respond. Nothing may start.
+    let rules = std::env::temp_dir().join(format!(
+        "firebreak-alert-params-{}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"crypto\"\ntypes = [\"CryptoCurrency:*\"]\nplaybook = \"ec2-contain\"\n\n[[rule]]\nname = \"typo\"\ntypes = [\"Recon:*\"]\nplaybook = \"ec2-contain\"\nparams = { allow-ssh-form = [\"203.0.113.0/24\"] }\n",
+    )
+    .expect("rules");
+    let event = fixtures().join("04-guardduty-cli-export.json");
+    let out = crate::support::firebreak(&[
+        "alert",
+        event.to_str().expect("utf-8"),
+        "--triggers",
+        rules.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("rule typo: its params do not make a respond command"),
+        "{}",
+        stderr(&out)
+    );
+    let ledger = crate::support::state_dir().join("alerts/started.jsonl");
+    let started = std::fs::read_to_string(&ledger).unwrap_or_default();
+    assert!(
+        !started.contains("i-0bbbbbbbbbbbbbbbb"),
+        "the sound trigger started: {started}"
+    );
+    let _ = std::fs::remove_file(&rules);
+}
