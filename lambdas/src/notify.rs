@@ -230,11 +230,6 @@ impl Notifier {
             .state_machines
             .get(&t.playbook)
             .ok_or_else(|| NotifyError::NoStateMachine(t.playbook.clone()))?;
-        if t.approval {
-            // The approval gate is not built yet: nothing is started.
-            out.outcome = "held-for-approval".into();
-            return Ok(out);
-        }
         // Looked up first: a running execution started with the same input
         // is returned by StartExecution as if new (idempotent), and a
         // finished one refused; either way it is the same run.
@@ -258,6 +253,13 @@ impl Notifier {
                     message: e.message().unwrap_or("no message").to_string(),
                 })
             }
+        }
+        // After the lookup: a finding delivered again is its run, even
+        // when the hour's limit is reached since.
+        if t.approval {
+            // The approval gate is not built yet: nothing is started.
+            out.outcome = "held-for-approval".into();
+            return Ok(out);
         }
         let input = serde_json::to_string(&self.case(t, alert, now)?)
             .map_err(|e| NotifyError::Config(e.to_string()))?;

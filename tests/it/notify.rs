@@ -141,4 +141,13 @@ async fn sandbox_the_sixth_automatic_containment_within_an_hour_waits_for_approv
         ]
     );
     assert_eq!(executions(&sfn, &arn).await.len(), 5);
+    // The first finding delivered again is still its own run, not a new
+    // containment waiting for approval.
+    let mut first = fixture("01-guardduty-backdoor-ec2.json");
+    first["detail"]["id"] = Value::String("finding-0".into());
+    first["detail"]["resource"]["instanceDetails"]["instanceId"] =
+        Value::String("i-0123456789abcde00".into());
+    let again = n.handle(&first, now).await.expect("handled");
+    assert_eq!(again.outcomes[0].outcome, "already-started");
+    assert_eq!(executions(&sfn, &arn).await.len(), 5);
 }
