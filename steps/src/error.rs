@@ -53,6 +53,21 @@ impl StepError {
     }
 }
 
+/// A value an AWS answer must carry (an id, an ARN): the value, or an
+/// `AwsRequestFailed` error naming the call and what it lacked, never an
+/// empty string acted on or kept.
+pub(crate) fn required(call: &str, what: &str, value: Option<&str>) -> Result<String, StepError> {
+    value
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            StepError::new(
+                ErrorName::AwsRequestFailed,
+                format!("{call} answered without {what}"),
+            )
+        })
+}
+
 /// Error codes AWS uses for throttling across services.
 const THROTTLING_CODES: &[&str] = &[
     "Throttling",

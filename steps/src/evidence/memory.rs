@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::containment::ec2::describe_instance;
 use crate::context::{StepContext, StepLog};
-use crate::error::{aws_error, error_code, StepError};
+use crate::error::{aws_error, error_code, required, StepError};
 use crate::evidence::tools;
 use crate::evidence::{self, keys, Lock, Put, S3Uri};
 use crate::ids::{CaseId, InstanceId};
@@ -1117,19 +1117,14 @@ async fn open_upload(
         .send()
         .await
         .map_err(|e| aws_error("s3:CreateMultipartUpload", e))?;
-    let upload_id = mpu
-        .upload_id()
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| {
-            StepError::new(
-                ErrorName::AwsRequestFailed,
-                format!(
-                    "s3:CreateMultipartUpload s3://{bucket}/{} returned no upload id",
-                    started.image_key
-                ),
-            )
-        })?
-        .to_string();
+    let upload_id = required(
+        &format!(
+            "s3:CreateMultipartUpload s3://{bucket}/{}",
+            started.image_key
+        ),
+        "an UploadId",
+        mpu.upload_id(),
+    )?;
     log.done(
         "s3:CreateMultipartUpload",
         format!(

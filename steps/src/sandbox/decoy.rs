@@ -15,7 +15,7 @@ use firebreak_workflows::ErrorName;
 use serde::{Deserialize, Serialize};
 
 use crate::containment::ec2::{filter, tag};
-use crate::error::{aws_error, error_code, StepError};
+use crate::error::{aws_error, error_code, required, StepError};
 
 /// What the decoy looks like.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,7 +183,7 @@ async fn pick_image(ec2: &aws_sdk_ec2::Client) -> Result<(String, String), StepE
         images.sort_by(|a, b| b.creation_date().cmp(&a.creation_date()));
         if let Some(i) = images.first() {
             return Ok((
-                created("ec2:DescribeImages", i.image_id())?,
+                required("ec2:DescribeImages", "an ImageId", i.image_id())?,
                 i.root_device_name().unwrap_or("/dev/xvda").to_string(),
             ));
         }
@@ -210,19 +210,6 @@ impl Tags<'_> {
     }
 }
 
-/// The id a create call returned, or an error naming the call (never an
-/// empty id kept for the teardown to trip on).
-fn created(call: &str, id: Option<&str>) -> Result<String, StepError> {
-    id.filter(|i| !i.is_empty())
-        .map(str::to_string)
-        .ok_or_else(|| {
-            StepError::new(
-                ErrorName::AwsRequestFailed,
-                format!("{call} returned no id"),
-            )
-        })
-}
-
 /// The VPC, its subnets (a second one for a second interface) and, for an
 /// Elastic IP, an internet gateway.
 async fn build_network(
@@ -239,7 +226,11 @@ async fn build_network(
         .send()
         .await
         .map_err(|e| aws_error("ec2:CreateVpc", e))?;
-    d.vpc_id = created("ec2:CreateVpc", vpc.vpc().and_then(|v| v.vpc_id()))?;
+    d.vpc_id = required(
+        "ec2:CreateVpc",
+        "a VpcId",
+        vpc.vpc().and_then(|v| v.vpc_id()),
+    )?;
     let mut subnet = ec2
         .create_subnet()
         .vpc_id(&d.vpc_id)
@@ -268,7 +259,11 @@ async fn build_network(
         .await
         .map_err(|e| aws_error("ec2:CreateSubnet", e))?;
     let subnet = subnet.subnet();
-    d.subnet_id = created("ec2:CreateSubnet", subnet.and_then(|s| s.subnet_id()))?;
+    d.subnet_id = required(
+        "ec2:CreateSubnet",
+        "a SubnetId",
+        subnet.and_then(|s| s.subnet_id()),
+    )?;
     if spec.interfaces > 1 {
         // The second interface in a subnet of its own (an interface must
         // be in the instance's Availability Zone).
@@ -292,8 +287,9 @@ async fn build_network(
             .send()
             .await
             .map_err(|e| aws_error("ec2:CreateSubnet (second)", e))?;
-        d.second_subnet_id = Some(created(
+        d.second_subnet_id = Some(required(
             "ec2:CreateSubnet (second)",
+            "a SubnetId",
             second.subnet().and_then(|s| s.subnet_id()),
         )?);
     }
@@ -306,8 +302,9 @@ async fn build_network(
             .send()
             .await
             .map_err(|e| aws_error("ec2:CreateInternetGateway", e))?;
-        let igw_id = created(
+        let igw_id = required(
             "ec2:CreateInternetGateway",
+            "an InternetGatewayId",
             igw.internet_gateway().and_then(|g| g.internet_gateway_id()),
         )?;
         d.internet_gateway_id = Some(igw_id.clone());
@@ -337,7 +334,7 @@ async fn open_group(
         .send()
         .await
         .map_err(|e| aws_error("ec2:CreateSecurityGroup", e))?;
-    d.security_group_id = created("ec2:CreateSecurityGroup", sg.group_id())?;
+    d.security_group_id = required("ec2:CreateSecurityGroup", "a GroupId", sg.group_id())?;
     if spec.open_ports.is_empty() {
         return Ok(());
     }
@@ -498,7 +495,7 @@ async fn launch(
             "RunInstances returned no instance",
         )
     })?;
-    d.instance_id = created("ec2:RunInstances", instance.instance_id())?;
+    d.instance_id = required("ec2:RunInstances", "an InstanceId", instance.instance_id())?;
     d.network_interface_ids = crate::containment::ec2::interface_ids(instance);
     d.volume_ids = crate::containment::ec2::volumes(instance)
         .into_iter()
@@ -530,7 +527,11 @@ async fn add_address(
         .send()
         .await
         .map_err(|e| aws_error("ec2:AllocateAddress", e))?;
-    let id = created("ec2:AllocateAddress", alloc.allocation_id())?;
+    let id = required(
+        "ec2:AllocateAddress",
+        "an AllocationId",
+        alloc.allocation_id(),
+    )?;
     d.allocation_id = Some(id.clone());
     d.public_ip = alloc.public_ip().map(str::to_string);
     if let Some(eni) = d.network_interface_ids.first() {
@@ -570,8 +571,9 @@ async fn target_group(
         .send()
         .await
         .map_err(|e| aws_error(&format!("elasticloadbalancing:CreateTargetGroup{what}"), e))?;
-    let arn = created(
+    let arn = required(
         "elasticloadbalancing:CreateTargetGroup",
+        "a TargetGroupArn",
         tg.target_groups()
             .first()
             .and_then(|t| t.target_group_arn()),
@@ -725,8 +727,9 @@ async fn add_second_instance(
         .send()
         .await
         .map_err(|e| aws_error("ec2:RunInstances (second)", e))?;
-    d.second_instance_id = Some(created(
+    d.second_instance_id = Some(required(
         "ec2:RunInstances (second)",
+        "an InstanceId",
         out.instances().first().and_then(|i| i.instance_id()),
     )?);
     Ok(())

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{describe_instance, filter, interface_ids, load_record, tag, InstanceRef};
 use crate::context::{StepContext, StepLog};
-use crate::error::{aws_error, error_code, StepError};
+use crate::error::{aws_error, error_code, required, StepError};
 use crate::ids::InstanceId;
 use crate::step::Step;
 use crate::tags;
@@ -502,19 +502,6 @@ impl Role {
     }
 }
 
-/// The id CreateSecurityGroup answered with: an answer without one is an
-/// error naming the call, never an empty id acted on.
-fn created_id(id: Option<&str>) -> Result<String, StepError> {
-    id.filter(|i| !i.is_empty())
-        .map(str::to_string)
-        .ok_or_else(|| {
-            StepError::new(
-                ErrorName::AwsRequestFailed,
-                "ec2:CreateSecurityGroup answered without a GroupId",
-            )
-        })
-}
-
 /// Finds firebreak's group for `role` in `vpc` by its tags (not by name:
 /// anyone may create a group with our name, and it would not be ours).
 async fn find_group(
@@ -706,7 +693,7 @@ async fn ensure_group(
             match req.send().await {
                 Ok(out) => {
                     log.done("ec2:CreateSecurityGroup", params);
-                    let id = created_id(out.group_id())?;
+                    let id = required("ec2:CreateSecurityGroup", "a GroupId", out.group_id())?;
                     (read_group(ctx, log, &id).await?, true)
                 }
                 Err(e) if error_code(&e).as_deref() == Some("InvalidGroup.Duplicate") => {
@@ -734,7 +721,8 @@ async fn ensure_group(
                                     )
                                 })?;
                             log.done("ec2:CreateSecurityGroup", params);
-                            let id = created_id(out.group_id())?;
+                            let id =
+                                required("ec2:CreateSecurityGroup", "a GroupId", out.group_id())?;
                             (read_group(ctx, log, &id).await?, true)
                         }
                     }
@@ -748,18 +736,11 @@ async fn ensure_group(
             }
         }
     };
-    let id = group
-        .group_id()
-        .filter(|i| !i.is_empty())
-        .map(str::to_string)
-        .ok_or_else(|| {
-            StepError::new(
-                ErrorName::AwsRequestFailed,
-                format!(
-                    "ec2:DescribeSecurityGroups gave firebreak's group {name} in {vpc} no GroupId"
-                ),
-            )
-        })?;
+    let id = required(
+        &format!("ec2:DescribeSecurityGroups of firebreak's group {name} in {vpc}"),
+        "a GroupId",
+        group.group_id(),
+    )?;
     let have = rules_of(&group);
     // Revoke before authorizing: an isolation group never has more than
     // it should, even for a moment.

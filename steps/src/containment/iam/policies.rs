@@ -19,7 +19,7 @@ use super::denies::{
 };
 use super::{decode_policy, partition, role_policy};
 use crate::context::{StepContext, StepLog};
-use crate::error::{aws_error, error_code, StepError};
+use crate::error::{aws_error, error_code, required, StepError};
 
 /// Merge-and-verify rounds against concurrent writers.
 const WRITE_ROUNDS: usize = 6;
@@ -284,16 +284,11 @@ async fn create_and_attach(
                 "iam:CreatePolicy",
                 format!("PolicyName={name}, Path={POLICY_PATH} ({what}; {} characters of {MANAGED_POLICY_MAX_CHARS})", policy_chars(doc)),
             );
-            o.policy()
-                .and_then(|p| p.arn())
-                .filter(|a| !a.is_empty())
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    StepError::new(
-                        ErrorName::AwsRequestFailed,
-                        format!("iam:CreatePolicy {name} answered without an Arn"),
-                    )
-                })?
+            required(
+                &format!("iam:CreatePolicy {name}"),
+                "an Arn",
+                o.policy().and_then(|p| p.arn()),
+            )?
         }
         // Left by a run that died before attaching it: take it over.
         Err(e) if error_code(&e).as_deref() == Some("EntityAlreadyExists") => {

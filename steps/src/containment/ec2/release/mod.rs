@@ -21,7 +21,7 @@ use crate::containment::autoscaling::membership;
 use crate::containment::iam::denies::ROLE_WIDE_POLICY;
 use crate::containment::iam::{deny_policy_name, policies, profile_roles, role_policy};
 use crate::context::{StepContext, StepLog};
-use crate::error::{aws_error, error_code, StepError};
+use crate::error::{aws_error, error_code, required, StepError};
 use crate::ids::InstanceId;
 use crate::step::Step;
 use plan::{ProfileChange, ReleasePlan};
@@ -325,17 +325,12 @@ async fn restore_termination(
 
 /// The live association a profile change acts on; an error naming the
 /// call when EC2 did not report one (never an empty id sent to AWS).
-fn association<'p>(
-    id: &InstanceId,
-    a: &'p Option<String>,
-    call: &str,
-) -> Result<&'p str, StepError> {
-    a.as_deref().filter(|a| !a.is_empty()).ok_or_else(|| {
-        StepError::new(
-            ErrorName::AwsRequestFailed,
-            format!("{call}: ec2:DescribeIamInstanceProfileAssociations gave {id}'s profile no association id"),
-        )
-    })
+fn association(id: &InstanceId, a: &Option<String>, call: &str) -> Result<String, StepError> {
+    required(
+        &format!("{call}: ec2:DescribeIamInstanceProfileAssociations of {id}'s profile"),
+        "an AssociationId",
+        a.as_deref(),
+    )
 }
 
 /// The instance profile association, as recorded.
@@ -376,7 +371,7 @@ async fn restore_profile(
                 return Ok(());
             }
             ec2.replace_iam_instance_profile_association()
-                .association_id(assoc)
+                .association_id(&assoc)
                 .iam_instance_profile(profile(arn))
                 .send()
                 .await
@@ -392,7 +387,7 @@ async fn restore_profile(
                 return Ok(());
             }
             ec2.disassociate_iam_instance_profile()
-                .association_id(assoc)
+                .association_id(&assoc)
                 .send()
                 .await
                 .map_err(|e| aws_error(call, e))?;
