@@ -61,7 +61,8 @@ struct Started {
     execution_name: String,
     instance: String,
     playbook: String,
-    /// `started`, `already-started`, `held-for-approval`, `failed`.
+    /// `started`, `waiting-for-approval` (started behind its approval
+    /// gate), `already-started`, `failed`.
     outcome: String,
     /// The exit code of the run, when one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -232,7 +233,7 @@ impl Ledger {
     fn already(&self, execution_name: &str) -> Option<&Started> {
         self.entries
             .iter()
-            .find(|s| s.execution_name == execution_name && s.outcome != "held-for-approval")
+            .find(|s| s.execution_name == execution_name)
     }
 
     fn append(&self, s: &Started) -> anyhow::Result<()> {
@@ -273,6 +274,14 @@ fn respond_command(args: &AlertArgs, t: &Trigger) -> anyhow::Result<RespondComma
         }
         .into(),
     ];
+    if t.approval {
+        argv.push(format!(
+            "--approval={}",
+            t.approval_reason
+                .as_deref()
+                .unwrap_or("a trigger asks for approval")
+        ));
+    }
     let aws = &args.aws;
     for (flag, v) in [
         ("--profile", &aws.profile),
@@ -338,27 +347,29 @@ async fn start(t: &Trigger, cmd: RespondCommand, ledger: &Ledger) -> anyhow::Res
         return Ok(s);
     }
     if t.approval {
-        // The approval gate (a paused run that `firebreak approve`
-        // continues) is not built yet: nothing is started, and the
-        // operator is told how to act.
-        s.outcome = "held-for-approval".into();
+        // The run starts behind its approval gate: it asks (the token and
+        // the commands to answer it are said, and sent to the topic and
+        // webhook) and changes nothing until `firebreak approve`.
         say!(
-            "{}: {} on {} needs approval ({}): nothing started; to act now, run `firebreak respond --playbook {} --instance {}`",
+            "{}: {} on {} waits for approval ({}) before its first change",
             t.execution_name,
             t.playbook,
             t.instance,
             t.approval_reason.as_deref().unwrap_or("rule"),
-            t.playbook,
-            t.instance
         );
-        ledger.append(&s)?;
-        return Ok(s);
     }
     // Recorded before the run: a run that dies still counts, and the same
     // finding never starts a second one.
-    s.outcome = "started".into();
+    s.outcome = if t.approval {
+        "waiting-for-approval"
+    } else {
+        "started"
+    }
+    .into();
     ledger.append(&s)?;
-    say!("{}: {} on {}", t.execution_name, t.playbook, t.instance);
+    if !t.approval {
+        say!("{}: {} on {}", t.execution_name, t.playbook, t.instance);
+    }
     match crate::respond::run(cmd.respond).await {
         Ok(code) => s.exit_code = Some(code),
         Err(e) => {

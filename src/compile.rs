@@ -27,12 +27,15 @@ pub(crate) struct CompileArgs {
     pub step_runner_arn: Option<String>,
 }
 
-/// Replaces the step-runner placeholder in every Task `Resource`.
+/// Replaces the step-runner placeholder in every Task `Resource`, and in
+/// the `FunctionName` of callback tasks (`lambda:invoke.waitForTaskToken`).
 pub(crate) fn substitute(definition: &mut Value, arn: &str) {
     match definition {
         Value::Object(o) => {
             for (k, v) in o.iter_mut() {
-                if k == "Resource" && v.as_str() == Some(STEP_RUNNER_RESOURCE) {
+                if (k == "Resource" || k == "FunctionName")
+                    && v.as_str() == Some(STEP_RUNNER_RESOURCE)
+                {
                     *v = Value::String(arn.to_string());
                 } else {
                     substitute(v, arn);

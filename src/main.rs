@@ -51,6 +51,7 @@ fn output_written(r: std::io::Result<()>) {
 
 mod alert;
 mod analyze;
+mod approve;
 mod cases;
 mod compile;
 mod decoy;
@@ -59,10 +60,13 @@ mod graph;
 mod lime;
 mod rehearse;
 mod release;
+mod remote;
 mod respond;
+mod respond_many;
 mod run;
 mod session;
 mod setup;
+mod status;
 mod step;
 mod summary;
 mod symbols;
@@ -104,10 +108,16 @@ enum OnRuntime {
     Validate(validate::ValidateArgs),
     /// Render a playbook or a definition as Mermaid or DOT.
     Graph(graph::GraphArgs),
-    /// Run a playbook against an instance now, locally.
-    Respond(respond::RespondArgs),
+    /// Run a playbook against an instance now, locally (or --remote).
+    Respond(Box<respond::RespondArgs>),
     /// What a GuardDuty, Security Hub or other alert starts (and start it).
     Alert(alert::AlertArgs),
+    /// Where a run stands: a local run's name, or an execution ARN.
+    Status(status::StatusArgs),
+    /// Approve a run that waits for approval (local, or --remote).
+    Approve(approve::ApproveArgs),
+    /// Deny a run that waits for approval: it ends, having changed nothing.
+    Deny(approve::DenyArgs),
     /// Undo containment: restore the recorded state of an instance.
     Release(release::ReleaseArgs),
     /// The account's cases: open, released, failed, with their instance
@@ -193,6 +203,9 @@ pub mod exit {
     pub const BAD_INPUT: u8 = 2;
     /// Containment is partial: some steps failed (listed in the summary).
     pub const PARTIAL: u8 = 3;
+    /// The run waited for approval and was denied (or timed out): nothing
+    /// was changed.
+    pub const NOT_APPROVED: u8 = 4;
     /// Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -339,8 +352,11 @@ fn main() -> ExitCode {
             OnRuntime::Compile(a) => compile::run(a),
             OnRuntime::Validate(a) => validate::run(a),
             OnRuntime::Graph(a) => graph::run(a),
-            OnRuntime::Respond(a) => respond::run(a).await,
+            OnRuntime::Respond(a) => respond::run(*a).await,
             OnRuntime::Alert(a) => alert::run(a).await,
+            OnRuntime::Approve(a) => approve::approve(a).await,
+            OnRuntime::Status(a) => status::run(a).await,
+            OnRuntime::Deny(a) => approve::deny(a).await,
             OnRuntime::Decoy(a) => decoy::run(a).await,
             OnRuntime::Release(a) => release::run(a).await,
             OnRuntime::Cases(a) => cases::run(a).await,

@@ -25,9 +25,14 @@ pub(crate) enum AsgModeArg {
 
 #[derive(Debug, Args)]
 pub(crate) struct RespondArgs {
-    /// The compromised instance (i-...).
-    #[arg(long)]
-    pub instance: String,
+    /// The compromised instance (i-...); repeat it to contain several at
+    /// once, one case each, with one summary.
+    #[arg(long, required = true)]
+    pub instance: Vec<String>,
+    /// With several instances: how many are worked on at once.
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=40))]
+    pub max_concurrency: u32,
     /// The playbook to run.
     #[arg(long, default_value = "ec2-contain")]
     pub playbook: String,
@@ -113,6 +118,33 @@ pub(crate) struct RespondArgs {
     /// exemptions memory capture needs, or an SSM agent that is not online.
     #[arg(long)]
     pub force: bool,
+    /// Wait for a person's approval before the first change: the run asks
+    /// (on standard error, the SNS topic and the webhook, with the token)
+    /// and goes on after `firebreak approve TOKEN`; after `firebreak deny`
+    /// it ends having changed nothing. REASON says why it waits.
+    #[arg(long, value_name = "REASON", num_args = 0..=1,
+          default_missing_value = "asked for with respond --approval")]
+    pub approval: Option<String>,
+    /// SNS topic that hears the run's start, end and approval requests.
+    #[arg(long, value_name = "ARN", env = "FIREBREAK_NOTIFY_TOPIC")]
+    pub notify_topic: Option<String>,
+    /// Slack-compatible incoming webhook that hears them too (a secret:
+    /// best given in the environment, not on a command line others see).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FIREBREAK_WEBHOOK_URL",
+        hide_env_values = true
+    )]
+    pub notify_webhook: Option<String>,
+    /// Run in the deployed state machine (Step Functions) instead of on
+    /// this machine, and follow it with the same progress lines.
+    #[arg(long)]
+    pub remote: bool,
+    /// With --remote: the state machine (default: the one tagged
+    /// firebreak:playbook=PLAYBOOK in the account and region).
+    #[arg(long, value_name = "ARN", requires = "remote")]
+    pub state_machine: Option<String>,
     /// Summary format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
@@ -248,6 +280,37 @@ fn exemptions(args: &RespondArgs) -> anyhow::Result<Vec<Exemption>> {
     Ok(exemptions)
 }
 
+/// Where the run's announcements go, each checked.
+pub(crate) fn notify_targets(
+    topic: Option<&str>,
+    webhook: Option<&str>,
+) -> anyhow::Result<firebreak_steps::context::NotifyTargets> {
+    let topic = topic.map(str::trim).filter(|t| !t.is_empty());
+    let webhook = webhook.map(str::trim).filter(|w| !w.is_empty());
+    if let Some(t) = topic {
+        let parts: Vec<&str> = t.split(':').collect();
+        if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sns" || parts[5].is_empty() {
+            return Err(BadInput(format!(
+                "--notify-topic {t:?} is not an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
+            ))
+            .into());
+        }
+    }
+    if let Some(w) = webhook {
+        if !(w.starts_with("https://") || w.starts_with("http://")) {
+            return Err(BadInput(
+                "--notify-webhook is not an http(s) URL (the URL is not repeated here: it is a secret)"
+                    .into(),
+            )
+            .into());
+        }
+    }
+    Ok(firebreak_steps::context::NotifyTargets {
+        topic_arn: topic.map(str::to_string),
+        webhook_url: webhook.map(str::to_string),
+    })
+}
+
 /// The case to run under, and whether it continues the one the instance
 /// is tagged with: a released case stays closed, an open one is named.
 fn choose_case(
@@ -306,6 +369,7 @@ fn case_options(args: &RespondArgs, session: &Session, exemptions: Vec<Exemption
         hash_snapshots: args.hash_snapshots,
         skip_nacl_cut: args.no_nacl_cut,
         nacl_rule_limit: args.nacl_rule_limit,
+        approval: args.approval.clone(),
     }
 }
 
@@ -347,6 +411,7 @@ async fn run_playbook(
                     .or_else(|| session.config.endpoint_url().map(str::to_string)),
                 output_json: args.output == OutputFormat::Json,
                 quiet: args.quiet,
+                notify_topic: session.ctx.notify.topic_arn.clone(),
             };
             session.stop_safely_on_interrupt();
             session
@@ -360,16 +425,57 @@ pub(crate) async fn run(args: RespondArgs) -> anyhow::Result<u8> {
     if args.output == OutputFormat::Json {
         crate::json_errors();
     }
-    let (instance, given_case) = parse_ids(&args.instance, args.case.as_deref())?;
+    if args.remote {
+        return respond_remote(&args).await;
+    }
+    if args.instance.len() > 1 {
+        return crate::respond_many::run(args).await;
+    }
+    let report = respond_one(&args, &args.instance[0], None).await?;
+    summary::print(&report, args.output);
+    let _ = std::io::stdout().flush();
+    Ok(summary::exit_code(&report))
+}
+
+/// The playbook, compiled, and the isolation exemptions: checked before
+/// any instance is touched.
+pub(crate) fn checked_inputs(
+    args: &RespondArgs,
+) -> anyhow::Result<(firebreak_workflows::compile::Compiled, Vec<Exemption>)> {
     let compiled =
         firebreak_playbooks::compile(&args.playbook).map_err(|e| BadInput(e.to_string()))?;
-    let exemptions = exemptions(&args)?;
+    Ok((compiled, exemptions(args)?))
+}
+
+/// Opens a session for a run of `respond` (its notification targets
+/// checked first), labelled with the instance when several run at once.
+pub(crate) async fn open_session(
+    args: &RespondArgs,
+    label: Option<&str>,
+) -> anyhow::Result<Session> {
+    let targets = notify_targets(args.notify_topic.as_deref(), args.notify_webhook.as_deref())?;
     let mode = if args.dry_run {
         Mode::DryRun
     } else {
         Mode::Live
     };
-    let session = Session::open(&args.aws, mode, args.quiet).await?;
+    let mut session = Session::open(&args.aws, mode, args.quiet).await?;
+    session.ctx.notify = targets;
+    session.label = label.map(str::to_string);
+    Ok(session)
+}
+
+/// Runs the playbook on one instance and returns its report (printed by
+/// the caller).
+pub(crate) async fn respond_one(
+    args: &RespondArgs,
+    instance: &str,
+    label: Option<&str>,
+) -> anyhow::Result<firebreak_playbooks::report::Report> {
+    let (instance, given_case) = parse_ids(instance, args.case.as_deref())?;
+    let (compiled, exemptions) = checked_inputs(args)?;
+    let session = open_session(args, label).await?;
+    let mode = session.ctx.mode;
     // The instance must exist (in this account and region) before
     // anything starts.
     session.case_tag(&instance).await?;
@@ -388,12 +494,13 @@ pub(crate) async fn run(args: RespondArgs) -> anyhow::Result<u8> {
                 let aside = crate::session::abandon(&path);
                 say!("firebreak respond: the unfinished run {name} is not resumed: {why}; its journal is set aside ({aside})");
             } else {
-                return resume_unfinished(&session, &args, given_case, &path, start).await;
+                return resume_unfinished(&session, args, &instance, given_case, &path, start)
+                    .await;
             }
         }
     }
     let (case, continuing) = choose_case(&instance, given_case.clone(), &tag)?;
-    preflight(&session, &args, &instance, mode).await?;
+    preflight(&session, args, &instance, mode).await?;
     // A dry run plans without the bucket too: the steps that need it are
     // refused in the plan, with the remedy.
     let (bucket, bucket_exists) = match mode {
@@ -438,7 +545,7 @@ pub(crate) async fn run(args: RespondArgs) -> anyhow::Result<u8> {
             evidence_bucket: bucket,
             evidence_lock,
         },
-        options: case_options(&args, &session, exemptions),
+        options: case_options(args, &session, exemptions),
     };
     if !args.quiet {
         say!(
@@ -455,14 +562,12 @@ pub(crate) async fn run(args: RespondArgs) -> anyhow::Result<u8> {
             },
         );
     }
-    let run = run_playbook(&session, &args, &compiled, &input, mode).await?;
+    let run = run_playbook(&session, args, &compiled, &input, mode).await?;
     let mut report = run.report(&args.playbook, &input.case, mode, session.started.elapsed());
     if !bucket_exists {
         name_the_remedy(&mut report, &input.case.evidence_bucket);
     }
-    summary::print(&report, args.output);
-    let _ = std::io::stdout().flush();
-    Ok(summary::exit_code(&report))
+    Ok(report)
 }
 
 /// What `firebreak resume` needs to finish a killed `respond`.
@@ -475,6 +580,10 @@ pub(crate) struct RespondRunner {
     pub endpoint_url: Option<String>,
     pub output_json: bool,
     pub quiet: bool,
+    /// The SNS topic of the run's announcements (the webhook, a secret,
+    /// comes from FIREBREAK_WEBHOOK_URL again when resumed).
+    #[serde(default)]
+    pub notify_topic: Option<String>,
 }
 
 /// Finishes a journaled `respond` (`firebreak resume`): the steps that
@@ -499,7 +608,11 @@ pub(crate) async fn resume(
         endpoint_url: aws.endpoint_url.or(r.endpoint_url.clone()),
         debug: aws.debug,
     };
-    let session = Session::open(&aws, Mode::Live, r.quiet).await?;
+    let mut session = Session::open(&aws, Mode::Live, r.quiet).await?;
+    session.ctx.notify = notify_targets(
+        r.notify_topic.as_deref(),
+        std::env::var("FIREBREAK_WEBHOOK_URL").ok().as_deref(),
+    )?;
     let instance: InstanceId = input
         .case
         .instance_id
@@ -519,7 +632,10 @@ pub(crate) async fn resume(
     } else {
         OutputFormat::Human
     };
-    finish_resumed(&session, journal, start, &r.playbook, output).await
+    let report = finish_resumed(&session, journal, start, &r.playbook).await?;
+    summary::print(&report, output);
+    let _ = std::io::stdout().flush();
+    Ok(summary::exit_code(&report))
 }
 
 /// The options that shape a run, as given on this command line (a
@@ -549,10 +665,11 @@ fn options_given(args: &RespondArgs) -> Vec<&'static str> {
 async fn resume_unfinished(
     session: &Session,
     args: &RespondArgs,
+    instance: &InstanceId,
     given_case: Option<CaseId>,
     path: &std::path::Path,
     start: firebreak_workflows::exec::journal::Start,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<firebreak_playbooks::report::Report> {
     let name = start.config.name.clone();
     let case = start
         .input
@@ -568,14 +685,13 @@ async fn resume_unfinished(
         .to_string();
     if given_case.as_ref().is_some_and(|c| c.as_str() != case) || playbook != args.playbook {
         return Err(BadInput(format!(
-            "{} has an unfinished {playbook} run {name} of case {case} (started {}): finish it first with `firebreak resume {name}` (or run `firebreak respond --instance {} --playbook {playbook}` without --case)",
-            args.instance, start.start_time, args.instance
+            "{instance} has an unfinished {playbook} run {name} of case {case} (started {}): finish it first with `firebreak resume {name}` (or run `firebreak respond --instance {instance} --playbook {playbook}` without --case)",
+            start.start_time
         ))
         .into());
     }
     say!(
-        "firebreak respond: {} has an unfinished run {name} of case {case} (started {}, interrupted or killed): resuming it",
-        args.instance,
+        "firebreak respond: {instance} has an unfinished run {name} of case {case} (started {}, interrupted or killed): resuming it",
         start.start_time
     );
     let ignored = options_given(args);
@@ -599,7 +715,7 @@ async fn resume_unfinished(
         ))
         .into());
     }
-    finish_resumed(session, journal, start, &playbook, args.output).await
+    finish_resumed(session, journal, start, &playbook).await
 }
 
 async fn finish_resumed(
@@ -607,8 +723,7 @@ async fn finish_resumed(
     journal: firebreak_workflows::exec::Journal,
     start: firebreak_workflows::exec::journal::Start,
     playbook: &str,
-    output: OutputFormat,
-) -> anyhow::Result<u8> {
+) -> anyhow::Result<firebreak_playbooks::report::Report> {
     let input: CaseFile = serde_json::from_value(start.input.clone())
         .map_err(|e| BadInput(format!("the journal's case file does not parse: {e}")))?;
     if session.who.account_id != input.case.account_id {
@@ -620,8 +735,87 @@ async fn finish_resumed(
     }
     session.stop_safely_on_interrupt();
     let run = crate::session::resume_run(session, journal, &start).await?;
-    let report = run.report(playbook, &input.case, Mode::Live, session.started.elapsed());
-    summary::print(&report, output);
+    Ok(run.report(playbook, &input.case, Mode::Live, session.started.elapsed()))
+}
+
+/// `respond --remote`: the case is opened here as for a local run, then
+/// the deployed state machine runs it; its history is followed with the
+/// local progress lines, and the summary is the same.
+async fn respond_remote(args: &RespondArgs) -> anyhow::Result<u8> {
+    if args.instance.len() > 1 {
+        return Err(BadInput(
+            "--remote runs one instance per execution: start one `respond --remote` per instance"
+                .into(),
+        )
+        .into());
+    }
+    if args.dry_run {
+        return Err(BadInput(
+            "--dry-run plans on this machine: leave out --remote to see the plan".into(),
+        )
+        .into());
+    }
+    let (instance, given_case) = parse_ids(&args.instance[0], args.case.as_deref())?;
+    let (compiled, exemptions) = checked_inputs(args)?;
+    let session = open_session(args, None).await?;
+    let sfn = aws_sdk_sfn::Client::new(&session.config);
+    let machine = match &args.state_machine {
+        Some(arn) => arn.clone(),
+        None => crate::remote::find_state_machine(&sfn, &args.playbook, &session).await?,
+    };
+    let tag = session.case_tag(&instance).await?;
+    let (case, continuing) = choose_case(&instance, given_case, &tag)?;
+    let bucket = session
+        .evidence_bucket(args.evidence_bucket.as_deref())
+        .await?;
+    let evidence_lock = session
+        .evidence_lock(
+            &bucket,
+            args.retention_days,
+            args.kms_key_id.clone(),
+            args.custody_key.as_deref(),
+        )
+        .await?;
+    let input = CaseFile {
+        case: CaseInfo {
+            case_id: case.to_string(),
+            instance_id: instance.to_string(),
+            account_id: session.who.account_id.clone(),
+            region: session.region.clone(),
+            opened_at: Utc::now(),
+            actor: session.who.arn.clone(),
+            evidence_bucket: bucket,
+            evidence_lock,
+        },
+        options: case_options(args, &session, exemptions),
+    };
+    let name = format!("{case}-{}", Utc::now().format("%Y%m%dT%H%M%S"));
+    let execution =
+        crate::remote::start(&sfn, &machine, &name, &serde_json::to_value(&input)?).await?;
+    if !args.quiet {
+        say!(
+            "firebreak respond --remote: {} on {instance}, case {case}{}\n  execution {execution}\n  (interrupting this command stops following, not the execution: `firebreak status {execution}`)",
+            compiled.name,
+            if continuing { " (continuing the case the instance is tagged with)" } else { "" },
+        );
+    }
+    let printer = crate::session::progress_printer(&session);
+    let (outcome, history) = crate::remote::follow(&sfn, &execution, |e| {
+        if let Some(p) = &printer {
+            p(e);
+        }
+    })
+    .await?;
+    let report = firebreak_playbooks::report::Report::build(
+        &args.playbook,
+        &input.case,
+        Mode::Live,
+        &outcome,
+        &history,
+        Vec::new(),
+        session.started.elapsed(),
+    );
+    summary::print(&report, args.output);
     let _ = std::io::stdout().flush();
     Ok(summary::exit_code(&report))
 }

@@ -169,6 +169,13 @@ impl TaskHandler for Tasks {
             };
         }
         if is_callback(&call.resource) {
+            // A firebreak step behind the token (an approval request)
+            // runs first: it is what asks for the answer.
+            if let Some(runner) = &self.steps {
+                if runner.handles_callback(&call.resource, &call.input) {
+                    runner.start_callback(call.input.clone()).await?;
+                }
+            }
             return wait_for_token(&call).await;
         }
         match &self.steps {
@@ -184,19 +191,29 @@ impl TaskHandler for Tasks {
 
 /// The callback tokens of local runs, in the state directory (checked
 /// to be its owner's only).
-fn token_store() -> anyhow::Result<FileStore> {
+pub(crate) fn token_store() -> anyhow::Result<FileStore> {
     crate::session::secure_state_dir()?;
     Ok(FileStore::new(state_dir().join("tokens")))
 }
 
 /// Waits until `task-success` or `task-failure` answers this attempt's
 /// token (see `firebreak_workflows::exec::callback`).
-async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
+pub(crate) async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
     let store = token_store()
         .map_err(|e| TaskFailure::new(ErrorName::StatesTaskFailed.as_str(), format!("{e:#}")))?;
+    let approval = call.input.pointer("/Payload/step").and_then(Value::as_str)
+        == Some(
+            <firebreak_steps::notify::RequestApproval as firebreak_workflows::step::StepDef>::NAME,
+        );
     // Polling a file: the answer comes from another process, and a file
     // also survives this one being killed and resumed.
     wait_for_answer(&store, call, std::time::Duration::from_millis(100), |token| {
+        if approval {
+            say!(
+                "firebreak: waiting for approval before the first change (nothing has been changed); answer with\n  firebreak approve {token}\n  firebreak deny {token} --reason WHY"
+            );
+            return;
+        }
         say!(
             "firebreak: state '{}' waits for its task token; answer with\n  firebreak task-success {token} --output '{{...}}'\n  firebreak task-failure {token} --error ERROR --cause CAUSE{}",
             call.state_name,

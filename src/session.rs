@@ -28,6 +28,9 @@ pub(crate) struct Session {
     pub who: Identity,
     pub region: String,
     pub ctx: StepContext,
+    /// Said before each progress line when several runs share the
+    /// terminal (the instance id).
+    pub label: Option<String>,
     pub started: Instant,
     pub quiet: bool,
     /// How to finish the run if it is interrupted (said on Ctrl-C).
@@ -120,6 +123,7 @@ impl Session {
             who,
             region,
             ctx,
+            label: None,
             started,
             quiet,
             finish_with: Arc::new(Mutex::new(None)),
@@ -319,7 +323,7 @@ impl Session {
         let calls_before = self.ctx.calls.records().len();
         let history = History::new();
         if !self.quiet {
-            let printer = Progress::new(self.started);
+            let printer = Progress::new(self.started, self.label.clone());
             history.subscribe(move |e| printer.event(e));
         }
         let runner = Arc::new(NotingRunner::new(self, calls_before));
@@ -429,7 +433,7 @@ pub(crate) async fn resume_run(
     session.finish_with(format!("firebreak resume {}", start.config.name));
     let history = History::restore(journal.replay().events.clone());
     if !session.quiet {
-        let printer = Progress::new(session.started);
+        let printer = Progress::new(session.started, session.label.clone());
         history.subscribe(move |e| printer.event(e));
     }
     let interrupt = session.ctx.interrupt.clone();
@@ -457,6 +461,8 @@ struct NotingRunner {
     journal: OnceLock<Arc<Journal>>,
     /// How many of the session's calls are noted (or were made before).
     noted: Mutex<usize>,
+    /// A dry run: callback tasks do not wait for their answer.
+    dry_run: bool,
 }
 
 impl NotingRunner {
@@ -466,6 +472,7 @@ impl NotingRunner {
             calls: session.ctx.calls.clone(),
             journal: OnceLock::new(),
             noted: Mutex::new(calls_before),
+            dry_run: session.ctx.is_dry_run(),
         }
     }
 }
@@ -473,7 +480,18 @@ impl NotingRunner {
 #[async_trait::async_trait]
 impl TaskHandler for NotingRunner {
     async fn invoke(&self, call: TaskCall) -> Result<serde_json::Value, TaskFailure> {
-        let result = self.steps.invoke(call).await;
+        let result = if self.steps.handles_callback(&call.resource, &call.input) {
+            // The step asks (approval request), then the run waits for
+            // the token's answer in the local token store; a dry run does
+            // not wait, it plans on.
+            match self.steps.start_callback(call.input.clone()).await {
+                Ok(asked) if self.dry_run => Ok(asked),
+                Ok(_) => crate::run::wait_for_token(&call).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            self.steps.invoke(call).await
+        };
         if let (Some(journal), Ok(mut noted)) = (self.journal.get(), self.noted.lock()) {
             let records = self.calls.records();
             for r in records.iter().skip(*noted) {
@@ -760,23 +778,39 @@ pub(crate) fn elapsed(since: Instant) -> String {
     format!("{:02}:{:04.1}", (s / 60.0) as u64, s % 60.0)
 }
 
+/// Prints one history event as a progress line.
+pub(crate) type ProgressPrinter = Box<dyn Fn(&HistoryEvent) + Send + Sync>;
+
+/// The progress printer of a session (none when quiet), for histories
+/// that come from elsewhere (a remote execution).
+pub(crate) fn progress_printer(session: &Session) -> Option<ProgressPrinter> {
+    if session.quiet {
+        return None;
+    }
+    let p = Progress::new(session.started, session.label.clone());
+    Some(Box::new(move |e| p.event(e)))
+}
+
 /// Prints task progress from the history as it is recorded.
 struct Progress {
     started: Instant,
+    /// Said before each line (`[i-...]`), when several runs print.
+    label: String,
     /// Per state: whether it failed since it was entered.
     failed: Mutex<HashMap<String, bool>>,
 }
 
 impl Progress {
-    fn new(started: Instant) -> Progress {
+    fn new(started: Instant, label: Option<String>) -> Progress {
         Progress {
             started,
+            label: label.map(|l| format!(" {l}")).unwrap_or_default(),
             failed: Mutex::new(HashMap::new()),
         }
     }
 
     fn event(&self, e: &HistoryEvent) {
-        let t = elapsed(self.started);
+        let t = format!("{}{}", elapsed(self.started), self.label);
         let detail = e.detail();
         let field = |k: &str| {
             detail

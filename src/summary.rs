@@ -29,5 +29,6 @@ pub(crate) fn exit_code(report: &Report) -> u8 {
         Containment::Complete | Containment::PlanAllowed => exit::OK,
         Containment::Partial | Containment::PlanDenied => exit::PARTIAL,
         Containment::Failed => exit::FAILED,
+        Containment::NotApproved => exit::NOT_APPROVED,
     }
 }

@@ -49,7 +49,8 @@ pub struct Outcome {
     pub playbook: String,
     /// The instance.
     pub instance: String,
-    /// `started`, `already-started` or `held-for-approval`.
+    /// `started`, `waiting-for-approval` (started behind its approval
+    /// gate) or `already-started`.
     pub outcome: String,
     /// The execution's ARN, when one was started or found.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -255,14 +256,18 @@ impl Notifier {
             }
         }
         // After the lookup: a finding delivered again is its run, even
-        // when the hour's limit is reached since.
+        // when the hour's limit is reached since. A run that needs
+        // approval starts behind its gate: it changes nothing until
+        // `firebreak approve` answers the token it announces.
+        let mut case = self.case(t, alert, now)?;
         if t.approval {
-            // The approval gate is not built yet: nothing is started.
-            out.outcome = "held-for-approval".into();
-            return Ok(out);
+            case.options.approval = Some(
+                t.approval_reason
+                    .clone()
+                    .unwrap_or_else(|| "a trigger asks for approval".into()),
+            );
         }
-        let input = serde_json::to_string(&self.case(t, alert, now)?)
-            .map_err(|e| NotifyError::Config(e.to_string()))?;
+        let input = serde_json::to_string(&case).map_err(|e| NotifyError::Config(e.to_string()))?;
         let call = format!("states:StartExecution {arn} name {}", t.execution_name);
         match self
             .sfn
@@ -274,7 +279,12 @@ impl Notifier {
             .await
         {
             Ok(r) => {
-                out.outcome = "started".into();
+                out.outcome = if t.approval {
+                    "waiting-for-approval"
+                } else {
+                    "started"
+                }
+                .into();
                 out.execution_arn = Some(r.execution_arn().to_string());
             }
             Err(e) if e.code() == Some("ExecutionAlreadyExists") => {

@@ -13,7 +13,10 @@ use firebreak_steps::evidence::analysis::{AnalyzeMemory, ReadAnalysis};
 use firebreak_steps::evidence::memory::{
     AwaitMemoryCapture, ReadMemoryEvidence, StartMemoryCapture, VerifyMemoryCapture,
 };
-use firebreak_workflows::builder::{choice, poll, task, Chain, Cond, TaskNode, Workflow};
+use firebreak_steps::notify::{AnnounceEnd, AnnounceStart, RequestApproval};
+use firebreak_workflows::builder::{
+    choice, fail_with_recorded, poll, task, Chain, Cond, TaskNode, Workflow,
+};
 use serde_json::json;
 
 /// Snapshots are checked every 15 s: EC2 updates snapshot progress every
@@ -51,7 +54,7 @@ pub fn ec2_contain() -> Workflow {
         "ec2-contain",
         "firebreak ec2-contain: record, protect, isolate, take EIPs/ASG/target groups/credentials away, tag, snapshot.",
     )
-    .chain(containment(false))
+    .chain(announced(containment(false)))
 }
 
 /// The network-ACL cut, unless the case turned it off.
@@ -91,7 +94,61 @@ pub fn ec2_compromise() -> Workflow {
         "ec2-compromise",
         "firebreak ec2-compromise: contain, capture memory over SSM (LiME/AVML), snapshot, analyse the memory with Volatility 3.",
     )
-    .chain(containment(true))
+    .chain(announced(containment(true)))
+}
+
+/// How long an approval may wait: a day, so that a run held overnight
+/// can still be approved in the morning; past that the run ends, changing
+/// nothing, and a new alert or `respond` starts again.
+const APPROVAL_TIMEOUT_SECONDS: u64 = 24 * 3600;
+
+/// The gate before the first change, when the case asks for approval:
+/// the responders are asked (with the token), and the run waits; a denial
+/// or no answer in time ends it before anything was changed.
+fn approval_gate() -> firebreak_workflows::builder::ChoiceNode {
+    choice("ApprovalRequired?").when(
+        Cond::given("$.options.approval"),
+        Chain::new().then(
+            task::<RequestApproval>("WaitForApproval")
+                .bind("case_id", "$.case.case_id")
+                .bind("instance_id", "$.case.instance_id")
+                .bind("reason", "$.options.approval")
+                .wait_for_token(APPROVAL_TIMEOUT_SECONDS)
+                .result_at("approval")
+                .on_failure(
+                    "approval",
+                    Chain::new().then(fail_with_recorded(
+                        crate::report::NOT_APPROVED_STATE,
+                        "approval",
+                    )),
+                ),
+        ),
+    )
+}
+
+/// The start announcement (a failure to tell is recorded, never stops
+/// containment).
+fn announce_start() -> TaskNode {
+    task::<AnnounceStart>("AnnounceStart")
+        .input_from("$")
+        .result_at("announced_start")
+        .continue_on_failure("announce_start")
+}
+
+/// Every playbook run that changes things is wrapped the same way: the
+/// approval gate, the start announcement, the work, the end announcement.
+fn announced(work: Chain) -> Chain {
+    let mut chain = Chain::new().then(approval_gate()).then(announce_start());
+    chain.build_errors.extend(work.build_errors);
+    for node in work.nodes {
+        chain = chain.then(node);
+    }
+    chain.then(
+        task::<AnnounceEnd>("AnnounceEnd")
+            .input_from("$")
+            .result_at("announced_end")
+            .continue_on_failure("announce_end"),
+    )
 }
 
 fn containment(memory: bool) -> Chain {
@@ -376,6 +433,8 @@ mod tests {
         assert_eq!(
             names,
             [
+                "request_approval",
+                "announce_start",
                 "record_instance_state",
                 "protect_instance",
                 "detach_from_autoscaling",
@@ -389,7 +448,8 @@ mod tests {
                 "await_snapshots",
                 "hash_snapshots",
                 "read_snapshot_hashes",
-                "copy_snapshots"
+                "copy_snapshots",
+                "announce_end"
             ]
         );
     }

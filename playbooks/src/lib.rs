@@ -5,12 +5,13 @@
 //!
 //! ```
 //! let compiled = firebreak_playbooks::compile("ec2-contain").unwrap();
-//! assert_eq!(compiled.definition.start_at, "RecordInstanceState");
+//! assert_eq!(compiled.definition.start_at, "ApprovalRequired?");
 //! ```
 
 pub mod alerts;
 mod ec2_contain;
 mod ec2_release;
+pub mod incident;
 pub mod report;
 
 use firebreak_workflows::builder::Workflow;

@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use serde_json::Value;
 
+/// The name of the approval gate's Fail state in the playbooks.
+pub const NOT_APPROVED_STATE: &str = "NotApproved";
+
 /// Where containment stands at the end of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,6 +32,9 @@ pub enum Containment {
     Partial,
     /// The execution itself failed.
     Failed,
+    /// The run waited for approval and was denied (or no answer came in
+    /// time): it ended before its first change, having changed nothing.
+    NotApproved,
     /// Dry run: every planned change would be allowed.
     PlanAllowed,
     /// Dry run: some planned change would be refused.
@@ -204,7 +210,18 @@ impl Report {
         let denied = calls
             .iter()
             .any(|c| matches!(c.verdict, Verdict::Denied(_)));
+        // The approval gate's Fail state: the run ended before its first
+        // change.
+        let not_approved = outcome.status == Status::Failed
+            && history.iter().any(|e| {
+                e.kind == "FailStateEntered"
+                    && e.detail()
+                        .and_then(|d| d.get("name").and_then(Value::as_str).map(str::to_string))
+                        .as_deref()
+                        == Some(NOT_APPROVED_STATE)
+            });
         let containment = match (mode, outcome.status) {
+            _ if not_approved => Containment::NotApproved,
             _ if unreadable.is_some() => Containment::Failed,
             (_, Status::Failed | Status::TimedOut) => Containment::Failed,
             (Mode::DryRun, _) if denied || !failures.is_empty() => Containment::PlanDenied,
@@ -251,6 +268,8 @@ impl Report {
                 Containment::Complete => "containment COMPLETE",
                 Containment::Partial => "containment PARTIAL (see failures)",
                 Containment::Failed => "execution FAILED",
+                Containment::NotApproved =>
+                    "NOT APPROVED: the run ended before its first change; nothing was changed",
                 Containment::PlanAllowed =>
                     "dry run: every planned change would be allowed; nothing was changed",
                 Containment::PlanDenied =>

@@ -43,6 +43,11 @@ pub struct CaseOptions {
     /// raised above AWS's default of 20.
     #[serde(default)]
     pub nacl_rule_limit: Option<u32>,
+    /// Why this run must wait for a person's approval before its first
+    /// change (`respond --approval`, a trigger with `approval = true`, or
+    /// the hourly limit of automatic containments); no wait when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
 }
 
 /// Who, what and when: set once when the case is opened.

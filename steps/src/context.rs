@@ -103,6 +103,8 @@ pub struct AwsClients {
     pub kms: aws_sdk_kms::Client,
     /// The EBS direct APIs: reads snapshot blocks to hash disk images.
     pub ebs: aws_sdk_ebs::Client,
+    /// SNS: announcements and approval requests to the responders' topic.
+    pub sns: aws_sdk_sns::Client,
     /// The configuration the clients come from, for clients in another
     /// region or account (forensic copies).
     pub sdk: aws_config::SdkConfig,
@@ -138,6 +140,7 @@ impl AwsClients {
                     )
                     .build(),
             ),
+            sns: aws_sdk_sns::Client::new(config),
             sdk: config.clone(),
         }
     }
@@ -233,7 +236,39 @@ pub struct StepContext {
     pub calls: CallLog,
     /// The operator's interrupt (see [`Interrupt`]).
     pub interrupt: Arc<Interrupt>,
+    /// Where announcements and approval requests go (none by default).
+    pub notify: NotifyTargets,
     progress: Option<ProgressFn>,
+}
+
+/// Where a run announces itself and asks for approval: deployment
+/// configuration (the step runner's environment, or `respond`'s options),
+/// not part of the case, since a webhook URL is a secret and would
+/// otherwise sit in every execution's input.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifyTargets {
+    /// An SNS topic (`arn:aws:sns:REGION:ACCOUNT:NAME`).
+    pub topic_arn: Option<String>,
+    /// A Slack-compatible incoming webhook (`https://hooks.slack.com/...`):
+    /// sent `{"text": ...}` by POST.
+    pub webhook_url: Option<String>,
+}
+
+impl NotifyTargets {
+    /// Targets from the environment: `FIREBREAK_NOTIFY_TOPIC` and
+    /// `FIREBREAK_WEBHOOK_URL` (empty values count as unset).
+    pub fn from_env() -> NotifyTargets {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        NotifyTargets {
+            topic_arn: var("FIREBREAK_NOTIFY_TOPIC"),
+            webhook_url: var("FIREBREAK_WEBHOOK_URL"),
+        }
+    }
+
+    /// Whether there is anywhere to send to.
+    pub fn is_empty(&self) -> bool {
+        self.topic_arn.is_none() && self.webhook_url.is_none()
+    }
 }
 
 impl std::fmt::Debug for StepContext {
@@ -257,8 +292,15 @@ impl StepContext {
             region,
             calls: CallLog::default(),
             interrupt: Arc::new(Interrupt::default()),
+            notify: NotifyTargets::default(),
             progress: None,
         }
+    }
+
+    /// Where announcements and approval requests go.
+    pub fn with_notify(mut self, targets: NotifyTargets) -> StepContext {
+        self.notify = targets;
+        self
     }
 
     /// Where progress messages of long waits go.

@@ -27,6 +27,7 @@ pub mod step;
 // The phases, as the playbooks and docs/ name them.
 pub mod containment;
 pub mod evidence;
+pub mod notify;
 pub mod sandbox;
 
 pub use context::{AwsClients, Mode, StepContext};

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use firebreak_workflows::exec::{TaskCall, TaskFailure, TaskHandler};
-use firebreak_workflows::step::{StepInfo, StepPayload, CONTAINER_RESOURCE, STEP_RUNNER_RESOURCE};
+use firebreak_workflows::step::{
+    StepInfo, StepPayload, CALLBACK_RESOURCE, CONTAINER_RESOURCE, STEP_RUNNER_RESOURCE,
+};
 use firebreak_workflows::ErrorName;
 use serde_json::Value;
 
@@ -142,6 +144,37 @@ impl StepRunner {
             || self.extra_resources.iter().any(|r| r == resource)
     }
 
+    /// Whether a callback task (`lambda:invoke.waitForTaskToken`) invokes
+    /// the step-runner: its `FunctionName` is one this runner accepts.
+    pub fn handles_callback(&self, resource: &str, params: &Value) -> bool {
+        resource == CALLBACK_RESOURCE
+            && params
+                .get("FunctionName")
+                .and_then(Value::as_str)
+                .is_some_and(|f| self.handles(f))
+    }
+
+    /// Runs the step of a callback task (its `Payload`), which asks for the
+    /// answer and returns at once. Waiting for the answer to the token is
+    /// the host's part (a token store: see
+    /// `firebreak_workflows::exec::callback`), as it is Step Functions'
+    /// once the Lambda has returned.
+    pub async fn start_callback(&self, params: Value) -> Result<Value, TaskFailure> {
+        let payload = params.get("Payload").cloned().unwrap_or(Value::Null);
+        let payload: StepPayload = serde_json::from_value(payload).map_err(|e| {
+            TaskFailure::new(
+                ErrorName::InvalidInput.as_str(),
+                format!(
+                    "the callback's Payload must be {{\"step\": NAME, \"input\": {{...}}}}: {e}"
+                ),
+            )
+        })?;
+        self.registry
+            .dispatch(&self.ctx, payload)
+            .await
+            .map_err(|e| TaskFailure::new(e.name.as_str(), e.message))
+    }
+
     /// A container step (`ecs:runTask.sync`), run here in-process: the
     /// step and its input come from the container override, as
     /// `firebreak step NAME --input-from-env` reads them in the container.
@@ -226,6 +259,17 @@ impl TaskHandler for StepRunner {
     async fn invoke(&self, call: TaskCall) -> Result<Value, TaskFailure> {
         if call.resource == CONTAINER_RESOURCE {
             return self.run_container(call.input).await;
+        }
+        if call.resource == CALLBACK_RESOURCE {
+            // Run alone, the step would ask and the task end at once, as
+            // if answered: the host must wait for the token.
+            return Err(TaskFailure::new(
+                ErrorName::StatesRuntime.as_str(),
+                format!(
+                    "state '{}' waits for a task token: its host runs the step with start_callback and waits for the answer",
+                    call.state_name
+                ),
+            ));
         }
         if !self.handles(&call.resource) {
             return Err(TaskFailure::new(

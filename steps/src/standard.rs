@@ -3,6 +3,7 @@
 
 use crate::containment::{autoscaling, ec2, elbv2, iam};
 use crate::evidence::{analysis, memory};
+use crate::notify;
 use crate::registry::Registry;
 
 impl Registry {
@@ -31,5 +32,8 @@ impl Registry {
             .register::<memory::ReadMemoryEvidence>()
             .register::<analysis::AnalyzeMemory>()
             .register::<analysis::ReadAnalysis>()
+            .register::<notify::RequestApproval>()
+            .register::<notify::AnnounceStart>()
+            .register::<notify::AnnounceEnd>()
     }
 }

@@ -297,6 +297,7 @@ pub(crate) fn intercepted_clients(
         ssm: client!(aws_sdk_ssm),
         kms: client!(aws_sdk_kms),
         ebs: client!(aws_sdk_ebs),
+        sns: client!(aws_sdk_sns),
         sdk: config.clone(),
     }
 }

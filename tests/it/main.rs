@@ -9,6 +9,7 @@ mod faults;
 mod support;
 
 mod alerts;
+mod approval;
 mod asl_validator;
 mod compile_cli;
 mod contain;
@@ -24,6 +25,7 @@ mod memory;
 mod notify;
 mod operator;
 mod permissions;
+mod remote;
 mod respond;
 mod run_cli;
 mod sfn_moto;

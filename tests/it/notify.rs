@@ -137,10 +137,41 @@ async fn sandbox_the_sixth_automatic_containment_within_an_hour_waits_for_approv
             "started",
             "started",
             "started",
-            "held-for-approval"
+            "waiting-for-approval"
         ]
     );
-    assert_eq!(executions(&sfn, &arn).await.len(), 5);
+    // The sixth started behind its approval gate: its case asks for it.
+    assert_eq!(executions(&sfn, &arn).await.len(), 6);
+    let sixth = sfn
+        .describe_execution()
+        .execution_arn(format!(
+            "{}:{}",
+            arn.replacen(":stateMachine:", ":execution:", 1),
+            n.handle(
+                &{
+                    let mut e = fixture("01-guardduty-backdoor-ec2.json");
+                    e["detail"]["id"] = Value::String("finding-5".into());
+                    e["detail"]["resource"]["instanceDetails"]["instanceId"] =
+                        Value::String("i-0123456789abcde05".into());
+                    e
+                },
+                now
+            )
+            .await
+            .expect("handled")
+            .outcomes[0]
+                .execution_name
+        ))
+        .send()
+        .await
+        .expect("the sixth execution");
+    let input: Value = serde_json::from_str(sixth.input().unwrap_or("{}")).expect("input");
+    assert!(
+        input["options"]["approval"]
+            .as_str()
+            .is_some_and(|r| r.contains("within an hour")),
+        "{input}"
+    );
     // The first finding delivered again is still its own run, not a new
     // containment waiting for approval.
     let mut first = fixture("01-guardduty-backdoor-ec2.json");
@@ -149,5 +180,5 @@ async fn sandbox_the_sixth_automatic_containment_within_an_hour_waits_for_approv
         Value::String("i-0123456789abcde00".into());
     let again = n.handle(&first, now).await.expect("handled");
     assert_eq!(again.outcomes[0].outcome, "already-started");
-    assert_eq!(executions(&sfn, &arn).await.len(), 5);
+    assert_eq!(executions(&sfn, &arn).await.len(), 6);
 }

@@ -65,6 +65,7 @@ async fn sandbox_compiled_playbook_runs_in_moto_step_functions() {
     // the first snapshot check says "not yet", so the poll loop waits once
     // (15 s of real time in moto) and counts a second attempt
     queue_lambda_results(&[
+        json!({"webhook": false, "dry_run": false}),
         json!({"record": {"record": {"instance_id": "i-0abc1234"}, "digest": {"sha256": "00", "size": 2}}, "location": null, "reused": false}),
         json!({"termination_protection": true, "shutdown_behavior": "stop", "volumes": [], "changed": true, "dry_run": false}),
         json!({"group_name": null, "mode": "standby", "lifecycle_state_before": null, "lifecycle_state_after": null, "protected_from_scale_in": false, "changed": false, "dry_run": false}),
@@ -78,6 +79,7 @@ async fn sandbox_compiled_playbook_runs_in_moto_step_functions() {
         json!({"instance_id": "i-0abc1234", "snapshots": [], "snapshot_ids": ["snap-1"], "created_snapshot_ids": ["snap-1"], "dry_run": false}),
         json!({"all_completed": false, "completed": 0, "total": 1, "snapshots": []}),
         json!({"all_completed": true, "completed": 1, "total": 1, "snapshots": []}),
+        json!({"webhook": false, "dry_run": false}),
     ]);
 
     // WHEN an execution starts with a case file
@@ -148,6 +150,7 @@ async fn sandbox_compiled_playbook_runs_in_moto_step_functions() {
     assert_eq!(
         entered,
         [
+            "AnnounceStart",
             "RecordInstanceState",
             "ProtectInstance",
             "DetachFromAutoScaling",
@@ -160,7 +163,8 @@ async fn sandbox_compiled_playbook_runs_in_moto_step_functions() {
             "TagContained",
             "SnapshotVolumes",
             "CheckSnapshots",
-            "CheckSnapshots"
+            "CheckSnapshots",
+            "AnnounceEnd"
         ]
     );
 }

@@ -352,6 +352,11 @@ pub enum Runner {
     /// limit, room on disk. Its result is not returned to the execution;
     /// the step stores what it produces as evidence.
     Container,
+    /// The step-runner Lambda, invoked with the task token
+    /// (`lambda:invoke.waitForTaskToken`): the step asks for an answer and
+    /// returns at once; the state's result is the answer given to the
+    /// token, and a refusal (`SendTaskFailure`) is its failure.
+    Callback,
 }
 
 /// A container step may run for hours (Volatility on a large image); six
@@ -438,6 +443,16 @@ impl TaskNode {
     /// heartbeat; it must be below the timeout (checked when compiling).
     pub fn heartbeat_seconds(mut self, s: u64) -> Self {
         self.heartbeat_seconds = Some(s);
+        self
+    }
+    /// Waits for an answer to the task's token after the step ran
+    /// ([`Runner::Callback`]): the step takes the token in its input field
+    /// `task_token`, which the compiler binds to `$$.Task.Token`. Not
+    /// retried (a second request would ask twice); `timeout` bounds the wait.
+    pub fn wait_for_token(mut self, timeout_seconds: u64) -> Self {
+        self.runner = Runner::Callback;
+        self.timeout_seconds = Some(timeout_seconds);
+        self.retry = Vec::new();
         self
     }
     /// Runs the step in a container (ECS `.sync`) instead of the Lambda.

@@ -26,7 +26,8 @@ use crate::intrinsics::{looks_like_call, Arg, Call};
 use crate::path::JsonPath;
 use crate::shape::Shape;
 use crate::step::{
-    StepInfo, CONTAINER_INPUT_PREFIX, CONTAINER_NAME, CONTAINER_RESOURCE, STEP_RUNNER_RESOURCE,
+    StepInfo, CALLBACK_RESOURCE, CONTAINER_INPUT_PREFIX, CONTAINER_NAME, CONTAINER_RESOURCE,
+    STEP_RUNNER_RESOURCE, TASK_TOKEN_FIELD,
 };
 
 /// A compiled playbook: the definition, the steps it uses and the IAM
@@ -535,15 +536,19 @@ impl Cx {
                     let s = self.chain(handler, follow, failed, g);
                     (first, s)
                 };
+                let ends = handler.nodes.last().is_some_and(Node::is_terminal);
                 let catcher = Catcher {
-                    comment: Some(format!(
-                        "Record the failure at {rp} and go on: one failed step must not stop the rest."
-                    )),
+                    comment: Some(if ends {
+                        format!("Record the failure at {rp} and end the execution.")
+                    } else {
+                        format!(
+                            "Record the failure at {rp} and go on: one failed step must not stop the rest."
+                        )
+                    }),
                     error_equals: vec![ErrorName::StatesAll.as_str().to_string()],
                     result_path: Some(NullablePath::Path(rp)),
                     next,
                 };
-                let ends = handler.nodes.last().is_some_and(Node::is_terminal);
                 let merged = if ends {
                     after_success
                 } else {
@@ -580,6 +585,15 @@ impl Cx {
         } else {
             let mut fields = Map::new();
             let mut given = HashSet::new();
+            if t.runner == Runner::Callback {
+                // The token is the context's, bound here: a playbook
+                // cannot name `$$` paths.
+                given.insert(TASK_TOKEN_FIELD);
+                fields.insert(
+                    format!("{TASK_TOKEN_FIELD}.$"),
+                    Value::String("$$.Task.Token".into()),
+                );
+            }
             for (field, binding) in &t.bindings {
                 if !given.insert(field.as_str()) {
                     self.problem(name, format!("input field {field:?} is bound twice"));
@@ -634,19 +648,49 @@ impl Cx {
             input.insert("input".into(), Value::Object(fields));
         }
         let container = t.runner == Runner::Container;
-        let (resource, params) = if container {
-            if t.result_at.is_some() {
-                self.problem(
-                    name,
-                    "a container step's result does not come back to the execution: store it as evidence and read it with a step",
-                );
+        let (resource, params) = match t.runner {
+            Runner::Container => {
+                if t.result_at.is_some() {
+                    self.problem(
+                        name,
+                        "a container step's result does not come back to the execution: store it as evidence and read it with a step",
+                    );
+                }
+                (CONTAINER_RESOURCE, container_parameters(t.step.name, input))
             }
-            (CONTAINER_RESOURCE, container_parameters(t.step.name, input))
-        } else {
-            let mut params = Map::new();
-            params.insert("step".into(), Value::String(t.step.name.to_string()));
-            params.extend(input);
-            (STEP_RUNNER_RESOURCE, params)
+            Runner::Callback => {
+                if t.input_from.is_some() {
+                    self.problem(
+                        name,
+                        "a callback step takes its input from bind/set (its task token is added to them), not input_from",
+                    );
+                }
+                if input_shape.field(TASK_TOKEN_FIELD).is_none() {
+                    self.problem(
+                        name,
+                        format!(
+                            "step {} waits for its task token but has no input field {TASK_TOKEN_FIELD:?} to take it",
+                            t.step.name
+                        ),
+                    );
+                }
+                let mut payload = Map::new();
+                payload.insert("step".into(), Value::String(t.step.name.to_string()));
+                payload.extend(input);
+                let mut params = Map::new();
+                params.insert(
+                    "FunctionName".into(),
+                    Value::String(STEP_RUNNER_RESOURCE.into()),
+                );
+                params.insert("Payload".into(), Value::Object(payload));
+                (CALLBACK_RESOURCE, params)
+            }
+            Runner::Lambda => {
+                let mut params = Map::new();
+                params.insert("step".into(), Value::String(t.step.name.to_string()));
+                params.extend(input);
+                (STEP_RUNNER_RESOURCE, params)
+            }
         };
 
         let output_shape = Shape::from_schema(&t.step.output_schema);

@@ -119,6 +119,9 @@ error_names! {
     AwsRequestFailed => "Firebreak.AwsRequestFailed", retriable: false;
     /// The state read back after a change is not the state asked for.
     VerificationFailed => "Firebreak.VerificationFailed", retriable: false;
+    /// A person denied the approval a run waited for (`firebreak deny`):
+    /// the run stops before its first change.
+    ApprovalDenied => "Firebreak.ApprovalDenied", retriable: false;
     /// A bounded wait ran out of attempts before the resource was ready.
     WaitExhausted => "Firebreak.WaitExhausted", retriable: false;
     /// The instance is in a shape the step cannot handle (for example no

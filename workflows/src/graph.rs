@@ -69,6 +69,8 @@ struct Cluster {
 struct Builder {
     counter: usize,
     edges: Vec<Edge>,
+    /// Each state's name and the ids of its nodes, in the order made.
+    state_nodes: Vec<(String, String)>,
 }
 
 impl Builder {
@@ -193,6 +195,10 @@ impl Builder {
                     id.clone()
                 }
             };
+            self.state_nodes.push((name.clone(), id.clone()));
+            if out_id != id {
+                self.state_nodes.push((name.clone(), out_id.clone()));
+            }
             if let Some(next) = state.next() {
                 if let Some(t) = ids.get(next) {
                     self.edge(&out_id, t, None, EdgeKind::Normal);
@@ -292,6 +298,24 @@ fn describe(rule: &ChoiceRule) -> String {
 
 /// Renders a definition.
 pub fn render(machine: &StateMachine, format: Format) -> String {
+    let (b, top) = build(machine);
+    match format {
+        Format::Mermaid => mermaid(&top, &b.edges),
+        Format::Dot => dot(&top, &b.edges, machine.comment.as_deref()),
+    }
+}
+
+/// The node ids [`render`] gives each state in its Mermaid output (`n1`,
+/// `n2`...), as `(state name, node id)` in document order: one per state,
+/// and a second for a Parallel or Map state (its join node). For styling a
+/// rendered graph afterwards (`class n3 failed`); the ids are the same on
+/// every render of the same definition.
+pub fn mermaid_node_ids(machine: &StateMachine) -> Vec<(String, String)> {
+    build(machine).0.state_nodes
+}
+
+/// The nodes and edges of a definition, with Start and End nodes.
+fn build(machine: &StateMachine) -> (Builder, Cluster) {
     let mut b = Builder::default();
     let mut top = Cluster {
         id: "top".into(),
@@ -316,10 +340,7 @@ pub fn render(machine: &StateMachine, format: Format) -> String {
     for e in ends {
         b.edge(&e, "n_end", None, EdgeKind::Normal);
     }
-    match format {
-        Format::Mermaid => mermaid(&top, &b.edges),
-        Format::Dot => dot(&top, &b.edges, machine.comment.as_deref()),
-    }
+    (b, top)
 }
 
 fn mermaid_text(s: &str) -> String {

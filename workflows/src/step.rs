@@ -82,6 +82,16 @@ pub const STEP_RUNNER_RESOURCE: &str = "${StepRunnerArn}";
 /// than a Lambda has (memory analysis).
 pub const CONTAINER_RESOURCE: &str = "arn:aws:states:::ecs:runTask.sync";
 
+/// The Task `Resource` of steps that wait for a person's answer (an
+/// approval): the step-runner is invoked with the task token in the
+/// step's input (`task_token`), says who must answer and returns; the
+/// state waits until `SendTaskSuccess` or `SendTaskFailure` answers the
+/// token (`firebreak approve` / `firebreak deny`).
+pub const CALLBACK_RESOURCE: &str = "arn:aws:states:::lambda:invoke.waitForTaskToken";
+
+/// The input field a callback step receives its task token in.
+pub const TASK_TOKEN_FIELD: &str = "task_token";
+
 /// The container's name in the task definition, and the prefix of the
 /// environment variables that carry a container step's input fields (each
 /// holds one field as JSON: `FIREBREAK_INPUT_CASE_ID` is `case_id`).

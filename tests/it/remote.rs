@@ -1,0 +1,240 @@
+//! Several instances in one `respond`, `respond --remote` in Step
+//! Functions, and `firebreak status` for both kinds of run.
+
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+use crate::support::{self, s, stderr, stdout, EnforcingMoto, REGION};
+
+const STEP_RUNNER: &str = "arn:aws:lambda:us-east-1:123456789012:function:firebreak-step-runner";
+
+#[test]
+fn sandbox_two_instances_are_contained_concurrently_with_one_summary() {
+    let a = support::decoy();
+    let b = support::decoy();
+    let (ia, ib) = (s(&a, "instance_id"), s(&b, "instance_id"));
+    let out = support::firebreak(&[
+        "respond",
+        "--instance",
+        &ia,
+        "--instance",
+        &ib,
+        "--output",
+        "json",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("one summary");
+    let runs = summary["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    for (run, id) in runs.iter().zip([&ia, &ib]) {
+        assert_eq!(run["instance_id"], id.as_str(), "in the order given");
+        assert_eq!(run["containment"], "complete", "{run}");
+    }
+    assert_ne!(runs[0]["case_id"], runs[1]["case_id"], "one case each");
+    // Concurrently: the second started before the first ended.
+    let line = |needle: &str| {
+        err.lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}:\n{err}"))
+    };
+    assert!(
+        line(&format!("{ib}] -> RecordInstanceState")) < line(&format!("{ia}] ok AnnounceEnd"))
+            || line(&format!("{ia}] -> RecordInstanceState"))
+                < line(&format!("{ib}] ok AnnounceEnd")),
+        "the runs did not overlap:\n{err}"
+    );
+
+    // `status` reads a local run from its journal.
+    let name = err
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("execution ")?.split(' ').next())
+        .expect("an execution name")
+        .to_string();
+    let st = support::firebreak(&["status", &name, "--output", "json"]);
+    assert_eq!(st.status.code(), Some(0), "{}", stderr(&st));
+    let st: Value = serde_json::from_slice(&st.stdout).expect("status JSON");
+    assert_eq!(st["status"], "SUCCEEDED", "{st}");
+    assert_eq!(st["where"], "local");
+    assert_eq!(st["state"], "AnnounceEnd", "{st}");
+}
+
+#[test]
+fn several_instances_are_checked_before_any_starts() {
+    let out = support::firebreak_offline(&[
+        "respond",
+        "--instance",
+        "i-0123456789abcdef0",
+        "--instance",
+        "i-nothex",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = support::firebreak_offline(&[
+        "respond",
+        "--instance",
+        "i-0123456789abcdef0",
+        "--instance",
+        "i-0123456789abcdef0",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("given twice"), "{}", stderr(&out));
+    let out = support::firebreak_offline(&["status", "no-such-run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// The CLI against a moto server of the test's own.
+fn firebreak_at(url: &str, state: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(args)
+        .env("FIREBREAK_STATE_DIR", state)
+        .env("AWS_ENDPOINT_URL", url)
+        .env("AWS_REGION", REGION)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("the firebreak binary runs")
+}
+
+fn post(url: &str, body: &Value) {
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+        ])
+        .arg(body.to_string())
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "POST {url} failed");
+}
+
+/// The step runner's answers in moto, in the order ec2-contain calls it:
+/// moto runs no firebreak step, it answers each Lambda invocation from
+/// this queue (so the instance is not contained there: what is tested is
+/// that the execution is started and followed to its end).
+fn canned(instance: &str) -> Vec<Value> {
+    vec![
+        json!({"webhook": false, "dry_run": false}),
+        json!({"record": {"record": {
+            "instance_id": instance, "account_id": "123456789012", "region": REGION,
+            "captured_at": "2026-12-06T10:00:00Z", "state": "running", "instance_type": "t3.micro",
+            "image_id": "ami-1", "vpc_id": "vpc-1", "subnet_id": "subnet-1",
+            "launch_time": "2026-12-06T09:00:00Z", "network_interfaces": [], "volumes": [],
+            "instance_profile": null, "disable_api_termination": false, "disable_api_stop": false,
+            "shutdown_behavior": "stop", "elastic_ips": [], "auto_scaling": null,
+            "target_groups": [], "classic_load_balancers": [], "tags": {}, "console_output": null
+        }, "digest": {"sha256": "00", "size": 2}}, "location": null, "reused": false}),
+        json!({"termination_protection": true, "shutdown_behavior": "stop", "volumes": [], "changed": true, "dry_run": false}),
+        json!({"group_name": null, "mode": "standby", "lifecycle_state_before": null, "lifecycle_state_after": null, "protected_from_scale_in": false, "changed": false, "dry_run": false}),
+        json!({"disassociated": [], "changed": false, "dry_run": false}),
+        json!({"deregistered": [], "changed": false, "dry_run": false}),
+        json!({"instance_id": instance, "exemptions": [], "groups": [], "interfaces": [], "changed": true, "dry_run": false}),
+        json!({"instance_id": instance, "addresses": [], "entries": [], "skipped": [], "warnings": [], "record_location": null, "changed": false, "dry_run": false}),
+        json!({"instance_profile_arn": null, "roles": [], "token_issue_cutoff": null, "disassociated_association_id": null, "changed": false, "dry_run": false}),
+        json!({"instance_id": instance, "exemptions": [], "groups": [], "interfaces": [], "changed": false, "dry_run": false}),
+        json!({"tags": {"firebreak:case": "remote"}, "changed": true}),
+        json!({"instance_id": instance, "snapshots": [], "snapshot_ids": ["snap-1"], "created_snapshot_ids": ["snap-1"], "dry_run": false}),
+        json!({"all_completed": true, "completed": 1, "total": 1, "snapshots": []}),
+        json!({"webhook": false, "dry_run": false}),
+    ]
+}
+
+#[tokio::test]
+async fn sandbox_respond_remote_starts_and_follows_the_deployed_state_machine() {
+    // A moto of its own that runs executions: its Lambda answers come from
+    // a queue shared by everything in that server.
+    let moto = EnforcingMoto::start(u32::MAX);
+    post(
+        &format!("{}/moto-api/config", moto.url),
+        &json!({"stepfunctions": {"execute_state_machine": true}, "lambda": {"use_docker": false}}),
+    );
+    let state = std::env::temp_dir().join(format!("firebreak-it-remote-{}", std::process::id()));
+    let run = |args: &[&str]| firebreak_at(&moto.url, &state, args);
+    assert_eq!(run(&["setup"]).status.code(), Some(0));
+    let decoy = run(&["decoy", "create", "--output", "json"]);
+    assert_eq!(decoy.status.code(), Some(0), "{}", stderr(&decoy));
+    let decoy: Value = serde_json::from_slice(&decoy.stdout).expect("decoy JSON");
+    let instance = s(&decoy, "instance_id");
+
+    // Without a deployed state machine, the error says what to do.
+    let none = run(&["respond", "--remote", "--instance", &instance]);
+    assert_eq!(none.status.code(), Some(2), "{}", stderr(&none));
+    assert!(
+        stderr(&none).contains("firebreak:playbook=ec2-contain"),
+        "{}",
+        stderr(&none)
+    );
+
+    // Deployed as the stack does: the step runner substituted, tagged.
+    let compiled =
+        support::firebreak_offline(&["compile", "ec2-contain", "--step-runner-arn", STEP_RUNNER]);
+    assert_eq!(compiled.status.code(), Some(0), "{}", stderr(&compiled));
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&moto.url)
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test", "test", None, None, "it",
+        ))
+        .load()
+        .await;
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    sfn.create_state_machine()
+        .name("firebreak-ec2-contain")
+        .definition(stdout(&compiled))
+        .role_arn("arn:aws:iam::123456789012:role/firebreak-states")
+        .tags(
+            aws_sdk_sfn::types::Tag::builder()
+                .key("firebreak:playbook")
+                .value("ec2-contain")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("moto accepts the compiled ec2-contain");
+    post(
+        &format!("{}/moto-api/static/lambda-simple/response", moto.url),
+        &json!({
+            "results": canned(&instance).iter().map(Value::to_string).collect::<Vec<_>>(),
+            "region": REGION,
+            "account_id": "123456789012",
+        }),
+    );
+
+    let out = run(&[
+        "respond",
+        "--remote",
+        "--instance",
+        &instance,
+        "--output",
+        "json",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}\n{}", stdout(&out));
+    // Followed live, with the local progress lines.
+    for line in ["-> AnnounceStart", "ok IsolateNetwork", "ok AnnounceEnd"] {
+        assert!(err.contains(line), "no {line:?} in:\n{err}");
+    }
+    let report: Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
+    assert_eq!(report["containment"], "complete", "{report}");
+    assert_eq!(report["instance_id"], instance.as_str());
+
+    // `status` reads it from Step Functions.
+    let arn = err
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("execution arn:"))
+        .map(|rest| format!("arn:{rest}"))
+        .expect("the execution ARN is said");
+    let st = run(&["status", &arn, "--output", "json"]);
+    assert_eq!(st.status.code(), Some(0), "{}", stderr(&st));
+    let st: Value = serde_json::from_slice(&st.stdout).expect("status JSON");
+    assert_eq!(st["status"], "SUCCEEDED", "{st}");
+    assert_eq!(st["where"], "step-functions");
+    let _ = std::fs::remove_dir_all(&state);
+}
