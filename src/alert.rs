@@ -122,7 +122,12 @@ pub(crate) async fn run(args: AlertArgs) -> anyhow::Result<u8> {
             .iter()
             .map(|t| respond_command(&args, t))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        for (t, cmd) in decision.triggers.iter().zip(commands) {
+        for (t, mut cmd) in decision.triggers.iter().zip(commands) {
+            // The alert goes into the run's incident report.
+            cmd.respond.alert = alerts
+                .iter()
+                .find(|a| a.finding_id == t.finding_id)
+                .cloned();
             started.push(start(t, cmd, &ledger).await?);
         }
     }

@@ -61,6 +61,7 @@ mod lime;
 mod rehearse;
 mod release;
 mod remote;
+mod report;
 mod respond;
 mod respond_many;
 mod run;
@@ -112,6 +113,8 @@ enum OnRuntime {
     Respond(Box<respond::RespondArgs>),
     /// What a GuardDuty, Security Hub or other alert starts (and start it).
     Alert(alert::AlertArgs),
+    /// A case's incident report (Markdown, JSON or HTML).
+    Report(report::ReportArgs),
     /// Where a run stands: a local run's name, or an execution ARN.
     Status(status::StatusArgs),
     /// Approve a run that waits for approval (local, or --remote).
@@ -356,6 +359,7 @@ fn main() -> ExitCode {
             OnRuntime::Alert(a) => alert::run(a).await,
             OnRuntime::Approve(a) => approve::approve(a).await,
             OnRuntime::Status(a) => status::run(a).await,
+            OnRuntime::Report(a) => report::run(a).await,
             OnRuntime::Deny(a) => approve::deny(a).await,
             OnRuntime::Decoy(a) => decoy::run(a).await,
             OnRuntime::Release(a) => release::run(a).await,

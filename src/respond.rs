@@ -145,6 +145,9 @@ pub(crate) struct RespondArgs {
     /// firebreak:playbook=PLAYBOOK in the account and region).
     #[arg(long, value_name = "ARN", requires = "remote")]
     pub state_machine: Option<String>,
+    /// The alert that started the run (`firebreak alert`), for its report.
+    #[arg(skip)]
+    pub alert: Option<firebreak_playbooks::alerts::Alert>,
     /// Summary format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
@@ -567,6 +570,16 @@ pub(crate) async fn respond_one(
     if !bucket_exists {
         name_the_remedy(&mut report, &input.case.evidence_bucket);
     }
+    crate::report::write_after_run(
+        &session,
+        &report,
+        &run.history,
+        &compiled.definition,
+        args.alert.as_ref(),
+        &run.name,
+        &input.case,
+    )
+    .await;
     Ok(report)
 }
 
@@ -735,7 +748,20 @@ async fn finish_resumed(
     }
     session.stop_safely_on_interrupt();
     let run = crate::session::resume_run(session, journal, &start).await?;
-    Ok(run.report(playbook, &input.case, Mode::Live, session.started.elapsed()))
+    let report = run.report(playbook, &input.case, Mode::Live, session.started.elapsed());
+    if let Ok(compiled) = firebreak_playbooks::compile(playbook) {
+        crate::report::write_after_run(
+            session,
+            &report,
+            &run.history,
+            &compiled.definition,
+            None,
+            &run.name,
+            &input.case,
+        )
+        .await;
+    }
+    Ok(report)
 }
 
 /// `respond --remote`: the case is opened here as for a local run, then
@@ -815,6 +841,16 @@ async fn respond_remote(args: &RespondArgs) -> anyhow::Result<u8> {
         Vec::new(),
         session.started.elapsed(),
     );
+    crate::report::write_after_run(
+        &session,
+        &report,
+        &history,
+        &compiled.definition,
+        args.alert.as_ref(),
+        &name,
+        &input.case,
+    )
+    .await;
     summary::print(&report, args.output);
     let _ = std::io::stdout().flush();
     Ok(summary::exit_code(&report))

@@ -343,6 +343,7 @@ impl Session {
             role_arn: self.who.arn.clone(),
         };
         let value = serde_json::to_value(input)?;
+        let run_name = exec_config.name.clone();
         let interrupt = self.ctx.interrupt.clone();
         let run = async {
             match journal_runner {
@@ -388,6 +389,7 @@ impl Session {
             }
         };
         Ok(Run {
+            name: run_name,
             outcome,
             history: history.events(),
             calls: self.ctx.calls.records().split_off(calls_before),
@@ -444,6 +446,7 @@ pub(crate) async fn resume_run(
     };
     calls.extend(session.ctx.calls.records().split_off(calls_before));
     Ok(Run {
+        name: start.config.name.clone(),
         outcome,
         history: history.events(),
         calls,
@@ -748,6 +751,8 @@ pub(crate) fn journal_path(name: &str) -> std::path::PathBuf {
 
 /// One playbook run.
 pub(crate) struct Run {
+    /// The execution's name (the journal's).
+    pub name: String,
     pub outcome: Outcome,
     pub history: Vec<HistoryEvent>,
     pub calls: Vec<firebreak_steps::context::CallRecord>,

@@ -26,6 +26,7 @@ mod notify;
 mod operator;
 mod permissions;
 mod remote;
+mod report;
 mod respond;
 mod run_cli;
 mod sfn_moto;

@@ -12,6 +12,7 @@
 pub mod analysis;
 pub mod custody;
 pub mod memory;
+pub mod report;
 pub mod tools;
 
 use aws_sdk_s3::primitives::ByteStream;
