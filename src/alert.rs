@@ -26,6 +26,11 @@ pub(crate) struct AlertArgs {
     /// start nothing (the hourly limit is counted when it runs).
     #[arg(long)]
     pub dry_run: bool,
+    /// Run what the finding triggers in the deployed state machines
+    /// (`respond --remote`, under the trigger's execution name, so Step
+    /// Functions itself refuses a second run of the same finding).
+    #[arg(long)]
+    pub remote: bool,
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
@@ -85,10 +90,28 @@ fn read_event(path: &Path) -> anyhow::Result<String> {
 }
 
 fn rules(args: &AlertArgs) -> anyhow::Result<Triggers> {
-    match &args.triggers {
+    load_rules(args.triggers.as_deref())
+}
+
+/// The trigger rules of a file, or the built-in ones.
+fn load_rules(path: Option<&Path>) -> anyhow::Result<Triggers> {
+    match path {
         Some(p) => Triggers::load(p).map_err(|e| BadInput(e.to_string()).into()),
         None => Ok(Triggers::defaults()),
     }
+}
+
+/// What an event file and the rules decide, without AWS (bad input when
+/// the file or the rules do not read).
+pub(crate) fn decide_file(
+    event: &Path,
+    triggers: Option<&Path>,
+) -> anyhow::Result<(Vec<Alert>, Decision)> {
+    let rules = load_rules(triggers)?;
+    let text = read_event(event)?;
+    let alerts = alerts::parse(&text).map_err(|e| BadInput(format!("{}: {e}", event.display())))?;
+    let decision = triggers::decide(&alerts, &rules);
+    Ok((alerts, decision))
 }
 
 pub(crate) async fn run(args: AlertArgs) -> anyhow::Result<u8> {
@@ -122,13 +145,19 @@ pub(crate) async fn run(args: AlertArgs) -> anyhow::Result<u8> {
             .iter()
             .map(|t| respond_command(&args, t))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        for (t, mut cmd) in decision.triggers.iter().zip(commands) {
+        // The triggers run at once (each its own instance): one waiting
+        // for approval must not hold back the others.
+        let runs = decision.triggers.iter().zip(commands).map(|(t, mut cmd)| {
             // The alert goes into the run's incident report.
             cmd.respond.alert = alerts
                 .iter()
                 .find(|a| a.finding_id == t.finding_id)
                 .cloned();
-            started.push(start(t, cmd, &ledger).await?);
+            cmd.respond.execution_name = Some(t.execution_name.clone());
+            start(t, cmd, &ledger)
+        });
+        for s in futures::future::join_all(runs).await {
+            started.push(s?);
         }
     }
     print(&args, &alerts, &decision, &started);
@@ -279,6 +308,9 @@ fn respond_command(args: &AlertArgs, t: &Trigger) -> anyhow::Result<RespondComma
         }
         .into(),
     ];
+    if args.remote {
+        argv.push("--remote".into());
+    }
     if t.approval {
         argv.push(format!(
             "--approval={}",

@@ -30,6 +30,16 @@ pub(crate) struct RehearseArgs {
     /// resources. Not needed against a local sandbox endpoint.
     #[arg(long, value_name = "ACCOUNT_ID")]
     pub sandbox_account: Option<String>,
+    /// A fire drill from a finding: the event (GuardDuty, Security Hub,
+    /// any `alert` reads) must trigger a playbook on an instance under the
+    /// rules; the decoy stands in for that instance, and the playbook's
+    /// containment is rehearsed on it (the memory capture of
+    /// ec2-compromise is not: a decoy has no SSM agent).
+    #[arg(long, value_name = "EVENT.json")]
+    pub alert: Option<std::path::PathBuf>,
+    /// With --alert: the trigger rules (default: the built-in ones).
+    #[arg(long, value_name = "FILE", requires = "alert")]
+    pub triggers: Option<std::path::PathBuf>,
     /// Bucket of the case's evidence (default firebreak-evidence-ACCOUNT-REGION).
     #[arg(long, env = "FIREBREAK_EVIDENCE_BUCKET")]
     pub evidence_bucket: Option<String>,
@@ -45,6 +55,9 @@ pub(crate) struct RehearseArgs {
 
 #[derive(Serialize)]
 struct Rehearsal {
+    /// The finding's trigger the rehearsal stands in for (`--alert`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alert: Option<serde_json::Value>,
     decoy: decoy::Decoy,
     case_id: String,
     contain: Option<Report>,
@@ -163,7 +176,45 @@ async fn rehearse_phases(
     ))
 }
 
+/// `--alert`: what the finding triggers under the rules, checked before
+/// anything is created. `Ok(None)` without `--alert`.
+fn alert_trigger(args: &RehearseArgs) -> anyhow::Result<Option<(serde_json::Value, Check)>> {
+    let Some(event) = &args.alert else {
+        return Ok(None);
+    };
+    let (alerts, decision) = crate::alert::decide_file(event, args.triggers.as_deref())?;
+    let Some(t) = decision.triggers.first() else {
+        return Err(BadInput(format!(
+            "{}: the finding triggers nothing under these rules, so there is nothing to rehearse: {}",
+            event.display(),
+            decision.reason.as_deref().unwrap_or("no rule matched")
+        ))
+        .into());
+    };
+    let alert = alerts.iter().find(|a| a.finding_id == t.finding_id);
+    let check = Check {
+        name: format!(
+            "the finding triggers {} on {} (rule {}); the decoy stands in for it",
+            t.playbook, t.instance, t.rule
+        ),
+        passed: true,
+        detail: String::new(),
+    };
+    let summary = serde_json::json!({
+        "source": alert.map(|a| a.source.as_str()),
+        "finding_id": t.finding_id,
+        "finding_type": alert.map(|a| a.finding_type.clone()),
+        "playbook": t.playbook,
+        "instance": t.instance,
+        "rule": t.rule,
+        "approval": t.approval,
+    });
+    Ok(Some((summary, check)))
+}
+
 pub(crate) async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
+    // The finding is read and decided before any decoy is made.
+    let trigger = alert_trigger(&args)?;
     let like: Option<InstanceId> = match &args.like {
         Some(l) => Some(
             l.parse()
@@ -214,6 +265,15 @@ pub(crate) async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
                 .map_err(|e: firebreak_steps::ids::IdError| anyhow::Error::new(e))?
         )
     );
+    if let (Some((t, _)), false) = (&trigger, args.quiet) {
+        say!(
+            "firebreak rehearse: the finding {} would run {} on {}; rehearsing its containment on the decoy {}",
+            t["finding_id"].as_str().unwrap_or("?"),
+            t["playbook"].as_str().unwrap_or("?"),
+            t["instance"].as_str().unwrap_or("?"),
+            d.instance_id
+        );
+    }
     let phases = rehearse_phases(&session, &d, &case_id, &bucket, args.quiet).await;
     let interrupted = phases
         .as_ref()
@@ -233,6 +293,15 @@ pub(crate) async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
             }],
         ),
     };
+    if let Some((_, check)) = &trigger {
+        sections.insert(
+            0,
+            Section {
+                phase: "alert",
+                checks: vec![check.clone()],
+            },
+        );
+    }
     if !args.keep {
         let (_, failed) = decoy::delete(&session.config, &d, Some(&case_id)).await;
         sections.push(Section {
@@ -250,6 +319,7 @@ pub(crate) async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
     }
     let passed = sections.iter().all(|s| s.checks.iter().all(|c| c.passed));
     let report = Rehearsal {
+        alert: trigger.map(|(t, _)| t),
         decoy: d,
         case_id,
         contain,

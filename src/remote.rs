@@ -103,9 +103,25 @@ fn convert(e: &SfnEvent) -> Option<HistoryEvent> {
         ))
     } else if let Some(d) = e.execution_failed_event_details() {
         Some(("executionFailedEventDetails", failure(d.error(), d.cause())))
+    } else if let Some(d) = e.task_timed_out_event_details() {
+        Some(("taskTimedOutEventDetails", failure(d.error(), d.cause())))
+    } else if let Some(d) = e.lambda_function_timed_out_event_details() {
+        Some((
+            "lambdaFunctionTimedOutEventDetails",
+            failure(d.error(), d.cause()),
+        ))
+    } else if let Some(d) = e.execution_timed_out_event_details() {
+        Some((
+            "executionTimedOutEventDetails",
+            failure(d.error(), d.cause()),
+        ))
     } else {
-        e.task_timed_out_event_details()
-            .map(|d| ("taskTimedOutEventDetails", failure(d.error(), d.cause())))
+        e.execution_aborted_event_details().map(|d| {
+            (
+                "executionAbortedEventDetails",
+                failure(d.error(), d.cause()),
+            )
+        })
     };
     if let (Some((key, d)), Some(m)) = (details, v.as_object_mut()) {
         m.insert(key.into(), d);
@@ -113,7 +129,9 @@ fn convert(e: &SfnEvent) -> Option<HistoryEvent> {
     serde_json::from_value(v).ok()
 }
 
-/// Every event of the execution after `after` (by id), in order.
+/// Every event of the execution after `after` (by id), in order. Read
+/// newest first, and only as far back as `after`: following a long run
+/// reads each event about once, not the whole history every second.
 async fn events_after(
     sfn: &aws_sdk_sfn::Client,
     execution: &str,
@@ -123,12 +141,19 @@ async fn events_after(
     let mut pages = sfn
         .get_execution_history()
         .execution_arn(execution)
+        .reverse_order(true)
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| sfn_error("states:GetExecutionHistory", &e))?;
         out.extend(page.events().iter().filter(|e| e.id() > after).cloned());
+        // A page that reaches back to what was read already is the last
+        // needed (whatever order the service returned it in).
+        if page.events().iter().any(|e| e.id() <= after) {
+            break;
+        }
     }
+    out.sort_by_key(SfnEvent::id);
     Ok(out)
 }
 
@@ -179,8 +204,8 @@ pub(crate) async fn follow(
     }
 }
 
-/// Starts an execution (idempotent by name: Step Functions returns the
-/// running one for the same name and input).
+/// Starts an execution, or finds the one of that name started before
+/// (Step Functions keeps names unique per state machine for 90 days).
 pub(crate) async fn start(
     sfn: &aws_sdk_sfn::Client,
     state_machine: &str,
@@ -193,17 +218,29 @@ pub(crate) async fn start(
         .name(name)
         .input(input.to_string())
         .send()
-        .await
-        .map_err(|e| {
+        .await;
+    match r {
+        Ok(r) => Ok(r.execution_arn().to_string()),
+        // The same name started before (a finding delivered again): that
+        // execution is the run, and it is followed instead.
+        Err(e) if e.code() == Some("ExecutionAlreadyExists") => {
+            let arn = format!(
+                "{}:{name}",
+                state_machine.replacen(":stateMachine:", ":execution:", 1)
+            );
+            say!("firebreak: an execution named {name} was started before; following it: {arn}");
+            Ok(arn)
+        }
+        Err(e) => {
             let err = sfn_error(&format!("states:StartExecution {state_machine}"), &e);
-            match e.code() {
+            Err(match e.code() {
                 Some("StateMachineDoesNotExist" | "InvalidArn" | "InvalidName") => {
                     BadInput(err.to_string()).into()
                 }
                 _ => err,
-            }
-        })?;
-    Ok(r.execution_arn().to_string())
+            })
+        }
+    }
 }
 
 /// Where a remote execution stands: status, the state it is in (or

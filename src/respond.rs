@@ -148,6 +148,10 @@ pub(crate) struct RespondArgs {
     /// The alert that started the run (`firebreak alert`), for its report.
     #[arg(skip)]
     pub alert: Option<firebreak_playbooks::alerts::Alert>,
+    /// The execution name a trigger gives its run (`--remote`: Step
+    /// Functions refuses a second execution of that name).
+    #[arg(skip)]
+    pub execution_name: Option<String>,
     /// Summary format.
     #[arg(long, value_enum, default_value = "human")]
     pub output: OutputFormat,
@@ -790,10 +794,14 @@ async fn respond_remote(args: &RespondArgs) -> anyhow::Result<u8> {
         None => crate::remote::find_state_machine(&sfn, &args.playbook, &session).await?,
     };
     let tag = session.case_tag(&instance).await?;
-    let (case, continuing) = choose_case(&instance, given_case, &tag)?;
+    let (case, continuing) = choose_case(&instance, given_case.clone(), &tag)?;
+    preflight(&session, args, &instance, Mode::Live).await?;
     let bucket = session
         .evidence_bucket(args.evidence_bucket.as_deref())
         .await?;
+    if let Some(c) = &given_case {
+        refuse_closed_case(&session, &bucket, c, &instance, &tag).await?;
+    }
     let evidence_lock = session
         .evidence_lock(
             &bucket,
@@ -815,7 +823,10 @@ async fn respond_remote(args: &RespondArgs) -> anyhow::Result<u8> {
         },
         options: case_options(args, &session, exemptions),
     };
-    let name = format!("{case}-{}", Utc::now().format("%Y%m%dT%H%M%S"));
+    let name = args
+        .execution_name
+        .clone()
+        .unwrap_or_else(|| format!("{case}-{}", Utc::now().format("%Y%m%dT%H%M%S")));
     let execution =
         crate::remote::start(&sfn, &machine, &name, &serde_json::to_value(&input)?).await?;
     if !args.quiet {

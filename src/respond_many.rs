@@ -6,6 +6,8 @@
 //! run starts.
 
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use firebreak_playbooks::report::Report;
 use firebreak_steps::ids::{IdError, InstanceId};
@@ -64,9 +66,19 @@ pub(crate) async fn run(args: RespondArgs) -> anyhow::Result<u8> {
     }
     let args = &args;
     let limit = usize::try_from(args.max_concurrency).unwrap_or(1);
+    let stop = stop_on_interrupt();
+    let stop = &stop;
     let mut outcomes: Vec<Outcome> = futures::stream::iter(ids)
         .map(|id| async move {
             let instance = id.to_string();
+            // After Ctrl-C, the instances still waiting for their turn
+            // are not started (the running ones stop at a safe point).
+            if stop.load(Ordering::SeqCst) {
+                return Outcome {
+                    instance,
+                    result: Err(NotStarted.into()),
+                };
+            }
             let result = respond_one(args, &instance, Some(&instance)).await;
             Outcome { instance, result }
         })
@@ -80,18 +92,58 @@ pub(crate) async fn run(args: RespondArgs) -> anyhow::Result<u8> {
     Ok(worst(&outcomes))
 }
 
-/// The exit code of the whole: a failed run wins, then a denied one,
-/// then a partial one.
+/// An instance not started because the command was interrupted first.
+#[derive(Debug)]
+struct NotStarted;
+
+impl std::fmt::Display for NotStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not started: interrupted before its turn; nothing was changed")
+    }
+}
+
+impl std::error::Error for NotStarted {}
+
+/// A flag set by the first Ctrl-C or SIGTERM (each run's own handler
+/// stops that run at a safe point).
+fn stop_on_interrupt() -> Arc<AtomicBool> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let stop = Arc::new(AtomicBool::new(false));
+    if let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        let flag = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            flag.store(true, Ordering::SeqCst);
+        });
+    }
+    stop
+}
+
+/// The exit code of the whole: an interruption wins, then a failed run,
+/// then bad input, a denied one, a partial one.
 fn worst(outcomes: &[Outcome]) -> u8 {
     let codes: Vec<u8> = outcomes
         .iter()
         .map(|o| match &o.result {
             Ok(r) => summary::exit_code(r),
+            Err(e)
+                if e.downcast_ref::<NotStarted>().is_some()
+                    || e.downcast_ref::<crate::session::Interrupted>().is_some() =>
+            {
+                exit::INTERRUPTED
+            }
             Err(e) if e.downcast_ref::<BadInput>().is_some() => exit::BAD_INPUT,
             Err(_) => exit::FAILED,
         })
         .collect();
     for code in [
+        exit::INTERRUPTED,
         exit::FAILED,
         exit::BAD_INPUT,
         exit::NOT_APPROVED,
@@ -127,7 +179,7 @@ fn print(outcomes: &[Outcome], format: OutputFormat) {
             for o in outcomes {
                 match &o.result {
                     Ok(r) => out!("{}", r.human()),
-                    Err(e) => outln!("\n{}: not run: {e:#}", o.instance),
+                    Err(e) => outln!("\n{}: {e:#}", o.instance),
                 }
             }
             let verdicts: Vec<String> = outcomes
@@ -138,7 +190,11 @@ fn print(outcomes: &[Outcome], format: OutputFormat) {
                             .ok()
                             .and_then(|v| v.as_str().map(str::to_string))
                             .unwrap_or_default(),
-                        Err(_) => "not run".into(),
+                        Err(e) if e.downcast_ref::<crate::session::Interrupted>().is_some() => {
+                            "interrupted (see above to finish it)".into()
+                        }
+                        Err(e) if e.downcast_ref::<NotStarted>().is_some() => "not started".into(),
+                        Err(_) => "failed to run".into(),
                     };
                     format!("{}: {v}", o.instance)
                 })

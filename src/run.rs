@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use clap::Args;
 use firebreak_steps::{Mode, StepRunner};
 use firebreak_workflows::asl::{QueryLanguage, StateMachine};
+use firebreak_workflows::context::ContextSource as _;
 use firebreak_workflows::exec::callback::{
     is_callback, wait_for_answer, Answer as CallbackAnswer, CallbackError, CallbackStore as _,
     FileStore,
@@ -173,7 +174,11 @@ impl TaskHandler for Tasks {
             // runs first: it is what asks for the answer.
             if let Some(runner) = &self.steps {
                 if runner.handles_callback(&call.resource, &call.input) {
-                    runner.start_callback(call.input.clone()).await?;
+                    open_token(&call)?;
+                    if let Err(e) = runner.start_callback(call.input.clone()).await {
+                        close_token(&call);
+                        return Err(e);
+                    }
                 }
             }
             return wait_for_token(&call).await;
@@ -198,6 +203,42 @@ pub(crate) fn token_store() -> anyhow::Result<FileStore> {
 
 /// Waits until `task-success` or `task-failure` answers this attempt's
 /// token (see `firebreak_workflows::exec::callback`).
+/// Opens the task's token in the store before its step asks for the
+/// answer, so an answer that comes at once finds the task waiting.
+pub(crate) fn open_token(call: &TaskCall) -> Result<(), TaskFailure> {
+    let failed = |m: String| TaskFailure::new(ErrorName::StatesTaskFailed.as_str(), m);
+    let store = token_store().map_err(|e| failed(format!("{e:#}")))?;
+    let token = call
+        .context
+        .context()
+        .pointer("/Task/Token")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    store
+        .open(
+            &token,
+            &json!({
+                "execution": call.context.context().pointer("/Execution/Name"),
+                "state": call.state_name,
+            }),
+        )
+        .map_err(|e| failed(e.to_string()))
+}
+
+/// Closes a token opened by [`open_token`] whose step failed to ask.
+pub(crate) fn close_token(call: &TaskCall) {
+    if let (Ok(store), Some(token)) = (
+        token_store(),
+        call.context
+            .context()
+            .pointer("/Task/Token")
+            .and_then(Value::as_str),
+    ) {
+        store.close(token);
+    }
+}
+
 pub(crate) async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
     let store = token_store()
         .map_err(|e| TaskFailure::new(ErrorName::StatesTaskFailed.as_str(), format!("{e:#}")))?;
@@ -209,8 +250,13 @@ pub(crate) async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure
     // also survives this one being killed and resumed.
     wait_for_answer(&store, call, std::time::Duration::from_millis(100), |token| {
         if approval {
+            let instance = call
+                .input
+                .pointer("/Payload/input/instance_id")
+                .and_then(Value::as_str)
+                .unwrap_or("the instance");
             say!(
-                "firebreak: waiting for approval before the first change (nothing has been changed); answer with\n  firebreak approve {token}\n  firebreak deny {token} --reason WHY"
+                "firebreak: {instance} waits for approval before the first change (nothing has been changed); answer with\n  firebreak approve {token}\n  firebreak deny {token} --reason WHY"
             );
             return;
         }

@@ -487,10 +487,23 @@ impl TaskHandler for NotingRunner {
             // The step asks (approval request), then the run waits for
             // the token's answer in the local token store; a dry run does
             // not wait, it plans on.
-            match self.steps.start_callback(call.input.clone()).await {
-                Ok(asked) if self.dry_run => Ok(asked),
-                Ok(_) => crate::run::wait_for_token(&call).await,
+            let opened = if self.dry_run {
+                Ok(())
+            } else {
+                crate::run::open_token(&call)
+            };
+            match opened {
                 Err(e) => Err(e),
+                Ok(()) => match self.steps.start_callback(call.input.clone()).await {
+                    Ok(asked) if self.dry_run => Ok(asked),
+                    Ok(_) => crate::run::wait_for_token(&call).await,
+                    Err(e) => {
+                        if !self.dry_run {
+                            crate::run::close_token(&call);
+                        }
+                        Err(e)
+                    }
+                },
             }
         } else {
             self.steps.invoke(call).await

@@ -92,9 +92,10 @@ fn local(name: &str) -> anyhow::Result<Value> {
         ))
         .into());
     }
-    let (journal, start) = firebreak_workflows::exec::Journal::open(&path)
+    // Read, not opened: a run going on holds its journal.
+    let peek = firebreak_workflows::exec::Journal::inspect(&path)
         .map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
-    let events = journal.replay().events.clone();
+    let (start, events) = (peek.start, peek.events);
     let ended = events.iter().rev().find(|e| {
         matches!(
             e.kind.as_str(),
@@ -106,9 +107,19 @@ fn local(name: &str) -> anyhow::Result<Value> {
         Some("ExecutionFailed") => "FAILED",
         Some("ExecutionTimedOut") => "TIMED_OUT",
         Some(_) => "ABORTED",
-        None => "UNFINISHED",
+        None if peek.running => "RUNNING",
+        None => "INTERRUPTED",
     };
-    let state = current_state(&events);
+    // A task waiting for its token says so in the token store (its
+    // events are written once it ends).
+    let waiting: Option<String> = crate::run::token_store()
+        .ok()
+        .map(|store| store.pending())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(_, r)| r.get("execution").and_then(Value::as_str) == Some(name))
+        .and_then(|(_, r)| r.get("state").and_then(Value::as_str).map(str::to_string));
+    let state = waiting.clone().or_else(|| current_state(&events));
     Ok(json!({
         "execution": name,
         "where": "local",
@@ -117,7 +128,8 @@ fn local(name: &str) -> anyhow::Result<Value> {
         "started": start.start_time,
         "stopped": ended.map(|e| firebreak_workflows::time::format_timestamp(e.timestamp)),
         "state": state,
-        "waiting_for_approval": status == "UNFINISHED" && state.as_deref() == Some("WaitForApproval"),
+        "waiting_for_approval": status == "RUNNING" && waiting.as_deref() == Some("WaitForApproval"),
+        "waiting_for_token": status == "RUNNING" && waiting.is_some(),
         "failures": failures(&events),
         "case": start.input.pointer("/case/case_id"),
         "instance": start.input.pointer("/case/instance_id"),
@@ -141,9 +153,9 @@ fn human(v: &Value) -> String {
     if v["waiting_for_approval"] == true {
         o.push_str("  waiting for approval: `firebreak approve TOKEN` or `firebreak deny TOKEN --reason WHY` (the token was said when it started waiting)\n");
     }
-    if v["status"] == "UNFINISHED" {
+    if v["status"] == "INTERRUPTED" {
         o.push_str(&format!(
-            "  running now, or interrupted: `firebreak resume {}` finishes an interrupted run\n",
+            "  interrupted: `firebreak resume {}` finishes it\n",
             s("execution")
         ));
     }

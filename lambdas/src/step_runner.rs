@@ -24,7 +24,8 @@ pub struct Runner {
 impl Runner {
     /// The runner of the function's own account and region (from the
     /// Lambda environment: its role's credentials, `AWS_REGION`, and
-    /// `AWS_ENDPOINT_URL` for a sandbox).
+    /// `AWS_ENDPOINT_URL` for a sandbox), announcing to
+    /// `FIREBREAK_NOTIFY_TOPIC` and `FIREBREAK_WEBHOOK_URL` when set.
     pub async fn from_env() -> Result<Runner, Diagnostic> {
         let sdk = config::load(&AwsOptions::default())
             .await
@@ -36,7 +37,10 @@ impl Runner {
             .region()
             .map(|r| r.to_string())
             .ok_or_else(|| diagnostic(ErrorName::InvalidInput, "no AWS region (AWS_REGION)"))?;
-        let ctx = StepContext::new(AwsClients::new(&sdk), Mode::Live, who.account_id, region);
+        // Announcements and approval requests go where the deployment
+        // says (FIREBREAK_NOTIFY_TOPIC, FIREBREAK_WEBHOOK_URL).
+        let ctx = StepContext::new(AwsClients::new(&sdk), Mode::Live, who.account_id, region)
+            .with_notify(firebreak_steps::context::NotifyTargets::from_env());
         Ok(Runner {
             registry: Registry::standard(),
             ctx,

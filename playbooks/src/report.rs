@@ -72,6 +72,9 @@ pub struct StepFailure {
 /// under its own key.
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct CaseOutput {
+    /// `WaitForApproval`: who approved the run, when, and their note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<firebreak_steps::notify::Approval>,
     /// `RecordInstanceState`: the recorded pre-containment state.
     pub instance_state: Option<RecordOutput>,
     /// `ProtectInstance`: termination protection and volumes kept.
@@ -269,7 +272,7 @@ impl Report {
                 Containment::Partial => "containment PARTIAL (see failures)",
                 Containment::Failed => "execution FAILED",
                 Containment::NotApproved =>
-                    "NOT APPROVED: the run ended before its first change; nothing was changed",
+                    "NOT APPROVED (denied, no answer in time, or the request failed: see failures): the run ended before its first change; nothing was changed",
                 Containment::PlanAllowed =>
                     "dry run: every planned change would be allowed; nothing was changed",
                 Containment::PlanDenied =>
@@ -300,6 +303,20 @@ impl Report {
         } else {
             line(String::new());
             let st = &self.steps;
+            if let Some(a) = &st.approval {
+                if let Some(who) = &a.approved_by {
+                    line(format!(
+                        "  ok  approved by {who}{}{}",
+                        a.at.as_deref()
+                            .map(|t| format!(" at {t}"))
+                            .unwrap_or_default(),
+                        a.note
+                            .as_deref()
+                            .map(|n| format!(": {n}"))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
             if let Some(r) = &st.instance_state {
                 let s = &r.record;
                 line(format!(

@@ -310,3 +310,47 @@ fn a_rule_whose_params_respond_refuses_starts_nothing() {
     );
     let _ = std::fs::remove_file(&rules);
 }
+
+#[test]
+fn sandbox_rehearse_from_a_finding_checks_every_lever_on_a_fresh_decoy() {
+    crate::support::evidence_bucket();
+    let finding = fixtures().join("01-guardduty-backdoor-ec2.json");
+    let out = crate::support::firebreak(&[
+        "rehearse",
+        "--alert",
+        finding.to_str().expect("utf-8"),
+        "--output",
+        "json",
+        "-q",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["alert"]["playbook"], "ec2-compromise", "{report:#}");
+    let phases: Vec<&str> = report["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter_map(|s| s["phase"].as_str())
+        .collect();
+    assert_eq!(phases, ["alert", "contained", "released", "cleanup"]);
+    // The decoy is not the finding's instance.
+    assert_ne!(report["decoy"]["instance_id"], report["alert"]["instance"]);
+}
+
+#[test]
+fn rehearse_from_a_finding_that_triggers_nothing_creates_nothing() {
+    for (file, why) in [
+        ("02-guardduty-low-severity.json", "triggers nothing"),
+        ("14-malformed.json", "14-malformed.json"),
+    ] {
+        let out = crate::support::firebreak_offline(&[
+            "rehearse",
+            "--alert",
+            fixtures().join(file).to_str().expect("utf-8"),
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{file}: {}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{file}: {}", stderr(&out));
+    }
+}

@@ -207,6 +207,18 @@ fn sandbox_a_denied_run_changes_nothing_and_an_approved_one_contains() {
         "{}",
         lines.join("")
     );
+    // `status` reads the waiting run without disturbing it.
+    let name = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("execution ")?.split(' ').next())
+        .expect("the execution's name is said")
+        .to_string();
+    let st = support::firebreak(&["status", &name, "--output", "json"]);
+    assert_eq!(st.status.code(), Some(0), "{}", stderr(&st));
+    let st: Value = serde_json::from_slice(&st.stdout).expect("status JSON");
+    assert_eq!(st["status"], "RUNNING", "{st}");
+    assert_eq!(st["waiting_for_approval"], true, "{st}");
+    assert_eq!(st["state"], "WaitForApproval", "{st}");
     let deny = support::firebreak(&["deny", &token, "--reason", "a false positive"]);
     assert_eq!(deny.status.code(), Some(0), "{}", stderr(&deny));
     let out = child.wait_with_output().expect("respond ends");
@@ -244,6 +256,19 @@ fn sandbox_a_denied_run_changes_nothing_and_an_approved_one_contains() {
         count(&heard, "contained: every step succeeded"),
         1,
         "{heard:?}"
+    );
+    // The webhook URL is a secret: not in the summary, nor in a journal.
+    assert!(!stdout(&out).contains("B000/secret"));
+    for entry in std::fs::read_dir(support::state_dir().join("executions")).expect("journals") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).unwrap_or_default();
+        assert!(
+            !text.contains("B000/secret"),
+            "a journal holds the webhook URL"
+        );
+    }
+    assert!(
+        report["approval"]["approved_by"].is_string() && report["approval"]["note"] == "go",
+        "the approval is in the summary: {report}"
     );
     let texts = webhook.texts();
     assert_eq!(count(&texts, "approval needed"), 2, "{texts:?}");

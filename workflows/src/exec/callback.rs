@@ -183,6 +183,34 @@ impl FileStore {
         Ok(self.dir.join(format!("{token}{suffix}")))
     }
 
+    /// The tasks waiting now: each token with the record it was opened
+    /// with (`{"execution", "state", ...}`), those answered left out. A
+    /// folder that does not exist holds none.
+    pub fn pending(&self) -> Vec<(String, Value)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(token) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if token.ends_with(".answer") || self.dir.join(format!("{token}.answer.json")).exists()
+            {
+                continue;
+            }
+            if let Some(record) = std::fs::read_to_string(e.path())
+                .ok()
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            {
+                out.push((token.to_string(), record));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
     /// The file `suffix` of a token a task waits on.
     fn waiting(&self, token: &str, suffix: &str) -> Result<PathBuf, CallbackError> {
         if !self.file(token, ".json")?.is_file() {

@@ -279,6 +279,17 @@ fn lock(path: &Path, file: &File) -> Result<(), JournalError> {
 
 type FailureListener = Box<dyn Fn(&str) + Send + Sync>;
 
+/// A journal as [`Journal::inspect`] reads it.
+#[derive(Debug)]
+pub struct Inspection {
+    /// What runs, and how.
+    pub start: Start,
+    /// The history events written so far.
+    pub events: Vec<HistoryEvent>,
+    /// Whether a process holds the journal: the run is going on.
+    pub running: bool,
+}
+
 /// An open journal, appended to as the execution runs.
 pub struct Journal {
     path: PathBuf,
@@ -359,6 +370,58 @@ impl Journal {
             });
         }
         Ok(journal)
+    }
+
+    /// Reads a journal without opening it for a resume (no lock taken,
+    /// nothing cut): its start, the events written so far (events are
+    /// written with the entry after them, so the latest may not be there
+    /// yet), and whether a process holds it (the run is going on).
+    pub fn inspect(path: &Path) -> Result<Inspection, JournalError> {
+        let io = |source| JournalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let running = match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(std::fs::TryLockError::WouldBlock) => true,
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        };
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let mut start = None;
+        let mut events = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Entry>(line) {
+                Ok(Entry::Start(s)) => start = Some(*s),
+                Ok(Entry::Event { event, .. }) => events.push(event),
+                Ok(_) => {}
+                // A last line being written (or cut by a kill).
+                Err(_) if i + 1 == text.lines().count() => {}
+                Err(e) => {
+                    return Err(JournalError::Corrupt {
+                        path: path.to_path_buf(),
+                        line: i + 1,
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        let start = start.ok_or_else(|| JournalError::Corrupt {
+            path: path.to_path_buf(),
+            line: 1,
+            message: "no start entry".into(),
+        })?;
+        Ok(Inspection {
+            start,
+            events,
+            running,
+        })
     }
 
     /// Opens a journal to resume it: reads every entry, then appends. A
