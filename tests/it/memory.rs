@@ -869,6 +869,49 @@ async fn sandbox_ec2_compromise_contains_captures_memory_and_analyses_it() {
         .position(|a| *a == "ec2:DisassociateIamInstanceProfile")
         .unwrap();
     assert!(sent < revoked, "{states:?}");
+
+    // AND the incident report written into the case holds the timeline,
+    // every evidence item with its SHA-256 (the record, the memory image,
+    // the analysis) and the findings
+    let out = crate::support::firebreak(&["report", "--case", &case, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let incident: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let evidence = incident["evidence"].as_array().unwrap();
+    for sha in [&ev["sha256"], &report["instance_state"]["sha256"]] {
+        assert!(
+            evidence.iter().any(|e| e["sha256"] == *sha),
+            "{sha} in {evidence:#?}"
+        );
+    }
+    assert!(
+        evidence
+            .iter()
+            .all(|e| !e["location"].as_str().unwrap_or("").is_empty()),
+        "{evidence:#?}"
+    );
+    let entered: Vec<&str> = incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["what"] == "succeeded")
+        .filter_map(|e| e["state"].as_str())
+        .collect();
+    for state in [
+        "IsolateNetwork",
+        "StartMemoryCapture",
+        "VerifyMemoryCapture",
+        "AnalyzeMemory",
+    ] {
+        assert!(entered.contains(&state), "{state} in {entered:?}");
+    }
+    assert!(incident["findings"]["findings"]
+        .as_array()
+        .is_some_and(|f| !f.is_empty()));
+    assert_eq!(
+        incident["failures"].as_array().map(Vec::len),
+        Some(0),
+        "{incident:#}"
+    );
 }
 
 /// Two 12 MiB ranges: with 5 MiB parts and one part in flight, the
