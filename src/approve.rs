@@ -57,7 +57,7 @@ fn local_store(
     if remote {
         return Ok(None);
     }
-    let store = crate::run::token_store()?;
+    let store = crate::session::token_store()?;
     match store.look(token) {
         // Not a token of the local store's form: one of Step Functions'.
         Err(CallbackError::BadToken(_)) => Ok(None),

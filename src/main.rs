@@ -57,6 +57,7 @@ mod compile;
 mod decoy;
 mod evidence;
 mod graph;
+mod history;
 mod lime;
 mod rehearse;
 mod release;
@@ -355,6 +356,14 @@ fn main() -> ExitCode {
             OnRuntime::Compile(a) => compile::run(a),
             OnRuntime::Validate(a) => validate::run(a),
             OnRuntime::Graph(a) => graph::run(a),
+            // Several instances: one run each (respond_many builds on
+            // respond's single run).
+            OnRuntime::Respond(a) if a.instance.len() > 1 && !a.remote => {
+                if a.output == summary::OutputFormat::Json {
+                    json_errors();
+                }
+                respond_many::run(*a).await
+            }
             OnRuntime::Respond(a) => respond::run(*a).await,
             OnRuntime::Alert(a) => alert::run(a).await,
             OnRuntime::Approve(a) => approve::approve(a).await,

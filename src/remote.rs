@@ -270,8 +270,8 @@ pub(crate) async fn status(sfn: &aws_sdk_sfn::Client, execution: &str) -> anyhow
         "status": d.status().as_str(),
         "started": d.start_date().fmt(aws_smithy_types::date_time::Format::DateTime).ok(),
         "stopped": d.stop_date().and_then(|t| t.fmt(aws_smithy_types::date_time::Format::DateTime).ok()),
-        "state": crate::status::current_state(&events),
-        "failures": crate::status::failures(&events),
+        "state": crate::history::current_state(&events),
+        "failures": crate::history::failures(&events),
         "error": d.error(),
         "cause": d.cause(),
     }))

@@ -435,9 +435,6 @@ pub(crate) async fn run(args: RespondArgs) -> anyhow::Result<u8> {
     if args.remote {
         return respond_remote(&args).await;
     }
-    if args.instance.len() > 1 {
-        return crate::respond_many::run(args).await;
-    }
     let report = respond_one(&args, &args.instance[0], None).await?;
     summary::print(&report, args.output);
     let _ = std::io::stdout().flush();

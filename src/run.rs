@@ -20,10 +20,8 @@ use async_trait::async_trait;
 use clap::Args;
 use firebreak_steps::{Mode, StepRunner};
 use firebreak_workflows::asl::{QueryLanguage, StateMachine};
-use firebreak_workflows::context::ContextSource as _;
 use firebreak_workflows::exec::callback::{
-    is_callback, wait_for_answer, Answer as CallbackAnswer, CallbackError, CallbackStore as _,
-    FileStore,
+    is_callback, Answer as CallbackAnswer, CallbackError, CallbackStore as _,
 };
 use firebreak_workflows::exec::journal::Start;
 use firebreak_workflows::exec::{
@@ -174,14 +172,14 @@ impl TaskHandler for Tasks {
             // runs first: it is what asks for the answer.
             if let Some(runner) = &self.steps {
                 if runner.handles_callback(&call.resource, &call.input) {
-                    open_token(&call)?;
+                    crate::session::open_token(&call)?;
                     if let Err(e) = runner.start_callback(call.input.clone()).await {
-                        close_token(&call);
+                        crate::session::close_token(&call);
                         return Err(e);
                     }
                 }
             }
-            return wait_for_token(&call).await;
+            return crate::session::wait_for_token(&call).await;
         }
         match &self.steps {
             Some(runner) => runner.invoke(call).await,
@@ -192,84 +190,6 @@ impl TaskHandler for Tasks {
             )),
         }
     }
-}
-
-/// The callback tokens of local runs, in the state directory (checked
-/// to be its owner's only).
-pub(crate) fn token_store() -> anyhow::Result<FileStore> {
-    crate::session::secure_state_dir()?;
-    Ok(FileStore::new(state_dir().join("tokens")))
-}
-
-/// Waits until `task-success` or `task-failure` answers this attempt's
-/// token (see `firebreak_workflows::exec::callback`).
-/// Opens the task's token in the store before its step asks for the
-/// answer, so an answer that comes at once finds the task waiting.
-pub(crate) fn open_token(call: &TaskCall) -> Result<(), TaskFailure> {
-    let failed = |m: String| TaskFailure::new(ErrorName::StatesTaskFailed.as_str(), m);
-    let store = token_store().map_err(|e| failed(format!("{e:#}")))?;
-    let token = call
-        .context
-        .context()
-        .pointer("/Task/Token")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    store
-        .open(
-            &token,
-            &json!({
-                "execution": call.context.context().pointer("/Execution/Name"),
-                "state": call.state_name,
-            }),
-        )
-        .map_err(|e| failed(e.to_string()))
-}
-
-/// Closes a token opened by [`open_token`] whose step failed to ask.
-pub(crate) fn close_token(call: &TaskCall) {
-    if let (Ok(store), Some(token)) = (
-        token_store(),
-        call.context
-            .context()
-            .pointer("/Task/Token")
-            .and_then(Value::as_str),
-    ) {
-        store.close(token);
-    }
-}
-
-pub(crate) async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
-    let store = token_store()
-        .map_err(|e| TaskFailure::new(ErrorName::StatesTaskFailed.as_str(), format!("{e:#}")))?;
-    let approval = call.input.pointer("/Payload/step").and_then(Value::as_str)
-        == Some(
-            <firebreak_steps::notify::RequestApproval as firebreak_workflows::step::StepDef>::NAME,
-        );
-    // Polling a file: the answer comes from another process, and a file
-    // also survives this one being killed and resumed.
-    wait_for_answer(&store, call, std::time::Duration::from_millis(100), |token| {
-        if approval {
-            let instance = call
-                .input
-                .pointer("/Payload/input/instance_id")
-                .and_then(Value::as_str)
-                .unwrap_or("the instance");
-            say!(
-                "firebreak: {instance} waits for approval before the first change (nothing has been changed); answer with\n  firebreak approve {token}\n  firebreak deny {token} --reason WHY"
-            );
-            return;
-        }
-        say!(
-            "firebreak: state '{}' waits for its task token; answer with\n  firebreak task-success {token} --output '{{...}}'\n  firebreak task-failure {token} --error ERROR --cause CAUSE{}",
-            call.state_name,
-            match call.heartbeat_seconds {
-                Some(s) => format!("\n  and send `firebreak task-heartbeat {token}` at least every {s} s"),
-                None => String::new(),
-            }
-        );
-    })
-    .await
 }
 
 #[derive(Debug, Args)]
@@ -310,7 +230,7 @@ pub(crate) struct TaskHeartbeatArgs {
 
 /// Tells a waiting callback task its worker is alive (HeartbeatSeconds).
 pub(crate) fn task_heartbeat(args: TaskHeartbeatArgs) -> anyhow::Result<u8> {
-    token_store()?
+    crate::session::token_store()?
         .heartbeat(&args.token)
         .map_err(callback_error)?;
     Ok(exit::OK)
@@ -318,14 +238,14 @@ pub(crate) fn task_heartbeat(args: TaskHeartbeatArgs) -> anyhow::Result<u8> {
 
 pub(crate) fn task_success(args: TaskSuccessArgs) -> anyhow::Result<u8> {
     let output = json_arg("--output", &args.output)?;
-    token_store()?
+    crate::session::token_store()?
         .answer(&args.token, &CallbackAnswer::Success(output))
         .map_err(callback_error)?;
     Ok(exit::OK)
 }
 
 pub(crate) fn task_failure(args: TaskFailureArgs) -> anyhow::Result<u8> {
-    token_store()?
+    crate::session::token_store()?
         .answer(
             &args.token,
             &CallbackAnswer::Failure {

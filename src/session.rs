@@ -21,6 +21,10 @@ use firebreak_workflows::exec::{
 };
 use firebreak_workflows::ErrorName;
 
+use firebreak_workflows::context::ContextSource as _;
+use firebreak_workflows::exec::callback::{wait_for_answer, CallbackStore as _, FileStore};
+use serde_json::{json, Value};
+
 use crate::{AwsArgs, BadInput};
 
 pub(crate) struct Session {
@@ -490,16 +494,16 @@ impl TaskHandler for NotingRunner {
             let opened = if self.dry_run {
                 Ok(())
             } else {
-                crate::run::open_token(&call)
+                open_token(&call)
             };
             match opened {
                 Err(e) => Err(e),
                 Ok(()) => match self.steps.start_callback(call.input.clone()).await {
                     Ok(asked) if self.dry_run => Ok(asked),
-                    Ok(_) => crate::run::wait_for_token(&call).await,
+                    Ok(_) => wait_for_token(&call).await,
                     Err(e) => {
                         if !self.dry_run {
-                            crate::run::close_token(&call);
+                            close_token(&call);
                         }
                         Err(e)
                     }
@@ -915,4 +919,82 @@ pub(crate) fn confirm_sandbox(session: &Session, account: Option<&str>) -> anyho
         ))
         .into()),
     }
+}
+
+/// The callback tokens of local runs, in the state directory (checked
+/// to be its owner's only).
+pub(crate) fn token_store() -> anyhow::Result<FileStore> {
+    secure_state_dir()?;
+    Ok(FileStore::new(state_dir().join("tokens")))
+}
+
+/// Opens the task's token in the store before its step asks for the
+/// answer, so an answer that comes at once finds the task waiting.
+pub(crate) fn open_token(call: &TaskCall) -> Result<(), TaskFailure> {
+    let failed = |m: String| TaskFailure::new(ErrorName::StatesTaskFailed.as_str(), m);
+    let store = token_store().map_err(|e| failed(format!("{e:#}")))?;
+    let token = call
+        .context
+        .context()
+        .pointer("/Task/Token")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    store
+        .open(
+            &token,
+            &json!({
+                "execution": call.context.context().pointer("/Execution/Name"),
+                "state": call.state_name,
+            }),
+        )
+        .map_err(|e| failed(e.to_string()))
+}
+
+/// Closes a token opened by [`open_token`] whose step failed to ask.
+pub(crate) fn close_token(call: &TaskCall) {
+    if let (Ok(store), Some(token)) = (
+        token_store(),
+        call.context
+            .context()
+            .pointer("/Task/Token")
+            .and_then(Value::as_str),
+    ) {
+        store.close(token);
+    }
+}
+
+/// Waits until `task-success`, `task-failure`, `approve` or `deny`
+/// answers this attempt's token (see `firebreak_workflows::exec::callback`).
+pub(crate) async fn wait_for_token(call: &TaskCall) -> Result<Value, TaskFailure> {
+    let store = token_store()
+        .map_err(|e| TaskFailure::new(ErrorName::StatesTaskFailed.as_str(), format!("{e:#}")))?;
+    let approval = call.input.pointer("/Payload/step").and_then(Value::as_str)
+        == Some(
+            <firebreak_steps::notify::RequestApproval as firebreak_workflows::step::StepDef>::NAME,
+        );
+    // Polling a file: the answer comes from another process, and a file
+    // also survives this one being killed and resumed.
+    wait_for_answer(&store, call, std::time::Duration::from_millis(100), |token| {
+        if approval {
+            let instance = call
+                .input
+                .pointer("/Payload/input/instance_id")
+                .and_then(Value::as_str)
+                .unwrap_or("the instance");
+            say!(
+                "firebreak: {instance} waits for approval before the first change (nothing has been changed); answer with\n  firebreak approve {token}\n  firebreak deny {token} --reason WHY"
+            );
+            return;
+        }
+        say!(
+            "firebreak: state '{}' waits for its task token; answer with\n  firebreak task-success {token} --output '{{...}}'\n  firebreak task-failure {token} --error ERROR --cause CAUSE{}",
+            call.state_name,
+            match call.heartbeat_seconds {
+                Some(s) => format!("\n  and send `firebreak task-heartbeat {token}` at least every {s} s"),
+                None => String::new(),
+            }
+        );
+    })
+    .await
 }

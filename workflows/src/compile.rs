@@ -648,51 +648,7 @@ impl Cx {
             input.insert("input".into(), Value::Object(fields));
         }
         let container = t.runner == Runner::Container;
-        let (resource, params) = match t.runner {
-            Runner::Container => {
-                if t.result_at.is_some() {
-                    self.problem(
-                        name,
-                        "a container step's result does not come back to the execution: store it as evidence and read it with a step",
-                    );
-                }
-                (CONTAINER_RESOURCE, container_parameters(t.step.name, input))
-            }
-            Runner::Callback => {
-                if t.input_from.is_some() {
-                    self.problem(
-                        name,
-                        "a callback step takes its input from bind/set (its task token is added to them), not input_from",
-                    );
-                }
-                if input_shape.field(TASK_TOKEN_FIELD).is_none() {
-                    self.problem(
-                        name,
-                        format!(
-                            "step {} waits for its task token but has no input field {TASK_TOKEN_FIELD:?} to take it",
-                            t.step.name
-                        ),
-                    );
-                }
-                let mut payload = Map::new();
-                payload.insert("step".into(), Value::String(t.step.name.to_string()));
-                payload.extend(input);
-                let mut params = Map::new();
-                params.insert(
-                    "FunctionName".into(),
-                    Value::String(STEP_RUNNER_RESOURCE.into()),
-                );
-                params.insert("Payload".into(), Value::Object(payload));
-                (CALLBACK_RESOURCE, params)
-            }
-            Runner::Lambda => {
-                let mut params = Map::new();
-                params.insert("step".into(), Value::String(t.step.name.to_string()));
-                params.extend(input);
-                (STEP_RUNNER_RESOURCE, params)
-            }
-        };
-
+        let (resource, params) = self.task_call(name, t, &input_shape, input);
         let output_shape = Shape::from_schema(&t.step.output_schema);
         let result_at = if container {
             None
@@ -748,6 +704,61 @@ impl Cx {
         );
         move_before(g.states, name, &catch_targets(g.states, name));
         after
+    }
+
+    /// A task's `Resource` and `Parameters`: the step runner, a container
+    /// (`ecs:runTask.sync`) or a callback (`lambda:invoke.waitForTaskToken`).
+    fn task_call(
+        &mut self,
+        name: &str,
+        t: &TaskNode,
+        input_shape: &Shape,
+        input: Map<String, Value>,
+    ) -> (&'static str, Map<String, Value>) {
+        match t.runner {
+            Runner::Container => {
+                if t.result_at.is_some() {
+                    self.problem(
+                        name,
+                        "a container step's result does not come back to the execution: store it as evidence and read it with a step",
+                    );
+                }
+                (CONTAINER_RESOURCE, container_parameters(t.step.name, input))
+            }
+            Runner::Callback => {
+                if t.input_from.is_some() {
+                    self.problem(
+                        name,
+                        "a callback step takes its input from bind/set (its task token is added to them), not input_from",
+                    );
+                }
+                if input_shape.field(TASK_TOKEN_FIELD).is_none() {
+                    self.problem(
+                        name,
+                        format!(
+                            "step {} waits for its task token but has no input field {TASK_TOKEN_FIELD:?} to take it",
+                            t.step.name
+                        ),
+                    );
+                }
+                let mut payload = Map::new();
+                payload.insert("step".into(), Value::String(t.step.name.to_string()));
+                payload.extend(input);
+                let mut params = Map::new();
+                params.insert(
+                    "FunctionName".into(),
+                    Value::String(STEP_RUNNER_RESOURCE.into()),
+                );
+                params.insert("Payload".into(), Value::Object(payload));
+                (CALLBACK_RESOURCE, params)
+            }
+            Runner::Lambda => {
+                let mut params = Map::new();
+                params.insert("step".into(), Value::String(t.step.name.to_string()));
+                params.extend(input);
+                (STEP_RUNNER_RESOURCE, params)
+            }
+        }
     }
 
     fn cond(&mut self, state: &str, c: &Cond, scope: &Shape) -> Condition {
