@@ -74,7 +74,7 @@ pub struct Header {
     /// The principal that acted.
     pub actor: String,
     /// Live, or a dry run that changed nothing.
-    pub mode: RunMode,
+    pub mode: Mode,
     /// The execution's name, when the history carries it.
     pub execution_name: Option<String>,
     /// How the execution ended.
@@ -88,80 +88,10 @@ pub struct Header {
     /// the history lacks either.
     pub duration_seconds: f64,
     /// Where containment stands.
-    pub containment: ContainmentVerdict,
+    pub containment: Containment,
     /// The case's evidence bucket: from the execution's input, else from
     /// an evidence location; `None` when neither names it.
     pub evidence_bucket: Option<String>,
-}
-
-/// [`Containment`] with the same serde names, readable back from JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ContainmentVerdict {
-    /// Every step succeeded.
-    Complete,
-    /// The playbook ran to the end but some steps failed.
-    Partial,
-    /// The execution itself failed.
-    Failed,
-    /// The run was denied approval (or none came): nothing was changed.
-    NotApproved,
-    /// Dry run: every planned change would be allowed.
-    PlanAllowed,
-    /// Dry run: some planned change would be refused.
-    PlanDenied,
-}
-
-impl From<Containment> for ContainmentVerdict {
-    fn from(c: Containment) -> ContainmentVerdict {
-        match c {
-            Containment::Complete => ContainmentVerdict::Complete,
-            Containment::Partial => ContainmentVerdict::Partial,
-            Containment::Failed => ContainmentVerdict::Failed,
-            Containment::NotApproved => ContainmentVerdict::NotApproved,
-            Containment::PlanAllowed => ContainmentVerdict::PlanAllowed,
-            Containment::PlanDenied => ContainmentVerdict::PlanDenied,
-        }
-    }
-}
-
-impl ContainmentVerdict {
-    /// The verdict in words.
-    pub fn label(self) -> &'static str {
-        match self {
-            ContainmentVerdict::Complete => "complete: every step succeeded",
-            ContainmentVerdict::Partial => "PARTIAL: some steps failed (see Failures)",
-            ContainmentVerdict::NotApproved => {
-                "NOT APPROVED: the run ended before its first change; nothing was changed"
-            }
-            ContainmentVerdict::Failed => "FAILED: the execution failed",
-            ContainmentVerdict::PlanAllowed => {
-                "dry run: every planned change would be allowed; nothing was changed"
-            }
-            ContainmentVerdict::PlanDenied => {
-                "dry run: some planned changes would be REFUSED; nothing was changed"
-            }
-        }
-    }
-}
-
-/// [`Mode`] with the same serde names, readable back from JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunMode {
-    /// The calls were made and changed the account.
-    Live,
-    /// Nothing was changed.
-    DryRun,
-}
-
-impl From<Mode> for RunMode {
-    fn from(m: Mode) -> RunMode {
-        match m {
-            Mode::Live => RunMode::Live,
-            Mode::DryRun => RunMode::DryRun,
-        }
-    }
 }
 
 /// The alert that started a run, as the report shows it.
@@ -605,8 +535,8 @@ impl IncidentReport {
             (
                 "Mode",
                 Cell::Text(match h.mode {
-                    RunMode::Live => "live".into(),
-                    RunMode::DryRun => "dry run (nothing was changed)".into(),
+                    Mode::Live => "live".into(),
+                    Mode::DryRun => "dry run (nothing was changed)".into(),
                 }),
             ),
         ];
@@ -625,8 +555,8 @@ impl IncidentReport {
                 "Containment",
                 Cell::Badge(
                     match h.containment {
-                        ContainmentVerdict::Complete | ContainmentVerdict::PlanAllowed => "done",
-                        ContainmentVerdict::NotApproved => "not_run",
+                        Containment::Complete | Containment::PlanAllowed => "done",
+                        Containment::NotApproved => "not_run",
                         _ => "failed",
                     },
                     h.containment.label().into(),
@@ -684,9 +614,21 @@ impl IncidentReport {
                 ]
             })
             .collect();
+        let unhashed = self
+            .evidence
+            .iter()
+            .any(|e| e.kind == EvidenceKind::EbsSnapshot && e.sha256.is_none());
         Section {
             title: "Evidence",
-            intro: None,
+            // A snapshot is blocks inside EBS, not a file: it has a SHA-256
+            // only once its blocks are read back and hashed.
+            intro: unhashed.then(|| {
+                "An EBS snapshot without a SHA-256 was not imaged: AWS keeps it \
+                 as blocks, so firebreak hashes it only when asked (respond \
+                 --hash-snapshots, or firebreak evidence hash-snapshot SNAP \
+                 --case CASE afterwards)."
+                    .to_string()
+            }),
             table: Some(Table {
                 headers: &["Kind", "Id", "Location", "SHA-256", "Size"],
                 rows,
@@ -994,13 +936,13 @@ fn header(report: &Report, history: &[HistoryEvent], bucket: Option<String>) -> 
         region: report.region.clone(),
         playbook: report.playbook.clone(),
         actor: report.actor.clone(),
-        mode: report.mode.into(),
+        mode: report.mode,
         execution_name,
         execution_status: report.execution.status,
         started_at,
         ended_at,
         duration_seconds,
-        containment: report.containment.into(),
+        containment: report.containment,
         evidence_bucket: bucket,
     }
 }
@@ -1466,13 +1408,26 @@ fn evidence_rows(report: &Report) -> Vec<EvidenceRow> {
         });
     }
     if let Some(a) = &st.analysis {
-        rows.push(EvidenceRow {
-            kind: EvidenceKind::MemoryAnalysis,
-            id: a.evidence_id.clone(),
-            location: a.location.clone(),
-            sha256: None,
-            size: None,
-        });
+        // One row per stored output, with the hash its custody record
+        // holds; the findings' location alone when no record was read.
+        if a.outputs.is_empty() {
+            rows.push(EvidenceRow {
+                kind: EvidenceKind::MemoryAnalysis,
+                id: a.evidence_id.clone(),
+                location: a.location.clone(),
+                sha256: None,
+                size: None,
+            });
+        }
+        for o in &a.outputs {
+            rows.push(EvidenceRow {
+                kind: EvidenceKind::MemoryAnalysis,
+                id: a.evidence_id.clone(),
+                location: o.location.clone(),
+                sha256: o.sha256.clone(),
+                size: o.size,
+            });
+        }
     }
     rows
 }
@@ -1595,7 +1550,7 @@ fn commands(h: &Header) -> Vec<FollowUp> {
             command: line(&["firebreak", "evidence", "list"], &common),
         },
     ];
-    if h.playbook != "ec2-release" && h.mode == RunMode::Live {
+    if h.playbook != "ec2-release" && h.mode == Mode::Live {
         let release = ["--instance".to_string(), h.instance_id.clone()];
         let args: Vec<String> = release.into_iter().chain(common).collect();
         out.push(FollowUp {
@@ -2069,10 +2024,14 @@ mod tests {
     }
 
     fn built() -> IncidentReport {
+        built_from(case_output())
+    }
+
+    fn built_from(output: Value) -> IncidentReport {
         let history = contained_history();
         let outcome = Outcome {
             status: Status::Succeeded,
-            output: Some(case_output()),
+            output: Some(output),
             error: None,
             cause: None,
         };
@@ -2174,7 +2133,7 @@ mod tests {
             r.levers[1].detail,
             "firebreak:case=case-20261206-1, firebreak:status=contained"
         );
-        assert_eq!(r.header.containment, ContainmentVerdict::Partial);
+        assert_eq!(r.header.containment, Containment::Partial);
         assert_eq!(r.failures.len(), 1);
         assert_eq!(r.failures[0].step, "isolate_network");
     }
@@ -2197,6 +2156,58 @@ mod tests {
             .unwrap();
         assert_eq!(manifest.sha256, Some("cd".repeat(32)));
         assert!(manifest.location.starts_with(&format!("s3://{BUCKET}/")));
+    }
+
+    #[test]
+    fn every_analysis_output_carries_its_custody_hash() {
+        let mut output = case_output();
+        let prefix = format!("s3://{BUCKET}/cases/case-20261206-1/analysis/ev-1/run-1");
+        output["analysis"] = json!({
+            "evidence_id": "ev-1",
+            "image": format!("s3://{BUCKET}/cases/case-20261206-1/memory/ev-1.lime?versionId=v1"),
+            "kernel_release": "6.1.0",
+            "banners": [],
+            "findings": [],
+            "location": format!("{prefix}/findings.json?versionId=v3"),
+            "outputs": [
+                {"location": format!("{prefix}/linux.pslist.PsList.json?versionId=v2"),
+                 "sha256": "01".repeat(32), "size": 512, "tool": "volatility3 linux.pslist.PsList"},
+                {"location": format!("{prefix}/findings.json?versionId=v3"),
+                 "sha256": "02".repeat(32), "size": 64, "tool": "firebreak"}
+            ]
+        });
+        let r = built_from(output);
+        let rows: Vec<_> = r
+            .evidence
+            .iter()
+            .filter(|e| e.kind == EvidenceKind::MemoryAnalysis)
+            .collect();
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0]
+            .location
+            .ends_with("linux.pslist.PsList.json?versionId=v2"));
+        assert_eq!(rows[0].sha256, Some("01".repeat(32)));
+        assert_eq!(rows[1].sha256, Some("02".repeat(32)));
+        assert_eq!(rows[1].size, Some(64));
+        assert!(r.evidence.iter().all(|e| e.sha256.is_some()));
+    }
+
+    #[test]
+    fn an_unhashed_snapshot_says_why() {
+        let hashed = built().to_markdown();
+        assert!(!hashed.contains("was not imaged"));
+        let mut output = case_output();
+        output.as_object_mut().unwrap().remove("snapshot_hashes");
+        let r = built_from(output);
+        let snap = r
+            .evidence
+            .iter()
+            .find(|e| e.kind == EvidenceKind::EbsSnapshot)
+            .unwrap();
+        assert_eq!(snap.sha256, None);
+        let md = r.to_markdown();
+        assert!(md.contains("was not imaged"), "{md}");
+        assert!(md.contains("--hash-snapshots"), "{md}");
     }
 
     #[test]
@@ -2261,7 +2272,7 @@ mod tests {
             "the execution stopped in ReleaseInstance"
         );
         assert_eq!(r.failures[0].step, "execution");
-        assert_eq!(r.header.containment, ContainmentVerdict::Failed);
+        assert_eq!(r.header.containment, Containment::Failed);
         assert_eq!(
             r.timeline.last().map(|t| t.what.as_str()),
             Some("execution failed: Firebreak.VerificationFailed: differs")
@@ -2312,7 +2323,7 @@ mod tests {
     }
 
     #[test]
-    fn verdict_and_mode_keep_the_report_names() {
+    fn verdict_and_mode_read_back() {
         let all = [
             Containment::Complete,
             Containment::Partial,
@@ -2322,18 +2333,12 @@ mod tests {
             Containment::PlanDenied,
         ];
         for c in all {
-            let ours = ContainmentVerdict::from(c);
-            assert_eq!(
-                serde_json::to_value(ours).unwrap(),
-                serde_json::to_value(c).unwrap()
-            );
+            let json = serde_json::to_value(c).unwrap();
+            assert_eq!(serde_json::from_value::<Containment>(json).unwrap(), c);
         }
         for m in [Mode::Live, Mode::DryRun] {
-            let ours = RunMode::from(m);
-            assert_eq!(
-                serde_json::to_value(ours).unwrap(),
-                serde_json::to_value(m).unwrap()
-            );
+            let json = serde_json::to_value(m).unwrap();
+            assert_eq!(serde_json::from_value::<Mode>(json).unwrap(), m);
         }
     }
 

@@ -23,7 +23,7 @@ use serde_json::Value;
 pub const NOT_APPROVED_STATE: &str = "NotApproved";
 
 /// Where containment stands at the end of a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Containment {
     /// Every step succeeded.
@@ -39,6 +39,26 @@ pub enum Containment {
     PlanAllowed,
     /// Dry run: some planned change would be refused.
     PlanDenied,
+}
+
+impl Containment {
+    /// The verdict in words.
+    pub fn label(self) -> &'static str {
+        match self {
+            Containment::Complete => "complete: every step succeeded",
+            Containment::Partial => "PARTIAL: some steps failed (see Failures)",
+            Containment::NotApproved => {
+                "NOT APPROVED: the run ended before its first change; nothing was changed"
+            }
+            Containment::Failed => "FAILED: the execution failed",
+            Containment::PlanAllowed => {
+                "dry run: every planned change would be allowed; nothing was changed"
+            }
+            Containment::PlanDenied => {
+                "dry run: some planned changes would be REFUSED; nothing was changed"
+            }
+        }
+    }
 }
 
 /// A task failure that a retry recovered from (the fault is reported even

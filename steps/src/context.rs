@@ -11,7 +11,7 @@ use crate::error::{aws_error, error_code, StepError};
 
 /// Live runs change the account; dry runs only read, and send EC2
 /// mutations with `DryRun=true` to learn whether they would be allowed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Calls are made for real and change the account.

@@ -889,6 +889,57 @@ async fn sandbox_ec2_compromise_contains_captures_memory_and_analyses_it() {
             .all(|e| !e["location"].as_str().unwrap_or("").is_empty()),
         "{evidence:#?}"
     );
+    // every item but an EBS snapshot (blocks, hashed only when asked) has
+    // its SHA-256; each Volatility output's is that of the stored object
+    assert!(
+        evidence
+            .iter()
+            .all(|e| e["kind"] == "ebs_snapshot" || e["sha256"].is_string()),
+        "{evidence:#?}"
+    );
+    let analysed: Vec<&Value> = evidence
+        .iter()
+        .filter(|e| e["kind"] == "memory_analysis")
+        .collect();
+    assert!(analysed.len() >= 2, "plugins and findings: {evidence:#?}");
+    let s3 = aws_sdk_s3::Client::new(&config);
+    for e in &analysed {
+        let uri = e["location"].as_str().unwrap();
+        let (path, version) = uri
+            .strip_prefix("s3://")
+            .and_then(|u| u.split_once("?versionId="))
+            .expect(uri);
+        let (bucket, key) = path.split_once('/').unwrap();
+        let body = s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .version_id(version)
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        assert_eq!(e["sha256"], sha256_bytes(&body).sha256.as_str(), "{uri}");
+        assert_eq!(e["size"], body.len() as u64, "{uri}");
+    }
+    // the snapshots were not imaged (no --hash-snapshots): the report says
+    // why they have no SHA-256 and how to get one
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e["kind"] == "ebs_snapshot" && e["sha256"].is_null()),
+        "{evidence:#?}"
+    );
+    let md = crate::support::firebreak(&["report", "--case", &case, "--format", "md"]);
+    let md = stdout(&md);
+    assert!(
+        md.contains("was not imaged") && md.contains("--hash-snapshots"),
+        "{md}"
+    );
     let entered: Vec<&str> = incident["timeline"]
         .as_array()
         .unwrap()

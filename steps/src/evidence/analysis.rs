@@ -190,6 +190,7 @@ impl StepDef for AnalyzeMemory {
                     "s3:GetObjectVersion",
                     "s3:PutObject",
                     "s3:ListBucket",
+                    "s3:ListBucketVersions",
                 ],
                 ["arn:aws:s3:::*"],
             ),
@@ -1055,6 +1056,23 @@ pub struct AnalysisSummary {
     pub findings: Vec<Finding>,
     /// Where the findings are kept.
     pub location: String,
+    /// Every output of the analysis run (Volatility's JSON per plugin, and
+    /// the findings), each with the SHA-256 its custody record holds.
+    #[serde(default)]
+    pub outputs: Vec<AnalysisFile>,
+}
+
+/// One stored output of an analysis, as its custody record describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AnalysisFile {
+    /// `s3://bucket/key?versionId=...`.
+    pub location: String,
+    /// The SHA-256 recorded when it was stored.
+    pub sha256: Option<String>,
+    /// Its size in bytes.
+    pub size: Option<u64>,
+    /// The program that wrote it (`volatility3 linux.pslist.PsList`, ...).
+    pub tool: String,
 }
 
 impl StepDef for ReadAnalysis {
@@ -1077,7 +1095,15 @@ impl StepDef for ReadAnalysis {
 
     fn iam() -> Vec<Statement> {
         vec![
-            Statement::allow(["s3:GetObject", "s3:ListBucket"], ["arn:aws:s3:::*"]),
+            Statement::allow(
+                [
+                    "s3:GetObject",
+                    "s3:GetObjectVersion",
+                    "s3:ListBucket",
+                    "s3:ListBucketVersions",
+                ],
+                ["arn:aws:s3:::*"],
+            ),
             Statement::allow(["kms:Decrypt"], ["arn:aws:kms:*:*:key/*"]),
         ]
     }
@@ -1136,6 +1162,19 @@ impl Step for ReadAnalysis {
                 input.evidence_bucket
             ))
         })?;
+        let outputs = run_outputs(
+            &crate::evidence::custody::read_ledger(
+                ctx,
+                &log,
+                &input.evidence_bucket,
+                case.as_str(),
+            )
+            .await?
+            .readable(),
+            &input.evidence_bucket,
+            &input.evidence_id,
+            key.trim_end_matches("findings.json"),
+        );
         Ok(AnalysisSummary {
             evidence_id: input.evidence_id.clone(),
             image: stored.image,
@@ -1148,6 +1187,41 @@ impl Step for ReadAnalysis {
                 version_id: version,
             }
             .to_string(),
+            outputs,
         })
     }
+}
+
+/// The outputs one analysis run stored under `run_prefix`, from their
+/// custody records (first record of each location wins).
+fn run_outputs(
+    records: &[CustodyRecord],
+    bucket: &str,
+    evidence_id: &str,
+    run_prefix: &str,
+) -> Vec<AnalysisFile> {
+    let mut out: Vec<AnalysisFile> = Vec::new();
+    for r in records {
+        let Location::S3 { bucket: b, key, .. } = &r.location else {
+            continue;
+        };
+        if r.event != Event::Analysed
+            || r.evidence_id != evidence_id
+            || b != bucket
+            || !key.starts_with(run_prefix)
+        {
+            continue;
+        }
+        let location = r.location.uri();
+        if out.iter().any(|o| o.location == location) {
+            continue;
+        }
+        out.push(AnalysisFile {
+            location,
+            sha256: r.sha256.clone(),
+            size: r.size,
+            tool: r.tool.clone(),
+        });
+    }
+    out
 }
