@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use clap::Args;
-use firebreak_steps::case::{CaseFile, CaseInfo, CaseOptions};
+use firebreak_steps::case::{CaseFile, CaseOptions};
 use firebreak_steps::containment::ec2::read_live_state;
 use firebreak_steps::ids::{CaseId, InstanceId};
 use firebreak_steps::sandbox::decoy::{self, DecoySpec};
@@ -106,16 +106,7 @@ async fn rehearse_phases(
         .await
         .map_err(anyhow::Error::new)?;
     let input = CaseFile {
-        case: CaseInfo {
-            case_id: case_id.to_string(),
-            instance_id: id.to_string(),
-            account_id: session.who.account_id.clone(),
-            region: session.region.clone(),
-            opened_at: Utc::now(),
-            actor: session.who.arn.clone(),
-            evidence_bucket: bucket.to_string(),
-            evidence_lock: Default::default(),
-        },
+        case: session.case_info(case_id, &id, bucket.to_string(), Default::default()),
         // The rehearsal restores everything, the deny included.
         options: CaseOptions {
             credential_deny: firebreak_steps::containment::ec2::DenyOnRelease::Remove,

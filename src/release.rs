@@ -2,9 +2,8 @@
 
 use std::io::Write as _;
 
-use chrono::Utc;
 use clap::Args;
-use firebreak_steps::case::{CaseFile, CaseInfo, CaseOptions};
+use firebreak_steps::case::{CaseFile, CaseOptions};
 use firebreak_steps::containment::ec2::DenyOnRelease;
 use firebreak_steps::Mode;
 
@@ -91,16 +90,7 @@ pub(crate) async fn run(args: ReleaseArgs) -> anyhow::Result<u8> {
         }
     };
     let input = CaseFile {
-        case: CaseInfo {
-            case_id: case.to_string(),
-            instance_id: instance.to_string(),
-            account_id: session.who.account_id.clone(),
-            region: session.region.clone(),
-            opened_at: Utc::now(),
-            actor: session.who.arn.clone(),
-            evidence_bucket: bucket,
-            evidence_lock: Default::default(),
-        },
+        case: session.case_info(&case, &instance, bucket, Default::default()),
         options: CaseOptions {
             credential_deny: match (args.keep_credential_deny, args.remove_credential_deny) {
                 (true, _) => DenyOnRelease::Keep,

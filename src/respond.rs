@@ -5,7 +5,7 @@ use std::io::Write as _;
 
 use chrono::Utc;
 use clap::{Args, ValueEnum};
-use firebreak_steps::case::{CaseFile, CaseInfo, CaseOptions};
+use firebreak_steps::case::{CaseFile, CaseOptions};
 use firebreak_steps::containment::autoscaling::AsgMode;
 use firebreak_steps::containment::ec2::{DenyOnRelease, Exemption, ForensicCopy};
 use firebreak_steps::evidence::memory::{MemoryOptions, MAX_URL_EXPIRY_SECONDS};
@@ -539,16 +539,7 @@ pub(crate) async fn respond_one(
         firebreak_steps::evidence::Lock::default()
     };
     let input = CaseFile {
-        case: CaseInfo {
-            case_id: case.to_string(),
-            instance_id: instance.to_string(),
-            account_id: session.who.account_id.clone(),
-            region: session.region.clone(),
-            opened_at: Utc::now(),
-            actor: session.who.arn.clone(),
-            evidence_bucket: bucket,
-            evidence_lock,
-        },
+        case: session.case_info(&case, &instance, bucket, evidence_lock),
         options: case_options(args, &session, exemptions),
     };
     if !args.quiet {
@@ -808,16 +799,7 @@ async fn respond_remote(args: &RespondArgs) -> anyhow::Result<u8> {
         )
         .await?;
     let input = CaseFile {
-        case: CaseInfo {
-            case_id: case.to_string(),
-            instance_id: instance.to_string(),
-            account_id: session.who.account_id.clone(),
-            region: session.region.clone(),
-            opened_at: Utc::now(),
-            actor: session.who.arn.clone(),
-            evidence_bucket: bucket,
-            evidence_lock,
-        },
+        case: session.case_info(&case, &instance, bucket, evidence_lock),
         options: case_options(args, &session, exemptions),
     };
     let name = args

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use aws_config::SdkConfig;
 use chrono::Utc;
-use firebreak_steps::case::{default_evidence_bucket, CaseFile};
+use firebreak_steps::case::{default_evidence_bucket, CaseFile, CaseInfo};
 use firebreak_steps::config::{identity, load, ConfigError, Identity};
 use firebreak_steps::context::CallRecord;
 use firebreak_steps::ids::InstanceId;
@@ -225,6 +225,27 @@ impl Session {
             .into());
         }
         Ok(bucket)
+    }
+
+    /// The case a run acts on, opened now by this session's caller in its
+    /// account and region.
+    pub(crate) fn case_info(
+        &self,
+        case_id: impl std::fmt::Display,
+        instance_id: impl std::fmt::Display,
+        evidence_bucket: String,
+        evidence_lock: firebreak_steps::evidence::Lock,
+    ) -> CaseInfo {
+        CaseInfo {
+            case_id: case_id.to_string(),
+            instance_id: instance_id.to_string(),
+            account_id: self.who.account_id.clone(),
+            region: self.region.clone(),
+            opened_at: chrono::Utc::now(),
+            actor: self.who.arn.clone(),
+            evidence_bucket,
+            evidence_lock,
+        }
     }
 
     /// How the case's evidence is locked: legal holds where the bucket has

@@ -557,14 +557,12 @@ async fn sandbox_snapshots_are_copied_to_the_forensic_region_with_their_tags() {
     );
     let copies = report["forensic_copies"]["copies"].as_array().unwrap();
     assert_eq!(copies.len(), d["volume_ids"].as_array().unwrap().len());
-    let west = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(crate::support::sandbox_url())
-        .region(aws_config::Region::new("us-west-2"))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "test", "test", None, None, "it",
-        ))
-        .load()
-        .await;
+    let west = crate::support::config_at(
+        &crate::support::sandbox_url(),
+        "us-west-2",
+        ("test", "test"),
+    )
+    .await;
     let ec2 = aws_sdk_ec2::Client::new(&west);
     for c in copies {
         let snap = ec2

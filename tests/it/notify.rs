@@ -21,14 +21,7 @@ fn fixture(name: &str) -> Value {
 }
 
 async fn notifier(tag: &str, moto: &EnforcingMoto) -> (Notifier, aws_sdk_sfn::Client, String) {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&moto.url)
-        .region(aws_config::Region::new(REGION))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "test", "test", None, None, "it",
-        ))
-        .load()
-        .await;
+    let config = crate::support::config_at(&moto.url, REGION, ("test", "test")).await;
     let sfn = aws_sdk_sfn::Client::new(&config);
     // As deployed: the step runner's ARN substituted into the definition.
     let out = firebreak_offline(&[

@@ -956,14 +956,7 @@ async fn sandbox_access_denied_names_the_action_the_resource_and_the_principal()
     // GIVEN an account that enforces IAM, and a user allowed only to say
     // who it is (the three setup calls below go unchecked)
     let moto = EnforcingMoto::start(3);
-    let admin = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&moto.url)
-        .region(aws_config::Region::new(REGION))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "test", "test", None, None, "it",
-        ))
-        .load()
-        .await;
+    let admin = crate::support::config_at(&moto.url, REGION, ("test", "test")).await;
     let iam = aws_sdk_iam::Client::new(&admin);
     iam.create_user().user_name("limited").send().await.unwrap();
     let key = iam

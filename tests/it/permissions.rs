@@ -65,14 +65,7 @@ async fn sandbox_each_step_runs_with_exactly_the_permissions_it_declares() {
     // GIVEN an account that enforces IAM: the first three calls make an
     // administrator, who makes the bucket and an instance
     let moto = EnforcingMoto::start(3);
-    let bootstrap = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&moto.url)
-        .region(aws_config::Region::new(REGION))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "test", "test", None, None, "it",
-        ))
-        .load()
-        .await;
+    let bootstrap = crate::support::config_at(&moto.url, REGION, ("test", "test")).await;
     let iam = aws_sdk_iam::Client::new(&bootstrap);
     iam.create_user()
         .user_name("admin")
@@ -101,14 +94,7 @@ async fn sandbox_each_step_runs_with_exactly_the_permissions_it_declares() {
     let state = std::env::temp_dir().join(format!("firebreak-perm-{}", std::process::id()));
     let out = firebreak_as(&moto.url, &admin, &state, &["setup"]);
     assert_eq!(out.status.code(), Some(0), "setup: {}", stderr(&out));
-    let admin_config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&moto.url)
-        .region(aws_config::Region::new(REGION))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            &admin.0, &admin.1, None, None, "it",
-        ))
-        .load()
-        .await;
+    let admin_config = crate::support::config_at(&moto.url, REGION, (&admin.0, &admin.1)).await;
     // A plain instance in the default VPC (`decoy create` is refused by
     // moto's signature check in IAM mode on CreateSecurityGroup, whose
     // description has a colon and a comma; boto3's same call passes).

@@ -99,23 +99,6 @@ fn firebreak_at(url: &str, state: &std::path::Path, args: &[&str]) -> Output {
         .expect("the firebreak binary runs")
 }
 
-fn post(url: &str, body: &Value) {
-    let out = Command::new("curl")
-        .args([
-            "-sf",
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-        ])
-        .arg(body.to_string())
-        .arg(url)
-        .output()
-        .expect("curl runs");
-    assert!(out.status.success(), "POST {url} failed");
-}
-
 /// The step runner's answers in moto, in the order ec2-contain calls it:
 /// moto runs no firebreak step, it answers each Lambda invocation from
 /// this queue (so the instance is not contained there: what is tested is
@@ -152,8 +135,9 @@ async fn sandbox_respond_remote_starts_and_follows_the_deployed_state_machine() 
     // A moto of its own that runs executions: its Lambda answers come from
     // a queue shared by everything in that server.
     let moto = EnforcingMoto::start(u32::MAX);
-    post(
-        &format!("{}/moto-api/config", moto.url),
+    support::moto_api(
+        &moto.url,
+        "config",
         &json!({"stepfunctions": {"execute_state_machine": true}, "lambda": {"use_docker": false}}),
     );
     let state = std::env::temp_dir().join(format!("firebreak-it-remote-{}", std::process::id()));
@@ -177,14 +161,7 @@ async fn sandbox_respond_remote_starts_and_follows_the_deployed_state_machine() 
     let compiled =
         support::firebreak_offline(&["compile", "ec2-contain", "--step-runner-arn", STEP_RUNNER]);
     assert_eq!(compiled.status.code(), Some(0), "{}", stderr(&compiled));
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&moto.url)
-        .region(aws_config::Region::new(REGION))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "test", "test", None, None, "it",
-        ))
-        .load()
-        .await;
+    let config = crate::support::config_at(&moto.url, REGION, ("test", "test")).await;
     let sfn = aws_sdk_sfn::Client::new(&config);
     sfn.create_state_machine()
         .name("firebreak-ec2-contain")
@@ -199,14 +176,7 @@ async fn sandbox_respond_remote_starts_and_follows_the_deployed_state_machine() 
         .send()
         .await
         .expect("moto accepts the compiled ec2-contain");
-    post(
-        &format!("{}/moto-api/static/lambda-simple/response", moto.url),
-        &json!({
-            "results": canned(&instance).iter().map(Value::to_string).collect::<Vec<_>>(),
-            "region": REGION,
-            "account_id": "123456789012",
-        }),
-    );
+    support::queue_lambda_results(&moto.url, &canned(&instance));
 
     let out = run(&[
         "respond",
@@ -240,14 +210,7 @@ async fn sandbox_respond_remote_starts_and_follows_the_deployed_state_machine() 
 
     // `alert --remote`: the finding's trigger runs in the state machine,
     // under the trigger's execution name.
-    post(
-        &format!("{}/moto-api/static/lambda-simple/response", moto.url),
-        &json!({
-            "results": canned(&instance).iter().map(Value::to_string).collect::<Vec<_>>(),
-            "region": REGION,
-            "account_id": "123456789012",
-        }),
-    );
+    support::queue_lambda_results(&moto.url, &canned(&instance));
     let mut event: Value = serde_json::from_str(
         &std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

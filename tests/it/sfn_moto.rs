@@ -3,7 +3,6 @@
 //! tasks there do not run firebreak's steps: moto answers them from a
 //! queue of canned results, one per invocation, in order.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -15,34 +14,8 @@ const STEP_RUNNER: &str = "arn:aws:lambda:us-east-1:123456789012:function:firebr
 /// wait without making a slow machine fail.
 const POLL_TRIES: u32 = 600;
 
-/// Queues canned Lambda results in moto (`/moto-api/static/lambda-simple/response`).
 fn queue_lambda_results(results: &[Value]) {
-    let body = json!({
-        "results": results.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
-        "region": "us-east-1",
-        "account_id": "123456789012",
-    });
-    let out = Command::new("curl")
-        .args([
-            "-sf",
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-        ])
-        .arg(body.to_string())
-        .arg(format!(
-            "{}/moto-api/static/lambda-simple/response",
-            sandbox_url()
-        ))
-        .output()
-        .expect("curl runs");
-    assert!(
-        out.status.success(),
-        "queueing canned results failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::queue_lambda_results(&sandbox_url(), results);
 }
 
 #[tokio::test]

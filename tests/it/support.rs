@@ -16,12 +16,18 @@ pub(crate) const REGION: &str = "us-east-1";
 
 /// SDK configuration for the sandbox.
 pub(crate) async fn sdk_config() -> SdkConfig {
+    config_at(&sandbox_url(), REGION, ("test", "test")).await
+}
+
+/// SDK configuration for a moto server at `url`, in `region`, with these
+/// static credentials (access key, secret).
+pub(crate) async fn config_at(url: &str, region: &str, (key, secret): (&str, &str)) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(sandbox_url())
-        .region(Region::new(REGION))
+        .endpoint_url(url)
+        .region(Region::new(region.to_string()))
         .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "test",
-            "test",
+            key,
+            secret,
             None,
             None,
             "firebreak-tests",
@@ -646,4 +652,41 @@ impl Drop for EnforcingMoto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// POSTs JSON to a moto server's control API (`/moto-api/...`).
+pub(crate) fn moto_api(url: &str, path: &str, body: &serde_json::Value) {
+    let url = format!("{url}/moto-api/{path}");
+    let out = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+        ])
+        .arg(body.to_string())
+        .arg(&url)
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "POST {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Queues canned Lambda results in the moto server at `url`: it answers
+/// every Lambda invocation from this one queue, in order.
+pub(crate) fn queue_lambda_results(url: &str, results: &[serde_json::Value]) {
+    moto_api(
+        url,
+        "static/lambda-simple/response",
+        &serde_json::json!({
+            "results": results.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+            "region": REGION,
+            "account_id": "123456789012",
+        }),
+    );
 }
