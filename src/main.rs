@@ -58,6 +58,7 @@ mod decoy;
 mod evidence;
 mod graph;
 mod history;
+mod infra;
 mod lime;
 mod rehearse;
 mod release;
@@ -106,6 +107,8 @@ enum Command {
 enum OnRuntime {
     /// Compile a built-in playbook to a Step Functions definition.
     Compile(compile::CompileArgs),
+    /// The deployable stack: `infra render` writes infra/ from the code.
+    Infra(infra::InfraArgs),
     /// Validate Step Functions definitions (exit 0 valid, 2 invalid).
     Validate(validate::ValidateArgs),
     /// Render a playbook or a definition as Mermaid or DOT.
@@ -354,6 +357,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             OnRuntime::Compile(a) => compile::run(a),
+            OnRuntime::Infra(a) => infra::run(a),
             OnRuntime::Validate(a) => validate::run(a),
             OnRuntime::Graph(a) => graph::run(a),
             // Several instances: one run each (respond_many builds on

@@ -5,7 +5,7 @@
 use clap::Args;
 use firebreak_steps::registry::input_from_env;
 use firebreak_steps::{Mode, Registry};
-use firebreak_workflows::step::StepPayload;
+use firebreak_workflows::step::{StepPayload, CONTAINER_ACCOUNT_VAR};
 use firebreak_workflows::ErrorName;
 
 use crate::session::Session;
@@ -44,17 +44,29 @@ pub(crate) async fn run(a: StepArgs) -> anyhow::Result<u8> {
         }
         None => input_from_env(std::env::vars()).map_err(BadInput)?,
     };
+    // In the container, the account the step acts in comes with its input.
+    let account = a
+        .input
+        .is_none()
+        .then(|| std::env::var(CONTAINER_ACCOUNT_VAR).ok())
+        .flatten();
     let session = Session::open(&a.aws, Mode::Live, a.quiet).await?;
-    match registry
-        .dispatch(
-            &session.ctx,
-            StepPayload {
-                step: a.name.clone(),
-                input,
-            },
-        )
-        .await
-    {
+    let result = match session.ctx.for_account(account.as_deref()).await {
+        Ok(ctx) => {
+            registry
+                .dispatch(
+                    &ctx,
+                    StepPayload {
+                        step: a.name.clone(),
+                        input,
+                        account,
+                    },
+                )
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(out) => {
             outln!("{}", serde_json::to_string_pretty(&out)?);
             Ok(exit::OK)

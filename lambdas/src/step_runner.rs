@@ -30,6 +30,13 @@ impl Runner {
         let sdk = config::load(&AwsOptions::default())
             .await
             .map_err(|e| diagnostic(ErrorName::InvalidInput, e.to_string()))?;
+        Runner::new(&sdk).await
+    }
+
+    /// The runner of the account and region `sdk` is for (the caller's
+    /// identity from STS), announcing where the environment says.
+    pub async fn new(sdk: &aws_config::SdkConfig) -> Result<Runner, Diagnostic> {
+        let sdk = sdk.clone();
         let who = config::identity(&sdk)
             .await
             .map_err(|e| diagnostic(ErrorName::AccessDenied, e.to_string()))?;
@@ -61,8 +68,15 @@ impl Runner {
                 format!("no step named {:?}", payload.step),
             ));
         }
+        // A case in another account acts through its firebreak-responder
+        // role; evidence stays in this account's bucket.
+        let ctx = self
+            .ctx
+            .for_account(payload.account.as_deref())
+            .await
+            .map_err(|e| diagnostic(e.name, e.message))?;
         self.registry
-            .dispatch(&self.ctx, payload)
+            .dispatch(&ctx, payload)
             .await
             .map_err(|e| diagnostic(e.name, e.message))
     }

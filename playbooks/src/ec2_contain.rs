@@ -19,6 +19,8 @@ use firebreak_workflows::builder::{
 };
 use serde_json::json;
 
+use crate::CASE_ACCOUNT;
+
 /// Snapshots are checked every 15 s: EC2 updates snapshot progress every
 /// few seconds and DescribeSnapshots is cheap.
 const SNAPSHOT_POLL_SECONDS: u64 = 15;
@@ -54,6 +56,7 @@ pub fn ec2_contain() -> Workflow {
         "ec2-contain",
         "firebreak ec2-contain: record, protect, isolate, take EIPs/ASG/target groups/credentials away, tag, snapshot.",
     )
+    .acting_in(CASE_ACCOUNT)
     .chain(announced(containment(false)))
 }
 
@@ -94,6 +97,7 @@ pub fn ec2_compromise() -> Workflow {
         "ec2-compromise",
         "firebreak ec2-compromise: contain, capture memory over SSM (LiME/AVML), snapshot, analyse the memory with Volatility 3.",
     )
+    .acting_in(CASE_ACCOUNT)
     .chain(announced(containment(true)))
 }
 

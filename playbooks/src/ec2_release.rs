@@ -6,6 +6,7 @@ use firebreak_workflows::builder::{fail_with_recorded, task, Chain, Workflow};
 use serde_json::json;
 
 use crate::ec2_contain::on_instance;
+use crate::CASE_ACCOUNT;
 
 /// Restore the recorded pre-incident state, then tag the instance
 /// `released`. A failed restore tags it `release-failed` and ends the
@@ -16,6 +17,7 @@ pub fn ec2_release() -> Workflow {
         "ec2-release",
         "firebreak ec2-release: restore the recorded state of a contained instance, verify by diff, tag it released.",
     )
+    .acting_in(CASE_ACCOUNT)
     .chain(
         Chain::new()
             .then(

@@ -13,6 +13,7 @@ mod ec2_contain;
 mod ec2_release;
 pub mod incident;
 pub mod report;
+pub mod stack;
 
 use firebreak_workflows::builder::Workflow;
 use firebreak_workflows::compile::{compile as compile_workflow, CompileError, Compiled};
@@ -22,6 +23,11 @@ pub use ec2_release::ec2_release;
 
 /// The names of the built-in playbooks.
 pub const BUILT_IN: &[&str] = &["ec2-contain", "ec2-compromise", "ec2-release"];
+
+/// Where a case says which account its instance is in: every step of a
+/// built-in playbook acts there (through the member's
+/// `firebreak-responder` role when it is not the runner's own account).
+pub const CASE_ACCOUNT: &str = "$.case.account_id";
 
 /// Why a playbook could not be found or compiled.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +41,9 @@ pub enum PlaybookError {
     /// The playbook's workflow did not compile to a state machine.
     #[error(transparent)]
     Compile(#[from] CompileError),
+    /// A compiled playbook could not be rendered into the stack.
+    #[error("the stack cannot be rendered: {0}")]
+    Render(String),
 }
 
 /// A built-in playbook by name.

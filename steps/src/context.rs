@@ -7,6 +7,8 @@ use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use serde::{Deserialize, Serialize};
 
+use firebreak_workflows::ErrorName;
+
 use crate::error::{aws_error, error_code, StepError};
 
 /// Live runs change the account; dry runs only read, and send EC2
@@ -281,7 +283,89 @@ impl std::fmt::Debug for StepContext {
     }
 }
 
+/// The role firebreak assumes in a member account to act on its
+/// instances (`infra/member-role.yaml` makes it).
+pub const RESPONDER_ROLE: &str = "firebreak-responder";
+
+impl AwsClients {
+    /// The clients of a step acting in a member account: every call on the
+    /// instance's side (EC2, IAM, Auto Scaling, load balancers, Route 53
+    /// Resolver, SSM, EBS) with the member's configuration, while evidence
+    /// (S3, KMS) and notifications (SNS) stay with this account's.
+    pub fn for_member(&self, member: &aws_config::SdkConfig) -> AwsClients {
+        let mut c = AwsClients::new(member);
+        c.s3 = self.s3.clone();
+        c.kms = self.kms.clone();
+        c.sns = self.sns.clone();
+        c
+    }
+}
+
 impl StepContext {
+    /// The context of a step acting in `account`: this one when it is the
+    /// caller's own account (or none is named); for another account, the
+    /// member's `firebreak-responder` role, assumed with these credentials,
+    /// for the instance's side of every call (see
+    /// [`AwsClients::for_member`]). The role is tried at once, so that a
+    /// member without it fails here with the role named.
+    pub async fn for_account(&self, account: Option<&str>) -> Result<StepContext, StepError> {
+        let Some(account) = account.filter(|a| *a != self.account_id) else {
+            return Ok(self.clone());
+        };
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(StepError::invalid_input(format!(
+                "{account:?} is not an AWS account id (12 digits)"
+            )));
+        }
+        let partition = if self.region.starts_with("cn-") {
+            "aws-cn"
+        } else if self.region.starts_with("us-gov-") {
+            "aws-us-gov"
+        } else {
+            "aws"
+        };
+        let role = format!("arn:{partition}:iam::{account}:role/{RESPONDER_ROLE}");
+        self.log("for_account").read("sts:AssumeRole", role.clone());
+        let provider = aws_config::sts::AssumeRoleProvider::builder(&role)
+            .session_name("firebreak-step-runner")
+            .configure(&self.aws.sdk)
+            .build()
+            .await;
+        let member = self
+            .aws
+            .sdk
+            .to_builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .build();
+        let who = aws_sdk_sts::Client::new(&member)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| {
+                let mut err = aws_error("sts:AssumeRole", e);
+                err.message = format!(
+                    "cannot act in account {account} through {role}: {} (deploy infra/member-role.yaml there, trusting this step runner's role)",
+                    err.message
+                );
+                err
+            })?;
+        if who.account() != Some(account) {
+            return Err(StepError::new(
+                ErrorName::AccessDenied,
+                format!(
+                    "{role} answered as account {:?}, not {account}",
+                    who.account()
+                ),
+            ));
+        }
+        let mut ctx = self.clone();
+        ctx.aws = self.aws.for_member(&member);
+        ctx.account_id = account.to_string();
+        Ok(ctx)
+    }
+
     /// A context with an empty call log, no interrupt and no progress
     /// reporting.
     pub fn new(aws: AwsClients, mode: Mode, account_id: String, region: String) -> StepContext {

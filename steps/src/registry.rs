@@ -169,8 +169,18 @@ impl StepRunner {
                 ),
             )
         })?;
+        let ctx = self.acting(payload.account.as_deref()).await?;
         self.registry
-            .dispatch(&self.ctx, payload)
+            .dispatch(&ctx, payload)
+            .await
+            .map_err(|e| TaskFailure::new(e.name.as_str(), e.message))
+    }
+
+    /// The context of a step acting in `account` (see
+    /// [`StepContext::for_account`]).
+    async fn acting(&self, account: Option<&str>) -> Result<StepContext, TaskFailure> {
+        self.ctx
+            .for_account(account)
             .await
             .map_err(|e| TaskFailure::new(e.name.as_str(), e.message))
     }
@@ -207,15 +217,21 @@ impl StepRunner {
                     .collect()
             })
             .unwrap_or_default();
+        let account = vars
+            .iter()
+            .find(|(k, _)| k == firebreak_workflows::step::CONTAINER_ACCOUNT_VAR)
+            .map(|(_, v)| v.clone());
         let input = input_from_env(vars).map_err(bad)?;
+        let ctx = self.acting(account.as_deref()).await?;
         // ECS reports a container that exits non-zero as a failed task.
         let output = self
             .registry
             .dispatch(
-                &self.ctx,
+                &ctx,
                 StepPayload {
                     step: (*name).to_string(),
                     input,
+                    account,
                 },
             )
             .await
@@ -285,8 +301,9 @@ impl TaskHandler for StepRunner {
                 ),
             )
         })?;
+        let ctx = self.acting(payload.account.as_deref()).await?;
         self.registry
-            .dispatch(&self.ctx, payload)
+            .dispatch(&ctx, payload)
             .await
             .map_err(|e| TaskFailure::new(e.name.as_str(), e.message))
     }

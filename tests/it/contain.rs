@@ -50,6 +50,7 @@ async fn sandbox_every_step_run_three_times_changes_nothing_the_third_time() {
             let payload = StepPayload {
                 step: step.into(),
                 input: step_input(step, &case, &snapshot_ids),
+                account: None,
             };
             let out = registry
                 .dispatch(&ctx, payload)

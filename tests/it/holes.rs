@@ -31,6 +31,7 @@ async fn run_step(ctx: &StepContext, step: &str, input: Value) -> Result<Value, 
             StepPayload {
                 step: step.into(),
                 input,
+                account: None,
             },
         )
         .await

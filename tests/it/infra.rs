@@ -10,7 +10,25 @@ fn root() -> std::path::PathBuf {
 }
 
 #[test]
-fn infra_holds_what_the_playbooks_compile_to() {
+fn infra_holds_what_the_code_renders() {
+    let infra = root().join("infra");
+    let out = firebreak_offline(&[
+        "infra",
+        "render",
+        "--check",
+        "--out",
+        infra.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{} (run scripts/generate)",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_rendered_definitions_are_what_compile_gives() {
     let dir = std::env::temp_dir().join(format!("firebreak-infra-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for playbook in firebreak_playbooks::BUILT_IN {
@@ -34,14 +52,30 @@ fn infra_holds_what_the_playbooks_compile_to() {
         ] {
             let want = std::fs::read_to_string(&generated).unwrap();
             let have = std::fs::read_to_string(&checked_in).unwrap_or_default();
-            assert_eq!(
-                have,
-                want,
-                "{} is stale: run scripts/generate",
-                checked_in.display()
-            );
+            assert_eq!(have, want, "{}", checked_in.display());
         }
     }
+}
+
+#[test]
+fn a_stale_file_is_named() {
+    let dir = std::env::temp_dir().join(format!("firebreak-infra-stale-{}", std::process::id()));
+    let out = firebreak_offline(&["infra", "render", "--out", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let template = dir.join("template.yaml");
+    let text = std::fs::read_to_string(&template).unwrap();
+    std::fs::write(
+        &template,
+        text.replace(
+            "ReservedConcurrentExecutions: 1",
+            "ReservedConcurrentExecutions: 2",
+        ),
+    )
+    .unwrap();
+    let out = firebreak_offline(&["infra", "render", "--check", "--out", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("template.yaml"), "{}", stderr(&out));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

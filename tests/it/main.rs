@@ -8,6 +8,7 @@
 mod faults;
 mod support;
 
+mod accounts;
 mod alerts;
 mod approval;
 mod asl_validator;

@@ -283,6 +283,7 @@ async fn try_dispatch(ctx: &StepContext, step: &str, input: Value) -> Result<Val
             StepPayload {
                 step: step.into(),
                 input,
+                account: None,
             },
         )
         .await

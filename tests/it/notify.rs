@@ -51,6 +51,7 @@ async fn notifier(tag: &str, moto: &EnforcingMoto) -> (Notifier, aws_sdk_sfn::Cl
         state_machines: BTreeMap::from([("ec2-compromise".to_string(), arn.clone())]),
         account: "123456789012".into(),
         region: REGION.into(),
+        automatic: Default::default(),
     };
     (n, sfn, arn)
 }

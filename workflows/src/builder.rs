@@ -43,6 +43,9 @@ pub struct Workflow {
     pub chain: Chain,
     /// Upper bound on the whole execution (`TimeoutSeconds`).
     pub timeout_seconds: Option<u64>,
+    /// Where the execution input says which AWS account the steps act in
+    /// (`$.case.account_id`): every task passes it to its step.
+    pub account_from: Option<String>,
 }
 
 impl Workflow {
@@ -56,7 +59,16 @@ impl Workflow {
             input_schema: schemars::schema_for!(I).to_value(),
             chain: Chain::new(),
             timeout_seconds: None,
+            account_from: None,
         }
+    }
+
+    /// Every task passes the account at `path` (a string in the execution
+    /// input) to its step, which acts in that account: a case in a member
+    /// account is contained through that account's role.
+    pub fn acting_in(mut self, path: &str) -> Workflow {
+        self.account_from = Some(path.to_string());
+        self
     }
 
     /// Sets the nodes to run, replacing any set before.

@@ -26,8 +26,8 @@ use crate::intrinsics::{looks_like_call, Arg, Call};
 use crate::path::JsonPath;
 use crate::shape::Shape;
 use crate::step::{
-    StepInfo, CALLBACK_RESOURCE, CONTAINER_INPUT_PREFIX, CONTAINER_NAME, CONTAINER_RESOURCE,
-    STEP_RUNNER_RESOURCE, TASK_TOKEN_FIELD,
+    StepInfo, CALLBACK_RESOURCE, CONTAINER_ACCOUNT_VAR, CONTAINER_INPUT_PREFIX, CONTAINER_NAME,
+    CONTAINER_RESOURCE, STEP_RUNNER_RESOURCE, TASK_TOKEN_FIELD,
 };
 
 /// A compiled playbook: the definition, the steps it uses and the IAM
@@ -68,6 +68,7 @@ pub fn compile(wf: &Workflow) -> Result<Compiled, CompileError> {
         problems: Vec::new(),
         steps: Vec::new(),
         names: HashSet::new(),
+        account_from: wf.account_from.clone(),
     };
     if wf.chain.is_empty() {
         cx.problems.push("the workflow has no steps".into());
@@ -175,6 +176,8 @@ struct Cx {
     problems: Vec<String>,
     steps: Vec<StepInfo>,
     names: HashSet<String>,
+    /// The path of the account the steps act in ([`Workflow::acting_in`]).
+    account_from: Option<String>,
 }
 
 fn reference(path: &str) -> Option<JsonPath> {
@@ -648,6 +651,10 @@ impl Cx {
             input.insert("input".into(), Value::Object(fields));
         }
         let container = t.runner == Runner::Container;
+        if let Some(path) = self.account_from.clone() {
+            // Every scope a task runs in must say which account it acts in.
+            self.read(name, &path, &scope, None, Some(&Shape::String), true);
+        }
         let (resource, params) = self.task_call(name, t, &input_shape, input);
         let output_shape = Shape::from_schema(&t.step.output_schema);
         let result_at = if container {
@@ -723,7 +730,17 @@ impl Cx {
                         "a container step's result does not come back to the execution: store it as evidence and read it with a step",
                     );
                 }
-                (CONTAINER_RESOURCE, container_parameters(t.step.name, input))
+                let mut params = container_parameters(t.step.name, input);
+                if let Some(path) = &self.account_from {
+                    if let Some(env) = params
+                        .get_mut("Overrides")
+                        .and_then(|o| o.pointer_mut("/ContainerOverrides/0/Environment"))
+                        .and_then(Value::as_array_mut)
+                    {
+                        env.push(json!({"Name": CONTAINER_ACCOUNT_VAR, "Value.$": path}));
+                    }
+                }
+                (CONTAINER_RESOURCE, params)
             }
             Runner::Callback => {
                 if t.input_from.is_some() {
@@ -744,6 +761,9 @@ impl Cx {
                 let mut payload = Map::new();
                 payload.insert("step".into(), Value::String(t.step.name.to_string()));
                 payload.extend(input);
+                if let Some(path) = &self.account_from {
+                    payload.insert("account.$".into(), Value::String(path.clone()));
+                }
                 let mut params = Map::new();
                 params.insert(
                     "FunctionName".into(),
@@ -756,6 +776,9 @@ impl Cx {
                 let mut params = Map::new();
                 params.insert("step".into(), Value::String(t.step.name.to_string()));
                 params.extend(input);
+                if let Some(path) = &self.account_from {
+                    params.insert("account.$".into(), Value::String(path.clone()));
+                }
                 (STEP_RUNNER_RESOURCE, params)
             }
         }

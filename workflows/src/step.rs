@@ -101,11 +101,20 @@ pub const CONTAINER_NAME: &str = "firebreak";
 /// as JSON (`FIREBREAK_INPUT` alone, the whole input when one path gives it).
 pub const CONTAINER_INPUT_PREFIX: &str = "FIREBREAK_INPUT_";
 
-/// The payload the step-runner receives: which step, and its input.
+/// The payload the step-runner receives: which step, its input, and the
+/// account it acts in.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct StepPayload {
     /// The name of the step to run ([`StepDef::NAME`]).
     pub step: String,
     /// The step's input, as JSON.
     pub input: Value,
+    /// The AWS account the step acts in (the case's, from the workflow's
+    /// [`crate::builder::Workflow::acting_in`] path); none: the runner's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
+
+/// The environment variable that gives a container step its account (as
+/// [`StepPayload::account`] does for the step runner).
+pub const CONTAINER_ACCOUNT_VAR: &str = "FIREBREAK_ACCOUNT";
