@@ -40,6 +40,11 @@ pub(crate) struct RehearseArgs {
     /// With --alert: the trigger rules (default: the built-in ones).
     #[arg(long, value_name = "FILE", requires = "alert")]
     pub triggers: Option<std::path::PathBuf>,
+    /// Run the playbooks in the deployed stack's state machines (found by
+    /// their `firebreak:playbook` tag) instead of locally: a rehearsal of
+    /// the deployment itself.
+    #[arg(long)]
+    pub remote: bool,
     /// Bucket of the case's evidence (default firebreak-evidence-ACCOUNT-REGION).
     #[arg(long, env = "FIREBREAK_EVIDENCE_BUCKET")]
     pub evidence_bucket: Option<String>,
@@ -89,12 +94,52 @@ fn result_check(name: &str, s: &Report) -> Check {
 
 type Phases = (Option<Report>, Option<Report>, Vec<Section>);
 
+/// Runs one playbook on the case: here, or (with `remote`, Step Functions)
+/// in the deployed state machine, followed to its end.
+async fn run_playbook(
+    session: &Session,
+    remote: Option<&aws_sdk_sfn::Client>,
+    playbook: &str,
+    input: &CaseFile,
+    quiet: bool,
+) -> anyhow::Result<Report> {
+    let compiled = firebreak_playbooks::compile(playbook).map_err(anyhow::Error::new)?;
+    let Some(sfn) = remote else {
+        let run = session.run(&compiled, input).await?;
+        return Ok(run.report(playbook, &input.case, Mode::Live, session.started.elapsed()));
+    };
+    let machine = crate::remote::find_state_machine(sfn, playbook, session).await?;
+    let name = format!("{}-{playbook}", input.case.case_id);
+    let execution =
+        crate::remote::start(sfn, &machine, &name, &serde_json::to_value(input)?).await?;
+    if !quiet {
+        say!("  execution {execution}");
+    }
+    let printer = crate::session::progress_printer(session);
+    let (outcome, history) = crate::remote::follow(sfn, &execution, |e| {
+        if let Some(p) = &printer {
+            p(e);
+        }
+    })
+    .await?;
+    Ok(Report::build(
+        playbook,
+        &input.case,
+        Mode::Live,
+        &outcome,
+        &history,
+        Vec::new(),
+        session.started.elapsed(),
+    ))
+}
+
 /// Contain, check, release, check.
 async fn rehearse_phases(
     session: &Session,
     d: &decoy::Decoy,
     case_id: &str,
     bucket: &str,
+    remote: Option<&aws_sdk_sfn::Client>,
     quiet: bool,
 ) -> anyhow::Result<Phases> {
     let id: InstanceId = d
@@ -117,14 +162,7 @@ async fn rehearse_phases(
         say!("decoy {} ready; case {case_id}: ec2-contain", d.instance_id);
     }
     let contained_at = Utc::now();
-    let contain_pb = firebreak_playbooks::compile("ec2-contain").map_err(anyhow::Error::new)?;
-    let run = session.run(&contain_pb, &input).await?;
-    let contain = run.report(
-        "ec2-contain",
-        &input.case,
-        Mode::Live,
-        session.started.elapsed(),
-    );
+    let contain = run_playbook(session, remote, "ec2-contain", &input, quiet).await?;
     let mut contained = vec![result_check(
         "ec2-contain completed with every step succeeding",
         &contain,
@@ -137,14 +175,7 @@ async fn rehearse_phases(
     if !quiet {
         say!("ec2-release");
     }
-    let release_pb = firebreak_playbooks::compile("ec2-release").map_err(anyhow::Error::new)?;
-    let run = session.run(&release_pb, &input).await?;
-    let release = run.report(
-        "ec2-release",
-        &input.case,
-        Mode::Live,
-        session.started.elapsed(),
-    );
+    let release = run_playbook(session, remote, "ec2-release", &input, quiet).await?;
     let mut released = vec![result_check("ec2-release completed", &release)];
     released.extend(
         rehearsal::released(&session.ctx, d, &before, false)
@@ -265,7 +296,10 @@ pub(crate) async fn run(args: RehearseArgs) -> anyhow::Result<u8> {
             d.instance_id
         );
     }
-    let phases = rehearse_phases(&session, &d, &case_id, &bucket, args.quiet).await;
+    let sfn = args
+        .remote
+        .then(|| aws_sdk_sfn::Client::new(&session.config));
+    let phases = rehearse_phases(&session, &d, &case_id, &bucket, sfn.as_ref(), args.quiet).await;
     let interrupted = phases
         .as_ref()
         .is_err_and(|e| e.downcast_ref::<crate::session::Interrupted>().is_some());

@@ -282,3 +282,97 @@ async fn sandbox_respond_remote_starts_and_follows_the_deployed_state_machine() 
     assert_eq!(named.len(), 1, "{named:?}");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[tokio::test]
+async fn sandbox_rehearse_remote_runs_the_deployed_state_machines() {
+    // GIVEN ec2-contain and ec2-release deployed (tagged) in a moto of
+    // its own that runs executions
+    let moto = EnforcingMoto::start(u32::MAX);
+    support::moto_api(
+        &moto.url,
+        "config",
+        &json!({"stepfunctions": {"execute_state_machine": true}, "lambda": {"use_docker": false}}),
+    );
+    let state = std::env::temp_dir().join(format!("firebreak-it-rehearse-{}", std::process::id()));
+    let run = |args: &[&str]| firebreak_at(&moto.url, &state, args);
+    assert_eq!(run(&["setup"]).status.code(), Some(0));
+    let sfn =
+        aws_sdk_sfn::Client::new(&support::config_at(&moto.url, REGION, ("test", "test")).await);
+    let mut machines = Vec::new();
+    for playbook in ["ec2-contain", "ec2-release"] {
+        let compiled =
+            support::firebreak_offline(&["compile", playbook, "--step-runner-arn", STEP_RUNNER]);
+        assert_eq!(compiled.status.code(), Some(0), "{}", stderr(&compiled));
+        let arn = sfn
+            .create_state_machine()
+            .name(format!("firebreak-{playbook}"))
+            .definition(stdout(&compiled))
+            .role_arn("arn:aws:iam::123456789012:role/firebreak-states")
+            .tags(
+                aws_sdk_sfn::types::Tag::builder()
+                    .key("firebreak:playbook")
+                    .value(playbook)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("moto accepts the compiled playbook")
+            .state_machine_arn()
+            .to_string();
+        machines.push((playbook, arn));
+    }
+
+    // WHEN the deployment is rehearsed
+    let out = run(&["rehearse", "--remote", "--output", "json", "-q"]);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", stdout(&out), stderr(&out)));
+    let case = s(&report, "case_id");
+
+    // THEN each playbook ran as an execution of its deployed state
+    // machine, named after the case, and was followed to its end
+    for (playbook, arn) in &machines {
+        let names: Vec<String> = sfn
+            .list_executions()
+            .state_machine_arn(arn)
+            .send()
+            .await
+            .unwrap()
+            .executions()
+            .iter()
+            .map(|e| e.name().to_string())
+            .collect();
+        assert_eq!(names, [format!("{case}-{playbook}")], "{report:#}");
+    }
+    assert_eq!(report["contain"]["playbook"], "ec2-contain", "{report:#}");
+    assert_eq!(report["release"]["playbook"], "ec2-release", "{report:#}");
+    assert!(
+        report["contain"]["execution"]["status"].is_string(),
+        "{report:#}"
+    );
+    // AND, since the sandbox's Step Functions runs no firebreak step (its
+    // Lambda echoes each task's input), the decoy was not contained: the
+    // rehearsal says so and fails, and the decoy is deleted
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(report["passed"], false);
+    let contained = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["phase"] == "contained")
+        .expect("the contained checks");
+    assert!(
+        contained["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["passed"] == false),
+        "{contained:#}"
+    );
+    let cleanup = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["phase"] == "cleanup")
+        .expect("cleanup");
+    assert_eq!(cleanup["checks"][0]["passed"], true, "{cleanup:#}");
+}

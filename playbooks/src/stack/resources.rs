@@ -431,7 +431,7 @@ fn functions(
             "Metadata": {"BuildMethod": "rust-cargolambda", "BuildProperties": {"Binary": "step-runner"}},
             "Properties": {
                 "Description": "firebreak step runner: runs one step of a playbook for Step Functions",
-                "CodeUri": "..",
+                "CodeUri": "../lambdas",
                 "Handler": "bootstrap",
                 "Runtime": "provided.al2023",
                 "Architectures": [reference("Architecture")],
@@ -497,7 +497,7 @@ fn functions(
             "Metadata": {"BuildMethod": "rust-cargolambda", "BuildProperties": {"Binary": "notify"}},
             "Properties": {
                 "Description": "firebreak notify: starts the playbooks GuardDuty and Security Hub findings call for",
-                "CodeUri": "..",
+                "CodeUri": "../lambdas",
                 "Handler": "bootstrap",
                 "Runtime": "provided.al2023",
                 "Architectures": [reference("Architecture")],
@@ -882,7 +882,7 @@ const TEMPLATE_HEADER: &str =
     "Rendered by `firebreak infra render` from firebreak's code: do not edit (a test
 fails when this file is not what the code renders).
 
-Deploy: sam build && sam deploy --guided (docs/deploying.md).";
+Deploy: sam build --beta-features && sam deploy --guided (docs/deploying.md).";
 
 /// `infra/member-role.yaml`: `firebreak-responder` in a member account,
 /// trusted only by the step runner's and the container steps' roles, with the permissions of the
