@@ -53,6 +53,7 @@ mod alert;
 mod analyze;
 mod approve;
 mod cases;
+mod collect;
 mod compile;
 mod decoy;
 mod evidence;
@@ -107,6 +108,8 @@ enum Command {
 enum OnRuntime {
     /// Compile a built-in playbook to a Step Functions definition.
     Compile(compile::CompileArgs),
+    /// The collection pipeline on local log files: parse, enrich, detect.
+    Collect(collect::CollectArgs),
     /// The deployable stack: `infra render` writes infra/ from the code.
     Infra(infra::InfraArgs),
     /// Validate Step Functions definitions (exit 0 valid, 2 invalid).
@@ -357,6 +360,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             OnRuntime::Compile(a) => compile::run(a),
+            OnRuntime::Collect(a) => collect::run(a),
             OnRuntime::Infra(a) => infra::run(a),
             OnRuntime::Validate(a) => validate::run(a),
             OnRuntime::Graph(a) => graph::run(a),

@@ -12,6 +12,7 @@ mod accounts;
 mod alerts;
 mod approval;
 mod asl_validator;
+mod collect;
 mod compile_cli;
 mod contain;
 mod custody;
