@@ -1,7 +1,7 @@
 //! `firebreak collect FILE...`: the collection pipeline on local log files
-//! (ALB access logs, gzip or plain): every line parsed, every client
-//! address enriched, the detections run; a summary, and the alerts they
-//! raise (the events `firebreak alert` reads).
+//! (ALB access logs and CloudTrail objects, gzip or plain): every record
+//! parsed, every address enriched, the detections run; a summary, and the
+//! alerts they raise (the events `firebreak alert` reads).
 
 use std::path::PathBuf;
 
@@ -16,7 +16,7 @@ use crate::{exit, BadInput};
 
 #[derive(Debug, Args)]
 pub(crate) struct CollectArgs {
-    /// Log files (ALB access logs, `.log` or `.log.gz`).
+    /// Log files: ALB access logs, CloudTrail objects (plain or gzip).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// A directory with GeoLite2/GeoIP2 City (or Country) and ASN .mmdb
@@ -26,6 +26,11 @@ pub(crate) struct CollectArgs {
     /// A threat list: CIDRs or addresses, one per line (`#` comments).
     #[arg(long, value_name = "FILE")]
     pub threat_list: Option<PathBuf>,
+    /// CloudTrail calls from outside these countries (ISO codes, comma-
+    /// separated) are detections; private addresses and AWS services never
+    /// are. Needs --geoip.
+    #[arg(long, value_delimiter = ',', value_name = "CC,...", requires = "geoip")]
+    pub allow_countries: Vec<String>,
     /// Write the alert events (a JSON array of firebreak.collection
     /// events) to this file.
     #[arg(long, value_name = "FILE")]
@@ -62,7 +67,18 @@ pub(crate) fn run(a: CollectArgs) -> anyhow::Result<u8> {
         let file = std::fs::File::open(f).map_err(|e| BadInput(format!("{}: {e}", f.display())))?;
         opened.push((f.display().to_string(), file));
     }
+    for cc in &a.allow_countries {
+        if cc.len() != 2 || !cc.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(BadInput(format!(
+                "--allow-countries: {cc:?} is not an ISO 3166 country code (two letters, like GB)"
+            ))
+            .into());
+        }
+    }
     let mut c = Collector::new(geo, threats, &a.account, &a.region);
+    if !a.allow_countries.is_empty() {
+        c = c.allow_countries(a.allow_countries.clone());
+    }
     let mut unread = Vec::new();
     for (name, file) in opened {
         match c.read(&name, file) {

@@ -4,10 +4,15 @@
 //! becomes `firebreak.collection` alerts, the events `firebreak alert` and
 //! the notify function read.
 //!
-//! Not yet (see the collection issue): CloudTrail and VPC flow logs, the
-//! Parquet lake, the periodic sweep over it, and the Lambda around this.
+//! CloudTrail objects (`{"Records": [...]}`) are read too: failed console
+//! sign-ins, and calls from outside the allowed countries.
+//!
+//! Not yet (see the collection issue): VPC flow logs, IAM changes by
+//! principals the lake has never seen, the Parquet lake, the periodic
+//! sweep over it, and the Lambda around this.
 
 pub mod alb;
+pub mod cloudtrail;
 pub mod detect;
 pub mod geo;
 pub mod threats;
@@ -39,6 +44,10 @@ pub enum Detection {
     AlbCrossSiteScripting,
     /// A request from an address on the threat list.
     AlbThreatListAddress,
+    /// A console sign-in that failed.
+    TrailConsoleLoginFailure,
+    /// An API call from an address outside the allowed countries.
+    TrailUnexpectedCountry,
 }
 
 impl Detection {
@@ -48,6 +57,8 @@ impl Detection {
             Detection::AlbSqlInjection => "Collection:ALB/SqlInjection",
             Detection::AlbCrossSiteScripting => "Collection:ALB/CrossSiteScripting",
             Detection::AlbThreatListAddress => "Collection:ALB/ThreatListAddress",
+            Detection::TrailConsoleLoginFailure => "Collection:CloudTrail/ConsoleLoginFailure",
+            Detection::TrailUnexpectedCountry => "Collection:CloudTrail/UnexpectedCountry",
         }
     }
 
@@ -56,7 +67,8 @@ impl Detection {
         match self {
             Detection::AlbSqlInjection => 8.0,
             Detection::AlbThreatListAddress => 7.0,
-            Detection::AlbCrossSiteScripting => 6.0,
+            Detection::AlbCrossSiteScripting | Detection::TrailUnexpectedCountry => 6.0,
+            Detection::TrailConsoleLoginFailure => 5.0,
         }
     }
 
@@ -65,6 +77,10 @@ impl Detection {
             Detection::AlbSqlInjection => format!("SQL injection attempts from {ip}"),
             Detection::AlbCrossSiteScripting => format!("cross-site scripting attempts from {ip}"),
             Detection::AlbThreatListAddress => format!("requests from {ip}, on the threat list"),
+            Detection::TrailConsoleLoginFailure => format!("failed console sign-ins from {ip}"),
+            Detection::TrailUnexpectedCountry => {
+                format!("API calls from {ip}, outside the allowed countries")
+            }
         }
     }
 }
@@ -126,7 +142,7 @@ pub enum CollectError {
         source: std::io::Error,
     },
     /// A log type this version does not read.
-    #[error("{object}: {kind} is not read yet (ALB access logs are)")]
+    #[error("{object}: {kind} is not read yet (ALB access logs and CloudTrail are)")]
     Unsupported {
         /// The object.
         object: String,
@@ -152,6 +168,7 @@ pub struct Collector {
     detector: Detector,
     account: String,
     region: String,
+    allowed_countries: Option<Vec<String>>,
     summary: Summary,
     groups: BTreeMap<(Detection, IpAddr), GroupBox>,
 }
@@ -177,9 +194,18 @@ impl Collector {
             detector: Detector::new(),
             account: account.to_string(),
             region: region.to_string(),
+            allowed_countries: None,
             summary: Summary::default(),
             groups: BTreeMap::new(),
         }
+    }
+
+    /// CloudTrail calls from an address the GeoIP databases place outside
+    /// these countries (ISO codes) are detections; private addresses and
+    /// AWS services never are.
+    pub fn allow_countries(mut self, countries: Vec<String>) -> Collector {
+        self.allowed_countries = Some(countries);
+        self
     }
 
     /// Reads one object (gzip or plain, told apart by content): every line
@@ -195,9 +221,159 @@ impl Collector {
         if head.starts_with(&GZIP) {
             let inner =
                 BufReader::with_capacity(1 << 16, flate2::bufread::MultiGzDecoder::new(input));
-            self.lines(object, inner)
+            self.dispatch(object, inner)
         } else {
-            self.lines(object, input)
+            self.dispatch(object, input)
+        }
+    }
+
+    /// A JSON document is a CloudTrail object; anything else, lines.
+    fn dispatch(&mut self, object: &str, mut input: impl BufRead) -> Result<(), CollectError> {
+        let err = |source| CollectError::Read {
+            object: object.to_string(),
+            source,
+        };
+        let head = input.fill_buf().map_err(err)?;
+        if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+            let mut all = Vec::new();
+            input.read_to_end(&mut all).map_err(err)?;
+            return self.trail(object, &all);
+        }
+        self.lines(object, input)
+    }
+
+    fn trail(&mut self, object: &str, bytes: &[u8]) -> Result<(), CollectError> {
+        let mut counts = Counts::default();
+        match cloudtrail::parse(bytes) {
+            Err(e) => {
+                counts.lines += 1;
+                counts.malformed += 1;
+                self.keep_malformed(object, 1, e.to_string());
+            }
+            Ok((events, bad)) => {
+                counts.lines = (events.len() + bad.len()) as u64;
+                counts.records = events.len() as u64;
+                counts.malformed = bad.len() as u64;
+                for (i, why) in bad {
+                    self.keep_malformed(object, i as u64 + 1, why);
+                }
+                for (i, e) in events.iter().enumerate() {
+                    if self.trail_event(object, i as u64 + 1, e) {
+                        counts.detections += 1;
+                    }
+                }
+            }
+        }
+        self.add("cloudtrail", &counts);
+        Ok(())
+    }
+
+    /// Checks one CloudTrail event; true when a detection matched.
+    fn trail_event(&mut self, object: &str, n: u64, e: &cloudtrail::TrailEvent) -> bool {
+        let Some(ip) = e.address() else {
+            return false;
+        };
+        let mut found = Vec::new();
+        if e.is_failed_console_login() {
+            found.push(Detection::TrailConsoleLoginFailure);
+        }
+        let country = match self.geo.as_mut() {
+            Some(g) => {
+                let geo = g.lookup(ip);
+                if geo.country.is_some() || geo.asn.is_some() {
+                    self.summary.enriched += 1;
+                }
+                geo.country.as_deref().map(str::to_string)
+            }
+            None => None,
+        };
+        if let (Some(allowed), Some(c), false) = (
+            &self.allowed_countries,
+            &country,
+            cloudtrail::is_private(ip),
+        ) {
+            if !allowed.iter().any(|a| a.eq_ignore_ascii_case(c)) {
+                found.push(Detection::TrailUnexpectedCountry);
+            }
+        }
+        let excerpt = format!(
+            "{} {} by {}",
+            e.source,
+            e.name,
+            e.principal.as_deref().unwrap_or("(no principal)")
+        );
+        let evidence =
+            json!({"source": "cloudtrail", "line": n, "object": object, "excerpt": excerpt});
+        for d in &found {
+            self.note(*d, ip, &e.time, e.principal.as_deref(), &evidence);
+        }
+        !found.is_empty()
+    }
+
+    fn keep_malformed(&mut self, object: &str, line: u64, reason: String) {
+        if self.summary.malformed_lines.len() < MALFORMED_KEPT {
+            self.summary.malformed_lines.push(Malformed {
+                object: object.to_string(),
+                line,
+                reason,
+            });
+        }
+    }
+
+    fn add(&mut self, source: &str, counts: &Counts) {
+        let s = &mut self.summary;
+        s.lines += counts.lines;
+        s.records += counts.records;
+        s.malformed += counts.malformed;
+        s.detections += counts.detections;
+        let c = s.sources.entry(source.into()).or_default();
+        c.lines += counts.lines;
+        c.records += counts.records;
+        c.malformed += counts.malformed;
+        c.detections += counts.detections;
+    }
+
+    /// Adds a detection to its group (type and address).
+    fn note(
+        &mut self,
+        d: Detection,
+        ip: IpAddr,
+        time: &str,
+        resource: Option<&str>,
+        evidence: &Value,
+    ) {
+        let geo = match self.geo.as_mut() {
+            Some(g) => serde_json::to_value(g.lookup(ip)).unwrap_or(Value::Null),
+            None => Value::Null,
+        };
+        let g = &mut self
+            .groups
+            .entry((d, ip))
+            .or_insert_with(|| {
+                GroupBox(Group {
+                    first_seen: time.to_string(),
+                    last_seen: time.to_string(),
+                    count: 0,
+                    targets: Vec::new(),
+                    evidence: Vec::new(),
+                    geo,
+                })
+            })
+            .0;
+        g.count += 1;
+        if time < g.first_seen.as_str() {
+            g.first_seen = time.to_string();
+        }
+        if time > g.last_seen.as_str() {
+            g.last_seen = time.to_string();
+        }
+        if let Some(t) = resource {
+            if !g.targets.iter().any(|x| x == t) && g.targets.len() < EVIDENCE_KEPT {
+                g.targets.push(t.to_string());
+            }
+        }
+        if g.evidence.len() < EVIDENCE_KEPT {
+            g.evidence.push(evidence.clone());
         }
     }
 
@@ -222,12 +398,6 @@ impl Collector {
             if line.is_empty() {
                 continue;
             }
-            if n == 1 && matches!(line.first(), Some(b'{' | b'[')) {
-                return Err(CollectError::Unsupported {
-                    object: object.to_string(),
-                    kind: "JSON (CloudTrail?)",
-                });
-            }
             if n == 1 && line.starts_with(b"version account-id") {
                 return Err(CollectError::Unsupported {
                     object: object.to_string(),
@@ -250,25 +420,10 @@ impl Collector {
             };
             if let Some(reason) = reason {
                 counts.malformed += 1;
-                if self.summary.malformed_lines.len() < MALFORMED_KEPT {
-                    self.summary.malformed_lines.push(Malformed {
-                        object: object.to_string(),
-                        line: n,
-                        reason,
-                    });
-                }
+                self.keep_malformed(object, n, reason);
             }
         }
-        let s = &mut self.summary;
-        s.lines += counts.lines;
-        s.records += counts.records;
-        s.malformed += counts.malformed;
-        s.detections += counts.detections;
-        let c = s.sources.entry("alb".into()).or_default();
-        c.lines += counts.lines;
-        c.records += counts.records;
-        c.malformed += counts.malformed;
-        c.detections += counts.detections;
+        self.add("alb", &counts);
         Ok(())
     }
 
@@ -292,43 +447,13 @@ impl Collector {
         if !self.threats.is_empty() && self.threats.contains(r.client_ip) {
             found.push(Detection::AlbThreatListAddress);
         }
-        let geo = match (found.is_empty(), self.geo.as_mut()) {
-            (false, Some(g)) => serde_json::to_value(g.lookup(r.client_ip)).unwrap_or(Value::Null),
-            _ => Value::Null,
-        };
-        for d in &found {
-            let g = &mut self
-                .groups
-                .entry((*d, r.client_ip))
-                .or_insert_with(|| {
-                    GroupBox(Group {
-                        first_seen: r.time().to_string(),
-                        last_seen: r.time().to_string(),
-                        count: 0,
-                        targets: Vec::new(),
-                        evidence: Vec::new(),
-                        geo: geo.clone(),
-                    })
-                })
-                .0;
-            g.count += 1;
-            if r.time() < g.first_seen.as_str() {
-                g.first_seen = r.time().to_string();
-            }
-            if r.time() > g.last_seen.as_str() {
-                g.last_seen = r.time().to_string();
-            }
-            if let Some(t) = r.target() {
-                if !g.targets.iter().any(|x| x == t) && g.targets.len() < EVIDENCE_KEPT {
-                    g.targets.push(t.to_string());
-                }
-            }
-            if g.evidence.len() < EVIDENCE_KEPT {
-                let request = r.fields[12].unwrap_or("-");
-                let excerpt: String = request.chars().take(200).collect();
-                g.evidence.push(json!({
-                    "source": "alb", "line": line, "object": object, "excerpt": excerpt
-                }));
+        if !found.is_empty() {
+            let request = r.fields[12].unwrap_or("-");
+            let excerpt: String = request.chars().take(200).collect();
+            let evidence =
+                json!({"source": "alb", "line": line, "object": object, "excerpt": excerpt});
+            for d in &found {
+                self.note(*d, r.client_ip, r.time(), r.target(), &evidence);
             }
         }
         !found.is_empty()
@@ -342,10 +467,18 @@ impl Collector {
             let key = format!("{}|{ip}|{}", d.alert_type(), g.first_seen);
             let id = format!("fbd-{:016x}", fnv1a(key.as_bytes()));
             let date = g.first_seen.get(..10).unwrap_or_default().to_string();
+            let kind = match d {
+                Detection::AlbSqlInjection
+                | Detection::AlbCrossSiteScripting
+                | Detection::AlbThreatListAddress => "AlbTarget",
+                Detection::TrailConsoleLoginFailure | Detection::TrailUnexpectedCountry => {
+                    "AwsIamPrincipal"
+                }
+            };
             let targets: Vec<Value> = g
                 .targets
                 .iter()
-                .map(|t| json!({"type": "AlbTarget", "id": t}))
+                .map(|t| json!({"type": kind, "id": t}))
                 .collect();
             alerts.push(json!({
                 "version": "0",

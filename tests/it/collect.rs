@@ -171,8 +171,94 @@ fn bad_input_is_named_before_anything_is_read() {
     let out = firebreak_offline(&["collect", &fixture("logs/alb-web.log"), "--geoip", "/tmp"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains(".mmdb"), "{}", stderr(&out));
-    // A CloudTrail object is not read yet: said, exit 2.
-    let out = firebreak_offline(&["collect", &fixture("alerts/01-guardduty-backdoor-ec2.json")]);
+    // A VPC flow log is not read yet: said, exit 2.
+    let out = firebreak_offline(&["collect", &fixture("logs/vpc-flow.log")]);
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     assert!(stdout(&out).contains("not read yet"), "{}", stdout(&out));
+    let out = firebreak_offline(&[
+        "collect",
+        &fixture("logs/alb-web.log"),
+        "--allow-countries",
+        "GB",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--allow-countries needs --geoip"
+    );
+    let out = firebreak_offline(&[
+        "collect",
+        &fixture("logs/alb-web.log"),
+        "--geoip",
+        &fixture("geoip"),
+        "--allow-countries",
+        "GB,England",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("\"England\""), "{}", stderr(&out));
+}
+
+#[test]
+fn cloudtrail_sign_in_failures_and_calls_from_elsewhere() {
+    let alerts =
+        std::env::temp_dir().join(format!("firebreak-collect-ct-{}.json", std::process::id()));
+    let out = firebreak_offline(&[
+        "collect",
+        &fixture("logs/cloudtrail.json"),
+        "--geoip",
+        &fixture("geoip"),
+        "--allow-countries",
+        "GB,US",
+        "--alerts-out",
+        alerts.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 7 events: one without its time and address (malformed, event 6);
+    // two failed sign-ins from GB (allowed) and a call from CN detected; a
+    // private address, an AWS service and a US address are not.
+    assert_eq!(s["sources"]["cloudtrail"]["records"], 6, "{s:#}");
+    assert_eq!(s["malformed"], 1);
+    assert_eq!(s["malformed_lines"][0]["line"], 6);
+    assert_eq!(s["detections"], 3);
+    let alerts: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(&alerts).unwrap()).unwrap();
+    let mut kinds: Vec<(String, String, u64)> = alerts
+        .iter()
+        .map(|a| {
+            let d = &a["detail"];
+            (
+                d["type"].as_str().unwrap().to_string(),
+                d["source_address"].as_str().unwrap().to_string(),
+                d["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            (
+                "Collection:CloudTrail/ConsoleLoginFailure".into(),
+                "81.2.69.142".into(),
+                2
+            ),
+            (
+                "Collection:CloudTrail/UnexpectedCountry".into(),
+                "175.16.199.5".into(),
+                1
+            ),
+        ]
+    );
+    let elsewhere = alerts
+        .iter()
+        .find(|a| a["detail"]["type"] == "Collection:CloudTrail/UnexpectedCountry")
+        .unwrap();
+    assert_eq!(elsewhere["detail"]["source_geo"]["country"], "CN");
+    assert_eq!(
+        elsewhere["detail"]["resources"][0]["id"],
+        "arn:aws:iam::123456789012:user/deploy"
+    );
 }
