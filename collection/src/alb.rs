@@ -84,6 +84,16 @@ impl<'a> AlbRecord<'a> {
         self.fields[4]
     }
 
+    /// The request URL's path and query (`/search?q=...`), without the
+    /// scheme and host the ALB adds.
+    pub fn path_and_query(&self) -> Option<&'a str> {
+        let url = self.url?;
+        Some(match url.find("://") {
+            Some(i) => url[i + 3..].find('/').map_or("", |j| &url[i + 3 + j..]),
+            None => url,
+        })
+    }
+
     /// The request time (ISO 8601, UTC).
     pub fn time(&self) -> &'a str {
         self.fields[1].unwrap_or_default()
@@ -133,7 +143,12 @@ fn split<'a>(line: &'a str, out: &mut [Option<&'a str>; FIELDS.len()]) -> Result
                 break (i + 1, at, at + 1);
             }
         } else {
-            let end = memchr::memchr(b' ', &bytes[i..]).map_or(bytes.len(), |s| i + s);
+            // Most unquoted fields are a few bytes: a plain scan beats
+            // memchr's setup there (measured with scripts/bench-collect).
+            let end = bytes[i..]
+                .iter()
+                .position(|&b| b == b' ')
+                .map_or(bytes.len(), |s| i + s);
             (i, end, end)
         };
         if n < out.len() {
@@ -204,6 +219,7 @@ mod tests {
         assert_eq!(r.elb_status, Some(200));
         assert_eq!(r.method, Some("GET"));
         assert_eq!(r.url, Some("http://www.example.com:80/"));
+        assert_eq!(r.path_and_query(), Some("/"));
         assert_eq!(r.get("user_agent"), Some("curl/7.46.0"));
         assert_eq!(r.get("ssl_cipher"), None);
         assert_eq!(r.get("domain_name"), None);

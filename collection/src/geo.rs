@@ -41,7 +41,11 @@ pub struct GeoError {
 pub struct GeoIp {
     city: Option<Reader<Vec<u8>>>,
     asn: Option<Reader<Vec<u8>>>,
-    cache: HashMap<IpAddr, Geo>,
+    // FxHash: the cache is asked once per record; SipHash's resistance to
+    // chosen keys buys nothing for a per-run cache of a few thousand keys.
+    // Keyed by the address as a number (IPv4 mapped into IPv6): cheaper
+    // to hash and compare than `IpAddr`.
+    cache: HashMap<u128, Geo, rustc_hash::FxBuildHasher>,
 }
 
 impl std::fmt::Debug for GeoIp {
@@ -93,7 +97,7 @@ impl GeoIp {
         Ok(GeoIp {
             city,
             asn,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
         })
     }
 
@@ -101,7 +105,11 @@ impl GeoIp {
     /// it, or cannot decode its record).
     pub fn lookup(&mut self, ip: IpAddr) -> &Geo {
         let (city, asn) = (&self.city, &self.asn);
-        self.cache.entry(ip).or_insert_with(|| {
+        let key = match ip {
+            IpAddr::V4(a) => u128::from(a.to_ipv6_mapped()),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        self.cache.entry(key).or_insert_with(|| {
             let mut g = Geo::default();
             if let Some(r) = city {
                 if let Ok(Some(c)) = r.lookup(ip).and_then(|l| l.decode::<geoip2::City>()) {

@@ -377,53 +377,80 @@ impl Collector {
         }
     }
 
-    fn lines(&mut self, object: &str, mut input: impl BufRead) -> Result<(), CollectError> {
-        let mut buf = Vec::with_capacity(4096);
+    /// Reads lines in 1 MiB chunks (grown for a longer line), each line
+    /// handled where it lies in the chunk: no copy per line.
+    fn lines(&mut self, object: &str, mut input: impl Read) -> Result<(), CollectError> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut filled = 0;
         let mut n: u64 = 0;
         let mut counts = Counts::default();
         loop {
-            buf.clear();
+            if filled == buf.len() {
+                buf.resize(buf.len() * 2, 0);
+            }
             let read = input
-                .read_until(b'\n', &mut buf)
+                .read(&mut buf[filled..])
                 .map_err(|source| CollectError::Read {
                     object: object.to_string(),
                     source,
                 })?;
+            filled += read;
+            let mut start = 0;
+            while let Some(at) = memchr::memchr(b'\n', &buf[start..filled]) {
+                n += 1;
+                self.line(object, n, &buf[start..start + at], &mut counts)?;
+                start += at + 1;
+            }
             if read == 0 {
+                if start < filled {
+                    n += 1;
+                    self.line(object, n, &buf[start..filled], &mut counts)?;
+                }
                 break;
             }
-            n += 1;
-            let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                continue;
-            }
-            if n == 1 && line.starts_with(b"version account-id") {
-                return Err(CollectError::Unsupported {
-                    object: object.to_string(),
-                    kind: "a VPC flow log",
-                });
-            }
-            counts.lines += 1;
-            let reason = match std::str::from_utf8(line) {
-                Err(_) => Some("not UTF-8".to_string()),
-                Ok(text) => match alb::parse(text) {
-                    Err(e) => Some(e.to_string()),
-                    Ok(r) => {
-                        counts.records += 1;
-                        if self.record(object, n, &r) {
-                            counts.detections += 1;
-                        }
-                        None
-                    }
-                },
-            };
-            if let Some(reason) = reason {
-                counts.malformed += 1;
-                self.keep_malformed(object, n, reason);
-            }
+            buf.copy_within(start..filled, 0);
+            filled -= start;
         }
         self.add("alb", &counts);
+        Ok(())
+    }
+
+    /// One line of a line-oriented object (its newline taken off).
+    fn line(
+        &mut self,
+        object: &str,
+        n: u64,
+        line: &[u8],
+        counts: &mut Counts,
+    ) -> Result<(), CollectError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return Ok(());
+        }
+        if n == 1 && line.starts_with(b"version account-id") {
+            return Err(CollectError::Unsupported {
+                object: object.to_string(),
+                kind: "a VPC flow log",
+            });
+        }
+        counts.lines += 1;
+        let reason = match std::str::from_utf8(line) {
+            Err(_) => Some("not UTF-8".to_string()),
+            Ok(text) => match alb::parse(text) {
+                Err(e) => Some(e.to_string()),
+                Ok(r) => {
+                    counts.records += 1;
+                    if self.record(object, n, &r) {
+                        counts.detections += 1;
+                    }
+                    None
+                }
+            },
+        };
+        if let Some(reason) = reason {
+            counts.malformed += 1;
+            self.keep_malformed(object, n, reason);
+        }
         Ok(())
     }
 
@@ -436,7 +463,7 @@ impl Collector {
             }
         }
         let mut found = Vec::new();
-        if let Some(url) = r.url {
+        if let Some(url) = r.path_and_query() {
             for i in self.detector.scan(url) {
                 found.push(match i {
                     Injection::Sql => Detection::AlbSqlInjection,
