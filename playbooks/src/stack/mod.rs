@@ -167,6 +167,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_member_role_acts_on_instances_and_keeps_no_evidence() {
+        let files = render().unwrap();
+        let member = &files
+            .iter()
+            .find(|f| f.path == "member-role.yaml")
+            .unwrap()
+            .text;
+        for want in [
+            "ec2:ModifyNetworkInterfaceAttribute",
+            "ec2:CreateSnapshots",
+            "kms:CreateGrant",
+        ] {
+            assert!(member.contains(want), "{want}");
+        }
+        for not in [
+            "s3:",
+            "sns:",
+            "kms:Sign",
+            "kms:Encrypt\n",
+            "kms:GenerateDataKey\n",
+        ] {
+            assert!(!member.contains(not), "{not}");
+        }
+        let template = &files
+            .iter()
+            .find(|f| f.path == "template.yaml")
+            .unwrap()
+            .text;
+        assert!(template.contains("role/firebreak-responder"));
+    }
+
+    #[test]
     fn each_step_is_placed_where_its_task_runs() {
         let p = Playbook::compile("ec2-compromise").unwrap();
         let at = |name: &str| p.placement.iter().find(|(n, _)| n == name).map(|(_, r)| *r);

@@ -885,9 +885,16 @@ fails when this file is not what the code renders).
 Deploy: sam build --beta-features && sam deploy --guided (docs/deploying.md).";
 
 /// `infra/member-role.yaml`: `firebreak-responder` in a member account,
-/// trusted only by the step runner's and the container steps' roles, with the permissions of the
-/// steps that act on the member's instances (evidence stays in the
-/// security account, so no S3 and no SNS).
+/// trusted only by the step runner's and the container steps' roles, with
+/// the permissions of the steps that act on the member's instances.
+/// Evidence stays in the security account, so no S3, no SNS, and none of
+/// the KMS actions of evidence and custody (`kms:Sign`, `Encrypt`,
+/// `GenerateDataKey`): what is left of KMS is what EBS needs for snapshot
+/// copies.
+/// KMS actions of evidence and custody, which happen in the security
+/// account.
+const MEMBER_KMS_EXCLUDED: [&str; 3] = ["kms:Sign", "kms:Encrypt", "kms:GenerateDataKey"];
+
 pub(super) fn member_role(runner: &PolicyDocument, container: &PolicyDocument) -> String {
     let statements: Vec<Value> = PolicyDocument::gather(
         runner
@@ -902,11 +909,14 @@ pub(super) fn member_role(runner: &PolicyDocument, container: &PolicyDocument) -
     )
     .statement
     .iter()
-    .map(|s| {
+    .filter_map(|s| {
         let mut s = s.clone();
-        s.action
-            .retain(|a| !a.starts_with("s3:") && !a.starts_with("sns:"));
-        scoped(&s)
+        s.action.retain(|a| {
+            !a.starts_with("s3:")
+                && !a.starts_with("sns:")
+                && !MEMBER_KMS_EXCLUDED.contains(&a.as_str())
+        });
+        (!s.action.is_empty()).then(|| scoped(&s))
     })
     .collect();
     let template = json!({
