@@ -146,42 +146,25 @@ def resolve(v, cfn, params):
     return {k: resolve(x, cfn, params) for k, x in v.items()}
 
 
+# Example ARNs (or names) by resource type, `{n}` the logical id.
+EXAMPLE_ARNS = {
+    "AWS::S3::Bucket": "firebreak-{lower}",
+    "AWS::IAM::Role": f"arn:aws:iam::{ACCOUNT}:role/{{n}}",
+    "AWS::StepFunctions::StateMachine": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{{n}}",
+    "AWS::Lambda::Function": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{{n}}",
+    "AWS::KMS::Key": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{{n}}",
+    "AWS::SNS::Topic": f"arn:aws:sns:{REGION}:{ACCOUNT}:{{n}}",
+    "AWS::SQS::Queue": f"arn:aws:sqs:{REGION}:{ACCOUNT}:{{n}}",
+    "AWS::ECS::TaskDefinition": f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{{n}}:1",
+    "AWS::ECS::Cluster": f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{{n}}",
+    "AWS::Events::Rule": f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{{n}}",
+    "AWS::Logs::LogGroup": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{{n}}",
+}
+
+
 def example_arn(kind, name):
-    service = {
-        "AWS::S3::Bucket": None,
-        "AWS::SNS::Topic": "sns",
-        "AWS::SQS::Queue": "sqs",
-        "AWS::Lambda::Function": "lambda",
-        "AWS::IAM::Role": "iam",
-        "AWS::StepFunctions::StateMachine": "states",
-        "AWS::ECS::Cluster": "ecs",
-        "AWS::ECS::TaskDefinition": "ecs",
-        "AWS::KMS::Key": "kms",
-        "AWS::Events::Rule": "events",
-        "AWS::Logs::LogGroup": "logs",
-    }.get(kind, "x")
-    lower = name.lower()
-    if kind == "AWS::S3::Bucket":
-        return f"firebreak-{lower}"
-    if kind == "AWS::IAM::Role":
-        return f"arn:aws:iam::{ACCOUNT}:role/{name}"
-    if kind == "AWS::StepFunctions::StateMachine":
-        return f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
-    if kind == "AWS::Lambda::Function":
-        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{name}"
-    if kind == "AWS::KMS::Key":
-        return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{name}"
-    if kind == "AWS::SNS::Topic":
-        return f"arn:aws:sns:{REGION}:{ACCOUNT}:{name}"
-    if kind == "AWS::SQS::Queue":
-        return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{name}"
-    if kind == "AWS::ECS::TaskDefinition":
-        return f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{name}:1"
-    if kind == "AWS::ECS::Cluster":
-        return f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{name}"
-    if kind == "AWS::Events::Rule":
-        return f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{name}"
-    return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{lower}"
+    pattern = EXAMPLE_ARNS.get(kind, f"arn:aws:x:{REGION}:{ACCOUNT}:{{lower}}")
+    return pattern.format(n=name, lower=name.lower())
 
 
 def policies(cfn, params):

@@ -151,6 +151,7 @@ pub enum CollectError {
     },
 }
 
+#[derive(Debug)]
 struct Group {
     first_seen: String,
     last_seen: String,
@@ -170,15 +171,7 @@ pub struct Collector {
     region: String,
     allowed_countries: Option<Vec<String>>,
     summary: Summary,
-    groups: BTreeMap<(Detection, IpAddr), GroupBox>,
-}
-
-struct GroupBox(Group);
-
-impl std::fmt::Debug for GroupBox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} detection(s)", self.0.count)
-    }
+    groups: BTreeMap<(Detection, IpAddr), Group>,
 }
 
 /// gzip's magic bytes.
@@ -346,20 +339,14 @@ impl Collector {
             Some(g) => serde_json::to_value(g.lookup(ip)).unwrap_or(Value::Null),
             None => Value::Null,
         };
-        let g = &mut self
-            .groups
-            .entry((d, ip))
-            .or_insert_with(|| {
-                GroupBox(Group {
-                    first_seen: time.to_string(),
-                    last_seen: time.to_string(),
-                    count: 0,
-                    targets: Vec::new(),
-                    evidence: Vec::new(),
-                    geo,
-                })
-            })
-            .0;
+        let g = self.groups.entry((d, ip)).or_insert_with(|| Group {
+            first_seen: time.to_string(),
+            last_seen: time.to_string(),
+            count: 0,
+            targets: Vec::new(),
+            evidence: Vec::new(),
+            geo,
+        });
         g.count += 1;
         if time < g.first_seen.as_str() {
             g.first_seen = time.to_string();
@@ -490,7 +477,7 @@ impl Collector {
     /// `firebreak.collection`, one per detection type and client address).
     pub fn finish(mut self) -> (Summary, Vec<Value>) {
         let mut alerts = Vec::new();
-        for ((d, ip), GroupBox(g)) in std::mem::take(&mut self.groups) {
+        for ((d, ip), g) in std::mem::take(&mut self.groups) {
             let key = format!("{}|{ip}|{}", d.alert_type(), g.first_seen);
             let id = format!("fbd-{:016x}", fnv1a(key.as_bytes()));
             let date = g.first_seen.get(..10).unwrap_or_default().to_string();

@@ -15,6 +15,23 @@ fn fixture(p: &str) -> String {
         .to_string()
 }
 
+/// Each alert's type, source address and count, sorted.
+fn kinds(alerts: &[Value]) -> Vec<(String, String, u64)> {
+    let mut kinds: Vec<(String, String, u64)> = alerts
+        .iter()
+        .map(|a| {
+            let d = &a["detail"];
+            (
+                d["type"].as_str().unwrap().to_string(),
+                d["source_address"].as_str().unwrap().to_string(),
+                d["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
 #[test]
 fn alb_logs_are_parsed_enriched_and_checked() {
     let alerts =
@@ -81,18 +98,7 @@ fn alb_logs_are_parsed_enriched_and_checked() {
     let alerts: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(&alerts).unwrap()).unwrap();
     assert_eq!(s["alerts"], 4);
-    let mut kinds: Vec<(String, String, u64)> = alerts
-        .iter()
-        .map(|a| {
-            let d = &a["detail"];
-            (
-                d["type"].as_str().unwrap().to_string(),
-                d["source_address"].as_str().unwrap().to_string(),
-                d["count"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    kinds.sort();
+    let kinds = kinds(&alerts);
     assert_eq!(
         kinds,
         [
@@ -225,18 +231,7 @@ fn cloudtrail_sign_in_failures_and_calls_from_elsewhere() {
     assert_eq!(s["detections"], 3);
     let alerts: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(&alerts).unwrap()).unwrap();
-    let mut kinds: Vec<(String, String, u64)> = alerts
-        .iter()
-        .map(|a| {
-            let d = &a["detail"];
-            (
-                d["type"].as_str().unwrap().to_string(),
-                d["source_address"].as_str().unwrap().to_string(),
-                d["count"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    kinds.sort();
+    let kinds = kinds(&alerts);
     assert_eq!(
         kinds,
         [

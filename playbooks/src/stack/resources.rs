@@ -274,6 +274,29 @@ fn log_group(name: Value) -> Value {
     })
 }
 
+/// A bucket of the stack: kept when the stack goes, versioned, SSE-KMS
+/// with the evidence key, public access blocked, ACLs off.
+fn bucket(name: &str) -> Value {
+    json!({
+        "Type": "AWS::S3::Bucket",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "BucketName": sub(name),
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "BucketEncryption": {"ServerSideEncryptionConfiguration": [{
+                "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": arn_of("EvidenceKey")},
+                "BucketKeyEnabled": true
+            }]},
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": true, "BlockPublicPolicy": true,
+                "IgnorePublicAcls": true, "RestrictPublicBuckets": true
+            },
+            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+        }
+    })
+}
+
 fn storage(r: &mut Map<String, Value>) {
     r.insert(
         "EvidenceKey".into(),
@@ -288,53 +311,32 @@ fn storage(r: &mut Map<String, Value>) {
             }
         }),
     );
-    r.insert(
-        "EvidenceBucket".into(),
-        json!({
-            "Type": "AWS::S3::Bucket",
-            "DeletionPolicy": "Retain",
-            "UpdateReplacePolicy": "Retain",
-            "Properties": {
-                "BucketName": sub("firebreak-evidence-${AWS::AccountId}-${AWS::Region}"),
-                "VersioningConfiguration": {"Status": "Enabled"},
-                "ObjectLockEnabled": true,
-                "ObjectLockConfiguration": {
+    let mut evidence = bucket("firebreak-evidence-${AWS::AccountId}-${AWS::Region}");
+    // Versioning first, then Object Lock, as AWS documents the properties.
+    let props = evidence["Properties"]
+        .as_object_mut()
+        .map(std::mem::take)
+        .unwrap_or_default();
+    let mut ordered = Map::new();
+    for (k, v) in props {
+        ordered.insert(k.clone(), v);
+        if k == "VersioningConfiguration" {
+            ordered.insert("ObjectLockEnabled".into(), json!(true));
+            ordered.insert(
+                "ObjectLockConfiguration".into(),
+                json!({
                     "ObjectLockEnabled": "Enabled",
                     "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": reference("EvidenceRetentionDays")}}
-                },
-                "BucketEncryption": {"ServerSideEncryptionConfiguration": [{
-                    "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": arn_of("EvidenceKey")},
-                    "BucketKeyEnabled": true
-                }]},
-                "PublicAccessBlockConfiguration": {
-                    "BlockPublicAcls": true, "BlockPublicPolicy": true,
-                    "IgnorePublicAcls": true, "RestrictPublicBuckets": true
-                },
-                "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
-            }
-        }),
-    );
+                }),
+            );
+        }
+    }
+    evidence["Properties"] = Value::Object(ordered);
+    r.insert("EvidenceBucket".into(), evidence);
     r.insert("EvidenceBucketPolicy".into(), tls_only("EvidenceBucket"));
     r.insert(
         "ToolsBucket".into(),
-        json!({
-            "Type": "AWS::S3::Bucket",
-            "DeletionPolicy": "Retain",
-            "UpdateReplacePolicy": "Retain",
-            "Properties": {
-                "BucketName": sub("firebreak-tools-${AWS::AccountId}-${AWS::Region}"),
-                "VersioningConfiguration": {"Status": "Enabled"},
-                "BucketEncryption": {"ServerSideEncryptionConfiguration": [{
-                    "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": arn_of("EvidenceKey")},
-                    "BucketKeyEnabled": true
-                }]},
-                "PublicAccessBlockConfiguration": {
-                    "BlockPublicAcls": true, "BlockPublicPolicy": true,
-                    "IgnorePublicAcls": true, "RestrictPublicBuckets": true
-                },
-                "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
-            }
-        }),
+        bucket("firebreak-tools-${AWS::AccountId}-${AWS::Region}"),
     );
     r.insert("ToolsBucketPolicy".into(), tls_only("ToolsBucket"));
 }
